@@ -1,0 +1,62 @@
+"""Errors and coded rejections.
+
+Two kinds of "no":
+- ``InvalidInput``: the request itself is malformed (a field and a reason). It changes nothing and
+  maps to HTTP 400.
+- ``Rejection``: a well-formed request that the system decided not to execute (risk, cost, venue,
+  broker). It is a value with a code and is recorded in the ledger as a decision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class InvalidInput(ValueError):
+    """A malformed request: ``field`` names the offending input, ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, str]:
+        return {"field": self.field, "reason": self.reason}
+
+
+class RejectCode(str, Enum):
+    SPREAD_TOO_WIDE = "SPREAD_TOO_WIDE"
+    KILL_SWITCH = "KILL_SWITCH"
+    DAILY_TRADE_LIMIT = "DAILY_TRADE_LIMIT"
+    POSITION_LIMIT = "POSITION_LIMIT"
+    RISK_DATA_UNAVAILABLE = "RISK_DATA_UNAVAILABLE"
+    NO_VENUE_FOR_ASSET_CLASS = "NO_VENUE_FOR_ASSET_CLASS"
+    UNSUPPORTED_ASSET_CLASS = "UNSUPPORTED_ASSET_CLASS"
+    MARKET_DATA_UNAVAILABLE = "MARKET_DATA_UNAVAILABLE"
+    STALE_TICK = "STALE_TICK"
+    INVALID_QUOTE = "INVALID_QUOTE"
+    SPREAD_WIDENED = "SPREAD_WIDENED"
+    INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
+    CORRELATION_TOO_HIGH = "CORRELATION_TOO_HIGH"
+    RPM_NOT_AUTHORIZED = "RPM_NOT_AUTHORIZED"
+    BROKER_REJECTED = "BROKER_REJECTED"
+    BROKER_INSUFFICIENT_BUYING_POWER = "BROKER_INSUFFICIENT_BUYING_POWER"
+    BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"
+    BROKER_RATE_LIMITED = "BROKER_RATE_LIMITED"
+    FILL_RATIO_TOO_LOW = "FILL_RATIO_TOO_LOW"
+    GROUP_SLIPPAGE_EXCEEDED = "GROUP_SLIPPAGE_EXCEEDED"
+    ORDER_TIMEOUT = "ORDER_TIMEOUT"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A coded, human-readable reason: ``DAILY_TRADE_LIMIT: count=50 limit=50``."""
+
+    code: RejectCode
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.code.value}: {self.detail}" if self.detail else self.code.value
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code.value, "detail": self.detail, "text": str(self)}
