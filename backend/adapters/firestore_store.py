@@ -1,0 +1,178 @@
+"""ExecutionStore on Firestore (google-cloud-firestore). Paths and fields: docs/ARCHITECTURE.md.
+
+Scaling choices (Firestore sustains ~1 write/s per document, and contended transactions are slow):
+- No transaction is used on the hot path. Atomicity comes from batched writes with preconditions
+  (``create`` = must not exist; ``update`` with ``last_update_time``), which never lock.
+- The daily trade limit is a set of slot documents ``risk_days/<day>/trade_slots/<n>``, n < limit.
+  A trade takes a slot by *creating* it; two intents racing for one slot cannot both succeed
+  (create precondition), the loser probes the next number. No document is written twice per day
+  except a slot given back by a trade that did not happen.
+- Position exposure is one document per (tenant, account, symbol) changed only by blind
+  ``Increment`` transforms of integer nano-units (exact, no read-modify-write contention).
+"""
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from typing import Any, Mapping
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from backend.domain.money import ZERO
+from backend.ports.store import Claim, ClaimOutcome, ClaimResult, Finish, IntentRecord, IntentStatus
+from backend.risk.manager import Exposure, RiskSnapshot
+
+NANO = Decimal("1000000000")
+
+
+def to_nanos(qty: Decimal) -> int:
+    scaled = qty * NANO
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"quantity {qty} is finer than 1e-9")
+    return int(scaled)
+
+
+def from_nanos(value: Any) -> Decimal:
+    return Decimal(int(value or 0)) / NANO
+
+
+class FirestoreStore:
+    def __init__(self, client: firestore.Client):
+        self.db = client
+
+    @classmethod
+    def from_env(cls) -> "FirestoreStore":
+        return cls(make_client())
+
+    # --- references ------------------------------------------------------------------------------
+    def _tenant(self, tenant_id: str):
+        return self.db.collection("tenants").document(tenant_id)
+
+    def intent_ref(self, tenant_id: str, intent_id: str):
+        return self._tenant(tenant_id).collection("order_intents").document(intent_id)
+
+    def _slots(self, tenant_id: str, day: str):
+        return self._tenant(tenant_id).collection("risk_days").document(day).collection("trade_slots")
+
+    def _exposure_ref(self, tenant_id: str, key: str):
+        return self._tenant(tenant_id).collection("exposure").document(key)
+
+    # --- reads -------------------------------------------------------------------------------------
+    def get_intent(self, tenant_id: str, intent_id: str) -> IntentRecord | None:
+        snap = self.intent_ref(tenant_id, intent_id).get()
+        return _record(tenant_id, intent_id, snap)
+
+    def _count_slots(self, tenant_id: str, day: str) -> int:
+        result = self._slots(tenant_id, day).count().get()
+        return int(result[0][0].value)
+
+    def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot:
+        refs = [self.db.collection("ops").document("execution"),
+                self._tenant(tenant_id).collection("config").document("risk"),
+                self._exposure_ref(tenant_id, account_key)]
+        snaps = {s.reference.path: s for s in self.db.get_all(refs)}
+        ops = snaps[refs[0].path].to_dict() or {} if snaps[refs[0].path].exists else {}
+        cfg = snaps[refs[1].path].to_dict() if snaps[refs[1].path].exists else None
+        exp = snaps[refs[2].path].to_dict() if snaps[refs[2].path].exists else {}
+        return RiskSnapshot(global_kill_switch=bool(ops.get("kill_switch", False)), tenant_overrides=cfg,
+                            trades_today=self._count_slots(tenant_id, trade_day), exposure=_exposure(exp))
+
+    # --- claim -------------------------------------------------------------------------------------
+    def claim(self, claim: Claim) -> ClaimOutcome:
+        intent_ref = self.intent_ref(claim.tenant_id, claim.intent_id)
+        count = self._count_slots(claim.tenant_id, claim.trade_day)
+        if count >= claim.daily_limit:
+            return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count)
+        probe = list(range(count, claim.daily_limit)) + list(range(0, min(count, claim.daily_limit)))
+        field = "reserved_long_nanos" if claim.signed_qty > 0 else "reserved_short_nanos"
+        for slot in probe:
+            snap = intent_ref.get()
+            if snap.exists and snap.get("status") != IntentStatus.NEW.value:
+                return ClaimOutcome(ClaimResult.DUPLICATE, existing=_record(claim.tenant_id, claim.intent_id, snap))
+            batch = self.db.batch()
+            record = {**claim.record, "slot": slot, "lease_until": claim.lease_until,
+                      "updated_server_at": firestore.SERVER_TIMESTAMP}
+            if snap.exists:
+                batch.update(intent_ref, record, option=self.db.write_option(last_update_time=snap.update_time))
+            else:
+                batch.create(intent_ref, {**record, "created_server_at": firestore.SERVER_TIMESTAMP})
+            batch.create(self._slots(claim.tenant_id, claim.trade_day).document(str(slot)),
+                         {"intent_id": claim.intent_id, "uid": claim.uid, "taken_at": firestore.SERVER_TIMESTAMP})
+            batch.set(self._exposure_ref(claim.tenant_id, claim.account_key),
+                      {field: firestore.Increment(to_nanos(abs(claim.signed_qty)))}, merge=True)
+            try:
+                batch.commit()
+            except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Conflict):
+                continue  # the slot or the intent was taken meanwhile; the intent is re-read above
+            exp_snap = self._exposure_ref(claim.tenant_id, claim.account_key).get()
+            return ClaimOutcome(ClaimResult.CLAIMED, slot=slot, exposure=_exposure(exp_snap.to_dict() or {}),
+                                trades_today=count + 1)
+        snap = intent_ref.get()
+        if snap.exists and snap.get("status") != IntentStatus.NEW.value:
+            return ClaimOutcome(ClaimResult.DUPLICATE, existing=_record(claim.tenant_id, claim.intent_id, snap))
+        return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=claim.daily_limit)
+
+    # --- finish ------------------------------------------------------------------------------------
+    def finish(self, finish: Finish) -> IntentRecord:
+        intent_ref = self.intent_ref(finish.tenant_id, finish.intent_id)
+        snap = intent_ref.get()
+        if snap.exists and IntentStatus(snap.get("status") or "new").is_final:
+            return _record(finish.tenant_id, finish.intent_id, snap)  # type: ignore[return-value]
+        batch = self.db.batch()
+        record = {**finish.record, "updated_server_at": firestore.SERVER_TIMESTAMP, "lease_until": None}
+        if snap.exists:
+            batch.update(intent_ref, record, option=self.db.write_option(last_update_time=snap.update_time))
+        else:
+            batch.create(intent_ref, {**record, "created_server_at": firestore.SERVER_TIMESTAMP})
+        tenant = self._tenant(finish.tenant_id)
+        batch.create(tenant.collection("ledger_trades").document(finish.ledger_id),
+                     {**finish.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
+        if finish.history is not None and finish.history_id is not None:
+            history_ref = (self.db.collection("users").document(finish.uid).collection("portfolio")
+                           .document("history").collection("trades").document(finish.history_id))
+            batch.create(history_ref, {**finish.history, "recorded_at": firestore.SERVER_TIMESTAMP})
+        for path, doc in finish.extra_writes:
+            batch.create(self.db.document(path), dict(doc))
+        if finish.account_key is not None:
+            update: dict[str, Any] = {}
+            if finish.filled_signed_qty:
+                update["position_nanos"] = firestore.Increment(to_nanos(finish.filled_signed_qty))
+            released = finish.reserved_signed_qty or ZERO
+            if released > 0:
+                update["reserved_long_nanos"] = firestore.Increment(-to_nanos(released))
+            elif released < 0:
+                update["reserved_short_nanos"] = firestore.Increment(-to_nanos(-released))
+            if update:
+                batch.set(self._exposure_ref(finish.tenant_id, finish.account_key), update, merge=True)
+        if finish.release_slot is not None and finish.trade_day is not None:
+            batch.delete(self._slots(finish.tenant_id, finish.trade_day).document(str(finish.release_slot)))
+        try:
+            batch.commit()
+        except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Conflict):
+            # a concurrent duplicate finished first; its stored outcome wins
+            pass
+        return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+
+
+def _exposure(doc: Mapping[str, Any]) -> Exposure:
+    return Exposure(position=from_nanos(doc.get("position_nanos")),
+                    reserved_long=from_nanos(doc.get("reserved_long_nanos")),
+                    reserved_short=from_nanos(doc.get("reserved_short_nanos")))
+
+
+def _record(tenant_id: str, intent_id: str, snap: Any) -> IntentRecord | None:
+    if not snap.exists:
+        return None
+    data = snap.to_dict() or {}
+    return IntentRecord(tenant_id, intent_id, IntentStatus(data.get("status") or "new"), data)
+
+
+def make_client(project: str | None = None) -> firestore.Client:
+    """A Firestore client: the emulator (anonymous credentials) when FIRESTORE_EMULATOR_HOST is set."""
+    project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT") or "demo-exec"
+    if os.environ.get("FIRESTORE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return firestore.Client(project=project, credentials=AnonymousCredentials())
+    return firestore.Client(project=project)

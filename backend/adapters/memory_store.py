@@ -1,0 +1,114 @@
+"""In-memory ExecutionStore with the same semantics as the Firestore one. For fast unit tests and
+library use without Firestore — never the only proof of persistence (see the emulator tests)."""
+from __future__ import annotations
+
+import copy
+import threading
+from decimal import Decimal
+from typing import Any, Mapping
+
+from backend.domain.money import ZERO
+from backend.ports.store import Claim, ClaimOutcome, ClaimResult, Finish, IntentRecord, IntentStatus
+from backend.risk.manager import Exposure, RiskSnapshot
+
+
+class InMemoryStore:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.commits = 0
+
+    # paths mirror the Firestore layout so tests can assert on them
+    @staticmethod
+    def intent_path(tenant_id: str, intent_id: str) -> str:
+        return f"tenants/{tenant_id}/order_intents/{intent_id}"
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        with self._lock:
+            doc = self.docs.get(path)
+            return copy.deepcopy(doc) if doc is not None else None
+
+    def collection(self, prefix: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            depth = prefix.count("/") + 1
+            return {p: copy.deepcopy(d) for p, d in self.docs.items()
+                    if p.startswith(prefix + "/") and p.count("/") == depth}
+
+    def get_intent(self, tenant_id: str, intent_id: str) -> IntentRecord | None:
+        doc = self.get(self.intent_path(tenant_id, intent_id))
+        return None if doc is None else IntentRecord(tenant_id, intent_id, IntentStatus(doc.get("status", "new")), doc)
+
+    def _exposure(self, tenant_id: str, key: str) -> Exposure:
+        doc = self.docs.get(f"tenants/{tenant_id}/exposure/{key}", {})
+        return Exposure(doc.get("position", ZERO), doc.get("reserved_long", ZERO), doc.get("reserved_short", ZERO))
+
+    def _slots(self, tenant_id: str, day: str) -> dict[str, dict[str, Any]]:
+        return self.collection(f"tenants/{tenant_id}/risk_days/{day}/trade_slots")
+
+    def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot:
+        with self._lock:
+            ops = self.docs.get("ops/execution", {})
+            tenant_cfg = self.docs.get(f"tenants/{tenant_id}/config/risk")
+            return RiskSnapshot(global_kill_switch=bool(ops.get("kill_switch", False)),
+                                tenant_overrides=copy.deepcopy(tenant_cfg),
+                                trades_today=len(self._slots(tenant_id, trade_day)),
+                                exposure=self._exposure(tenant_id, account_key))
+
+    def claim(self, claim: Claim) -> ClaimOutcome:
+        with self._lock:
+            path = self.intent_path(claim.tenant_id, claim.intent_id)
+            existing = self.docs.get(path)
+            if existing is not None and existing.get("status", "new") != IntentStatus.NEW.value:
+                return ClaimOutcome(ClaimResult.DUPLICATE, existing=self.get_intent(claim.tenant_id, claim.intent_id))
+            slots = self._slots(claim.tenant_id, claim.trade_day)
+            taken = {int(p.rsplit("/", 1)[1]) for p in slots}
+            free = [n for n in range(claim.daily_limit) if n not in taken]
+            if not free:
+                return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=len(taken))
+            slot = free[0]
+            self.docs[f"tenants/{claim.tenant_id}/risk_days/{claim.trade_day}/trade_slots/{slot}"] = {
+                "intent_id": claim.intent_id, "uid": claim.uid}
+            self.docs[path] = {**(existing or {}), **copy.deepcopy(dict(claim.record)),
+                               "slot": slot, "lease_until": claim.lease_until}
+            key = f"tenants/{claim.tenant_id}/exposure/{claim.account_key}"
+            exp = self.docs.setdefault(key, {"position": ZERO, "reserved_long": ZERO, "reserved_short": ZERO})
+            field = "reserved_long" if claim.signed_qty > 0 else "reserved_short"
+            exp[field] = exp[field] + abs(claim.signed_qty)
+            self.commits += 1
+            return ClaimOutcome(ClaimResult.CLAIMED, slot=slot, exposure=self._exposure(claim.tenant_id, claim.account_key),
+                                trades_today=len(taken) + 1)
+
+    def finish(self, finish: Finish) -> IntentRecord:
+        with self._lock:
+            path = self.intent_path(finish.tenant_id, finish.intent_id)
+            current = self.docs.get(path)
+            if current is not None and IntentStatus(current.get("status", "new")).is_final:
+                return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+            ledger_path = f"tenants/{finish.tenant_id}/ledger_trades/{finish.ledger_id}"
+            if ledger_path in self.docs:
+                raise RuntimeError(f"ledger row {ledger_path} exists for a non-final intent")
+            self.docs[path] = {**(current or {}), **copy.deepcopy(dict(finish.record))}
+            self.docs[ledger_path] = copy.deepcopy(dict(finish.ledger))
+            if finish.history is not None:
+                self.docs[f"users/{finish.uid}/portfolio/history/trades/{finish.history_id}"] = copy.deepcopy(
+                    dict(finish.history))
+            for extra_path, doc in finish.extra_writes:
+                self.docs[extra_path] = copy.deepcopy(dict(doc))
+            if finish.account_key is not None:
+                key = f"tenants/{finish.tenant_id}/exposure/{finish.account_key}"
+                exp = self.docs.setdefault(key, {"position": ZERO, "reserved_long": ZERO, "reserved_short": ZERO})
+                exp["position"] = exp["position"] + finish.filled_signed_qty
+                released: Decimal = finish.reserved_signed_qty or ZERO
+                if released > 0:
+                    exp["reserved_long"] -= released
+                elif released < 0:
+                    exp["reserved_short"] -= -released
+            if finish.release_slot is not None and finish.trade_day is not None:
+                self.docs.pop(f"tenants/{finish.tenant_id}/risk_days/{finish.trade_day}/trade_slots/{finish.release_slot}",
+                              None)
+            self.commits += 1
+            return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+
+    def set_doc(self, path: str, doc: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.docs[path] = copy.deepcopy(dict(doc))

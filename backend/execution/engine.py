@@ -1,0 +1,355 @@
+"""ExecutionEngine: intent → smart routing → risk → broker → ledger and history.
+
+The public names of seed 001 (``ExecutionEngine, AlpacaBroker, SmartRouter, RiskManager,
+OrderIntent, MarketDataProvider``) and seed 000 (``ExecutionLeg, ExecutionGroup``) import from here.
+
+Single-leg flow and its persistence (see docs/ARCHITECTURE.md):
+1. a stored final outcome for the intent id is returned as is (idempotent replay);
+2. routing: quote → cost check (downgrade) or unusable quote (rejection) — one ``finish`` commit;
+3. venue and risk pre-checks (kill switch, daily trades, position) — a rejection is one commit;
+4. ``claim``: reservation persisted before the broker is called (lease, daily slot, exposure);
+5. submit with a client order id derived from tenant + intent id (a retry cannot double it);
+6. ``finish``: ledger row, history row, exposure settled — one commit.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from backend.domain.clock import Clock, SystemClock
+from backend.domain.errors import RejectCode, Rejection
+from backend.domain.money import ZERO
+from backend.execution.intent import ExecutionContext, OrderIntent, client_order_id_for
+from backend.execution.records import ExecutionResult, history_row, ledger_row
+from backend.execution.router import MarketDataProvider, RoutingDecision, SmartRouter
+from backend.logs import log_event
+from backend.ports.broker import BrokerError, BrokerErrorCode, BrokerOrder, BrokerPort, OrderRequest
+from backend.ports.store import Claim, ClaimResult, ExecutionStore, Finish, IntentRecord, IntentStatus
+from backend.risk.manager import RiskManager
+from backend.settings import ExecSettings
+
+__all__ = ["ExecutionEngine", "AlpacaBroker", "SmartRouter", "RiskManager", "OrderIntent", "MarketDataProvider",
+           "ExecutionContext", "ExecutionResult", "ExecutionLeg", "ExecutionGroup", "PaperBroker"]
+
+
+def __getattr__(name: str) -> Any:
+    # Adapters load on first use: importing the engine must not import alpaca-py (cold starts).
+    if name == "AlpacaBroker":
+        from backend.adapters.alpaca_broker import AlpacaBroker
+
+        return AlpacaBroker
+    if name == "PaperBroker":
+        from backend.adapters.paper_broker import PaperBroker
+
+        return PaperBroker
+    if name in ("ExecutionLeg", "ExecutionGroup"):
+        from backend.execution import groups
+
+        return getattr(groups, name)
+    raise AttributeError(name)
+
+
+def account_key(intent: OrderIntent) -> str:
+    return f"{intent.broker_account_id}__{intent.symbol.replace('/', '-')}"
+
+
+class ExecutionEngine:
+    def __init__(self, broker: Any = None, router: SmartRouter | None = None, risk: RiskManager | None = None,
+                 enable_smart_routing: bool = True, dry_run: bool | None = None, *,
+                 store: ExecutionStore | None = None, clock: Clock | None = None,
+                 settings: ExecSettings | None = None):
+        self.settings = settings or ExecSettings.from_env()
+        self.clock = clock or SystemClock()
+        if broker is None:
+            from backend.adapters.paper_broker import PaperBroker
+
+            broker = PaperBroker(clock=self.clock)
+        self.broker = broker
+        self.router = router or SmartRouter(self.settings.max_spread_pct)
+        self.router.bind(MarketDataProvider(self._any_broker()), self.clock)
+        self.risk = risk or RiskManager(settings=self.settings)
+        self.enable_smart_routing = enable_smart_routing
+        self.dry_run = self.settings.dry_run if dry_run is None else bool(dry_run)
+        self.store = store if store is not None else default_store()
+
+    # --- venue selection -------------------------------------------------------------------
+    def _any_broker(self) -> BrokerPort:
+        if hasattr(self.broker, "broker_for") and not hasattr(self.broker, "submit_order"):
+            return _RoutedMarketData(self.broker)  # type: ignore[return-value]
+        return self.broker
+
+    def broker_for(self, intent: OrderIntent) -> BrokerPort | Rejection:
+        if hasattr(self.broker, "broker_for") and not hasattr(self.broker, "submit_order"):
+            try:
+                return self.broker.broker_for(intent.asset_class)
+            except BrokerError as exc:
+                return exc.to_rejection()
+        if not self.broker.supports(intent.asset_class):
+            return Rejection(RejectCode.NO_VENUE_FOR_ASSET_CLASS, intent.asset_class.value)
+        return self.broker
+
+    # --- the flow ----------------------------------------------------------------------------
+    def execute_intent(self, intent: OrderIntent, context: ExecutionContext | None = None) -> ExecutionResult:
+        ctx = intent.resolve_context(context, self.settings.default_tenant_id, self.settings.default_uid)
+        log_event("exec.intent_received", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
+                  symbol=intent.symbol, asset_class=intent.asset_class.value, side=intent.side.value,
+                  qty=intent.qty, strategy_id=intent.strategy_id)
+        existing = self.store.get_intent(ctx.tenant_id, intent.intent_id)
+        if existing is not None and existing.status.is_final:
+            return self._replay(existing)
+        if existing is not None and existing.status is IntentStatus.RESERVED:
+            return self._resume(intent, ctx, existing)
+
+        routing = self._route(intent)
+        if routing is not None and not routing.should_execute:
+            status = "downgraded" if routing.downgraded else "rejected"
+            return self._finish_decision(intent, ctx, status, routing, routing.rejection)
+
+        venue = self.broker_for(intent)
+        if isinstance(venue, Rejection):
+            return self._finish_decision(intent, ctx, "rejected", routing, venue)
+
+        day = self.clock.now().date().isoformat()
+        key = account_key(intent)
+        try:
+            snapshot = self.store.risk_snapshot(ctx.tenant_id, key, day)
+        except Exception as exc:  # fail closed: no risk data, no trade
+            rejection = Rejection(RejectCode.RISK_DATA_UNAVAILABLE, type(exc).__name__)
+            log_event("exec.risk", severity="ERROR", intent_id=intent.intent_id, rejection=rejection)
+            raise
+        rejection = self.risk.check(intent.signed_qty, snapshot)
+        log_event("exec.risk", intent_id=intent.intent_id, passed=rejection is None,
+                  rejection=rejection, trades_today=snapshot.trades_today)
+        if rejection is not None:
+            return self._finish_decision(intent, ctx, "rejected", routing, rejection)
+        if self.dry_run:
+            return self._finish_decision(intent, ctx, "dry_run", routing, None)
+
+        coid = client_order_id_for(ctx.tenant_id, intent.intent_id)
+        limits = self.risk.effective_limits(snapshot)
+        now = self.clock.now()
+        claim = Claim(
+            tenant_id=ctx.tenant_id, intent_id=intent.intent_id, uid=ctx.uid, account_key=key, trade_day=day,
+            daily_limit=limits.max_daily_trades, signed_qty=intent.signed_qty,
+            record=self._intent_record(intent, ctx, IntentStatus.RESERVED, routing, client_order_id=coid,
+                                       broker_name=venue.name, trade_day=day),
+            lease_until=now + timedelta(seconds=float(self.settings.lease_seconds)),
+        )
+        outcome = self.store.claim(claim)
+        if outcome.result is ClaimResult.DUPLICATE:
+            assert outcome.existing is not None
+            if outcome.existing.status.is_final:
+                return self._replay(outcome.existing)
+            return self._pending(intent, ctx, routing, coid, venue.name, None)
+        if outcome.result is ClaimResult.DAILY_LIMIT:
+            rejection = Rejection(RejectCode.DAILY_TRADE_LIMIT, f"count={outcome.trades_today} limit={limits.max_daily_trades}")
+            log_event("exec.risk", intent_id=intent.intent_id, passed=False, rejection=rejection, stage="claim")
+            return self._finish_decision(intent, ctx, "rejected", routing, rejection)
+        recheck = self.risk.check(intent.signed_qty, type(snapshot)(
+            global_kill_switch=snapshot.global_kill_switch, tenant_overrides=snapshot.tenant_overrides,
+            trades_today=outcome.trades_today, exposure=outcome.exposure), include_own_reservation=True)
+        if recheck is not None:
+            log_event("exec.risk", intent_id=intent.intent_id, passed=False, rejection=recheck, stage="claim")
+            return self._finish_decision(intent, ctx, "rejected", routing, recheck, claimed=True,
+                                         claimed_slot=outcome.slot, client_order_id=coid)
+        return self._submit(intent, ctx, routing, venue, coid, outcome.slot)
+
+    # --- steps ---------------------------------------------------------------------------------
+    def _route(self, intent: OrderIntent) -> RoutingDecision | None:
+        if not self.enable_smart_routing:
+            return None
+        decision = self.router.analyze_intent(intent)
+        log_event("exec.smart_routing", intent_id=intent.intent_id, should_execute=decision.should_execute,
+                  reason=decision.reason, spread_pct=decision.spread_pct,
+                  estimated_slippage=decision.estimated_slippage, downgraded=decision.downgraded,
+                  symbol=intent.symbol, asset_class=intent.asset_class.value)
+        return decision
+
+    def _submit(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None,
+                venue: BrokerPort, coid: str, slot: int | None) -> ExecutionResult:
+        request = OrderRequest(client_order_id=coid, symbol=intent.symbol, asset_class=intent.asset_class,
+                               side=intent.side, qty=intent.qty, order_type=intent.order_type,
+                               limit_price=intent.limit_price,
+                               time_in_force="gtc" if intent.asset_class.value == "CRYPTO" else "day")
+        try:
+            order = venue.submit_order(request)
+        except BrokerError as exc:
+            if exc.code in (BrokerErrorCode.UNAVAILABLE, BrokerErrorCode.RATE_LIMITED):
+                # Outcome unknown (the order may exist): keep the reservation; retry or the
+                # sweeper reconciles by client order id.
+                log_event("exec.broker_unavailable", severity="WARNING", intent_id=intent.intent_id,
+                          code=exc.code.value, message=exc.message, client_order_id=coid)
+                return self._pending(intent, ctx, routing, coid, venue.name, exc)
+            rejection = exc.to_rejection()
+            log_event("exec.broker_rejected", severity="WARNING", intent_id=intent.intent_id, rejection=rejection)
+            return self._finish_decision(intent, ctx, "rejected", routing, rejection, claimed=True,
+                                         claimed_slot=slot, client_order_id=coid, broker_name=venue.name)
+        order = self._await_fill(venue, order)
+        return self._finish_placed(intent, ctx, routing, venue, coid, order)
+
+    def _await_fill(self, venue: BrokerPort, order: BrokerOrder) -> BrokerOrder:
+        deadline = self.clock.monotonic() + float(self.settings.fill_wait_seconds)
+        while not order.state.is_final and self.clock.monotonic() < deadline:
+            self.clock.sleep(min(float(self.settings.monitoring_poll_interval), 0.25))
+            try:
+                order = venue.get_order(order.broker_order_id)
+            except BrokerError:
+                break  # the order exists; its fills are reconciled later
+        return order
+
+    def _resume(self, intent: OrderIntent, ctx: ExecutionContext, existing: IntentRecord) -> ExecutionResult:
+        """A RESERVED intent: find its order by client id; submit it only if the venue has none."""
+        data = existing.data
+        coid = data.get("client_order_id") or client_order_id_for(ctx.tenant_id, intent.intent_id)
+        lease = data.get("lease_until")
+        venue = self.broker_for(intent)
+        if isinstance(venue, Rejection):
+            return self._pending(intent, ctx, None, coid, None, None)
+        routing = self._route(intent) if self.enable_smart_routing else None
+        try:
+            order = venue.get_order_by_client_id(coid)
+        except BrokerError as exc:
+            return self._pending(intent, ctx, routing, coid, venue.name, exc)
+        if order is not None:
+            log_event("exec.resumed", intent_id=intent.intent_id, client_order_id=coid, found=True)
+            return self._finish_placed(intent, ctx, routing, venue, coid, self._await_fill(venue, order))
+        if lease is not None and _lease_active(lease, self.clock):
+            return self._pending(intent, ctx, routing, coid, venue.name, None)
+        log_event("exec.resumed", intent_id=intent.intent_id, client_order_id=coid, found=False)
+        return self._submit(intent, ctx, routing, venue, coid, data.get("slot"))
+
+    # --- outcomes --------------------------------------------------------------------------------
+    def _intent_record(self, intent: OrderIntent, ctx: ExecutionContext, status: IntentStatus,
+                       routing: RoutingDecision | None, **extra: Any) -> dict[str, Any]:
+        return {"intent": intent.to_dict(), "tenant_id": ctx.tenant_id, "uid": ctx.uid, "status": status.value,
+                "kind": "single", "updated_at": self.clock.now().isoformat(), **extra}
+
+    def _finish_decision(self, intent: OrderIntent, ctx: ExecutionContext, status: str,
+                         routing: RoutingDecision | None, rejection: Rejection | None, *,
+                         claimed: bool = False, claimed_slot: int | None = None,
+                         client_order_id: str | None = None, broker_name: str | None = None) -> ExecutionResult:
+        """One commit for a decision that placed nothing; a claimed reservation is released in it."""
+        now = self.clock.now()
+        result = ExecutionResult(status=status, intent_id=intent.intent_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
+                                 trade_id=intent.intent_id, routing=routing, rejection=rejection,
+                                 client_order_id=client_order_id, broker=broker_name)
+        finish = Finish(
+            tenant_id=ctx.tenant_id, intent_id=intent.intent_id, uid=ctx.uid,
+            record=self._intent_record(intent, ctx, IntentStatus(status), routing, result=result.to_dict(),
+                                       client_order_id=client_order_id),
+            ledger_id=intent.intent_id,
+            ledger=ledger_row(intent=intent, ctx=ctx, status=status, now=now, routing=routing, rejection=rejection,
+                              broker_name=broker_name, client_order_id=client_order_id),
+            account_key=account_key(intent) if claimed else None,
+            reserved_signed_qty=intent.signed_qty if claimed else None,
+            trade_day=now.date().isoformat() if claimed else None,
+            release_slot=claimed_slot if claimed else None,
+        )
+        stored = self.store.finish(finish)
+        if stored.data.get("result") and stored.data["result"].get("status") != status:
+            return self._replay(stored)
+        log_event(f"exec.{status}", severity="INFO" if status != "rejected" else "WARNING",
+                  intent_id=intent.intent_id, tenant_id=ctx.tenant_id, reason=result.reason)
+        return result
+
+    def _finish_placed(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None,
+                       venue: BrokerPort, coid: str, order: BrokerOrder) -> ExecutionResult:
+        now = self.clock.now()
+        result = ExecutionResult(status="placed", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
+                                 trade_id=intent.intent_id, routing=routing, client_order_id=coid,
+                                 broker_order_id=order.broker_order_id, broker=venue.name,
+                                 order_status=order.state.value, filled_qty=order.filled_qty,
+                                 filled_avg_price=order.filled_avg_price)
+        filled_signed = order.filled_qty * intent.side.direction
+        # A working order keeps the reservation of its unfilled remainder until it is final.
+        release = intent.signed_qty if order.state.is_final else filled_signed
+        record = self._intent_record(intent, ctx, IntentStatus.PLACED, routing, result=result.to_dict(),
+                                     client_order_id=coid, broker_order_id=order.broker_order_id,
+                                     order_final=order.state.is_final, broker=venue.name)
+        finish = Finish(
+            tenant_id=ctx.tenant_id, intent_id=intent.intent_id, uid=ctx.uid, record=record,
+            ledger_id=intent.intent_id,
+            ledger=ledger_row(intent=intent, ctx=ctx, status="placed", now=now, routing=routing, order=order,
+                              broker_name=venue.name, client_order_id=coid),
+            history_id=intent.intent_id,
+            history=history_row(intent=intent, ctx=ctx, now=now, routing=routing, order=order,
+                                broker_name=venue.name, client_order_id=coid),
+            account_key=account_key(intent), reserved_signed_qty=release, filled_signed_qty=filled_signed,
+            trade_day=now.date().isoformat(),
+        )
+        stored = self.store.finish(finish)
+        if stored.data.get("result") and stored.data["result"].get("broker_order_id") != order.broker_order_id:
+            return self._replay(stored)
+        log_event("exec.placed", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, broker=venue.name,
+                  broker_order_id=order.broker_order_id, client_order_id=coid, order_status=order.state.value,
+                  filled_qty=order.filled_qty, filled_avg_price=order.filled_avg_price)
+        return result
+
+    def _pending(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None, coid: str,
+                 broker_name: str | None, exc: BrokerError | None) -> ExecutionResult:
+        rejection = exc.to_rejection() if exc is not None else None
+        return ExecutionResult(status="pending", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
+                               trade_id=intent.intent_id, routing=routing, client_order_id=coid, broker=broker_name,
+                               rejection=rejection,
+                               extra={"retry_after": exc.retry_after if exc is not None else None})
+
+    def _replay(self, record: IntentRecord) -> ExecutionResult:
+        data = record.data.get("result") or {}
+        rejection = None
+        if data.get("rejection"):
+            rejection = Rejection(RejectCode(data["rejection"]["code"]), data["rejection"].get("detail", ""))
+        routing = None
+        if data.get("routing"):
+            r = data["routing"]
+            routing = RoutingDecision(should_execute=r["should_execute"], reason=r["reason"],
+                                      spread_pct=_dec(r.get("spread_pct")),
+                                      estimated_slippage=_dec(r.get("estimated_slippage")))
+        log_event("exec.replayed", intent_id=record.intent_id, tenant_id=record.tenant_id, status=record.status.value)
+        return ExecutionResult(status=data.get("status", record.status.value), intent_id=record.intent_id,
+                               tenant_id=record.tenant_id, uid=record.data.get("uid", ""),
+                               trade_id=data.get("trade_id"), routing=routing,
+                               client_order_id=data.get("client_order_id"), broker_order_id=data.get("broker_order_id"),
+                               broker=data.get("broker"), order_status=data.get("order_status"),
+                               filled_qty=_dec(data.get("filled_qty")) or ZERO,
+                               filled_avg_price=_dec(data.get("filled_avg_price")), rejection=rejection, replayed=True)
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _lease_active(lease: Any, clock: Clock) -> bool:
+    from datetime import datetime
+
+    if isinstance(lease, str):
+        lease = datetime.fromisoformat(lease)
+    return lease > clock.now()
+
+
+class _RoutedMarketData:
+    """Quotes through the broker router, so market data comes from the venue that trades the class."""
+
+    def __init__(self, router: Any):
+        self._router = router
+
+    def get_latest_quote(self, symbol, asset_class):  # noqa: ANN001
+        venue = self._router.broker_for(asset_class)
+        if isinstance(venue, Rejection):
+            raise BrokerError(BrokerErrorCode.UNSUPPORTED, str(venue))
+        return venue.get_latest_quote(symbol, asset_class)
+
+
+def default_store() -> ExecutionStore:
+    """Firestore when an emulator or project is configured, else an in-memory store (with a warning)."""
+    import os
+
+    if os.environ.get("FIRESTORE_EMULATOR_HOST") or os.environ.get("EXEC_STORE") == "firestore":
+        from backend.adapters.firestore_store import FirestoreStore
+
+        return FirestoreStore.from_env()
+    from backend.adapters.memory_store import InMemoryStore
+
+    log_event("exec.store_in_memory", severity="WARNING",
+              note="no Firestore configured: ledger and history are kept in memory only")
+    return InMemoryStore()

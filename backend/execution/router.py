@@ -1,0 +1,107 @@
+"""MarketDataProvider and SmartRouter: fetch a quote, check its cost, decide execute or WAIT."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from backend.domain.assets import AssetClass, detect_asset_class
+from backend.domain.clock import Clock, SystemClock
+from backend.domain.cost import DEFAULT_MAX_SPREAD_PCT, CostAnalysis, analyze_spread
+from backend.domain.errors import InvalidInput, RejectCode, Rejection
+from backend.domain.money import dec_str, to_decimal
+from backend.execution.intent import OrderIntent
+from backend.ports.broker import BrokerError, BrokerPort, Quote
+
+
+class MarketDataProvider:
+    """Latest quotes from a broker's market data (the paper broker when none is given)."""
+
+    def __init__(self, source: BrokerPort | None = None):
+        self._source = source
+
+    @property
+    def source(self) -> BrokerPort:
+        if self._source is None:
+            from backend.adapters.paper_broker import PaperBroker  # the embedded default
+
+            self._source = PaperBroker()
+        return self._source
+
+    def quote(self, symbol: str, asset_class: AssetClass | str | None = None) -> Quote:
+        klass = AssetClass.parse(asset_class) if asset_class is not None else detect_asset_class(symbol)
+        return self.source.get_latest_quote(symbol, klass)
+
+    def get_quote(self, symbol: str, asset_class: AssetClass | str | None = None) -> dict[str, Any]:
+        """Seed 001 shape: bid, ask, spread, spread_pct, mid_price (+ timestamp), as Decimals."""
+        q = self.quote(symbol, asset_class)
+        return {"symbol": q.symbol, "bid": q.bid, "ask": q.ask, "spread": q.spread,
+                "spread_pct": q.spread_pct, "mid_price": q.mid, "timestamp": q.timestamp}
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    should_execute: bool
+    reason: str
+    spread_pct: Decimal | None
+    estimated_slippage: Decimal | None
+    quote: Quote | None = None
+    rejection: Rejection | None = None  # set when the quote itself is unusable (not a cost downgrade)
+
+    @property
+    def downgraded(self) -> bool:
+        return not self.should_execute and self.rejection is None
+
+    def to_dict(self) -> dict[str, Any]:
+        q = self.quote
+        return {
+            "should_execute": self.should_execute,
+            "downgraded": self.downgraded,
+            "reason": self.reason,
+            "spread_pct": dec_str(self.spread_pct),
+            "estimated_slippage": dec_str(self.estimated_slippage),
+            "quote": None if q is None else {
+                "bid": dec_str(q.bid), "ask": dec_str(q.ask), "mid": dec_str(q.mid),
+                "timestamp": q.timestamp.isoformat()},
+            "rejection": None if self.rejection is None else self.rejection.to_dict(),
+        }
+
+
+class SmartRouter:
+    """Downgrades an intent to WAIT when spread/price exceeds ``max_spread_pct`` (equal passes)."""
+
+    def __init__(self, max_spread_pct: Any = DEFAULT_MAX_SPREAD_PCT, market_data: MarketDataProvider | None = None,
+                 *, max_quote_age_seconds: Any = 5, clock: Clock | None = None):
+        self.max_spread_pct = to_decimal(max_spread_pct, "max_spread_pct")
+        if not (0 <= self.max_spread_pct < 1):
+            raise InvalidInput("max_spread_pct", "is a fraction (0.001 = 0.1%)")
+        self.market_data = market_data
+        self.max_quote_age_seconds = to_decimal(max_quote_age_seconds, "max_quote_age_seconds")
+        self.clock = clock or SystemClock()
+
+    def bind(self, market_data: MarketDataProvider, clock: Clock) -> None:
+        """Called by the engine so a router built as ``SmartRouter(0.001)`` uses the engine's broker."""
+        if self.market_data is None:
+            self.market_data = market_data
+        self.clock = clock
+
+    def analyze_intent(self, intent: OrderIntent) -> RoutingDecision:
+        provider = self.market_data or MarketDataProvider()
+        try:
+            quote = provider.quote(intent.symbol, intent.asset_class)
+        except BrokerError as exc:
+            rejection = Rejection(RejectCode.MARKET_DATA_UNAVAILABLE, exc.message or exc.code.value)
+            return RoutingDecision(False, str(rejection), None, intent.estimated_slippage, None, rejection)
+        return self.analyze_quote(quote, now=self.clock.now())
+
+    def analyze_quote(self, quote: Quote, now: datetime) -> RoutingDecision:
+        problem = quote.problem()
+        if problem is not None:
+            return RoutingDecision(False, str(problem), None, None, quote, problem)
+        age = Decimal(str(quote.age_seconds(now)))
+        if age >= self.max_quote_age_seconds:
+            stale = Rejection(RejectCode.STALE_TICK, f"quote age {age}s >= {self.max_quote_age_seconds}s")
+            return RoutingDecision(False, str(stale), None, None, quote, stale)
+        cost: CostAnalysis = analyze_spread(quote.bid, quote.ask, threshold=self.max_spread_pct)
+        return RoutingDecision(not cost.downgrade, cost.reason, cost.spread_pct, cost.estimated_slippage, quote)

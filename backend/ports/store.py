@@ -1,0 +1,103 @@
+"""The execution store port: what the single-leg engine persists, and in which atomic steps.
+
+One intent touches the store in at most two commits:
+
+1. ``claim`` (only for intents that will reach the broker): the intent record moves to RESERVED
+   with a lease, a daily trade slot is taken, and the position exposure is reserved — one atomic
+   write, before the order is sent. A crash after it leaves a RESERVED record with an expiring
+   lease that the sweeper finds and reconciles by client order id.
+2. ``finish``: the intent record's final state, the immutable ledger row, the user's history row
+   (placed trades), and the exposure settled or released — one atomic write.
+
+Decisions that never reach the broker (downgrade, rejection, dry run) are one ``finish`` commit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Mapping, Protocol
+
+from backend.risk.manager import Exposure, RiskSnapshot
+
+
+class IntentStatus(str, Enum):
+    NEW = "new"  # written by a client, not yet picked up
+    RESERVED = "reserved"  # risk reserved, order about to be / being sent
+    PLACED = "placed"
+    DOWNGRADED = "downgraded"
+    REJECTED = "rejected"
+    DRY_RUN = "dry_run"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (IntentStatus.PLACED, IntentStatus.DOWNGRADED, IntentStatus.REJECTED, IntentStatus.DRY_RUN)
+
+
+@dataclass(frozen=True)
+class IntentRecord:
+    tenant_id: str
+    intent_id: str
+    status: IntentStatus
+    data: Mapping[str, Any]  # the stored document as read
+
+
+class ClaimResult(str, Enum):
+    CLAIMED = "claimed"
+    DUPLICATE = "duplicate"  # someone else holds or finished this intent
+    DAILY_LIMIT = "daily_limit"
+
+
+@dataclass(frozen=True)
+class Claim:
+    tenant_id: str
+    intent_id: str
+    uid: str
+    account_key: str  # broker_account_id + symbol, the exposure document key
+    trade_day: str  # YYYY-MM-DD (UTC)
+    daily_limit: int
+    signed_qty: Decimal
+    record: Mapping[str, Any]  # the RESERVED intent record fields
+    lease_until: datetime
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    result: ClaimResult
+    slot: int | None = None
+    exposure: Exposure = Exposure()  # read after the reservation, including it
+    existing: IntentRecord | None = None
+    trades_today: int = 0
+
+
+@dataclass(frozen=True)
+class Finish:
+    tenant_id: str
+    intent_id: str
+    uid: str
+    record: Mapping[str, Any]  # final intent record fields
+    ledger_id: str
+    ledger: Mapping[str, Any]
+    history_id: str | None = None
+    history: Mapping[str, Any] | None = None
+    # exposure bookkeeping (only when a claim was made)
+    account_key: str | None = None
+    reserved_signed_qty: Decimal | None = None  # the reservation to release
+    filled_signed_qty: Decimal = Decimal(0)  # the position change to apply
+    trade_day: str | None = None
+    release_slot: int | None = None  # give the daily slot back (no trade happened)
+    extra_writes: tuple[tuple[str, Mapping[str, Any]], ...] = field(default_factory=tuple)  # (path, doc) creates
+
+
+class ExecutionStore(Protocol):
+    def get_intent(self, tenant_id: str, intent_id: str) -> IntentRecord | None: ...
+
+    def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot: ...
+
+    def claim(self, claim: Claim) -> ClaimOutcome: ...
+
+    def finish(self, finish: Finish) -> IntentRecord:
+        """Commit atomically. If the intent is already final, commit nothing and return the stored
+        record (a concurrent duplicate finished first)."""
+        ...

@@ -1,0 +1,101 @@
+"""One frozen, validated settings object built from the environment at the edge.
+
+Names are the seeds' env vars. Unknown values fail loudly at start (``InvalidInput`` naming the
+variable) instead of silently falling back to a default.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Mapping
+
+from backend.domain.errors import InvalidInput
+from backend.domain.money import to_decimal
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise InvalidInput(name, f"expected a boolean (1/0/true/false), got {raw!r}")
+
+
+def _dec(env: Mapping[str, str], name: str, default: str, *, positive: bool = True) -> Decimal:
+    raw = env.get(name)
+    value = to_decimal(default if raw is None or raw.strip() == "" else raw, name)
+    if positive and value <= 0:
+        raise InvalidInput(name, f"must be positive, got {value}")
+    if not positive and value < 0:
+        raise InvalidInput(name, f"must not be negative, got {value}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise InvalidInput(name, f"expected an integer, got {raw!r}") from None
+    if value < minimum:
+        raise InvalidInput(name, f"must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ExecSettings:
+    # seed 001
+    dry_run: bool = True
+    kill_switch: bool = False
+    max_position_qty: Decimal = Decimal("100")
+    max_daily_trades: int = 50
+    default_tenant_id: str | None = None
+    default_uid: str | None = None
+    max_spread_pct: Decimal = Decimal("0.001")
+    fill_wait_seconds: Decimal = Decimal("2")
+    # seed 000
+    max_stale_tick_seconds: Decimal = Decimal("5")
+    max_spread_widening_pips: Decimal = Decimal("2.0")
+    order_timeout_seconds: Decimal = Decimal("60")
+    monitoring_poll_interval: Decimal = Decimal("0.5")
+    margin_cushion: Decimal = Decimal("1.5")
+    correlation_threshold: Decimal = Decimal("0.95")
+    lease_seconds: Decimal = Decimal("120")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ExecSettings":
+        env = os.environ if env is None else env
+        settings = cls(
+            dry_run=_bool(env, "EXEC_DRY_RUN", True),
+            kill_switch=_bool(env, "EXEC_KILL_SWITCH", False),
+            max_position_qty=_dec(env, "EXEC_MAX_POSITION_QTY", "100"),
+            max_daily_trades=_int(env, "EXEC_MAX_DAILY_TRADES", 50),
+            default_tenant_id=(env.get("EXEC_TENANT_ID") or None),
+            default_uid=(env.get("EXEC_UID") or None),
+            max_spread_pct=_dec(env, "EXEC_MAX_SPREAD_PCT", "0.001"),
+            fill_wait_seconds=_dec(env, "EXEC_FILL_WAIT_SECONDS", "2", positive=False),
+            max_stale_tick_seconds=_dec(env, "EXECUTION_ENGINE_MAX_STALE_TICK_SECONDS", "5"),
+            max_spread_widening_pips=_dec(env, "EXECUTION_ENGINE_MAX_SPREAD_WIDENING_PIPS", "2.0", positive=False),
+            order_timeout_seconds=_dec(env, "EXECUTION_ENGINE_ORDER_TIMEOUT_SECONDS", "60"),
+            monitoring_poll_interval=_dec(env, "EXECUTION_ENGINE_MONITORING_POLL_INTERVAL", "0.5"),
+            margin_cushion=_dec(env, "EXECUTION_ENGINE_MARGIN_CUSHION", "1.5"),
+            correlation_threshold=_dec(env, "EXECUTION_ENGINE_CORRELATION_THRESHOLD", "0.95"),
+            lease_seconds=_dec(env, "EXECUTION_ENGINE_LEASE_SECONDS", "120"),
+        )
+        if settings.margin_cushion < 1:
+            raise InvalidInput("EXECUTION_ENGINE_MARGIN_CUSHION", "must be >= 1")
+        if not (0 < settings.correlation_threshold <= 1):
+            raise InvalidInput("EXECUTION_ENGINE_CORRELATION_THRESHOLD", "must be in (0, 1]")
+        if settings.max_spread_pct >= 1:
+            raise InvalidInput("EXEC_MAX_SPREAD_PCT", "is a fraction (0.001 = 0.1%), must be < 1")
+        return settings
