@@ -6,9 +6,9 @@ variable) instead of silently falling back to a default.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Mapping
+from typing import Any, Mapping
 
 from backend.domain.errors import InvalidInput
 from backend.domain.money import to_decimal
@@ -71,6 +71,7 @@ class ExecSettings:
     margin_cushion: Decimal = Decimal("1.5")
     correlation_threshold: Decimal = Decimal("0.95")
     lease_seconds: Decimal = Decimal("120")
+    max_position_by_class: Mapping[Any, Decimal] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ExecSettings":
@@ -91,6 +92,7 @@ class ExecSettings:
             margin_cushion=_dec(env, "EXECUTION_ENGINE_MARGIN_CUSHION", "1.5"),
             correlation_threshold=_dec(env, "EXECUTION_ENGINE_CORRELATION_THRESHOLD", "0.95"),
             lease_seconds=_dec(env, "EXECUTION_ENGINE_LEASE_SECONDS", "120"),
+            max_position_by_class=_per_class_limits(env),
         )
         if settings.margin_cushion < 1:
             raise InvalidInput("EXECUTION_ENGINE_MARGIN_CUSHION", "must be >= 1")
@@ -99,3 +101,14 @@ class ExecSettings:
         if settings.max_spread_pct >= 1:
             raise InvalidInput("EXEC_MAX_SPREAD_PCT", "is a fraction (0.001 = 0.1%), must be < 1")
         return settings
+
+
+def _per_class_limits(env: Mapping[str, str]) -> dict[Any, Decimal]:
+    from backend.domain.assets import AssetClass
+
+    out = {}
+    for klass in AssetClass:
+        name = f"EXEC_MAX_POSITION_QTY_{klass.value}"
+        if env.get(name, "").strip():
+            out[klass] = _dec(env, name, "1")
+    return out

@@ -13,14 +13,17 @@ Scaling choices (Firestore sustains ~1 write/s per document, and contended trans
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Mapping
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from backend.domain.money import ZERO
-from backend.ports.store import Claim, ClaimOutcome, ClaimResult, Finish, IntentRecord, IntentStatus
+from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillWrite, Finish, GroupSnapshot, IntentRecord,
+                                 IntentStatus, LeaseLost)
 from backend.risk.manager import Exposure, RiskSnapshot
 
 NANO = Decimal("1000000000")
@@ -72,9 +75,9 @@ class FirestoreStore:
                 self._tenant(tenant_id).collection("config").document("risk"),
                 self._exposure_ref(tenant_id, account_key)]
         snaps = {s.reference.path: s for s in self.db.get_all(refs)}
-        ops = snaps[refs[0].path].to_dict() or {} if snaps[refs[0].path].exists else {}
-        cfg = snaps[refs[1].path].to_dict() if snaps[refs[1].path].exists else None
-        exp = snaps[refs[2].path].to_dict() if snaps[refs[2].path].exists else {}
+        ops = snaps[refs[0].path].to_dict() or {}
+        cfg = snaps[refs[1].path].to_dict()  # None when the tenant has no overrides
+        exp = snaps[refs[2].path].to_dict() or {}
         return RiskSnapshot(global_kill_switch=bool(ops.get("kill_switch", False)), tenant_overrides=cfg,
                             trades_today=self._count_slots(tenant_id, trade_day), exposure=_exposure(exp))
 
@@ -129,9 +132,8 @@ class FirestoreStore:
         batch.create(tenant.collection("ledger_trades").document(finish.ledger_id),
                      {**finish.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
         if finish.history is not None and finish.history_id is not None:
-            history_ref = (self.db.collection("users").document(finish.uid).collection("portfolio")
-                           .document("history").collection("trades").document(finish.history_id))
-            batch.create(history_ref, {**finish.history, "recorded_at": firestore.SERVER_TIMESTAMP})
+            batch.create(self._history_ref(finish.uid, finish.history_id),
+                         {**finish.history, "recorded_at": firestore.SERVER_TIMESTAMP})
         for path, doc in finish.extra_writes:
             batch.create(self.db.document(path), dict(doc))
         if finish.account_key is not None:
@@ -153,6 +155,99 @@ class FirestoreStore:
             # a concurrent duplicate finished first; its stored outcome wins
             pass
         return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+
+    # --- multi-leg groups ----------------------------------------------------------------------------
+    def group_ref(self, tenant_id: str, group_id: str):
+        return self._tenant(tenant_id).collection("execution_groups").document(group_id)
+
+    def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any]) -> GroupSnapshot | None:
+        ref = self.group_ref(tenant_id, group_id)
+        batch = self.db.batch()
+        batch.create(ref, {**doc, "created_server_at": firestore.SERVER_TIMESTAMP})
+        self._write_legs(batch, ref, tenant_id, doc)
+        try:
+            results = batch.commit()
+        except gexc.AlreadyExists:
+            return None
+        return GroupSnapshot(tenant_id, group_id, dict(doc), results[0].update_time)
+
+    def load_group(self, tenant_id: str, group_id: str) -> GroupSnapshot | None:
+        snap = self.group_ref(tenant_id, group_id).get()
+        if not snap.exists:
+            return None
+        return GroupSnapshot(tenant_id, group_id, snap.to_dict() or {}, snap.update_time)
+
+    def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
+                   fills: tuple[FillWrite, ...] = ()) -> GroupSnapshot:
+        ref = self.group_ref(snapshot.tenant_id, snapshot.group_id)
+        batch = self.db.batch()
+        batch.update(ref, {**doc, "updated_server_at": firestore.SERVER_TIMESTAMP},
+                     option=self.db.write_option(last_update_time=snapshot.token))
+        self._write_legs(batch, ref, snapshot.tenant_id, doc)
+        tenant = self._tenant(snapshot.tenant_id)
+        for fill in fills:
+            batch.create(tenant.collection("ledger_trades").document(fill.trade_id),
+                         {**fill.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
+            if fill.history is not None:
+                batch.create(self._history_ref(fill.uid, fill.trade_id),
+                             {**fill.history, "recorded_at": firestore.SERVER_TIMESTAMP})
+        try:
+            results = batch.commit()
+        except (gexc.FailedPrecondition, gexc.NotFound) as exc:
+            raise LeaseLost(f"group {snapshot.group_id} changed since it was read") from exc
+        return GroupSnapshot(snapshot.tenant_id, snapshot.group_id, dict(doc), results[0].update_time)
+
+    def _history_ref(self, uid: str, trade_id: str):
+        return (self.db.collection("users").document(uid).collection("portfolio").document("history")
+                .collection("trades").document(trade_id))
+
+    @staticmethod
+    def _write_legs(batch: Any, group_ref: Any, tenant_id: str, doc: Mapping[str, Any]) -> None:
+        """Leg documents are a projection of the group document, for per-symbol audit queries."""
+        for leg in doc.get("legs", []):
+            batch.set(group_ref.collection("legs").document(leg["leg_id"]),
+                      {**leg, "group_id": doc.get("group_id"), "tenant_id": tenant_id, "uid": doc.get("uid"),
+                       "group_status": doc.get("status")})
+
+    def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
+                   lease_until: datetime) -> GroupSnapshot | None:
+        ref = self.group_ref(tenant_id, group_id)
+        transaction = self.db.transaction()
+
+        @firestore.transactional
+        def take(txn: Any) -> bool:
+            snap = ref.get(transaction=txn)
+            if not snap.exists:
+                return False
+            data = snap.to_dict() or {}
+            held_until = data.get("lease_until")
+            if data.get("final") or (held_until is not None and held_until > now):
+                return False
+            txn.update(ref, {"lease_owner": owner, "lease_until": lease_until})
+            return True
+
+        if not take(transaction):
+            return None
+        snap = self.load_group(tenant_id, group_id)
+        if snap is None or snap.doc.get("lease_owner") != owner:
+            return None
+        return snap
+
+    def find_stuck_groups(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """Non-final groups whose lease expired: an indexed query (final, lease_until), so the cost is
+        proportional to the stuck groups, not to all groups."""
+        query = (self.db.collection_group("execution_groups")
+                 .where(filter=FieldFilter("final", "==", False))
+                 .where(filter=FieldFilter("lease_until", "<", now))
+                 .order_by("lease_until").limit(limit))
+        return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
+
+    def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        query = (self.db.collection_group("order_intents")
+                 .where(filter=FieldFilter("status", "==", IntentStatus.RESERVED.value))
+                 .where(filter=FieldFilter("lease_until", "<", now))
+                 .order_by("lease_until").limit(limit))
+        return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
 
 
 def _exposure(doc: Mapping[str, Any]) -> Exposure:

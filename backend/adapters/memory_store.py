@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import threading
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Mapping
 
 from backend.domain.money import ZERO
-from backend.ports.store import Claim, ClaimOutcome, ClaimResult, Finish, IntentRecord, IntentStatus
+from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillWrite, Finish, GroupSnapshot, IntentRecord,
+                                 IntentStatus, LeaseLost)
 from backend.risk.manager import Exposure, RiskSnapshot
 
 
@@ -112,3 +114,75 @@ class InMemoryStore:
     def set_doc(self, path: str, doc: Mapping[str, Any]) -> None:
         with self._lock:
             self.docs[path] = copy.deepcopy(dict(doc))
+
+    # --- multi-leg groups ----------------------------------------------------------------------------
+    @staticmethod
+    def group_path(tenant_id: str, group_id: str) -> str:
+        return f"tenants/{tenant_id}/execution_groups/{group_id}"
+
+    def _put_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any]) -> GroupSnapshot:
+        path = self.group_path(tenant_id, group_id)
+        version = self.docs.get(path, {}).get("_version", 0) + 1
+        self.docs[path] = {**copy.deepcopy(dict(doc)), "_version": version}
+        for leg in doc.get("legs", []):
+            self.docs[f"{path}/legs/{leg['leg_id']}"] = {**copy.deepcopy(leg), "group_id": group_id,
+                                                         "tenant_id": tenant_id, "uid": doc.get("uid"),
+                                                         "group_status": doc.get("status")}
+        self.commits += 1
+        return GroupSnapshot(tenant_id, group_id, copy.deepcopy(dict(doc)), version)
+
+    def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any]) -> GroupSnapshot | None:
+        with self._lock:
+            if self.group_path(tenant_id, group_id) in self.docs:
+                return None
+            return self._put_group(tenant_id, group_id, doc)
+
+    def load_group(self, tenant_id: str, group_id: str) -> GroupSnapshot | None:
+        with self._lock:
+            doc = self.docs.get(self.group_path(tenant_id, group_id))
+            if doc is None:
+                return None
+            data = {k: v for k, v in copy.deepcopy(doc).items() if k != "_version"}
+            return GroupSnapshot(tenant_id, group_id, data, doc["_version"])
+
+    def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
+                   fills: tuple[FillWrite, ...] = ()) -> GroupSnapshot:
+        with self._lock:
+            current = self.docs.get(self.group_path(snapshot.tenant_id, snapshot.group_id))
+            if current is None or current["_version"] != snapshot.token:
+                raise LeaseLost(f"group {snapshot.group_id} changed since it was read")
+            for fill in fills:
+                ledger_path = f"tenants/{snapshot.tenant_id}/ledger_trades/{fill.trade_id}"
+                if ledger_path in self.docs:
+                    raise RuntimeError(f"ledger row {ledger_path} already exists")
+            for fill in fills:
+                self.docs[f"tenants/{snapshot.tenant_id}/ledger_trades/{fill.trade_id}"] = copy.deepcopy(dict(fill.ledger))
+                if fill.history is not None:
+                    self.docs[f"users/{fill.uid}/portfolio/history/trades/{fill.trade_id}"] = copy.deepcopy(
+                        dict(fill.history))
+            return self._put_group(snapshot.tenant_id, snapshot.group_id, doc)
+
+    def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
+                   lease_until: datetime) -> GroupSnapshot | None:
+        with self._lock:
+            snap = self.load_group(tenant_id, group_id)
+            if snap is None or snap.doc.get("final"):
+                return None
+            held = snap.doc.get("lease_until")
+            if held is not None and held > now:
+                return None
+            return self._put_group(tenant_id, group_id, {**snap.doc, "lease_owner": owner, "lease_until": lease_until})
+
+    def find_stuck_groups(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        with self._lock:
+            found = [(d["lease_until"], p) for p, d in self.docs.items()
+                     if "/execution_groups/" in p and p.count("/") == 3 and not d.get("final")
+                     and d.get("lease_until") is not None and d["lease_until"] < now]
+            return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]
+
+    def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        with self._lock:
+            found = [(d["lease_until"], p) for p, d in self.docs.items()
+                     if "/order_intents/" in p and d.get("status") == IntentStatus.RESERVED.value
+                     and d.get("lease_until") is not None and d["lease_until"] < now]
+            return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]

@@ -118,7 +118,7 @@ class ExecutionEngine:
             rejection = Rejection(RejectCode.RISK_DATA_UNAVAILABLE, type(exc).__name__)
             log_event("exec.risk", severity="ERROR", intent_id=intent.intent_id, rejection=rejection)
             raise
-        rejection = self.risk.check(intent.signed_qty, snapshot)
+        rejection = self.risk.check(intent.signed_qty, snapshot, asset_class=intent.asset_class)
         log_event("exec.risk", intent_id=intent.intent_id, passed=rejection is None,
                   rejection=rejection, trades_today=snapshot.trades_today)
         if rejection is not None:
@@ -148,7 +148,8 @@ class ExecutionEngine:
             return self._finish_decision(intent, ctx, "rejected", routing, rejection)
         recheck = self.risk.check(intent.signed_qty, type(snapshot)(
             global_kill_switch=snapshot.global_kill_switch, tenant_overrides=snapshot.tenant_overrides,
-            trades_today=outcome.trades_today, exposure=outcome.exposure), include_own_reservation=True)
+            trades_today=outcome.trades_today, exposure=outcome.exposure), include_own_reservation=True,
+            asset_class=intent.asset_class)
         if recheck is not None:
             log_event("exec.risk", intent_id=intent.intent_id, passed=False, rejection=recheck, stage="claim")
             return self._finish_decision(intent, ctx, "rejected", routing, recheck, claimed=True,

@@ -101,3 +101,46 @@ class ExecutionStore(Protocol):
         """Commit atomically. If the intent is already final, commit nothing and return the stored
         record (a concurrent duplicate finished first)."""
         ...
+
+
+# --- multi-leg groups -------------------------------------------------------------------------------
+class LeaseLost(Exception):
+    """The group document changed under us (another worker took the lease): stop acting on it."""
+
+
+@dataclass(frozen=True)
+class GroupSnapshot:
+    tenant_id: str
+    group_id: str
+    doc: Mapping[str, Any]  # ExecutionGroup.to_dict() plus lease fields
+    token: Any  # opaque write precondition (Firestore update_time)
+
+
+@dataclass(frozen=True)
+class FillWrite:
+    """A ledger row and the matching user history row, both create-only, keyed by one id."""
+
+    trade_id: str
+    uid: str
+    ledger: Mapping[str, Any]
+    history: Mapping[str, Any] | None
+
+
+class GroupStore(Protocol):
+    def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any]) -> GroupSnapshot | None:
+        """Create the group document; None if it already exists."""
+
+    def load_group(self, tenant_id: str, group_id: str) -> GroupSnapshot | None: ...
+
+    def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
+                   fills: tuple[FillWrite, ...] = ()) -> GroupSnapshot:
+        """Write the group doc (and its legs projection and any fills) atomically, only if nobody
+        wrote it since ``snapshot``; raise ``LeaseLost`` otherwise."""
+
+    def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
+                   lease_until: datetime) -> GroupSnapshot | None:
+        """Transactionally take an expired lease; None when it is held or the group is final."""
+
+    def find_stuck_groups(self, now: datetime, limit: int) -> list[tuple[str, str]]: ...
+
+    def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]: ...

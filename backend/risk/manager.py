@@ -10,10 +10,11 @@ above the operator's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping
 
+from backend.domain.assets import AssetClass
 from backend.domain.errors import InvalidInput, RejectCode, Rejection
 from backend.domain.money import ZERO, to_decimal
 from backend.settings import ExecSettings
@@ -24,6 +25,14 @@ class RiskLimits:
     kill_switch: bool = False
     max_position_qty: Decimal = Decimal("100")
     max_daily_trades: int = 50
+    # A unit of FX (1 EUR) and a unit of BTC are not comparable: optional per-class position limits
+    # (EXEC_MAX_POSITION_QTY_FOREX, ...) replace the global one for that class.
+    max_position_by_class: Mapping[AssetClass, Decimal] = field(default_factory=dict)
+
+    def position_limit(self, asset_class: AssetClass | None) -> Decimal:
+        if asset_class is not None and asset_class in self.max_position_by_class:
+            return self.max_position_by_class[asset_class]
+        return self.max_position_qty
 
     def tightened_by(self, overrides: Mapping[str, Any] | None) -> "RiskLimits":
         if not overrides:
@@ -38,7 +47,10 @@ class RiskLimits:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidInput("max_daily_trades", "must be an integer")
             max_daily = min(max_daily, value)
-        return RiskLimits(kill, max_pos, max_daily)
+        per_class = dict(self.max_position_by_class)
+        if overrides.get("max_position_qty") is not None:
+            per_class = {k: min(v, max_pos) for k, v in per_class.items()}
+        return RiskLimits(kill, max_pos, max_daily, per_class)
 
 
 @dataclass(frozen=True)
@@ -68,17 +80,17 @@ class RiskManager:
     def __init__(self, limits: RiskLimits | None = None, settings: ExecSettings | None = None):
         if limits is None:
             s = settings or ExecSettings.from_env()
-            limits = RiskLimits(s.kill_switch, s.max_position_qty, s.max_daily_trades)
+            limits = RiskLimits(s.kill_switch, s.max_position_qty, s.max_daily_trades, dict(s.max_position_by_class))
         self.limits = limits
 
     def effective_limits(self, snapshot: RiskSnapshot) -> RiskLimits:
         limits = self.limits.tightened_by(snapshot.tenant_overrides)
         if snapshot.global_kill_switch and not limits.kill_switch:
-            limits = RiskLimits(True, limits.max_position_qty, limits.max_daily_trades)
+            limits = RiskLimits(True, limits.max_position_qty, limits.max_daily_trades, limits.max_position_by_class)
         return limits
 
-    def check(self, signed_qty: Decimal, snapshot: RiskSnapshot, *, include_own_reservation: bool = False
-              ) -> Rejection | None:
+    def check(self, signed_qty: Decimal, snapshot: RiskSnapshot, *, include_own_reservation: bool = False,
+              asset_class: AssetClass | None = None) -> Rejection | None:
         """First failing rule as a coded rejection, or None.
 
         ``include_own_reservation``: the snapshot already contains this intent's reservation
@@ -96,8 +108,9 @@ class RiskManager:
         high, low = snapshot.exposure.worst_case_after()
         extra = ZERO if include_own_reservation else signed_qty
         worst = high + extra if signed_qty > 0 else low + extra
-        if abs(worst) > limits.max_position_qty and (worst > 0) == (signed_qty > 0):
+        limit = limits.position_limit(asset_class)
+        if abs(worst) > limit and (worst > 0) == (signed_qty > 0):
             return Rejection(RejectCode.POSITION_LIMIT,
                              f"position={snapshot.exposure.position} order={signed_qty} "
-                             f"worst_case={worst} limit={limits.max_position_qty}")
+                             f"worst_case={worst} limit={limit}")
         return None

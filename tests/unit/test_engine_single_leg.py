@@ -234,3 +234,16 @@ def test_structured_log_lines_are_json_with_severity():
     assert names[:2] == ["exec.intent_received", "exec.smart_routing"] and "exec.downgraded" in names
     routing = events[1]
     assert routing["severity"] == "INFO" and routing["downgraded"] is True and routing["spread_pct"] == "0.004"
+
+
+def test_per_asset_class_position_limit_replaces_the_global_one():
+    engine, _, _ = make(limits=RiskLimits(max_position_qty=Decimal("100"),
+                                          max_position_by_class={AssetClass.FOREX: Decimal("200000")}))
+    assert engine.execute_intent(intent(symbol="EUR/USD", asset_class="FX", qty="100000", intent_id="fx"), CTX).status \
+        == "placed"
+    assert engine.execute_intent(intent(qty="101", intent_id="eq"), CTX).rejection.code.value == "POSITION_LIMIT"
+
+
+def test_per_class_limit_from_env():
+    s = ExecSettings.from_env({"EXEC_MAX_POSITION_QTY_FOREX": "250000"})
+    assert RiskManager(settings=s).limits.position_limit(AssetClass.FOREX) == Decimal("250000")
