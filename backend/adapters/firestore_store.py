@@ -163,7 +163,7 @@ class FirestoreStore:
     def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any]) -> GroupSnapshot | None:
         ref = self.group_ref(tenant_id, group_id)
         batch = self.db.batch()
-        batch.create(ref, {**doc, "created_server_at": firestore.SERVER_TIMESTAMP})
+        batch.create(ref, {**doc, "_created_server_at": firestore.SERVER_TIMESTAMP})
         self._write_legs(batch, ref, tenant_id, doc)
         try:
             results = batch.commit()
@@ -181,7 +181,7 @@ class FirestoreStore:
                    fills: tuple[FillWrite, ...] = ()) -> GroupSnapshot:
         ref = self.group_ref(snapshot.tenant_id, snapshot.group_id)
         batch = self.db.batch()
-        batch.update(ref, {**doc, "updated_server_at": firestore.SERVER_TIMESTAMP},
+        batch.update(ref, {**doc, "_updated_server_at": firestore.SERVER_TIMESTAMP},
                      option=self.db.write_option(last_update_time=snapshot.token))
         self._write_legs(batch, ref, snapshot.tenant_id, doc)
         tenant = self._tenant(snapshot.tenant_id)
@@ -220,16 +220,16 @@ class FirestoreStore:
             if not snap.exists:
                 return False
             data = snap.to_dict() or {}
-            held_until = data.get("lease_until")
-            if data.get("final") or (held_until is not None and held_until > now):
+            held_until = data.get("_lease_until")
+            if data.get("_final") or (held_until is not None and held_until > now):
                 return False
-            txn.update(ref, {"lease_owner": owner, "lease_until": lease_until})
+            txn.update(ref, {"_lease_owner": owner, "_lease_until": lease_until})
             return True
 
         if not take(transaction):
             return None
         snap = self.load_group(tenant_id, group_id)
-        if snap is None or snap.doc.get("lease_owner") != owner:
+        if snap is None or snap.doc.get("_lease_owner") != owner:
             return None
         return snap
 
@@ -237,9 +237,9 @@ class FirestoreStore:
         """Non-final groups whose lease expired: an indexed query (final, lease_until), so the cost is
         proportional to the stuck groups, not to all groups."""
         query = (self.db.collection_group("execution_groups")
-                 .where(filter=FieldFilter("final", "==", False))
-                 .where(filter=FieldFilter("lease_until", "<", now))
-                 .order_by("lease_until").limit(limit))
+                 .where(filter=FieldFilter("_final", "==", False))
+                 .where(filter=FieldFilter("_lease_until", "<", now))
+                 .order_by("_lease_until").limit(limit))
         return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
 
     def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:

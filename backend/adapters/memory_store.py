@@ -166,18 +166,18 @@ class InMemoryStore:
                    lease_until: datetime) -> GroupSnapshot | None:
         with self._lock:
             snap = self.load_group(tenant_id, group_id)
-            if snap is None or snap.doc.get("final"):
+            if snap is None or snap.doc.get("_final"):
                 return None
-            held = snap.doc.get("lease_until")
+            held = snap.doc.get("_lease_until")
             if held is not None and held > now:
                 return None
-            return self._put_group(tenant_id, group_id, {**snap.doc, "lease_owner": owner, "lease_until": lease_until})
+            return self._put_group(tenant_id, group_id, {**snap.doc, "_lease_owner": owner, "_lease_until": lease_until})
 
     def find_stuck_groups(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         with self._lock:
-            found = [(d["lease_until"], p) for p, d in self.docs.items()
-                     if "/execution_groups/" in p and p.count("/") == 3 and not d.get("final")
-                     and d.get("lease_until") is not None and d["lease_until"] < now]
+            found = [(d["_lease_until"], p) for p, d in self.docs.items()
+                     if "/execution_groups/" in p and p.count("/") == 3 and not d.get("_final")
+                     and d.get("_lease_until") is not None and d["_lease_until"] < now]
             return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]
 
     def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:

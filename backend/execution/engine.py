@@ -72,6 +72,7 @@ class ExecutionEngine:
         self.enable_smart_routing = enable_smart_routing
         self.dry_run = self.settings.dry_run if dry_run is None else bool(dry_run)
         self.store = store if store is not None else default_store()
+        self.group_drive_seconds = 50.0  # per invocation; the sweeper continues a longer group
 
     # --- venue selection -------------------------------------------------------------------
     def _any_broker(self) -> BrokerPort:
@@ -155,6 +156,29 @@ class ExecutionEngine:
             return self._finish_decision(intent, ctx, "rejected", routing, recheck, claimed=True,
                                          claimed_slot=outcome.slot, client_order_id=coid)
         return self._submit(intent, ctx, routing, venue, coid, outcome.slot)
+
+    # --- multi-leg groups (seed 000) ------------------------------------------------------------
+    def _groups(self) -> Any:
+        from backend.execution.group_executor import GroupExecutor
+
+        snapshot = getattr(self.store, "risk_snapshot", None)
+        return GroupExecutor(self.broker, self.store, self.clock, self.settings,
+                             risk_snapshot=(lambda tenant: snapshot(tenant, "-", self.clock.now().date().isoformat()))
+                             if snapshot else None, max_drive_seconds=self.group_drive_seconds)
+
+    def execute_group(self, request: Any, context: ExecutionContext | None = None, *, group_id: str | None = None):
+        """Validate all legs together, submit shorts first, monitor, resolve, roll back until flat.
+        Returns the ExecutionGroup (``to_api_response()`` gives the seed's response shape)."""
+        if context is None:
+            context = ExecutionContext(tenant_id=self.settings.default_tenant_id or "",
+                                       uid=self.settings.default_uid or "")
+        return self._groups().execute(request, context, group_id)
+
+    def resume_group(self, tenant_id: str, group_id: str):
+        return self._groups().resume(tenant_id, group_id)
+
+    def get_group(self, tenant_id: str, group_id: str):
+        return self._groups().load(tenant_id, group_id)
 
     # --- steps ---------------------------------------------------------------------------------
     def _route(self, intent: OrderIntent) -> RoutingDecision | None:

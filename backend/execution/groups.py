@@ -451,7 +451,7 @@ def _quantity_json(value: Decimal) -> int | float:
 
 def _float_json(value: Decimal | None) -> float | None:
     """API edge: prices and slippage as JSON floats (``1.1005``, ``5.0``)."""
-    return None if value is None else float(value)
+    return None if value is None else float(value) + 0.0  # + 0.0: no "-0.0" in a response
 
 
 # --------------------------------------------------------------------------------------------

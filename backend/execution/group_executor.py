@@ -1,0 +1,439 @@
+"""The multi-leg orchestrator: drives an ExecutionGroup with the broker, persisting before every side effect.
+
+The group document is the source of truth. Each loop turn asks the pure domain for the next step
+(``groups.next_step``), performs it, and — before anything reaches the broker — saves the group
+with a precondition on its last write. A crash at any point leaves a document whose lease expires;
+the sweeper takes the lease and calls ``resume``, which continues from the stored state: legs are
+looked up by their deterministic client order id before anything is resent, rollback orders are
+replanned with the same ids, and fills reach the ledger exactly once (``_ledger_written``).
+
+Rollback is blocking, not the seed's "non-blocking": when the broker is unreachable the group stays
+ROLLING_BACK with an expired lease, and is retried by the sweeper until it is flat.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Mapping
+
+from backend.domain.clock import Clock
+from backend.domain.errors import InvalidInput, RejectCode, Rejection
+from backend.domain.money import ZERO, dec_str
+from backend.execution import groups as g
+from backend.execution.intent import ExecutionContext, validate_id
+from backend.logs import log_event
+from backend.ports.broker import BrokerError, BrokerOrder, BrokerPort, OrderState, Quote
+from backend.ports.store import FillWrite, GroupSnapshot, LeaseLost
+from backend.settings import ExecSettings
+
+_REQUEST_KEYS = {"strategy_id", "legs", "rpm_output", "max_group_slippage_pips", "allow_partial_fills",
+                 "execution_priority", "group_id"}
+_STORAGE_KEYS = ("_final", "_lease_owner", "_lease_until", "_ledger_written", "_created_server_at",
+                 "_updated_server_at", "_kind")
+
+
+class _Stop(Exception):
+    """The broker cannot be reached: leave the group for the sweeper."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Run:
+    snapshot: GroupSnapshot
+    group: g.ExecutionGroup
+    dirty: bool = False
+
+
+class GroupExecutor:
+    def __init__(self, broker: Any, store: Any, clock: Clock, settings: ExecSettings,
+                 group_settings: g.GroupSettings | None = None, *, risk_snapshot: Any = None,
+                 max_drive_seconds: float = 50.0):
+        self.broker = broker
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.gsettings = group_settings or g.GroupSettings.from_env()
+        self.risk_snapshot = risk_snapshot  # callable(tenant_id) -> RiskSnapshot, for the kill switch
+        self.max_drive_seconds = max_drive_seconds
+
+    # --- entry points --------------------------------------------------------------------------
+    def execute(self, request: Mapping[str, Any], ctx: ExecutionContext, group_id: str | None = None
+                ) -> g.ExecutionGroup:
+        if not isinstance(request, Mapping):
+            raise InvalidInput("body", "must be an object")
+        unknown = set(request) - _REQUEST_KEYS
+        if unknown:
+            raise InvalidInput(sorted(unknown)[0], "unknown field")
+        group_id = validate_id(group_id or request.get("group_id") or f"g-{uuid.uuid4().hex}", "group_id")
+        now = self.clock.now()
+        group = g.ExecutionGroup.create(
+            group_id=group_id, strategy_id=request.get("strategy_id"), tenant_id=ctx.tenant_id, uid=ctx.uid,
+            legs=request.get("legs"), now=now, allow_partial_fills=bool(request.get("allow_partial_fills", False)),
+            max_group_slippage_pips=request.get("max_group_slippage_pips"),
+            execution_priority=request.get("execution_priority"), rpm_output=request.get("rpm_output"))
+        owner = uuid.uuid4().hex
+        snapshot = self.store.create_group(ctx.tenant_id, group_id, self._doc(group, owner, written=()))
+        if snapshot is None:  # a retry of the same group id
+            existing = self.store.load_group(ctx.tenant_id, group_id)
+            stored = g.ExecutionGroup.from_dict(_domain_doc(existing.doc))
+            if stored.uid != ctx.uid:
+                raise InvalidInput("group_id", "already used by another user")
+            log_event("exec.group_replayed", group_id=group_id, tenant_id=ctx.tenant_id, status=stored.status.value)
+            if stored.status.is_final:
+                return stored
+            return self.resume(ctx.tenant_id, group_id) or stored
+        log_event("exec.group_received", group_id=group_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
+                  legs=len(group.legs), strategy_id=group.strategy_id)
+        return self._drive(_Run(snapshot, group), owner)
+
+    def resume(self, tenant_id: str, group_id: str) -> g.ExecutionGroup | None:
+        """Take an expired lease and continue; None when another worker holds it (or it is final)."""
+        owner = uuid.uuid4().hex
+        now = self.clock.now()
+        snapshot = self.store.take_lease(tenant_id, group_id, owner, now, self._lease_until())
+        if snapshot is None:
+            return None
+        group = g.ExecutionGroup.from_dict(_domain_doc(snapshot.doc))
+        log_event("exec.group_resumed", group_id=group_id, tenant_id=tenant_id, status=group.status.value)
+        return self._drive(_Run(snapshot, group), owner)
+
+    def load(self, tenant_id: str, group_id: str) -> g.ExecutionGroup | None:
+        snapshot = self.store.load_group(tenant_id, group_id)
+        return None if snapshot is None else g.ExecutionGroup.from_dict(_domain_doc(snapshot.doc))
+
+    # --- the loop ------------------------------------------------------------------------------------
+    def _drive(self, run: _Run, owner: str) -> g.ExecutionGroup:
+        deadline = self.clock.monotonic() + self.max_drive_seconds
+        try:
+            while True:
+                step = g.next_step(run.group, self.gsettings)
+                if step.kind is g.StepKind.DONE:
+                    self._flush(run, owner, final=True)
+                    log_event("exec.group_done", group_id=run.group.group_id, status=run.group.status.value,
+                              verdict=run.group.verdict.value if run.group.verdict else None,
+                              rollback_executed=run.group.rollback_executed)
+                    return run.group
+                if self.clock.monotonic() > deadline:
+                    self._flush(run, owner, release=True)
+                    log_event("exec.group_deferred", severity="WARNING", group_id=run.group.group_id,
+                              status=run.group.status.value, reason="time budget used; the sweeper continues")
+                    return run.group
+                self._perform(run, owner, step)
+        except _Stop as stop:
+            self._flush(run, owner, release=True)
+            log_event("exec.group_deferred", severity="WARNING", group_id=run.group.group_id,
+                      status=run.group.status.value, reason=stop.reason)
+            return run.group
+        except LeaseLost:
+            log_event("exec.group_lease_lost", severity="WARNING", group_id=run.group.group_id)
+            current = self.load(run.snapshot.tenant_id, run.snapshot.group_id)
+            return current or run.group
+
+    def _set(self, run: _Run, group: g.ExecutionGroup) -> None:
+        run.group = group
+        run.dirty = True
+
+    def _perform(self, run: _Run, owner: str, step: g.Step) -> None:
+        group, now, kind = run.group, self.clock.now(), step.kind
+        if kind is g.StepKind.START_VALIDATION:
+            self._set(run, g.start_validation(group, now))
+        elif kind is g.StepKind.VALIDATE:
+            self._validate(run, now)
+        elif kind is g.StepKind.SUBMIT_LEG:
+            self._submit_leg(run, owner, step.leg_ids[0])
+        elif kind is g.StepKind.RECOVER_LEG:
+            self._recover_leg(run, owner, step.leg_ids[0])
+        elif kind is g.StepKind.ABORT_SUBMISSION:
+            self._set(run, g.abort_submission(group, now))
+        elif kind is g.StepKind.FINISH_SUBMISSION:
+            self._set(run, g.mark_all_submitted(group, now))
+        elif kind is g.StepKind.POLL_LEGS:
+            self._poll_legs(run, owner, step.leg_ids)
+        elif kind is g.StepKind.BEGIN_RESOLUTION:
+            self._set(run, g.begin_resolution(group, now))
+        elif kind is g.StepKind.RESOLVE:
+            self._set(run, g.apply_resolution(group, now))
+        elif kind is g.StepKind.PLAN_ROLLBACK:
+            planned, orders = g.plan_rollback(group, now, self.gsettings)
+            self._set(run, planned)
+            self._flush(run, owner)  # the plan (with its client ids) is stored before any order
+            log_event("exec.group_rollback", group_id=group.group_id,
+                      orders=[{"leg_id": o.leg_id, "side": o.side.value, "qty": o.qty,
+                               "client_order_id": o.client_order_id} for o in orders])
+            for order in orders:
+                self._drive_rollback_order(run, order)
+        elif kind is g.StepKind.DRIVE_ROLLBACK:
+            before = run.group
+            for order in step.rollback_orders:
+                self._drive_rollback_order(run, order)
+            if run.group == before:
+                self.clock.sleep(float(self.settings.monitoring_poll_interval))
+        elif kind is g.StepKind.COMPLETE_ROLLBACK:
+            self._set(run, g.complete_rollback(group, now))
+        elif kind is g.StepKind.ESCALATE:
+            self._set(run, g.escalate_rollback(group, now, self.gsettings))
+            log_event("exec.group_needs_attention", severity="ALERT", group_id=group.group_id,
+                      tenant_id=group.tenant_id, remaining={k: dec_str(v) for k, v in g.rollback_remaining(group).items()})
+        else:  # pragma: no cover - next_step is exhaustive
+            raise AssertionError(kind)
+
+    # --- steps -----------------------------------------------------------------------------------
+    def _venue(self, asset_class: Any) -> BrokerPort | Rejection:
+        if hasattr(self.broker, "broker_for") and not hasattr(self.broker, "submit_order"):
+            try:
+                return self.broker.broker_for(asset_class)
+            except BrokerError as exc:
+                return exc.to_rejection()
+        if not self.broker.supports(asset_class):
+            return Rejection(RejectCode.NO_VENUE_FOR_ASSET_CLASS, asset_class.value)
+        return self.broker
+
+    def _leg_venue(self, leg: g.ExecutionLeg) -> BrokerPort:
+        venue = self._venue(leg.asset_class)
+        if isinstance(venue, Rejection):  # validated before any submit; only a config change gets here
+            raise _Stop(str(venue))
+        return venue
+
+    def _market(self, legs: tuple[g.ExecutionLeg, ...]) -> tuple[dict[str, Quote], dict[str, list[Decimal]]]:
+        quotes: dict[str, Quote] = {}
+        closes: dict[str, list[Decimal]] = {}
+        for leg in legs:
+            venue = self._venue(leg.asset_class)
+            if isinstance(venue, Rejection):
+                continue
+            try:
+                quotes[leg.symbol] = venue.get_latest_quote(leg.symbol, leg.asset_class)
+            except BrokerError:
+                pass  # a missing quote is the MARKET_DATA_UNAVAILABLE gate's call
+            if len(legs) > 1:
+                try:
+                    closes[leg.symbol] = list(venue.get_recent_closes(
+                        leg.symbol, leg.asset_class, self.gsettings.correlation_closes_needed))
+                except BrokerError:
+                    pass
+        return quotes, closes
+
+    def _buying_power(self, legs: tuple[g.ExecutionLeg, ...]) -> Decimal:
+        """Buying power of the venues the legs trade on (summed when they span venues)."""
+        seen, total = set(), ZERO
+        for leg in legs:
+            venue = self._venue(leg.asset_class)
+            if isinstance(venue, Rejection) or id(venue) in seen:
+                continue
+            seen.add(id(venue))
+            try:
+                total += venue.get_account().buying_power
+            except BrokerError as exc:
+                raise _Stop(f"account unavailable: {exc}") from exc
+        return total
+
+    def _validate(self, run: _Run, now: datetime) -> None:
+        group = run.group
+        rejection = self._kill_switch(group.tenant_id)
+        if rejection is None:
+            for leg in group.legs:
+                venue = self._venue(leg.asset_class)
+                if isinstance(venue, Rejection):
+                    rejection = Rejection(venue.code, f"{leg.leg_id} {leg.symbol}: {venue.detail}")
+                    break
+        if rejection is None:
+            quotes, closes = self._market(group.legs)
+            rejection = g.validate_group(group, quotes, self._buying_power(group.legs), closes, group.rpm_output,
+                                         now, self.gsettings)
+        if rejection is not None:
+            self._set(run, g.fail_validation(group, rejection, now))
+            log_event("exec.group_rejected", group_id=group.group_id, rejection=rejection, stage="validation")
+        else:
+            self._set(run, g.pass_validation(group, quotes, now))
+
+    def _kill_switch(self, tenant_id: str) -> Rejection | None:
+        if self.settings.kill_switch:
+            return Rejection(RejectCode.KILL_SWITCH, "trading halted (global)")
+        if self.risk_snapshot is None:
+            return None
+        snapshot = self.risk_snapshot(tenant_id)
+        if snapshot.global_kill_switch:
+            return Rejection(RejectCode.KILL_SWITCH, "trading halted (global)")
+        if (snapshot.tenant_overrides or {}).get("kill_switch"):
+            return Rejection(RejectCode.KILL_SWITCH, "trading halted (tenant)")
+        return None
+
+    def _harden(self, run: _Run, leg: g.ExecutionLeg) -> Rejection | None:
+        venue = self._leg_venue(leg)
+        try:
+            quote = venue.get_latest_quote(leg.symbol, leg.asset_class)
+        except BrokerError:
+            quote = None
+        unsent = tuple(x for x in run.group.legs if x.status is g.LegStatus.PENDING)
+        _, closes = self._market(run.group.legs) if len(run.group.legs) > 1 else ({}, {})
+        return g.hardening_check(run.group, leg.leg_id, quote, self._buying_power(unsent or (leg,)), closes,
+                                 run.group.rpm_output, self.clock.now(), self.gsettings)
+
+    def _submit_leg(self, run: _Run, owner: str, leg_id: str) -> None:
+        leg = run.group.leg(leg_id)
+        rejection = self._harden(run, leg)
+        now = self.clock.now()
+        if rejection is not None:
+            self._set(run, g.reject_leg(run.group, leg_id, rejection, now))
+            log_event("exec.group_leg_rejected", group_id=run.group.group_id, leg_id=leg_id, rejection=rejection)
+            return
+        self._set(run, g.mark_leg_submitted(run.group, leg_id, now))
+        self._flush(run, owner)  # SUBMITTED is stored before the order exists
+        self._send_leg(run, leg_id)
+
+    def _send_leg(self, run: _Run, leg_id: str) -> None:
+        leg = run.group.leg(leg_id)
+        venue = self._leg_venue(leg)
+        try:
+            order = venue.submit_order(g.leg_order_request(run.group, leg_id))
+        except BrokerError as exc:
+            if exc.retryable:
+                raise _Stop(f"{leg_id}: {exc}") from exc  # outcome unknown: RECOVER_LEG by client id later
+            self._set(run, g.resolve_leg(run.group, leg_id, self.clock.now(), exc.to_rejection()))
+            return
+        log_event("exec.group_leg_submitted", group_id=run.group.group_id, leg_id=leg_id,
+                  client_order_id=leg.client_order_id, broker_order_id=order.broker_order_id)
+        self._apply_order(run, leg_id, order)
+
+    def _apply_order(self, run: _Run, leg_id: str, order: BrokerOrder, rejection: Rejection | None = None) -> None:
+        self._set(run, g.apply_broker_order(run.group, leg_id, order, self.clock.now(), rejection))
+
+    def _recover_leg(self, run: _Run, owner: str, leg_id: str) -> None:
+        leg = run.group.leg(leg_id)
+        venue = self._leg_venue(leg)
+        try:
+            order = venue.get_order_by_client_id(leg.client_order_id)
+        except BrokerError as exc:
+            raise _Stop(f"{leg_id} lookup: {exc}") from exc
+        if order is not None:
+            log_event("exec.group_leg_recovered", group_id=run.group.group_id, leg_id=leg_id, found=True)
+            self._apply_order(run, leg_id, order)
+            return
+        rejection = self._harden(run, leg)
+        if rejection is not None:
+            self._set(run, g.resolve_leg(run.group, leg_id, self.clock.now(), rejection))
+            return
+        log_event("exec.group_leg_recovered", group_id=run.group.group_id, leg_id=leg_id, found=False)
+        self._send_leg(run, leg_id)  # the same client order id: the venue refuses a double
+
+    def _poll_legs(self, run: _Run, owner: str, leg_ids: tuple[str, ...]) -> None:
+        before = run.group
+        timeout = timedelta(seconds=float(self.settings.order_timeout_seconds))
+        for leg_id in leg_ids:
+            leg = run.group.leg(leg_id)
+            venue = self._leg_venue(leg)
+            try:
+                order = (venue.get_order(leg.broker_order_id) if leg.broker_order_id
+                         else venue.get_order_by_client_id(leg.client_order_id))
+            except BrokerError as exc:
+                raise _Stop(f"{leg_id} poll: {exc}") from exc
+            if order is None:  # the venue never received it (the group aborted before recovery)
+                self._set(run, g.resolve_leg(run.group, leg_id, self.clock.now(),
+                                             Rejection(RejectCode.BROKER_REJECTED, f"{leg_id}: never reached the venue")))
+                continue
+            submitted = leg.submitted_timestamp
+            if not order.state.is_final and submitted is not None and self.clock.now() - submitted >= timeout:
+                self._flush(run, owner)
+                try:
+                    venue.cancel_order(order.broker_order_id)
+                    order = venue.get_order(order.broker_order_id)
+                except BrokerError as exc:
+                    raise _Stop(f"{leg_id} cancel: {exc}") from exc
+                if order.state.is_final:
+                    self._apply_order(run, leg_id, order,
+                                      Rejection(RejectCode.ORDER_TIMEOUT, f"{leg_id}: not filled in {timeout.seconds}s"))
+                    continue
+            self._apply_order(run, leg_id, order)
+        if run.group == before:
+            self.clock.sleep(float(self.settings.monitoring_poll_interval))
+
+    def _drive_rollback_order(self, run: _Run, planned: g.RollbackOrder) -> None:
+        current = next(o for o in run.group.rollback_orders if o.client_order_id == planned.client_order_id)
+        leg = run.group.leg(current.leg_id)
+        venue = self._leg_venue(leg)
+        try:
+            if current.broker_order_id:
+                order = venue.get_order(current.broker_order_id)
+            else:
+                order = venue.get_order_by_client_id(current.client_order_id)
+                if order is None:
+                    order = venue.submit_order(g.rollback_order_request(run.group, current))
+        except BrokerError as exc:
+            if exc.retryable:
+                raise _Stop(f"rollback {current.client_order_id}: {exc}") from exc
+            self._set(run, g.record_rollback_update(
+                run.group, current.client_order_id, status=g.RollbackStatus.REJECTED, filled_qty=current.filled_qty,
+                now=self.clock.now(), rejection=exc.to_rejection()))
+            return
+        self._set(run, g.apply_rollback_order(run.group, order, self.clock.now()))
+
+    # --- persistence -----------------------------------------------------------------------------
+    def _lease_until(self) -> datetime:
+        return self.clock.now() + timedelta(seconds=float(self.settings.lease_seconds))
+
+    def _doc(self, group: g.ExecutionGroup, owner: str | None, written: tuple[str, ...], *,
+             release: bool = False) -> dict[str, Any]:
+        final = group.status.is_final
+        return {**group.to_dict(), "_final": final, "_kind": "multi_leg",
+                "_lease_owner": None if (final or release) else owner,
+                "_lease_until": None if final else (self.clock.now() if release else self._lease_until()),
+                "_ledger_written": list(written)}
+
+    def _flush(self, run: _Run, owner: str, *, final: bool = False, release: bool = False) -> None:
+        written = tuple(run.snapshot.doc.get("_ledger_written") or ())
+        fills = tuple(f for f in self._fill_writes(run.group) if f.trade_id not in written)
+        if not run.dirty and not fills and not release and not final:
+            return
+        doc = self._doc(run.group, owner, written + tuple(f.trade_id for f in fills), release=release)
+        run.snapshot = self.store.save_group(run.snapshot, doc, fills)
+        run.dirty = False
+
+    def _fill_writes(self, group: g.ExecutionGroup) -> list[FillWrite]:
+        """Ledger + history rows for every final fill: each leg's entry and each rollback order."""
+        now = self.clock.now()
+        out = []
+        for leg in group.legs:
+            if leg.status.is_final and leg.filled_units > 0 and leg.fill_price is not None:
+                out.append(_fill_write(group, leg, f"{group.group_id}--{leg.leg_id}", leg.side.value,
+                                       leg.filled_units, leg.fill_price, leg.client_order_id, leg.broker_order_id,
+                                       "group_fill", now, leg.slippage_pips))
+        for order in group.rollback_orders:
+            if order.status.is_final and order.filled_qty > 0 and order.fill_price is not None:
+                leg = group.leg(order.leg_id)
+                out.append(_fill_write(group, leg, f"{group.group_id}--{leg.leg_id}--rb{order.seq}", order.side.value,
+                                       order.filled_qty, order.fill_price, order.client_order_id,
+                                       order.broker_order_id, "rollback_fill", now, None))
+        return out
+
+
+def _fill_write(group: g.ExecutionGroup, leg: g.ExecutionLeg, trade_id: str, side: str, qty: Decimal,
+                price: Decimal, client_order_id: str, broker_order_id: str | None, kind: str, now: datetime,
+                slippage_ticks: Decimal | None) -> FillWrite:
+    notional = qty * price * leg.spec.multiplier
+    common = {"schema_version": 1, "trade_id": trade_id, "group_id": group.group_id, "leg_id": leg.leg_id,
+              "tenant_id": group.tenant_id, "uid": group.uid, "strategy_id": group.strategy_id,
+              "symbol": leg.symbol, "asset_class": leg.asset_class.value, "side": side}
+    ledger = {**common, "qty": dec_str(qty), "status": kind, "kind": kind, "order_type": "market",
+              "client_order_id": client_order_id, "broker_order_id": broker_order_id, "order_status": "filled",
+              "filled_qty": dec_str(qty), "filled_avg_price": dec_str(price), "notional": dec_str(notional),
+              "fees": "0", "intended_price": dec_str(leg.intended_price), "actual_slippage_ticks": dec_str(slippage_ticks),
+              "created_at": now.isoformat(), "trade_date": now.date().isoformat()}
+    history = {**common, "history_id": trade_id, "quantity": dec_str(qty), "price": dec_str(price),
+               "notional": dec_str(notional),
+               "cost_analysis": {"intended_price": dec_str(leg.intended_price), "slippage_ticks": dec_str(slippage_ticks),
+                                 "fees": "0"},
+               "tax": {"cost_basis": dec_str(notional) if side == "buy" else None,
+                       "proceeds": dec_str(notional) if side == "sell" else None, "lot_method": "FIFO",
+                       "trade_date": now.date().isoformat(), "tax_year": now.year},
+               "execution": {"broker_order_id": broker_order_id, "client_order_id": client_order_id, "kind": kind},
+               "created_at": now.isoformat()}
+    return FillWrite(trade_id=trade_id, uid=group.uid, ledger=ledger, history=history)
+
+
+def _domain_doc(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
