@@ -1,0 +1,130 @@
+"""The embedded paper broker: ``BrokerPort`` over a ``SimulatedVenue`` (the default for local runs and demos).
+
+``PaperBroker()`` trades every asset class on ``backend/config/scenarios/default.json``: tight
+spreads, fresh quotes, immediate fills. Pass another scenario (a name such as ``"partial_fills"``,
+a path, a dict or a ``Scenario``) for partial fills, rejections, latency or outages, and a
+``ManualClock`` for reproducible runs. ``submit_order`` is idempotent by ``client_order_id``.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from backend.adapters.sim_venue import LegRequest, MlegRequest, Scenario, SimulatedVenue
+from backend.domain.assets import AssetClass, AssetSpecRegistry, default_registry, normalize_symbol, occ_underlying
+from backend.domain.clock import Clock
+from backend.domain.errors import InvalidInput
+from backend.ports.broker import (
+    Account,
+    AssetSpecMixin,
+    BrokerError,
+    BrokerErrorCode,
+    BrokerOrder,
+    OrderRequest,
+    OrderSide,
+    OrderType,
+    Position,
+    Quote,
+)
+
+
+class PaperBroker(AssetSpecMixin):
+    """``seed`` overrides the scenario's seed (None keeps it; ``default.json`` has 7); ``supported``
+    limits the asset classes (all by default); ``venue`` shares an existing venue (then ``scenario``,
+    ``seed`` and ``clock`` are ignored)."""
+
+    name = "paper"
+
+    def __init__(self, scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
+                 seed: int | None = None, clock: Clock | None = None, specs: AssetSpecRegistry | None = None,
+                 supported: Iterable[AssetClass | str] | None = None, venue: SimulatedVenue | None = None):
+        self.specs = specs or (venue.specs if venue is not None else default_registry())
+        self.venue = venue or SimulatedVenue(scenario, clock=clock, specs=self.specs, seed=seed)
+        self.supported = frozenset(AssetClass) if supported is None else frozenset(
+            AssetClass.parse(klass) for klass in supported)
+
+    def supports(self, asset_class: AssetClass | str) -> bool:
+        return AssetClass.parse(asset_class) in self.supported
+
+    def _require(self, asset_class: AssetClass | str) -> AssetClass:
+        klass = AssetClass.parse(asset_class)
+        if klass not in self.supported:
+            raise BrokerError(BrokerErrorCode.UNSUPPORTED, f"the paper broker is not set up for {klass.value}")
+        return klass
+
+    def submit_order(self, request: OrderRequest) -> BrokerOrder:
+        self._require(request.asset_class)
+        with _coded():
+            return self.venue.submit_order(request, on_duplicate="return").to_broker_order()
+
+    def submit_multileg_options(self, client_order_id: str, legs: Sequence[tuple[str, OrderSide | str, int]],
+                                qty: Decimal | int, order_type: OrderType | str = OrderType.MARKET,
+                                limit_price: Decimal | None = None, time_in_force: str = "day") -> BrokerOrder:
+        """One mleg order of 2–4 ``(occ_symbol, side, ratio_qty)`` legs on one underlying, filled together;
+        ``limit_price`` is the net per spread (positive debit). Idempotent by ``client_order_id``."""
+        self._require(AssetClass.OPTIONS)
+        try:
+            kind = OrderType(order_type.value if isinstance(order_type, OrderType) else str(order_type).lower())
+            requested = tuple(LegRequest(symbol=normalize_symbol(symbol), ratio_qty=int(ratio),
+                                         side=side if isinstance(side, OrderSide) else OrderSide(str(side).lower()))
+                              for symbol, side, ratio in legs)
+            request = MlegRequest(client_order_id=client_order_id, qty=Decimal(qty), legs=requested,
+                                  order_type=kind, limit_price=None if limit_price is None else Decimal(limit_price),
+                                  time_in_force=time_in_force)
+            if len({occ_underlying(leg.symbol) for leg in requested}) > 1:
+                raise ValueError("mleg legs must share one underlying")
+        except (ValueError, TypeError) as exc:
+            raise BrokerError(BrokerErrorCode.INVALID, f"MLEG_INVALID: {exc}") from None
+        with _coded():
+            return self.venue.submit_mleg(request, on_duplicate="return").to_broker_order()
+
+    def get_order(self, broker_order_id: str) -> BrokerOrder:
+        with _coded():
+            return self.venue.get_order(broker_order_id).to_broker_order()
+
+    def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
+        with _coded():
+            order = self.venue.get_order_by_client_id(client_order_id)
+        return order.to_broker_order() if order is not None else None
+
+    def cancel_order(self, broker_order_id: str) -> None:
+        """Cancel the unfilled remainder; canceling a final order changes nothing."""
+        with _coded():
+            self.venue.cancel_order(broker_order_id)
+
+    def close_position(self, symbol: str, asset_class: AssetClass) -> BrokerOrder | None:
+        klass = self._require(asset_class)
+        with _coded():
+            order = self.venue.close_position(symbol, klass)
+        return order.to_broker_order() if order is not None else None
+
+    def get_positions(self) -> Sequence[Position]:
+        with _coded():
+            return self.venue.get_positions()
+
+    def get_account(self) -> Account:
+        with _coded():
+            return self.venue.get_account()
+
+    def get_latest_quote(self, symbol: str, asset_class: AssetClass) -> Quote:
+        klass = self._require(asset_class)
+        with _coded():
+            return self.venue.get_latest_quote(symbol, klass)
+
+    def get_recent_closes(self, symbol: str, asset_class: AssetClass, limit: int) -> Sequence[Decimal]:
+        klass = self._require(asset_class)
+        if limit < 0:
+            raise BrokerError(BrokerErrorCode.INVALID, f"limit must be >= 0, got {limit}")
+        with _coded():
+            return self.venue.get_recent_closes(symbol, limit, klass)
+
+
+@contextmanager
+def _coded() -> Iterator[None]:
+    """Malformed input (a bad symbol) surfaces as a coded BrokerError, like every other failure."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise BrokerError(BrokerErrorCode.INVALID, str(exc)) from None

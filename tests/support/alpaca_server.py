@@ -1,0 +1,738 @@
+"""A real local Alpaca-compatible HTTP server over a ``SimulatedVenue``, for tests and demos.
+
+Point the real alpaca-py clients at it with ``url_override=server.url``; the same scenario gives the
+same fills here as through ``PaperBroker``. Stdlib only (``ThreadingHTTPServer`` on 127.0.0.1 in a
+background thread, HTTP/1.0: one connection per request).
+
+    with LocalAlpacaServer("partial_fills", clock=ManualClock()) as server:
+        client = TradingClient("k", "s", paper=True, url_override=server.url)
+        server.inject("POST /v2/orders", "timeout_after_accept", seconds=2)
+
+Routes (the ones alpaca-py 0.44 calls): ``POST/GET/DELETE /v2/orders``, ``GET/DELETE /v2/orders/{id}``,
+``GET /v2/orders:by_client_order_id``, ``GET/DELETE /v2/positions``, ``GET/DELETE /v2/positions/{symbol}``
+(crypto as ``BTCUSD``), ``GET /v2/account``, ``GET /v2/clock``, ``GET /v2/assets/{symbol}``, latest quotes
+(``/v2/stocks/quotes/latest``, ``/v1beta3/crypto/us/latest/quotes``, ``/v1beta1/options/quotes/latest``)
+and daily bars (``/v2/stocks/bars``, ``/v1beta3/crypto/us/bars``, ``/v1beta1/options/bars``).
+Any ``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY`` (or ``Authorization``) header is accepted; trading and
+stock/option data routes answer 401 without one.
+
+Errors use Alpaca's bodies: 422 ``40010001`` duplicate client order id, 404 ``40410000`` not found,
+403 ``40310000`` insufficient buying power, 422 ``42210000`` invalid or not cancelable, 429 ``42910000``
+rate limited (a venue RATE_LIMITED fault), 503 ``50310000`` unavailable (a venue UNAVAILABLE fault);
+a venue ``lost_response`` fault drops the connection after the order is stored.
+
+``inject(route, kind, times=1, seconds=0.0)``: ``route`` is ``"METHOD /path"`` (a glob, query
+excluded) or ``"*"``; ``times=None`` keeps the fault until ``clear_faults()``. Kinds:
+``latency`` (wait ``seconds``, then answer), ``drop`` (close the socket, no response, nothing done),
+``timeout_after_accept`` (do the work, wait ``seconds``, then close without a response), ``reject``
+(422 ``42210000``, nothing done), and any status code as a string (``"429"``, ``"500"``, ``"503"``,
+``"504"``...) answered with an Alpaca-style JSON body, nothing done. Note alpaca-py retries 429 and
+504 (3 times, 3 s apart) unless the client's ``_retry`` / ``_retry_wait`` are lowered.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import threading
+import uuid
+from collections import namedtuple
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qs, urlsplit
+
+from backend.adapters.sim_venue import (
+    LegRequest,
+    LostResponse,
+    MlegRequest,
+    Scenario,
+    SimulatedVenue,
+    VenueOrder,
+    derived_uuid,
+)
+from backend.domain.assets import AssetClass, detect_asset_class, normalize_symbol
+from backend.domain.clock import Clock
+from backend.domain.errors import InvalidInput
+from backend.domain.money import ZERO, round_to_step, to_decimal
+from backend.ports.broker import BrokerError, BrokerErrorCode, OrderRequest, OrderSide, OrderState, OrderType
+
+RequestRecord = namedtuple("RequestRecord", "method path status")  # status None: no response was sent
+
+FAULT_KINDS = ("latency", "drop", "timeout_after_accept", "reject")
+_STATUS_KIND = re.compile(r"^[45]\d\d$")
+
+_ALPACA_CLASS = {AssetClass.EQUITY: "us_equity", AssetClass.CRYPTO: "crypto", AssetClass.OPTIONS: "us_option"}
+_EXCHANGE = {AssetClass.EQUITY: "NASDAQ", AssetClass.CRYPTO: "CRYPTO", AssetClass.OPTIONS: ""}
+_STATUS_ERRORS = {
+    400: (40010000, "bad request"), 401: (40110000, "request is not authorized"),
+    403: (40310000, "forbidden"), 404: (40410000, "not found"), 422: (42210000, "unprocessable entity"),
+    429: (42910000, "rate limit exceeded"), 500: (50010000, "internal server error"),
+    503: (50310000, "service unavailable"), 504: (50410000, "gateway timeout"),
+}
+_INTENT_SIDE = {"buy_to_open": OrderSide.BUY, "buy_to_close": OrderSide.BUY,
+                "sell_to_open": OrderSide.SELL, "sell_to_close": OrderSide.SELL}
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, code: int, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = dict(headers or {})
+
+
+class _Drop(Exception):
+    """Close the connection without a response."""
+
+
+@dataclass
+class _Fault:
+    route: str
+    kind: str
+    times: int | None
+    seconds: float
+    fired: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.times is not None and self.fired >= self.times:
+            return False
+        return self.route == "*" or fnmatch.fnmatchcase(f"{method} {path}", self.route)
+
+
+class LocalAlpacaServer:
+    """See the module docstring. ``venue`` may be shared with a ``PaperBroker``."""
+
+    def __init__(self, scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
+                 clock: Clock | None = None, port: int = 0, venue: SimulatedVenue | None = None,
+                 host: str = "127.0.0.1"):
+        self.venue = venue or SimulatedVenue(scenario, clock=clock)
+        self.requests: list[RequestRecord] = []
+        self._api = _AlpacaApi(self.venue)
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._host, self._port = host, port
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the server is not started")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "LocalAlpacaServer":
+        if self._httpd is not None:
+            return self
+        self._stopping.clear()
+        httpd = ThreadingHTTPServer((self._host, self._port), _Handler)
+        httpd.daemon_threads = True
+        httpd.block_on_close = False
+        httpd.app = self  # type: ignore[attr-defined]
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="local-alpaca", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._stopping.set()  # wakes handlers waiting in latency / timeout_after_accept
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd, self._thread = None, None
+
+    def __enter__(self) -> "LocalAlpacaServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- faults
+
+    def inject(self, route: str, kind: str, times: int | None = 1, seconds: float = 0.0) -> None:
+        kind = str(kind)
+        if kind not in FAULT_KINDS and not _STATUS_KIND.match(kind):
+            raise ValueError(f"kind must be one of {FAULT_KINDS} or an HTTP status such as '429', got {kind!r}")
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1, or None for every matching request")
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        if route != "*" and not re.match(r"^(GET|POST|DELETE|PATCH|PUT|\*) /", route):
+            raise ValueError(f"route must look like 'POST /v2/orders' or be '*', got {route!r}")
+        with self._lock:
+            self._faults.append(_Fault(route, kind, times, seconds))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(method, path):
+                    fault.fired += 1
+                    return fault
+        return None
+
+    def _record(self, method: str, path: str, status: int | None) -> None:
+        with self._lock:
+            self.requests.append(RequestRecord(method, path, status))
+
+    def _wait(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "LocalAlpaca/0.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
+        return
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def _dispatch(self, method: str) -> None:
+        app: LocalAlpacaServer = self.server.app  # type: ignore[attr-defined]
+        split = urlsplit(self.path)
+        path = split.path
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        fault = app._take_fault(method, path)
+        if fault is not None:
+            if fault.kind == "drop":
+                return self._drop(app, method, path)
+            if fault.kind == "latency":
+                app._wait(fault.seconds)
+            elif fault.kind == "reject":
+                return self._send(app, method, path, 422,
+                                  {"code": 42210000, "message": "order rejected by the local server (injected)"})
+            elif _STATUS_KIND.match(fault.kind):
+                status = int(fault.kind)
+                code, message = _STATUS_ERRORS.get(status, (status * 100000, "injected error"))
+                headers = {"Retry-After": "1"} if status == 429 else {}
+                return self._send(app, method, path, status, {"code": code, "message": message}, headers)
+        try:
+            if not self._authorized(path):
+                raise _HttpError(401, 40110000, "request is not authorized")
+            status, payload = app._api.handle(method, path, query, body)
+            headers: dict[str, str] = {}
+        except _Drop:
+            return self._drop(app, method, path)
+        except _HttpError as exc:
+            status, payload, headers = exc.status, {"code": exc.code, "message": exc.message}, exc.headers
+        except Exception as exc:  # a bug in the server: answer 500 so the test sees it
+            status, payload, headers = 500, {"code": 50010000, "message": f"local server error: {exc!r}"}, {}
+        if fault is not None and fault.kind == "timeout_after_accept":
+            app._wait(fault.seconds)
+            return self._drop(app, method, path)
+        self._send(app, method, path, status, payload, headers)
+
+    def _authorized(self, path: str) -> bool:
+        if path.startswith("/v1beta3/crypto/"):
+            return True  # Alpaca's crypto data needs no keys
+        has_keys = self.headers.get("APCA-API-KEY-ID") and self.headers.get("APCA-API-SECRET-KEY")
+        return bool(has_keys or self.headers.get("Authorization"))
+
+    def _send(self, app: LocalAlpacaServer, method: str, path: str, status: int, payload: Any,
+              headers: Mapping[str, str] | None = None) -> None:
+        data = b"" if payload is None else json.dumps(payload, default=_json_default).encode()
+        try:
+            self.send_response(status)
+            if data:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            if data:
+                self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        app._record(method, path, status)
+
+    def _drop(self, app: LocalAlpacaServer, method: str, path: str) -> None:
+        self.close_connection = True
+        app._record(method, path, None)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)  # quotes and bars are JSON numbers in Alpaca's data API
+    if isinstance(value, datetime):
+        return _ts(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _num(value: Decimal | None) -> str | None:
+    """Alpaca's string numbers: exact, no exponent, no trailing zeros."""
+    if value is None:
+        return None
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def _asset_id(symbol: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"local-alpaca:asset:{symbol}"))
+
+
+class _AlpacaApi:
+    """Alpaca's REST shapes over the venue: JSON in, (status, JSON) out."""
+
+    def __init__(self, venue: SimulatedVenue):
+        self.venue = venue
+        sym = r"(?P<symbol>[^/]+)"
+        self._routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
+            ("POST", re.compile(r"^/v2/orders$"), self.submit_order),
+            ("GET", re.compile(r"^/v2/orders$"), self.list_orders),
+            ("DELETE", re.compile(r"^/v2/orders$"), self.cancel_all),
+            ("GET", re.compile(r"^/v2/orders:by_client_order_id$"), self.order_by_client_id),
+            ("GET", re.compile(r"^/v2/orders/(?P<order_id>[^/]+)$"), self.get_order),
+            ("DELETE", re.compile(r"^/v2/orders/(?P<order_id>[^/]+)$"), self.cancel_order),
+            ("GET", re.compile(r"^/v2/positions$"), self.list_positions),
+            ("DELETE", re.compile(r"^/v2/positions$"), self.close_all),
+            ("GET", re.compile(rf"^/v2/positions/{sym}$"), self.get_position),
+            ("DELETE", re.compile(rf"^/v2/positions/{sym}$"), self.close_position),
+            ("GET", re.compile(r"^/v2/account$"), self.account),
+            ("GET", re.compile(r"^/v2/clock$"), self.market_clock),
+            ("GET", re.compile(rf"^/v2/assets/{sym}$"), self.asset),
+            ("GET", re.compile(r"^/v2/stocks/quotes/latest$"), self._quotes(AssetClass.EQUITY)),
+            ("GET", re.compile(r"^/v1beta3/crypto/us/latest/quotes$"), self._quotes(AssetClass.CRYPTO)),
+            ("GET", re.compile(r"^/v1beta1/options/quotes/latest$"), self._quotes(AssetClass.OPTIONS)),
+            ("GET", re.compile(r"^/v2/stocks/bars$"), self._bars(AssetClass.EQUITY)),
+            ("GET", re.compile(r"^/v1beta3/crypto/us/bars$"), self._bars(AssetClass.CRYPTO)),
+            ("GET", re.compile(r"^/v1beta1/options/bars$"), self._bars(AssetClass.OPTIONS)),
+        ]
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        known_path = False
+        for route_method, pattern, handler in self._routes:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            known_path = True
+            if route_method != method:
+                continue
+            try:
+                return handler(query=query, body=body, **match.groupdict())
+            except LostResponse:
+                raise _Drop() from None
+            except BrokerError as exc:
+                raise _broker_http_error(exc) from None
+            except InvalidInput as exc:
+                raise _HttpError(422, 42210000, str(exc)) from None
+        if known_path:
+            raise _HttpError(405, 40510000, "method not allowed")
+        raise _HttpError(404, 40410000, "endpoint not found")
+
+    # -- orders
+
+    def submit_order(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        data = _json_body(body)
+        client_id = data.get("client_order_id") or self.venue.new_client_order_id()
+        if not isinstance(client_id, str) or len(client_id) > 48:
+            raise _HttpError(422, 40010001, "client_order_id must be no more than 48 characters")
+        order_type = _enum(data.get("type") or data.get("order_type"), OrderType, "type")
+        tif = str(data.get("time_in_force") or "")
+        if not tif:
+            raise _HttpError(422, 40010001, "time_in_force is required")
+        limit = _decimal_field(data, "limit_price")
+        if order_type is OrderType.LIMIT and limit is None:
+            raise _HttpError(422, 40010001, "limit_price is required for limit orders")
+        if order_type is OrderType.MARKET and limit is not None:
+            raise _HttpError(422, 40010001, "limit_price must not be given for market orders")
+        if str(data.get("order_class") or "simple") == "mleg":
+            return 200, self._order_json(self._submit_mleg(data, client_id, order_type, limit, tif))
+        if data.get("order_class") not in (None, "", "simple"):
+            raise _HttpError(422, 42210000, f"order_class {data.get('order_class')!r} is not supported here")
+        symbol = data.get("symbol")
+        if not isinstance(symbol, str) or not symbol:
+            raise _HttpError(422, 40010001, "symbol is required")
+        klass = _alpaca_tradable(symbol)
+        side = _side(data)
+        qty = _decimal_field(data, "qty")
+        notional = _decimal_field(data, "notional")
+        if (qty is None) == (notional is None):
+            raise _HttpError(422, 40010001, "exactly one of qty or notional is required")
+        if notional is not None:
+            if order_type is not OrderType.MARKET:
+                raise _HttpError(422, 42210000, "notional orders must be market orders")
+            quote = self.venue.market.quote(symbol, klass)
+            price = quote.ask if side is OrderSide.BUY else quote.bid
+            qty = round_to_step(notional / price, self.venue.market.spec(symbol, klass).lot_size, down=True)
+            if qty <= ZERO:
+                raise _HttpError(422, 40010001, f"notional {notional} is below the minimum order size")
+        try:
+            request = OrderRequest(client_order_id=client_id, symbol=symbol, asset_class=klass, side=side,
+                                   qty=qty, order_type=order_type, limit_price=limit, time_in_force=tif)
+        except ValueError as exc:
+            raise _HttpError(422, 40010001, str(exc)) from None
+        order = self.venue.submit_order(request, on_duplicate="raise")
+        return 200, self._order_json(order, notional=notional)
+
+    def _submit_mleg(self, data: dict[str, Any], client_id: str, order_type: OrderType, limit: Decimal | None,
+                     tif: str) -> VenueOrder:
+        raw_legs = data.get("legs")
+        if not isinstance(raw_legs, list):
+            raise _HttpError(422, 40010001, "legs is required for the mleg order class")
+        qty = _decimal_field(data, "qty")
+        if qty is None:
+            raise _HttpError(422, 40010001, "qty is required for the mleg order class")
+        legs = []
+        for i, raw in enumerate(raw_legs):
+            if not isinstance(raw, dict) or not raw.get("symbol"):
+                raise _HttpError(422, 40010001, f"legs[{i}]: symbol is required")
+            ratio = _decimal_field(raw, "ratio_qty")
+            if ratio is None or ratio != ratio.to_integral_value() or ratio < 1:
+                raise _HttpError(422, 40010001, f"legs[{i}]: ratio_qty must be a positive whole number")
+            intent = raw.get("position_intent")
+            if intent is not None and intent not in _INTENT_SIDE:
+                raise _HttpError(422, 40010001, f"legs[{i}]: unknown position_intent {intent!r}")
+            side = _enum(raw["side"], OrderSide, f"legs[{i}].side") if raw.get("side") else _INTENT_SIDE.get(intent)
+            if side is None:
+                raise _HttpError(422, 40010001, f"legs[{i}]: side or position_intent is required")
+            legs.append(LegRequest(symbol=normalize_symbol(raw["symbol"]), ratio_qty=int(ratio), side=side,
+                                   position_intent=intent))
+        try:
+            request = MlegRequest(client_order_id=client_id, qty=qty, legs=tuple(legs), order_type=order_type,
+                                  limit_price=limit, time_in_force=tif)
+        except ValueError as exc:
+            raise _HttpError(422, 40010001, str(exc)) from None
+        return self.venue.submit_mleg(request, on_duplicate="raise")
+
+    def list_orders(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        status = query.get("status") or "open"
+        if status not in ("open", "closed", "all"):
+            raise _HttpError(422, 40010001, f"invalid status {status!r}")
+        orders = self.venue.list_orders(status=status)
+        symbols = {normalize_symbol(s) for s in (query.get("symbols") or "").split(",") if s}
+        if symbols:
+            orders = [o for o in orders if o.symbol in symbols or o.symbol.replace("/", "") in symbols]
+        if query.get("side"):
+            orders = [o for o in orders if o.side.value == query["side"]]
+        if (query.get("direction") or "desc") == "desc":
+            orders.reverse()
+        limit = int(query.get("limit") or 50)
+        return 200, [self._order_json(o) for o in orders[:limit]]
+
+    def order_by_client_id(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        order = self.venue.get_order_by_client_id(query.get("client_order_id") or "")
+        if order is None:
+            raise _HttpError(404, 40410000, "order not found")
+        return 200, self._order_json(order)
+
+    def get_order(self, query: dict[str, str], body: bytes, order_id: str) -> tuple[int, Any]:
+        try:
+            order = self.venue.get_order(order_id)
+        except BrokerError as exc:
+            if exc.code is BrokerErrorCode.NOT_FOUND:
+                raise _HttpError(404, 40410000, "order not found") from None
+            raise
+        return 200, self._order_json(order)
+
+    def cancel_order(self, query: dict[str, str], body: bytes, order_id: str) -> tuple[int, Any]:
+        try:
+            before = self.venue.peek_order(order_id)
+        except BrokerError:
+            raise _HttpError(404, 40410000, "order not found") from None
+        after = self.venue.cancel_order(order_id)
+        if before.state.is_final or after.state is not OrderState.CANCELED:
+            raise _HttpError(422, 42210000, f'order is already in "{after.state.value}" state')
+        return 204, None
+
+    def cancel_all(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        out = []
+        for order in self.venue.list_orders(status="open"):
+            canceled = self.venue.cancel_order(order.broker_order_id)
+            out.append({"id": canceled.broker_order_id, "status": 200, "body": self._order_json(canceled)})
+        return 207, out
+
+    # -- positions and account
+
+    def _alpaca_positions(self) -> list[tuple[Any, AssetClass]]:
+        out = []
+        for position in self.venue.get_positions():
+            klass = self.venue.position_asset_class(position.symbol)
+            if klass in _ALPACA_CLASS:
+                out.append((position, klass))
+        return out
+
+    def _position_json(self, position: Any, klass: AssetClass) -> dict[str, Any]:
+        spec = self.venue.market.spec(position.symbol, klass)
+        price = self.venue.market.mid(position.symbol, klass)
+        qty, avg = position.qty, position.avg_entry_price
+        cost = qty * avg * spec.multiplier
+        value = qty * price * spec.multiplier
+        pnl = value - cost
+        symbol = position.symbol.replace("/", "") if klass is AssetClass.CRYPTO else position.symbol
+        return {
+            "asset_id": _asset_id(symbol), "symbol": symbol, "exchange": _EXCHANGE[klass],
+            "asset_class": _ALPACA_CLASS[klass], "asset_marginable": klass is not AssetClass.CRYPTO,
+            "avg_entry_price": _num(avg), "qty": _num(qty), "qty_available": _num(qty),
+            "side": "long" if qty > ZERO else "short", "market_value": _num(value), "cost_basis": _num(cost),
+            "unrealized_pl": _num(pnl), "unrealized_plpc": _num(pnl / abs(cost)) if cost else "0",
+            "unrealized_intraday_pl": _num(pnl), "unrealized_intraday_plpc": _num(pnl / abs(cost)) if cost else "0",
+            "current_price": _num(price), "lastday_price": _num(price), "change_today": "0",
+        }
+
+    def _find_position(self, symbol_or_id: str) -> tuple[Any, AssetClass]:
+        for position, klass in self._alpaca_positions():
+            symbol = position.symbol.replace("/", "") if klass is AssetClass.CRYPTO else position.symbol
+            if symbol_or_id.upper() == symbol or symbol_or_id.lower() == _asset_id(symbol):
+                return position, klass
+        raise _HttpError(404, 40410000, "position does not exist")
+
+    def list_positions(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        return 200, [self._position_json(p, k) for p, k in self._alpaca_positions()]
+
+    def get_position(self, query: dict[str, str], body: bytes, symbol: str) -> tuple[int, Any]:
+        return 200, self._position_json(*self._find_position(symbol))
+
+    def close_position(self, query: dict[str, str], body: bytes, symbol: str) -> tuple[int, Any]:
+        position, klass = self._find_position(symbol)
+        qty = None
+        if query.get("qty"):
+            qty = to_decimal(query["qty"], "qty")
+        elif query.get("percentage"):
+            pct = to_decimal(query["percentage"], "percentage")
+            if not ZERO < pct <= 100:
+                raise _HttpError(422, 40010001, "percentage must be in (0, 100]")
+            lot = self.venue.market.spec(position.symbol, klass).lot_size
+            qty = round_to_step(abs(position.qty) * pct / 100, lot, down=True)
+        if qty is not None and not ZERO < qty <= abs(position.qty):
+            raise _HttpError(403, 40310000, f"insufficient qty available for order (requested: {_num(qty)}, "
+                                            f"available: {_num(abs(position.qty))})")
+        order = self.venue.close_position(position.symbol, klass, qty=qty)
+        if order is None:
+            raise _HttpError(404, 40410000, "position does not exist")
+        return 200, self._order_json(order)
+
+    def close_all(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        out = []
+        for position, klass in self._alpaca_positions():
+            order = self.venue.close_position(position.symbol, klass)
+            if order is not None:
+                symbol = position.symbol.replace("/", "") if klass is AssetClass.CRYPTO else position.symbol
+                out.append({"symbol": symbol, "status": 200, "order_id": order.broker_order_id,
+                            "body": self._order_json(order)})
+        return 207, out
+
+    def account(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        account = self.venue.get_account()
+        long_value = short_value = ZERO
+        for position, klass in self._alpaca_positions():
+            spec = self.venue.market.spec(position.symbol, klass)
+            value = position.qty * self.venue.market.mid(position.symbol, klass) * spec.multiplier
+            if value > ZERO:
+                long_value += value
+            else:
+                short_value += value
+        created = datetime(2024, 1, 2, tzinfo=timezone.utc)
+        return 200, {
+            "id": derived_uuid(self.venue.scenario.seed, "account"), "account_number": "PA0LOCAL0001",
+            "status": "ACTIVE", "crypto_status": "ACTIVE", "currency": account.currency,
+            "buying_power": _num(account.buying_power), "regt_buying_power": _num(account.buying_power),
+            "daytrading_buying_power": _num(account.buying_power),
+            "non_marginable_buying_power": _num(account.cash), "options_buying_power": _num(account.buying_power),
+            "cash": _num(account.cash), "accrued_fees": "0", "pending_transfer_in": "0",
+            "portfolio_value": _num(account.equity), "equity": _num(account.equity),
+            "last_equity": _num(self.venue.scenario.account.equity),
+            "long_market_value": _num(long_value), "short_market_value": _num(short_value),
+            "initial_margin": "0", "maintenance_margin": "0", "last_maintenance_margin": "0", "sma": "0",
+            "multiplier": "2", "pattern_day_trader": False, "trading_blocked": False, "transfers_blocked": False,
+            "account_blocked": False, "trade_suspended_by_user": False, "shorting_enabled": True,
+            "daytrade_count": 0, "options_approved_level": 3, "options_trading_level": 3,
+            "created_at": _ts(created),
+        }
+
+    def market_clock(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        now = self.venue.clock.now()
+        return 200, {"timestamp": _ts(now), "is_open": True, "next_open": _ts(now + timedelta(days=1)),
+                     "next_close": _ts(now + timedelta(hours=6))}
+
+    def asset(self, query: dict[str, str], body: bytes, symbol: str) -> tuple[int, Any]:
+        klass = _alpaca_tradable(symbol)
+        key, _ = self.venue.market.resolve(symbol, klass)
+        spec = self.venue.market.spec(key, klass)
+        return 200, {
+            "id": _asset_id(key.replace("/", "") if klass is AssetClass.CRYPTO else key),
+            "class": _ALPACA_CLASS[klass], "exchange": _EXCHANGE[klass], "symbol": key, "name": key,
+            "status": "active", "tradable": True, "marginable": klass is not AssetClass.CRYPTO,
+            "shortable": klass is AssetClass.EQUITY, "easy_to_borrow": klass is AssetClass.EQUITY,
+            "fractionable": spec.lot_size < 1, "min_trade_increment": float(spec.lot_size),
+            "price_increment": float(spec.tick_size),
+        }
+
+    # -- market data
+
+    def _quotes(self, klass: AssetClass) -> Callable[..., tuple[int, Any]]:
+        def handler(query: dict[str, str], body: bytes) -> tuple[int, Any]:
+            quotes = {}
+            for symbol in _symbols(query):
+                quote = self.venue.get_latest_quote(symbol, klass)
+                entry: dict[str, Any] = {"t": quote.timestamp, "bp": quote.bid, "bs": quote.bid_size,
+                                         "ap": quote.ask, "as": quote.ask_size}
+                if klass is AssetClass.EQUITY:
+                    entry.update({"bx": "V", "ax": "V", "c": ["R"], "z": "C"})
+                elif klass is AssetClass.OPTIONS:
+                    entry.update({"bx": "C", "ax": "C", "c": "A"})
+                quotes[symbol] = entry
+            return 200, {"quotes": quotes}
+        return handler
+
+    def _bars(self, klass: AssetClass) -> Callable[..., tuple[int, Any]]:
+        def handler(query: dict[str, str], body: bytes) -> tuple[int, Any]:
+            timeframe = query.get("timeframe") or "1Day"
+            if timeframe not in ("1Day", "1D"):
+                raise _HttpError(422, 42210000, f"the local server only serves daily bars, not {timeframe!r}")
+            count = min(int(query.get("limit") or 1000), 1000)
+            if query.get("start"):
+                start = _parse_ts(query["start"])
+                end = _parse_ts(query["end"]) if query.get("end") else self.venue.clock.now()
+                count = min(count, max(0, (end - start).days + 1))
+            today = self.venue.clock.now().astimezone(timezone.utc).replace(hour=5, minute=0, second=0,
+                                                                           microsecond=0)
+            bars = {}
+            for symbol in _symbols(query):
+                closes = self.venue.get_recent_closes(symbol, count, klass)
+                rows = []
+                for i, close in enumerate(closes):
+                    previous = closes[i - 1] if i else close
+                    rows.append({"t": today - timedelta(days=len(closes) - 1 - i), "o": previous,
+                                 "h": max(previous, close), "l": min(previous, close), "c": close,
+                                 "v": 1000, "n": 10, "vw": (previous + close) / 2})
+                bars[symbol] = rows
+            return 200, {"bars": bars, "next_page_token": None}
+        return handler
+
+    # -- rendering
+
+    def _order_json(self, order: VenueOrder, *, notional: Decimal | None = None, leg: bool = False) -> dict[str, Any]:
+        mleg_parent = order.order_class == "mleg" and not leg
+        klass = order.asset_class
+        symbol = order.symbol
+        return {
+            "id": order.broker_order_id, "client_order_id": order.client_order_id,
+            "created_at": _ts(order.created_at), "updated_at": _ts(order.updated_at),
+            "submitted_at": _ts(order.created_at), "filled_at": _ts(order.filled_at),
+            "expired_at": None, "canceled_at": _ts(order.canceled_at), "failed_at": _ts(order.failed_at),
+            "replaced_at": None, "replaced_by": None, "replaces": None,
+            "asset_id": "" if mleg_parent else _asset_id(symbol.replace("/", "")),
+            "symbol": "" if mleg_parent else symbol,
+            "asset_class": "" if mleg_parent else _ALPACA_CLASS.get(klass, "us_equity"),
+            "notional": _num(notional), "qty": _num(order.qty), "filled_qty": _num(order.filled_qty),
+            "filled_avg_price": _num(order.filled_avg_price),
+            "order_class": order.order_class if not leg else "mleg",
+            "order_type": order.order_type.value, "type": order.order_type.value,
+            "side": "" if mleg_parent else order.side.value,
+            "position_intent": order.position_intent or ("" if mleg_parent else None),
+            "time_in_force": order.time_in_force, "limit_price": _num(order.limit_price), "stop_price": None,
+            "status": order.state.value, "extended_hours": order.extended_hours,
+            "legs": [self._order_json(child, leg=True) for child in order.legs] if order.legs else None,
+            "trail_percent": None, "trail_price": None, "hwm": None,
+            "ratio_qty": str(order.ratio_qty) if order.ratio_qty is not None else None,
+            "subtag": None, "source": None,
+        }
+
+
+def _broker_http_error(exc: BrokerError) -> _HttpError:
+    code = exc.code
+    if code is BrokerErrorCode.DUPLICATE:
+        return _HttpError(422, 40010001, "client_order_id must be unique")
+    if code is BrokerErrorCode.NOT_FOUND:
+        return _HttpError(404, 40410000, exc.message or "not found")
+    if code is BrokerErrorCode.INSUFFICIENT_BUYING_POWER:
+        return _HttpError(403, 40310000, "insufficient buying power")
+    if code is BrokerErrorCode.RATE_LIMITED:
+        return _HttpError(429, 42910000, "rate limit exceeded",
+                          {"Retry-After": str(max(1, round(exc.retry_after or 1)))})
+    if code is BrokerErrorCode.UNAVAILABLE:
+        return _HttpError(503, 50310000, exc.message or "service unavailable")
+    return _HttpError(422, 42210000, exc.message or code.value)
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body or b"{}", parse_float=Decimal)
+    except ValueError:
+        raise _HttpError(400, 40010000, "request body must be JSON") from None
+    if not isinstance(data, dict):
+        raise _HttpError(400, 40010000, "request body must be a JSON object")
+    return data
+
+
+def _decimal_field(data: Mapping[str, Any], name: str) -> Decimal | None:
+    raw = data.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return to_decimal(raw, name)
+    except InvalidInput as exc:
+        raise _HttpError(422, 40010001, str(exc)) from None
+
+
+def _enum(raw: Any, enum: Any, name: str) -> Any:
+    try:
+        return enum(str(raw).lower())
+    except ValueError:
+        allowed = [m.value for m in enum]
+        raise _HttpError(422, 40010001, f"{name} must be one of {allowed}, got {raw!r}") from None
+
+
+def _side(data: Mapping[str, Any]) -> OrderSide:
+    if data.get("side"):
+        return _enum(data["side"], OrderSide, "side")
+    intent = _INTENT_SIDE.get(str(data.get("position_intent")))
+    if intent is None:
+        raise _HttpError(422, 40010001, "side is required")
+    return intent
+
+
+def _alpaca_tradable(symbol: str) -> AssetClass:
+    try:
+        klass = detect_asset_class(symbol)
+    except InvalidInput as exc:
+        raise _HttpError(422, 40010001, str(exc)) from None
+    if klass not in _ALPACA_CLASS:
+        raise _HttpError(422, 42210000, f'asset "{symbol}" not found')
+    return klass
+
+
+def _symbols(query: Mapping[str, str]) -> list[str]:
+    symbols = [s.strip() for s in (query.get("symbols") or "").split(",") if s.strip()]
+    if not symbols:
+        raise _HttpError(400, 40010000, "symbols is required")
+    return symbols
+
+
+def _parse_ts(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00")) if "T" in text else datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+__all__ = ["LocalAlpacaServer", "RequestRecord", "FAULT_KINDS"]
