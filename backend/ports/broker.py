@@ -187,7 +187,9 @@ class BrokerError(Exception):
             BrokerErrorCode.UNAVAILABLE: RejectCode.BROKER_UNAVAILABLE,
             BrokerErrorCode.UNSUPPORTED: RejectCode.NO_VENUE_FOR_ASSET_CLASS,
         }.get(self.code, RejectCode.BROKER_REJECTED)
-        return Rejection(code, self.message or self.code.value)
+        detail = self.message or self.code.value
+        prefix = f"{code.value}: "
+        return Rejection(code, detail[len(prefix):] if detail.startswith(prefix) else detail)
 
 
 @runtime_checkable
