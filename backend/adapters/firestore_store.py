@@ -66,6 +66,34 @@ class FirestoreStore:
         snap = self.intent_ref(tenant_id, intent_id).get()
         return _record(tenant_id, intent_id, snap)
 
+    def take_intent_lease(self, tenant_id: str, intent_id: str, now: datetime, lease_until: datetime) -> bool:
+        ref = self.intent_ref(tenant_id, intent_id)
+
+        @firestore.transactional
+        def take(txn: Any) -> bool:
+            snap = ref.get(transaction=txn)
+            data = snap.to_dict() or {}
+            held = data.get("lease_until")
+            if data.get("status") != IntentStatus.RESERVED.value or (held is not None and held > now):
+                return False
+            txn.update(ref, {"lease_until": lease_until})
+            return True
+
+        return take(self.db.transaction())
+
+    def annotate_intent(self, tenant_id: str, intent_id: str, fields: Mapping[str, Any], *,
+                        only_if_status: str | None = None) -> bool:
+        ref = self.intent_ref(tenant_id, intent_id)
+        snap = ref.get()
+        if not snap.exists or (only_if_status is not None and snap.get("status") != only_if_status):
+            return False
+        try:
+            ref.update({**fields, "updated_server_at": firestore.SERVER_TIMESTAMP},
+                       option=self.db.write_option(last_update_time=snap.update_time))
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return False
+        return True
+
     def _count_slots(self, tenant_id: str, day: str) -> int:
         result = self._slots(tenant_id, day).count().get()
         return int(result[0][0].value)

@@ -40,6 +40,26 @@ class InMemoryStore:
         doc = self.get(self.intent_path(tenant_id, intent_id))
         return None if doc is None else IntentRecord(tenant_id, intent_id, IntentStatus(doc.get("status", "new")), doc)
 
+    def take_intent_lease(self, tenant_id: str, intent_id: str, now: datetime, lease_until: datetime) -> bool:
+        with self._lock:
+            doc = self.docs.get(self.intent_path(tenant_id, intent_id))
+            if doc is None or doc.get("status") != IntentStatus.RESERVED.value:
+                return False
+            held = doc.get("lease_until")
+            if held is not None and held > now:
+                return False
+            doc["lease_until"] = lease_until
+            return True
+
+    def annotate_intent(self, tenant_id: str, intent_id: str, fields: Mapping[str, Any], *,
+                        only_if_status: str | None = None) -> bool:
+        with self._lock:
+            doc = self.docs.get(self.intent_path(tenant_id, intent_id))
+            if doc is None or (only_if_status is not None and doc.get("status") != only_if_status):
+                return False
+            doc.update(copy.deepcopy(dict(fields)))
+            return True
+
     def _exposure(self, tenant_id: str, key: str) -> Exposure:
         doc = self.docs.get(f"tenants/{tenant_id}/exposure/{key}", {})
         return Exposure(doc.get("position", ZERO), doc.get("reserved_long", ZERO), doc.get("reserved_short", ZERO))

@@ -241,6 +241,10 @@ class ExecutionEngine:
             return self._finish_placed(intent, ctx, routing, venue, coid, self._await_fill(venue, order))
         if lease is not None and _lease_active(lease, self.clock):
             return self._pending(intent, ctx, routing, coid, venue.name, None)
+        now = self.clock.now()
+        if not self.store.take_intent_lease(ctx.tenant_id, intent.intent_id, now,
+                                            now + timedelta(seconds=float(self.settings.lease_seconds))):
+            return self._pending(intent, ctx, routing, coid, venue.name, None)  # another worker took it
         log_event("exec.resumed", intent_id=intent.intent_id, client_order_id=coid, found=False)
         return self._submit(intent, ctx, routing, venue, coid, data.get("slot"))
 
