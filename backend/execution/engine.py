@@ -102,14 +102,14 @@ class ExecutionEngine:
         if existing is not None and existing.status is IntentStatus.RESERVED:
             return self._resume(intent, ctx, existing)
 
+        venue = self.broker_for(intent)  # before the quote: FOREX must never reach a venue without FX
+        if isinstance(venue, Rejection):
+            return self._finish_decision(intent, ctx, "rejected", None, venue)
+
         routing = self._route(intent)
         if routing is not None and not routing.should_execute:
             status = "downgraded" if routing.downgraded else "rejected"
             return self._finish_decision(intent, ctx, status, routing, routing.rejection)
-
-        venue = self.broker_for(intent)
-        if isinstance(venue, Rejection):
-            return self._finish_decision(intent, ctx, "rejected", routing, venue)
 
         day = self.clock.now().date().isoformat()
         key = account_key(intent)
