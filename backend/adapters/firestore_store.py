@@ -22,8 +22,8 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from backend.domain.money import ZERO
-from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillWrite, Finish, GroupSnapshot, IntentRecord,
-                                 IntentStatus, LeaseLost)
+from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupSnapshot,
+                                 IntentRecord, IntentStatus, LeaseLost)
 from backend.risk.manager import Exposure, RiskSnapshot
 
 NANO = Decimal("1000000000")
@@ -93,6 +93,42 @@ class FirestoreStore:
         except (gexc.FailedPrecondition, gexc.NotFound):
             return False
         return True
+
+    def get_intent_with_token(self, tenant_id: str, intent_id: str) -> tuple[IntentRecord, Any] | None:
+        snap = self.intent_ref(tenant_id, intent_id).get()
+        record = _record(tenant_id, intent_id, snap)
+        return None if record is None else (record, snap.update_time)
+
+    def apply_fill_update(self, update: FillUpdate) -> bool:
+        batch = self.db.batch()
+        batch.update(self.intent_ref(update.tenant_id, update.intent_id),
+                     {**update.record, "updated_server_at": firestore.SERVER_TIMESTAMP},
+                     option=self.db.write_option(last_update_time=update.token))
+        self._write_fills(batch, update.tenant_id, update.fills)
+        exposure = _exposure_changes(update.filled_signed_qty, update.released_signed_qty)
+        if exposure:
+            batch.set(self._exposure_ref(update.tenant_id, update.account_key), exposure, merge=True)
+        try:
+            batch.commit()
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound):
+            return False
+        return True
+
+    def find_working_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        query = (self.db.collection_group("order_intents")
+                 .where(filter=FieldFilter("status", "==", IntentStatus.PLACED.value))
+                 .where(filter=FieldFilter("reconcile_after", "<", now))
+                 .order_by("reconcile_after").limit(limit))
+        return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
+
+    def _write_fills(self, batch: Any, tenant_id: str, fills: tuple[FillWrite, ...]) -> None:
+        tenant = self._tenant(tenant_id)
+        for fill in fills:
+            batch.create(tenant.collection("ledger_trades").document(fill.trade_id),
+                         {**fill.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
+            if fill.history is not None:
+                batch.create(self._history_ref(fill.uid, fill.trade_id),
+                             {**fill.history, "recorded_at": firestore.SERVER_TIMESTAMP})
 
     def _count_slots(self, tenant_id: str, day: str) -> int:
         result = self._slots(tenant_id, day).count().get()
@@ -165,14 +201,7 @@ class FirestoreStore:
         for path, doc in finish.extra_writes:
             batch.create(self.db.document(path), dict(doc))
         if finish.account_key is not None:
-            update: dict[str, Any] = {}
-            if finish.filled_signed_qty:
-                update["position_nanos"] = firestore.Increment(to_nanos(finish.filled_signed_qty))
-            released = finish.reserved_signed_qty or ZERO
-            if released > 0:
-                update["reserved_long_nanos"] = firestore.Increment(-to_nanos(released))
-            elif released < 0:
-                update["reserved_short_nanos"] = firestore.Increment(-to_nanos(-released))
+            update = _exposure_changes(finish.filled_signed_qty, finish.reserved_signed_qty or ZERO)
             if update:
                 batch.set(self._exposure_ref(finish.tenant_id, finish.account_key), update, merge=True)
         if finish.release_slot is not None and finish.trade_day is not None:
@@ -212,13 +241,7 @@ class FirestoreStore:
         batch.update(ref, {**doc, "_updated_server_at": firestore.SERVER_TIMESTAMP},
                      option=self.db.write_option(last_update_time=snapshot.token))
         self._write_legs(batch, ref, snapshot.tenant_id, doc)
-        tenant = self._tenant(snapshot.tenant_id)
-        for fill in fills:
-            batch.create(tenant.collection("ledger_trades").document(fill.trade_id),
-                         {**fill.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
-            if fill.history is not None:
-                batch.create(self._history_ref(fill.uid, fill.trade_id),
-                             {**fill.history, "recorded_at": firestore.SERVER_TIMESTAMP})
+        self._write_fills(batch, snapshot.tenant_id, fills)
         try:
             results = batch.commit()
         except (gexc.FailedPrecondition, gexc.NotFound) as exc:
@@ -276,6 +299,18 @@ class FirestoreStore:
                  .where(filter=FieldFilter("lease_until", "<", now))
                  .order_by("lease_until").limit(limit))
         return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
+
+
+def _exposure_changes(filled_signed: Decimal, released_signed: Decimal) -> dict[str, Any]:
+    """Increment transforms: the position moves by the fill; the reservation shrinks by the release."""
+    update: dict[str, Any] = {}
+    if filled_signed:
+        update["position_nanos"] = firestore.Increment(to_nanos(filled_signed))
+    if released_signed > 0:
+        update["reserved_long_nanos"] = firestore.Increment(-to_nanos(released_signed))
+    elif released_signed < 0:
+        update["reserved_short_nanos"] = firestore.Increment(-to_nanos(-released_signed))
+    return update
 
 
 def _exposure(doc: Mapping[str, Any]) -> Exposure:

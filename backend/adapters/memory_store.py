@@ -9,8 +9,8 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from backend.domain.money import ZERO
-from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillWrite, Finish, GroupSnapshot, IntentRecord,
-                                 IntentStatus, LeaseLost)
+from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupSnapshot,
+                                 IntentRecord, IntentStatus, LeaseLost)
 from backend.risk.manager import Exposure, RiskSnapshot
 
 
@@ -59,6 +59,49 @@ class InMemoryStore:
                 return False
             doc.update(copy.deepcopy(dict(fields)))
             return True
+
+    def get_intent_with_token(self, tenant_id: str, intent_id: str) -> tuple[IntentRecord, Any] | None:
+        with self._lock:
+            record = self.get_intent(tenant_id, intent_id)
+            if record is None:
+                return None
+            return record, self.docs[self.intent_path(tenant_id, intent_id)].get("_version", 0)
+
+    def apply_fill_update(self, update: FillUpdate) -> bool:
+        with self._lock:
+            path = self.intent_path(update.tenant_id, update.intent_id)
+            doc = self.docs.get(path)
+            if doc is None or doc.get("_version", 0) != update.token:
+                return False
+            if any(f"tenants/{update.tenant_id}/ledger_trades/{f.trade_id}" in self.docs for f in update.fills):
+                return False
+            doc.update(copy.deepcopy(dict(update.record)))
+            doc["_version"] = doc.get("_version", 0) + 1
+            for fill in update.fills:
+                self.docs[f"tenants/{update.tenant_id}/ledger_trades/{fill.trade_id}"] = copy.deepcopy(dict(fill.ledger))
+                if fill.history is not None:
+                    self.docs[f"users/{fill.uid}/portfolio/history/trades/{fill.trade_id}"] = copy.deepcopy(
+                        dict(fill.history))
+            self._move_exposure(update.tenant_id, update.account_key, update.filled_signed_qty,
+                                update.released_signed_qty)
+            self.commits += 1
+            return True
+
+    def find_working_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        with self._lock:
+            found = [(d["reconcile_after"], p) for p, d in self.docs.items()
+                     if "/order_intents/" in p and d.get("status") == IntentStatus.PLACED.value
+                     and d.get("reconcile_after") is not None and d["reconcile_after"] < now]
+            return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]
+
+    def _move_exposure(self, tenant_id: str, key: str, filled: Decimal, released: Decimal) -> None:
+        exp = self.docs.setdefault(f"tenants/{tenant_id}/exposure/{key}",
+                                   {"position": ZERO, "reserved_long": ZERO, "reserved_short": ZERO})
+        exp["position"] = exp["position"] + filled
+        if released > 0:
+            exp["reserved_long"] -= released
+        elif released < 0:
+            exp["reserved_short"] -= -released
 
     def _exposure(self, tenant_id: str, key: str) -> Exposure:
         doc = self.docs.get(f"tenants/{tenant_id}/exposure/{key}", {})
@@ -109,7 +152,8 @@ class InMemoryStore:
             ledger_path = f"tenants/{finish.tenant_id}/ledger_trades/{finish.ledger_id}"
             if ledger_path in self.docs:
                 raise RuntimeError(f"ledger row {ledger_path} exists for a non-final intent")
-            self.docs[path] = {**(current or {}), **copy.deepcopy(dict(finish.record))}
+            self.docs[path] = {**(current or {}), **copy.deepcopy(dict(finish.record)),
+                               "_version": (current or {}).get("_version", 0) + 1}
             self.docs[ledger_path] = copy.deepcopy(dict(finish.ledger))
             if finish.history is not None:
                 self.docs[f"users/{finish.uid}/portfolio/history/trades/{finish.history_id}"] = copy.deepcopy(
@@ -117,14 +161,8 @@ class InMemoryStore:
             for extra_path, doc in finish.extra_writes:
                 self.docs[extra_path] = copy.deepcopy(dict(doc))
             if finish.account_key is not None:
-                key = f"tenants/{finish.tenant_id}/exposure/{finish.account_key}"
-                exp = self.docs.setdefault(key, {"position": ZERO, "reserved_long": ZERO, "reserved_short": ZERO})
-                exp["position"] = exp["position"] + finish.filled_signed_qty
-                released: Decimal = finish.reserved_signed_qty or ZERO
-                if released > 0:
-                    exp["reserved_long"] -= released
-                elif released < 0:
-                    exp["reserved_short"] -= -released
+                self._move_exposure(finish.tenant_id, finish.account_key, finish.filled_signed_qty,
+                                    finish.reserved_signed_qty or ZERO)
             if finish.release_slot is not None and finish.trade_day is not None:
                 self.docs.pop(f"tenants/{finish.tenant_id}/risk_days/{finish.trade_day}/trade_slots/{finish.release_slot}",
                               None)

@@ -25,7 +25,9 @@ from backend.execution.records import ExecutionResult, history_row, ledger_row
 from backend.execution.router import MarketDataProvider, RoutingDecision, SmartRouter
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerErrorCode, BrokerOrder, BrokerPort, OrderRequest
-from backend.ports.store import Claim, ClaimResult, ExecutionStore, Finish, IntentRecord, IntentStatus
+from backend.domain.money import dec_str
+from backend.ports.store import (Claim, ClaimResult, ExecutionStore, FillUpdate, FillWrite, Finish, IntentRecord,
+                                 IntentStatus)
 from backend.risk.manager import RiskManager
 from backend.settings import ExecSettings
 
@@ -295,7 +297,8 @@ class ExecutionEngine:
         release = intent.signed_qty if order.state.is_final else filled_signed
         record = self._intent_record(intent, ctx, IntentStatus.PLACED, routing, result=result.to_dict(),
                                      client_order_id=coid, broker_order_id=order.broker_order_id,
-                                     order_final=order.state.is_final, broker=venue.name)
+                                     order_final=order.state.is_final, broker=venue.name, fill_seq=0,
+                                     reconcile_after=None if order.state.is_final else self._reconcile_at())
         finish = Finish(
             tenant_id=ctx.tenant_id, intent_id=intent.intent_id, uid=ctx.uid, record=record,
             ledger_id=intent.intent_id,
@@ -314,6 +317,76 @@ class ExecutionEngine:
                   broker_order_id=order.broker_order_id, client_order_id=coid, order_status=order.state.value,
                   filled_qty=order.filled_qty, filled_avg_price=order.filled_avg_price)
         return result
+
+    def _reconcile_at(self):
+        return self.clock.now() + timedelta(seconds=10)
+
+    def reconcile_intent(self, tenant_id: str, intent_id: str) -> ExecutionResult | None:
+        """Fold later fills of a placed, still-working order into the ledger (one row per increment),
+        the history and the exposure; release the unfilled remainder once the order is final."""
+        got = self.store.get_intent_with_token(tenant_id, intent_id)
+        if got is None:
+            return None
+        record, token = got
+        data = record.data
+        if record.status is not IntentStatus.PLACED or data.get("order_final"):
+            return None
+        intent = OrderIntent.from_dict({**data["intent"], "intent_id": intent_id})
+        ctx = ExecutionContext(tenant_id, data["uid"])
+        venue = self.broker_for(intent)
+        if isinstance(venue, Rejection):
+            return None
+        try:
+            order = venue.get_order(data["broker_order_id"])
+        except BrokerError as exc:
+            log_event("exec.reconcile_deferred", severity="WARNING", intent_id=intent_id, error=str(exc))
+            return None
+        prior = data["result"]
+        old_qty = _dec(prior.get("filled_qty")) or ZERO
+        old_avg = _dec(prior.get("filled_avg_price")) or ZERO
+        delta = order.filled_qty - old_qty
+        fills = []
+        seq = int(data.get("fill_seq") or 0)
+        if delta > 0 and order.filled_avg_price is not None:
+            seq += 1
+            price = ((order.filled_avg_price * order.filled_qty - old_avg * old_qty) / delta).quantize(
+                Decimal("1e-12")).normalize()
+            increment = BrokerOrder(order.broker_order_id, order.client_order_id, order.symbol, order.side,
+                                    order.qty, order.state, delta, price, order.submitted_at, order.updated_at,
+                                    order.venue_status)
+            fills.append(self._fill_write(intent, ctx, f"{intent_id}--f{seq}", increment, venue.name,
+                                          data.get("client_order_id")))
+        direction = intent.side.direction
+        release = delta + ((intent.qty - order.filled_qty) if order.state.is_final else ZERO)
+        result = ExecutionResult(status="placed", intent_id=intent_id, tenant_id=tenant_id, uid=ctx.uid,
+                                 trade_id=intent_id, routing=None, client_order_id=data.get("client_order_id"),
+                                 broker_order_id=order.broker_order_id, broker=venue.name,
+                                 order_status=order.state.value, filled_qty=order.filled_qty,
+                                 filled_avg_price=order.filled_avg_price)
+        merged = {**prior, **{k: v for k, v in result.to_dict().items() if k not in ("routing", "reason")}}
+        update = FillUpdate(
+            tenant_id=tenant_id, intent_id=intent_id, uid=ctx.uid, token=token,
+            record={"result": merged, "order_final": order.state.is_final, "fill_seq": seq,
+                    "reconcile_after": None if order.state.is_final else self._reconcile_at(),
+                    "updated_at": self.clock.now().isoformat()},
+            fills=tuple(fills), account_key=account_key(intent), filled_signed_qty=delta * direction,
+            released_signed_qty=release * direction)
+        if not self.store.apply_fill_update(update):
+            return None
+        log_event("exec.reconciled", intent_id=intent_id, tenant_id=tenant_id, new_fill=delta,
+                  order_status=order.state.value)
+        return result
+
+    def _fill_write(self, intent: OrderIntent, ctx: ExecutionContext, trade_id: str, increment: BrokerOrder,
+                    broker_name: str, coid: str | None) -> FillWrite:
+        now = self.clock.now()
+        ledger = {**ledger_row(intent=intent, ctx=ctx, status="fill", now=now, routing=None, order=increment,
+                               broker_name=broker_name, client_order_id=coid),
+                  "trade_id": trade_id, "kind": "fill", "qty": dec_str(increment.filled_qty)}
+        history = {**history_row(intent=intent, ctx=ctx, now=now, routing=None, order=increment,
+                                 broker_name=broker_name, client_order_id=coid or ""),
+                   "history_id": trade_id, "trade_id": trade_id}
+        return FillWrite(trade_id=trade_id, uid=ctx.uid, ledger=ledger, history=history)
 
     def _pending(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None, coid: str,
                  broker_name: str | None, exc: BrokerError | None) -> ExecutionResult:

@@ -5,7 +5,9 @@ It finds, with indexed queries whose cost is proportional to what is stuck (not 
   a rollback waiting for the broker) → takes the lease transactionally and resumes them until
   FILLED or flat;
 - single-leg intents left RESERVED with an expired lease → reconciled by client order id (the
-  order is found and recorded, or sent exactly once under a fresh lease).
+  order is found and recorded, or sent exactly once under a fresh lease);
+- placed single-leg orders that were still working → later fills appended to the ledger, the
+  reservation of an unfilled remainder released once the order is final.
 Two sweepers, or a sweeper and the original function, never both act: leases are taken in a
 transaction and every group write carries a precondition on the previous one.
 """
@@ -26,6 +28,8 @@ class SweepReport:
     groups_skipped: int = 0  # lease taken by someone else meanwhile
     intents_found: int = 0
     intents_final: int = 0
+    working_found: int = 0
+    working_updated: int = 0
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,5 +73,11 @@ class Sweeper:
                 report.intents_final += int(result.status != "pending")
             except Exception as exc:
                 report.errors.append(f"intent {tenant_id}/{intent_id}: {type(exc).__name__}: {exc}")
+        for tenant_id, intent_id in self.store.find_working_intents(now, self.batch):
+            report.working_found += 1
+            try:
+                report.working_updated += int(self.engine.reconcile_intent(tenant_id, intent_id) is not None)
+            except Exception as exc:
+                report.errors.append(f"working {tenant_id}/{intent_id}: {type(exc).__name__}: {exc}")
         log_event("exec.sweep", severity="ERROR" if report.errors else "INFO", **report.to_dict())
         return report

@@ -90,6 +90,23 @@ class Finish:
     extra_writes: tuple[tuple[str, Mapping[str, Any]], ...] = field(default_factory=tuple)  # (path, doc) creates
 
 
+@dataclass(frozen=True)
+class FillUpdate:
+    """Later fills of a placed single-leg order: new ledger/history rows for the increment, the
+    intent record's result updated, exposure settled — one atomic write, only if the intent record
+    is unchanged since it was read (``token``)."""
+
+    tenant_id: str
+    intent_id: str
+    uid: str
+    token: Any
+    record: Mapping[str, Any]  # fields to merge into the intent record
+    fills: tuple["FillWrite", ...]
+    account_key: str
+    filled_signed_qty: Decimal  # position change
+    released_signed_qty: Decimal  # reservation released
+
+
 class ExecutionStore(Protocol):
     def get_intent(self, tenant_id: str, intent_id: str) -> IntentRecord | None: ...
 
@@ -100,6 +117,16 @@ class ExecutionStore(Protocol):
     def annotate_intent(self, tenant_id: str, intent_id: str, fields: Mapping[str, Any], *,
                         only_if_status: str | None = None) -> bool:
         """Merge fields into the intent document (results of multi-leg intents, invalid documents)."""
+        ...
+
+    def get_intent_with_token(self, tenant_id: str, intent_id: str) -> tuple[IntentRecord, Any] | None: ...
+
+    def apply_fill_update(self, update: FillUpdate) -> bool:
+        """False when the intent changed since it was read (another worker reconciled it)."""
+        ...
+
+    def find_working_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """Placed intents whose order was still working, due for reconciliation."""
         ...
 
     def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot: ...

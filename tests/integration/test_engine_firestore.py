@@ -121,3 +121,26 @@ def test_tenant_kill_switch_document_halts_only_that_tenant(setup):
     assert engine.execute_intent(intent(), CTX).rejection.code.value == "KILL_SWITCH"
     other = engine.execute_intent(intent(), ExecutionContext(tenant_id="globex", uid="u2"))
     assert other.status == "placed"
+
+
+def test_working_order_fills_are_reconciled_into_the_ledger_on_the_emulator(db):
+    from backend.adapters.paper_broker import PaperBroker
+    from backend.execution.sweeper import Sweeper
+
+    clock = ManualClock()
+    broker = PaperBroker({"seed": 1, "symbols": {"SPY": {"asset_class": "EQUITY", "mid": "520.00", "spread": "0.02",
+                                                         "fill": {"model": "partial", "ratios": ["0.25", "0.5", "1"]}}}},
+                         clock=clock)
+    engine = ExecutionEngine(broker=broker, store=FirestoreStore(db), clock=clock, dry_run=False,
+                             risk=RiskManager(RiskLimits(max_position_qty=Decimal("1000"))),
+                             settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
+    placed = engine.execute_intent(intent(intent_id="w1", symbol="SPY", qty="8"), CTX)
+    assert placed.order_status == "partially_filled"
+    for _ in range(3):
+        clock.advance(11)
+        Sweeper(engine).sweep()
+    rows = [d.to_dict() for d in db.collection("tenants/acme/ledger_trades").stream()]
+    assert sum(Decimal(r["filled_qty"]) for r in rows) == Decimal(8) and len(rows) == 3
+    exposure = db.document("tenants/acme/exposure/acct1__SPY").get().to_dict()
+    assert exposure["position_nanos"] == 8 * 10**9 and exposure["reserved_long_nanos"] == 0
+    assert broker.venue.net_position("SPY") == Decimal(8)

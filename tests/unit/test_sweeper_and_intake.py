@@ -2,6 +2,7 @@
 The same flows on the official emulator: tests/integration/test_sweeper_firestore.py."""
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -122,3 +123,24 @@ def test_multi_leg_intent_document_runs_the_group_and_writes_the_result_back():
     stored = engine.store.get("tenants/acme/order_intents/grp1")
     assert stored["status"] == "filled" and stored["result"]["group_id"] == "grp1"
     assert len(engine.broker.venue.orders()) == 2
+
+
+def test_a_working_order_is_reconciled_fill_by_fill_and_its_remainder_released():
+    clock = ManualClock()
+    broker = PaperBroker({"seed": 1, "symbols": {"SPY": {"asset_class": "EQUITY", "mid": "520.00", "spread": "0.02",
+                                                         "fill": {"model": "partial",
+                                                                  "ratios": ["0.25", "0.5"]}}}}, clock=clock)
+    engine = make_engine(clock, broker=broker)
+    placed = engine.execute_intent(OrderIntent("s1", "acct", "SPY", "buy", "8", intent_id="w1"), CTX)
+    assert placed.status == "placed" and placed.order_status == "partially_filled" and placed.filled_qty == 2
+    clock.advance(11)
+    assert Sweeper(engine).sweep().working_updated == 1  # 2 -> 4 filled
+    broker.cancel_order(placed.broker_order_id)
+    clock.advance(11)
+    assert Sweeper(engine).sweep().working_updated == 1  # final: remainder released
+    assert Sweeper(engine).sweep().working_found == 0
+    rows = engine.store.collection("tenants/acme/ledger_trades")
+    assert sorted(Decimal(r["filled_qty"]) for r in rows.values()) == [Decimal(2), Decimal(2)]
+    exp = engine.store.get("tenants/acme/exposure/acct__SPY")
+    assert exp["position"] == Decimal(4) and exp["reserved_long"] == 0
+    assert engine.store.get("tenants/acme/order_intents/w1")["order_final"] is True
