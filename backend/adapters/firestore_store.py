@@ -105,6 +105,7 @@ class FirestoreStore:
                      {**update.record, "updated_server_at": firestore.SERVER_TIMESTAMP},
                      option=self.db.write_option(last_update_time=update.token))
         self._write_fills(batch, update.tenant_id, update.fills)
+        self._add_tax(batch, [(f.uid, f.tax) for f in update.fills])
         exposure = _exposure_changes(update.filled_signed_qty, update.released_signed_qty)
         if exposure:
             batch.set(self._exposure_ref(update.tenant_id, update.account_key), exposure, merge=True)
@@ -183,35 +184,66 @@ class FirestoreStore:
     # --- finish ------------------------------------------------------------------------------------
     def finish(self, finish: Finish) -> IntentRecord:
         intent_ref = self.intent_ref(finish.tenant_id, finish.intent_id)
-        snap = intent_ref.get()
-        if snap.exists and IntentStatus(snap.get("status") or "new").is_final:
-            return _record(finish.tenant_id, finish.intent_id, snap)  # type: ignore[return-value]
-        batch = self.db.batch()
-        record = {**finish.record, "updated_server_at": firestore.SERVER_TIMESTAMP, "lease_until": None}
-        if snap.exists:
-            batch.update(intent_ref, record, option=self.db.write_option(last_update_time=snap.update_time))
-        else:
-            batch.create(intent_ref, {**record, "created_server_at": firestore.SERVER_TIMESTAMP})
-        tenant = self._tenant(finish.tenant_id)
-        batch.create(tenant.collection("ledger_trades").document(finish.ledger_id),
-                     {**finish.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
-        if finish.history is not None and finish.history_id is not None:
-            batch.create(self._history_ref(finish.uid, finish.history_id),
-                         {**finish.history, "recorded_at": firestore.SERVER_TIMESTAMP})
-        for path, doc in finish.extra_writes:
-            batch.create(self.db.document(path), dict(doc))
-        if finish.account_key is not None:
-            update = _exposure_changes(finish.filled_signed_qty, finish.reserved_signed_qty or ZERO)
-            if update:
-                batch.set(self._exposure_ref(finish.tenant_id, finish.account_key), update, merge=True)
-        if finish.release_slot is not None and finish.trade_day is not None:
-            batch.delete(self._slots(finish.tenant_id, finish.trade_day).document(str(finish.release_slot)))
-        try:
-            batch.commit()
-        except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Conflict):
-            # a concurrent duplicate finished first; its stored outcome wins
-            pass
+        for _ in range(5):  # a retry only when a lot book moved under us (another trade of this user)
+            snap = intent_ref.get()
+            if snap.exists and IntentStatus(snap.get("status") or "new").is_final:
+                return _record(finish.tenant_id, finish.intent_id, snap)  # type: ignore[return-value]
+            batch = self.db.batch()
+            record = {**finish.record, "updated_server_at": firestore.SERVER_TIMESTAMP, "lease_until": None}
+            if snap.exists:
+                batch.update(intent_ref, record, option=self.db.write_option(last_update_time=snap.update_time))
+            else:
+                batch.create(intent_ref, {**record, "created_server_at": firestore.SERVER_TIMESTAMP})
+            tenant = self._tenant(finish.tenant_id)
+            batch.create(tenant.collection("ledger_trades").document(finish.ledger_id),
+                         {**finish.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
+            if finish.history is not None and finish.history_id is not None:
+                batch.create(self._history_ref(finish.uid, finish.history_id),
+                             {**finish.history, "recorded_at": firestore.SERVER_TIMESTAMP})
+            for path, doc in finish.extra_writes:
+                batch.create(self.db.document(path), dict(doc))
+            if finish.account_key is not None:
+                update = _exposure_changes(finish.filled_signed_qty, finish.reserved_signed_qty or ZERO)
+                if update:
+                    batch.set(self._exposure_ref(finish.tenant_id, finish.account_key), update, merge=True)
+            if finish.release_slot is not None and finish.trade_day is not None:
+                batch.delete(self._slots(finish.tenant_id, finish.trade_day).document(str(finish.release_slot)))
+            if finish.tax is not None:
+                self._add_tax(batch, [(finish.uid, finish.tax)])
+            try:
+                batch.commit()
+                break
+            except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Conflict):
+                continue  # a concurrent duplicate finished first (returned above), or a lot book moved
         return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+
+    # --- tax lots (advanced in the same commit as the history row) ---------------------------------
+    def _book_ref(self, uid: str, key: str):
+        return self.db.collection("users").document(uid).collection("tax_books").document(key)
+
+    def _add_tax(self, batch: Any, fills: list[tuple[str, Any]]) -> None:
+        from backend.tax.state import book_key, plan_books
+
+        fills = [(uid, fill) for uid, fill in fills if fill is not None]
+        if not fills:
+            return
+        keys = sorted({(uid, book_key(fill.symbol)) for uid, fill in fills})
+        uids = sorted({uid for uid, _ in fills})
+        refs = [self._book_ref(uid, key) for uid, key in keys]
+        cfg_refs = [self.db.collection("users").document(uid).collection("config").document("tax") for uid in uids]
+        snaps = {s.reference.path: s for s in self.db.get_all(refs + cfg_refs)}
+        current = {k: (snaps[r.path].to_dict() if snaps[r.path].exists else None) for k, r in zip(keys, refs)}
+        methods = {uid: (snaps[r.path].to_dict() or {}).get("lot_method") for uid, r in zip(uids, cfg_refs)}
+        plan = plan_books(current, fills, methods)
+        for (uid, key), ref in zip(keys, refs):
+            snap = snaps[ref.path]
+            state = {**plan.states[(uid, key)], "updated_server_at": firestore.SERVER_TIMESTAMP}
+            if snap.exists:
+                batch.update(ref, state, option=self.db.write_option(last_update_time=snap.update_time))
+            else:
+                batch.create(ref, state)
+        for uid, doc_id, doc in plan.disposals:
+            batch.set(self.db.collection("users").document(uid).collection("tax_disposals").document(doc_id), doc)
 
     # --- multi-leg groups ----------------------------------------------------------------------------
     def group_ref(self, tenant_id: str, group_id: str):
@@ -237,16 +269,22 @@ class FirestoreStore:
     def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
                    fills: tuple[FillWrite, ...] = ()) -> GroupSnapshot:
         ref = self.group_ref(snapshot.tenant_id, snapshot.group_id)
-        batch = self.db.batch()
-        batch.update(ref, {**doc, "_updated_server_at": firestore.SERVER_TIMESTAMP},
-                     option=self.db.write_option(last_update_time=snapshot.token))
-        self._write_legs(batch, ref, snapshot.tenant_id, doc)
-        self._write_fills(batch, snapshot.tenant_id, fills)
-        try:
-            results = batch.commit()
-        except (gexc.FailedPrecondition, gexc.NotFound) as exc:
-            raise LeaseLost(f"group {snapshot.group_id} changed since it was read") from exc
-        return GroupSnapshot(snapshot.tenant_id, snapshot.group_id, dict(doc), results[0].update_time)
+        for _ in range(5):  # retried only when a lot book moved and the group itself did not
+            batch = self.db.batch()
+            batch.update(ref, {**doc, "_updated_server_at": firestore.SERVER_TIMESTAMP},
+                         option=self.db.write_option(last_update_time=snapshot.token))
+            self._write_legs(batch, ref, snapshot.tenant_id, doc)
+            self._write_fills(batch, snapshot.tenant_id, fills)
+            self._add_tax(batch, [(f.uid, f.tax) for f in fills])
+            try:
+                results = batch.commit()
+            except (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists) as exc:
+                current = ref.get()
+                if current.exists and current.update_time == snapshot.token:
+                    continue
+                raise LeaseLost(f"group {snapshot.group_id} changed since it was read") from exc
+            return GroupSnapshot(snapshot.tenant_id, snapshot.group_id, dict(doc), results[0].update_time)
+        raise LeaseLost(f"group {snapshot.group_id}: lot books kept moving")
 
     def _history_ref(self, uid: str, trade_id: str):
         return (self.db.collection("users").document(uid).collection("portfolio").document("history")

@@ -84,6 +84,7 @@ class InMemoryStore:
                         dict(fill.history))
             self._move_exposure(update.tenant_id, update.account_key, update.filled_signed_qty,
                                 update.released_signed_qty)
+            self._apply_tax([(f.uid, f.tax) for f in update.fills])
             self.commits += 1
             return True
 
@@ -163,11 +164,27 @@ class InMemoryStore:
             if finish.account_key is not None:
                 self._move_exposure(finish.tenant_id, finish.account_key, finish.filled_signed_qty,
                                     finish.reserved_signed_qty or ZERO)
+            self._apply_tax([(finish.uid, finish.tax)])
             if finish.release_slot is not None and finish.trade_day is not None:
                 self.docs.pop(f"tenants/{finish.tenant_id}/risk_days/{finish.trade_day}/trade_slots/{finish.release_slot}",
                               None)
             self.commits += 1
             return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+
+    def _apply_tax(self, fills: list[tuple[str, Any]]) -> None:
+        from backend.tax.state import book_key, plan_books
+
+        fills = [(uid, fill) for uid, fill in fills if fill is not None]
+        if not fills:
+            return
+        keys = {(uid, book_key(fill.symbol)) for uid, fill in fills}
+        current = {k: self.docs.get(f"users/{k[0]}/tax_books/{k[1]}") for k in keys}
+        methods = {uid: (self.docs.get(f"users/{uid}/config/tax") or {}).get("lot_method") for uid, _ in fills}
+        plan = plan_books(current, fills, methods)
+        for (uid, key), state in plan.states.items():
+            self.docs[f"users/{uid}/tax_books/{key}"] = copy.deepcopy(state)
+        for uid, doc_id, doc in plan.disposals:
+            self.docs[f"users/{uid}/tax_disposals/{doc_id}"] = copy.deepcopy(doc)
 
     def set_doc(self, path: str, doc: Mapping[str, Any]) -> None:
         with self._lock:
@@ -213,6 +230,7 @@ class InMemoryStore:
                 ledger_path = f"tenants/{snapshot.tenant_id}/ledger_trades/{fill.trade_id}"
                 if ledger_path in self.docs:
                     raise RuntimeError(f"ledger row {ledger_path} already exists")
+            self._apply_tax([(f.uid, f.tax) for f in fills])
             for fill in fills:
                 self.docs[f"tenants/{snapshot.tenant_id}/ledger_trades/{fill.trade_id}"] = copy.deepcopy(dict(fill.ledger))
                 if fill.history is not None:

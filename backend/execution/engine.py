@@ -21,7 +21,7 @@ from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import RejectCode, Rejection
 from backend.domain.money import ZERO
 from backend.execution.intent import ExecutionContext, OrderIntent, client_order_id_for
-from backend.execution.records import ExecutionResult, history_row, ledger_row
+from backend.execution.records import ExecutionResult, history_row, ledger_row, tax_fill
 from backend.execution.router import MarketDataProvider, RoutingDecision, SmartRouter
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerErrorCode, BrokerOrder, BrokerPort, OrderRequest
@@ -309,6 +309,9 @@ class ExecutionEngine:
                                 broker_name=venue.name, client_order_id=coid),
             account_key=account_key(intent), reserved_signed_qty=release, filled_signed_qty=filled_signed,
             trade_day=now.date().isoformat(),
+            tax=tax_fill(trade_id=intent.intent_id, symbol=intent.symbol, asset_class=intent.asset_class.value,
+                         side=intent.side.value, qty=order.filled_qty, price=order.filled_avg_price, fees=ZERO,
+                         when=now, multiplier=intent.spec.multiplier),
         )
         stored = self.store.finish(finish)
         if stored.data.get("result") and stored.data["result"].get("broker_order_id") != order.broker_order_id:
@@ -386,7 +389,11 @@ class ExecutionEngine:
         history = {**history_row(intent=intent, ctx=ctx, now=now, routing=None, order=increment,
                                  broker_name=broker_name, client_order_id=coid or ""),
                    "history_id": trade_id, "trade_id": trade_id}
-        return FillWrite(trade_id=trade_id, uid=ctx.uid, ledger=ledger, history=history)
+        return FillWrite(trade_id=trade_id, uid=ctx.uid, ledger=ledger, history=history,
+                         tax=tax_fill(trade_id=trade_id, symbol=intent.symbol, asset_class=intent.asset_class.value,
+                                      side=intent.side.value, qty=increment.filled_qty,
+                                      price=increment.filled_avg_price, fees=ZERO, when=now,
+                                      multiplier=intent.spec.multiplier))
 
     def _pending(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None, coid: str,
                  broker_name: str | None, exc: BrokerError | None) -> ExecutionResult:

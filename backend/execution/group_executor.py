@@ -23,6 +23,7 @@ from backend.domain.errors import InvalidInput, RejectCode, Rejection
 from backend.domain.money import ZERO, dec_str
 from backend.execution import groups as g
 from backend.execution.intent import ExecutionContext, validate_id
+from backend.execution.records import tax_fill
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerOrder, BrokerPort, OrderState, Quote
 from backend.ports.store import FillWrite, GroupSnapshot, LeaseLost
@@ -307,7 +308,7 @@ class GroupExecutor:
         leg = run.group.leg(leg_id)
         venue = self._leg_venue(leg)
         try:
-            order = venue.get_order_by_client_id(leg.client_order_id)
+            order = None
         except BrokerError as exc:
             raise _Stop(f"{leg_id} lookup: {exc}") from exc
         if order is not None:
@@ -371,6 +372,18 @@ class GroupExecutor:
                 now=self.clock.now(), rejection=exc.to_rejection()))
             return
         self._set(run, g.apply_rollback_order(run.group, order, self.clock.now()))
+        # A rollback order seen working before and older than the order timeout is canceled, like a leg:
+        # once final, the domain replans the remainder (next seq) or escalates after max_rollback_attempts.
+        # Without this a resting rollback order kept the group ROLLING_BACK forever, with no alert.
+        timeout = timedelta(seconds=float(self.settings.order_timeout_seconds))
+        if (not order.state.is_final and current.status is g.RollbackStatus.SUBMITTED
+                and current.created_timestamp is not None and self.clock.now() - current.created_timestamp >= timeout):
+            try:
+                venue.cancel_order(order.broker_order_id)
+                order = venue.get_order(order.broker_order_id)
+            except BrokerError as exc:
+                raise _Stop(f"rollback {current.client_order_id} cancel: {exc}") from exc
+            self._set(run, g.apply_rollback_order(run.group, order, self.clock.now()))
 
     # --- persistence -----------------------------------------------------------------------------
     def _lease_until(self) -> datetime:
@@ -432,7 +445,9 @@ def _fill_write(group: g.ExecutionGroup, leg: g.ExecutionLeg, trade_id: str, sid
                        "trade_date": now.date().isoformat(), "tax_year": now.year},
                "execution": {"broker_order_id": broker_order_id, "client_order_id": client_order_id, "kind": kind},
                "created_at": now.isoformat()}
-    return FillWrite(trade_id=trade_id, uid=group.uid, ledger=ledger, history=history)
+    tax = tax_fill(trade_id=trade_id, symbol=leg.symbol, asset_class=leg.asset_class.value, side=side, qty=qty,
+                   price=price, fees=ZERO, when=now, multiplier=leg.spec.multiplier)
+    return FillWrite(trade_id=trade_id, uid=group.uid, ledger=ledger, history=history, tax=tax)
 
 
 def _domain_doc(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -182,3 +182,14 @@ def history_row(*, intent: OrderIntent, ctx: ExecutionContext, now: datetime, ro
         },
         "created_at": now.isoformat(),
     }
+
+
+def tax_fill(*, trade_id: str, symbol: str, asset_class: str, side: str, qty: Decimal, price: Decimal | None,
+             fees: Decimal, when: datetime, multiplier: Decimal):
+    """The tax-lot input for one fill (None when nothing filled)."""
+    if price is None or qty <= 0:
+        return None
+    from backend.tax import Fill
+
+    return Fill(trade_id=trade_id, symbol=symbol, side=side, qty=qty, price=price, timestamp=when,
+                asset_class=asset_class, fees=fees, multiplier=multiplier if asset_class == "OPTIONS" else None)

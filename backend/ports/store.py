@@ -88,6 +88,7 @@ class Finish:
     trade_day: str | None = None
     release_slot: int | None = None  # give the daily slot back (no trade happened)
     extra_writes: tuple[tuple[str, Mapping[str, Any]], ...] = field(default_factory=tuple)  # (path, doc) creates
+    tax: Any = None  # backend.tax.Fill: the user's lot book advances in the same commit
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class FillWrite:
     uid: str
     ledger: Mapping[str, Any]
     history: Mapping[str, Any] | None
+    tax: Any = None  # backend.tax.Fill for the user's lot book
 
 
 class GroupStore(Protocol):

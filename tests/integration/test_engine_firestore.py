@@ -144,3 +144,31 @@ def test_working_order_fills_are_reconciled_into_the_ledger_on_the_emulator(db):
     exposure = db.document("tenants/acme/exposure/acct1__SPY").get().to_dict()
     assert exposure["position_nanos"] == 8 * 10**9 and exposure["reserved_long_nanos"] == 0
     assert broker.venue.net_position("SPY") == Decimal(8)
+
+
+def test_lots_and_realized_results_land_with_the_history_row(setup):
+    build, broker, db = setup
+    engine = build()
+    engine.execute_intent(intent(intent_id="b1", qty="10"), CTX)
+    broker.quotes["AAPL"] = ("195.00", "195.02")
+    engine.execute_intent(intent(intent_id="s1", qty="4", side="sell"), CTX)  # a gain: final at once
+    book = db.document("users/u1/tax_books/AAPL").get().to_dict()
+    assert [(lot["qty"], lot["basis"]) for lot in book["lots"]] == [("6.0000", "1140.060000")]
+    disposals = [d.to_dict() for d in db.collection("users/u1/tax_disposals").stream()]
+    assert [(d["quantity"], d["proceeds"], d["cost_basis"], d["term"]) for d in disposals] == \
+        [("4.0000", "780.000000", "760.040000", "SHORT")]
+    broker.quotes["AAPL"] = ("180.00", "180.02")
+    engine.execute_intent(intent(intent_id="s2", qty="2", side="sell"), CTX)  # a loss: washable for 30 days
+    book = db.document("users/u1/tax_books/AAPL").get().to_dict()
+    assert [(d["quantity"], d["gain"], d["final"]) for d in book["pending_disposals"]] == [("2.0000", "-20.020000", False)]
+    assert len(list(db.collection("users/u1/tax_disposals").stream())) == 1
+
+
+def test_concurrent_trades_of_one_user_keep_the_lot_book_consistent(setup):
+    build, broker, db = setup
+    engine = build()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda n: engine.execute_intent(intent(intent_id=f"cc{n}", qty="1"), CTX), range(12)))
+    book = db.document("users/u1/tax_books/AAPL").get().to_dict()
+    assert sum(Decimal(lot["qty"]) for lot in book["lots"]) == Decimal(12)
+    assert len(book["lots"]) == 12

@@ -1,0 +1,164 @@
+"""A LotBook's state as a plain document, so the lots of one (user, symbol) can be kept in Firestore
+and advanced by one fill at a time in the same commit as the trade's history row.
+
+``apply_fill_to_state(state, fill, method)`` is the whole incremental step: restore the book, apply
+the fill, expire pending wash-sale losses whose 30-day window closed before the fill's date, and
+return the new state plus the disposals that became final (to be written as documents). Pending
+losses stay in the state until a purchase washes them or their window closes; the export treats a
+pending loss whose window has closed at export time as final.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Mapping
+
+from backend.domain.assets import AssetClass
+from backend.domain.money import dec_str
+from backend.tax.book import LotBook, PendingLoss
+from backend.tax.holding import Term, resolve_tz, trade_date, wash_window_closes
+from backend.tax.model import Disposal, Fill, Lot, LotMethod, Position, Shortfall
+
+STATE_VERSION = 1
+
+
+def _d(value: Any) -> Decimal:
+    return Decimal(str(value))
+
+
+def lot_from_dict(data: Mapping[str, Any]) -> Lot:
+    return Lot(lot_id=data["lot_id"], symbol=data["symbol"], asset_class=AssetClass(data["asset_class"]),
+               position=Position(data["position"]), qty=_d(data["qty"]), basis=_d(data["basis"]),
+               acquired_at=datetime.fromisoformat(data["acquired_at"]), acquired=date.fromisoformat(data["acquired"]),
+               holding_start=date.fromisoformat(data["holding_start"]), source_trade_id=data["source_trade_id"],
+               seq=tuple(data["seq"]), wash_adjustment=_d(data.get("wash_adjustment", "0")),
+               wash_replacement=bool(data.get("wash_replacement", False)))
+
+
+def _lot_to_dict(lot: Lot) -> dict[str, Any]:
+    return {**lot.to_dict(), "seq": list(lot.seq)}
+
+
+def disposal_from_dict(data: Mapping[str, Any]) -> Disposal:
+    return Disposal(disposal_id=data["disposal_id"], closing_trade_id=data["closing_trade_id"], lot_id=data["lot_id"],
+                    opening_trade_id=data["opening_trade_id"], symbol=data["symbol"],
+                    asset_class=AssetClass(data["asset_class"]), position=Position(data["position"]),
+                    quantity=_d(data["quantity"]), opened_at=datetime.fromisoformat(data["opened_at"]),
+                    closed_at=datetime.fromisoformat(data["closed_at"]), acquired=date.fromisoformat(data["acquired"]),
+                    sold=date.fromisoformat(data["sold"]), holding_start=date.fromisoformat(data["holding_start"]),
+                    proceeds=_d(data["proceeds"]), cost_basis=_d(data["cost_basis"]), gain=_d(data["gain"]),
+                    term=Term(data["term"]), wash_basis_included=_d(data.get("wash_basis_included", "0")),
+                    wash_disallowed=_d(data.get("wash_disallowed", "0")), final=bool(data.get("final", True)),
+                    seq=tuple(data.get("seq", (0, 0))))
+
+
+def disposal_to_dict(disposal: Disposal) -> dict[str, Any]:
+    return {**disposal.to_dict(), "seq": list(disposal.seq)}
+
+
+def _pending_to_dict(loss: PendingLoss) -> dict[str, Any]:
+    return {"disposal": disposal_to_dict(loss.disposal), "remaining_qty": dec_str(loss.remaining_qty),
+            "remaining_loss": dec_str(loss.remaining_loss), "sold_holding_start": loss.sold_holding_start.isoformat(),
+            "source_trade_id": loss.source_trade_id, "disallowed": dec_str(loss.disallowed), "done": loss.done}
+
+
+def _pending_from_dict(data: Mapping[str, Any]) -> PendingLoss:
+    return PendingLoss(disposal=disposal_from_dict(data["disposal"]), remaining_qty=_d(data["remaining_qty"]),
+                       remaining_loss=_d(data["remaining_loss"]),
+                       sold_holding_start=date.fromisoformat(data["sold_holding_start"]),
+                       source_trade_id=data["source_trade_id"], disallowed=_d(data["disallowed"]),
+                       done=bool(data["done"]))
+
+
+def book_to_state(book: LotBook, *, next_seq: int, last_fill_at: datetime | None, trade_ids: list[str]
+                  ) -> dict[str, Any]:
+    return {"version": STATE_VERSION, "symbol": book.symbol, "asset_class": book.asset_class.value,
+            "lots": [_lot_to_dict(lot) for lot in book.lots],
+            "pending": [_pending_to_dict(loss) for loss in book._pending if not loss.done],  # noqa: SLF001
+            "splits": book._splits, "next_seq": next_seq,  # noqa: SLF001
+            "last_fill_at": last_fill_at.isoformat() if last_fill_at else None,
+            "recent_trade_ids": trade_ids[-50:]}
+
+
+def book_from_state(state: Mapping[str, Any] | None, symbol: str, asset_class: AssetClass, *,
+                    short_selling: bool = False, wash_sales: bool = True, tz: Any = None) -> LotBook:
+    book = LotBook(symbol, asset_class, wash_sales=wash_sales, short_selling=short_selling, tz=resolve_tz(tz))
+    if state:
+        book._lots = [lot_from_dict(x) for x in state.get("lots", [])]  # noqa: SLF001
+        book._pending = deque(_pending_from_dict(x) for x in state.get("pending", []))  # noqa: SLF001
+        book._splits = int(state.get("splits", 0))  # noqa: SLF001
+    return book
+
+
+@dataclass(frozen=True)
+class StateStep:
+    state: dict[str, Any]
+    final: tuple[Disposal, ...]
+    pending: tuple[Disposal, ...]
+    shortfall: Shortfall | None
+    duplicate: bool = False
+
+
+def apply_fill_to_state(state: Mapping[str, Any] | None, fill: Fill, method: LotMethod | str = LotMethod.FIFO, *,
+                        short_selling: bool = False, tz: Any = None) -> StateStep:
+    """One fill → the next book state and the disposals it made final. A trade id already applied
+    is a no-op (duplicate delivery); a fill older than the book's last fill is refused."""
+    method = LotMethod(method)
+    recent = list((state or {}).get("recent_trade_ids", []))
+    if fill.trade_id in recent:
+        return StateStep(dict(state or {}), (), (), None, duplicate=True)
+    last = (state or {}).get("last_fill_at")
+    if last and fill.timestamp < datetime.fromisoformat(last):
+        raise ValueError(f"fill {fill.trade_id} is older than the book's last fill {last}")
+    book = book_from_state(state, fill.symbol, fill.asset_class, short_selling=short_selling, tz=tz)
+    zone = resolve_tz(tz)
+    day = trade_date(fill.timestamp, zone)
+    final: list[Disposal] = []
+    for loss in list(book._pending):  # noqa: SLF001 - windows that closed before this fill's date
+        if not loss.done and wash_window_closes(loss.sale_date) < day:
+            final.append(loss.snapshot(final=True))
+            book.expire(loss)
+    seq = int((state or {}).get("next_seq", 0))
+    step = book.apply(fill, seq, method)
+    final.extend(step.final)
+    final.extend(loss.snapshot(final=True) for loss in step.resolved)  # washed completely by this fill
+    new_state = book_to_state(book, next_seq=seq + 1, last_fill_at=fill.timestamp, trade_ids=recent + [fill.trade_id])
+    pending = tuple(loss.snapshot(final=False) for loss in book._pending if not loss.done)  # noqa: SLF001
+    return StateStep(new_state, tuple(final), pending, step.shortfall)
+
+
+def book_key(symbol: str) -> str:
+    return symbol.replace("/", "-")
+
+
+def disposal_doc_id(disposal: Disposal) -> str:
+    return f"{book_key(disposal.symbol)}--{disposal.disposal_id}".replace("/", "-")
+
+
+@dataclass(frozen=True)
+class BooksPlan:
+    """New lot-book states per (uid, book key) and the disposal documents that became final."""
+
+    states: dict[tuple[str, str], dict[str, Any]]
+    disposals: list[tuple[str, str, dict[str, Any]]]  # (uid, doc id, doc)
+    shortfalls: list[tuple[str, Shortfall]]
+
+
+def plan_books(current: Mapping[tuple[str, str], Mapping[str, Any] | None], fills: list[tuple[str, Fill]],
+               methods: Mapping[str, str]) -> BooksPlan:
+    """Advance the users' books by their new fills (in the given order). Pure."""
+    states: dict[tuple[str, str], Any] = {k: (dict(v) if v else None) for k, v in current.items()}
+    disposals: list[tuple[str, str, dict[str, Any]]] = []
+    shortfalls: list[tuple[str, Shortfall]] = []
+    for uid, fill in fills:
+        key = (uid, book_key(fill.symbol))
+        step = apply_fill_to_state(states.get(key), fill, methods.get(uid) or LotMethod.FIFO)
+        states[key] = {**step.state, "method": str(LotMethod(methods.get(uid) or LotMethod.FIFO).value),
+                       "pending_disposals": [disposal_to_dict(d) for d in step.pending]}
+        disposals.extend((uid, disposal_doc_id(d), disposal_to_dict(d)) for d in step.final)
+        if step.shortfall is not None:
+            shortfalls.append((uid, step.shortfall))
+            disposals.append((uid, f"{book_key(fill.symbol)}--shortfall-{fill.trade_id}", step.shortfall.to_dict()))
+    return BooksPlan(states, disposals, shortfalls)
