@@ -127,6 +127,7 @@ class FirestoreStore:
         for fill in fills:
             batch.create(tenant.collection("ledger_trades").document(fill.trade_id),
                          {**fill.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
+            self._add_metrics(batch, tenant_id, fill.trade_id, fill.ledger)
             if fill.history is not None:
                 batch.create(self._history_ref(fill.uid, fill.trade_id),
                              {**fill.history, "recorded_at": firestore.SERVER_TIMESTAMP})
@@ -197,6 +198,7 @@ class FirestoreStore:
             tenant = self._tenant(finish.tenant_id)
             batch.create(tenant.collection("ledger_trades").document(finish.ledger_id),
                          {**finish.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
+            self._add_metrics(batch, finish.tenant_id, finish.ledger_id, finish.ledger)
             if finish.history is not None and finish.history_id is not None:
                 batch.create(self._history_ref(finish.uid, finish.history_id),
                              {**finish.history, "recorded_at": firestore.SERVER_TIMESTAMP})
@@ -216,6 +218,25 @@ class FirestoreStore:
             except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Conflict):
                 continue  # a concurrent duplicate finished first (returned above), or a lot book moved
         return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+
+    # --- execution-quality metrics (sharded day counters, same commit as the ledger row) ------------
+    def _add_metrics(self, batch: Any, tenant_id: str, row_id: str, row: Mapping[str, Any]) -> None:
+        from backend.execution.metrics import increments, shard_for
+
+        inc = increments(row)
+        if not inc:
+            return
+        day = row.get("trade_date") or "unknown"
+        doc: dict[str, Any] = {"day": day, **{k: firestore.Increment(v) for k, v in inc.items()}}
+        if row.get("strategy_id"):
+            doc["by_strategy"] = {row["strategy_id"]: {k: firestore.Increment(v) for k, v in inc.items()}}
+        ref = self._tenant(tenant_id).collection("metrics").document(f"{day}__{shard_for(row_id)}")
+        batch.set(ref, doc, merge=True)
+
+    def read_metrics(self, tenant_id: str, from_day: str, to_day: str) -> list[dict[str, Any]]:
+        query = (self._tenant(tenant_id).collection("metrics")
+                 .where(filter=FieldFilter("day", ">=", from_day)).where(filter=FieldFilter("day", "<=", to_day)))
+        return [snap.to_dict() or {} for snap in query.stream()]
 
     # --- tax lots (advanced in the same commit as the history row) ---------------------------------
     def _book_ref(self, uid: str, key: str):

@@ -79,6 +79,7 @@ class InMemoryStore:
             doc["_version"] = doc.get("_version", 0) + 1
             for fill in update.fills:
                 self.docs[f"tenants/{update.tenant_id}/ledger_trades/{fill.trade_id}"] = copy.deepcopy(dict(fill.ledger))
+                self._add_metrics(update.tenant_id, fill.trade_id, fill.ledger)
                 if fill.history is not None:
                     self.docs[f"users/{fill.uid}/portfolio/history/trades/{fill.trade_id}"] = copy.deepcopy(
                         dict(fill.history))
@@ -156,6 +157,7 @@ class InMemoryStore:
             self.docs[path] = {**(current or {}), **copy.deepcopy(dict(finish.record)),
                                "_version": (current or {}).get("_version", 0) + 1}
             self.docs[ledger_path] = copy.deepcopy(dict(finish.ledger))
+            self._add_metrics(finish.tenant_id, finish.ledger_id, finish.ledger)
             if finish.history is not None:
                 self.docs[f"users/{finish.uid}/portfolio/history/trades/{finish.history_id}"] = copy.deepcopy(
                     dict(finish.history))
@@ -170,6 +172,27 @@ class InMemoryStore:
                               None)
             self.commits += 1
             return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+
+    def _add_metrics(self, tenant_id: str, row_id: str, row: Mapping[str, Any]) -> None:
+        from backend.execution.metrics import increments, shard_for
+
+        inc = increments(row)
+        if not inc:
+            return
+        day = row.get("trade_date") or "unknown"
+        doc = self.docs.setdefault(f"tenants/{tenant_id}/metrics/{day}__{shard_for(row_id)}", {"day": day})
+        for key, value in inc.items():
+            doc[key] = doc.get(key, 0) + value
+        if row.get("strategy_id"):
+            per = doc.setdefault("by_strategy", {}).setdefault(row["strategy_id"], {})
+            for key, value in inc.items():
+                per[key] = per.get(key, 0) + value
+
+    def read_metrics(self, tenant_id: str, from_day: str, to_day: str) -> list[dict[str, Any]]:
+        prefix = f"tenants/{tenant_id}/metrics/"
+        with self._lock:
+            return [copy.deepcopy(d) for p, d in self.docs.items()
+                    if p.startswith(prefix) and p.count("/") == 3 and from_day <= d.get("day", "") <= to_day]
 
     def _apply_tax(self, fills: list[tuple[str, Any]]) -> None:
         from backend.tax.state import book_key, plan_books
@@ -233,6 +256,7 @@ class InMemoryStore:
             self._apply_tax([(f.uid, f.tax) for f in fills])
             for fill in fills:
                 self.docs[f"tenants/{snapshot.tenant_id}/ledger_trades/{fill.trade_id}"] = copy.deepcopy(dict(fill.ledger))
+                self._add_metrics(snapshot.tenant_id, fill.trade_id, fill.ledger)
                 if fill.history is not None:
                     self.docs[f"users/{fill.uid}/portfolio/history/trades/{fill.trade_id}"] = copy.deepcopy(
                         dict(fill.history))

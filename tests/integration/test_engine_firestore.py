@@ -172,3 +172,17 @@ def test_concurrent_trades_of_one_user_keep_the_lot_book_consistent(setup):
     book = db.document("users/u1/tax_books/AAPL").get().to_dict()
     assert sum(Decimal(lot["qty"]) for lot in book["lots"]) == Decimal(12)
     assert len(book["lots"]) == 12
+
+
+def test_metrics_shards_accumulate_on_the_emulator(setup):
+    from backend.execution import metrics
+
+    build, broker, db = setup
+    engine = build()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda n: engine.execute_intent(intent(intent_id=f"m{n}", symbol="AAPL" if n % 2 else "WIDE"),
+                                                      CTX), range(8)))
+    store = FirestoreStore(db)
+    summary = metrics.summarize(store.read_metrics("acme", "2026-01-05", "2026-01-05"))
+    assert (summary["decisions"], summary["placed"], summary["downgraded"]) == (8, 4, 4)
+    assert metrics.summarize(store.read_metrics("acme", "2026-01-05", "2026-01-05"), "s1")["decisions"] == 8
