@@ -110,7 +110,7 @@ class FirestoreStore:
         if exposure:
             batch.set(self._exposure_ref(update.tenant_id, update.account_key), exposure, merge=True)
         try:
-            batch.commit()
+            _commit(batch)
         except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound):
             return False
         return True
@@ -171,8 +171,8 @@ class FirestoreStore:
             batch.set(self._exposure_ref(claim.tenant_id, claim.account_key),
                       {field: firestore.Increment(to_nanos(abs(claim.signed_qty)))}, merge=True)
             try:
-                batch.commit()
-            except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Conflict):
+                _commit(batch)
+            except (gexc.AlreadyExists, gexc.FailedPrecondition):
                 continue  # the slot or the intent was taken meanwhile; the intent is re-read above
             exp_snap = self._exposure_ref(claim.tenant_id, claim.account_key).get()
             return ClaimOutcome(ClaimResult.CLAIMED, slot=slot, exposure=_exposure(exp_snap.to_dict() or {}),
@@ -213,11 +213,14 @@ class FirestoreStore:
             if finish.tax is not None:
                 self._add_tax(batch, [(finish.uid, finish.tax)])
             try:
-                batch.commit()
-                break
-            except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Conflict):
+                _commit(batch)
+                return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+            except (gexc.AlreadyExists, gexc.FailedPrecondition):
                 continue  # a concurrent duplicate finished first (returned above), or a lot book moved
-        return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+        snap = intent_ref.get()
+        if snap.exists and IntentStatus(snap.get("status") or "new").is_final:
+            return _record(finish.tenant_id, finish.intent_id, snap)  # type: ignore[return-value]
+        raise StoreContention(f"intent {finish.intent_id}: could not record the outcome")
 
     # --- execution-quality metrics (sharded day counters, same commit as the ledger row) ------------
     def _add_metrics(self, batch: Any, tenant_id: str, row_id: str, row: Mapping[str, Any]) -> None:
@@ -276,7 +279,7 @@ class FirestoreStore:
         batch.create(ref, {**doc, "_created_server_at": firestore.SERVER_TIMESTAMP})
         self._write_legs(batch, ref, tenant_id, doc)
         try:
-            results = batch.commit()
+            results = _commit(batch)
         except gexc.AlreadyExists:
             return None
         return GroupSnapshot(tenant_id, group_id, dict(doc), results[0].update_time)
@@ -298,7 +301,7 @@ class FirestoreStore:
             self._write_fills(batch, snapshot.tenant_id, fills)
             self._add_tax(batch, [(f.uid, f.tax) for f in fills])
             try:
-                results = batch.commit()
+                results = _commit(batch)
             except (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists) as exc:
                 current = ref.get()
                 if current.exists and current.update_time == snapshot.token:
@@ -358,6 +361,27 @@ class FirestoreStore:
                  .where(filter=FieldFilter("lease_until", "<", now))
                  .order_by("lease_until").limit(limit))
         return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
+
+
+class StoreContention(RuntimeError):
+    """A write kept being aborted by contention; nothing was committed (the caller's state is
+    unchanged and findable: a RESERVED intent is reconciled by the sweeper)."""
+
+
+def _commit(batch: Any, attempts: int = 8) -> Any:
+    """Commit, retrying only contention aborts (ABORTED) with jittered backoff. Precondition
+    failures are answers, not contention, and propagate at once."""
+    import random
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return batch.commit()
+        except gexc.Aborted:
+            if attempt == attempts - 1:
+                raise StoreContention("commit aborted by contention") from None
+            time.sleep(random.uniform(0.01, 0.05) * (2 ** attempt))
+    raise AssertionError("unreachable")
 
 
 def _exposure_changes(filled_signed: Decimal, released_signed: Decimal) -> dict[str, Any]:

@@ -308,7 +308,7 @@ class GroupExecutor:
         leg = run.group.leg(leg_id)
         venue = self._leg_venue(leg)
         try:
-            order = None
+            order = venue.get_order_by_client_id(leg.client_order_id)
         except BrokerError as exc:
             raise _Stop(f"{leg_id} lookup: {exc}") from exc
         if order is not None:
