@@ -185,7 +185,9 @@ class FirestoreStore:
     # --- finish ------------------------------------------------------------------------------------
     def finish(self, finish: Finish) -> IntentRecord:
         intent_ref = self.intent_ref(finish.tenant_id, finish.intent_id)
-        for _ in range(5):  # a retry only when a lot book moved under us (another trade of this user)
+        for attempt in range(12):  # a retry only when a lot book moved under us (another trade of this user)
+            if attempt:
+                _backoff(attempt)
             snap = intent_ref.get()
             if snap.exists and IntentStatus(snap.get("status") or "new").is_final:
                 return _record(finish.tenant_id, finish.intent_id, snap)  # type: ignore[return-value]
@@ -293,7 +295,9 @@ class FirestoreStore:
     def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
                    fills: tuple[FillWrite, ...] = ()) -> GroupSnapshot:
         ref = self.group_ref(snapshot.tenant_id, snapshot.group_id)
-        for _ in range(5):  # retried only when a lot book moved and the group itself did not
+        for attempt in range(12):  # retried only when a lot book moved and the group itself did not
+            if attempt:
+                _backoff(attempt)
             batch = self.db.batch()
             batch.update(ref, {**doc, "_updated_server_at": firestore.SERVER_TIMESTAMP},
                          option=self.db.write_option(last_update_time=snapshot.token))
@@ -366,6 +370,13 @@ class FirestoreStore:
 class StoreContention(RuntimeError):
     """A write kept being aborted by contention; nothing was committed (the caller's state is
     unchanged and findable: a RESERVED intent is reconciled by the sweeper)."""
+
+
+def _backoff(attempt: int) -> None:
+    import random
+    import time
+
+    time.sleep(random.uniform(0.005, 0.03) * min(attempt, 6))
 
 
 def _commit(batch: Any, attempts: int = 8) -> Any:
