@@ -30,6 +30,8 @@ def handle_intent_document(engine: Any, tenant_id: str, intent_id: str, data: Ma
         ctx = ExecutionContext(tenant_id=tenant_id, uid=str(data.get("uid") or ""))
         kind = data.get("kind", "single")
         if kind == "multi_leg":
+            if not isinstance(data.get("request"), Mapping):
+                raise InvalidInput("request", "must be an object")
             return _group(engine, ctx, intent_id, data)
         if kind != "single":
             raise InvalidInput("kind", "must be 'single' or 'multi_leg'")
@@ -44,12 +46,14 @@ def handle_intent_document(engine: Any, tenant_id: str, intent_id: str, data: Ma
 
 
 def _group(engine: Any, ctx: ExecutionContext, intent_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
-    request = data.get("request")
-    if not isinstance(request, Mapping):
-        raise InvalidInput("request", "must be an object")
+    request = data["request"]
     engine.store.annotate_intent(ctx.tenant_id, intent_id, {"status": "accepted", "group_id": intent_id},
                                  only_if_status="new")
-    group = engine.execute_group(request, ctx, group_id=intent_id)
+    try:
+        group = engine.execute_group(request, ctx, group_id=intent_id)
+    except InvalidInput as exc:  # a malformed leg: a coded rejection on the document, no order
+        engine.store.annotate_intent(ctx.tenant_id, intent_id, {"status": "new"}, only_if_status="accepted")
+        return _invalid(engine, ctx.tenant_id, intent_id, exc)
     response = group.to_api_response()
     if group.status.is_final:
         engine.store.annotate_intent(ctx.tenant_id, intent_id, {"status": response["status"].lower(),

@@ -144,3 +144,15 @@ def test_a_working_order_is_reconciled_fill_by_fill_and_its_remainder_released()
     exp = engine.store.get("tenants/acme/exposure/acct__SPY")
     assert exp["position"] == Decimal(4) and exp["reserved_long"] == 0
     assert engine.store.get("tenants/acme/order_intents/w1")["order_final"] is True
+
+
+def test_malformed_multi_leg_document_is_rejected_on_the_document():
+    engine = make_engine()
+    request = pair_request(engine.clock)
+    request["legs"][1]["direction"] = 3
+    doc = {"uid": "u1", "status": "new", "kind": "multi_leg", "request": request}
+    engine.store.set_doc("tenants/acme/order_intents/badgrp", doc)
+    out = handle_intent_document(engine, "acme", "badgrp", doc)
+    stored = engine.store.get("tenants/acme/order_intents/badgrp")
+    assert out["status"] == "rejected" and stored["status"] == "rejected" and stored["result"]["error"]["field"]
+    assert engine.broker.venue.orders() == []

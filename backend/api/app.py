@@ -1,0 +1,512 @@
+"""The request handler: routing, authentication, parsing and the HTTP mapping of core outcomes.
+
+Handlers translate only: JSON → pydantic model → core command (``OrderIntent``, the multi-leg
+request, a cost-checked signal) → engine → response. Status codes:
+
+=====  ==================================================================================
+200    GET success; an idempotent replay (header ``Idempotent-Replayed: true``); a signal
+       that did not execute (WAIT or downgraded by the cost check)
+201    a new outcome recorded: placed, downgraded, rejected (a coded decision), dry_run;
+       a new multi-leg group
+202    pending: accepted, outcome not known yet (another request holds the intent; a group
+       still working, continued by the sweeper); retry with the same Idempotency-Key
+400    malformed JSON, a field error (``field`` + ``reason``), an unusable header/query
+401    no / malformed / invalid bearer token
+403    token without tenant or role; a tenant/uid in the body that is not the caller's; a
+       trader reading another user's group
+404    unknown route or group
+405    known route, other method (``Allow`` header)
+409    the Idempotency-Key (or intent_id) was used with a different body / by another user
+413    body over 64 KB
+415    a body that is declared as something other than JSON
+429    pending because the broker is rate limiting (``Retry-After``)
+500    an unexpected exception: a generic body and a structured ERROR log line
+503    pending because the broker is unavailable (``Retry-After``)
+=====  ==================================================================================
+
+Nothing is written for a request refused with a 4xx: every check above runs before the engine.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Callable, Mapping
+
+from backend.api.auth import Identity, TokenVerifier, bearer_token, forbidden
+from backend.api.http import MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, bad_request
+from backend.api.idempotency import KEY_HEADER, check_group, check_intent_record, derived_id, parse_key, \
+    resolve_intent_id
+from backend.domain.errors import InvalidInput
+from backend.logs import log_event
+
+SERVICE = "exec-api"
+MAX_JSON_DEPTH = 32
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_GROUP_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    name: str
+    handler: str
+    auth: bool = True
+
+
+def _route(method: str, path: str, handler: str, auth: bool = True) -> Route:
+    regex = "^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", path) + "$"
+    return Route(method, re.compile(regex), path, handler, auth)
+
+
+ROUTES: tuple[Route, ...] = (
+    _route("POST", "/execute", "_execute"),
+    _route("POST", "/execute/multi-leg", "_execute_multi_leg"),
+    _route("POST", "/signals", "_signals"),
+    _route("GET", "/groups/<group_id>", "_get_group"),
+    _route("GET", "/portfolio/history", "_history"),
+    _route("GET", "/healthz", "_healthz", auth=False),
+    _route("GET", "/openapi.json", "_openapi", auth=False),
+)
+
+
+def normalize_path(path: str) -> str:
+    """``/api/execute/`` (a Hosting rewrite, a trailing slash) → ``/execute``."""
+    path = path or "/"
+    if path == "/api" or path.startswith("/api/"):
+        path = path[4:] or "/"
+    if len(path) > 1 and path.endswith("/"):
+        path = path[:-1]
+    return path
+
+
+def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
+    allowed: list[str] = []
+    for route in ROUTES:
+        found = route.pattern.match(path)
+        if found is None:
+            continue
+        if route.method == method:
+            return route, found.groupdict()
+        allowed.append(route.method)
+    if allowed:
+        raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on {path}",
+                       reason=f"allowed: {', '.join(sorted(set(allowed)))}",
+                       headers={"Allow": ", ".join(sorted(set(allowed)))})
+    raise ApiError(404, "NOT_FOUND", f"no route for {method} {path}")
+
+
+# ----------------------------------------------------------------------------------- parsing
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:60]!r}")
+        out[key] = value
+    return out
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Strict JSON: UTF-8, numbers with a fraction or exponent become Decimal (never float), no
+    NaN/Infinity, no duplicate keys, nesting at most 32 deep, and an object at the top."""
+    if not body or not body.strip():
+        raise bad_request(None, "the request body is empty; expected a JSON object", code="INVALID_JSON")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request(None, "the request body is not UTF-8", code="INVALID_JSON") from None
+    try:
+        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant,
+                          object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise bad_request(None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", code="INVALID_JSON") from None
+    except ValueError as exc:
+        raise bad_request(None, f"invalid JSON: {str(exc)[:200]}", code="INVALID_JSON") from None
+    if not _depth_ok(data, MAX_JSON_DEPTH):
+        raise bad_request(None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", code="INVALID_JSON")
+    if not isinstance(data, dict):
+        raise bad_request(None, f"expected a JSON object, got {type(data).__name__}", code="INVALID_JSON")
+    return data
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def validation_error(exc: Any) -> ApiError:
+    """A pydantic ValidationError → 400 naming the first error's field."""
+    err = exc.errors(include_url=False, include_input=False)[0]
+    field = _loc(tuple(err.get("loc") or ()))[:200]  # an unknown key is the client's text: bounded
+    reason = str(err.get("msg") or "invalid")[:500]
+    kind = err.get("type")
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if reason.startswith(prefix):
+            reason = reason[len(prefix):]
+    if not field:
+        head, sep, tail = reason.partition(": ")
+        if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\[\]]*", head):
+            field, reason = head, tail
+    if kind == "extra_forbidden":
+        reason = "unknown field"
+    elif kind == "missing":
+        reason = "field required"
+    count = exc.error_count()
+    message = f"{field}: {reason}" if field else reason
+    if count > 1:
+        message += f" (and {count - 1} more error{'s' if count > 2 else ''})"
+    return ApiError(400, "VALIDATION_ERROR", message, field=field or None, reason=reason)
+
+
+def parse_model(model: Any, data: Mapping[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def invalid_input(exc: InvalidInput, prefix: str = "") -> ApiError:
+    field = f"{prefix}{exc.field}" if exc.field else (prefix.rstrip(".") or None)
+    return ApiError(400, "VALIDATION_ERROR", f"{field}: {exc.reason}" if field else exc.reason,
+                    field=field, reason=exc.reason)
+
+
+# ------------------------------------------------------------------------------- the handler
+
+
+def _retry_after_header(seconds: Any, default: int) -> str:
+    try:
+        value = float(seconds) if seconds is not None else float(default)
+    except (TypeError, ValueError):
+        value = float(default)
+    if not math.isfinite(value):
+        value = float(default)
+    return str(min(max(int(math.ceil(value)), 1), 3600))
+
+
+class ApiApp:
+    """``handle(ApiRequest) -> ApiResponse``. Dependencies are factories so that a health check or
+    an unauthenticated request never builds the engine (cold starts)."""
+
+    def __init__(self, *, engine: Callable[[], Any], verifier: Callable[[], TokenVerifier],
+                 history: Callable[[], Any] | None = None):
+        self._engine_factory = engine
+        self._verifier_factory = verifier
+        self._history_factory = history
+
+    @classmethod
+    def with_instances(cls, *, engine: Any, verifier: TokenVerifier, history: Any = None) -> "ApiApp":
+        return cls(engine=lambda: engine, verifier=lambda: verifier,
+                   history=(lambda: history) if history is not None else None)
+
+    # --- entry point -----------------------------------------------------------------------
+    def handle(self, request: ApiRequest) -> ApiResponse:
+        started = time.monotonic()
+        rid = request.header("X-Request-Id")
+        request_id = rid if rid and _REQUEST_ID_RE.fullmatch(rid) else uuid.uuid4().hex
+        path = normalize_path(request.path)
+        route_name = path[:200]
+        identity: Identity | None = None
+        try:
+            route, params = match(request.method, path)
+            route_name = route.name
+            if route.method == "POST" and len(request.body) > MAX_BODY_BYTES:
+                raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the body exceeds {MAX_BODY_BYTES} bytes",
+                               reason=f"{len(request.body)} bytes")
+            if route.auth:
+                identity = self._verifier_factory().verify(bearer_token(request.header("Authorization")))
+                if route.method == "POST":
+                    _require_json(request)
+                    if request.query:
+                        name = sorted(request.query)[0]
+                        raise bad_request(name, "this endpoint takes no query parameters")
+            response = getattr(self, route.handler)(request, identity, **params)
+        except ApiError as exc:
+            response = exc.to_response(request_id)
+        except InvalidInput as exc:  # the core refused a value the models let through
+            response = invalid_input(exc).to_response(request_id)
+        except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a 500
+            log_event("api.unhandled_error", severity="ERROR", request_id=request_id, method=request.method,
+                      route=route_name, error_type=type(exc).__name__, error=str(exc)[:500],
+                      uid=identity.uid if identity else None,
+                      tenant_id=identity.tenant_id if identity else None,
+                      traceback=traceback.format_exc()[-4000:])
+            response = ApiError(500, "INTERNAL", "internal error; it has been logged",
+                                reason=f"request_id={request_id}").to_response(request_id)
+        response.headers.setdefault("X-Request-Id", request_id)
+        response.headers.setdefault("Cache-Control", "no-store")
+        log_event("api.request", severity="WARNING" if response.status >= 500 else "INFO", request_id=request_id,
+                  method=request.method, route=route_name, status=response.status,
+                  uid=identity.uid if identity else None, tenant_id=identity.tenant_id if identity else None,
+                  duration_ms=round((time.monotonic() - started) * 1000, 1))
+        return response
+
+    # --- dependencies ----------------------------------------------------------------------
+    def _engine(self) -> Any:
+        try:
+            return self._engine_factory()
+        except Exception as exc:  # a configuration error must not look like a client error
+            raise _EngineUnavailable(exc) from exc
+
+    # --- endpoints -------------------------------------------------------------------------
+    def _healthz(self, request: ApiRequest, identity: None) -> ApiResponse:
+        return ApiResponse(200, {"status": "ok", "service": SERVICE})
+
+    def _openapi(self, request: ApiRequest, identity: None) -> ApiResponse:
+        from backend.api.openapi import openapi_document
+
+        return ApiResponse(200, openapi_document(), {"Cache-Control": "public, max-age=300"})
+
+    def _execute(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api.models import ExecuteRequest
+        from backend.execution.intent import OrderIntent
+
+        body = parse_model(ExecuteRequest, parse_json_object(request.body))
+        _check_owner(body.metadata, identity)
+        key = parse_key(request.header(KEY_HEADER))
+        intent_id = resolve_intent_id(key, body.intent_id, identity.tenant_id, identity.uid)
+        intent = OrderIntent(strategy_id=body.strategy_id, broker_account_id=body.broker_account_id,
+                             symbol=body.symbol, side=body.side, qty=body.qty,
+                             asset_class=body.asset_class or "EQUITY", estimated_slippage=body.estimated_slippage,
+                             metadata=body.metadata, intent_id=intent_id, order_type=body.order_type,
+                             limit_price=body.limit_price)
+        result = self._run_intent(intent, identity, id_source=_id_source(key, intent_id))
+        return _result_response(result)
+
+    def _signals(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api import signals
+        from backend.api.models import SignalRequest
+        from backend.execution.intent import OrderIntent
+
+        body = parse_model(SignalRequest, parse_json_object(request.body))
+        _check_owner(body.metadata, identity)
+        key = parse_key(request.header(KEY_HEADER))
+        intent_id = resolve_intent_id(key, body.intent_id, identity.tenant_id, identity.uid)
+        engine = self._engine()
+        try:
+            decision = signals.decide(signal_type=body.signal_type, symbol=body.symbol, asset_class=body.asset_class,
+                                      confidence=body.confidence, reasoning=body.reasoning,
+                                      market_data=body.market_data.to_mapping() if body.market_data else None,
+                                      max_spread_pct=engine.settings.max_spread_pct)
+        except InvalidInput as exc:
+            prefix = "market_data." if exc.field in ("bid", "ask", "price", "spread", "spread_pct") else ""
+            raise invalid_input(exc, prefix) from None
+        out: dict[str, Any] = {"signal": signals.signal_out(decision), "cost_check": decision.cost_check,
+                               "executed": False, "reason": decision.reason, "execution": None}
+        if not decision.executes:
+            log_event("api.signal_not_executed", tenant_id=identity.tenant_id, uid=identity.uid,
+                      strategy_id=body.strategy_id, symbol=body.symbol, signal_type=body.signal_type,
+                      downgraded=out["signal"]["downgraded"], reason=decision.reason)
+            return ApiResponse(200, _signal_body(out))
+        metadata: dict[str, Any] = dict(body.metadata or {})
+        metadata.update({"source": "signal", "signal_type": body.signal_type,
+                         "signal_confidence": format(decision.signal.confidence, "f")})
+        if body.reasoning:
+            metadata["signal_reasoning"] = body.reasoning[:500]
+        intent = OrderIntent(strategy_id=body.strategy_id, broker_account_id=body.broker_account_id,
+                             symbol=body.symbol, side=body.signal_type.lower(), qty=body.qty,
+                             asset_class=body.asset_class or "EQUITY",
+                             estimated_slippage=decision.signal.estimated_slippage, metadata=metadata,
+                             intent_id=intent_id)
+        result = self._run_intent(intent, identity, id_source=_id_source(key, intent_id), engine=engine)
+        response = _result_response(result)
+        out["executed"] = True
+        out["reason"] = result.reason or decision.reason
+        if response.status >= 400:  # 429 / 503: the error body, with the signal beside it
+            response.body["signal"] = out["signal"]
+            response.body["cost_check"] = _jsonable(decision.cost_check)
+            return response
+        out["execution"] = response.body
+        response.body = _signal_body(out)
+        return response
+
+    def _execute_multi_leg(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api.models import MultiLegRequest
+
+        body = parse_model(MultiLegRequest, parse_json_object(request.body))
+        key = parse_key(request.header(KEY_HEADER))
+        engine = self._engine()
+        group_id = derived_id("g", identity.tenant_id, identity.uid, key) if key is not None else None
+        engine_request = body.to_engine_request()
+        existing = None
+        if group_id is not None:
+            existing = engine.get_group(identity.tenant_id, group_id)
+            check_group(existing, engine_request, identity.uid)
+        group = engine.execute_group(engine_request, identity.context(), group_id=group_id)
+        body = _jsonable(group.to_api_response())
+        headers = {"Location": f"/groups/{body['group_id']}"}
+        if not getattr(getattr(group, "status", None), "is_final", True):
+            # still working (the broker could not be reached, or the time budget ran out): the
+            # sweeper continues it; GET /groups/<id> shows the progress
+            headers["Retry-After"] = "5"
+            return ApiResponse(202, body, headers)
+        if existing is not None:
+            headers["Idempotent-Replayed"] = "true"
+            return ApiResponse(200, body, headers)
+        return ApiResponse(201, body, headers)
+
+    def _get_group(self, request: ApiRequest, identity: Identity, group_id: str) -> ApiResponse:
+        if request.query:
+            raise bad_request(sorted(request.query)[0], "this endpoint takes no query parameters")
+        if not _GROUP_ID_RE.fullmatch(group_id):
+            raise bad_request("group_id", "must be 1-100 characters of A-Z a-z 0-9 _ -")
+        group = self._engine().get_group(identity.tenant_id, group_id)
+        if group is None:
+            raise ApiError(404, "NOT_FOUND", f"no group {group_id}", field="group_id", reason="not found")
+        owner = getattr(group, "uid", None)
+        if owner is not None and owner != identity.uid and not identity.is_admin:
+            raise forbidden("the group belongs to another user; only a tenant_admin may read it", "group_id")
+        return ApiResponse(200, _jsonable(group.to_api_response()))
+
+    def _history(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api.history import Cursor
+        from backend.api.models import HistoryPage, HistoryQuery
+
+        for name, values in request.query.items():
+            if len(values) != 1:
+                raise bad_request(name, "give this parameter once")
+        query = parse_model(HistoryQuery, {k: v[0] for k, v in request.query.items()})
+        after = Cursor.decode(query.cursor) if query.cursor is not None else None
+        reader = self._history_factory() if self._history_factory is not None else None
+        if reader is None:
+            raise RuntimeError("no history reader configured")
+        page = reader.page(identity.uid, limit=query.limit, after=after)
+        body = HistoryPage(items=[_jsonable(dict(item)) for item in page.items], next_cursor=page.next_cursor)
+        return ApiResponse(200, body.model_dump(mode="json"))
+
+    # --- shared ----------------------------------------------------------------------------
+    def _run_intent(self, intent: Any, identity: Identity, *, id_source: str | None, engine: Any = None) -> Any:
+        """Execute; with a client-chosen id (``id_source``: the header or intent_id) the stored record
+        must be this very request, before and (if the engine replayed or is still pending: a
+        concurrent request may have won the race) after."""
+        engine = engine or self._engine()
+        if id_source is not None:
+            check_intent_record(engine.store.get_intent(identity.tenant_id, intent.intent_id), intent.to_dict(),
+                                identity.uid, id_source)
+        result = engine.execute_intent(intent, identity.context())
+        if id_source is not None and (result.replayed or result.status == "pending"):
+            check_intent_record(engine.store.get_intent(identity.tenant_id, intent.intent_id), intent.to_dict(),
+                                identity.uid, id_source)
+        return result
+
+
+def _id_source(key: str | None, intent_id: str | None) -> str | None:
+    if key is not None:
+        return KEY_HEADER
+    return "intent_id" if intent_id is not None else None
+
+
+class _EngineUnavailable(Exception):
+    """The engine could not be built (configuration); reported as a 500 with an ERROR log."""
+
+
+def _require_json(request: ApiRequest) -> None:
+    ctype = request.header("Content-Type")
+    if ctype is None or not ctype.strip():
+        return
+    media = ctype.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send the body as application/json",
+                       field="Content-Type", reason=f"got {media[:80]!r}")
+
+
+def _check_owner(metadata: Mapping[str, Any] | None, identity: Identity) -> None:
+    if not metadata:
+        return
+    if "tenant_id" in metadata and metadata["tenant_id"] != identity.tenant_id:
+        raise forbidden("metadata.tenant_id is not the authenticated tenant", "metadata.tenant_id")
+    if "uid" in metadata and metadata["uid"] != identity.uid:
+        raise forbidden("metadata.uid is not the authenticated user", "metadata.uid")
+
+
+def _jsonable(value: Any) -> Any:
+    """Decimals → exact strings, datetimes → ISO-8601; containers recursively."""
+    from datetime import date, datetime
+
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _signal_body(out: Mapping[str, Any]) -> dict[str, Any]:
+    from backend.api.models import SignalResponse
+
+    return SignalResponse.model_validate(_jsonable(dict(out))).model_dump(mode="json")
+
+
+def _result_response(result: Any) -> ApiResponse:
+    from backend.api.models import ExecutionResponse
+
+    data = {**result.to_dict(), "replayed": bool(result.replayed),
+            "retry_after": (result.extra or {}).get("retry_after")}
+    body = ExecutionResponse.model_validate(data).model_dump(mode="json")
+    if result.status == "pending":
+        code = result.rejection.code.value if result.rejection is not None else None
+        if code in ("BROKER_RATE_LIMITED", "BROKER_UNAVAILABLE"):
+            status = 429 if code == "BROKER_RATE_LIMITED" else 503
+            retry = _retry_after_header(body.get("retry_after"), 1 if status == 429 else 5)
+            message = ("the broker is rate limiting; retry with the same Idempotency-Key" if status == 429 else
+                       "the broker is unavailable; the order's outcome is reconciled on a retry with the same "
+                       "Idempotency-Key")
+            return ApiError(status, code, message, reason=result.reason, headers={"Retry-After": retry},
+                            extra={"execution": body}).to_response()
+        return ApiResponse(202, body, {"Retry-After": _retry_after_header(body.get("retry_after"), 1)})
+    if result.replayed:
+        return ApiResponse(200, body, {"Idempotent-Replayed": "true"})
+    return ApiResponse(201, body)
+
+
+_default_app: ApiApp | None = None
+
+
+def handle(request: ApiRequest) -> ApiResponse:
+    """The process-wide app (see ``backend.api.wiring``)."""
+    global _default_app
+    if _default_app is None:
+        from backend.api.wiring import default_app
+
+        _default_app = default_app()
+    return _default_app.handle(request)

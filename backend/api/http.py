@@ -1,0 +1,95 @@
+"""Framework-free request/response values and the API's error type."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Mapping, Sequence
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One HTTP request. Header names are matched case-insensitively; a query parameter may repeat."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, Sequence[str] | str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        put(self, "method", self.method.upper())
+        put(self, "headers", {str(k).lower(): str(v) for k, v in self.headers.items()})
+        put(self, "query", {str(k): ([v] if isinstance(v, str) else [str(x) for x in v])
+                            for k, v in self.query.items()})
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json_bytes(self) -> bytes:
+        if self.body is None:
+            return b""
+        return dumps(self.body).encode()
+
+    def json(self) -> Any:
+        """The body as a client would decode it (tests)."""
+        raw = self.json_bytes()
+        return json.loads(raw) if raw else None
+
+
+def _default(value: Any) -> Any:
+    # Money leaves the API as exact decimal strings, never as binary floats.
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class ApiError(Exception):
+    """An HTTP error with the API's error body ``{"error": {code, message, field, reason}}``."""
+
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
+                 reason: str | None = None, headers: Mapping[str, str] | None = None,
+                 extra: Mapping[str, Any] | None = None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.reason = reason
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+    def to_response(self, request_id: str | None = None) -> ApiResponse:
+        body: dict[str, Any] = {"error": {"code": self.code, "message": self.message,
+                                          "field": self.field, "reason": self.reason}}
+        if request_id:
+            body["error"]["request_id"] = request_id
+        body.update(self.extra)
+        return ApiResponse(self.status, body, dict(self.headers))
+
+
+def bad_request(field: str | None, reason: str, code: str = "INVALID_REQUEST") -> ApiError:
+    message = f"{field}: {reason}" if field else reason
+    return ApiError(400, code, message, field=field, reason=reason)

@@ -1,0 +1,116 @@
+"""Idempotency keys → deterministic intent / group ids, and the "same key, different body" check.
+
+``Idempotency-Key`` (1-100 of ``[A-Za-z0-9_-]``) names one side effect of one user: the intent id
+is ``k-`` + sha256(tenant, uid, key) (groups: ``g-`` + ...), so a retry reaches the same intent
+record and the engine replays its stored outcome. Before executing, the stored record (read
+through the store) is compared with the new request: another user's record or a different
+normalized intent under the same id is a 409, never a replay of someone else's outcome.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from decimal import Decimal
+from typing import Any, Mapping
+
+from backend.api.http import ApiError, bad_request
+
+KEY_HEADER = "Idempotency-Key"
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+def parse_key(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if not _KEY_RE.fullmatch(raw):
+        raise bad_request(KEY_HEADER, "must be 1-100 characters of A-Z a-z 0-9 _ -")
+    return raw
+
+
+def derived_id(prefix: str, tenant_id: str, uid: str, key: str) -> str:
+    digest = hashlib.sha256(f"{prefix}\x1f{tenant_id}\x1f{uid}\x1f{key}".encode()).hexdigest()[:48]
+    return f"{prefix}-{digest}"
+
+
+def resolve_intent_id(key: str | None, body_intent_id: str | None, tenant_id: str, uid: str) -> str | None:
+    """The header wins; the body's intent_id is used as is without a header; both must agree."""
+    if key is not None:
+        if body_intent_id is not None and body_intent_id != key:
+            raise bad_request("intent_id", f"differs from the {KEY_HEADER} header; send one or make them equal")
+        return derived_id("k", tenant_id, uid, key)
+    return body_intent_id
+
+
+def conflict(reason: str, field: str = KEY_HEADER) -> ApiError:
+    return ApiError(409, "IDEMPOTENCY_CONFLICT",
+                    "this idempotency key was already used for a different request", field=field, reason=reason)
+
+
+def check_intent_record(record: Any, new_intent: Mapping[str, Any], uid: str, field: str = KEY_HEADER) -> None:
+    """Raise 409 unless the stored intent record is this user's and holds the same normalized intent."""
+    if record is None:
+        return
+    data = record.data
+    if data.get("uid") != uid:
+        raise conflict("the id belongs to another request", field)
+    stored = data.get("intent")
+    if not isinstance(stored, Mapping):
+        raise conflict("the id is taken by a request of another kind", field)
+    if _normalize(stored) != _normalize(new_intent):
+        different = sorted(k for k in set(stored) | set(new_intent) if _norm(stored.get(k)) != _norm(new_intent.get(k)))
+        raise conflict(f"fields differ from the first request: {', '.join(different)}", field)
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, (str, int, float, Decimal)) and not isinstance(value, bool):
+        try:
+            return Decimal(str(value)).normalize() if not isinstance(value, str) or _is_number(value) else value
+        except ArithmeticError:
+            return value
+    if isinstance(value, Mapping):
+        return {k: _norm(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    return value
+
+
+def _is_number(text: str) -> bool:
+    return bool(re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", text))
+
+
+def _normalize(intent: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _norm(v) for k, v in intent.items()}
+
+
+def check_group(existing: Any, request: Mapping[str, Any], uid: str) -> None:
+    """Raise 409 unless a stored group is this user's and has the same strategy and legs."""
+    if existing is None:
+        return
+    owner = getattr(existing, "uid", None)
+    if owner is not None and owner != uid:
+        raise conflict("the group id belongs to another request")
+    stored = existing.to_api_response()
+    if _group_shape(stored) != _group_shape(request):
+        raise conflict("strategy or legs differ from the first request")
+    # options the seed's response does not echo, compared when the group keeps them
+    for name in ("allow_partial_fills", "max_group_slippage_pips", "execution_priority"):
+        if hasattr(existing, name):
+            kept, sent = getattr(existing, name), request.get(name)
+            if name == "execution_priority":
+                kept, sent = (None if kept is None else list(kept)), (None if sent is None else list(sent))
+            if _norm(kept) != _norm(sent):
+                raise conflict(f"{name} differs from the first request")
+
+
+def _group_shape(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    from backend.domain.assets import AssetClass, normalize_symbol
+
+    legs = []
+    for leg in body.get("legs") or []:
+        try:
+            symbol = normalize_symbol(leg.get("symbol"))
+            klass = AssetClass.parse(leg.get("asset_class")).value
+        except Exception:  # noqa: BLE001 - an unparsable stored leg simply compares unequal
+            symbol, klass = leg.get("symbol"), leg.get("asset_class")
+        legs.append((leg.get("leg_id"), symbol, int(leg.get("direction") or 0), _norm(leg.get("units")), klass))
+    return body.get("strategy_id"), tuple(sorted(legs, key=lambda x: str(x[0])))

@@ -1,0 +1,427 @@
+"""Request and response models of the HTTP API (pydantic v2).
+
+Inputs refuse what they do not know (``extra="forbid"``: an unknown field is a 400 naming it) and
+coerce nothing silently: strings must be strings, booleans booleans, a leg direction exactly
+``1`` or ``-1``. Numbers that are money or size may be JSON numbers or decimal strings; the API
+parses JSON with ``parse_float=Decimal`` so no binary float ever exists, and every such value
+goes through ``backend.domain.money.to_decimal`` (NaN, infinities, booleans refused). Outputs
+carry money as exact decimal strings.
+
+The models only check shape. What a symbol, lot size or tick means is decided by the core
+(``OrderIntent``, the group executor), which raises ``InvalidInput`` naming the field.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
+
+from backend.domain.errors import InvalidInput
+from backend.domain.money import dec_str, to_decimal
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
+DECIMAL_PATTERN = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
+# Far beyond any real order, small enough that no Decimal context operation can overflow.
+_MAX_ADJUSTED_EXPONENT = 15
+_MIN_EXPONENT = -18
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------- types
+
+
+def _decimal(minimum: Decimal | None, exclusive: bool, maximum: Decimal | None):
+    def parse(value: Any) -> Decimal:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"expected a number, got {'an object' if isinstance(value, dict) else 'an array'}")
+        try:
+            dec = to_decimal(value, "value")
+        except InvalidInput as exc:
+            raise ValueError(exc.reason) from None
+        if dec.is_zero():
+            dec = abs(dec)  # -0 is 0
+        if not dec.is_zero() and (dec.adjusted() > _MAX_ADJUSTED_EXPONENT or dec.as_tuple().exponent < _MIN_EXPONENT):
+            raise ValueError(f"out of range: at most {_MAX_ADJUSTED_EXPONENT + 1} integer digits and "
+                             f"{-_MIN_EXPONENT} decimal places")
+        if minimum is not None and (dec <= minimum if exclusive else dec < minimum):
+            raise ValueError(f"must be {'>' if exclusive else '>='} {minimum}, got {dec_str(dec)}")
+        if maximum is not None and dec > maximum:
+            raise ValueError(f"must be <= {maximum}, got {dec_str(dec)}")
+        return dec
+
+    number: dict[str, Any] = {"type": "number"}
+    if minimum is not None:
+        number["exclusiveMinimum" if exclusive else "minimum"] = float(minimum) if minimum % 1 else int(minimum)
+    if maximum is not None:
+        number["maximum"] = float(maximum) if maximum % 1 else int(maximum)
+    bound = "" if minimum is None else f" ({'>' if exclusive else '>='} {minimum}" + (
+        f", <= {maximum})" if maximum is not None else ")")
+    schema_in = {"anyOf": [{"type": "string", "pattern": DECIMAL_PATTERN}, number],
+                 "description": f"A decimal as a JSON number or a string{bound}."}
+    schema_out = {"type": "string", "pattern": DECIMAL_PATTERN, "description": "An exact decimal string."}
+    return Annotated[Decimal, BeforeValidator(parse), PlainSerializer(dec_str, return_type=str, when_used="json"),
+                     WithJsonSchema(schema_in, mode="validation"), WithJsonSchema(schema_out, mode="serialization")]
+
+
+PositiveDecimal = _decimal(Decimal(0), True, None)
+NonNegativeDecimal = _decimal(Decimal(0), False, None)
+Fraction = _decimal(Decimal(0), False, Decimal(1))
+AnyDecimal = _decimal(None, False, None)
+
+Id = Annotated[str, Field(pattern=ID_PATTERN, description="1-100 characters of A-Z a-z 0-9 _ -")]
+Symbol = Annotated[str, Field(min_length=1, max_length=64, description="Instrument symbol, e.g. AAPL, BTC/USD, "
+                                                                       "EUR/USD, an OCC option symbol.")]
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+AssetClassName = Annotated[
+    Literal["EQUITY", "FOREX", "FX", "CRYPTO", "OPTIONS", "COMMODITY"], BeforeValidator(_upper),
+    Field(description="Asset class (case-insensitive; FX is read as FOREX).")]
+Side = Annotated[Literal["buy", "sell"], BeforeValidator(_lower)]
+OrderTypeName = Annotated[Literal["market", "limit"], BeforeValidator(_lower)]
+SignalTypeName = Annotated[Literal["BUY", "SELL", "WAIT"], BeforeValidator(_upper)]
+
+
+def _direction(value: Any) -> int:
+    if type(value) is not int or value not in (1, -1):  # noqa: E721 - bool and 1.0 are refused on purpose
+        raise ValueError(f"must be the integer 1 (buy) or -1 (sell), got {value!r}")
+    return value
+
+
+Direction = Annotated[int, BeforeValidator(_direction),
+                      WithJsonSchema({"type": "integer", "enum": [1, -1],
+                                      "description": "1 = buy (long), -1 = sell (short)."})]
+
+_METADATA_KEY = r"[A-Za-z0-9_.-]{1,64}"
+_METADATA_MAX_ITEMS = 32
+
+
+def _metadata(value: Any) -> Any:
+    """Scalars only (string <= 500 chars, integer, boolean, null), at most 32 keys; no float."""
+    import re
+
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("must be an object")
+    if len(value) > _METADATA_MAX_ITEMS:
+        raise ValueError(f"at most {_METADATA_MAX_ITEMS} keys")
+    for key, item in value.items():
+        if not isinstance(key, str) or not re.fullmatch(_METADATA_KEY, key):
+            raise ValueError(f"keys are 1-64 characters of A-Z a-z 0-9 _ . -, got {str(key)[:70]!r}")
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, int):
+            if abs(item) > 2**53:
+                raise ValueError(f"{key}: integer out of range")
+            continue
+        if isinstance(item, str):
+            if len(item) > 500:
+                raise ValueError(f"{key}: strings are at most 500 characters")
+            continue
+        raise ValueError(f"{key}: values must be a string, an integer, a boolean or null")
+    return dict(value)
+
+
+Metadata = Annotated[
+    dict[str, Any] | None, BeforeValidator(_metadata),
+    WithJsonSchema({"anyOf": [{"type": "object", "maxProperties": _METADATA_MAX_ITEMS,
+                               "propertyNames": {"pattern": f"^{_METADATA_KEY}$"},
+                               "additionalProperties": {"anyOf": [{"type": "string", "maxLength": 500},
+                                                                  {"type": "integer"}, {"type": "boolean"},
+                                                                  {"type": "null"}]}},
+                              {"type": "null"}],
+                    "description": "Free-form scalars stored with the intent. tenant_id / uid, when present, "
+                                   "must be the caller's."})]
+
+
+# ----------------------------------------------------------------------------------- requests
+
+
+class ExecuteRequest(_Input):
+    """POST /execute: one order intent (seed 001)."""
+
+    strategy_id: Id
+    broker_account_id: Id
+    symbol: Symbol
+    side: Side
+    qty: PositiveDecimal
+    asset_class: AssetClassName | None = Field(None, description="Default EQUITY.")
+    order_type: OrderTypeName = "market"
+    limit_price: PositiveDecimal | None = Field(None, description="Required for limit orders, refused otherwise.")
+    estimated_slippage: Fraction | None = Field(None, description="Pre-computed slippage share (0.0005 = 0.05%).")
+    intent_id: Id | None = Field(None, description="Client idempotency id; prefer the Idempotency-Key header.")
+    metadata: Metadata = None
+
+    @model_validator(mode="after")
+    def _limit_needs_price(self) -> "ExecuteRequest":
+        if self.order_type == "limit" and self.limit_price is None:
+            raise ValueError("limit_price: is required for limit orders")
+        if self.order_type == "market" and self.limit_price is not None:
+            raise ValueError("limit_price: only limit orders take a limit price")
+        return self
+
+
+class LegRequest(_Input):
+    leg_id: Id
+    symbol: Symbol
+    direction: Direction
+    units: PositiveDecimal
+    asset_class: AssetClassName
+
+
+class MultiLegRequest(_Input):
+    """POST /execute/multi-leg: the request of seed 000, exactly."""
+
+    strategy_id: Id
+    legs: list[LegRequest] = Field(min_length=2, max_length=20)
+    rpm_output: dict[str, Any] = Field(
+        description="The risk/portfolio manager's authorization for this group, e.g. {\"decision_id\": \"rpm-42\", "
+                    "\"approved\": true, \"expires_at\": \"2024-12-22T10:09:00+00:00\", \"approved_legs\": "
+                    "{\"leg_001\": \"100000\"}}; checked by the group executor (RPM_NOT_AUTHORIZED).")
+    max_group_slippage_pips: NonNegativeDecimal
+    allow_partial_fills: StrictBool
+    execution_priority: list[Id] | None = Field(
+        None, description="Optional submission order as leg ids (a permutation of the legs); "
+                          "default: shorts before longs.")
+
+    @model_validator(mode="after")
+    def _unique_legs(self) -> "MultiLegRequest":
+        ids = [leg.leg_id for leg in self.legs]
+        if len(set(ids)) != len(ids):
+            raise ValueError("legs: leg_id values must be unique")
+        if self.execution_priority is not None and sorted(self.execution_priority) != sorted(ids):
+            raise ValueError("execution_priority: must list every leg_id exactly once")
+        return self
+
+    def to_engine_request(self) -> dict[str, Any]:
+        """The mapping ``engine.execute_group`` takes (Decimals kept, absent options left out)."""
+        body: dict[str, Any] = {
+            "strategy_id": self.strategy_id,
+            "legs": [leg.model_dump() for leg in self.legs],
+            "rpm_output": _exact_strings(self.rpm_output),
+            "max_group_slippage_pips": self.max_group_slippage_pips,
+            "allow_partial_fills": self.allow_partial_fills,
+        }
+        if self.execution_priority is not None:
+            body["execution_priority"] = list(self.execution_priority)
+        return body
+
+
+def _exact_strings(value: Any) -> Any:
+    """Decimals (JSON numbers with a fraction) inside free-form objects → exact decimal strings, so
+    what is stored (Firestore has no Decimal) is exactly what was sent, and never a float."""
+    if isinstance(value, Decimal):
+        return dec_str(value)
+    if isinstance(value, dict):
+        return {k: _exact_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_exact_strings(v) for v in value]
+    return value
+
+
+class MarketData(_Input):
+    """The strategy's market snapshot (seed 001). Bid/ask win over spread and spread_pct."""
+
+    symbol: Symbol | None = None
+    asset_class: AssetClassName | None = None
+    price: PositiveDecimal | None = None
+    bid: PositiveDecimal | None = None
+    ask: PositiveDecimal | None = None
+    spread: NonNegativeDecimal | None = None
+    spread_pct: NonNegativeDecimal | None = None
+    timestamp: Annotated[str, Field(max_length=64)] | None = None
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class SignalRequest(_Input):
+    """POST /signals: a strategy signal, cost-checked, and executed when it is still a BUY/SELL."""
+
+    strategy_id: Id
+    broker_account_id: Id
+    signal_type: SignalTypeName
+    symbol: Symbol
+    asset_class: AssetClassName | None = Field(None, description="Default EQUITY.")
+    qty: PositiveDecimal | None = Field(None, description="Required for BUY and SELL.")
+    confidence: Fraction | None = None
+    reasoning: Annotated[str, Field(max_length=2000)] | None = None
+    market_data: MarketData | None = Field(
+        None, description="When given, the strategy-side cost check (BaseStrategy.apply_cost_check) runs on it; "
+                          "the engine always checks the live quote as well.")
+    intent_id: Id | None = None
+    metadata: Metadata = None
+
+    @model_validator(mode="after")
+    def _trade_needs_qty(self) -> "SignalRequest":
+        if self.signal_type in ("BUY", "SELL") and self.qty is None:
+            raise ValueError("qty: is required for BUY and SELL signals")
+        return self
+
+
+class HistoryQuery(_Input):
+    """GET /portfolio/history query string."""
+
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_limit(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("limit"), str):
+            text = data["limit"]
+            if not text.isdigit() or len(text) > 4:
+                raise ValueError(f"limit: expected an integer from 1 to 100, got {text[:20]!r}")
+            data = {**data, "limit": int(text)}
+        return data
+
+
+# ---------------------------------------------------------------------------------- responses
+
+
+class RejectionOut(_Output):
+    code: str
+    detail: str
+    text: str
+
+
+class QuoteOut(_Output):
+    bid: str | None
+    ask: str | None
+    mid: str | None
+    timestamp: str | None
+
+
+class RoutingOut(_Output):
+    should_execute: bool
+    downgraded: bool
+    reason: str
+    spread_pct: str | None
+    estimated_slippage: str | None
+    quote: QuoteOut | None
+    rejection: RejectionOut | None
+
+
+class ExecutionResponse(_Output):
+    """The outcome of one intent. ``status``: placed, downgraded, rejected, dry_run or pending."""
+
+    status: Literal["placed", "downgraded", "rejected", "dry_run", "pending"]
+    intent_id: str
+    tenant_id: str
+    uid: str
+    trade_id: str | None
+    reason: str
+    rejection: RejectionOut | None
+    routing: RoutingOut | None
+    client_order_id: str | None
+    broker_order_id: str | None
+    broker: str | None
+    order_status: str | None
+    filled_qty: str | None
+    filled_avg_price: str | None
+    replayed: bool = Field(description="True when this is the stored outcome of an earlier request.")
+    retry_after: float | None = Field(None, description="Seconds, for a pending outcome.")
+
+
+class SignalOut(_Output):
+    signal_type: Literal["BUY", "SELL", "WAIT"]
+    original_signal_type: Literal["BUY", "SELL", "WAIT"]
+    symbol: str
+    asset_class: str
+    confidence: str
+    reasoning: str
+    estimated_slippage: str | None
+    downgraded: bool
+
+
+class CostCheckOut(_Output):
+    performed: bool
+    downgrade: bool
+    estimated_slippage: str | None
+    threshold: str
+    reason: str
+
+
+class SignalResponse(_Output):
+    signal: SignalOut
+    cost_check: CostCheckOut | None
+    executed: bool
+    reason: str
+    execution: ExecutionResponse | None
+
+
+class GroupLegOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    leg_id: str
+    symbol: str
+    direction: int
+    units: str | float | int
+    asset_class: str
+    status: str
+    filled_units: str | float | int | None = None
+    fill_price: str | float | int | None = None
+    slippage_pips: str | float | int | None = None
+
+
+class GroupResponse(BaseModel):
+    """The seed-000 response of a multi-leg group (money as decimal strings)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    group_id: str
+    strategy_id: str
+    status: str
+    legs: list[GroupLegOut]
+    avg_slippage_pips: str | float | int | None = None
+    rollback_executed: bool = False
+    completed_timestamp: str | None = None
+
+
+class HistoryPage(_Output):
+    items: list[dict[str, Any]] = Field(description="users/<uid>/portfolio/history/trades rows, newest first.")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
+
+
+class ErrorBody(_Output):
+    code: str
+    message: str
+    field: str | None
+    reason: str | None
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    error: ErrorBody
+
+
+class HealthResponse(_Output):
+    status: Literal["ok"]
+    service: str

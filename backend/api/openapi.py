@@ -1,0 +1,177 @@
+"""The OpenAPI 3.1 document, generated from the pydantic models plus the route table.
+
+Regenerate the committed copy after changing a model or a route:
+
+    .venv/bin/python -m backend.api.openapi --write    # writes docs/openapi.json
+
+``tests/unit/test_api_openapi.py`` fails while docs/openapi.json is stale.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+VERSION = "1.0.0"
+DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+REF = "#/components/schemas/{model}"
+
+_ERRORS = {
+    "400": "Malformed JSON or a field error: `error.field` names the input, `error.reason` says why.",
+    "401": "No, malformed or invalid bearer token.",
+    "403": "The token has no tenant/role claim, or the body names another tenant or user.",
+    "404": "Unknown route or resource.",
+    "405": "Method not allowed on this route (see the Allow header).",
+    "409": "The Idempotency-Key (or intent_id) was already used with a different body or by another user.",
+    "413": "Body larger than 64 KB.",
+    "415": "Body declared as something other than application/json.",
+    "429": "Pending: the broker is rate limiting. Retry after Retry-After seconds with the same Idempotency-Key.",
+    "500": "Unexpected error (logged with the request id).",
+    "503": "Pending: the broker is unavailable. Retry after Retry-After seconds with the same Idempotency-Key.",
+}
+
+
+def _error(code: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": _ERRORS[code],
+                                "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
+    if code in ("429", "503"):
+        response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
+    return response
+
+
+def _json(model: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, **extra,
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
+
+
+def _body(model: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
+
+
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "1-100 of A-Z a-z 0-9 _ -. The same key returns the first outcome; a different body with "
+                   "the same key is a 409. The intent/group id is derived from (tenant, user, key).",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"},
+}
+_REPLAYED = {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]},
+                                     "description": "Present on a replay of a stored outcome."}}
+_AUTH_ERRORS = ("400", "401", "403", "413", "415", "500")
+
+
+def _post(summary: str, request: str, ok: dict[str, dict[str, Any]], extra_errors: tuple[str, ...]) -> dict[str, Any]:
+    responses = dict(ok)
+    for code in sorted(set(_AUTH_ERRORS + extra_errors)):
+        responses[code] = _error(code)
+    return {"post": {"summary": summary, "security": [{"bearerAuth": []}], "parameters": [_IDEMPOTENCY],
+                     "requestBody": _body(request), "responses": responses}}
+
+
+def build_openapi() -> dict[str, Any]:
+    from pydantic.json_schema import models_json_schema
+
+    from backend.api import models as m
+
+    _, schemas = models_json_schema(
+        [(m.ExecuteRequest, "validation"), (m.MultiLegRequest, "validation"), (m.SignalRequest, "validation"),
+         (m.ExecutionResponse, "serialization"), (m.SignalResponse, "serialization"),
+         (m.GroupResponse, "serialization"), (m.HistoryPage, "serialization"), (m.ErrorResponse, "serialization"),
+         (m.HealthResponse, "serialization")],
+        ref_template=REF)
+    components = schemas.get("$defs", {})
+    execution_ok = {
+        "200": _json("ExecutionResponse", "Replay of the stored outcome of this Idempotency-Key.", headers=_REPLAYED),
+        "201": _json("ExecutionResponse", "A new outcome was recorded: placed, downgraded, rejected (coded) or dry_run."),
+        "202": _json("ExecutionResponse", "Pending: another request holds this intent; retry with the same key."),
+    }
+    paths: dict[str, Any] = {
+        "/execute": _post("Execute one order intent", "ExecuteRequest", execution_ok, ("409", "429", "503")),
+        "/execute/multi-leg": _post(
+            "Execute a multi-leg group (seed 000)", "MultiLegRequest",
+            {"200": _json("GroupResponse", "Replay of the group of this Idempotency-Key.", headers=_REPLAYED),
+             "201": _json("GroupResponse", "The group was executed; see status and legs."),
+             "202": _json("GroupResponse", "Accepted, still working (e.g. the broker is unavailable); the sweeper "
+                                           "continues it. Poll GET /groups/{group_id}.")}, ("409",)),
+        "/signals": _post(
+            "Cost-check a strategy signal and execute it if it is still a BUY/SELL", "SignalRequest",
+            {"200": _json("SignalResponse", "Not executed (WAIT or downgraded), or a replayed execution."),
+             "201": _json("SignalResponse", "Executed: a new outcome was recorded (see execution.status)."),
+             "202": _json("SignalResponse", "Executed, pending.")}, ("409", "429", "503")),
+        "/groups/{group_id}": {"get": {
+            "summary": "A multi-leg group of the caller's tenant", "security": [{"bearerAuth": []}],
+            "parameters": [{"name": "group_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"}}],
+            "responses": {"200": _json("GroupResponse", "The group."),
+                          **{c: _error(c) for c in ("400", "401", "403", "404", "500")}}}},
+        "/portfolio/history": {"get": {
+            "summary": "The caller's own trade history, newest first", "security": [{"bearerAuth": []}],
+            "parameters": [
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+                {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "next_cursor of the previous page."}],
+            "responses": {"200": _json("HistoryPage", "One page."),
+                          **{c: _error(c) for c in ("400", "401", "403", "500")}}}},
+        "/healthz": {"get": {"summary": "Liveness (no authentication)", "security": [],
+                             "responses": {"200": _json("HealthResponse", "Alive.")}}},
+        "/openapi.json": {"get": {"summary": "This document (no authentication)", "security": [],
+                                  "responses": {"200": {"description": "OpenAPI 3.1 document.",
+                                                        "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Trade execution API", "version": VERSION,
+                 "description": "Single- and multi-leg execution, strategy signals and portfolio history. "
+                                "Money and quantities are decimal strings (requests also accept JSON numbers). "
+                                "Every error has the body {\"error\": {code, message, field, reason}}."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                                          "description": "A Firebase ID token with custom claims "
+                                                                         "tenant_id and role (trader or "
+                                                                         "tenant_admin)."}}},
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _cached() -> str:
+    return json.dumps(build_openapi(), sort_keys=True)
+
+
+def openapi_document() -> dict[str, Any]:
+    return copy.deepcopy(json.loads(_cached()))
+
+
+def render() -> str:
+    return json.dumps(build_openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help=f"write {DOC_PATH}")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.write:
+        DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
+        DOC_PATH.write_text(text)
+        print(f"wrote {DOC_PATH}")
+        return 0
+    if args.check:
+        current = DOC_PATH.read_text() if DOC_PATH.exists() else ""
+        if current != text:
+            print(f"{DOC_PATH} is stale: run .venv/bin/python -m backend.api.openapi --write", file=sys.stderr)
+            return 1
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

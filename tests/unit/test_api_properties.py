@@ -1,0 +1,114 @@
+"""Property tests over request bodies: whatever arrives, the API never answers 500, a refused
+request (4xx) writes nothing and sends nothing, and every error names a code and a message."""
+import copy
+import io
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backend import logs
+from tests.support.api_stack import execute_body, make_stack, multileg_body, signal_body
+
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40),
+    st.sampled_from(["", "0", "-1", "1e400", "1e-400", "NaN", "Infinity", "buy", "sell", "BUY", "WAIT", "FX",
+                     "EQUITY", "limit", "market", "AAPL", "EUR/USD", "acme", "globex", "alice", "0.1", "10",
+                     "x" * 200, "\u0000", "leg_001"]),
+)
+json_values = st.recursive(scalars, lambda children: st.one_of(
+    st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)), max_leaves=12)
+
+VALID = {"/execute": execute_body(), "/signals": signal_body(), "/execute/multi-leg": multileg_body()}
+
+
+def _paths(body, prefix=()):
+    yield prefix
+    if isinstance(body, dict):
+        for key, value in body.items():
+            yield from _paths(value, prefix + (key,))
+    elif isinstance(body, list):
+        for i, value in enumerate(body):
+            yield from _paths(value, prefix + (i,))
+
+
+@st.composite
+def mutated_bodies(draw):
+    path = draw(st.sampled_from(sorted(VALID)))
+    body = copy.deepcopy(VALID[path])
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        where = draw(st.sampled_from(list(_paths(body))))
+        action = draw(st.sampled_from(["replace", "delete", "add"]))
+        if not where:
+            if action == "replace":
+                body = draw(json_values)
+            continue
+        parent = body
+        try:
+            for step in where[:-1]:
+                parent = parent[step]
+        except (KeyError, IndexError, TypeError):
+            continue
+        last = where[-1]
+        if action == "replace":
+            parent[last] = draw(json_values)
+        elif action == "delete" and isinstance(parent, dict):
+            parent.pop(last, None)
+        elif action == "add" and isinstance(parent, dict):
+            parent[draw(st.text(min_size=1, max_size=10))] = draw(json_values)
+    return path, json.dumps(body).encode()
+
+
+@st.composite
+def raw_bodies(draw):
+    path = draw(st.sampled_from(sorted(VALID)))
+    raw = draw(st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
+                         json_values.map(lambda v: json.dumps(v).encode())))
+    return path, raw
+
+
+def _check(path, raw, headers=None):
+    logs.set_stream(io.StringIO())
+    try:
+        stack = make_stack(group_engine=True)
+        before = json.dumps(stack.store.docs, sort_keys=True, default=str)
+        response = stack.post(path, raw=raw, headers={"Content-Type": "application/json", **(headers or {})})
+    finally:
+        logs.set_stream(None)
+    assert response.status != 500, (path, raw, response.json())
+    assert response.status in (200, 201, 202, 400, 403, 409, 413, 429, 503), response.status
+    body = response.json()
+    json.dumps(body)  # the body is plain JSON
+    if response.status >= 400:
+        err = body["error"]
+        assert isinstance(err["code"], str) and err["code"] and isinstance(err["message"], str) and err["message"]
+        if response.status == 400 and err["code"] == "VALIDATION_ERROR":
+            assert err["field"] and err["reason"], err
+        assert json.dumps(stack.store.docs, sort_keys=True, default=str) == before, "a refused request wrote"
+        assert stack.broker.submits == [] and stack.engine.group_calls == []
+    return response
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_bodies())
+def test_mutated_valid_bodies_never_500_and_refusals_write_nothing(case):
+    _check(*case)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw_bodies())
+def test_arbitrary_bytes_never_500(case):
+    response = _check(*case)
+    assert response.status in (400, 403, 413) or response.status < 300
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(sorted(VALID)), st.text(max_size=120))
+def test_arbitrary_idempotency_keys_never_500(path, key):
+    try:
+        key.encode("latin-1")
+    except UnicodeEncodeError:
+        key = key.encode("utf-8").decode("latin-1")  # what a real HTTP header can carry
+    _check(path, json.dumps(VALID[path]).encode(), {"Idempotency-Key": key})
