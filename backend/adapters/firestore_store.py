@@ -355,14 +355,14 @@ class FirestoreStore:
         proportional to the stuck groups, not to all groups."""
         query = (self.db.collection_group("execution_groups")
                  .where(filter=FieldFilter("_final", "==", False))
-                 .where(filter=FieldFilter("_lease_until", "<", now))
+                 .where(filter=FieldFilter("_lease_until", "<=", now))
                  .order_by("_lease_until").limit(limit))
         return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
 
     def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         query = (self.db.collection_group("order_intents")
                  .where(filter=FieldFilter("status", "==", IntentStatus.RESERVED.value))
-                 .where(filter=FieldFilter("lease_until", "<", now))
+                 .where(filter=FieldFilter("lease_until", "<=", now))
                  .order_by("lease_until").limit(limit))
         return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
 

@@ -277,12 +277,12 @@ class InMemoryStore:
         with self._lock:
             found = [(d["_lease_until"], p) for p, d in self.docs.items()
                      if "/execution_groups/" in p and p.count("/") == 3 and not d.get("_final")
-                     and d.get("_lease_until") is not None and d["_lease_until"] < now]
+                     and d.get("_lease_until") is not None and d["_lease_until"] <= now]
             return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]
 
     def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         with self._lock:
             found = [(d["lease_until"], p) for p, d in self.docs.items()
                      if "/order_intents/" in p and d.get("status") == IntentStatus.RESERVED.value
-                     and d.get("lease_until") is not None and d["lease_until"] < now]
+                     and d.get("lease_until") is not None and d["lease_until"] <= now]
             return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]

@@ -60,7 +60,9 @@ class GroupExecutor:
         self.settings = settings
         self.gsettings = group_settings or g.GroupSettings.from_env()
         self.risk_snapshot = risk_snapshot  # callable(tenant_id) -> RiskSnapshot, for the kill switch
-        self.max_drive_seconds = max_drive_seconds
+        # A run never outlives its lease: the budget stays well inside it, and the lease is renewed
+        # at least every half lease while monitoring (see _drive).
+        self.max_drive_seconds = min(max_drive_seconds, float(settings.lease_seconds) * 0.8)
 
     # --- entry points --------------------------------------------------------------------------
     def execute(self, request: Mapping[str, Any], ctx: ExecutionContext, group_id: str | None = None
@@ -119,6 +121,7 @@ class GroupExecutor:
                               verdict=run.group.verdict.value if run.group.verdict else None,
                               rollback_executed=run.group.rollback_executed)
                     return run.group
+                self._renew_lease_if_due(run, owner)
                 if self.clock.monotonic() > deadline:
                     self._flush(run, owner, release=True)
                     log_event("exec.group_deferred", severity="WARNING", group_id=run.group.group_id,
@@ -134,6 +137,13 @@ class GroupExecutor:
             log_event("exec.group_lease_lost", severity="WARNING", group_id=run.group.group_id)
             current = self.load(run.snapshot.tenant_id, run.snapshot.group_id)
             return current or run.group
+
+    def _renew_lease_if_due(self, run: _Run, owner: str) -> None:
+        held = run.snapshot.doc.get("_lease_until")
+        half = timedelta(seconds=float(self.settings.lease_seconds) / 2)
+        if held is not None and held - self.clock.now() < half:
+            run.dirty = True
+            self._flush(run, owner)
 
     def _set(self, run: _Run, group: g.ExecutionGroup) -> None:
         run.group = group
@@ -160,6 +170,11 @@ class GroupExecutor:
         elif kind is g.StepKind.RESOLVE:
             self._set(run, g.apply_resolution(group, now))
         elif kind is g.StepKind.PLAN_ROLLBACK:
+            retries = max((sum(1 for o in group.rollback_orders if o.leg_id == leg_id) for leg_id in step.leg_ids),
+                          default=0)
+            if retries:  # a venue that refused the last rollback order gets a moment before the next one
+                self.clock.sleep(min(float(self.settings.monitoring_poll_interval) * 2 ** retries, 10.0))
+                now = self.clock.now()
             planned, orders = g.plan_rollback(group, now, self.gsettings)
             self._set(run, planned)
             self._flush(run, owner)  # the plan (with its client ids) is stored before any order
@@ -277,7 +292,8 @@ class GroupExecutor:
 
     def _submit_leg(self, run: _Run, owner: str, leg_id: str) -> None:
         leg = run.group.leg(leg_id)
-        rejection = self._harden(run, leg)
+        # a kill switch turned on mid-group stops the remaining legs; the group is then flattened
+        rejection = self._kill_switch(run.group.tenant_id) or self._harden(run, leg)
         now = self.clock.now()
         if rejection is not None:
             self._set(run, g.reject_leg(run.group, leg_id, rejection, now))

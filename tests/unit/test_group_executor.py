@@ -657,3 +657,30 @@ def test_a_group_id_of_another_user_is_refused(make_world):
     with pytest.raises(InvalidInput):
         world.engine().execute_group(group_request(), ExecutionContext(TENANT, "someone-else"), group_id="g1")
     assert len(world.venue.orders()) == 2
+
+
+def test_kill_switch_turned_on_mid_group_stops_remaining_legs_and_flattens():
+    from backend.adapters.memory_store import InMemoryStore
+    from backend.adapters.paper_broker import PaperBroker
+    from backend.domain.clock import ManualClock
+    from backend.execution.engine import ExecutionEngine
+    from backend.execution.intent import ExecutionContext
+    from backend.settings import ExecSettings
+    from tests.unit.test_sweeper_and_intake import pair_request
+
+    clock = ManualClock()
+    store = InMemoryStore()
+    broker = PaperBroker(clock=clock)
+    engine = ExecutionEngine(broker=broker, store=store, clock=clock, dry_run=False,
+                             settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
+    original = broker.submit_order
+
+    def submit_then_halt(request):
+        order = original(request)
+        store.set_doc("tenants/acme/config/risk", {"kill_switch": True})  # operator halts after leg 1
+        return order
+
+    broker.submit_order = submit_then_halt
+    group = engine.execute_group(pair_request(clock), ExecutionContext("acme", "u1"), group_id="ks")
+    assert group.status.value == "ROLLED_BACK" and group.rejection.code.value == "KILL_SWITCH"
+    assert all(broker.venue.net_position(sym) == 0 for sym in ("EURUSD", "GBPUSD", "EUR/USD", "GBP/USD"))
