@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from backend.domain.money import ZERO
 from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupSnapshot,
@@ -359,12 +360,72 @@ class FirestoreStore:
                  .order_by("_lease_until").limit(limit))
         return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
 
+    def find_unstarted_intents(self, limit: int) -> list[tuple[str, str, dict[str, Any]]]:
+        """Intent documents an app wrote whose trigger never produced an outcome (status new), or a
+        multi-leg one whose outcome was never written back (accepted)."""
+        query = (self.db.collection_group("order_intents")
+                 .where(filter=FieldFilter("status", "in", ["new", "accepted"])).limit(limit))
+        return [(snap.reference.parent.parent.id, snap.id, snap.to_dict() or {}) for snap in query.stream()]
+
     def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         query = (self.db.collection_group("order_intents")
                  .where(filter=FieldFilter("status", "==", IntentStatus.RESERVED.value))
                  .where(filter=FieldFilter("lease_until", "<=", now))
                  .order_by("lease_until").limit(limit))
         return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
+
+    # --- read models: tax export, tenant ledger review (one bounded query per page) ------------------
+    def _page(self, col: Any, query: Any, field: str, after: tuple[str, str] | None, limit: int,
+              direction: str) -> list[tuple[str, dict[str, Any]]]:
+        """``query`` ordered by (field, document id) in ``direction``; the page after ``after``
+        = (field value, doc id). Only single-field indexes or the ones in firestore.indexes.json."""
+        query = query.order_by(field, direction=direction).order_by(FieldPath.document_id(), direction=direction)
+        if after is not None:
+            query = query.start_after({field: after[0], FieldPath.document_id(): col.document(after[1])})
+        return [(snap.id, snap.to_dict() or {}) for snap in query.limit(limit).stream()]
+
+    def _tax_disposals(self, uid: str):
+        return self.db.collection("users").document(uid).collection("tax_disposals")
+
+    def tax_disposals_page(self, uid: str, *, sold_from: str, sold_to: str, after: tuple[str, str] | None,
+                           limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Final disposals sold in [sold_from, sold_to] (ISO dates), by (sold, doc id) ascending."""
+        col = self._tax_disposals(uid)
+        query = (col.where(filter=FieldFilter("sold", ">=", sold_from))
+                 .where(filter=FieldFilter("sold", "<=", sold_to)))
+        return self._page(col, query, "sold", after, limit, firestore.Query.ASCENDING)
+
+    def tax_shortfalls_page(self, uid: str, *, day_from: str, day_to: str, after: tuple[str, str] | None,
+                            limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """LOT_SHORTFALL records with trade_date in [day_from, day_to], by (trade_date, doc id)."""
+        col = self._tax_disposals(uid)
+        query = (col.where(filter=FieldFilter("trade_date", ">=", day_from))
+                 .where(filter=FieldFilter("trade_date", "<=", day_to)))
+        rows = self._page(col, query, "trade_date", after, limit, firestore.Query.ASCENDING)
+        return rows
+
+    def tax_books_page(self, uid: str, *, after: str | None, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """The user's lot books (one per symbol), by doc id."""
+        col = self.db.collection("users").document(uid).collection("tax_books")
+        query = col.order_by(FieldPath.document_id())
+        if after is not None:
+            query = query.start_after({FieldPath.document_id(): col.document(after)})
+        return [(snap.id, snap.to_dict() or {}) for snap in query.limit(limit).stream()]
+
+    def ledger_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
+                    created_before: str | None, after: tuple[str, str] | None,
+                    limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Ledger rows newest first: (created_at, doc id) descending, equality filters, created_at in
+        [created_from, created_before). The caller only combines filters that have an index."""
+        col = self._tenant(tenant_id).collection("ledger_trades")
+        query: Any = col
+        for name, value in sorted(equals.items()):
+            query = query.where(filter=FieldFilter(name, "==", value))
+        if created_from is not None:
+            query = query.where(filter=FieldFilter("created_at", ">=", created_from))
+        if created_before is not None:
+            query = query.where(filter=FieldFilter("created_at", "<", created_before))
+        return self._page(col, query, "created_at", after, limit, firestore.Query.DESCENDING)
 
 
 class StoreContention(RuntimeError):

@@ -280,9 +280,51 @@ class InMemoryStore:
                      and d.get("_lease_until") is not None and d["_lease_until"] <= now]
             return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]
 
+    def find_unstarted_intents(self, limit: int) -> list[tuple[str, str, dict[str, Any]]]:
+        with self._lock:
+            return [(p.split("/")[1], p.split("/")[3], copy.deepcopy(d)) for p, d in sorted(self.docs.items())
+                    if "/order_intents/" in p and p.count("/") == 3
+                    and d.get("status") in ("new", "accepted")][:limit]
+
     def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         with self._lock:
             found = [(d["lease_until"], p) for p, d in self.docs.items()
                      if "/order_intents/" in p and d.get("status") == IntentStatus.RESERVED.value
                      and d.get("lease_until") is not None and d["lease_until"] <= now]
             return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]
+
+    # --- read models: tax export, tenant ledger review (same order and pages as Firestore's) ---------
+    def _ordered_page(self, prefix: str, keep: Any, field: str, after: tuple[str, str] | None, limit: int,
+                      descending: bool) -> list[tuple[str, dict[str, Any]]]:
+        rows = sorted(((str(doc[field]), path.rsplit("/", 1)[1], doc) for path, doc in self.collection(prefix).items()
+                       if isinstance(doc.get(field), str) and keep(doc)), key=lambda r: (r[0], r[1]),
+                      reverse=descending)
+        if after is not None:
+            rows = [r for r in rows if ((r[0], r[1]) < after if descending else (r[0], r[1]) > after)]
+        return [(doc_id, doc) for _, doc_id, doc in rows[:limit]]
+
+    def tax_disposals_page(self, uid: str, *, sold_from: str, sold_to: str, after: tuple[str, str] | None,
+                           limit: int) -> list[tuple[str, dict[str, Any]]]:
+        return self._ordered_page(f"users/{uid}/tax_disposals", lambda d: sold_from <= d["sold"] <= sold_to, "sold",
+                                  after, limit, descending=False)
+
+    def tax_shortfalls_page(self, uid: str, *, day_from: str, day_to: str, after: tuple[str, str] | None,
+                            limit: int) -> list[tuple[str, dict[str, Any]]]:
+        return self._ordered_page(f"users/{uid}/tax_disposals", lambda d: day_from <= d["trade_date"] <= day_to,
+                                  "trade_date", after, limit, descending=False)
+
+    def tax_books_page(self, uid: str, *, after: str | None, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        books = sorted((path.rsplit("/", 1)[1], doc) for path, doc in self.collection(f"users/{uid}/tax_books").items())
+        return [(key, doc) for key, doc in books if after is None or key > after][:limit]
+
+    def ledger_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
+                    created_before: str | None, after: tuple[str, str] | None,
+                    limit: int) -> list[tuple[str, dict[str, Any]]]:
+        def keep(doc: Mapping[str, Any]) -> bool:
+            created = doc["created_at"]
+            return (all(doc.get(k) == v for k, v in equals.items())
+                    and (created_from is None or created >= created_from)
+                    and (created_before is None or created < created_before))
+
+        return self._ordered_page(f"tenants/{tenant_id}/ledger_trades", keep, "created_at", after, limit,
+                                  descending=True)

@@ -248,6 +248,12 @@ class ExecutionEngine:
                                             now + timedelta(seconds=float(self.settings.lease_seconds))):
             return self._pending(intent, ctx, routing, coid, venue.name, None)  # another worker took it
         log_event("exec.resumed", intent_id=intent.intent_id, client_order_id=coid, found=False)
+        snapshot = self.store.risk_snapshot(ctx.tenant_id, account_key(intent), data.get("trade_day") or
+                                            now.date().isoformat())
+        if self.risk.effective_limits(snapshot).kill_switch:  # halted since the claim: never send it now
+            halt = Rejection(RejectCode.KILL_SWITCH, "trading halted before the order was sent")
+            return self._finish_decision(intent, ctx, "rejected", routing, halt, claimed=True,
+                                         claimed_slot=data.get("slot"), client_order_id=coid, broker_name=venue.name)
         return self._submit(intent, ctx, routing, venue, coid, data.get("slot"))
 
     # --- outcomes --------------------------------------------------------------------------------

@@ -259,8 +259,9 @@ class GroupExecutor:
                     break
         if rejection is None:
             quotes, closes = self._market(group.legs)
-            rejection = g.validate_group(group, quotes, self._buying_power(group.legs), closes, group.rpm_output,
-                                         now, self.gsettings)
+            buying_power = self._buying_power(group.legs)
+            now = self.clock.now()  # judge the quotes at the time they were received, not before fetching
+            rejection = g.validate_group(group, quotes, buying_power, closes, group.rpm_output, now, self.gsettings)
         if rejection is not None:
             self._set(run, g.fail_validation(group, rejection, now))
             log_event("exec.group_rejected", group_id=group.group_id, rejection=rejection, stage="validation")
@@ -331,7 +332,7 @@ class GroupExecutor:
             log_event("exec.group_leg_recovered", group_id=run.group.group_id, leg_id=leg_id, found=True)
             self._apply_order(run, leg_id, order)
             return
-        rejection = self._harden(run, leg)
+        rejection = self._kill_switch(run.group.tenant_id) or self._harden(run, leg)
         if rejection is not None:
             self._set(run, g.resolve_leg(run.group, leg_id, self.clock.now(), rejection))
             return

@@ -7,7 +7,11 @@ It finds, with indexed queries whose cost is proportional to what is stuck (not 
 - single-leg intents left RESERVED with an expired lease → reconciled by client order id (the
   order is found and recorded, or sent exactly once under a fresh lease);
 - placed single-leg orders that were still working → later fills appended to the ledger, the
-  reservation of an unfilled remainder released once the order is final.
+  reservation of an unfilled remainder released once the order is final;
+- intent documents an app wrote whose trigger died before producing an outcome (``new``), or a
+  multi-leg one whose outcome was never written back (``accepted``): firebase_functions 0.6 deploys
+  Firestore triggers without retry, so the sweeper is the redelivery. Racing a live trigger is
+  safe: the claim (single leg) and the group lease let only one of them act.
 Two sweepers, or a sweeper and the original function, never both act: leases are taken in a
 transaction and every group write carries a precondition on the previous one.
 """
@@ -30,6 +34,8 @@ class SweepReport:
     intents_final: int = 0
     working_found: int = 0
     working_updated: int = 0
+    unstarted_found: int = 0
+    unstarted_handled: int = 0
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,5 +85,14 @@ class Sweeper:
                 report.working_updated += int(self.engine.reconcile_intent(tenant_id, intent_id) is not None)
             except Exception as exc:
                 report.errors.append(f"working {tenant_id}/{intent_id}: {type(exc).__name__}: {exc}")
+        from backend.service.intake import handle_intent_document
+
+        for tenant_id, intent_id, data in self.store.find_unstarted_intents(self.batch):
+            report.unstarted_found += 1
+            try:
+                handle_intent_document(self.engine, tenant_id, intent_id, data)
+                report.unstarted_handled += 1
+            except Exception as exc:
+                report.errors.append(f"unstarted {tenant_id}/{intent_id}: {type(exc).__name__}: {exc}")
         log_event("exec.sweep", severity="ERROR" if report.errors else "INFO", **report.to_dict())
         return report
