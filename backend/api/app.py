@@ -13,7 +13,8 @@ request, a cost-checked signal) → engine → response. Status codes:
 400    malformed JSON, a field error (``field`` + ``reason``), an unusable header/query
 401    no / malformed / invalid bearer token
 403    token without tenant or role; a tenant/uid in the body that is not the caller's; a
-       trader reading another user's group
+       trader reading another user's group; ``/tenants/{tenant_id}/…`` by anyone but a
+       tenant_admin of that tenant
 404    unknown route or group
 405    known route, other method (``Allow`` header)
 409    the Idempotency-Key (or intent_id) was used with a different body / by another user
@@ -25,6 +26,10 @@ request, a cost-checked signal) → engine → response. Status codes:
 =====  ==================================================================================
 
 Nothing is written for a request refused with a 4xx: every check above runs before the engine.
+
+Exports (``/portfolio/tax-lots/export``, ``/tenants/{tenant_id}/ledger?format=csv``) answer with a
+``StreamingResponse``: every check runs before it is returned; a failure while streaming is logged
+(``api.stream_error``) and aborts the transfer.
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ from enum import Enum
 from typing import Any, Callable, Mapping
 
 from backend.api.auth import Identity, TokenVerifier, bearer_token, forbidden
-from backend.api.http import MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, bad_request
+from backend.api.http import MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, StreamingResponse, bad_request
 from backend.api.idempotency import KEY_HEADER, check_group, check_intent_record, derived_id, parse_key, \
     resolve_intent_id
 from backend.domain.errors import InvalidInput
@@ -62,7 +67,8 @@ class Route:
 
 
 def _route(method: str, path: str, handler: str, auth: bool = True) -> Route:
-    regex = "^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", path) + "$"
+    """``<name>`` or ``{name}`` (the OpenAPI spelling, kept as the route's name) is one path segment."""
+    regex = "^" + re.sub(r"<(\w+)>|\{(\w+)\}", lambda m: f"(?P<{m.group(1) or m.group(2)}>[^/]+)", path) + "$"
     return Route(method, re.compile(regex), path, handler, auth)
 
 
@@ -72,6 +78,9 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", "/signals", "_signals"),
     _route("GET", "/groups/<group_id>", "_get_group"),
     _route("GET", "/portfolio/history", "_history"),
+    _route("GET", "/portfolio/tax-lots/export", "_tax_export"),
+    _route("GET", "/tenants/{tenant_id}/ledger", "_tenant_ledger"),
+    _route("GET", "/tenants/{tenant_id}/metrics", "_tenant_metrics"),
     _route("GET", "/healthz", "_healthz", auth=False),
     _route("GET", "/openapi.json", "_openapi", auth=False),
 )
@@ -266,6 +275,8 @@ class ApiApp:
                       traceback=traceback.format_exc()[-4000:])
             response = ApiError(500, "INTERNAL", "internal error; it has been logged",
                                 reason=f"request_id={request_id}").to_response(request_id)
+        if isinstance(response, StreamingResponse):
+            response.chunks = _logged_stream(response.chunks, request_id, route_name, identity)
         response.headers.setdefault("X-Request-Id", request_id)
         response.headers.setdefault("Cache-Control", "no-store")
         log_event("api.request", severity="WARNING" if response.status >= 500 else "INFO", request_id=request_id,
@@ -407,6 +418,22 @@ class ApiApp:
         body = HistoryPage(items=[_jsonable(dict(item)) for item in page.items], next_cursor=page.next_cursor)
         return ApiResponse(200, body.model_dump(mode="json"))
 
+    def _tax_export(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api import tax_export
+
+        engine = self._engine()
+        return tax_export.handle(request, identity, engine.store, _clock_of(engine).now())
+
+    def _tenant_ledger(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
+        from backend.api import ledger_review
+
+        return ledger_review.handle(request, identity, self._engine().store, tenant_id)
+
+    def _tenant_metrics(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
+        from backend.api import metrics_api
+
+        return metrics_api.handle(request, identity, self._engine().store, tenant_id)
+
     # --- shared ----------------------------------------------------------------------------
     def _run_intent(self, intent: Any, identity: Identity, *, id_source: str | None, engine: Any = None) -> Any:
         """Execute; with a client-chosen id (``id_source``: the header or intent_id) the stored record
@@ -421,6 +448,27 @@ class ApiApp:
             check_intent_record(engine.store.get_intent(identity.tenant_id, intent.intent_id), intent.to_dict(),
                                 identity.uid, id_source)
         return result
+
+
+def _clock_of(engine: Any) -> Any:
+    clock = getattr(engine, "clock", None)
+    if clock is None:
+        from backend.domain.clock import SystemClock
+
+        clock = SystemClock()
+    return clock
+
+
+def _logged_stream(chunks: Any, request_id: str, route: str, identity: Identity | None) -> Any:
+    """A streamed body's failure can no longer change the status: log it (ERROR) and re-raise, so the
+    server aborts the transfer instead of ending a truncated body cleanly."""
+    try:
+        yield from chunks
+    except Exception as exc:
+        log_event("api.stream_error", severity="ERROR", request_id=request_id, route=route,
+                  error_type=type(exc).__name__, error=str(exc)[:500], uid=identity.uid if identity else None,
+                  tenant_id=identity.tenant_id if identity else None, traceback=traceback.format_exc()[-4000:])
+        raise
 
 
 def _id_source(key: str | None, intent_id: str | None) -> str | None:

@@ -1,9 +1,13 @@
-"""flask ``Request`` (what ``https_fn.on_request`` receives) ↔ ``ApiRequest`` / ``ApiResponse``."""
+"""flask ``Request`` (what ``https_fn.on_request`` receives) ↔ ``ApiRequest`` / ``ApiResponse``.
+
+A ``StreamingResponse`` becomes a flask response over its chunk iterator: werkzeug sends it with
+chunked transfer encoding as the chunks are produced (Cloud Functions 2nd gen / Cloud Run stream
+such bodies), so an export is never held whole in memory."""
 from __future__ import annotations
 
 from typing import Any
 
-from backend.api.http import MAX_BODY_BYTES, ApiRequest, ApiResponse
+from backend.api.http import MAX_BODY_BYTES, ApiRequest, ApiResponse, StreamingResponse
 
 
 def read_body(request: Any, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -23,6 +27,9 @@ def to_api_request(request: Any) -> ApiRequest:
 def to_flask_response(response: ApiResponse) -> Any:
     from flask import Response
 
+    if isinstance(response, StreamingResponse):
+        return Response(response.iter_bytes(), status=response.status, headers=dict(response.headers),
+                        content_type=response.media_type)
     body = response.json_bytes()
     headers = dict(response.headers)
     return Response(body, status=response.status, headers=headers,

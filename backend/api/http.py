@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -47,6 +47,40 @@ class ApiResponse:
         """The body as a client would decode it (tests)."""
         raw = self.json_bytes()
         return json.loads(raw) if raw else None
+
+
+@dataclass
+class StreamingResponse(ApiResponse):
+    """A response whose body is produced while it is sent (large CSV/JSON exports).
+
+    ``chunks`` yields bytes; nothing runs until the server iterates it, so every check (identity,
+    parameters) must have passed before the handler returns one. An error while streaming cannot
+    become an error status any more: the server aborts the chunked body, so the client sees a
+    truncated transfer, never a complete-looking file. ``read()`` joins the chunks (tests)."""
+
+    chunks: Iterable[bytes] = ()
+    media_type: str = "application/json"
+    _consumed: bytes | None = field(default=None, repr=False)
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        if self._consumed is not None:
+            yield self._consumed
+            return
+        for chunk in self.chunks:
+            data = chunk.encode() if isinstance(chunk, str) else chunk
+            if data:  # an empty chunk would end a chunked transfer early
+                yield data
+
+    def read(self) -> bytes:
+        if self._consumed is None:
+            self._consumed = b"".join(self.iter_bytes())
+        return self._consumed
+
+    def json_bytes(self) -> bytes:
+        return self.read()
+
+    def text(self) -> str:
+        return self.read().decode()
 
 
 def _default(value: Any) -> Any:

@@ -425,3 +425,182 @@ class ErrorResponse(BaseModel):
 class HealthResponse(_Output):
     status: Literal["ok"]
     service: str
+
+
+# ------------------------------------------- tax export, tenant ledger review, metrics (issue 6)
+
+LEDGER_STATUSES = ("placed", "downgraded", "rejected", "dry_run", "fill", "group_fill", "rollback_fill")
+DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+Day = Annotated[str, Field(pattern=DAY_PATTERN, description="A calendar date, YYYY-MM-DD.")]
+
+
+def _query_int(low: int, high: int):
+    """A query-string integer: digits only (no sign, no fraction), checked before pydantic's own
+    range check so the reason names the accepted range."""
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.isdigit() or len(value) > len(str(high)):
+                raise ValueError(f"expected an integer from {low} to {high}, got {value[:20]!r}")
+            return int(value)
+        return value
+
+    return Annotated[int, BeforeValidator(parse), Field(ge=low, le=high)]
+
+
+class _Query(_Input):
+    """A query string: every value arrives as one string; unknown parameters are a 400."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+class TaxExportQuery(_Query):
+    """GET /portfolio/tax-lots/export query string."""
+
+    year: _query_int(1900, 9999) = Field(description="Tax year: disposals sold in this calendar year.")
+    format: Literal["json", "csv"] = "json"
+    section: Literal["disposals", "open_lots"] | None = Field(
+        None, description="CSV only: `disposals` (default; Form 8949 rows, then LOT_SHORTFALL rows) or `open_lots`.")
+
+    @model_validator(mode="after")
+    def _section_is_csv_only(self) -> "TaxExportQuery":
+        if self.section is not None and self.format != "csv":
+            raise ValueError("section: only with format=csv (the JSON body has every section)")
+        return self
+
+
+class LedgerQuery(_Query):
+    """GET /tenants/{tenant_id}/ledger query string."""
+
+    from_: Day | None = Field(None, alias="from", description="First UTC day of created_at (inclusive).")
+    to: Day | None = Field(None, description="Last UTC day of created_at (inclusive).")
+    symbol: Symbol | None = None
+    strategy_id: Id | None = None
+    status: Literal[LEDGER_STATUSES] | None = None  # type: ignore[valid-type]
+    uid: Id | None = None
+    limit: _query_int(1, 500) = 100
+    cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    format: Literal["json", "csv"] = "json"
+
+
+class MetricsQuery(_Query):
+    """GET /tenants/{tenant_id}/metrics query string."""
+
+    from_: Day = Field(alias="from", description="First trade day (inclusive).")
+    to: Day = Field(description="Last trade day (inclusive); at most 366 days after `from`.")
+    strategy_id: Id | None = None
+
+
+class Form8949RowOut(_Output):
+    """One disposal as a Form 8949 line: money rounded half-up to cents, dates MM/DD/YYYY,
+    gain_or_loss = proceeds - cost_basis + adjustment_amount of the rounded columns."""
+
+    disposal_id: str
+    symbol: str
+    quantity: str
+    description: str = Field(description="Column (a): quantity and symbol, e.g. \"4 AAPL\".")
+    date_acquired: str = Field(description="Column (b), MM/DD/YYYY.")
+    date_sold: str = Field(description="Column (c), MM/DD/YYYY.")
+    proceeds: str = Field(description="Column (d).")
+    cost_basis: str = Field(description="Column (e).")
+    adjustment_code: str = Field(description="Column (f): \"W\" for a wash sale, else empty.")
+    adjustment_amount: str = Field(description="Column (g): the disallowed loss, positive.")
+    gain_or_loss: str = Field(description="Column (h).")
+    term: Literal["SHORT", "LONG"]
+    status: Literal["FINAL", "PROVISIONAL"] = Field(
+        description="PROVISIONAL: a loss whose 30-day wash-sale window has not closed yet.")
+
+
+class ShortfallOut(_Output):
+    """A sell that found no open lot (LOT_SHORTFALL): its basis is unknown. Reported, never dropped."""
+
+    code: Literal["LOT_SHORTFALL"]
+    trade_id: str
+    symbol: str
+    quantity: str
+    date_sold: str = Field(description="MM/DD/YYYY.")
+    proceeds: str
+    text: str
+
+
+class OpenLotOut(_Output):
+    symbol: str
+    lot_id: str
+    position: Literal["LONG", "SHORT"]
+    quantity: str
+    date_acquired: str
+    holding_start: str
+    cost_basis: str
+    cost_per_unit: str
+    wash_adjustment: str
+    long_term_from: str = Field(description="MM/DD/YYYY; empty for a short lot.")
+    term_if_sold: Literal["SHORT", "LONG"] = Field(description="The term if sold on as_of.")
+
+
+class TermTotals(_Output):
+    count: int
+    proceeds: str
+    cost_basis: str
+    adjustment_amount: str
+    gain_or_loss: str
+
+
+class TaxTotals(_Output):
+    disposals: int
+    provisional: int
+    proceeds: str
+    cost_basis: str
+    adjustment_amount: str
+    gain_or_loss: str
+    short_term: TermTotals
+    long_term: TermTotals
+    shortfalls: int
+    shortfall_proceeds: str
+    open_lots: int
+
+
+class TaxExport(_Output):
+    """The JSON export (streamed). ``provisional`` is true when any row is provisional."""
+
+    year: int
+    as_of: str = Field(description="Today in the tax time zone (America/New_York), YYYY-MM-DD.")
+    disposals: list[Form8949RowOut]
+    shortfalls: list[ShortfallOut]
+    open_lots: list[OpenLotOut] = Field(description="Every open lot now (not filtered by year).")
+    totals: TaxTotals
+    provisional: bool
+
+
+class LedgerPage(_Output):
+    items: list[dict[str, Any]] = Field(
+        description="tenants/<t>/ledger_trades rows plus ledger_id (the document id), newest first.")
+    next_cursor: str | None = Field(description="Pass as ?cursor= (same filters) for the next page; null at the end.")
+
+
+class MetricsSummaryOut(BaseModel):
+    """backend.execution.metrics.summarize: rates and averages as decimal strings (null without data)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    decisions: int
+    placed: int
+    downgraded: int
+    rejected: int
+    dry_run: int
+    downgrade_rate: str | None
+    rejection_rate: str | None
+    avg_estimated_slippage: str | None
+    cost_savings: str
+    asset_class_distribution: dict[str, dict[str, int]]
+    tca: dict[str, Any]
+
+
+class MetricsResponse(_Output):
+    tenant_id: str
+    from_: str = Field(alias="from", serialization_alias="from")
+    to: str
+    strategy_id: str | None
+    shard_documents: int = Field(description="Metric shard documents read (days x shards; never ledger rows).")
+    summary: MetricsSummaryOut
+    by_strategy: dict[str, MetricsSummaryOut] | None = Field(
+        description="Per strategy present in the period; null when strategy_id is given.")

@@ -35,8 +35,8 @@ _ERRORS = {
 }
 
 
-def _error(code: str) -> dict[str, Any]:
-    response: dict[str, Any] = {"description": _ERRORS[code],
+def _error(code: str, description: str | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description or _ERRORS[code],
                                 "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
     if code in ("429", "503"):
         response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
@@ -80,7 +80,8 @@ def build_openapi() -> dict[str, Any]:
         [(m.ExecuteRequest, "validation"), (m.MultiLegRequest, "validation"), (m.SignalRequest, "validation"),
          (m.ExecutionResponse, "serialization"), (m.SignalResponse, "serialization"),
          (m.GroupResponse, "serialization"), (m.HistoryPage, "serialization"), (m.ErrorResponse, "serialization"),
-         (m.HealthResponse, "serialization")],
+         (m.HealthResponse, "serialization"), (m.TaxExport, "serialization"), (m.LedgerPage, "serialization"),
+         (m.MetricsResponse, "serialization")],
         ref_template=REF)
     components = schemas.get("$defs", {})
     execution_ok = {
@@ -116,6 +117,7 @@ def build_openapi() -> dict[str, Any]:
                  "description": "next_cursor of the previous page."}],
             "responses": {"200": _json("HistoryPage", "One page."),
                           **{c: _error(c) for c in ("400", "401", "403", "500")}}}},
+        **_read_models(),
         "/healthz": {"get": {"summary": "Liveness (no authentication)", "security": [],
                              "responses": {"200": _json("HealthResponse", "Alive.")}}},
         "/openapi.json": {"get": {"summary": "This document (no authentication)", "security": [],
@@ -125,7 +127,8 @@ def build_openapi() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Trade execution API", "version": VERSION,
-                 "description": "Single- and multi-leg execution, strategy signals and portfolio history. "
+                 "description": "Single- and multi-leg execution, strategy signals, portfolio history, the "
+                                "tax-lot export and the tenant admin's ledger review and metrics. "
                                 "Money and quantities are decimal strings (requests also accept JSON numbers). "
                                 "Every error has the body {\"error\": {code, message, field, reason}}."},
         "servers": [{"url": "/"}],
@@ -136,6 +139,80 @@ def build_openapi() -> dict[str, Any]:
                                                           "description": "A Firebase ID token with custom claims "
                                                                          "tenant_id and role (trader or "
                                                                          "tenant_admin)."}}},
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+def _csv(description: str) -> dict[str, Any]:
+    return {"text/csv": {"schema": {"type": "string"}, "description": description}}
+
+
+def _read_models() -> dict[str, Any]:
+    """The tax export (the caller's own) and the tenant-admin reads: ledger review and metrics."""
+    from backend.api.ledger_review import INDEXED_FILTERS
+    from backend.api.metrics_api import MAX_DAYS
+    from backend.api.models import DAY_PATTERN, ID_PATTERN, LEDGER_STATUSES
+
+    day = {"type": "string", "pattern": DAY_PATTERN, "format": "date"}
+    ident = {"type": "string", "pattern": ID_PATTERN}
+    fmt = {"type": "string", "enum": ["json", "csv"], "default": "json"}
+    tenant = {"name": "tenant_id", "in": "path", "required": True, "schema": ident,
+              "description": "Must be the token's tenant_id."}
+    admin_403 = _error("403", "The token's role is not tenant_admin, or tenant_id is not the token's tenant.")
+    combos = sorted(" + ".join(sorted(c)) or "(none)" for c in INDEXED_FILTERS)
+    return {
+        "/portfolio/tax-lots/export": {"get": {
+            "summary": "The caller's Form 8949 rows for a tax year, shortfalls and open lots (streamed)",
+            "description": "Disposals sold in `year` (final documents plus the lot books' pending losses: "
+                           "PROVISIONAL while their 30-day wash-sale window is open), LOT_SHORTFALL sells (never "
+                           "dropped) and every open lot as of today. Money rounded half-up to cents, dates "
+                           "MM/DD/YYYY. CSV: `section=disposals` (default) is the Form 8949 table with shortfall "
+                           "rows (Status SHORTFALL) after the disposals; `section=open_lots` the open lots.",
+            "security": [{"bearerAuth": []}],
+            "parameters": [
+                _query("year", {"type": "integer", "minimum": 1900, "maximum": 9999}, "Tax year (date sold).",
+                       required=True),
+                _query("format", fmt, "json (TaxExport) or csv."),
+                _query("section", {"type": "string", "enum": ["disposals", "open_lots"]},
+                       "CSV only; default disposals.")],
+            "responses": {"200": {"description": "The export, streamed.",
+                                  "content": {"application/json": {"schema": {"$ref": REF.format(model="TaxExport")}},
+                                              **_csv("Form 8949 columns (or the open-lot columns).")}},
+                          **{c: _error(c) for c in ("400", "401", "403", "500")}}}},
+        "/tenants/{tenant_id}/ledger": {"get": {
+            "summary": "Review the tenant's ledger, newest first (tenant_admin of that tenant)",
+            "description": "Ordered by created_at then document id, descending; cursor pagination. `from`/`to` "
+                           "are UTC days on created_at. Indexed equality-filter combinations (each also with "
+                           f"from/to): {'; '.join(combos)}. Others are a 400 UNSUPPORTED_FILTER. "
+                           "format=csv streams every matching row (no limit/cursor).",
+            "security": [{"bearerAuth": []}],
+            "parameters": [
+                tenant, _query("from", day, "First UTC day (inclusive) of created_at."),
+                _query("to", day, "Last UTC day (inclusive) of created_at."),
+                _query("symbol", {"type": "string", "minLength": 1, "maxLength": 64}, "Case-insensitive."),
+                _query("strategy_id", ident, "Equality."),
+                _query("status", {"type": "string", "enum": list(LEDGER_STATUSES)}, "Equality."),
+                _query("uid", ident, "Equality: one user's rows."),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}, "Page size."),
+                _query("cursor", {"type": "string"}, "next_cursor of the previous page (same filters)."),
+                _query("format", fmt, "json (one page) or csv (every matching row, streamed).")],
+            "responses": {"200": {"description": "One page, or the CSV export.",
+                                  "content": {"application/json": {"schema": {"$ref": REF.format(
+                                      model="LedgerPage")}}, **_csv("One row per ledger row.")}},
+                          "400": _error("400"), "401": _error("401"), "403": admin_403, "500": _error("500")}}},
+        "/tenants/{tenant_id}/metrics": {"get": {
+            "summary": "Execution-quality metrics of the tenant (tenant_admin of that tenant)",
+            "description": "From the sharded day counters (never the ledger). Without strategy_id, "
+                           f"by_strategy has one summary per strategy present. At most {MAX_DAYS} days.",
+            "security": [{"bearerAuth": []}],
+            "parameters": [tenant, _query("from", day, "First trade day (inclusive).", required=True),
+                           _query("to", day, "Last trade day (inclusive).", required=True),
+                           _query("strategy_id", ident, "One strategy's summary.")],
+            "responses": {"200": _json("MetricsResponse", "The summary."),
+                          "400": _error("400"), "401": _error("401"), "403": admin_403, "500": _error("500")}}},
     }
 
 

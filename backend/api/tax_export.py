@@ -1,0 +1,296 @@
+"""Read model: the caller's tax-lot export, ``GET /portfolio/tax-lots/export``.
+
+Query: ``year=YYYY`` (required), ``format=json|csv`` (default json), ``section=disposals|open_lots``
+(CSV only, default disposals). Only the caller's data: the uid comes from the token and nothing in
+the query names a user.
+
+Sources: the documents the stores write in the same commit as each history row
+(``backend/tax/state.py``):
+
+- final disposals ``users/<uid>/tax_disposals/<id>`` sold in the year: a range query on ``sold``
+  ordered by (``sold``, document id), which single-field indexes serve (no composite index);
+- the lot books' ``pending_disposals`` (``users/<uid>/tax_books/<symbol>``): losses a purchase could
+  still wash. One whose 30-day window closed before today (in the tax time zone, America/New_York)
+  is final: no purchase can wash it any more, the book only writes it out at its next fill. Any
+  other is ``PROVISIONAL``. A pending disposal that is also found final (a fill landed between the
+  two reads) is reported once, as the final document;
+- ``LOT_SHORTFALL`` records (same collection, range query on ``trade_date`` in the year): sells
+  that found no lot. Reported, never dropped: their basis is unknown;
+- open lots: every lot of the books now, as of today (not filtered by year).
+
+Rows are ``Form8949Row.from_disposal``: the tax core's formatting (money half-up to cents, dates
+MM/DD/YYYY, column (h) computed from the rounded columns), in order of date sold then document id,
+the pending losses merged into that order.
+
+Formats:
+- ``json``: ``{"year", "as_of", "disposals": [...], "shortfalls": [...], "open_lots": [...],
+  "totals": {...}, "provisional": bool}`` (``models.TaxExport``). Totals add the rounded columns,
+  so they are what the rows add up to; ``provisional`` is true when any row is.
+- ``csv`` + ``section=disposals``: ``FORM_8949_HEADER``, one row per disposal (Status FINAL or
+  PROVISIONAL), then one row per shortfall (Status ``SHORTFALL``; description, date sold and
+  proceeds given, the basis columns empty). No totals row: the file stays one uniform table.
+- ``csv`` + ``section=open_lots``: ``OPEN_LOTS_HEADER``, one row per open lot.
+
+Streaming and paging: the handler returns a ``StreamingResponse`` whose body is produced while it
+is sent. Every read is a page of ``PAGE_SIZE`` documents (one query, ``start_after`` the last
+(sold, id)); in memory at any time: one page of disposals, one chunk of output and the pending
+losses (at most 30 days of losses per symbol). The books are read twice, paged: before the
+response starts (the pending losses, so a store failure there is still a clean 500) and again
+for the open lots.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections import deque
+from dataclasses import replace
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from backend.api.auth import Identity
+from backend.api.http import ApiRequest, ApiResponse, StreamingResponse, dumps
+from backend.api.ledger_review import single_valued
+from backend.domain.assets import AssetClass
+from backend.domain.money import dec_str
+from backend.tax import (
+    Disposal,
+    Form8949Row,
+    OpenLotRow,
+    Term,
+    describe,
+    format_date,
+    format_money,
+    open_lot_rows,
+    write_form_8949_csv,
+    write_open_lots_csv,
+)
+from backend.tax.holding import resolve_tz, trade_date, wash_window_closes
+from backend.tax.state import disposal_doc_id, disposal_from_dict, lot_from_dict
+
+PAGE_SIZE = 500
+CHUNK_ROWS = 500
+SHORTFALL_CODE = "LOT_SHORTFALL"
+ROW_KEYS = ("description", "date_acquired", "date_sold", "proceeds", "cost_basis", "adjustment_code",
+            "adjustment_amount", "gain_or_loss", "term", "status")
+OPEN_LOT_KEYS = ("symbol", "lot_id", "position", "quantity", "date_acquired", "holding_start", "cost_basis",
+                 "cost_per_unit", "wash_adjustment", "long_term_from", "term_if_sold")
+_MONEY_COLUMNS = ("proceeds", "cost_basis", "adjustment_amount", "gain_or_loss")
+
+
+def handle(request: ApiRequest, identity: Identity, store: Any, now: datetime) -> ApiResponse:
+    from backend.api.app import parse_model
+    from backend.api.models import TaxExportQuery
+
+    query = parse_model(TaxExportQuery, single_valued(request.query))
+    export = TaxExport(store, identity.uid, query.year, trade_date(now, resolve_tz(None)))
+    export.load_pending()
+    if query.format == "json":
+        return StreamingResponse(200, chunks=export.json_chunks(), media_type="application/json")
+    if query.section == "open_lots":
+        name, chunks = f"open-lots-{export.today.isoformat()}.csv", export.open_lots_csv()
+    else:
+        name, chunks = f"form-8949-{query.year}.csv", export.disposals_csv()
+    return StreamingResponse(200, headers={"Content-Disposition": f'attachment; filename="{name}"'},
+                             chunks=chunks, media_type="text/csv; charset=utf-8")
+
+
+def paged(fetch: Callable[..., list[tuple[str, dict[str, Any]]]], field: str | None, page_size: int,
+          **kw: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Walk a store's page method: ``after`` = (doc[field], doc id), or the doc id when ``field``
+    is None; stops at the first short page."""
+    after: Any = None
+    while True:
+        rows = fetch(after=after, limit=page_size, **kw)
+        yield from rows
+        if len(rows) < page_size:
+            return
+        doc_id, doc = rows[-1]
+        after = doc_id if field is None else (str(doc[field]), doc_id)
+
+
+class Totals:
+    """Sums of the rounded Form 8949 columns (exact: two decimals), overall and per term."""
+
+    def __init__(self) -> None:
+        self.disposals = 0
+        self.provisional = 0
+        self.sums = {key: Decimal(0) for key in _MONEY_COLUMNS}
+        self.terms = {term: {"count": 0, **{key: Decimal(0) for key in _MONEY_COLUMNS}} for term in Term}
+        self.shortfalls = 0
+        self.shortfall_proceeds = Decimal(0)
+        self.open_lots = 0
+
+    def add(self, row: Form8949Row) -> None:
+        self.disposals += 1
+        self.provisional += row.provisional
+        per_term = self.terms[row.term]
+        per_term["count"] += 1
+        for key in _MONEY_COLUMNS:
+            value = getattr(row, key)
+            self.sums[key] += value
+            per_term[key] += value
+
+    def add_shortfall(self, proceeds: Decimal) -> None:
+        self.shortfalls += 1
+        self.shortfall_proceeds += proceeds
+
+    def to_json(self) -> dict[str, Any]:
+        def money(values: Mapping[str, Any]) -> dict[str, str]:
+            return {key: format_money(values[key]) for key in _MONEY_COLUMNS}
+
+        return {"disposals": self.disposals, "provisional": self.provisional, **money(self.sums),
+                "short_term": {"count": self.terms[Term.SHORT]["count"], **money(self.terms[Term.SHORT])},
+                "long_term": {"count": self.terms[Term.LONG]["count"], **money(self.terms[Term.LONG])},
+                "shortfalls": self.shortfalls, "shortfall_proceeds": format_money(self.shortfall_proceeds),
+                "open_lots": self.open_lots}
+
+
+class TaxExport:
+    """One export of one user's year. ``load_pending`` first; then one of the chunk generators."""
+
+    def __init__(self, store: Any, uid: str, year: int, today: date, page_size: int | None = None):
+        self.store = store
+        self.uid = uid
+        self.year = year
+        self.today = today
+        self.page_size = page_size or PAGE_SIZE
+        self.first, self.last = f"{year:04d}-01-01", f"{year:04d}-12-31"
+        self.pending: list[tuple[tuple[str, str], Disposal]] = []
+
+    # --- reads ---------------------------------------------------------------------------------
+    def books(self) -> Iterator[dict[str, Any]]:
+        for _, book in paged(self.store.tax_books_page, None, self.page_size, uid=self.uid):
+            yield book
+
+    def load_pending(self) -> None:
+        found = []
+        for book in self.books():
+            for data in book.get("pending_disposals") or ():
+                disposal = disposal_from_dict(data)
+                if disposal.sold.year != self.year:
+                    continue
+                closed = wash_window_closes(disposal.sold) < self.today
+                found.append(((disposal.sold.isoformat(), disposal_doc_id(disposal)), replace(disposal, final=closed)))
+        self.pending = sorted(found, key=lambda item: item[0])
+
+    def disposals(self) -> Iterator[tuple[str, Disposal]]:
+        """(doc id, disposal) by (date sold, doc id): the final documents merged with the pending."""
+        pending = deque(self.pending)
+        for doc_id, doc in paged(self.store.tax_disposals_page, "sold", self.page_size, uid=self.uid,
+                                 sold_from=self.first, sold_to=self.last):
+            if doc.get("code") == SHORTFALL_CODE:
+                continue
+            key = (str(doc["sold"]), doc_id)
+            while pending and pending[0][0] < key:
+                item = pending.popleft()
+                yield item[0][1], item[1]
+            if pending and pending[0][0] == key:
+                pending.popleft()  # became final meanwhile: the final document wins
+            yield doc_id, disposal_from_dict(doc)
+        for (_, doc_id), disposal in pending:
+            yield doc_id, disposal
+
+    def shortfalls(self) -> Iterator[dict[str, Any]]:
+        for _, doc in paged(self.store.tax_shortfalls_page, "trade_date", self.page_size, uid=self.uid,
+                            day_from=self.first, day_to=self.last):
+            if doc.get("code") == SHORTFALL_CODE:
+                yield doc
+
+    def open_lots(self) -> Iterator[OpenLotRow]:
+        for book in self.books():
+            yield from open_lot_rows((lot_from_dict(lot) for lot in book.get("lots") or ()), self.today)
+
+    # --- JSON ----------------------------------------------------------------------------------
+    def json_chunks(self) -> Iterator[bytes]:
+        totals = Totals()
+        yield f'{{"year":{self.year},"as_of":"{self.today.isoformat()}","disposals":'.encode()
+        yield from _json_array(_disposal_json(doc_id, disposal, totals) for doc_id, disposal in self.disposals())
+        yield b',"shortfalls":'
+        yield from _json_array(_shortfall_json(doc, totals) for doc in self.shortfalls())
+        yield b',"open_lots":'
+        yield from _json_array(_open_lot_json(row, totals) for row in self.open_lots())
+        yield (',"totals":' + dumps(totals.to_json()) + ',"provisional":'
+               + ("true" if totals.provisional else "false") + "}").encode()
+
+    # --- CSV -----------------------------------------------------------------------------------
+    def disposals_csv(self) -> Iterator[bytes]:
+        buf = io.StringIO()
+        write_form_8949_csv((), buf, header=True)
+        for batch in _batches(Form8949Row.from_disposal(disposal) for _, disposal in self.disposals()):
+            write_form_8949_csv(batch, buf, header=False)
+            yield _drain(buf)
+        writer = csv.writer(buf, lineterminator="\n")
+        for batch in _batches(self.shortfalls()):
+            writer.writerows(_shortfall_csv(doc) for doc in batch)
+            yield _drain(buf)
+        yield _drain(buf)
+
+    def open_lots_csv(self) -> Iterator[bytes]:
+        buf = io.StringIO()
+        write_open_lots_csv((), buf, header=True)
+        for batch in _batches(self.open_lots()):
+            write_open_lots_csv(batch, buf, header=False)
+            yield _drain(buf)
+        yield _drain(buf)
+
+
+# ------------------------------------------------------------------------------------ rows
+
+
+def _disposal_json(doc_id: str, disposal: Disposal, totals: Totals) -> dict[str, Any]:
+    row = Form8949Row.from_disposal(disposal)
+    totals.add(row)
+    return {"disposal_id": doc_id, "symbol": disposal.symbol, "quantity": dec_str(disposal.quantity),
+            **dict(zip(ROW_KEYS, row.csv_fields()))}
+
+
+def _shortfall_fields(doc: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(description, date sold MM/DD/YYYY, proceeds) of a LOT_SHORTFALL record."""
+    qty = Decimal(str(doc["qty"]))
+    return (describe(qty, doc["symbol"], AssetClass(doc["asset_class"])),
+            format_date(date.fromisoformat(doc["trade_date"])), format_money(Decimal(str(doc["proceeds"]))))
+
+
+def _shortfall_json(doc: Mapping[str, Any], totals: Totals) -> dict[str, Any]:
+    _, sold, proceeds = _shortfall_fields(doc)
+    totals.add_shortfall(Decimal(proceeds))
+    return {"code": SHORTFALL_CODE, "trade_id": doc["trade_id"], "symbol": doc["symbol"],
+            "quantity": dec_str(Decimal(str(doc["qty"]))), "date_sold": sold, "proceeds": proceeds,
+            "text": str(doc.get("text") or "")}
+
+
+def _shortfall_csv(doc: Mapping[str, Any]) -> list[str]:
+    description, sold, proceeds = _shortfall_fields(doc)
+    return [description, "", sold, proceeds, "", "", "", "", "", "SHORTFALL"]
+
+
+def _open_lot_json(row: OpenLotRow, totals: Totals) -> dict[str, Any]:
+    totals.open_lots += 1
+    return dict(zip(OPEN_LOT_KEYS, row.csv_fields()))
+
+
+def _json_array(items: Iterable[Mapping[str, Any]]) -> Iterator[bytes]:
+    yield b"["
+    for index, batch in enumerate(_batches(items)):
+        yield (("," if index else "") + ",".join(dumps(item) for item in batch)).encode()
+    yield b"]"
+
+
+def _batches(items: Iterable[Any], size: int | None = None) -> Iterator[list[Any]]:
+    size = size or CHUNK_ROWS
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _drain(buf: io.StringIO) -> bytes:
+    data = buf.getvalue().encode()
+    buf.seek(0)
+    buf.truncate()
+    return data
