@@ -276,11 +276,15 @@ class FirestoreStore:
     def group_ref(self, tenant_id: str, group_id: str):
         return self._tenant(tenant_id).collection("execution_groups").document(group_id)
 
-    def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any]) -> GroupSnapshot | None:
+    def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any],
+                     intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot | None:
         ref = self.group_ref(tenant_id, group_id)
         batch = self.db.batch()
         batch.create(ref, {**doc, "_created_server_at": firestore.SERVER_TIMESTAMP})
         self._write_legs(batch, ref, tenant_id, doc)
+        if intent_update:
+            batch.update(self.intent_ref(tenant_id, group_id),
+                         {**intent_update, "updated_server_at": firestore.SERVER_TIMESTAMP})
         try:
             results = _commit(batch)
         except gexc.AlreadyExists:
@@ -294,7 +298,7 @@ class FirestoreStore:
         return GroupSnapshot(tenant_id, group_id, snap.to_dict() or {}, snap.update_time)
 
     def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
-                   fills: tuple[FillWrite, ...] = ()) -> GroupSnapshot:
+                   fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot:
         ref = self.group_ref(snapshot.tenant_id, snapshot.group_id)
         for attempt in range(12):  # retried only when a lot book moved and the group itself did not
             if attempt:
@@ -305,6 +309,9 @@ class FirestoreStore:
             self._write_legs(batch, ref, snapshot.tenant_id, doc)
             self._write_fills(batch, snapshot.tenant_id, fills)
             self._add_tax(batch, [(f.uid, f.tax) for f in fills])
+            if intent_update:
+                batch.update(self.intent_ref(snapshot.tenant_id, snapshot.group_id),
+                             {**intent_update, "updated_server_at": firestore.SERVER_TIMESTAMP})
             try:
                 results = _commit(batch)
             except (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists) as exc:
@@ -361,10 +368,11 @@ class FirestoreStore:
         return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
 
     def find_unstarted_intents(self, limit: int) -> list[tuple[str, str, dict[str, Any]]]:
-        """Intent documents an app wrote whose trigger never produced an outcome (status new), or a
-        multi-leg one whose outcome was never written back (accepted)."""
+        """Intent documents an app wrote whose trigger never claimed them (status new). A multi-leg
+        document turns ``accepted`` in the same commit that creates its group, and gets its outcome
+        in the same commit as the group's final state, so ``new`` is the only state to sweep."""
         query = (self.db.collection_group("order_intents")
-                 .where(filter=FieldFilter("status", "in", ["new", "accepted"])).limit(limit))
+                 .where(filter=FieldFilter("status", "==", "new")).limit(limit))
         return [(snap.reference.parent.parent.id, snap.id, snap.to_dict() or {}) for snap in query.stream()]
 
     def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:

@@ -229,10 +229,13 @@ class InMemoryStore:
         self.commits += 1
         return GroupSnapshot(tenant_id, group_id, copy.deepcopy(dict(doc)), version)
 
-    def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any]) -> GroupSnapshot | None:
+    def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any],
+                     intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot | None:
         with self._lock:
             if self.group_path(tenant_id, group_id) in self.docs:
                 return None
+            if intent_update:
+                self.docs.setdefault(self.intent_path(tenant_id, group_id), {}).update(copy.deepcopy(dict(intent_update)))
             return self._put_group(tenant_id, group_id, doc)
 
     def load_group(self, tenant_id: str, group_id: str) -> GroupSnapshot | None:
@@ -244,7 +247,7 @@ class InMemoryStore:
             return GroupSnapshot(tenant_id, group_id, data, doc["_version"])
 
     def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
-                   fills: tuple[FillWrite, ...] = ()) -> GroupSnapshot:
+                   fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot:
         with self._lock:
             current = self.docs.get(self.group_path(snapshot.tenant_id, snapshot.group_id))
             if current is None or current["_version"] != snapshot.token:
@@ -260,6 +263,9 @@ class InMemoryStore:
                 if fill.history is not None:
                     self.docs[f"users/{fill.uid}/portfolio/history/trades/{fill.trade_id}"] = copy.deepcopy(
                         dict(fill.history))
+            if intent_update:
+                self.docs.setdefault(self.intent_path(snapshot.tenant_id, snapshot.group_id), {}).update(
+                    copy.deepcopy(dict(intent_update)))
             return self._put_group(snapshot.tenant_id, snapshot.group_id, doc)
 
     def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
@@ -284,7 +290,7 @@ class InMemoryStore:
         with self._lock:
             return [(p.split("/")[1], p.split("/")[3], copy.deepcopy(d)) for p, d in sorted(self.docs.items())
                     if "/order_intents/" in p and p.count("/") == 3
-                    and d.get("status") in ("new", "accepted")][:limit]
+                    and d.get("status") == "new"][:limit]
 
     def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         with self._lock:

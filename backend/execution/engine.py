@@ -168,13 +168,14 @@ class ExecutionEngine:
                              risk_snapshot=(lambda tenant: snapshot(tenant, "-", self.clock.now().date().isoformat()))
                              if snapshot else None, max_drive_seconds=self.group_drive_seconds)
 
-    def execute_group(self, request: Any, context: ExecutionContext | None = None, *, group_id: str | None = None):
+    def execute_group(self, request: Any, context: ExecutionContext | None = None, *, group_id: str | None = None,
+                      from_intent_doc: bool = False):
         """Validate all legs together, submit shorts first, monitor, resolve, roll back until flat.
         Returns the ExecutionGroup (``to_api_response()`` gives the seed's response shape)."""
         if context is None:
             context = ExecutionContext(tenant_id=self.settings.default_tenant_id or "",
                                        uid=self.settings.default_uid or "")
-        return self._groups().execute(request, context, group_id)
+        return self._groups().execute(request, context, group_id, from_intent_doc=from_intent_doc)
 
     def resume_group(self, tenant_id: str, group_id: str):
         return self._groups().resume(tenant_id, group_id)

@@ -32,7 +32,7 @@ from backend.settings import ExecSettings
 _REQUEST_KEYS = {"strategy_id", "legs", "rpm_output", "max_group_slippage_pips", "allow_partial_fills",
                  "execution_priority", "group_id"}
 _STORAGE_KEYS = ("_final", "_lease_owner", "_lease_until", "_ledger_written", "_created_server_at",
-                 "_updated_server_at", "_kind")
+                 "_updated_server_at", "_kind", "_intent_doc")
 
 
 class _Stop(Exception):
@@ -65,8 +65,11 @@ class GroupExecutor:
         self.max_drive_seconds = min(max_drive_seconds, float(settings.lease_seconds) * 0.8)
 
     # --- entry points --------------------------------------------------------------------------
-    def execute(self, request: Mapping[str, Any], ctx: ExecutionContext, group_id: str | None = None
-                ) -> g.ExecutionGroup:
+    def execute(self, request: Mapping[str, Any], ctx: ExecutionContext, group_id: str | None = None,
+                *, from_intent_doc: bool = False) -> g.ExecutionGroup:
+        """``from_intent_doc``: the group runs for the app-written document of the same id, which turns
+        ``accepted`` in the commit that creates the group and gets its outcome in the commit that
+        makes the group final."""
         if not isinstance(request, Mapping):
             raise InvalidInput("body", "must be an object")
         unknown = set(request) - _REQUEST_KEYS
@@ -80,7 +83,9 @@ class GroupExecutor:
             max_group_slippage_pips=request.get("max_group_slippage_pips"),
             execution_priority=request.get("execution_priority"), rpm_output=request.get("rpm_output"))
         owner = uuid.uuid4().hex
-        snapshot = self.store.create_group(ctx.tenant_id, group_id, self._doc(group, owner, written=()))
+        doc = {**self._doc(group, owner, written=()), "_intent_doc": from_intent_doc}
+        snapshot = self.store.create_group(ctx.tenant_id, group_id, doc,
+                                           {"status": "accepted", "group_id": group_id} if from_intent_doc else None)
         if snapshot is None:  # a retry of the same group id
             existing = self.store.load_group(ctx.tenant_id, group_id)
             stored = g.ExecutionGroup.from_dict(_domain_doc(existing.doc))
@@ -419,8 +424,13 @@ class GroupExecutor:
         fills = tuple(f for f in self._fill_writes(run.group) if f.trade_id not in written)
         if not run.dirty and not fills and not release and not final:
             return
-        doc = self._doc(run.group, owner, written + tuple(f.trade_id for f in fills), release=release)
-        run.snapshot = self.store.save_group(run.snapshot, doc, fills)
+        doc = {**self._doc(run.group, owner, written + tuple(f.trade_id for f in fills), release=release),
+               "_intent_doc": bool(run.snapshot.doc.get("_intent_doc"))}
+        intent_update = None
+        if doc["_intent_doc"] and run.group.status.is_final and not run.snapshot.doc.get("_final"):
+            response = run.group.to_api_response()
+            intent_update = {"status": response["status"].lower(), "result": response}
+        run.snapshot = self.store.save_group(run.snapshot, doc, fills, intent_update)
         run.dirty = False
 
     def _fill_writes(self, group: g.ExecutionGroup) -> list[FillWrite]:

@@ -8,10 +8,11 @@ It finds, with indexed queries whose cost is proportional to what is stuck (not 
   order is found and recorded, or sent exactly once under a fresh lease);
 - placed single-leg orders that were still working → later fills appended to the ledger, the
   reservation of an unfilled remainder released once the order is final;
-- intent documents an app wrote whose trigger died before producing an outcome (``new``), or a
-  multi-leg one whose outcome was never written back (``accepted``): firebase_functions 0.6 deploys
-  Firestore triggers without retry, so the sweeper is the redelivery. Racing a live trigger is
-  safe: the claim (single leg) and the group lease let only one of them act.
+- intent documents an app wrote whose trigger died before claiming them (``new``):
+  firebase_functions 0.6 deploys Firestore triggers without retry, so the sweeper is the
+  redelivery. Racing a live trigger is safe: the claim (single leg) and the group creation
+  (multi-leg) let only one of them act. A multi-leg document is never stranded ``accepted``: that
+  state and the final outcome are written in the group's own commits.
 Two sweepers, or a sweeper and the original function, never both act: leases are taken in a
 transaction and every group write carries a precondition on the previous one.
 """
@@ -64,10 +65,6 @@ class Sweeper:
                 continue
             report.groups_resumed += 1
             report.groups_final += int(group.status.is_final)
-            if group.status.is_final:
-                self.store.annotate_intent(tenant_id, group_id, {"status": group.to_api_response()["status"].lower(),
-                                                                 "result": group.to_api_response()},
-                                           only_if_status="accepted")
         for tenant_id, intent_id in self.store.find_stuck_intents(now, self.batch):
             report.intents_found += 1
             try:

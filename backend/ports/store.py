@@ -165,13 +165,15 @@ class FillWrite:
 
 
 class GroupStore(Protocol):
-    def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any]) -> GroupSnapshot | None:
-        """Create the group document; None if it already exists."""
+    def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any],
+                     intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot | None:
+        """Create the group document; None if it already exists. ``intent_update`` is merged into
+        the intent document of the same id in the same commit (groups started from an app's doc)."""
 
     def load_group(self, tenant_id: str, group_id: str) -> GroupSnapshot | None: ...
 
     def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
-                   fills: tuple[FillWrite, ...] = ()) -> GroupSnapshot:
+                   fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot:
         """Write the group doc (and its legs projection and any fills) atomically, only if nobody
         wrote it since ``snapshot``; raise ``LeaseLost`` otherwise."""
 

@@ -46,19 +46,13 @@ def handle_intent_document(engine: Any, tenant_id: str, intent_id: str, data: Ma
 
 
 def _group(engine: Any, ctx: ExecutionContext, intent_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
-    request = data["request"]
-    engine.store.annotate_intent(ctx.tenant_id, intent_id, {"status": "accepted", "group_id": intent_id},
-                                 only_if_status="new")
+    # The document turns "accepted" in the commit that creates the group, and gets its outcome in
+    # the commit that makes the group final (GroupExecutor, from_intent_doc): no gap to fall into.
     try:
-        group = engine.execute_group(request, ctx, group_id=intent_id)
+        group = engine.execute_group(data["request"], ctx, group_id=intent_id, from_intent_doc=True)
     except InvalidInput as exc:  # a malformed leg: a coded rejection on the document, no order
-        engine.store.annotate_intent(ctx.tenant_id, intent_id, {"status": "new"}, only_if_status="accepted")
         return _invalid(engine, ctx.tenant_id, intent_id, exc)
-    response = group.to_api_response()
-    if group.status.is_final:
-        engine.store.annotate_intent(ctx.tenant_id, intent_id, {"status": response["status"].lower(),
-                                                                 "result": response})
-    return response
+    return group.to_api_response()
 
 
 def _invalid(engine: Any, tenant_id: str, intent_id: str, exc: InvalidInput) -> dict[str, Any]:

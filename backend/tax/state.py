@@ -10,7 +10,7 @@ pending loss whose window has closed at export time as final.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Mapping
@@ -104,14 +104,19 @@ class StateStep:
 def apply_fill_to_state(state: Mapping[str, Any] | None, fill: Fill, method: LotMethod | str = LotMethod.FIFO, *,
                         short_selling: bool = False, tz: Any = None) -> StateStep:
     """One fill → the next book state and the disposals it made final. A trade id already applied
-    is a no-op (duplicate delivery); a fill older than the book's last fill is refused."""
+    is a no-op (duplicate delivery); a fill older than the book's last fill is applied at that time."""
     method = LotMethod(method)
     recent = list((state or {}).get("recent_trade_ids", []))
     if fill.trade_id in recent:
         return StateStep(dict(state or {}), (), (), None, duplicate=True)
     last = (state or {}).get("last_fill_at")
     if last and fill.timestamp < datetime.fromisoformat(last):
-        raise ValueError(f"fill {fill.trade_id} is older than the book's last fill {last}")
+        # Two invocations of one user can commit their fills out of timestamp order (they are
+        # stamped at record time, a few milliseconds apart). The book applies fills in commit
+        # order, so a late-committing fill takes the book's last time: its lot and holding period
+        # move by at most the commit skew (a trade date only if the skew crosses midnight in New
+        # York), and nothing is refused or lost.
+        fill = replace(fill, timestamp=datetime.fromisoformat(last))
     book = book_from_state(state, fill.symbol, fill.asset_class, short_selling=short_selling, tz=tz)
     zone = resolve_tz(tz)
     day = trade_date(fill.timestamp, zone)
