@@ -184,7 +184,7 @@ class FirestoreStore:
         return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=claim.daily_limit)
 
     # --- finish ------------------------------------------------------------------------------------
-    def finish(self, finish: Finish) -> IntentRecord:
+    def finish(self, finish: Finish) -> IntentRecord | None:
         intent_ref = self.intent_ref(finish.tenant_id, finish.intent_id)
         for attempt in range(12):  # a retry only when a lot book moved under us (another trade of this user)
             if attempt:
@@ -217,7 +217,7 @@ class FirestoreStore:
                 self._add_tax(batch, [(finish.uid, finish.tax)])
             try:
                 _commit(batch)
-                return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+                return None
             except (gexc.AlreadyExists, gexc.FailedPrecondition):
                 continue  # a concurrent duplicate finished first (returned above), or a lot book moved
         snap = intent_ref.get()

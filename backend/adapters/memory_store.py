@@ -145,7 +145,7 @@ class InMemoryStore:
             return ClaimOutcome(ClaimResult.CLAIMED, slot=slot, exposure=self._exposure(claim.tenant_id, claim.account_key),
                                 trades_today=len(taken) + 1)
 
-    def finish(self, finish: Finish) -> IntentRecord:
+    def finish(self, finish: Finish) -> IntentRecord | None:
         with self._lock:
             path = self.intent_path(finish.tenant_id, finish.intent_id)
             current = self.docs.get(path)
@@ -154,13 +154,12 @@ class InMemoryStore:
             ledger_path = f"tenants/{finish.tenant_id}/ledger_trades/{finish.ledger_id}"
             if ledger_path in self.docs:
                 raise RuntimeError(f"ledger row {ledger_path} exists for a non-final intent")
-            self.docs[path] = {**(current or {}), **copy.deepcopy(dict(finish.record)),
+            self.docs[path] = {**(current or {}), **finish.record,
                                "_version": (current or {}).get("_version", 0) + 1}
-            self.docs[ledger_path] = copy.deepcopy(dict(finish.ledger))
+            self.docs[ledger_path] = dict(finish.ledger)
             self._add_metrics(finish.tenant_id, finish.ledger_id, finish.ledger)
             if finish.history is not None:
-                self.docs[f"users/{finish.uid}/portfolio/history/trades/{finish.history_id}"] = copy.deepcopy(
-                    dict(finish.history))
+                self.docs[f"users/{finish.uid}/portfolio/history/trades/{finish.history_id}"] = dict(finish.history)
             for extra_path, doc in finish.extra_writes:
                 self.docs[extra_path] = copy.deepcopy(dict(doc))
             if finish.account_key is not None:
@@ -171,7 +170,7 @@ class InMemoryStore:
                 self.docs.pop(f"tenants/{finish.tenant_id}/risk_days/{finish.trade_day}/trade_slots/{finish.release_slot}",
                               None)
             self.commits += 1
-            return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
+            return None
 
     def _add_metrics(self, tenant_id: str, row_id: str, row: Mapping[str, Any]) -> None:
         from backend.execution.metrics import increments, shard_for

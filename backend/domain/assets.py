@@ -60,6 +60,19 @@ _OCC_RE = re.compile(r"^([A-Z]{1,6})\s*(\d{6})([CP])(\d{8})$")
 def normalize_symbol(symbol: Any, field_name: str = "symbol") -> str:
     if not isinstance(symbol, str):
         raise InvalidInput(field_name, f"expected a string, got {type(symbol).__name__}")
+    cached = _NORMALIZED.get(symbol)
+    if cached is not None:
+        return cached
+    normalized = _normalize(symbol, field_name)
+    if len(_NORMALIZED) < 50_000:
+        _NORMALIZED[symbol] = normalized
+    return normalized
+
+
+_NORMALIZED: dict[str, str] = {}  # only valid symbols are cached; invalid ones raise every time
+
+
+def _normalize(symbol: str, field_name: str) -> str:
     text = symbol.strip().upper()
     occ = _OCC_RE.match(text)
     if occ:
@@ -176,6 +189,16 @@ class AssetSpecRegistry:
     overrides: tuple[_Override, ...] = field(default_factory=tuple)
 
     def spec_for(self, symbol: str, asset_class: AssetClass | None = None) -> AssetSpec:
+        cache = self.__dict__.setdefault("_cache", {})  # frozen dataclass: a per-instance memo
+        key = (symbol, asset_class)
+        spec = cache.get(key)
+        if spec is None:
+            spec = self._spec_for(symbol, asset_class)
+            if len(cache) < 50_000:
+                cache[key] = spec
+        return spec
+
+    def _spec_for(self, symbol: str, asset_class: AssetClass | None) -> AssetSpec:
         sym = normalize_symbol(symbol)
         klass = asset_class or detect_asset_class(sym)
         spec = self.defaults[klass]

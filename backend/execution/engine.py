@@ -285,7 +285,7 @@ class ExecutionEngine:
             release_slot=claimed_slot if claimed else None,
         )
         stored = self.store.finish(finish)
-        if stored.data.get("result") and stored.data["result"].get("status") != status:
+        if stored is not None and stored.data.get("result") and stored.data["result"].get("status") != status:
             return self._replay(stored)
         log_event(f"exec.{status}", severity="INFO" if status != "rejected" else "WARNING",
                   intent_id=intent.intent_id, tenant_id=ctx.tenant_id, reason=result.reason)
@@ -321,7 +321,8 @@ class ExecutionEngine:
                          when=now, multiplier=intent.spec.multiplier),
         )
         stored = self.store.finish(finish)
-        if stored.data.get("result") and stored.data["result"].get("broker_order_id") != order.broker_order_id:
+        if stored is not None and stored.data.get("result") and \
+                stored.data["result"].get("broker_order_id") != order.broker_order_id:
             return self._replay(stored)
         log_event("exec.placed", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, broker=venue.name,
                   broker_order_id=order.broker_order_id, client_order_id=coid, order_status=order.state.value,

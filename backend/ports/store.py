@@ -134,9 +134,9 @@ class ExecutionStore(Protocol):
 
     def claim(self, claim: Claim) -> ClaimOutcome: ...
 
-    def finish(self, finish: Finish) -> IntentRecord:
-        """Commit atomically. If the intent is already final, commit nothing and return the stored
-        record (a concurrent duplicate finished first)."""
+    def finish(self, finish: Finish) -> IntentRecord | None:
+        """Commit atomically and return None. If the intent is already final, commit nothing and
+        return the stored record (a concurrent duplicate finished first; its outcome wins)."""
         ...
 
 
