@@ -1,11 +1,29 @@
 #!/usr/bin/env bash
-# The main job on the embedded default (README, first command): installs what is missing, starts
-# the official Firestore emulator, runs a scripted trading session on the paper broker and prints
-# the ledger. No keys, no internet.
+# The main job (README, first command): the whole backend on this machine, offline, no keys.
+#
+#   bash scripts/run.sh             # paper broker; the stack stays up until Ctrl-C (on a terminal)
+#   bash scripts/run.sh --alpaca    # equities/crypto/options via the local Alpaca-compatible server
+#   bash scripts/run.sh --once      # exit after the session (automatic when not on a terminal / CI)
+#   bash scripts/run.sh --library   # the older in-process session (scripts/demo.py, Firestore emulator only)
+#
+# Installs what is missing (scripts/setup.sh), then scripts/stack.py starts firebase-tools' emulator
+# suite for project demo-exec — official Firestore emulator (firestore.rules loaded), Auth, Pub/Sub,
+# and the Functions emulator running functions/main.py (api, on_order_intent_created,
+# sweep_stuck_work) — creates a demo trader and tenant admin, runs a scripted session through the
+# HTTP API and Firestore (placed, downgraded, rejected, replayed, a multi-leg pair, an intent
+# document executed by the trigger, the sweeper), prints the tenant ledger, ID tokens and curl
+# examples. Exit code 0 only if every scripted step behaved as expected.
+# API: http://127.0.0.1:5001/demo-exec/us-central1/api/...   Logs: .tools/stack/emulators.log
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+RUN_SH_STARTED="$(date +%s.%N)"
+export RUN_SH_STARTED
 bash scripts/setup.sh
 # shellcheck source=/dev/null
 source scripts/env.sh
-exec .venv/bin/python scripts/demo.py "$@"
+if [[ "${1:-}" == "--library" ]]; then
+  shift
+  exec .venv/bin/python scripts/demo.py "$@"
+fi
+exec .venv/bin/python scripts/stack.py "$@"

@@ -3,6 +3,7 @@ request (4xx) writes nothing and sends nothing, and every error names a code and
 import copy
 import io
 import json
+import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -91,20 +92,20 @@ def _check(path, raw, headers=None):
     return response
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_bodies())
 def test_mutated_valid_bodies_never_500_and_refusals_write_nothing(case):
     _check(*case)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw_bodies())
 def test_arbitrary_bytes_never_500(case):
     response = _check(*case)
     assert response.status in (400, 403, 413) or response.status < 300
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "100")), deadline=None)
 @given(st.sampled_from(sorted(VALID)), st.text(max_size=120))
 def test_arbitrary_idempotency_keys_never_500(path, key):
     try:
