@@ -137,6 +137,14 @@ class FirestoreStore:
         result = self._slots(tenant_id, day).count().get()
         return int(result[0][0].value)
 
+    def kill_switches(self, tenant_id: str) -> RiskSnapshot:
+        """Only the halt flags (global and tenant): what a group checks before each leg."""
+        refs = [self.db.collection("ops").document("execution"),
+                self._tenant(tenant_id).collection("config").document("risk")]
+        snaps = {s.reference.path: s for s in self.db.get_all(refs)}
+        return RiskSnapshot(global_kill_switch=bool((snaps[refs[0].path].to_dict() or {}).get("kill_switch", False)),
+                            tenant_overrides=snaps[refs[1].path].to_dict())
+
     def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot:
         refs = [self.db.collection("ops").document("execution"),
                 self._tenant(tenant_id).collection("config").document("risk"),

@@ -112,6 +112,11 @@ class InMemoryStore:
     def _slots(self, tenant_id: str, day: str) -> dict[str, dict[str, Any]]:
         return self.collection(f"tenants/{tenant_id}/risk_days/{day}/trade_slots")
 
+    def kill_switches(self, tenant_id: str) -> RiskSnapshot:
+        with self._lock:
+            return RiskSnapshot(global_kill_switch=bool(self.docs.get("ops/execution", {}).get("kill_switch", False)),
+                                tenant_overrides=copy.deepcopy(self.docs.get(f"tenants/{tenant_id}/config/risk")))
+
     def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot:
         with self._lock:
             ops = self.docs.get("ops/execution", {})

@@ -163,10 +163,9 @@ class ExecutionEngine:
     def _groups(self) -> Any:
         from backend.execution.group_executor import GroupExecutor
 
-        snapshot = getattr(self.store, "risk_snapshot", None)
         return GroupExecutor(self.broker, self.store, self.clock, self.settings,
-                             risk_snapshot=(lambda tenant: snapshot(tenant, "-", self.clock.now().date().isoformat()))
-                             if snapshot else None, max_drive_seconds=self.group_drive_seconds)
+                             risk_snapshot=getattr(self.store, "kill_switches", None),
+                             max_drive_seconds=self.group_drive_seconds)
 
     def execute_group(self, request: Any, context: ExecutionContext | None = None, *, group_id: str | None = None,
                       from_intent_doc: bool = False):

@@ -132,6 +132,10 @@ class ExecutionStore(Protocol):
 
     def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot: ...
 
+    def kill_switches(self, tenant_id: str) -> RiskSnapshot:
+        """The global and tenant halt flags only (a snapshot without counts or exposure)."""
+        ...
+
     def claim(self, claim: Claim) -> ClaimOutcome: ...
 
     def finish(self, finish: Finish) -> IntentRecord | None:
