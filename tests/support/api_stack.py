@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from backend.domain.clock import ManualClock
 from backend.execution.engine import ExecutionEngine, RiskManager, SmartRouter
 from backend.risk.manager import RiskLimits
 from backend.settings import ExecSettings
-from tests.support.emulators import REPO_ROOT, free_port
+from tests.support.emulators import REPO_ROOT, free_port, stop_process_group
 from tests.support.stub_broker import StubBroker
 
 QUOTES = {"AAPL": ("189.99", "190.01"), "SPY": ("519.99", "520.01"), "EUR/USD": ("1.1000", "1.1001"),
@@ -272,17 +271,7 @@ class FunctionsServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        stop_process_group(proc)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -35,7 +35,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FIRESTORE_JAR = Path(
@@ -138,6 +138,23 @@ def find_firebase_bin() -> str:
     return path
 
 
+def stop_process_group(proc: "subprocess.Popen[Any] | None",
+                       steps: Iterable[tuple[int, float]] = ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))) -> None:
+    """Signal a child's whole process group (it was started with setsid), escalating until it exits."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait in steps:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     os.setsid()
     try:
@@ -219,17 +236,7 @@ class _EmulatorProcess:
         unless keep_log or EMULATOR_KEEP_LOGS is set."""
         proc, self.proc = self.proc, None
         _LIVE.discard(self)
-        if proc is not None and proc.poll() is None:
-            for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        stop_process_group(proc, ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)))
         if proc is not None:
             # Children that outlived the leader (the group id is the leader's pid).
             try:
