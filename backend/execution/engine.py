@@ -317,7 +317,7 @@ class ExecutionEngine:
             trade_day=now.date().isoformat(),
             tax=tax_fill(trade_id=intent.intent_id, symbol=intent.symbol, asset_class=intent.asset_class.value,
                          side=intent.side.value, qty=order.filled_qty, price=order.filled_avg_price, fees=ZERO,
-                         when=now, multiplier=intent.spec.multiplier),
+                         when=now, multiplier=intent.spec.multiplier, lot_ids=_lot_ids(intent)),
         )
         stored = self.store.finish(finish)
         if stored is not None and stored.data.get("result") and \
@@ -429,6 +429,12 @@ class ExecutionEngine:
                                broker=data.get("broker"), order_status=data.get("order_status"),
                                filled_qty=_dec(data.get("filled_qty")) or ZERO,
                                filled_avg_price=_dec(data.get("filled_avg_price")), rejection=rejection, replayed=True)
+
+
+def _lot_ids(intent: OrderIntent) -> Any:
+    """A sale's specific lot identification, ``metadata.lot_ids = {lot_id: qty}`` (optional)."""
+    value = intent.metadata.get("lot_ids")
+    return value if isinstance(value, dict) else None
 
 
 def _dec(value: Any) -> Decimal | None:

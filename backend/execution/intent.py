@@ -168,7 +168,9 @@ class OrderIntent:
             "order_type": self.order_type.value,
             "limit_price": dec_str(self.limit_price),
             "estimated_slippage": dec_str(self.estimated_slippage),
-            "metadata": {k: v for k, v in self.metadata.items() if isinstance(v, (str, int, bool)) or v is None},
+            "metadata": {k: v for k, v in self.metadata.items()
+                         if isinstance(v, (str, int, bool)) or v is None
+                         or (k == "lot_ids" and isinstance(v, dict))},
         }
 
     @classmethod

@@ -185,11 +185,21 @@ def history_row(*, intent: OrderIntent, ctx: ExecutionContext, now: datetime, ro
 
 
 def tax_fill(*, trade_id: str, symbol: str, asset_class: str, side: str, qty: Decimal, price: Decimal | None,
-             fees: Decimal, when: datetime, multiplier: Decimal):
-    """The tax-lot input for one fill (None when nothing filled)."""
+             fees: Decimal, when: datetime, multiplier: Decimal, lot_ids: Mapping[str, Any] | None = None):
+    """The tax-lot input for one fill (None when nothing filled). ``lot_ids`` (a sale's specific
+    identification, ``{lot_id: qty}``) is used only when it covers exactly the filled quantity."""
     if price is None or qty <= 0:
         return None
     from backend.tax import Fill
 
+    named = None
+    if side == "sell" and lot_ids:
+        try:
+            named = {str(k): Decimal(str(v)) for k, v in lot_ids.items()}
+        except (ArithmeticError, ValueError):
+            named = None
+        if named is not None and sum(named.values()) != qty:
+            named = None  # a partial fill cannot honour the full identification: default ordering
     return Fill(trade_id=trade_id, symbol=symbol, side=side, qty=qty, price=price, timestamp=when,
-                asset_class=asset_class, fees=fees, multiplier=multiplier if asset_class == "OPTIONS" else None)
+                asset_class=asset_class, fees=fees, multiplier=multiplier if asset_class == "OPTIONS" else None,
+                lot_ids=named)

@@ -159,7 +159,12 @@ def plan_books(current: Mapping[tuple[str, str], Mapping[str, Any] | None], fill
     shortfalls: list[tuple[str, Shortfall]] = []
     for uid, fill in fills:
         key = (uid, book_key(fill.symbol))
-        step = apply_fill_to_state(states.get(key), fill, methods.get(uid) or LotMethod.FIFO)
+        method = LotMethod(methods.get(uid) or LotMethod.FIFO)
+        if method is LotMethod.SPECIFIC and fill.lot_ids is None:
+            # The trade happened; a sale that names no lots must still be booked. FIFO is the IRS
+            # default when specific shares are not identified (Pub. 550, "Identifying the shares").
+            method = LotMethod.FIFO
+        step = apply_fill_to_state(states.get(key), fill, method)
         states[key] = {**step.state, "method": str(LotMethod(methods.get(uid) or LotMethod.FIFO).value),
                        "pending_disposals": [disposal_to_dict(d) for d in step.pending]}
         disposals.extend((uid, disposal_doc_id(d), disposal_to_dict(d)) for d in step.final)

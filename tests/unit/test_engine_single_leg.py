@@ -247,3 +247,20 @@ def test_per_asset_class_position_limit_replaces_the_global_one():
 def test_per_class_limit_from_env():
     s = ExecSettings.from_env({"EXEC_MAX_POSITION_QTY_FOREX": "250000"})
     assert RiskManager(settings=s).limits.position_limit(AssetClass.FOREX) == Decimal("250000")
+
+
+def test_a_sale_can_name_its_lots_and_specific_without_names_falls_back_to_fifo():
+    engine, broker, store = make()
+    store.set_doc("users/u1/config/tax", {"lot_method": "SPECIFIC"})
+    engine.execute_intent(intent(intent_id="b1", qty="5"), CTX)
+    broker.quotes["AAPL"] = ("200.00", "200.02")
+    engine.execute_intent(intent(intent_id="b2", qty="5"), CTX)
+    lots = store.get("users/u1/tax_books/AAPL")["lots"]
+    second = next(lot["lot_id"] for lot in lots if lot["source_trade_id"] == "b2")
+    broker.quotes["AAPL"] = ("210.00", "210.02")
+    engine.execute_intent(intent(intent_id="s1", side="sell", qty="2", metadata={"lot_ids": {second: "2"}}), CTX)
+    engine.execute_intent(intent(intent_id="s2", side="sell", qty="1"), CTX)  # names nothing: FIFO
+    book = store.get("users/u1/tax_books/AAPL")
+    left = {lot["source_trade_id"]: Decimal(lot["qty"]) for lot in book["lots"]}
+    assert left == {"b1": Decimal(4), "b2": Decimal(3)}
+    assert store.get("tenants/acme/ledger_trades/s2")["status"] == "placed"
