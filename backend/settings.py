@@ -72,6 +72,9 @@ class ExecSettings:
     correlation_threshold: Decimal = Decimal("0.95")
     lease_seconds: Decimal = Decimal("120")
     max_position_by_class: Mapping[Any, Decimal] = field(default_factory=dict)
+    # The EXECUTION_ENGINE_* variables as given, so the group gates (GroupSettings) are parsed from
+    # the same environment as these settings, never from a different one.
+    group_env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ExecSettings":
@@ -93,6 +96,7 @@ class ExecSettings:
             correlation_threshold=_dec(env, "EXECUTION_ENGINE_CORRELATION_THRESHOLD", "0.95"),
             lease_seconds=_dec(env, "EXECUTION_ENGINE_LEASE_SECONDS", "120"),
             max_position_by_class=_per_class_limits(env),
+            group_env={k: v for k, v in env.items() if k.startswith("EXECUTION_ENGINE_")},
         )
         if settings.margin_cushion < 1:
             raise InvalidInput("EXECUTION_ENGINE_MARGIN_CUSHION", "must be >= 1")

@@ -75,6 +75,7 @@ class ExecutionEngine:
         self.dry_run = self.settings.dry_run if dry_run is None else bool(dry_run)
         self.store = store if store is not None else default_store()
         self.group_drive_seconds = 50.0  # per invocation; the sweeper continues a longer group
+        self._group_settings: Any = None
 
     # --- venue selection -------------------------------------------------------------------
     def _any_broker(self) -> BrokerPort:
@@ -163,7 +164,11 @@ class ExecutionEngine:
     def _groups(self) -> Any:
         from backend.execution.group_executor import GroupExecutor
 
-        return GroupExecutor(self.broker, self.store, self.clock, self.settings,
+        if self._group_settings is None:  # parsed once, from the engine's own environment
+            from backend.execution.groups import GroupSettings
+
+            self._group_settings = GroupSettings.from_env(self.settings.group_env)
+        return GroupExecutor(self.broker, self.store, self.clock, self.settings, self._group_settings,
                              risk_snapshot=getattr(self.store, "kill_switches", None),
                              max_drive_seconds=self.group_drive_seconds)
 

@@ -684,3 +684,18 @@ def test_kill_switch_turned_on_mid_group_stops_remaining_legs_and_flattens():
     group = engine.execute_group(pair_request(clock), ExecutionContext("acme", "u1"), group_id="ks")
     assert group.status.value == "ROLLED_BACK" and group.rejection.code.value == "KILL_SWITCH"
     assert all(broker.venue.net_position(sym) == 0 for sym in ("EURUSD", "GBPUSD", "EUR/USD", "GBP/USD"))
+
+
+def test_group_gates_use_the_engines_environment_not_the_process_one(monkeypatch):
+    from decimal import Decimal
+
+    from backend.adapters.memory_store import InMemoryStore
+    from backend.adapters.paper_broker import PaperBroker
+    from backend.execution.engine import ExecutionEngine
+    from backend.settings import ExecSettings
+
+    monkeypatch.setenv("EXECUTION_ENGINE_MAX_STALE_TICK_SECONDS", "30")
+    engine = ExecutionEngine(broker=PaperBroker(), store=InMemoryStore(), dry_run=True,
+                             settings=ExecSettings.from_env({"EXECUTION_ENGINE_MAX_STALE_TICK_SECONDS": "9"}))
+    assert engine._groups().gsettings.max_stale_seconds == Decimal("9")
+    assert engine._groups().gsettings is engine._groups().gsettings  # parsed once per engine
