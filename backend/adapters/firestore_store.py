@@ -159,7 +159,9 @@ class FirestoreStore:
     # --- claim -------------------------------------------------------------------------------------
     def claim(self, claim: Claim) -> ClaimOutcome:
         intent_ref = self.intent_ref(claim.tenant_id, claim.intent_id)
-        count = self._count_slots(claim.tenant_id, claim.trade_day)
+        # The risk check counted the slots a moment ago; a stale count only shifts where probing starts
+        # (the create precondition on each slot keeps the limit exact), so it is not counted again.
+        count = claim.trades_seen
         if count >= claim.daily_limit:
             return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count)
         probe = list(range(count, claim.daily_limit)) + list(range(0, min(count, claim.daily_limit)))
@@ -213,8 +215,6 @@ class FirestoreStore:
             if finish.history is not None and finish.history_id is not None:
                 batch.create(self._history_ref(finish.uid, finish.history_id),
                              {**finish.history, "recorded_at": firestore.SERVER_TIMESTAMP})
-            for path, doc in finish.extra_writes:
-                batch.create(self.db.document(path), dict(doc))
             if finish.account_key is not None:
                 update = _exposure_changes(finish.filled_signed_qty, finish.reserved_signed_qty or ZERO)
                 if update:

@@ -165,8 +165,6 @@ class InMemoryStore:
             self._add_metrics(finish.tenant_id, finish.ledger_id, finish.ledger)
             if finish.history is not None:
                 self.docs[f"users/{finish.uid}/portfolio/history/trades/{finish.history_id}"] = dict(finish.history)
-            for extra_path, doc in finish.extra_writes:
-                self.docs[extra_path] = copy.deepcopy(dict(doc))
             if finish.account_key is not None:
                 self._move_exposure(finish.tenant_id, finish.account_key, finish.filled_signed_qty,
                                     finish.reserved_signed_qty or ZERO)

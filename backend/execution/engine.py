@@ -135,7 +135,7 @@ class ExecutionEngine:
         now = self.clock.now()
         claim = Claim(
             tenant_id=ctx.tenant_id, intent_id=intent.intent_id, uid=ctx.uid, account_key=key, trade_day=day,
-            daily_limit=limits.max_daily_trades, signed_qty=intent.signed_qty,
+            daily_limit=limits.max_daily_trades, signed_qty=intent.signed_qty, trades_seen=snapshot.trades_today,
             record=self._intent_record(intent, ctx, IntentStatus.RESERVED, routing, client_order_id=coid,
                                        broker_name=venue.name, trade_day=day),
             lease_until=now + timedelta(seconds=float(self.settings.lease_seconds)),

@@ -31,8 +31,6 @@ from backend.settings import ExecSettings
 
 _REQUEST_KEYS = {"strategy_id", "legs", "rpm_output", "max_group_slippage_pips", "allow_partial_fills",
                  "execution_priority", "group_id"}
-_STORAGE_KEYS = ("_final", "_lease_owner", "_lease_until", "_ledger_written", "_created_server_at",
-                 "_updated_server_at", "_kind", "_intent_doc")
 
 
 class _Stop(Exception):

@@ -13,7 +13,7 @@ Decisions that never reach the broker (downgrade, rejection, dry run) are one ``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -60,6 +60,7 @@ class Claim:
     signed_qty: Decimal
     record: Mapping[str, Any]  # the RESERVED intent record fields
     lease_until: datetime
+    trades_seen: int = 0  # the slot count the risk check just read: where probing for a free slot starts
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,6 @@ class Finish:
     filled_signed_qty: Decimal = Decimal(0)  # the position change to apply
     trade_day: str | None = None
     release_slot: int | None = None  # give the daily slot back (no trade happened)
-    extra_writes: tuple[tuple[str, Mapping[str, Any]], ...] = field(default_factory=tuple)  # (path, doc) creates
     tax: Any = None  # backend.tax.Fill: the user's lot book advances in the same commit
 
 
