@@ -116,3 +116,39 @@ def _per_class_limits(env: Mapping[str, str]) -> dict[Any, Decimal]:
         if env.get(name, "").strip():
             out[klass] = _dec(env, name, "1")
     return out
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The edge's own settings (identity checks, rate limits), read by ``backend.api.wiring``.
+
+    - ``EXEC_AUTH_STATE_CACHE_SECONDS`` (10): how long a user's account state (disabled, revoked,
+      current claims) is cached per uid and instance; the window in which a suspension may go unseen.
+    - ``EXEC_RATE_LIMIT_USER_PER_MIN`` (60) / ``EXEC_RATE_LIMIT_TENANT_PER_MIN`` (600): admitted
+      order requests (HTTP POSTs and intent documents) per user / per tenant per minute; 0 disables.
+    - ``EXEC_RATE_LIMIT_SHARDS`` (8): counter documents per scope and window (spreads the writes).
+    - ``EXEC_RATE_LIMIT_REFRESH_SECONDS`` (1): how stale an instance's view of the shared counters
+      may be before it reads them again.
+    """
+
+    auth_state_cache_seconds: Decimal = Decimal("10")
+    rate_user_per_min: int = 60
+    rate_tenant_per_min: int = 600
+    rate_shards: int = 8
+    rate_refresh_seconds: Decimal = Decimal("1")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ApiSettings":
+        env = os.environ if env is None else env
+        settings = cls(
+            auth_state_cache_seconds=_dec(env, "EXEC_AUTH_STATE_CACHE_SECONDS", "10", positive=False),
+            rate_user_per_min=_int(env, "EXEC_RATE_LIMIT_USER_PER_MIN", 60),
+            rate_tenant_per_min=_int(env, "EXEC_RATE_LIMIT_TENANT_PER_MIN", 600),
+            rate_shards=_int(env, "EXEC_RATE_LIMIT_SHARDS", 8, minimum=1),
+            rate_refresh_seconds=_dec(env, "EXEC_RATE_LIMIT_REFRESH_SECONDS", "1", positive=False),
+        )
+        if settings.auth_state_cache_seconds > 300:
+            raise InvalidInput("EXEC_AUTH_STATE_CACHE_SECONDS", "must be <= 300 (a suspension must take effect)")
+        if settings.rate_shards > 64:
+            raise InvalidInput("EXEC_RATE_LIMIT_SHARDS", "must be <= 64")
+        return settings

@@ -68,6 +68,16 @@ def group_request(clock: Any, legs: int) -> dict[str, Any]:
             "allow_partial_fills": True}
 
 
+def approve(store: Any, request: dict[str, Any], ctx: Any, clock: Any) -> None:
+    """Issue the risk desk's approval the request's rpm_output references (library form of
+    POST /risk/approvals), outside the measured call."""
+    from backend.risk.approvals import approval_for_legs, issue_approval
+
+    issue_approval(store, ctx.tenant_id, decision_id=request["rpm_output"]["decision_id"], for_uid=ctx.uid,
+                   issuer_uid="risk-desk", legs=approval_for_legs("d1", request["legs"]),
+                   expires_at=clock.now() + timedelta(hours=1), now=clock.now())
+
+
 def make_engine(store: Any, *, scenario: str | None = None, clock: Any = None, dry_run: bool = False):
     from backend.adapters.paper_broker import PaperBroker
     from backend.domain.clock import ManualClock
@@ -76,7 +86,9 @@ def make_engine(store: Any, *, scenario: str | None = None, clock: Any = None, d
 
     clock = clock or ManualClock()
     return ExecutionEngine(broker=PaperBroker(scenario, clock=clock), store=store, clock=clock, dry_run=dry_run,
-                           settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
+                           settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0",
+                                                           # FX legs of 100k units: a per-class limit
+                                                           "EXEC_MAX_POSITION_QTY_FOREX": "100000000"}))
 
 
 def _intent(intent_id: str, qty: str = "10"):
@@ -127,8 +139,9 @@ def run(mode: Mode, *, target: FirestoreTarget) -> dict[str, Any]:
         for legs in mode.pick((2,), (2, 4), (2, 4)):
             target.reset()
             engine = make_engine(store)
-            group, events = _measure(log, lambda: engine.execute_group(group_request(engine.clock, legs), ctx,
-                                                                       group_id=f"g{legs}"))
+            request = group_request(engine.clock, legs)
+            approve(store, request, ctx, engine.clock)
+            group, events = _measure(log, lambda: engine.execute_group(request, ctx, group_id=f"g{legs}"))
             if group.status.value != "FILLED":
                 raise AssertionError(f"group of {legs}: expected FILLED, got {group.status.value}")
             scenarios[f"group_{legs}"] = {"status": group.status.value, "legs": legs, **summarize(events),

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from bench.common import Figure, Mode, quiet_backend_logs
-from bench.firestore_cost import FirestoreTarget, counted_client, emulator_env, group_request, make_engine
+from bench.firestore_cost import FirestoreTarget, approve, counted_client, emulator_env, group_request, make_engine
 from bench.fscount import RpcLog, by_op, counting_store_class, summarize
 
 
@@ -48,6 +48,7 @@ def run(mode: Mode, *, target: FirestoreTarget) -> dict[str, Any]:
         clock = ManualClock()
         engine = make_engine(store, clock=clock)
         engine.broker.venue.inject_fault("submit_order", "unavailable", count=None)
+        approve(store, group_request(clock, 2), ctx, clock)
         for n in range(stuck):
             engine.execute_group(group_request(clock, 2), ctx, group_id=f"stuck{n}")
         engine.broker.venue.clear_faults()

@@ -14,6 +14,12 @@ import os
 
 from firebase_functions import firestore_fn, https_fn, options, params, scheduler_fn
 
+from backend.api.wiring import refuse_emulators_when_deployed
+
+# Refuse to start (every cold start) when an emulator host variable is set in a deployed
+# environment: the Auth emulator's tokens are unsigned (backend.api.wiring).
+refuse_emulators_when_deployed(os.environ)
+
 REGION = os.environ.get("FUNCTIONS_REGION", "us-central1")
 
 options.set_global_options(region=REGION, max_instances=20, timeout_sec=120, memory=options.MemoryOption.MB_512)
@@ -52,11 +58,12 @@ def on_order_intent_created(event: firestore_fn.Event[firestore_fn.DocumentSnaps
     the stored outcome: at-least-once delivery places nothing twice."""
     if event.data is None:
         return
-    from backend.api.wiring import get_engine
+    from backend.api.wiring import get_engine, get_rate_limiter
     from backend.service.intake import handle_intent_document
 
-    handle_intent_document(get_engine(_secret_values()), event.params["tenant_id"], event.params["intent_id"],
-                           event.data.to_dict())
+    secrets = _secret_values()
+    handle_intent_document(get_engine(secrets), event.params["tenant_id"], event.params["intent_id"],
+                           event.data.to_dict(), limiter=get_rate_limiter(secrets))
 
 
 @scheduler_fn.on_schedule(schedule="every 1 minutes", secrets=SECRETS, timeout_sec=300)

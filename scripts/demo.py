@@ -61,7 +61,9 @@ def run_session() -> int:
         broker=PaperBroker(market), router=SmartRouter(max_spread_pct=0.001),
         risk=RiskManager(RiskLimits(max_position_qty=Decimal("1000"), max_daily_trades=50,
                                     max_position_by_class={AssetClass.FOREX: Decimal("500000")})),
-        dry_run=False, store=store, settings=ExecSettings.from_env({"EXEC_DRY_RUN": "0"}))
+        dry_run=False, store=store,
+        # groups pass the position limit too: FX legs of 100k units need a FOREX limit of their own
+        settings=ExecSettings.from_env({"EXEC_DRY_RUN": "0", "EXEC_MAX_POSITION_QTY_FOREX": "1000000"}))
     ctx = ExecutionContext(tenant_id=TENANT, uid=UID)
     run_id = os.urandom(3).hex()
 
@@ -114,6 +116,14 @@ def run_group(engine: ExecutionEngine, ctx: ExecutionContext, run_id: str) -> No
                        "approved_legs": {"leg_001": "100000", "leg_002": "50000"}},
         "max_group_slippage_pips": 10.0, "allow_partial_fills": True,
     }
+    # the risk desk's approval, issued through the store (library form of POST /risk/approvals): the
+    # group's rpm_output only references it by decision_id
+    from backend.risk.approvals import approval_for_legs, issue_approval
+
+    now = datetime.now(timezone.utc)
+    issue_approval(engine.store, ctx.tenant_id, decision_id=f"rpm-{run_id}", for_uid=ctx.uid, issuer_uid="risk-desk",
+                   legs=approval_for_legs(f"rpm-{run_id}", request["legs"]), expires_at=now + timedelta(minutes=5),
+                   now=now)
     group = engine.execute_group(request, ctx, group_id=f"demo-{run_id}-g1")
     resp = group.to_api_response()
     print(f"\n  multi-leg pair EURUSD/GBPUSD -> {resp['status']} avg_slippage_pips={resp['avg_slippage_pips']} "

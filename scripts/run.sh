@@ -3,7 +3,9 @@
 #
 #   bash scripts/run.sh             # paper broker; the stack stays up until Ctrl-C (on a terminal)
 #   bash scripts/run.sh --alpaca    # equities/crypto/options via the local Alpaca-compatible server
-#   bash scripts/run.sh --once      # exit after the session (automatic when not on a terminal / CI)
+#   bash scripts/run.sh --once      # exit after the session (automatic when not on a terminal / CI;
+#                                   # the output says why)
+#   bash scripts/run.sh --stay | tee log   # stay up after the session even when piped, until Ctrl-C
 #   bash scripts/run.sh --library   # the older in-process session (scripts/demo.py, Firestore emulator only)
 #
 # Installs what is missing (scripts/setup.sh), then scripts/stack.py starts firebase-tools' emulator
@@ -12,7 +14,8 @@
 # sweep_stuck_work) — creates a demo trader and tenant admin, runs a scripted session through the
 # HTTP API and Firestore (placed, downgraded, rejected, replayed, a multi-leg pair, an intent
 # document executed by the trigger, the sweeper), prints the tenant ledger, ID tokens and curl
-# examples. Exit code 0 only if every scripted step behaved as expected.
+# examples. While it is up, the scheduled sweeper is called every minute as Cloud Scheduler would
+# (--schedule-seconds S; 0: never). Exit code 0 only if every scripted step behaved as expected.
 # API: http://127.0.0.1:5001/demo-exec/us-central1/api/...   Logs: .tools/stack/emulators.log
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

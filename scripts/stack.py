@@ -4,6 +4,7 @@ scripted session against it over HTTP, as an app would use it.
     bash scripts/run.sh              # installs what is missing, then runs this file
     bash scripts/run.sh --alpaca     # equities/crypto/options through the local Alpaca-compatible server
     bash scripts/run.sh --once       # exit after the session (also when not on a terminal, e.g. CI)
+    bash scripts/run.sh --stay | tee log   # stay up after the session even when piped, until Ctrl-C
 
 What runs (project ``demo-exec``, offline, nothing deployed):
 - ``firebase emulators:start --only auth,firestore,functions,pubsub``: the official Firestore emulator
@@ -25,7 +26,12 @@ signal, the history page; through the Firestore REST API with the trader's token
 intent document created as the app would, executed by the Firestore trigger, plus two writes and
 reads the rules must refuse; the sweeper invoked as Cloud Scheduler would; the tenant ledger read
 with the admin's token. Then ID tokens and a curl line for every API route, and the stack stays up
-until Ctrl-C.
+until Ctrl-C — on a terminal, or anywhere with ``--stay``. When it exits after the session instead
+(``--once``, stdin/stdout not a terminal such as ``| tee log``, ``CI`` set) it says which.
+
+While the stack is up, ``SchedulerTicker`` calls ``sweep_stuck_work`` every minute
+(``--schedule-seconds``) the way Cloud Scheduler does, because the Functions emulator registers
+the schedule but never fires it; it stops before the emulators do.
 
 Logs: ``.tools/stack/emulators.log`` (firebase-tools + the functions' JSON log lines), kept after exit.
 The test tests/integration/test_local_stack.py starts the same ``EmulatorSuite`` on free ports.
@@ -43,6 +49,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -530,6 +537,49 @@ def invoke_scheduled(suite: EmulatorSuite, name: str = "sweep_stuck_work") -> Re
                                         "X-CloudScheduler-JobName": f"firebase-schedule-{name}-{REGION}"}))
 
 
+class SchedulerTicker:
+    """Cloud Scheduler for the local stack: calls ``tick`` every ``interval`` seconds in a daemon
+    thread until ``stop()``. firebase-tools' Functions emulator registers the schedule of
+    ``sweep_stuck_work`` but never fires it, so without this stuck work would wait for a hand-made
+    call. A failed tick is reported through ``report`` and the next one still comes."""
+
+    def __init__(self, tick: Callable[[], Any], interval: float = 60.0,
+                 report: Callable[[str], None] = lambda line: print(line, flush=True)):
+        if interval <= 0:
+            raise ValueError("interval must be > 0")
+        self.tick = tick
+        self.interval = interval
+        self.report = report
+        self.ticks = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scheduler-ticker", daemon=True)
+
+    def start(self) -> "SchedulerTicker":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                reply = self.tick()
+                status = getattr(reply, "status", 200)
+                if status != 200:
+                    raise StackError(f"HTTP {status} {getattr(reply, 'body', '')}"[:300])
+            except Exception as exc:  # noqa: BLE001 - a failed tick is reported; the schedule goes on
+                self.failures += 1
+                if not self._stop.is_set():
+                    self.report(f"scheduler: sweep_stuck_work tick failed: {type(exc).__name__}: {exc}")
+            finally:
+                self.ticks += 1
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """No new tick after this returns; a tick in flight gets ``timeout`` seconds to finish."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
 # --------------------------------------------------------------------------------------------
 # Request bodies (the session and the curl examples use the same ones)
 # --------------------------------------------------------------------------------------------
@@ -549,6 +599,13 @@ def pair_body(decision_id: str) -> dict[str, Any]:
             "rpm_output": {"decision_id": decision_id, "approved": True, "expires_at": "2099-01-01T00:00:00+00:00",
                            "approved_legs": {"long_spy": 10, "short_msft": 5}},
             "max_group_slippage_pips": 50, "allow_partial_fills": False}
+
+
+def approval_body(decision_id: str, for_uid: str) -> dict[str, Any]:
+    """What a risk manager sends to POST /risk/approvals for ``pair_body``'s legs."""
+    return {"decision_id": decision_id, "for_uid": for_uid, "expires_at": "2099-01-01T00:00:00+00:00",
+            "legs": [{"leg_id": "long_spy", "symbol": "SPY", "direction": 1, "max_units": "10"},
+                     {"leg_id": "short_msft", "symbol": "MSFT", "direction": -1, "max_units": "5"}]}
 
 
 def signal_body() -> dict[str, Any]:
@@ -577,6 +634,7 @@ class Session:
     results: list[tuple[str, bool, str]] = field(default_factory=list)
     trader: User | None = None
     admin: User | None = None
+    risk: User | None = None
     group_id: str | None = None
     intent_id: str | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
@@ -594,8 +652,9 @@ class Session:
         auth = AuthClient(self.suite)
         self.trader = auth.create_user("trader", "trader@acme.example", {"tenant_id": TENANT, "role": "trader"})
         self.admin = auth.create_user("admin", "admin@acme.example", {"tenant_id": TENANT, "role": "tenant_admin"})
+        self.risk = auth.create_user("risk", "risk@acme.example", {"tenant_id": TENANT, "role": "risk_manager"})
         self.out("Users (Auth emulator, custom claims in the ID token):")
-        for user in (self.trader, self.admin):
+        for user in (self.trader, self.admin, self.risk):
             self.out(f"  {user.name:7} {user.email:22} uid={user.uid}  {json.dumps(user.claims)}")
         self.api_steps()
         self.firestore_steps()
@@ -637,6 +696,11 @@ class Session:
                    and r.get("broker_order_id") == first.get("broker_order_id"),
                    f"{r.status} {r.get('status')} replayed, same order {str(r.get('broker_order_id'))[:8]}…")
 
+        # the risk manager issues the approval the group references (a trader cannot approve themselves)
+        r = ApiClient(self.suite, self.risk.token).call("POST", "/risk/approvals", approval_body(
+            f"rpm-{self.run_id}", self.trader.uid))
+        self.check("POST /risk/approvals by the risk manager, for the trader", r.status == 201,
+                   f"{r.status} decision {r.get('decision_id')}")
         r = api.call("POST", "/execute/multi-leg", pair_body(f"rpm-{self.run_id}"),
                      headers={"Idempotency-Key": f"demo-{self.run_id}-pair"})
         legs = r.get("legs") or []
@@ -825,13 +889,38 @@ def print_access(suite: EmulatorSuite, session: Session, out: Callable[[str], No
 # --------------------------------------------------------------------------------------------
 
 
+def stay_up(once: bool, stay: bool, stdin_tty: bool, stdout_tty: bool, ci: bool) -> tuple[bool, str]:
+    """Whether the stack stays up after the session, and why (printed when it does not)."""
+    if stay:
+        return True, "--stay"
+    if once:
+        return False, "--once was given"
+    why = [name for name, tty in (("stdin", stdin_tty), ("stdout", stdout_tty)) if not tty]
+    if why:
+        return False, (f"{' and '.join(why)} {'is' if len(why) == 1 else 'are'} not a terminal (piped, e.g. "
+                       "`| tee log`, or run from a script)")
+    if ci:
+        return False, "CI is set"
+    return True, "on a terminal"
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--once", action="store_true", help="exit after the session (default when not on a terminal)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="exit after the session (default when not on a terminal)")
+    mode.add_argument("--stay", action="store_true",
+                      help="stay up after the session until Ctrl-C or SIGTERM, also when not on a terminal "
+                           "(e.g. `bash scripts/run.sh --stay | tee log`)")
     parser.add_argument("--alpaca", action="store_true",
                         help="route equities/crypto/options to the local Alpaca-compatible server")
+    parser.add_argument("--schedule-seconds", type=float, default=60.0, metavar="S",
+                        help="call the scheduled sweeper (sweep_stuck_work) every S seconds while the stack is "
+                             "up, as Cloud Scheduler does every minute (default 60; 0: never)")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    interactive = not args.once and sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+    if args.schedule_seconds < 0:
+        parser.error("--schedule-seconds must be >= 0")
+    interactive, stay_reason = stay_up(args.once, args.stay, sys.stdin.isatty(), sys.stdout.isatty(),
+                                       bool(os.environ.get("CI")))
 
     def _terminate(signum: int, frame: Any) -> None:  # SIGTERM/SIGHUP: the same clean stop as Ctrl-C
         raise KeyboardInterrupt
@@ -853,6 +942,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     suite = EmulatorSuite(workdir=workdir, functions_env=env)
     broker = "alpaca" if args.alpaca else "paper"
     code = 1
+    ticker: SchedulerTicker | None = None
     try:
         print(f"Local stack: project {PROJECT}, broker {broker}"
               + (f" (local Alpaca-compatible server {alpaca.url}, routes {ALPACA_ROUTES})" if alpaca else
@@ -869,7 +959,12 @@ def main(argv: Iterable[str] | None = None) -> int:
               "/healthz answers.")
         print(f"  Functions {suite.host('functions')}  Firestore {suite.host('firestore')} (rules: firestore.rules)  "
               f"Auth {suite.host('auth')}  Pub/Sub {suite.host('pubsub')}")
-        print(f"  Log (firebase-tools + function logs): {suite.log_path.relative_to(ROOT)}\n")
+        print(f"  Log (firebase-tools + function logs): {suite.log_path.relative_to(ROOT)}")
+        if args.schedule_seconds > 0:
+            ticker = SchedulerTicker(lambda: invoke_scheduled(suite), args.schedule_seconds).start()
+            print(f"  Scheduler: sweep_stuck_work every {args.schedule_seconds:g} s, as Cloud Scheduler would "
+                  "(the Functions emulator does not run schedules).")
+        print()
         session = Session(suite, broker=broker, out=lambda line: print(line, flush=True))
         try:
             session.run()
@@ -880,8 +975,11 @@ def main(argv: Iterable[str] | None = None) -> int:
         if session.trader is not None and session.admin is not None:
             print_access(suite, session)
         code = 0 if session.ok else 1
+        if not interactive:
+            print(f"\nExiting after the session: {stay_reason}. Pass --stay to keep the stack up "
+                  "(bash scripts/run.sh --stay).", flush=True)
         if interactive:
-            print(f"\nThe stack is up (Functions {suite.functions_url}). Ctrl-C to stop.", flush=True)
+            print(f"\nThe stack is up (Functions {suite.functions_url}; {stay_reason}). Ctrl-C to stop.", flush=True)
             while suite.running():
                 time.sleep(0.5)
             print(f"firebase-tools exited on its own\n{suite.log_tail()}")
@@ -893,6 +991,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         code = 1
     finally:
         started = time.monotonic()
+        if ticker is not None:
+            ticker.stop()
+            print(f"Scheduler stopped after {ticker.ticks} tick(s), {ticker.failures} failed.", flush=True)
         suite.stop()
         if alpaca is not None:
             alpaca.stop()

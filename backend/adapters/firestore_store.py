@@ -23,8 +23,9 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from backend.domain.money import ZERO
-from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupSnapshot,
-                                 IntentRecord, IntentStatus, LeaseLost)
+from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupReservation,
+                                 GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentRecord, IntentStatus,
+                                 LeaseLost)
 from backend.risk.manager import Exposure, RiskSnapshot
 
 NANO = Decimal("1000000000")
@@ -106,7 +107,7 @@ class FirestoreStore:
                      {**update.record, "updated_server_at": firestore.SERVER_TIMESTAMP},
                      option=self.db.write_option(last_update_time=update.token))
         self._write_fills(batch, update.tenant_id, update.fills)
-        self._add_tax(batch, [(f.uid, f.tax) for f in update.fills])
+        self._add_tax(batch, [(f.uid, f.tax, f.ledger) for f in update.fills])
         exposure = _exposure_changes(update.filled_signed_qty, update.released_signed_qty)
         if exposure:
             batch.set(self._exposure_ref(update.tenant_id, update.account_key), exposure, merge=True)
@@ -222,7 +223,7 @@ class FirestoreStore:
             if finish.release_slot is not None and finish.trade_day is not None:
                 batch.delete(self._slots(finish.tenant_id, finish.trade_day).document(str(finish.release_slot)))
             if finish.tax is not None:
-                self._add_tax(batch, [(finish.uid, finish.tax)])
+                self._add_tax(batch, [(finish.uid, finish.tax, finish.ledger)])
             try:
                 _commit(batch)
                 return None
@@ -235,16 +236,25 @@ class FirestoreStore:
 
     # --- execution-quality metrics (sharded day counters, same commit as the ledger row) ------------
     def _add_metrics(self, batch: Any, tenant_id: str, row_id: str, row: Mapping[str, Any]) -> None:
-        from backend.execution.metrics import increments, shard_for
+        """Per-strategy counters only for the first ``MAX_STRATEGIES_PER_SHARD`` strategies of the
+        shard-day (its ``strategies`` array, read as a projection); later ones count under
+        ``(other)``. Concurrent finishes may each admit one more: the overshoot is bounded by the
+        writers of one shard at one moment, never by user input."""
+        from backend.execution.metrics import increments, shard_for, strategy_bucket
 
         inc = increments(row)
         if not inc:
             return
         day = row.get("trade_date") or "unknown"
-        doc: dict[str, Any] = {"day": day, **{k: firestore.Increment(v) for k, v in inc.items()}}
-        if row.get("strategy_id"):
-            doc["by_strategy"] = {row["strategy_id"]: {k: firestore.Increment(v) for k, v in inc.items()}}
         ref = self._tenant(tenant_id).collection("metrics").document(f"{day}__{shard_for(row_id)}")
+        doc: dict[str, Any] = {"day": day, **{k: firestore.Increment(v) for k, v in inc.items()}}
+        strategy = row.get("strategy_id")
+        if strategy:
+            admitted = (ref.get(field_paths=["strategies"]).to_dict() or {}).get("strategies") or []
+            bucket = strategy_bucket(strategy, admitted)
+            if bucket == strategy and strategy not in admitted:
+                doc["strategies"] = firestore.ArrayUnion([strategy])
+            doc["by_strategy"] = {bucket: {k: firestore.Increment(v) for k, v in inc.items()}}
         batch.set(ref, doc, merge=True)
 
     def read_metrics(self, tenant_id: str, from_day: str, to_day: str) -> list[dict[str, Any]]:
@@ -256,10 +266,11 @@ class FirestoreStore:
     def _book_ref(self, uid: str, key: str):
         return self.db.collection("users").document(uid).collection("tax_books").document(key)
 
-    def _add_tax(self, batch: Any, fills: list[tuple[str, Any]]) -> None:
-        from backend.tax.state import book_key, plan_books
+    def _add_tax(self, batch: Any, fills: list[tuple[Any, ...]]) -> None:
+        from backend.tax.state import book_key, plan_books, scoped_fills
 
-        fills = [(uid, fill) for uid, fill in fills if fill is not None]
+        # (uid, fill, ledger row): the row names the fill's tenant and account, its lot book
+        fills = scoped_fills(fills)
         if not fills:
             return
         keys = sorted({(uid, book_key(fill.symbol)) for uid, fill in fills})
@@ -305,8 +316,73 @@ class FirestoreStore:
             return None
         return GroupSnapshot(tenant_id, group_id, snap.to_dict() or {}, snap.update_time)
 
+    def reserve_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
+                      reservation: GroupReservation) -> GroupReserveOutcome:
+        """One batch: the group doc (precondition on its last write), one created slot per leg, and
+        exposure increments. A slot taken meanwhile (AlreadyExists) re-reads the taken slots and
+        retries; a moved group document is ``LeaseLost``."""
+        ref = self.group_ref(snapshot.tenant_id, snapshot.group_id)
+        slots_col = self._slots(snapshot.tenant_id, reservation.trade_day)
+        for attempt in range(20):
+            if attempt:
+                _backoff(attempt)
+            if attempt == 0:
+                # First try without listing: slots below the count just read are most likely taken
+                # (claims fill from the bottom); a wrong guess costs one AlreadyExists and a listing.
+                taken = set(range(min(reservation.trades_seen, reservation.daily_limit)))
+            else:
+                taken = {int(s.id) for s in slots_col.select([]).limit(reservation.daily_limit + 1000).stream()
+                         if s.id.isdigit() and int(s.id) < reservation.daily_limit}
+            chosen = _free_slots(taken, reservation.daily_limit, len(reservation.legs))
+            if chosen is None and attempt == 0:
+                continue  # the count says full: list the slots to be sure (one may have been given back)
+            if chosen is None:
+                return GroupReserveOutcome(ClaimResult.DAILY_LIMIT, trades_today=len(taken))
+            slots = {leg.leg_id: slot for leg, slot in zip(reservation.legs, chosen)}
+            stored = {**doc, "_reservation": reservation.to_doc(slots)}
+            batch = self.db.batch()
+            batch.update(ref, {**stored, "_updated_server_at": firestore.SERVER_TIMESTAMP},
+                         option=self.db.write_option(last_update_time=snapshot.token))
+            self._write_legs(batch, ref, snapshot.tenant_id, stored)
+            for leg in reservation.legs:
+                batch.create(slots_col.document(str(slots[leg.leg_id])),
+                             {"intent_id": snapshot.group_id, "group_id": snapshot.group_id, "leg_id": leg.leg_id,
+                              "uid": reservation.uid, "taken_at": firestore.SERVER_TIMESTAMP})
+                field = "reserved_long_nanos" if leg.signed_qty > 0 else "reserved_short_nanos"
+                batch.set(self._exposure_ref(snapshot.tenant_id, leg.account_key),
+                          {field: firestore.Increment(to_nanos(abs(leg.signed_qty)))}, merge=True)
+            try:
+                results = _commit(batch)
+            except gexc.AlreadyExists:
+                continue  # a slot was taken meanwhile: choose again
+            except (gexc.FailedPrecondition, gexc.NotFound) as exc:
+                raise LeaseLost(f"group {snapshot.group_id} changed since it was read") from exc
+            refs = [self._exposure_ref(snapshot.tenant_id, leg.account_key) for leg in reservation.legs]
+            snaps = {s.reference.path: s for s in self.db.get_all(refs)}
+            exposures = {leg.account_key: _exposure(snaps[r.path].to_dict() or {})
+                         for leg, r in zip(reservation.legs, refs)}
+            return GroupReserveOutcome(ClaimResult.CLAIMED,
+                                       GroupSnapshot(snapshot.tenant_id, snapshot.group_id, stored, results[0].update_time),
+                                       exposures, len(taken) + len(reservation.legs))
+        # slots kept being taken by concurrent claims: not a "no" (the day may have room); the group
+        # stays VALIDATING with its lease, and a retry or the sweeper reserves again
+        raise StoreContention(f"group {snapshot.group_id}: daily slots kept being taken concurrently")
+
+    def get_rpm_approval(self, tenant_id: str, decision_id: str) -> Mapping[str, Any] | None:
+        snap = self._tenant(tenant_id).collection("rpm_approvals").document(decision_id).get()
+        return snap.to_dict() if snap.exists else None
+
+    def put_rpm_approval(self, tenant_id: str, decision_id: str, doc: Mapping[str, Any]) -> bool:
+        try:
+            self._tenant(tenant_id).collection("rpm_approvals").document(decision_id).create(
+                {**doc, "created_server_at": firestore.SERVER_TIMESTAMP})
+        except gexc.AlreadyExists:
+            return False
+        return True
+
     def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
-                   fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot:
+                   fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None,
+                   settlement: GroupSettlement | None = None) -> GroupSnapshot:
         ref = self.group_ref(snapshot.tenant_id, snapshot.group_id)
         for attempt in range(12):  # retried only when a lot book moved and the group itself did not
             if attempt:
@@ -316,10 +392,17 @@ class FirestoreStore:
                          option=self.db.write_option(last_update_time=snapshot.token))
             self._write_legs(batch, ref, snapshot.tenant_id, doc)
             self._write_fills(batch, snapshot.tenant_id, fills)
-            self._add_tax(batch, [(f.uid, f.tax) for f in fills])
+            self._add_tax(batch, [(f.uid, f.tax, f.ledger) for f in fills])
             if intent_update:
                 batch.update(self.intent_ref(snapshot.tenant_id, snapshot.group_id),
                              {**intent_update, "updated_server_at": firestore.SERVER_TIMESTAMP})
+            if settlement is not None:
+                for key, filled, released in settlement.exposure:
+                    changes = _exposure_changes(filled, released)
+                    if changes:
+                        batch.set(self._exposure_ref(snapshot.tenant_id, key), changes, merge=True)
+                for slot in settlement.release_slots:
+                    batch.delete(self._slots(snapshot.tenant_id, settlement.trade_day).document(str(slot)))
             try:
                 results = _commit(batch)
             except (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists) as exc:
@@ -470,6 +553,24 @@ def _commit(batch: Any, attempts: int = 8) -> Any:
                 raise StoreContention("commit aborted by contention") from None
             time.sleep(random.uniform(0.01, 0.05) * (2 ** attempt))
     raise AssertionError("unreachable")
+
+
+def _free_slots(taken: set[int], limit: int, n: int) -> list[int] | None:
+    """``n`` distinct free slot numbers below ``limit``, chosen at random so concurrent groups rarely
+    race for the same ones (the create precondition keeps the count exact either way); None if the
+    day has fewer than ``n`` free slots."""
+    import random
+
+    if limit - len(taken) < n:
+        return None
+    if limit <= 4096:
+        return random.sample([s for s in range(limit) if s not in taken], n)
+    picks: set[int] = set()
+    while len(picks) < n:
+        slot = random.randrange(limit)
+        if slot not in taken:
+            picks.add(slot)
+    return sorted(picks)
 
 
 def _exposure_changes(filled_signed: Decimal, released_signed: Decimal) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from backend.domain.money import ZERO
-from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupSnapshot,
-                                 IntentRecord, IntentStatus, LeaseLost)
+from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupReservation,
+                                 GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentRecord, IntentStatus,
+                                 LeaseLost)
 from backend.risk.manager import Exposure, RiskSnapshot
 
 
@@ -85,7 +86,7 @@ class InMemoryStore:
                         dict(fill.history))
             self._move_exposure(update.tenant_id, update.account_key, update.filled_signed_qty,
                                 update.released_signed_qty)
-            self._apply_tax([(f.uid, f.tax) for f in update.fills])
+            self._apply_tax([(f.uid, f.tax, f.ledger) for f in update.fills])
             self.commits += 1
             return True
 
@@ -168,7 +169,7 @@ class InMemoryStore:
             if finish.account_key is not None:
                 self._move_exposure(finish.tenant_id, finish.account_key, finish.filled_signed_qty,
                                     finish.reserved_signed_qty or ZERO)
-            self._apply_tax([(finish.uid, finish.tax)])
+            self._apply_tax([(finish.uid, finish.tax, finish.ledger)])
             if finish.release_slot is not None and finish.trade_day is not None:
                 self.docs.pop(f"tenants/{finish.tenant_id}/risk_days/{finish.trade_day}/trade_slots/{finish.release_slot}",
                               None)
@@ -176,7 +177,7 @@ class InMemoryStore:
             return None
 
     def _add_metrics(self, tenant_id: str, row_id: str, row: Mapping[str, Any]) -> None:
-        from backend.execution.metrics import increments, shard_for
+        from backend.execution.metrics import increments, shard_for, strategy_bucket
 
         inc = increments(row)
         if not inc:
@@ -186,7 +187,11 @@ class InMemoryStore:
         for key, value in inc.items():
             doc[key] = doc.get(key, 0) + value
         if row.get("strategy_id"):
-            per = doc.setdefault("by_strategy", {}).setdefault(row["strategy_id"], {})
+            admitted = doc.setdefault("strategies", [])
+            bucket = strategy_bucket(row["strategy_id"], admitted)  # capped: the doc's size is bounded
+            if bucket == row["strategy_id"] and bucket not in admitted:
+                admitted.append(bucket)
+            per = doc.setdefault("by_strategy", {}).setdefault(bucket, {})
             for key, value in inc.items():
                 per[key] = per.get(key, 0) + value
 
@@ -196,10 +201,11 @@ class InMemoryStore:
             return [copy.deepcopy(d) for p, d in self.docs.items()
                     if p.startswith(prefix) and p.count("/") == 3 and from_day <= d.get("day", "") <= to_day]
 
-    def _apply_tax(self, fills: list[tuple[str, Any]]) -> None:
-        from backend.tax.state import book_key, plan_books
+    def _apply_tax(self, fills: list[tuple[Any, ...]]) -> None:
+        from backend.tax.state import book_key, plan_books, scoped_fills
 
-        fills = [(uid, fill) for uid, fill in fills if fill is not None]
+        # (uid, fill, ledger row): the row names the fill's tenant and account, its lot book
+        fills = scoped_fills(fills)
         if not fills:
             return
         keys = {(uid, book_key(fill.symbol)) for uid, fill in fills}
@@ -248,8 +254,52 @@ class InMemoryStore:
             data = {k: v for k, v in copy.deepcopy(doc).items() if k != "_version"}
             return GroupSnapshot(tenant_id, group_id, data, doc["_version"])
 
+    def reserve_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
+                      reservation: GroupReservation) -> GroupReserveOutcome:
+        with self._lock:
+            current = self.docs.get(self.group_path(snapshot.tenant_id, snapshot.group_id))
+            if current is None or current["_version"] != snapshot.token:
+                raise LeaseLost(f"group {snapshot.group_id} changed since it was read")
+            taken = {int(p.rsplit("/", 1)[1]) for p in self._slots(snapshot.tenant_id, reservation.trade_day)}
+            free = [n for n in range(reservation.daily_limit) if n not in taken]
+            if len(free) < len(reservation.legs):
+                return GroupReserveOutcome(ClaimResult.DAILY_LIMIT, trades_today=len(taken))
+            slots = {}
+            for leg, slot in zip(reservation.legs, free):
+                slots[leg.leg_id] = slot
+                self.docs[f"tenants/{snapshot.tenant_id}/risk_days/{reservation.trade_day}/trade_slots/{slot}"] = {
+                    "intent_id": snapshot.group_id, "group_id": snapshot.group_id, "leg_id": leg.leg_id,
+                    "uid": reservation.uid}
+                exp = self.docs.setdefault(f"tenants/{snapshot.tenant_id}/exposure/{leg.account_key}",
+                                           {"position": ZERO, "reserved_long": ZERO, "reserved_short": ZERO})
+                field = "reserved_long" if leg.signed_qty > 0 else "reserved_short"
+                exp[field] = exp[field] + abs(leg.signed_qty)
+            stored = {**copy.deepcopy(dict(doc)), "_reservation": reservation.to_doc(slots)}
+            snap = self._put_group(snapshot.tenant_id, snapshot.group_id, stored)
+            return GroupReserveOutcome(ClaimResult.CLAIMED, snap,
+                                       {leg.account_key: self._exposure(snapshot.tenant_id, leg.account_key)
+                                        for leg in reservation.legs}, len(taken) + len(reservation.legs))
+
+    def _settle(self, tenant_id: str, settlement: GroupSettlement) -> None:
+        for key, filled, released in settlement.exposure:
+            self._move_exposure(tenant_id, key, filled, released)
+        for slot in settlement.release_slots:
+            self.docs.pop(f"tenants/{tenant_id}/risk_days/{settlement.trade_day}/trade_slots/{slot}", None)
+
+    def get_rpm_approval(self, tenant_id: str, decision_id: str) -> Mapping[str, Any] | None:
+        return self.get(f"tenants/{tenant_id}/rpm_approvals/{decision_id}")
+
+    def put_rpm_approval(self, tenant_id: str, decision_id: str, doc: Mapping[str, Any]) -> bool:
+        with self._lock:
+            path = f"tenants/{tenant_id}/rpm_approvals/{decision_id}"
+            if path in self.docs:
+                return False
+            self.docs[path] = copy.deepcopy(dict(doc))
+            return True
+
     def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
-                   fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot:
+                   fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None,
+                   settlement: GroupSettlement | None = None) -> GroupSnapshot:
         with self._lock:
             current = self.docs.get(self.group_path(snapshot.tenant_id, snapshot.group_id))
             if current is None or current["_version"] != snapshot.token:
@@ -258,7 +308,7 @@ class InMemoryStore:
                 ledger_path = f"tenants/{snapshot.tenant_id}/ledger_trades/{fill.trade_id}"
                 if ledger_path in self.docs:
                     raise RuntimeError(f"ledger row {ledger_path} already exists")
-            self._apply_tax([(f.uid, f.tax) for f in fills])
+            self._apply_tax([(f.uid, f.tax, f.ledger) for f in fills])
             for fill in fills:
                 self.docs[f"tenants/{snapshot.tenant_id}/ledger_trades/{fill.trade_id}"] = copy.deepcopy(dict(fill.ledger))
                 self._add_metrics(snapshot.tenant_id, fill.trade_id, fill.ledger)
@@ -268,6 +318,8 @@ class InMemoryStore:
             if intent_update:
                 self.docs.setdefault(self.intent_path(snapshot.tenant_id, snapshot.group_id), {}).update(
                     copy.deepcopy(dict(intent_update)))
+            if settlement is not None:
+                self._settle(snapshot.tenant_id, settlement)
             return self._put_group(snapshot.tenant_id, snapshot.group_id, doc)
 
     def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
@@ -336,3 +388,4 @@ class InMemoryStore:
 
         return self._ordered_page(f"tenants/{tenant_id}/ledger_trades", keep, "created_at", after, limit,
                                   descending=True)
+

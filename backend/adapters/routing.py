@@ -27,8 +27,8 @@ DEFAULT_ROUTES: Mapping[str, str] = MappingProxyType({
     "EQUITY": "alpaca",
     "CRYPTO": "alpaca",
     "OPTIONS": "alpaca",
-    "FOREX": "paper",  # Alpaca has no FX
-    "COMMODITY": "paper",
+    "FOREX": "paper",  # Alpaca has no FX; "oanda" (backend.adapters.oanda) trades FX on a real venue
+    "COMMODITY": "paper",  # metals (XAU/USD, XAG/USD): "oanda" as well
 })
 
 

@@ -11,16 +11,21 @@ request, a cost-checked signal) → engine → response. Status codes:
 202    pending: accepted, outcome not known yet (another request holds the intent; a group
        still working, continued by the sweeper); retry with the same Idempotency-Key
 400    malformed JSON, a field error (``field`` + ``reason``), an unusable header/query
-401    no / malformed / invalid bearer token
-403    token without tenant or role; a tenant/uid in the body that is not the caller's; a
-       trader reading another user's group; ``/tenants/{tenant_id}/…`` by anyone but a
-       tenant_admin of that tenant
-404    unknown route or group
+401    no / malformed / invalid bearer token; on a POST or a ``/tenants/…`` read also a token the
+       account no longer backs: ``USER_DISABLED``, ``TOKEN_REVOKED``, ``CLAIMS_CHANGED``
+       (backend.api.auth, account state cached ≤ ``EXEC_AUTH_STATE_CACHE_SECONDS``)
+403    token without tenant or role; a tenant/uid in the body that is not the caller's;
+       ``/tenants/{tenant_id}/…`` by anyone but a tenant_admin of that tenant
+404    unknown route; a group that does not exist or is another user's (one answer for both:
+       the status never tells a colleague that an id exists)
 405    known route, other method (``Allow`` header)
-409    the Idempotency-Key (or intent_id) was used with a different body / by another user
+409    the caller's own Idempotency-Key (or intent_id) reused with a different body. Ids a
+       client chooses are per user (``k-``/``g-`` + sha256(tenant, uid, id)): a colleague's
+       same id is their own intent, never this user's
 413    body over 64 KB
 415    a body that is declared as something other than JSON
-429    pending because the broker is rate limiting (``Retry-After``)
+429    ``RATE_LIMITED``: the caller's or the tenant's order-request limit (``Retry-After``;
+       nothing written; backend.api.rate_limit); or pending because the broker is rate limiting
 500    an unexpected exception: a generic body and a structured ERROR log line
 503    pending because the broker is unavailable (``Retry-After``)
 =====  ==================================================================================
@@ -44,17 +49,18 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, Callable, Mapping
 
+from backend.api import rate_limit
 from backend.api.auth import Identity, TokenVerifier, bearer_token, forbidden
 from backend.api.http import MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, StreamingResponse, bad_request
 from backend.api.idempotency import KEY_HEADER, check_group, check_intent_record, derived_id, parse_key, \
     resolve_intent_id
 from backend.domain.errors import InvalidInput
+from backend.domain.ids import ID
 from backend.logs import log_event
 
 SERVICE = "exec-api"
 MAX_JSON_DEPTH = 32
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_GROUP_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/portfolio/tax-lots/export", "_tax_export"),
     _route("GET", "/tenants/{tenant_id}/ledger", "_tenant_ledger"),
     _route("GET", "/tenants/{tenant_id}/metrics", "_tenant_metrics"),
+    _route("POST", "/risk/approvals", "_risk_approvals"),
     _route("GET", "/healthz", "_healthz", auth=False),
     _route("GET", "/openapi.json", "_openapi", auth=False),
 )
@@ -170,13 +177,12 @@ def _loc(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + (str(part) if part != "" else '""')  # an empty key is named too
     return out
 
 
-def validation_error(exc: Any) -> ApiError:
-    """A pydantic ValidationError → 400 naming the first error's field."""
-    err = exc.errors(include_url=False, include_input=False)[0]
+def _field_error(err: Mapping[str, Any]) -> dict[str, Any]:
+    """One pydantic error → ``{field, reason}`` (a model validator's ``"field: reason"`` is split)."""
     field = _loc(tuple(err.get("loc") or ()))[:200]  # an unknown key is the client's text: bounded
     reason = str(err.get("msg") or "invalid")[:500]
     kind = err.get("type")
@@ -191,11 +197,29 @@ def validation_error(exc: Any) -> ApiError:
         reason = "unknown field"
     elif kind == "missing":
         reason = "field required"
-    count = exc.error_count()
+    return {"field": field or None, "reason": reason}
+
+
+MAX_FIELD_ERRORS = 50
+
+
+def validation_error(exc: Any) -> ApiError:
+    """A pydantic ValidationError → 400 listing every field error in ``errors`` (at most 50);
+    ``field``/``reason`` are the first one's, as before."""
+    errors: list[dict[str, Any]] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        item = _field_error(err)
+        if item not in errors:
+            errors.append(item)
+        if len(errors) == MAX_FIELD_ERRORS:
+            break
+    first = errors[0] if errors else {"field": None, "reason": "invalid"}
+    field, reason = first["field"], first["reason"]
+    count = len(errors)
     message = f"{field}: {reason}" if field else reason
     if count > 1:
         message += f" (and {count - 1} more error{'s' if count > 2 else ''})"
-    return ApiError(400, "VALIDATION_ERROR", message, field=field or None, reason=reason)
+    return ApiError(400, "VALIDATION_ERROR", message, field=field, reason=reason, errors=errors)
 
 
 def parse_model(model: Any, data: Mapping[str, Any]) -> Any:
@@ -231,15 +255,18 @@ class ApiApp:
     an unauthenticated request never builds the engine (cold starts)."""
 
     def __init__(self, *, engine: Callable[[], Any], verifier: Callable[[], TokenVerifier],
-                 history: Callable[[], Any] | None = None):
+                 history: Callable[[], Any] | None = None, rate_limiter: Callable[[], Any] | None = None):
         self._engine_factory = engine
         self._verifier_factory = verifier
         self._history_factory = history
+        self._rate_limiter_factory = rate_limiter  # backend.risk.rate_limit.RateLimiter; None: no limit
 
     @classmethod
-    def with_instances(cls, *, engine: Any, verifier: TokenVerifier, history: Any = None) -> "ApiApp":
+    def with_instances(cls, *, engine: Any, verifier: TokenVerifier, history: Any = None,
+                       rate_limiter: Any = None) -> "ApiApp":
         return cls(engine=lambda: engine, verifier=lambda: verifier,
-                   history=(lambda: history) if history is not None else None)
+                   history=(lambda: history) if history is not None else None,
+                   rate_limiter=(lambda: rate_limiter) if rate_limiter is not None else None)
 
     # --- entry point -----------------------------------------------------------------------
     def handle(self, request: ApiRequest) -> ApiResponse:
@@ -249,6 +276,7 @@ class ApiApp:
         path = normalize_path(request.path)
         route_name = path[:200]
         identity: Identity | None = None
+        limiter: Any = None
         try:
             route, params = match(request.method, path)
             route_name = route.name
@@ -256,13 +284,21 @@ class ApiApp:
                 raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the body exceeds {MAX_BODY_BYTES} bytes",
                                reason=f"{len(request.body)} bytes")
             if route.auth:
-                identity = self._verifier_factory().verify(bearer_token(request.header("Authorization")))
+                # mutating calls and tenant-admin reads also check revocation (backend.api.auth)
+                fresh = route.method == "POST" or route.name.startswith("/tenants/")
+                identity = self._verifier_factory().verify(bearer_token(request.header("Authorization")),
+                                                           fresh=fresh)
                 if route.method == "POST":
                     _require_json(request)
                     if request.query:
                         name = sorted(request.query)[0]
                         raise bad_request(name, "this endpoint takes no query parameters")
+                    limiter = self._rate_limiter_factory() if self._rate_limiter_factory else None
+                    if limiter is not None:  # 429 + Retry-After before anything is parsed or written
+                        rate_limit.admit(limiter, identity.tenant_id, identity.uid)
             response = getattr(self, route.handler)(request, identity, **params)
+            if limiter is not None and rate_limit.reached_engine(response.status):
+                limiter.record(identity.tenant_id, identity.uid)
         except ApiError as exc:
             response = exc.to_response(request_id)
         except InvalidInput as exc:  # the core refused a value the models let through
@@ -311,7 +347,7 @@ class ApiApp:
         intent_id = resolve_intent_id(key, body.intent_id, identity.tenant_id, identity.uid)
         intent = OrderIntent(strategy_id=body.strategy_id, broker_account_id=body.broker_account_id,
                              symbol=body.symbol, side=body.side, qty=body.qty,
-                             asset_class=body.asset_class or "EQUITY", estimated_slippage=body.estimated_slippage,
+                             asset_class=body.asset_class, estimated_slippage=body.estimated_slippage,
                              metadata=body.metadata, intent_id=intent_id, order_type=body.order_type,
                              limit_price=body.limit_price)
         result = self._run_intent(intent, identity, id_source=_id_source(key, intent_id))
@@ -349,12 +385,12 @@ class ApiApp:
             metadata["signal_reasoning"] = body.reasoning[:500]
         intent = OrderIntent(strategy_id=body.strategy_id, broker_account_id=body.broker_account_id,
                              symbol=body.symbol, side=body.signal_type.lower(), qty=body.qty,
-                             asset_class=body.asset_class or "EQUITY",
+                             asset_class=body.asset_class,
                              estimated_slippage=decision.signal.estimated_slippage, metadata=metadata,
                              intent_id=intent_id)
         result = self._run_intent(intent, identity, id_source=_id_source(key, intent_id), engine=engine)
         response = _result_response(result)
-        out["executed"] = True
+        out["executed"] = signals.reached_venue(result)
         out["reason"] = result.reason or decision.reason
         if response.status >= 400:  # 429 / 503: the error body, with the signal beside it
             response.body["signal"] = out["signal"]
@@ -392,14 +428,14 @@ class ApiApp:
     def _get_group(self, request: ApiRequest, identity: Identity, group_id: str) -> ApiResponse:
         if request.query:
             raise bad_request(sorted(request.query)[0], "this endpoint takes no query parameters")
-        if not _GROUP_ID_RE.fullmatch(group_id):
-            raise bad_request("group_id", "must be 1-100 characters of A-Z a-z 0-9 _ -")
+        problem = ID.problem(group_id)  # the one id rule: a reserved name never reaches Firestore
+        if problem is not None:
+            raise bad_request("group_id", problem)
         group = self._engine().get_group(identity.tenant_id, group_id)
-        if group is None:
-            raise ApiError(404, "NOT_FOUND", f"no group {group_id}", field="group_id", reason="not found")
         owner = getattr(group, "uid", None)
-        if owner is not None and owner != identity.uid and not identity.is_admin:
-            raise forbidden("the group belongs to another user; only a tenant_admin may read it", "group_id")
+        if group is None or (owner is not None and owner != identity.uid and not identity.is_admin):
+            # one answer for "does not exist" and "another user's": a status must not say which
+            raise ApiError(404, "NOT_FOUND", f"no group {group_id}", field="group_id", reason="not found")
         return ApiResponse(200, _jsonable(group.to_api_response()))
 
     def _history(self, request: ApiRequest, identity: Identity) -> ApiResponse:
@@ -414,7 +450,8 @@ class ApiApp:
         reader = self._history_factory() if self._history_factory is not None else None
         if reader is None:
             raise RuntimeError("no history reader configured")
-        page = reader.page(identity.uid, limit=query.limit, after=after)
+        page = reader.page(identity.uid, limit=query.limit, after=after, tenant_id=query.tenant_id,
+                           broker_account_id=query.broker_account_id)
         body = HistoryPage(items=[_jsonable(dict(item)) for item in page.items], next_cursor=page.next_cursor)
         return ApiResponse(200, body.model_dump(mode="json"))
 
@@ -428,6 +465,12 @@ class ApiApp:
         from backend.api import ledger_review
 
         return ledger_review.handle(request, identity, self._engine().store, tenant_id)
+
+    def _risk_approvals(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api import risk_approvals
+
+        engine = self._engine()
+        return risk_approvals.handle(request, identity, engine.store, _clock_of(engine).now())
 
     def _tenant_metrics(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
         from backend.api import metrics_api

@@ -3,6 +3,13 @@
 No credentials are needed to verify ID tokens: firebase-admin checks the signature against
 Google's public certificates (production) or, when ``FIREBASE_AUTH_EMULATOR_HOST`` is set, accepts
 the Auth emulator's unsigned tokens. The app only needs the project id.
+
+Revocation: a mutating call (``fresh=True``) and any call by a token claiming ``tenant_admin`` also
+read the user record (``auth.get_user``: disabled, ``tokens_valid_after_timestamp``, current custom
+claims) — the same check as ``verify_id_token(check_revoked=True)`` plus a claims comparison —
+cached per uid for ``cache_seconds`` (default 10 s, ``EXEC_AUTH_STATE_CACHE_SECONDS``). The user
+record lookup needs credentials allowed to read users (the function's service account in
+production; none on the emulator). If it fails, the call is refused with 503 (fail closed).
 """
 from __future__ import annotations
 
@@ -10,19 +17,23 @@ import os
 import threading
 from typing import Any
 
-from backend.api.auth import Identity, identity_from_claims, unauthenticated
+from backend.api.auth import AccountState, AccountStateCache, Identity, account_refusal, identity_from_claims, \
+    log_refused_token, must_check_account, unauthenticated
 from backend.api.http import ApiError
 from backend.logs import log_event
 
 APP_NAME = "exec-api"
+DEFAULT_CACHE_SECONDS = 10.0
 
 
 class FirebaseTokenVerifier:
-    def __init__(self, project_id: str | None = None, *, check_revoked: bool = False, app: Any = None):
+    def __init__(self, project_id: str | None = None, *, check_revoked: bool = False, app: Any = None,
+                 cache_seconds: float = DEFAULT_CACHE_SECONDS, cache: AccountStateCache | None = None):
         self.project_id = project_id or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT")
-        self.check_revoked = check_revoked
+        self.check_revoked = check_revoked  # True: check the account on every call, reads included
         self._app = app
         self._lock = threading.Lock()
+        self.cache = cache or AccountStateCache(cache_seconds)
 
     def _get_app(self) -> Any:
         if self._app is not None:
@@ -38,22 +49,48 @@ class FirebaseTokenVerifier:
                     self._app = firebase_admin.initialize_app(options=options, name=APP_NAME)
             return self._app
 
-    def verify(self, token: str) -> Identity:
+    def verify(self, token: str, *, fresh: bool = False) -> Identity:
         from firebase_admin import auth
 
         app = self._get_app()
         try:
-            claims = auth.verify_id_token(token, app=app, check_revoked=self.check_revoked)
+            claims = auth.verify_id_token(token, app=app, check_revoked=False)
         except auth.CertificateFetchError as exc:
             log_event("api.auth_unavailable", severity="ERROR", error=type(exc).__name__)
-            raise ApiError(503, "AUTH_UNAVAILABLE", "token verification is temporarily unavailable",
-                           headers={"Retry-After": "5"}) from None
+            raise _unavailable() from None
         except auth.ExpiredIdTokenError:
             raise unauthenticated("ID token expired") from None
-        except auth.RevokedIdTokenError:
-            raise unauthenticated("ID token revoked") from None
-        except auth.UserDisabledError:
-            raise unauthenticated("user disabled") from None
         except (auth.InvalidIdTokenError, ValueError) as exc:
             raise unauthenticated(f"invalid ID token ({type(exc).__name__})") from None
+        if must_check_account(fresh or self.check_revoked, claims):
+            uid = claims.get("uid") or claims.get("sub")
+            if not isinstance(uid, str) or not uid:
+                raise unauthenticated("token has no subject")
+            state = self.cache.get(uid)
+            if state is None:
+                state = self._account_state(uid, app)
+                self.cache.put(uid, state)
+            error = account_refusal(claims, state)
+            if error is not None:
+                log_refused_token(claims, error)
+                raise error
         return identity_from_claims(claims)
+
+    def _account_state(self, uid: str, app: Any) -> AccountState:
+        from firebase_admin import auth, exceptions
+
+        try:
+            user = auth.get_user(uid, app=app)
+        except auth.UserNotFoundError:
+            return AccountState(exists=False)
+        except (exceptions.FirebaseError, ValueError, OSError) as exc:
+            log_event("api.auth_unavailable", severity="ERROR", error=type(exc).__name__, step="get_user")
+            raise _unavailable() from None
+        return AccountState(exists=True, disabled=bool(user.disabled),
+                            tokens_valid_after_ms=user.tokens_valid_after_timestamp or None,
+                            claims=dict(user.custom_claims or {}))
+
+
+def _unavailable() -> ApiError:
+    return ApiError(503, "AUTH_UNAVAILABLE", "token verification is temporarily unavailable",
+                    headers={"Retry-After": "5"})

@@ -101,11 +101,15 @@ def dumps(value: Any) -> str:
 
 
 class ApiError(Exception):
-    """An HTTP error with the API's error body ``{"error": {code, message, field, reason}}``."""
+    """An HTTP error with the API's error body ``{"error": {code, message, field, reason, errors}}``.
+
+    ``errors`` lists every field error of the request as ``{field, reason}`` (all of a body's
+    validation errors at once); ``field``/``reason`` are its first entry. An error that names no
+    input (a bad token, a conflict) has an empty list."""
 
     def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
                  reason: str | None = None, headers: Mapping[str, str] | None = None,
-                 extra: Mapping[str, Any] | None = None):
+                 extra: Mapping[str, Any] | None = None, errors: Sequence[Mapping[str, Any]] | None = None):
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -114,10 +118,14 @@ class ApiError(Exception):
         self.reason = reason
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
+        if errors is None:
+            errors = [{"field": field, "reason": reason}] if field is not None else []
+        self.errors = [{"field": e.get("field"), "reason": e.get("reason")} for e in errors]
 
     def to_response(self, request_id: str | None = None) -> ApiResponse:
         body: dict[str, Any] = {"error": {"code": self.code, "message": self.message,
-                                          "field": self.field, "reason": self.reason}}
+                                          "field": self.field, "reason": self.reason,
+                                          "errors": [dict(e) for e in self.errors]}}
         if request_id:
             body["error"]["request_id"] = request_id
         body.update(self.extra)

@@ -1,10 +1,20 @@
 """Idempotency keys → deterministic intent / group ids, and the "same key, different body" check.
 
-``Idempotency-Key`` (1-100 of ``[A-Za-z0-9_-]``) names one side effect of one user: the intent id
-is ``k-`` + sha256(tenant, uid, key) (groups: ``g-`` + ...), so a retry reaches the same intent
-record and the engine replays its stored outcome. Before executing, the stored record (read
-through the store) is compared with the new request: another user's record or a different
-normalized intent under the same id is a 409, never a replay of someone else's outcome.
+``Idempotency-Key`` (the one id rule, ``backend.domain.ids.ID``) names one side effect of one
+user: the intent id is ``k-`` + sha256(tenant, uid, key) (groups: ``g-`` + ...), so a retry
+reaches the same intent record and the engine replays its stored outcome. A body ``intent_id``
+is the same thing as the header (same derivation), so ids a client chooses over HTTP are per user:
+a colleague sending the same id gets their own intent — no squatting, no 409 that reveals the id
+exists. Before executing, the stored record is compared with the new request: a different
+normalized intent under the caller's own id is a 409, never a replay of another outcome.
+
+Intent documents (``tenants/<t>/order_intents/<id>``, written by apps) use the app's document id
+as is. The rules let a member only *create* such a document, with their own uid, an id of the
+``ID`` rule, and never an id of the derived shape ``[kg]-<48 hex>`` (so no app can pre-create the
+id of another user's HTTP intent or group). A colleague can therefore: create documents of their
+own under ids they choose, and learn that an id is taken from a refused create (ids are
+first-come; apps should use Firestore auto-ids, which cannot be guessed). A colleague cannot: read,
+change or delete another user's intent document, or any group, ledger or history row of theirs.
 """
 from __future__ import annotations
 
@@ -14,16 +24,18 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from backend.api.http import ApiError, bad_request
+from backend.domain.ids import ID
 
 KEY_HEADER = "Idempotency-Key"
-_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
 def parse_key(raw: str | None) -> str | None:
+    """The one id rule (``backend.domain.ids.ID``), like every other client-chosen id."""
     if raw is None:
         return None
-    if not _KEY_RE.fullmatch(raw):
-        raise bad_request(KEY_HEADER, "must be 1-100 characters of A-Z a-z 0-9 _ -")
+    problem = ID.problem(raw)
+    if problem is not None:
+        raise bad_request(KEY_HEADER, problem)
     return raw
 
 
@@ -33,12 +45,14 @@ def derived_id(prefix: str, tenant_id: str, uid: str, key: str) -> str:
 
 
 def resolve_intent_id(key: str | None, body_intent_id: str | None, tenant_id: str, uid: str) -> str | None:
-    """The header wins; the body's intent_id is used as is without a header; both must agree."""
-    if key is not None:
-        if body_intent_id is not None and body_intent_id != key:
-            raise bad_request("intent_id", f"differs from the {KEY_HEADER} header; send one or make them equal")
-        return derived_id("k", tenant_id, uid, key)
-    return body_intent_id
+    """The stored intent id for a request: ``k-`` + sha256(tenant, uid, id) of the header or, without
+    one, of the body's ``intent_id`` (both must agree when both are sent). Ids a client chooses are
+    thus per user: a colleague sending the same id reaches their own intent, never squats this
+    user's (no 409 that tells them it exists)."""
+    if key is not None and body_intent_id is not None and body_intent_id != key:
+        raise bad_request("intent_id", f"differs from the {KEY_HEADER} header; send one or make them equal")
+    chosen = key if key is not None else body_intent_id
+    return None if chosen is None else derived_id("k", tenant_id, uid, chosen)
 
 
 def conflict(reason: str, field: str = KEY_HEADER) -> ApiError:

@@ -16,20 +16,26 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     StrictBool,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
 
+from backend.domain.assets import resolve_asset_class
+from backend.domain import ids
 from backend.domain.errors import InvalidInput
+from backend.domain.group_rules import MAX_LEGS, MIN_LEGS
+from backend.domain.ids import pydantic_check
 from backend.domain.money import dec_str, to_decimal
 
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
+ID_PATTERN = ids.ID.json_pattern  # the one id rule (backend.domain.ids); reserved names refused by its validator
 DECIMAL_PATTERN = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
 # Far beyond any real order, small enough that no Decimal context operation can overflow.
 _MAX_ADJUSTED_EXPONENT = 15
@@ -85,7 +91,9 @@ NonNegativeDecimal = _decimal(Decimal(0), False, None)
 Fraction = _decimal(Decimal(0), False, Decimal(1))
 AnyDecimal = _decimal(None, False, None)
 
-Id = Annotated[str, Field(pattern=ID_PATTERN, description="1-100 characters of A-Z a-z 0-9 _ -")]
+Id = Annotated[str, Field(pattern=ID_PATTERN, description="1-100 characters of A-Z a-z 0-9 _ -, not of the form __…__ "
+                                                         "(reserved by Firestore)"),
+               AfterValidator(pydantic_check(ids.ID))]
 Symbol = Annotated[str, Field(min_length=1, max_length=64, description="Instrument symbol, e.g. AAPL, BTC/USD, "
                                                                        "EUR/USD, an OCC option symbol.")]
 
@@ -101,6 +109,26 @@ def _lower(value: Any) -> Any:
 AssetClassName = Annotated[
     Literal["EQUITY", "FOREX", "FX", "CRYPTO", "OPTIONS", "COMMODITY"], BeforeValidator(_upper),
     Field(description="Asset class (case-insensitive; FX is read as FOREX).")]
+
+
+def _class_of_symbol(value: Any, info: ValidationInfo) -> Any:
+    """A given asset class must not contradict the symbol (``BTC/USD`` given as EQUITY). An unusable
+    symbol is left to its own field's error."""
+    symbol = info.data.get("symbol")
+    if value is None or not isinstance(symbol, str):
+        return value
+    try:
+        resolve_asset_class(symbol, value)
+    except InvalidInput as exc:
+        if exc.field == "asset_class":
+            raise ValueError(exc.reason) from None
+    return value
+
+
+_CLASS_DOC = ("Asset class (case-insensitive; FX is read as FOREX). Omitted: detected from the symbol (BTC/USD "
+              "CRYPTO, EUR/USD FOREX, XAU/USD and GC=F COMMODITY, an OCC symbol OPTIONS, a plain ticker EQUITY). "
+              "A class the symbol's form contradicts is a 400.")
+SymbolAssetClass = Annotated[AssetClassName | None, AfterValidator(_class_of_symbol), Field(description=_CLASS_DOC)]
 Side = Annotated[Literal["buy", "sell"], BeforeValidator(_lower)]
 OrderTypeName = Annotated[Literal["market", "limit"], BeforeValidator(_lower)]
 SignalTypeName = Annotated[Literal["BUY", "SELL", "WAIT"], BeforeValidator(_upper)]
@@ -116,14 +144,12 @@ Direction = Annotated[int, BeforeValidator(_direction),
                       WithJsonSchema({"type": "integer", "enum": [1, -1],
                                       "description": "1 = buy (long), -1 = sell (short)."})]
 
-_METADATA_KEY = r"[A-Za-z0-9_.-]{1,64}"
+_METADATA_KEY = ids.METADATA_KEY.pattern
 _METADATA_MAX_ITEMS = 32
 
 
 def _metadata(value: Any) -> Any:
     """Scalars only (string <= 500 chars, integer, boolean, null), at most 32 keys; no float."""
-    import re
-
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -131,8 +157,8 @@ def _metadata(value: Any) -> Any:
     if len(value) > _METADATA_MAX_ITEMS:
         raise ValueError(f"at most {_METADATA_MAX_ITEMS} keys")
     for key, item in value.items():
-        if not isinstance(key, str) or not re.fullmatch(_METADATA_KEY, key):
-            raise ValueError(f"keys are 1-64 characters of A-Z a-z 0-9 _ . -, got {str(key)[:70]!r}")
+        if not ids.METADATA_KEY.is_valid(key):
+            raise ValueError(f"keys are {ids.METADATA_KEY.description}, got {str(key)[:70]!r}")
         if item is None or isinstance(item, bool):
             continue
         if isinstance(item, int):
@@ -170,7 +196,7 @@ class ExecuteRequest(_Input):
     symbol: Symbol
     side: Side
     qty: PositiveDecimal
-    asset_class: AssetClassName | None = Field(None, description="Default EQUITY.")
+    asset_class: SymbolAssetClass = None
     order_type: OrderTypeName = "market"
     limit_price: PositiveDecimal | None = Field(None, description="Required for limit orders, refused otherwise.")
     estimated_slippage: Fraction | None = Field(None, description="Pre-computed slippage share (0.0005 = 0.05%).")
@@ -191,14 +217,26 @@ class LegRequest(_Input):
     symbol: Symbol
     direction: Direction
     units: PositiveDecimal
-    asset_class: AssetClassName
+    asset_class: SymbolAssetClass = None
+
+    def to_engine_leg(self) -> dict[str, Any]:
+        """The leg as the engine takes it; an omitted class is the symbol's (so a replay compares equal)."""
+        leg = self.model_dump()
+        if leg["asset_class"] is None:
+            try:
+                leg["asset_class"] = resolve_asset_class(self.symbol).value
+            except InvalidInput:
+                pass  # an unusable symbol: the core names it
+        return leg
 
 
 class MultiLegRequest(_Input):
     """POST /execute/multi-leg: the request of seed 000, exactly."""
 
     strategy_id: Id
-    legs: list[LegRequest] = Field(min_length=2, max_length=20)
+    legs: list[LegRequest] = Field(min_length=MIN_LEGS, max_length=MAX_LEGS)
+    broker_account_id: Id | None = Field(None, description="The account label whose position limits the group "
+                                                           "counts against; default \"default\".")
     rpm_output: dict[str, Any] = Field(
         description="The risk/portfolio manager's authorization for this group, e.g. {\"decision_id\": \"rpm-42\", "
                     "\"approved\": true, \"expires_at\": \"2024-12-22T10:09:00+00:00\", \"approved_legs\": "
@@ -222,13 +260,15 @@ class MultiLegRequest(_Input):
         """The mapping ``engine.execute_group`` takes (Decimals kept, absent options left out)."""
         body: dict[str, Any] = {
             "strategy_id": self.strategy_id,
-            "legs": [leg.model_dump() for leg in self.legs],
+            "legs": [leg.to_engine_leg() for leg in self.legs],
             "rpm_output": _exact_strings(self.rpm_output),
             "max_group_slippage_pips": self.max_group_slippage_pips,
             "allow_partial_fills": self.allow_partial_fills,
         }
         if self.execution_priority is not None:
             body["execution_priority"] = list(self.execution_priority)
+        if self.broker_account_id is not None:
+            body["broker_account_id"] = self.broker_account_id
         return body
 
 
@@ -267,7 +307,7 @@ class SignalRequest(_Input):
     broker_account_id: Id
     signal_type: SignalTypeName
     symbol: Symbol
-    asset_class: AssetClassName | None = Field(None, description="Default EQUITY.")
+    asset_class: SymbolAssetClass = None
     qty: PositiveDecimal | None = Field(None, description="Required for BUY and SELL.")
     confidence: Fraction | None = None
     reasoning: Annotated[str, Field(max_length=2000)] | None = None
@@ -289,13 +329,16 @@ class HistoryQuery(_Input):
 
     limit: Annotated[int, Field(ge=1, le=100)] = 20
     cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    # Rows of one tenant / one account only (a user who moved tenants keeps their older rows).
+    tenant_id: Id | None = None
+    broker_account_id: Id | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _parse_limit(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("limit"), str):
             text = data["limit"]
-            if not text.isdigit() or len(text) > 4:
+            if not (text.isascii() and text.isdigit()) or len(text) > 4:  # no "١٠"
                 raise ValueError(f"limit: expected an integer from 1 to 100, got {text[:20]!r}")
             data = {**data, "limit": int(text)}
         return data
@@ -341,7 +384,11 @@ class ExecutionResponse(_Output):
     client_order_id: str | None
     broker_order_id: str | None
     broker: str | None
-    order_status: str | None
+    order_status: str | None = Field(
+        description="The venue order's state when the call answered (new, accepted, partially_filled, filled, "
+                    "canceled, ...). A market or marketable limit order waits briefly for its fill; a resting limit "
+                    "order (not marketable against the quote at submission) answers at once with its working "
+                    "state: follow it on the intent document (listener) while the sweeper records later fills.")
     filled_qty: str | None
     filled_avg_price: str | None
     replayed: bool = Field(description="True when this is the stored outcome of an earlier request.")
@@ -370,7 +417,9 @@ class CostCheckOut(_Output):
 class SignalResponse(_Output):
     signal: SignalOut
     cost_check: CostCheckOut | None
-    executed: bool
+    executed: bool = Field(description="True only when an order reached a venue (execution.status placed); false "
+                                       "for a WAIT, a signal downgraded by either cost check, a rejection, a dry "
+                                       "run or a pending outcome.")
     reason: str
     execution: ExecutionResponse | None
 
@@ -404,15 +453,27 @@ class GroupResponse(BaseModel):
 
 
 class HistoryPage(_Output):
-    items: list[dict[str, Any]] = Field(description="users/<uid>/portfolio/history/trades rows, newest first.")
+    items: list[dict[str, Any]] = Field(description="users/<uid>/portfolio/history/trades rows, newest first; each "
+                                                    "labelled with the tenant_id and broker_account_id it was "
+                                                    "recorded in ('default' when the row names no account).")
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
+
+
+class FieldErrorOut(_Output):
+    field: str | None = Field(description="The input, e.g. qty, legs[1].units, market_data.bid.")
+    reason: str
 
 
 class ErrorBody(_Output):
     code: str
     message: str
-    field: str | None
+    field: str | None = Field(description="The first field error's input (also errors[0].field); null when the "
+                                          "error is about no single input.")
     reason: str | None
+    errors: list[FieldErrorOut] = Field(
+        description="Every field error of the request at once (all of a body's validation errors, at most 50), in "
+                    "the order found; one entry for an error about one input (a header, a path id); empty when "
+                    "the error names no input (a bad token, a conflict, a 500).")
     request_id: str | None = None
 
 
@@ -440,7 +501,7 @@ def _query_int(low: int, high: int):
 
     def parse(value: Any) -> Any:
         if isinstance(value, str):
-            if not value.isdigit() or len(value) > len(str(high)):
+            if not (value.isascii() and value.isdigit()) or len(value) > len(str(high)):  # no "١٠"
                 raise ValueError(f"expected an integer from {low} to {high}, got {value[:20]!r}")
             return int(value)
         return value
@@ -509,6 +570,8 @@ class Form8949RowOut(_Output):
     term: Literal["SHORT", "LONG"]
     status: Literal["FINAL", "PROVISIONAL"] = Field(
         description="PROVISIONAL: a loss whose 30-day wash-sale window has not closed yet.")
+    account: str | None = Field(None, description="The lot book: '<tenant_id>:<broker_account_id>' (lots are "
+                                                  "matched within it); null for rows booked before accounts.")
 
 
 class ShortfallOut(_Output):
@@ -521,6 +584,8 @@ class ShortfallOut(_Output):
     date_sold: str = Field(description="MM/DD/YYYY.")
     proceeds: str
     text: str
+    account: str | None = Field(None, description="The lot book: '<tenant_id>:<broker_account_id>' (lots are "
+                                                  "matched within it); null for rows booked before accounts.")
 
 
 class OpenLotOut(_Output):
@@ -535,6 +600,8 @@ class OpenLotOut(_Output):
     wash_adjustment: str
     long_term_from: str = Field(description="MM/DD/YYYY; empty for a short lot.")
     term_if_sold: Literal["SHORT", "LONG"] = Field(description="The term if sold on as_of.")
+    account: str | None = Field(None, description="The lot book: '<tenant_id>:<broker_account_id>' (lots are "
+                                                  "matched within it); null for rows booked before accounts.")
 
 
 class TermTotals(_Output):

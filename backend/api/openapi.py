@@ -21,7 +21,8 @@ DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 REF = "#/components/schemas/{model}"
 
 _ERRORS = {
-    "400": "Malformed JSON or a field error: `error.field` names the input, `error.reason` says why.",
+    "400": "Malformed JSON or field errors: `error.errors` lists every field error as {field, reason}; "
+           "`error.field` and `error.reason` repeat the first.",
     "401": "No, malformed or invalid bearer token.",
     "403": "The token has no tenant/role claim, or the body names another tenant or user.",
     "404": "Unknown route or resource.",
@@ -75,13 +76,14 @@ def build_openapi() -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
     from backend.api import models as m
+    from backend.api.risk_approvals import RiskApprovalRequest
 
     _, schemas = models_json_schema(
         [(m.ExecuteRequest, "validation"), (m.MultiLegRequest, "validation"), (m.SignalRequest, "validation"),
          (m.ExecutionResponse, "serialization"), (m.SignalResponse, "serialization"),
          (m.GroupResponse, "serialization"), (m.HistoryPage, "serialization"), (m.ErrorResponse, "serialization"),
          (m.HealthResponse, "serialization"), (m.TaxExport, "serialization"), (m.LedgerPage, "serialization"),
-         (m.MetricsResponse, "serialization")],
+         (m.MetricsResponse, "serialization"), (RiskApprovalRequest, "validation")],
         ref_template=REF)
     components = schemas.get("$defs", {})
     execution_ok = {
@@ -99,9 +101,12 @@ def build_openapi() -> dict[str, Any]:
                                            "continues it. Poll GET /groups/{group_id}.")}, ("409",)),
         "/signals": _post(
             "Cost-check a strategy signal and execute it if it is still a BUY/SELL", "SignalRequest",
-            {"200": _json("SignalResponse", "Not executed (WAIT or downgraded), or a replayed execution."),
-             "201": _json("SignalResponse", "Executed: a new outcome was recorded (see execution.status)."),
-             "202": _json("SignalResponse", "Executed, pending.")}, ("409", "429", "503")),
+            {"200": _json("SignalResponse", "Not forwarded (WAIT, or downgraded by the strategy-side cost check), "
+                                            "or a replayed execution."),
+             "201": _json("SignalResponse", "Forwarded to the engine and a new outcome recorded (execution.status); "
+                                            "executed is true only when an order reached a venue (placed)."),
+             "202": _json("SignalResponse", "Forwarded, pending (executed false until the outcome is known).")},
+            ("409", "429", "503")),
         "/groups/{group_id}": {"get": {
             "summary": "A multi-leg group of the caller's tenant", "security": [{"bearerAuth": []}],
             "parameters": [{"name": "group_id", "in": "path", "required": True,
@@ -114,10 +119,25 @@ def build_openapi() -> dict[str, Any]:
                 {"name": "limit", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
                 {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
-                 "description": "next_cursor of the previous page."}],
+                 "description": "next_cursor of the previous page."},
+                {"name": "tenant_id", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"},
+                 "description": "Only rows recorded in this tenant (every row is labelled with its tenant_id)."},
+                {"name": "broker_account_id", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"},
+                 "description": "Only rows of this account label (rows without one are labelled 'default')."}],
             "responses": {"200": _json("HistoryPage", "One page."),
                           **{c: _error(c) for c in ("400", "401", "403", "500")}}}},
         **_read_models(),
+        "/risk/approvals": {"post": {
+            "summary": "Issue a risk approval (rpm_output) for a trader's group (role risk_manager)",
+            "description": "Stores tenants/{tenant}/rpm_approvals/{decision_id} (server-only). A group's rpm_output "
+                           "then references it by decision_id; its other content is not trusted.",
+            "security": [{"bearerAuth": []}],
+            "requestBody": _body("RiskApprovalRequest"),
+            "responses": {"201": {"description": "The approval as stored.",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          **{c: _error(c) for c in ("400", "401", "403", "409", "413", "415", "500")}}}},
         "/healthz": {"get": {"summary": "Liveness (no authentication)", "security": [],
                              "responses": {"200": _json("HealthResponse", "Alive.")}}},
         "/openapi.json": {"get": {"summary": "This document (no authentication)", "security": [],
@@ -130,7 +150,8 @@ def build_openapi() -> dict[str, Any]:
                  "description": "Single- and multi-leg execution, strategy signals, portfolio history, the "
                                 "tax-lot export and the tenant admin's ledger review and metrics. "
                                 "Money and quantities are decimal strings (requests also accept JSON numbers). "
-                                "Every error has the body {\"error\": {code, message, field, reason}}."},
+                                "Every error has the body {\"error\": {code, message, field, reason, errors}}; a 400 "
+                                "lists all of a request's field errors in errors."},
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "paths": paths,
@@ -147,7 +168,8 @@ def _query(name: str, schema: dict[str, Any], description: str, required: bool =
 
 
 def _csv(description: str) -> dict[str, Any]:
-    return {"text/csv": {"schema": {"type": "string"}, "description": description}}
+    # A Media Type Object has no description (OpenAPI 3.1 §4.8.14): it goes on the schema.
+    return {"text/csv": {"schema": {"type": "string", "description": description}}}
 
 
 def _read_models() -> dict[str, Any]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Mapping
 
+from backend.domain.assets import resolve_asset_class
+
 
 def _strategy_module() -> Any:
     # Repo root on sys.path: ``functions.strategies``; deployed with functions/ as the source root:
@@ -62,7 +64,7 @@ def decide(*, signal_type: str, symbol: str, asset_class: str | None, confidence
     bs = _strategy_module()
     strategy = _strategy_class()(config={"max_slippage_pct": max_spread_pct})
     signal = bs.TradingSignal(signal_type=bs.SignalType(signal_type), symbol=symbol,
-                              asset_class=asset_class or "EQUITY",
+                              asset_class=resolve_asset_class(symbol, asset_class),
                               confidence=confidence if confidence is not None else Decimal("0"),
                               reasoning=reasoning or "")
     if market_data is None:
@@ -74,6 +76,13 @@ def decide(*, signal_type: str, symbol: str, asset_class: str | None, confidence
             "estimated_slippage": analysis.estimated_slippage, "threshold": analysis.threshold,
             "reason": analysis.reason}
     return SignalDecision(checked, signal_type, cost)
+
+
+def reached_venue(result: Any) -> bool:
+    """The response's ``executed``: true only when an order reached a venue (``placed``, also when
+    replayed). A signal the engine downgraded, rejected or ran dry is not executed, and neither is
+    a ``pending`` one whose outcome is not known yet (``execution.status`` tells which)."""
+    return getattr(result, "status", None) == "placed"
 
 
 def signal_out(decision: SignalDecision) -> dict[str, Any]:

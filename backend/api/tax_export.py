@@ -242,7 +242,12 @@ def _disposal_json(doc_id: str, disposal: Disposal, totals: Totals) -> dict[str,
     row = Form8949Row.from_disposal(disposal)
     totals.add(row)
     return {"disposal_id": doc_id, "symbol": disposal.symbol, "quantity": dec_str(disposal.quantity),
-            **dict(zip(ROW_KEYS, row.csv_fields()))}
+            **dict(zip(ROW_KEYS, row.csv_fields())), **_account(disposal.book)}
+
+
+def _account(book: Any) -> dict[str, str]:
+    """``account``: the lot book (``<tenant>:<account>``) of a row booked per account; absent otherwise."""
+    return {"account": str(book)} if book else {}
 
 
 def _shortfall_fields(doc: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -257,7 +262,7 @@ def _shortfall_json(doc: Mapping[str, Any], totals: Totals) -> dict[str, Any]:
     totals.add_shortfall(Decimal(proceeds))
     return {"code": SHORTFALL_CODE, "trade_id": doc["trade_id"], "symbol": doc["symbol"],
             "quantity": dec_str(Decimal(str(doc["qty"]))), "date_sold": sold, "proceeds": proceeds,
-            "text": str(doc.get("text") or "")}
+            "text": str(doc.get("text") or ""), **_account(doc.get("book"))}
 
 
 def _shortfall_csv(doc: Mapping[str, Any]) -> list[str]:
@@ -267,7 +272,7 @@ def _shortfall_csv(doc: Mapping[str, Any]) -> list[str]:
 
 def _open_lot_json(row: OpenLotRow, totals: Totals) -> dict[str, Any]:
     totals.open_lots += 1
-    return dict(zip(OPEN_LOT_KEYS, row.csv_fields()))
+    return {**dict(zip(OPEN_LOT_KEYS, row.csv_fields())), **_account(row.book)}
 
 
 def _json_array(items: Iterable[Mapping[str, Any]]) -> Iterator[bytes]:

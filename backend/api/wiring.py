@@ -5,7 +5,9 @@
 - broker: the embedded ``PaperBroker`` by default (market scenario ``EXEC_PAPER_SCENARIO``, default
   ``default``), or a ``BrokerRouter`` from
   ``EXEC_BROKER_ROUTES`` (``EQUITY=alpaca,CRYPTO=alpaca,OPTIONS=alpaca,FOREX=paper,COMMODITY=paper``,
-  or the same as a JSON object); only the brokers named there are built. Alpaca keys come from
+  or the same as a JSON object; ``FOREX=oanda,COMMODITY=oanda`` routes FX and metals to OANDA,
+  configured by ``OANDA_*``, see ``backend.adapters.oanda.client.OandaConfig.from_env``); only the
+  brokers named there are built. Alpaca keys come from
   the function's secrets (passed in) or the environment; ``ALPACA_URL_OVERRIDE`` points every
   Alpaca client at a local server;
 - settings: ``ExecSettings.from_env()`` (``EXEC_DRY_RUN`` defaults to 1: dry run);
@@ -28,6 +30,7 @@ PAPER_SCENARIO_ENV = "EXEC_PAPER_SCENARIO"
 _lock = threading.Lock()
 _app: Any = None
 _engine: Any = None
+_limiter: Any = None
 
 
 def parse_routes(raw: str) -> dict[str, str | None]:
@@ -85,8 +88,12 @@ def build_broker(env: Mapping[str, str], secrets: Mapping[str, str | None], cloc
                                          url_override=(env.get("ALPACA_URL_OVERRIDE") or None), clock=clock, env=env)
         elif name == "paper":
             brokers[name] = _paper(env, clock)
+        elif name == "oanda":  # FX and metals; OANDA_ACCOUNT_ID, OANDA_API_TOKEN, OANDA_ENVIRONMENT, OANDA_BASE_URL
+            from backend.adapters.oanda import OandaBroker, OandaConfig
+
+            brokers[name] = OandaBroker(OandaConfig.from_env(env, secrets), clock=clock)
         else:
-            raise RoutingConfigError(f"{ROUTES_ENV}: unknown broker {name!r}; known: alpaca, paper")
+            raise RoutingConfigError(f"{ROUTES_ENV}: unknown broker {name!r}; known: alpaca, oanda, paper")
     router = BrokerRouter.from_config(routes, brokers)
     log_event("api.broker_routes", routes=router.describe())
     return router
@@ -99,6 +106,7 @@ def build_engine(env: Mapping[str, str] | None = None, secrets: Mapping[str, str
     from backend.settings import ExecSettings
 
     env = os.environ if env is None else env
+    refuse_emulators_when_deployed(env)
     settings = ExecSettings.from_env(env)
     clock = SystemClock()
     store = FirestoreStore(make_client())
@@ -132,18 +140,90 @@ def default_app(secrets: Mapping[str, str | None] | None = None) -> Any:
     if _app is None:
         from backend.api.app import ApiApp
         from backend.api.firebase_auth import FirebaseTokenVerifier
+        from backend.settings import ApiSettings
 
-        verifier = FirebaseTokenVerifier()
+        refuse_emulators_when_deployed(os.environ)
+        api_settings = ApiSettings.from_env(os.environ)
+        verifier = FirebaseTokenVerifier(cache_seconds=float(api_settings.auth_state_cache_seconds))
         with _lock:
             if _app is None:
                 _app = ApiApp(engine=lambda: get_engine(secrets), verifier=lambda: verifier,
-                              history=lambda: history_reader_for(get_engine(secrets).store))
+                              history=lambda: history_reader_for(get_engine(secrets).store),
+                              rate_limiter=lambda: get_rate_limiter(secrets))
     return _app
 
 
+def build_rate_limiter(settings: Any, store: Any) -> Any:
+    """The per-user / per-tenant limiter (``backend.risk.rate_limit``) on the store's database."""
+    from backend.adapters.rate_counters import FirestoreRateCounters, MemoryRateCounters
+    from backend.risk.rate_limit import RateLimiter
+
+    counters = FirestoreRateCounters(store.db) if hasattr(store, "db") else MemoryRateCounters()
+    return RateLimiter(user_per_min=settings.rate_user_per_min, tenant_per_min=settings.rate_tenant_per_min,
+                       counters=counters, shards=settings.rate_shards,
+                       refresh_seconds=float(settings.rate_refresh_seconds),
+                       on_error=lambda exc: log_event("rate_limit.counters_unavailable", severity="ERROR",
+                                                      error_type=type(exc).__name__, error=str(exc)[:300]))
+
+
+def get_rate_limiter(secrets: Mapping[str, str | None] | None = None) -> Any:
+    """The process-wide limiter shared by the HTTP API and the intent-document trigger."""
+    global _limiter
+    store = get_engine(secrets).store
+    cached = _limiter
+    if cached is None or cached[0] is not store:  # built once per engine store
+        from backend.settings import ApiSettings
+
+        with _lock:
+            if _limiter is None or _limiter[0] is not store:
+                _limiter = (store, build_rate_limiter(ApiSettings.from_env(os.environ), store))
+            cached = _limiter
+    return cached[1]
+
+
+# ------------------------------------------------------------------ the deployed-emulator guard
+
+EMULATOR_HOST_VARS = ("FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST", "FIREBASE_STORAGE_EMULATOR_HOST",
+                      "FIREBASE_DATABASE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST",
+                      "FIREBASE_EMULATOR_HUB", "FUNCTIONS_EMULATOR_HOST")
+DEPLOYED_MARKERS = ("K_SERVICE", "FUNCTION_TARGET", "K_REVISION")
+PROJECT_VARS = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "GCP_PROJECT")
+
+
+class DeployedEmulatorError(RuntimeError):
+    """An emulator host variable is set where real users can call: refuse to start."""
+
+
+def refuse_emulators_when_deployed(env: Mapping[str, str]) -> None:
+    """Refuse to start when an emulator host variable is set in a deployed environment.
+
+    The Auth emulator's tokens are unsigned: with ``FIREBASE_AUTH_EMULATOR_HOST`` set, firebase-admin
+    accepts a token anyone can write. Deployed = a Cloud Run / Cloud Functions marker is set
+    (``K_SERVICE``, ``FUNCTION_TARGET``, ``K_REVISION``; the Functions emulator sets them too) and
+    the project is not a ``demo-`` project (demo projects cannot reach production resources). A
+    deployed function with no project id at all is treated as production. There is deliberately
+    no override variable (``FUNCTIONS_EMULATOR`` can be put in a deployed ``.env``): run the
+    emulator suite with a ``demo-`` project."""
+    present = sorted(name for name in EMULATOR_HOST_VARS if (env.get(name) or "").strip())
+    if not present:
+        return
+    markers = sorted(name for name in DEPLOYED_MARKERS if (env.get(name) or "").strip())
+    if not markers:
+        return
+    project = next(((env.get(name) or "").strip() for name in PROJECT_VARS if (env.get(name) or "").strip()), "")
+    if project.startswith("demo-"):
+        return
+    log_event("api.emulator_in_deployment", severity="CRITICAL", emulator_vars=present, deployed_markers=markers,
+              project=project or None)
+    raise DeployedEmulatorError(
+        f"refusing to start: {', '.join(present)} set in a deployed environment ({', '.join(markers)}; "
+        f"project {project or '(none)'} is not a demo- project); unset them or deploy to a demo- project")
+
+
 def reset() -> None:
-    """Forget the cached app and engine (tests)."""
-    global _app, _engine
+    """Forget the cached app, engine and limiter (tests)."""
+    global _app, _engine, _limiter
     with _lock:
         _app = None
         _engine = None
+        _limiter = None

@@ -110,6 +110,25 @@ def detect_asset_class(symbol: str) -> AssetClass:
     return AssetClass.EQUITY
 
 
+def resolve_asset_class(symbol: str, given: Any = None, field_name: str = "asset_class") -> AssetClass:
+    """The class an order trades under: the symbol's own class when none is given, else the given
+    one checked against the symbol.
+
+    Only a symbol whose form decides its class can contradict a given one: an OCC option symbol
+    (OPTIONS), a futures ticker ``GC=F`` (COMMODITY), a currency, crypto or metal pair (FOREX,
+    CRYPTO, COMMODITY). A plain ticker detects as EQUITY but may be given as CRYPTO or COMMODITY
+    (an ETF such as GLD); it cannot be OPTIONS, which venues only take as OCC symbols."""
+    detected = detect_asset_class(symbol)
+    if given is None:
+        return detected
+    klass = AssetClass.parse(given, field_name)
+    decisive = detected is not AssetClass.EQUITY or klass is AssetClass.OPTIONS
+    if klass is not detected and decisive:
+        raise InvalidInput(field_name, f"{klass.value} contradicts the symbol {normalize_symbol(symbol)}, which is "
+                                       f"{detected.value}; send {detected.value} or leave asset_class out")
+    return klass
+
+
 def _split_pair(text: str) -> tuple[str | None, str | None]:
     if "/" in text:
         base, _, quote = text.partition("/")

@@ -46,6 +46,9 @@ class RejectCode(str, Enum):
     FILL_RATIO_TOO_LOW = "FILL_RATIO_TOO_LOW"
     GROUP_SLIPPAGE_EXCEEDED = "GROUP_SLIPPAGE_EXCEEDED"
     ORDER_TIMEOUT = "ORDER_TIMEOUT"
+    # a venue answered one of our client order ids with an order we did not ask for (another
+    # tenant's, or a venue fault): refused, never adopted; logged as exec.client_id_mismatch (ALERT)
+    CLIENT_ORDER_ID_MISMATCH = "CLIENT_ORDER_ID_MISMATCH"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Every price, quantity and amount inside the domain is a ``Decimal``. Values arrive from JSON,
 env vars, Firestore or the broker SDK as str/int/float; this module is the one place that turns
 them into Decimals, and it refuses what must never become money: NaN, infinities, booleans and
-non-numeric strings.
+non-numeric strings. Text must be ASCII decimal notation: ``Decimal()`` itself also reads
+``"1_000"`` as 1000 and Arabic-Indic ``"١٠"`` as 10, which an order must never do.
 
 Floats are accepted only at the edges and converted through their shortest ``repr`` (so
 ``0.1`` becomes ``Decimal("0.1")``, not ``0.1000000000000000055511151231257827``). A float with
@@ -12,12 +13,17 @@ by the quantity/price quantizers because it is not a multiple of the lot size or
 """
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from backend.domain.errors import InvalidInput
 
 ZERO = Decimal("0")
+# The only text accepted as an amount: ASCII digits, one optional sign, point and exponent. No
+# underscores, no other Unicode digits, no inner spaces (surrounding whitespace is stripped first).
+_ASCII_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+_NON_FINITE = re.compile(r"[+-]?(s?nan[0-9]*|inf|infinity)", re.ASCII | re.IGNORECASE)
 ONE = Decimal("1")
 
 
@@ -35,6 +41,11 @@ def to_decimal(value: Any, field: str) -> Decimal:
         text = value.strip()
         if not text:
             raise InvalidInput(field, "expected a number, got an empty string")
+        if _NON_FINITE.fullmatch(text):
+            raise InvalidInput(field, f"must be finite, got {value!r}")
+        if not _ASCII_DECIMAL.fullmatch(text):  # Decimal() alone takes "1_000" and "١٠" (Arabic-Indic ten)
+            raise InvalidInput(field, f"expected a number in ASCII decimal notation (e.g. 10, 0.5, 1e3), "
+                                      f"got {value[:40]!r}")
         try:
             dec = Decimal(text)
         except InvalidOperation:

@@ -20,7 +20,9 @@ from typing import Any
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import RejectCode, Rejection
 from backend.domain.money import ZERO
+from backend.execution.client_ids import checked_order
 from backend.execution.intent import ExecutionContext, OrderIntent, client_order_id_for
+from backend.execution.preflight import check_intent_writes
 from backend.execution.records import ExecutionResult, history_row, ledger_row, tax_fill
 from backend.execution.router import MarketDataProvider, RoutingDecision, SmartRouter
 from backend.logs import log_event
@@ -28,6 +30,7 @@ from backend.ports.broker import BrokerError, BrokerErrorCode, BrokerOrder, Brok
 from backend.domain.money import dec_str
 from backend.ports.store import (Claim, ClaimResult, ExecutionStore, FillUpdate, FillWrite, Finish, IntentRecord,
                                  IntentStatus)
+from backend.risk.gate import PreTradeGate, account_key_for
 from backend.risk.manager import RiskManager
 from backend.settings import ExecSettings
 
@@ -53,7 +56,7 @@ def __getattr__(name: str) -> Any:
 
 
 def account_key(intent: OrderIntent) -> str:
-    return f"{intent.broker_account_id}__{intent.symbol.replace('/', '-')}"
+    return account_key_for(intent.broker_account_id, intent.symbol)
 
 
 class ExecutionEngine:
@@ -73,6 +76,10 @@ class ExecutionEngine:
         self.risk = risk or RiskManager(settings=self.settings)
         self.enable_smart_routing = enable_smart_routing
         self.dry_run = self.settings.dry_run if dry_run is None else bool(dry_run)
+        # the one pre-trade gate (backend/risk/gate.py) for single orders and group legs; it reads
+        # self.dry_run when asked, so turning dry run on also blocks work already in flight
+        self.gate = PreTradeGate(self.risk, lambda: self.dry_run)
+        self._guarded: dict[int, Any] = {}
         self.store = store if store is not None else default_store()
         self.group_drive_seconds = 50.0  # per invocation; the sweeper continues a longer group
         self._group_settings: Any = None
@@ -84,6 +91,16 @@ class ExecutionEngine:
         return self.broker
 
     def broker_for(self, intent: OrderIntent) -> BrokerPort | Rejection:
+        """The intent's venue, wrapped by the gate's dry-run guard (no submit while dry run is on)."""
+        venue = self._raw_broker_for(intent)
+        if isinstance(venue, Rejection):
+            return venue
+        guarded = self._guarded.get(id(venue))
+        if guarded is None or guarded.inner is not venue:
+            guarded = self._guarded[id(venue)] = self.gate.guard(venue)
+        return guarded
+
+    def _raw_broker_for(self, intent: OrderIntent) -> BrokerPort | Rejection:
         if hasattr(self.broker, "broker_for") and not hasattr(self.broker, "submit_order"):
             try:
                 return self.broker.broker_for(intent.asset_class)
@@ -96,6 +113,7 @@ class ExecutionEngine:
     # --- the flow ----------------------------------------------------------------------------
     def execute_intent(self, intent: OrderIntent, context: ExecutionContext | None = None) -> ExecutionResult:
         ctx = intent.resolve_context(context, self.settings.default_tenant_id, self.settings.default_uid)
+        check_intent_writes(intent, ctx, self.clock.now())  # every later write storable: refuse before any
         log_event("exec.intent_received", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
                   symbol=intent.symbol, asset_class=intent.asset_class.value, side=intent.side.value,
                   qty=intent.qty, strategy_id=intent.strategy_id)
@@ -122,7 +140,7 @@ class ExecutionEngine:
             rejection = Rejection(RejectCode.RISK_DATA_UNAVAILABLE, type(exc).__name__)
             log_event("exec.risk", severity="ERROR", intent_id=intent.intent_id, rejection=rejection)
             raise
-        rejection = self.risk.check(intent.signed_qty, snapshot, asset_class=intent.asset_class)
+        rejection = self.gate.check(intent.signed_qty, snapshot, asset_class=intent.asset_class)
         log_event("exec.risk", intent_id=intent.intent_id, passed=rejection is None,
                   rejection=rejection, trades_today=snapshot.trades_today)
         if rejection is not None:
@@ -130,7 +148,7 @@ class ExecutionEngine:
         if self.dry_run:
             return self._finish_decision(intent, ctx, "dry_run", routing, None)
 
-        coid = client_order_id_for(ctx.tenant_id, intent.intent_id)
+        coid = client_order_id_for(ctx.tenant_id, intent.intent_id, account=intent.broker_account_id)
         limits = self.risk.effective_limits(snapshot)
         now = self.clock.now()
         claim = Claim(
@@ -150,7 +168,7 @@ class ExecutionEngine:
             rejection = Rejection(RejectCode.DAILY_TRADE_LIMIT, f"count={outcome.trades_today} limit={limits.max_daily_trades}")
             log_event("exec.risk", intent_id=intent.intent_id, passed=False, rejection=rejection, stage="claim")
             return self._finish_decision(intent, ctx, "rejected", routing, rejection)
-        recheck = self.risk.check(intent.signed_qty, type(snapshot)(
+        recheck = self.gate.check(intent.signed_qty, type(snapshot)(
             global_kill_switch=snapshot.global_kill_switch, tenant_overrides=snapshot.tenant_overrides,
             trades_today=outcome.trades_today, exposure=outcome.exposure), include_own_reservation=True,
             asset_class=intent.asset_class)
@@ -170,7 +188,7 @@ class ExecutionEngine:
             self._group_settings = GroupSettings.from_env(self.settings.group_env)
         return GroupExecutor(self.broker, self.store, self.clock, self.settings, self._group_settings,
                              risk_snapshot=getattr(self.store, "kill_switches", None),
-                             max_drive_seconds=self.group_drive_seconds)
+                             max_drive_seconds=self.group_drive_seconds, gate=self.gate)
 
     def execute_group(self, request: Any, context: ExecutionContext | None = None, *, group_id: str | None = None,
                       from_intent_doc: bool = False):
@@ -200,10 +218,7 @@ class ExecutionEngine:
 
     def _submit(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None,
                 venue: BrokerPort, coid: str, slot: int | None) -> ExecutionResult:
-        request = OrderRequest(client_order_id=coid, symbol=intent.symbol, asset_class=intent.asset_class,
-                               side=intent.side, qty=intent.qty, order_type=intent.order_type,
-                               limit_price=intent.limit_price,
-                               time_in_force="gtc" if intent.asset_class.value == "CRYPTO" else "day")
+        request = _order_request(intent, coid)
         try:
             order = venue.submit_order(request)
         except BrokerError as exc:
@@ -217,10 +232,38 @@ class ExecutionEngine:
             log_event("exec.broker_rejected", severity="WARNING", intent_id=intent.intent_id, rejection=rejection)
             return self._finish_decision(intent, ctx, "rejected", routing, rejection, claimed=True,
                                          claimed_slot=slot, client_order_id=coid, broker_name=venue.name)
-        order = self._await_fill(venue, order)
+        # A venue answers a known client id with the order it already holds: adopt it only if it is the
+        # order we asked for (checked again after the fill wait, which reads it by broker id).
+        refused = self._refuse_foreign(intent, ctx, routing, venue, request, order, slot, "submit")
+        if refused is None:
+            order = self._await_fill(venue, order, request, routing)
+            refused = self._refuse_foreign(intent, ctx, routing, venue, request, order, slot, "await_fill")
+        if refused is not None:
+            return refused
         return self._finish_placed(intent, ctx, routing, venue, coid, order)
 
-    def _await_fill(self, venue: BrokerPort, order: BrokerOrder) -> BrokerOrder:
+    def _refuse_foreign(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None,
+                        venue: BrokerPort, request: OrderRequest, order: BrokerOrder, slot: int | None,
+                        stage: str) -> ExecutionResult | None:
+        """None when ``order`` is ours. Otherwise an ALERT and a final refusal (CLIENT_ORDER_ID_MISMATCH)
+        that releases the reservation: nothing of the foreign order reaches the ledger, the history,
+        the lot book or the intent record."""
+        rejection = checked_order(request, order, tenant_id=ctx.tenant_id, where=f"engine.{stage}",
+                                  intent_id=intent.intent_id, uid=ctx.uid)
+        if rejection is None:
+            return None
+        return self._finish_decision(intent, ctx, "rejected", routing, rejection, claimed=True, claimed_slot=slot,
+                                     client_order_id=request.client_order_id, broker_name=venue.name)
+
+    def _await_fill(self, venue: BrokerPort, order: BrokerOrder, request: OrderRequest | None = None,
+                    routing: RoutingDecision | None = None) -> BrokerOrder:
+        """Wait up to ``fill_wait_seconds`` for the order to become final, so a market order answers
+        with its fill. A resting order answers at once with its working status instead: a limit
+        order that was not marketable against the quote the router just read (a buy below the ask,
+        a sell above the bid) will not fill within seconds; the app follows it by listener or GET and
+        the sweeper reconciles its later fills. Without a quote (smart routing off) it waits."""
+        if request is not None and _resting(request, routing):
+            return order
         deadline = self.clock.monotonic() + float(self.settings.fill_wait_seconds)
         while not order.state.is_final and self.clock.monotonic() < deadline:
             self.clock.sleep(min(float(self.settings.monitoring_poll_interval), 0.25))
@@ -233,7 +276,8 @@ class ExecutionEngine:
     def _resume(self, intent: OrderIntent, ctx: ExecutionContext, existing: IntentRecord) -> ExecutionResult:
         """A RESERVED intent: find its order by client id; submit it only if the venue has none."""
         data = existing.data
-        coid = data.get("client_order_id") or client_order_id_for(ctx.tenant_id, intent.intent_id)
+        coid = data.get("client_order_id") or client_order_id_for(ctx.tenant_id, intent.intent_id,
+                                                                  account=intent.broker_account_id)
         lease = data.get("lease_until")
         venue = self.broker_for(intent)
         if isinstance(venue, Rejection):
@@ -245,8 +289,19 @@ class ExecutionEngine:
             return self._pending(intent, ctx, routing, coid, venue.name, exc)
         if order is not None:
             log_event("exec.resumed", intent_id=intent.intent_id, client_order_id=coid, found=True)
-            return self._finish_placed(intent, ctx, routing, venue, coid, self._await_fill(venue, order))
+            request, slot = _order_request(intent, coid), data.get("slot")
+            refused = self._refuse_foreign(intent, ctx, routing, venue, request, order, slot, "resume")
+            if refused is None:
+                order = self._await_fill(venue, order, request, routing)
+                refused = self._refuse_foreign(intent, ctx, routing, venue, request, order, slot, "await_fill")
+            if refused is not None:
+                return refused
+            return self._finish_placed(intent, ctx, routing, venue, coid, order)
         if lease is not None and _lease_active(lease, self.clock):
+            return self._pending(intent, ctx, routing, coid, venue.name, None)
+        if self.dry_run:  # reserved live, dry run switched on since: send nothing, leave it for the sweeper
+            log_event("exec.dry_run_blocked", severity="ALERT", intent_id=intent.intent_id, tenant_id=ctx.tenant_id,
+                      client_order_id=coid, reason="dry run on: reserved intent not sent")
             return self._pending(intent, ctx, routing, coid, venue.name, None)
         now = self.clock.now()
         if not self.store.take_intent_lease(ctx.tenant_id, intent.intent_id, now,
@@ -255,7 +310,7 @@ class ExecutionEngine:
         log_event("exec.resumed", intent_id=intent.intent_id, client_order_id=coid, found=False)
         snapshot = self.store.risk_snapshot(ctx.tenant_id, account_key(intent), data.get("trade_day") or
                                             now.date().isoformat())
-        if self.risk.effective_limits(snapshot).kill_switch:  # halted since the claim: never send it now
+        if self.gate.halted(snapshot) is not None:  # halted since the claim: never send it now
             halt = Rejection(RejectCode.KILL_SWITCH, "trading halted before the order was sent")
             return self._finish_decision(intent, ctx, "rejected", routing, halt, claimed=True,
                                          claimed_slot=data.get("slot"), client_order_id=coid, broker_name=venue.name)
@@ -356,6 +411,9 @@ class ExecutionEngine:
         except BrokerError as exc:
             log_event("exec.reconcile_deferred", severity="WARNING", intent_id=intent_id, error=str(exc))
             return None
+        if checked_order(_order_request(intent, data.get("client_order_id") or "?"), order, tenant_id=tenant_id,
+                         where="engine.reconcile", intent_id=intent_id, uid=ctx.uid) is not None:
+            return None  # not the order we placed: never folded in (ALERT raised; a human looks)
         prior = data["result"]
         old_qty = _dec(prior.get("filled_qty")) or ZERO
         old_avg = _dec(prior.get("filled_avg_price")) or ZERO
@@ -434,6 +492,23 @@ class ExecutionEngine:
                                broker=data.get("broker"), order_status=data.get("order_status"),
                                filled_qty=_dec(data.get("filled_qty")) or ZERO,
                                filled_avg_price=_dec(data.get("filled_avg_price")), rejection=rejection, replayed=True)
+
+
+def _order_request(intent: OrderIntent, coid: str) -> OrderRequest:
+    return OrderRequest(client_order_id=coid, symbol=intent.symbol, asset_class=intent.asset_class,
+                        side=intent.side, qty=intent.qty, order_type=intent.order_type,
+                        limit_price=intent.limit_price,
+                        time_in_force="gtc" if intent.asset_class.value == "CRYPTO" else "day")
+
+
+def _resting(request: OrderRequest, routing: RoutingDecision | None) -> bool:
+    """A limit order the venue will rest: not marketable against the router's quote."""
+    quote = routing.quote if routing is not None else None
+    if quote is None or request.limit_price is None or getattr(request.order_type, "value", None) != "limit":
+        return False
+    if getattr(request.side, "value", None) == "buy":
+        return quote.ask is not None and request.limit_price < quote.ask
+    return quote.bid is not None and request.limit_price > quote.bid
 
 
 def _lot_ids(intent: OrderIntent) -> Any:

@@ -22,15 +22,23 @@ from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput, RejectCode, Rejection
 from backend.domain.money import ZERO, dec_str
 from backend.execution import groups as g
+from backend.execution.client_ids import checked_order
 from backend.execution.intent import ExecutionContext, validate_id
+from backend.execution.preflight import check_group_writes
 from backend.execution.records import tax_fill
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerOrder, BrokerPort, OrderState, Quote
-from backend.ports.store import FillWrite, GroupSnapshot, LeaseLost
+from backend.ports.store import (ClaimResult, FillWrite, GroupReservation, GroupSettlement, GroupSnapshot,
+                                 LeaseLost, LegReservation)
+from backend.risk import approvals
+from backend.risk.gate import DryRunBlocked, PreTradeGate, account_key_for
+from backend.risk.manager import RiskManager, RiskSnapshot
 from backend.settings import ExecSettings
 
+DEFAULT_GROUP_ACCOUNT = "default"  # a group's account label when the request names none
+
 _REQUEST_KEYS = {"strategy_id", "legs", "rpm_output", "max_group_slippage_pips", "allow_partial_fills",
-                 "execution_priority", "group_id"}
+                 "execution_priority", "group_id", "broker_account_id"}
 
 
 class _Stop(Exception):
@@ -51,8 +59,13 @@ class _Run:
 class GroupExecutor:
     def __init__(self, broker: Any, store: Any, clock: Clock, settings: ExecSettings,
                  group_settings: g.GroupSettings | None = None, *, risk_snapshot: Any = None,
-                 max_drive_seconds: float = 50.0):
+                 max_drive_seconds: float = 50.0, gate: PreTradeGate | None = None):
         self.broker = broker
+        # the one pre-trade gate (dry run, kill switches, limits per class, daily count), shared
+        # with the single-leg engine; every venue this executor uses is wrapped by its dry-run guard
+        self.gate = gate or PreTradeGate(RiskManager(settings=settings), lambda: settings.dry_run,
+                                         env_kill_switch=settings.kill_switch)
+        self._guarded: dict[int, Any] = {}
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -74,6 +87,7 @@ class GroupExecutor:
         if unknown:
             raise InvalidInput(sorted(unknown)[0], "unknown field")
         group_id = validate_id(group_id or request.get("group_id") or f"g-{uuid.uuid4().hex}", "group_id")
+        account = validate_id(request.get("broker_account_id") or DEFAULT_GROUP_ACCOUNT, "broker_account_id")
         now = self.clock.now()
         group = g.ExecutionGroup.create(
             group_id=group_id, strategy_id=request.get("strategy_id"), tenant_id=ctx.tenant_id, uid=ctx.uid,
@@ -81,7 +95,8 @@ class GroupExecutor:
             max_group_slippage_pips=request.get("max_group_slippage_pips"),
             execution_priority=request.get("execution_priority"), rpm_output=request.get("rpm_output"))
         owner = uuid.uuid4().hex
-        doc = {**self._doc(group, owner, written=()), "_intent_doc": from_intent_doc}
+        doc = {**self._doc(group, owner, written=()), "_intent_doc": from_intent_doc, "_account": account}
+        check_group_writes(doc, ctx.tenant_id)  # names/sizes of every later write: refused before any leg
         snapshot = self.store.create_group(ctx.tenant_id, group_id, doc,
                                            {"status": "accepted", "group_id": group_id} if from_intent_doc else None)
         if snapshot is None:  # a retry of the same group id
@@ -135,6 +150,15 @@ class GroupExecutor:
             self._flush(run, owner, release=True)
             log_event("exec.group_deferred", severity="WARNING", group_id=run.group.group_id,
                       status=run.group.status.value, reason=stop.reason)
+            return run.group
+        except DryRunBlocked as blocked:
+            # Dry run was switched on after this group's validation: nothing more is sent (no new
+            # leg, no rollback order). The group is parked — lease released, state kept — and the
+            # sweeper retries it every run until dry run is off again; an operator decides meanwhile.
+            self._flush(run, owner, release=True)
+            log_event("exec.dry_run_blocked", severity="ALERT", group_id=run.group.group_id,
+                      tenant_id=run.group.tenant_id, status=run.group.status.value,
+                      client_order_id=blocked.client_order_id, reason="dry run on: group parked, nothing sent")
             return run.group
         except LeaseLost:
             log_event("exec.group_lease_lost", severity="WARNING", group_id=run.group.group_id)
@@ -203,6 +227,15 @@ class GroupExecutor:
 
     # --- steps -----------------------------------------------------------------------------------
     def _venue(self, asset_class: Any) -> BrokerPort | Rejection:
+        venue = self._raw_venue(asset_class)
+        if isinstance(venue, Rejection):
+            return venue
+        guarded = self._guarded.get(id(venue))
+        if guarded is None or guarded.inner is not venue:
+            guarded = self._guarded[id(venue)] = self.gate.guard(venue)
+        return guarded
+
+    def _raw_venue(self, asset_class: Any) -> BrokerPort | Rejection:
         if hasattr(self.broker, "broker_for") and not hasattr(self.broker, "submit_order"):
             try:
                 return self.broker.broker_for(asset_class)
@@ -264,12 +297,127 @@ class GroupExecutor:
             quotes, closes = self._market(group.legs)
             buying_power = self._buying_power(group.legs)
             now = self.clock.now()  # judge the quotes at the time they were received, not before fetching
-            rejection = g.validate_group(group, quotes, buying_power, closes, group.rpm_output, now, self.gsettings)
+            rejection, rpm = self._rpm(group, now)
+            rejection = rejection or g.validate_group(group, quotes, buying_power, closes, rpm, now, self.gsettings)
+        if rejection is None:
+            rejection = self._risk_check_legs(run)  # limits per leg before anything is reserved
+        if rejection is None and self.gate.dry_run:
+            self._set(run, g.pass_validation_dry_run(group, quotes, now))
+            log_event("exec.group_dry_run", group_id=group.group_id, tenant_id=group.tenant_id,
+                      legs=len(group.legs), note="every gate passed; nothing sent (dry run)")
+            return
+        if rejection is None:
+            rejection = self._reserve(run)
         if rejection is not None:
-            self._set(run, g.fail_validation(group, rejection, now))
+            self._set(run, g.fail_validation(run.group, rejection, now))
             log_event("exec.group_rejected", group_id=group.group_id, rejection=rejection, stage="validation")
         else:
-            self._set(run, g.pass_validation(group, quotes, now))
+            self._set(run, g.pass_validation(run.group, quotes, now))
+
+    # --- the pre-trade gate: limits per leg, the group's reservation, its settlement ----------------
+    def _account(self, run: _Run) -> str:
+        return str(run.snapshot.doc.get("_account") or DEFAULT_GROUP_ACCOUNT)
+
+    def _leg_key(self, run: _Run, leg: g.ExecutionLeg) -> str:
+        return account_key_for(self._account(run), leg.symbol)
+
+    def _trade_day(self, run: _Run) -> str:
+        reservation = run.snapshot.doc.get("_reservation") or {}
+        return reservation.get("trade_day") or self.clock.now().date().isoformat()
+
+    def _leg_snapshot(self, run: _Run, leg: g.ExecutionLeg) -> RiskSnapshot:
+        return self.store.risk_snapshot(run.group.tenant_id, self._leg_key(run, leg), self._trade_day(run))
+
+    def _risk_check_legs(self, run: _Run) -> Rejection | None:
+        """Each leg through the gate (kill switches, position limit per class) and the day's count
+        for all legs together, before the reservation (a reserved group re-checks after it instead)."""
+        if run.snapshot.doc.get("_reservation"):
+            return self._recheck_reserved(run, None)
+        trades_today = None
+        for leg in run.group.legs:
+            snapshot = self._leg_snapshot(run, leg)
+            rejection = self.gate.check(leg.units * leg.direction, snapshot, asset_class=leg.asset_class)
+            if rejection is not None:
+                return Rejection(rejection.code, f"{leg.leg_id} {leg.symbol}: {rejection.detail}")
+            trades_today = snapshot.trades_today
+        limits = self.gate.risk.effective_limits(snapshot)
+        if trades_today is not None and trades_today + len(run.group.legs) > limits.max_daily_trades:
+            return Rejection(RejectCode.DAILY_TRADE_LIMIT, f"count={trades_today} legs={len(run.group.legs)} "
+                                                           f"limit={limits.max_daily_trades}")
+        return None
+
+    def _recheck_reserved(self, run: _Run, exposures: Any) -> Rejection | None:
+        """After the reservation is visible: every leg's worst case, its own reservation included."""
+        for leg in run.group.legs:
+            if leg.status is not g.LegStatus.PENDING:
+                continue
+            snapshot = self._leg_snapshot(run, leg)
+            if exposures is not None:
+                snapshot = RiskSnapshot(snapshot.global_kill_switch, snapshot.tenant_overrides, snapshot.trades_today,
+                                        exposures.get(self._leg_key(run, leg), snapshot.exposure))
+            rejection = self.gate.check(leg.units * leg.direction, snapshot, asset_class=leg.asset_class,
+                                        count_daily=False)
+            if rejection is not None:
+                return Rejection(rejection.code, f"{leg.leg_id} {leg.symbol}: {rejection.detail}")
+        return None
+
+    def _reserve(self, run: _Run) -> Rejection | None:
+        """Reserve exposure for every leg and one daily slot per leg, atomically with the group
+        document, then re-check with the reservation visible. A rejection from here on is settled
+        (released) in the commit that makes the group final."""
+        if run.snapshot.doc.get("_reservation"):
+            return None  # reserved by an earlier run (resumed): _risk_check_legs re-checked it
+        group = run.group
+        first = self._leg_snapshot(run, group.legs[0])
+        limits = self.gate.risk.effective_limits(first)
+        reservation = GroupReservation(
+            uid=group.uid, trade_day=self._trade_day(run), daily_limit=limits.max_daily_trades,
+            broker_account_id=self._account(run), trades_seen=first.trades_today,
+            legs=tuple(LegReservation(leg.leg_id, self._leg_key(run, leg), leg.units * leg.direction)
+                       for leg in group.legs))
+        doc = {**self._doc(group, run.snapshot.doc.get("_lease_owner"), tuple(run.snapshot.doc.get("_ledger_written") or ())),
+               **self._carried(run)}
+        outcome = self.store.reserve_group(run.snapshot, doc, reservation)
+        if outcome.result is ClaimResult.DAILY_LIMIT:
+            return Rejection(RejectCode.DAILY_TRADE_LIMIT, f"count={outcome.trades_today} legs={len(group.legs)} "
+                                                           f"limit={limits.max_daily_trades}")
+        run.snapshot = outcome.snapshot
+        run.dirty = False
+        log_event("exec.group_reserved", group_id=group.group_id, tenant_id=group.tenant_id,
+                  trades_today=outcome.trades_today, legs=len(group.legs))
+        return self._recheck_reserved(run, outcome.exposures)
+
+    def _carried(self, run: _Run) -> dict[str, Any]:
+        """Adapter fields a save must keep (the group's account label and its reservation)."""
+        doc = run.snapshot.doc
+        return {"_intent_doc": bool(doc.get("_intent_doc")), "_account": doc.get("_account"),
+                "_reservation": doc.get("_reservation"), "_settled": bool(doc.get("_settled"))}
+
+    def _settlement(self, run: _Run) -> GroupSettlement | None:
+        """On the final state: filled units (net of rollback fills) into the position, every
+        reservation released, the daily slot of a leg that filled nothing given back."""
+        reservation = run.snapshot.doc.get("_reservation")
+        if not reservation or run.snapshot.doc.get("_settled") or not run.group.status.is_final:
+            return None
+        group = run.group
+        moves, slots = [], []
+        for entry in reservation["legs"]:
+            leg = group.leg(entry["leg_id"])
+            filled = leg.filled_units * leg.direction
+            filled += sum((o.filled_qty * o.side.direction for o in group.rollback_orders if o.leg_id == leg.leg_id),
+                          ZERO)
+            moves.append((entry["account_key"], filled, Decimal(entry["signed_qty"])))
+            if leg.filled_units == ZERO:
+                slots.append(int(entry["slot"]))
+        return GroupSettlement(reservation["trade_day"], tuple(moves), tuple(slots))
+
+    def _rpm(self, group: g.ExecutionGroup, now: datetime) -> tuple[Rejection | None, Any]:
+        """The stored, backend-issued approval the group's ``rpm_output`` references (its content is
+        never trusted): a rejection, or the approval in the seed's shape for the pure gates."""
+        decision_id = approvals.decision_id_of(group.rpm_output)
+        stored = None if decision_id is None else self.store.get_rpm_approval(group.tenant_id, decision_id)
+        rejection = approvals.check_stored_approval(group, stored, now)
+        return rejection, (None if rejection is not None else approvals.as_rpm_output(stored))
 
     def _kill_switch(self, tenant_id: str) -> Rejection | None:
         if self.settings.kill_switch:
@@ -283,6 +431,15 @@ class GroupExecutor:
             return Rejection(RejectCode.KILL_SWITCH, "trading halted (tenant)")
         return None
 
+    def _submit_gate(self, run: _Run, leg: g.ExecutionLeg) -> Rejection | None:
+        """The leg through the gate right before it is sent: kill switches and its position limit with
+        its own reservation included (its daily slot is held). One read: the snapshot has the halt flags."""
+        if not run.snapshot.doc.get("_reservation"):
+            return self._kill_switch(run.group.tenant_id)  # a group stored before reservations existed
+        rejection = self.gate.check(leg.units * leg.direction, self._leg_snapshot(run, leg),
+                                    asset_class=leg.asset_class, count_daily=False)
+        return None if rejection is None else Rejection(rejection.code, f"{leg.leg_id} {leg.symbol}: {rejection.detail}")
+
     def _harden(self, run: _Run, leg: g.ExecutionLeg) -> Rejection | None:
         venue = self._leg_venue(leg)
         try:
@@ -291,13 +448,19 @@ class GroupExecutor:
             quote = None
         unsent = tuple(x for x in run.group.legs if x.status is g.LegStatus.PENDING)
         _, closes = self._market(run.group.legs) if len(run.group.legs) > 1 else ({}, {})
+        rejection, rpm = self._rpm(run.group, self.clock.now())  # the stored approval, re-read before each submit
+        if rejection is not None:
+            return rejection
         return g.hardening_check(run.group, leg.leg_id, quote, self._buying_power(unsent or (leg,)), closes,
-                                 run.group.rpm_output, self.clock.now(), self.gsettings)
+                                 rpm, self.clock.now(), self.gsettings)
 
     def _submit_leg(self, run: _Run, owner: str, leg_id: str) -> None:
         leg = run.group.leg(leg_id)
-        # a kill switch turned on mid-group stops the remaining legs; the group is then flattened
-        rejection = self._kill_switch(run.group.tenant_id) or self._harden(run, leg)
+        if self.gate.dry_run:  # validated live, dry run switched on since: send nothing, park the group
+            raise DryRunBlocked(leg.client_order_id, leg.symbol)
+        # a kill switch turned on mid-group stops the remaining legs; the group is then flattened;
+        # the leg passes the gate again (its reservation included) right before it is sent
+        rejection = self._submit_gate(run, leg) or self._harden(run, leg)
         now = self.clock.now()
         if rejection is not None:
             self._set(run, g.reject_leg(run.group, leg_id, rejection, now))
@@ -317,9 +480,23 @@ class GroupExecutor:
                 raise _Stop(f"{leg_id}: {exc}") from exc  # outcome unknown: RECOVER_LEG by client id later
             self._set(run, g.resolve_leg(run.group, leg_id, self.clock.now(), exc.to_rejection()))
             return
+        if self._refused_leg_order(run, leg_id, order, "submit"):
+            return
         log_event("exec.group_leg_submitted", group_id=run.group.group_id, leg_id=leg_id,
                   client_order_id=leg.client_order_id, broker_order_id=order.broker_order_id)
         self._apply_order(run, leg_id, order)
+
+    def _refused_leg_order(self, run: _Run, leg_id: str, order: BrokerOrder, stage: str) -> bool:
+        """True when the venue's ``order`` is not the leg's own (another tenant's order under a colliding
+        client id, or a venue fault): ALERT, and the leg is REJECTED with CLIENT_ORDER_ID_MISMATCH —
+        the order is never adopted, canceled or folded into the ledger."""
+        rejection = checked_order(g.leg_order_request(run.group, leg_id), order, tenant_id=run.group.tenant_id,
+                                  where=f"group.{stage}", group_id=run.group.group_id, leg_id=leg_id,
+                                  uid=run.group.uid)
+        if rejection is None:
+            return False
+        self._set(run, g.refuse_foreign_leg_order(run.group, leg_id, rejection, self.clock.now()))
+        return True
 
     def _apply_order(self, run: _Run, leg_id: str, order: BrokerOrder, rejection: Rejection | None = None) -> None:
         self._set(run, g.apply_broker_order(run.group, leg_id, order, self.clock.now(), rejection))
@@ -333,7 +510,8 @@ class GroupExecutor:
             raise _Stop(f"{leg_id} lookup: {exc}") from exc
         if order is not None:
             log_event("exec.group_leg_recovered", group_id=run.group.group_id, leg_id=leg_id, found=True)
-            self._apply_order(run, leg_id, order)
+            if not self._refused_leg_order(run, leg_id, order, "recover"):
+                self._apply_order(run, leg_id, order)
             return
         rejection = self._kill_switch(run.group.tenant_id) or self._harden(run, leg)
         if rejection is not None:
@@ -357,6 +535,8 @@ class GroupExecutor:
                 self._set(run, g.resolve_leg(run.group, leg_id, self.clock.now(),
                                              Rejection(RejectCode.BROKER_REJECTED, f"{leg_id}: never reached the venue")))
                 continue
+            if self._refused_leg_order(run, leg_id, order, "poll"):
+                continue  # before any cancel: a foreign order is never touched
             submitted = leg.submitted_timestamp
             if not order.state.is_final and submitted is not None and self.clock.now() - submitted >= timeout:
                 self._flush(run, owner)
@@ -365,6 +545,8 @@ class GroupExecutor:
                     order = venue.get_order(order.broker_order_id)
                 except BrokerError as exc:
                     raise _Stop(f"{leg_id} cancel: {exc}") from exc
+                if self._refused_leg_order(run, leg_id, order, "poll_cancel"):
+                    continue
                 if order.state.is_final:
                     self._apply_order(run, leg_id, order,
                                       Rejection(RejectCode.ORDER_TIMEOUT, f"{leg_id}: not filled in {timeout.seconds}s"))
@@ -391,6 +573,8 @@ class GroupExecutor:
                 run.group, current.client_order_id, status=g.RollbackStatus.REJECTED, filled_qty=current.filled_qty,
                 now=self.clock.now(), rejection=exc.to_rejection()))
             return
+        if self._refused_rollback_order(run, current, order, "rollback"):
+            return
         self._set(run, g.apply_rollback_order(run.group, order, self.clock.now()))
         # A rollback order seen working before and older than the order timeout is canceled, like a leg:
         # once final, the domain replans the remainder (next seq) or escalates after max_rollback_attempts.
@@ -403,7 +587,24 @@ class GroupExecutor:
                 order = venue.get_order(order.broker_order_id)
             except BrokerError as exc:
                 raise _Stop(f"rollback {current.client_order_id} cancel: {exc}") from exc
+            if self._refused_rollback_order(run, current, order, "rollback_cancel"):
+                return
             self._set(run, g.apply_rollback_order(run.group, order, self.clock.now()))
+
+    def _refused_rollback_order(self, run: _Run, planned: g.RollbackOrder, order: BrokerOrder, stage: str) -> bool:
+        """True when the venue's answer for a rollback order is not that order: ALERT, and the rollback
+        order is REJECTED with CLIENT_ORDER_ID_MISMATCH (its recorded fill unchanged). The domain then
+        plans the next order (a new seq, a new id) or escalates after max_rollback_attempts."""
+        current = next(o for o in run.group.rollback_orders if o.client_order_id == planned.client_order_id)
+        rejection = checked_order(g.rollback_order_request(run.group, current), order, tenant_id=run.group.tenant_id,
+                                  where=f"group.{stage}", group_id=run.group.group_id, leg_id=current.leg_id,
+                                  seq=current.seq, uid=run.group.uid)
+        if rejection is None:
+            return False
+        self._set(run, g.record_rollback_update(
+            run.group, current.client_order_id, status=g.RollbackStatus.REJECTED, filled_qty=current.filled_qty,
+            now=self.clock.now(), rejection=rejection))
+        return True
 
     # --- persistence -----------------------------------------------------------------------------
     def _lease_until(self) -> datetime:
@@ -422,19 +623,25 @@ class GroupExecutor:
         fills = tuple(f for f in self._fill_writes(run.group) if f.trade_id not in written)
         if not run.dirty and not fills and not release and not final:
             return
+        settlement = self._settlement(run)
         doc = {**self._doc(run.group, owner, written + tuple(f.trade_id for f in fills), release=release),
-               "_intent_doc": bool(run.snapshot.doc.get("_intent_doc"))}
+               **self._carried(run)}
+        if settlement is not None:
+            doc["_settled"] = True
         intent_update = None
         if doc["_intent_doc"] and run.group.status.is_final and not run.snapshot.doc.get("_final"):
             response = run.group.to_api_response()
             intent_update = {"status": response["status"].lower(), "result": response}
-        run.snapshot = self.store.save_group(run.snapshot, doc, fills, intent_update)
+        run.snapshot = self.store.save_group(run.snapshot, doc, fills, intent_update,
+                                             **({"settlement": settlement} if settlement is not None else {}))
         run.dirty = False
 
     def _fill_writes(self, group: g.ExecutionGroup) -> list[FillWrite]:
         """Ledger + history rows for every final fill: each leg's entry and each rollback order."""
         now = self.clock.now()
         out = []
+        if group.status is g.GroupStatus.DRY_RUN:
+            out.append(_dry_run_write(group, now))
         for leg in group.legs:
             if leg.status.is_final and leg.filled_units > 0 and leg.fill_price is not None:
                 out.append(_fill_write(group, leg, f"{group.group_id}--{leg.leg_id}", leg.side.value,
@@ -473,6 +680,19 @@ def _fill_write(group: g.ExecutionGroup, leg: g.ExecutionLeg, trade_id: str, sid
     tax = tax_fill(trade_id=trade_id, symbol=leg.symbol, asset_class=leg.asset_class.value, side=side, qty=qty,
                    price=price, fees=ZERO, when=now, multiplier=leg.spec.multiplier)
     return FillWrite(trade_id=trade_id, uid=group.uid, ledger=ledger, history=history, tax=tax)
+
+
+def _dry_run_write(group: g.ExecutionGroup, now: datetime) -> FillWrite:
+    """The group's ``dry_run`` decision row (like a single order's): every gate passed, nothing sent."""
+    trade_id = f"{group.group_id}--dry_run"
+    ledger = {"schema_version": 1, "trade_id": trade_id, "group_id": group.group_id, "tenant_id": group.tenant_id,
+              "uid": group.uid, "strategy_id": group.strategy_id, "kind": "group_decision", "status": "dry_run",
+              "reason_code": None, "reason": "dry run: every gate passed, nothing sent",
+              "legs": [{"leg_id": leg.leg_id, "symbol": leg.symbol, "asset_class": leg.asset_class.value,
+                        "side": leg.side.value, "qty": dec_str(leg.units),
+                        "intended_price": dec_str(leg.intended_price)} for leg in group.legs],
+              "created_at": now.isoformat(), "trade_date": now.date().isoformat()}
+    return FillWrite(trade_id=trade_id, uid=group.uid, ledger=ledger, history=None, tax=None)
 
 
 def _domain_doc(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -36,10 +36,8 @@ Rules chosen where the seed is vague or unsafe (each is repeated at the function
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
@@ -48,20 +46,22 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from backend.domain.assets import AssetClass, AssetSpec, AssetSpecRegistry, default_registry, normalize_symbol
+from backend.domain.assets import AssetClass, AssetSpec, AssetSpecRegistry, default_registry, normalize_symbol, \
+    resolve_asset_class
 from backend.domain.errors import InvalidInput, RejectCode, Rejection
 from backend.domain.money import ZERO, dec_str, to_decimal
+from backend.domain.ids import check_id as validate_id
 from backend.ports.broker import BrokerOrder, OrderRequest, OrderSide, OrderState, OrderType, Quote
+from backend.execution import client_ids
 
 SCHEMA_VERSION = 1
-MAX_LEGS = 10
+from backend.domain.group_rules import MAX_LEGS, MIN_LEGS  # noqa: E402  (the leg-count rule, defined once)
 
 FILLED_RATIO = Decimal("0.99")  # >= : FILLED
 PARTIAL_RATIO = Decimal("0.90")  # >= : PARTIALLY_FILLED, below: REJECTED
 SEED_ROLLBACK_FILLED_RATIO = Decimal("0.10")  # seed trigger: some leg strictly above this
 AVG_SLIPPAGE_QUANTUM = Decimal("0.0001")  # averages are rounded (half-even) to 1/10000 tick
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 _CLIENT_ID_MAX = 48
 
 
@@ -138,6 +138,7 @@ class GroupStatus(str, Enum):
     ROLLING_BACK = "ROLLING_BACK"
     ROLLED_BACK = "ROLLED_BACK"  # final: flat again; verdict REJECTED
     FAILED_NEEDS_ATTENTION = "FAILED_NEEDS_ATTENTION"  # final for automation: rollback could not flatten
+    DRY_RUN = "DRY_RUN"  # final: every gate passed under dry run; nothing was sent
 
     @property
     def is_final(self) -> bool:
@@ -149,13 +150,15 @@ class GroupStatus(str, Enum):
 
 
 _FINAL_GROUP_STATES = frozenset({GroupStatus.REJECTED, GroupStatus.FILLED, GroupStatus.PARTIALLY_FILLED,
-                                 GroupStatus.ROLLED_BACK, GroupStatus.FAILED_NEEDS_ATTENTION})
+                                 GroupStatus.ROLLED_BACK, GroupStatus.FAILED_NEEDS_ATTENTION,
+                                 GroupStatus.DRY_RUN})
 
 
 class GroupEvent(str, Enum):
     START_VALIDATION = "START_VALIDATION"
     VALIDATION_FAILED = "VALIDATION_FAILED"
     VALIDATION_PASSED = "VALIDATION_PASSED"
+    VALIDATION_PASSED_DRY_RUN = "VALIDATION_PASSED_DRY_RUN"
     ALL_SUBMITTED = "ALL_SUBMITTED"
     SUBMISSION_ABORTED = "SUBMISSION_ABORTED"
     ALL_LEGS_FINAL = "ALL_LEGS_FINAL"
@@ -171,6 +174,8 @@ GROUP_TRANSITIONS: Mapping[tuple[GroupStatus, GroupEvent], GroupStatus] = {
     (GroupStatus.PENDING, GroupEvent.START_VALIDATION): GroupStatus.VALIDATING,
     (GroupStatus.VALIDATING, GroupEvent.VALIDATION_FAILED): GroupStatus.REJECTED,
     (GroupStatus.VALIDATING, GroupEvent.VALIDATION_PASSED): GroupStatus.SUBMITTING,
+    # dry run: every gate passed, and the group ends here without sending anything
+    (GroupStatus.VALIDATING, GroupEvent.VALIDATION_PASSED_DRY_RUN): GroupStatus.DRY_RUN,
     (GroupStatus.SUBMITTING, GroupEvent.ALL_SUBMITTED): GroupStatus.MONITORING,
     # unusual: an aborted submission still goes to MONITORING, because legs already sent must
     # reach a final state (and their fills be known) before the group can be resolved
@@ -198,6 +203,7 @@ class GroupVerdict(str, Enum):
     FILLED = "FILLED"
     PARTIALLY_FILLED = "PARTIALLY_FILLED"
     REJECTED = "REJECTED"
+    DRY_RUN = "DRY_RUN"
 
 
 # The verdict each lifecycle state implies (None: not decided yet). Enforced on construction.
@@ -213,6 +219,7 @@ VERDICT_FOR_STATUS: Mapping[GroupStatus, GroupVerdict | None] = {
     GroupStatus.ROLLING_BACK: GroupVerdict.REJECTED,
     GroupStatus.ROLLED_BACK: GroupVerdict.REJECTED,
     GroupStatus.FAILED_NEEDS_ATTENTION: GroupVerdict.REJECTED,
+    GroupStatus.DRY_RUN: GroupVerdict.DRY_RUN,
 }
 
 
@@ -310,28 +317,30 @@ def touch_price(direction: int, quote: Quote) -> Decimal:
 # --------------------------------------------------------------------------------------------
 
 
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+# Every client order id carries the tenant (and, once groups have one, the account label) besides
+# the app-chosen group and leg ids: the venue's client-id namespace is shared by every tenant that
+# trades through one broker account, so tenant B reusing tenant A's group and leg ids must never
+# produce A's ids (issue 10). The derivations live in backend/execution/client_ids.py; a stored group
+# records the scheme its ids were made with (``client_id_scheme``; absent in old documents = 1).
+leg_client_order_id = client_ids.leg_client_order_id
+rollback_client_order_id = client_ids.rollback_client_order_id
+CLIENT_ID_SCHEME = client_ids.CLIENT_ID_SCHEME
+LEGACY_CLIENT_ID_SCHEME = client_ids.LEGACY_CLIENT_ID_SCHEME
 
 
-def leg_client_order_id(group_id: str, leg_id: str) -> str:
-    """Deterministic client order id of a leg's entry order (34 chars): the idempotency key.
-
-    Hashed, so any id characters and lengths fit the 48-char limit and ``("a-b", "c")`` never
-    collides with ``("a", "b-c")``.
-    """
-    return "mleg-" + _digest("leg", group_id, leg_id)[:29]
+def group_rollback_client_order_id(group: "ExecutionGroup", leg_id: str, seq: int) -> str:
+    """The id of rollback order ``seq`` of a leg, in the group's own scheme."""
+    return client_ids.group_rollback_client_order_id(group.client_id_scheme, group.tenant_id, group.group_id,
+                                                     leg_id, seq)
 
 
-def rollback_client_order_id(group_id: str, leg_id: str, seq: int) -> str:
-    """Deterministic client order id of rollback order ``seq`` (1-based) of a leg (<= 42 chars).
+class ForeignOrder(ValueError):
+    """A broker order that is not the one we asked for (another symbol, side or quantity under our
+    client id): refused, never folded into a group. ``rejection`` is CLIENT_ORDER_ID_MISMATCH."""
 
-    ``seq`` is the position of the order among the leg's rollback orders in the stored group, so a
-    resumed rollback re-derives the same id and the broker's idempotency returns the existing order.
-    """
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= 9999:
-        raise ValueError("seq must be an int in 1..9999")
-    return f"mlrb-{_digest('rollback', group_id, leg_id)[:32]}-{seq}"
+    def __init__(self, rejection: Rejection):
+        super().__init__(str(rejection))
+        self.rejection = rejection
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,8 +426,9 @@ def _spec_from_dict(data: Any, asset_class: AssetClass, where: str) -> AssetSpec
 
 
 def _check_id(value: Any, name: str) -> None:
-    if not isinstance(value, str) or not _ID_RE.match(value):
-        raise InvalidInput(name, f"expected 1-128 characters [A-Za-z0-9_.:-], got {value!r}")
+    from backend.domain.ids import GROUP_PART_ID  # the one rule for ids inside a group (no __x__)
+
+    GROUP_PART_ID.check(value, name)
 
 
 def _check_text(value: Any, name: str) -> None:
@@ -521,20 +531,23 @@ class ExecutionLeg:
                 object.__setattr__(self, name, _aware(value, name))
 
     @classmethod
-    def create(cls, *, group_id: str, leg_id: str, symbol: str, direction: int, units: Any, asset_class: Any,
-               registry: AssetSpecRegistry | None = None) -> "ExecutionLeg":
-        """A new PENDING leg from request values; units are quantized (never rounded) by the spec."""
+    def create(cls, *, tenant_id: str, group_id: str, leg_id: str, symbol: str, direction: int, units: Any,
+               asset_class: Any, registry: AssetSpecRegistry | None = None) -> "ExecutionLeg":
+        """A new PENDING leg from request values; units are quantized (never rounded) by the spec.
+        Its client order id is derived from the tenant, the group and the leg (scheme 2)."""
+        _check_text(tenant_id, "tenant_id")
         _check_id(group_id, "group_id")
         _check_id(leg_id, "leg_id")
-        klass = AssetClass.parse(asset_class, "asset_class")
-        label = asset_class.value if isinstance(asset_class, Enum) else str(asset_class).strip()
         sym = normalize_symbol(symbol)
+        klass = resolve_asset_class(sym, asset_class)  # omitted: the symbol's class; contradicted: refused
+        label = klass.value if asset_class is None else (
+            asset_class.value if isinstance(asset_class, Enum) else str(asset_class).strip())
         spec = (registry or default_registry()).spec_for(sym, klass)
         if isinstance(direction, bool) or not isinstance(direction, int) or direction not in (1, -1):
             raise InvalidInput("direction", f"must be 1 (buy) or -1 (sell), got {direction!r}")
         qty = spec.quantize_qty(units, "units")
         return cls(leg_id=leg_id, symbol=sym, direction=direction, units=qty, asset_class=klass,
-                   asset_class_label=label, spec=spec, client_order_id=leg_client_order_id(group_id, leg_id))
+                   asset_class_label=label, spec=spec, client_order_id=leg_client_order_id(group_id, leg_id, tenant_id=tenant_id))
 
     # -- derived values ---------------------------------------------------------------------
 
@@ -755,15 +768,20 @@ class ExecutionGroup:
     rejection: Rejection | None = None
     rollback_executed: bool = False
     rollback_orders: tuple[RollbackOrder, ...] = ()
+    # how the leg and rollback client order ids are derived: 2 = tenant-namespaced (every new group);
+    # 1 = group + leg only, for documents stored before issue 10 (``from_dict`` of a document without it)
+    client_id_scheme: int = CLIENT_ID_SCHEME
 
     def __post_init__(self) -> None:
         _check_id(self.group_id, "group_id")
-        _check_text(self.strategy_id, "strategy_id")
+        validate_id(self.strategy_id, "strategy_id")  # a metrics map key: the one id rule (no __x__)
         _check_text(self.tenant_id, "tenant_id")
         _check_text(self.uid, "uid")
         object.__setattr__(self, "legs", tuple(self.legs))
+        # 1..MAX_LEGS here so a stored group of the old 1-leg rule still loads and finishes;
+        # new groups need MIN_LEGS (``create``).
         if not 1 <= len(self.legs) <= MAX_LEGS:
-            raise InvalidInput("legs", f"a group has 1..{MAX_LEGS} legs, got {len(self.legs)}")
+            raise InvalidInput("legs", f"a group has {MIN_LEGS}..{MAX_LEGS} legs, got {len(self.legs)}")
         if not all(isinstance(leg, ExecutionLeg) for leg in self.legs):
             raise InvalidInput("legs", "expected ExecutionLeg values")
         ids = [leg.leg_id for leg in self.legs]
@@ -772,9 +790,15 @@ class ExecutionGroup:
         symbols = [leg.symbol for leg in self.legs]
         if len(set(symbols)) != len(symbols):
             raise InvalidInput("legs", f"a symbol may appear in one leg only, got {symbols}")
+        if isinstance(self.client_id_scheme, bool) or self.client_id_scheme not in client_ids.CLIENT_ID_SCHEMES:
+            raise InvalidInput("client_id_scheme", f"expected one of {list(client_ids.CLIENT_ID_SCHEMES)}, "
+                                                   f"got {self.client_id_scheme!r}")
         for leg in self.legs:
-            if leg.client_order_id != leg_client_order_id(self.group_id, leg.leg_id):
-                raise InvalidInput("legs", f"{leg.leg_id}: client_order_id is not derived from the group and leg ids")
+            expected = client_ids.group_leg_client_order_id(self.client_id_scheme, self.tenant_id, self.group_id,
+                                                            leg.leg_id)
+            if leg.client_order_id != expected:
+                raise InvalidInput("legs", f"{leg.leg_id}: client_order_id is not derived from the tenant, group "
+                                           f"and leg ids (scheme {self.client_id_scheme})")
         if self.execution_priority is not None:
             priority = tuple(self.execution_priority)
             object.__setattr__(self, "execution_priority", priority)
@@ -801,8 +825,8 @@ class ExecutionGroup:
             leg = by_id.get(order.leg_id)
             if leg is None:
                 raise InvalidInput("rollback_orders", f"unknown leg {order.leg_id!r}")
-            if order.client_order_id != rollback_client_order_id(self.group_id, order.leg_id, order.seq):
-                raise InvalidInput("rollback_orders", f"{order.client_order_id}: not derived from group/leg/seq")
+            if order.client_order_id != group_rollback_client_order_id(self, order.leg_id, order.seq):
+                raise InvalidInput("rollback_orders", f"{order.client_order_id}: not derived from tenant/group/leg/seq")
             if order.client_order_id in seen:
                 raise InvalidInput("rollback_orders", f"duplicate {order.client_order_id}")
             seen.add(order.client_order_id)
@@ -827,10 +851,14 @@ class ExecutionGroup:
         """
         if isinstance(legs, (str, bytes, Mapping)) or not isinstance(legs, Sequence):
             raise InvalidInput("legs", "expected a list of legs")
+        if len(legs) > MAX_LEGS:
+            raise InvalidInput("legs", f"a group has {MIN_LEGS}..{MAX_LEGS} legs, got {len(legs)}")
         built = []
         for i, raw in enumerate(legs):
-            _check_keys(raw, _LEG_REQUEST_FIELDS, set(), f"legs[{i}]")
-            built.append(ExecutionLeg.create(group_id=group_id, registry=registry, **{k: raw[k] for k in _LEG_REQUEST_FIELDS}))
+            _check_keys(raw, _LEG_REQUEST_FIELDS - {"asset_class"}, {"asset_class"}, f"legs[{i}]")
+            built.append(ExecutionLeg.create(tenant_id=tenant_id, group_id=group_id, registry=registry, **{k: raw.get(k) for k in _LEG_REQUEST_FIELDS}))
+        if len(built) < MIN_LEGS:
+            raise InvalidInput("legs", f"a group has {MIN_LEGS}..{MAX_LEGS} legs, got {len(built)}")
         if not isinstance(allow_partial_fills, bool):
             raise InvalidInput("allow_partial_fills", "expected a boolean")
         max_slip = None
@@ -904,6 +932,7 @@ class ExecutionGroup:
             "rejection": _rejection_to_dict(self.rejection),
             "rollback_executed": self.rollback_executed,
             "rollback_orders": [order.to_dict() for order in self.rollback_orders],
+            "client_id_scheme": self.client_id_scheme,
         }
 
     @classmethod
@@ -912,7 +941,7 @@ class ExecutionGroup:
         required = {"schema_version", "group_id", "strategy_id", "tenant_id", "uid", "status", "legs",
                     "created_timestamp", "updated_timestamp", "rollback_executed", "allow_partial_fills"}
         optional = {"verdict", "completed_timestamp", "avg_slippage_pips", "max_group_slippage_pips",
-                    "execution_priority", "rpm_output", "rejection", "rollback_orders"}
+                    "execution_priority", "rpm_output", "rejection", "rollback_orders", "client_id_scheme"}
         _check_keys(data, required, optional, "group", allow_private=True)
         if data["schema_version"] != SCHEMA_VERSION:
             raise InvalidInput("schema_version", f"unsupported {data['schema_version']!r}")
@@ -944,6 +973,8 @@ class ExecutionGroup:
             rollback_executed=data["rollback_executed"],
             rollback_orders=tuple(RollbackOrder.from_dict(raw, f"rollback_orders[{i}]")
                                   for i, raw in enumerate(data.get("rollback_orders") or ())),
+            # absent: a document written before tenant-namespaced ids; its orders carry scheme-1 ids
+            client_id_scheme=data.get("client_id_scheme", client_ids.LEGACY_CLIENT_ID_SCHEME),
         )
 
     @property
@@ -951,6 +982,8 @@ class ExecutionGroup:
         """The seed's ``status``: the verdict once the group is settled and flat; otherwise the
         lifecycle state (e.g. ``ROLLING_BACK``, ``FAILED_NEEDS_ATTENTION``), so a client never reads
         ``REJECTED`` while a position is still open."""
+        if self.status is GroupStatus.DRY_RUN:
+            return "dry_run"  # as the single-order /execute answers
         if self.status in (GroupStatus.FILLED, GroupStatus.PARTIALLY_FILLED, GroupStatus.REJECTED,
                            GroupStatus.ROLLED_BACK):
             return self.verdict.value  # type: ignore[union-attr]
@@ -1446,6 +1479,13 @@ def pass_validation(group: ExecutionGroup, quotes: Mapping[str, Quote], now: dat
     return _group_event(replace(group, legs=tuple(legs)), GroupEvent.VALIDATION_PASSED, now)
 
 
+def pass_validation_dry_run(group: ExecutionGroup, quotes: Mapping[str, Quote], now: datetime) -> ExecutionGroup:
+    """VALIDATING -> DRY_RUN (final): every gate passed under dry run; the legs keep their intended
+    price and validated spread and stay PENDING — no order exists."""
+    priced = pass_validation(group, quotes, now)
+    return _group_event(replace(group, legs=priced.legs), GroupEvent.VALIDATION_PASSED_DRY_RUN, _aware(now, "now"))
+
+
 def _require_status(group: ExecutionGroup, *allowed: GroupStatus) -> None:
     if group.status not in allowed:
         raise ValueError(f"group {group.group_id} is {group.status.value}, expected one of "
@@ -1512,10 +1552,14 @@ def apply_broker_order(group: ExecutionGroup, leg_id: str, order: BrokerOrder, n
                        rejection: Rejection | None = None) -> ExecutionGroup:
     """Fold a broker order snapshot into a SUBMITTED leg: record the fill, and resolve the leg when
     the order is final. A venue REJECTED order resolves with BROKER_REJECTED unless ``rejection`` is
-    given (pass ORDER_TIMEOUT after canceling a timed-out order)."""
+    given (pass ORDER_TIMEOUT after canceling a timed-out order).
+
+    Last line of defence: an order that is not the leg's own (client id, symbol, side, quantity)
+    raises :class:`ForeignOrder` and changes nothing; the executor checks (and alerts) before."""
     leg = group.leg(leg_id)
-    if order.client_order_id != leg.client_order_id:
-        raise ValueError(f"{leg_id}: order {order.client_order_id} is not this leg's ({leg.client_order_id})")
+    mismatch = client_ids.venue_order_mismatch(leg_order_request(group, leg_id), order)
+    if mismatch is not None:
+        raise ForeignOrder(Rejection(mismatch.code, f"{leg_id}: {mismatch.detail}"))
     group = record_leg_fill(group, leg_id, filled_units=order.filled_qty, fill_price=order.filled_avg_price,
                             now=now, broker_order_id=order.broker_order_id)
     if not order.state.is_final:
@@ -1524,6 +1568,16 @@ def apply_broker_order(group: ExecutionGroup, leg_id: str, order: BrokerOrder, n
         rejection = _reject(RejectCode.BROKER_REJECTED,
                             f"{leg.leg_id} {leg.symbol}: {order.venue_status or order.state.value}")
     return resolve_leg(group, leg_id, now, rejection)
+
+
+def refuse_foreign_leg_order(group: ExecutionGroup, leg_id: str, rejection: Rejection, now: datetime) -> ExecutionGroup:
+    """SUBMITTED -> REJECTED with ``rejection`` (CLIENT_ORDER_ID_MISMATCH): the venue answered the leg's
+    client id with an order that is not ours. Nothing of that order is recorded (no broker id, no
+    fill); a fill recorded earlier from the leg's own order is kept, so the rollback still closes it."""
+    if rejection.code is not RejectCode.CLIENT_ORDER_ID_MISMATCH:
+        raise ValueError(f"expected a {RejectCode.CLIENT_ORDER_ID_MISMATCH.value} rejection, got {rejection.code.value}")
+    now = _aware(now, "now")
+    return _with_leg(group, leg_id, lambda leg: leg.apply(LegEvent.RESOLVE_REJECTED, now, rejection=rejection), now)
 
 
 def abort_submission(group: ExecutionGroup, now: datetime, rejection: Rejection | None = None) -> ExecutionGroup:
@@ -1693,7 +1747,7 @@ def plan_rollback(group: ExecutionGroup, now: datetime, settings: GroupSettings
                   ) -> tuple[ExecutionGroup, tuple[RollbackOrder, ...]]:
     """New PLANNED rollback orders, one per leg that is still open, has no order in flight and has
     attempts left: the opposite side, MARKET, for exactly the open units. Persist the returned group
-    BEFORE sending them; the ids are ``rollback_client_order_id(group, leg, seq)`` with ``seq`` = the
+    BEFORE sending them; the ids are ``group_rollback_client_order_id(group, leg, seq)`` (tenant-namespaced) with ``seq`` = the
     leg's next order number, so replanning from the same stored state yields the same orders."""
     _require_status(group, GroupStatus.ROLLING_BACK)
     now = _aware(now, "now")
@@ -1704,7 +1758,7 @@ def plan_rollback(group: ExecutionGroup, now: datetime, settings: GroupSettings
         seq = sum(1 for o in group.rollback_orders if o.leg_id == leg_id) + 1
         new_orders.append(RollbackOrder(
             leg_id=leg_id, symbol=leg.symbol, side=leg.side.opposite, qty=progress.remaining[leg_id], seq=seq,
-            client_order_id=rollback_client_order_id(group.group_id, leg_id, seq),
+            client_order_id=group_rollback_client_order_id(group, leg_id, seq),
             created_timestamp=now, updated_timestamp=now))
     if not new_orders:
         return group, ()
@@ -1739,7 +1793,14 @@ def record_rollback_update(group: ExecutionGroup, client_order_id: str, *, statu
 
 
 def apply_rollback_order(group: ExecutionGroup, order: BrokerOrder, now: datetime) -> ExecutionGroup:
-    """Fold a broker order snapshot of a rollback order (matched by client order id)."""
+    """Fold a broker order snapshot of a rollback order (matched by client order id). An order that
+    is not the planned one (symbol, side, quantity) raises :class:`ForeignOrder` and changes nothing."""
+    planned = next((o for o in group.rollback_orders if o.client_order_id == order.client_order_id), None)
+    if planned is None:
+        raise KeyError(order.client_order_id)
+    mismatch = client_ids.venue_order_mismatch(rollback_order_request(group, planned), order)
+    if mismatch is not None:
+        raise ForeignOrder(Rejection(mismatch.code, f"rollback {planned.leg_id}#{planned.seq}: {mismatch.detail}"))
     status = RollbackStatus.from_order_state(order.state)
     rejection = None
     if order.state is OrderState.REJECTED:

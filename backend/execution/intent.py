@@ -1,43 +1,78 @@
 """Order intents and the verified identity they execute under.
 
 ``OrderIntent`` keeps the seed's constructor (``strategy_id, broker_account_id, symbol, side, qty,
-asset_class="EQUITY", estimated_slippage=None, metadata={}``) and parses everything on the way in:
-the symbol is normalized, ``FX`` is read as FOREX, the side is an enum and the quantity a Decimal
+asset_class, estimated_slippage=None, metadata={}``) and parses everything on the way in: the
+symbol is normalized, an omitted asset class is the symbol's own (``BTC/USD`` CRYPTO, ``EUR/USD``
+FOREX, a plain ticker EQUITY; the seed's default was EQUITY) and a given one that contradicts the
+symbol is refused, ``FX`` is read as FOREX, the side is an enum and the quantity a Decimal
 that is an exact multiple of the instrument's lot size. Bad input raises ``InvalidInput`` naming
 the field, before anything is written anywhere.
 """
 from __future__ import annotations
 
-import hashlib
-import re
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping
 
-from backend.domain.assets import AssetClass, AssetSpec, default_registry, normalize_symbol
+from backend.domain.assets import AssetClass, AssetSpec, default_registry, normalize_symbol, resolve_asset_class
 from backend.domain.errors import InvalidInput
+from backend.domain.ids import ID, LOT_ID, METADATA_KEY
 from backend.domain.money import dec_str, to_decimal
 from backend.ports.broker import OrderSide, OrderType
+from backend.execution.client_ids import single_client_order_id
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+MAX_METADATA_KEYS = 64  # the API allows 32 from the client; a signal adds its own few
+MAX_METADATA_TEXT = 500
+MAX_LOT_IDS = 100
 
 
 def validate_id(value: Any, field_name: str) -> str:
-    if not isinstance(value, str) or not _ID_RE.match(value):
-        raise InvalidInput(field_name, "must be 1-100 characters of A-Z a-z 0-9 _ -")
-    return value
+    """The one id rule (``backend.domain.ids.ID``): charset, length and no Firestore-reserved name."""
+    return ID.check(value, field_name)
 
 
-def client_order_id_for(tenant_id: str, key: str, prefix: str = "x") -> str:
-    """Deterministic broker client order id (≤ 48 chars) for one side effect.
+def validate_metadata(value: Any) -> dict[str, Any]:
+    """Keys become Firestore field names: each must pass ``METADATA_KEY`` (no ``__x__``, ``.``).
+    Values are scalars (strings at most 500 characters), except ``lot_ids``: a flat map of lot id →
+    quantity (string or number), at most 100 entries. Anything deeper is refused, not dropped."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput("metadata", "must be an object")
+    if len(value) > MAX_METADATA_KEYS:
+        raise InvalidInput("metadata", f"at most {MAX_METADATA_KEYS} keys")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        METADATA_KEY.check(key, "metadata" if not isinstance(key, str) else f"metadata.{key[:64]}")
+        where = f"metadata.{key}"
+        if key == "lot_ids" and isinstance(item, Mapping):
+            if len(item) > MAX_LOT_IDS:
+                raise InvalidInput(where, f"at most {MAX_LOT_IDS} lots")
+            lots: dict[str, str] = {}
+            for lot_id, qty in item.items():
+                LOT_ID.check(lot_id, where)
+                if isinstance(qty, str) and len(qty) > 64:
+                    raise InvalidInput(f"{where}.{lot_id}", "must be a quantity (a decimal string or number)")
+                lots[lot_id] = dec_str(to_decimal(qty, f"{where}.{lot_id}"))  # stored exact, never a Decimal
+            out[key] = lots
+            continue
+        if isinstance(item, str) and len(item) > MAX_METADATA_TEXT:
+            raise InvalidInput(where, f"strings are at most {MAX_METADATA_TEXT} characters")
+        if isinstance(item, (Mapping, list, tuple, set)):
+            raise InvalidInput(where, "values must be a string, a number, a boolean or null")
+        out[key] = item
+    return out
 
-    Derived from the tenant and the intent/leg/rollback key, so a retry or a resumed group
-    produces the same id and the venue refuses a second order; hashed so two tenants sharing a
-    broker account can never collide.
+
+def client_order_id_for(tenant_id: str, key: str, prefix: str = "x", *, account: str | None = None) -> str:
+    """Deterministic broker client order id (≤ 48 chars) for one single-leg intent.
+
+    Derived from the tenant, the account label (``broker_account_id``) and the intent id, so a
+    retry or a resume produces the same id and the venue refuses a second order, while two tenants
+    (or two accounts) sharing a broker account can never collide. See backend/execution/client_ids.py.
     """
-    digest = hashlib.sha256(f"{tenant_id}/{key}".encode()).hexdigest()[:40]
-    return f"{prefix}-{digest}"
+    return single_client_order_id(tenant_id, key, account=account, prefix=prefix)
 
 
 @dataclass(frozen=True)
@@ -92,14 +127,14 @@ class OrderIntent:
     spec: AssetSpec = field(compare=False, repr=False)
 
     def __init__(self, strategy_id: str, broker_account_id: str, symbol: str, side: Any, qty: Any,
-                 asset_class: Any = "EQUITY", estimated_slippage: Any = None,
+                 asset_class: Any = None, estimated_slippage: Any = None,
                  metadata: Mapping[str, Any] | None = None, *, intent_id: str | None = None,
                  order_type: Any = "market", limit_price: Any = None):
         put = object.__setattr__
         put(self, "strategy_id", validate_id(strategy_id, "strategy_id"))
         put(self, "broker_account_id", validate_id(broker_account_id, "broker_account_id"))
         sym = normalize_symbol(symbol)
-        klass = AssetClass.parse(asset_class)
+        klass = resolve_asset_class(sym, asset_class)  # omitted: the symbol's class; contradicted: 400
         spec = default_registry().spec_for(sym, klass)
         put(self, "symbol", sym)
         put(self, "asset_class", klass)
@@ -112,9 +147,7 @@ class OrderIntent:
                 raise InvalidInput("estimated_slippage", f"must be a fraction in [0, 1), got {est}")
             estimated_slippage = est
         put(self, "estimated_slippage", estimated_slippage)
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise InvalidInput("metadata", "must be an object")
-        put(self, "metadata", dict(metadata or {}))
+        put(self, "metadata", validate_metadata(metadata))
         put(self, "intent_id", validate_id(intent_id, "intent_id") if intent_id is not None
             else f"i-{uuid.uuid4().hex}")
         otype = _parse_order_type(order_type)
@@ -178,7 +211,7 @@ class OrderIntent:
         return cls(
             strategy_id=data.get("strategy_id"), broker_account_id=data.get("broker_account_id"),
             symbol=data.get("symbol"), side=data.get("side"), qty=data.get("qty"),
-            asset_class=data.get("asset_class", "EQUITY"),
+            asset_class=data.get("asset_class"),
             estimated_slippage=data.get("estimated_slippage"), metadata=data.get("metadata") or {},
             intent_id=data.get("intent_id"), order_type=data.get("order_type", "market"),
             limit_price=data.get("limit_price"),

@@ -7,7 +7,13 @@ trades of one tenant spread over several documents (Firestore's ~1 write/s per d
 A metrics request reads days × shards documents — never the ledger.
 
 Integers keep increments exact: money in micro-units (1e-6), ratios in pico-units (1e-12).
-Per strategy the same counters live under ``by_strategy.<strategy_id>``.
+Per strategy the same counters live under ``by_strategy.<strategy_id>``, for at most
+``MAX_STRATEGIES_PER_SHARD`` strategies per shard document (listed in its ``strategies`` array, in
+the order they first traded that day); later strategies of that shard-day are counted under
+``by_strategy."(other)"`` (``OTHER_STRATEGIES``, not a valid strategy id, so it cannot collide).
+So a shard document's size does not depend on how many strategy ids a tenant's users invent
+(issue 10 item 6: 5,000 ids once grew a shard to Firestore's 1 MiB limit and the next finish
+write failed after its order had filled); the tenant totals stay exact either way.
 
 Metrics (``summarize``):
 - downgrade_rate = downgraded / decisions; rejection_rate likewise;
@@ -22,15 +28,25 @@ from __future__ import annotations
 
 import hashlib
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
 SHARDS = 8
+MAX_STRATEGIES_PER_SHARD = 100
+OTHER_STRATEGIES = "(other)"
 MICRO = Decimal("1e6")
 PICO = Decimal("1e12")
 
 
 def shard_for(key: str) -> int:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % SHARDS
+
+
+def strategy_bucket(strategy_id: str, admitted: Collection[str], cap: int = MAX_STRATEGIES_PER_SHARD) -> str:
+    """The ``by_strategy`` key for a row of ``strategy_id`` in a shard that already admitted
+    ``admitted``: its own while the shard has room (or already counts it), else ``OTHER_STRATEGIES``."""
+    if strategy_id in admitted or len(admitted) < cap:
+        return strategy_id
+    return OTHER_STRATEGIES
 
 
 def _d(value: Any) -> Decimal | None:

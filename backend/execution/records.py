@@ -151,6 +151,7 @@ def history_row(*, intent: OrderIntent, ctx: ExecutionContext, now: datetime, ro
         "history_id": intent.intent_id,
         "trade_id": intent.intent_id,
         "tenant_id": ctx.tenant_id,
+        "broker_account_id": intent.broker_account_id,  # history rows are labelled and filtered by account
         "asset_class": intent.asset_class.value,
         "symbol": intent.symbol,
         "side": intent.side.value,

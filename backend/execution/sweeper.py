@@ -13,6 +13,10 @@ It finds, with indexed queries whose cost is proportional to what is stuck (not 
   redelivery. Racing a live trigger is safe: the claim (single leg) and the group creation
   (multi-leg) let only one of them act. A multi-leg document is never stranded ``accepted``: that
   state and the final outcome are written in the group's own commits.
+Dry run holds here too (issue 10): every resume goes through the engine, whose venues are wrapped by
+the pre-trade gate's guard (backend/risk/gate.py). Under dry run a group that has legs to send or a
+rollback order to place is parked again (lease released, ALERT ``exec.dry_run_blocked``) and a
+RESERVED single intent stays reserved: nothing reaches a venue until dry run is off.
 Two sweepers, or a sweeper and the original function, never both act: leases are taken in a
 transaction and every group write carries a precondition on the previous one.
 """

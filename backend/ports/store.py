@@ -168,7 +168,66 @@ class FillWrite:
     tax: Any = None  # backend.tax.Fill for the user's lot book
 
 
+@dataclass(frozen=True)
+class LegReservation:
+    """One leg's share of a group reservation: its exposure key and signed units."""
+
+    leg_id: str
+    account_key: str  # risk.gate.account_key_for(broker_account_id, symbol)
+    signed_qty: Decimal
+
+
+@dataclass(frozen=True)
+class GroupReservation:
+    """Before a group's first submit: one daily slot per leg and exposure for every leg, reserved in
+    the same commit as the group document (precondition on its last write). Slots are created with
+    create-if-absent, exposure moves by blind increments — the same mechanics as ``claim``."""
+
+    uid: str
+    trade_day: str
+    daily_limit: int
+    legs: tuple[LegReservation, ...]
+    broker_account_id: str = "default"
+    trades_seen: int = 0  # the slot count the risk check just read: the first choice avoids the taken ones
+
+    def to_doc(self, slots: Mapping[str, int]) -> dict[str, Any]:
+        """The ``_reservation`` field a group document carries once its legs are reserved."""
+        return {"trade_day": self.trade_day, "broker_account_id": self.broker_account_id,
+                "legs": [{"leg_id": leg.leg_id, "account_key": leg.account_key, "signed_qty": str(leg.signed_qty),
+                          "slot": slots[leg.leg_id]} for leg in self.legs]}
+
+
+@dataclass(frozen=True)
+class GroupReserveOutcome:
+    result: ClaimResult  # CLAIMED or DAILY_LIMIT (nothing written)
+    snapshot: GroupSnapshot | None = None  # the group document after the commit (with ``_reservation``)
+    exposures: Mapping[str, Exposure] | None = None  # per account key, read after the commit (including it)
+    trades_today: int = 0
+
+
+@dataclass(frozen=True)
+class GroupSettlement:
+    """On a group's final state, in the same commit as the final save: each leg's filled units (net
+    of rollback fills) move into the position, its whole reservation is released, and the daily
+    slots of legs that filled nothing are given back."""
+
+    trade_day: str
+    exposure: tuple[tuple[str, Decimal, Decimal], ...]  # (account_key, filled_signed, released_signed)
+    release_slots: tuple[int, ...] = ()
+
+
 class GroupStore(Protocol):
+    def reserve_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
+                      reservation: GroupReservation) -> GroupReserveOutcome:
+        """Save ``doc`` (precondition on ``snapshot``, else ``LeaseLost``) together with the daily
+        slots and exposure of ``reservation``; the stored doc gets ``_reservation`` (legs, slots, day)."""
+
+    def get_rpm_approval(self, tenant_id: str, decision_id: str) -> Mapping[str, Any] | None:
+        """The server-issued approval ``tenants/{t}/rpm_approvals/{decision_id}`` (None if absent)."""
+
+    def put_rpm_approval(self, tenant_id: str, decision_id: str, doc: Mapping[str, Any]) -> bool:
+        """Create-only; False when the decision id exists already."""
+
     def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any],
                      intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot | None:
         """Create the group document; None if it already exists. ``intent_update`` is merged into
@@ -177,9 +236,10 @@ class GroupStore(Protocol):
     def load_group(self, tenant_id: str, group_id: str) -> GroupSnapshot | None: ...
 
     def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
-                   fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot:
-        """Write the group doc (and its legs projection and any fills) atomically, only if nobody
-        wrote it since ``snapshot``; raise ``LeaseLost`` otherwise."""
+                   fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None,
+                   settlement: GroupSettlement | None = None) -> GroupSnapshot:
+        """Write the group doc (and its legs projection, any fills and the settlement of its
+        reservation) atomically, only if nobody wrote it since ``snapshot``; raise ``LeaseLost`` otherwise."""
 
     def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
                    lease_until: datetime) -> GroupSnapshot | None:

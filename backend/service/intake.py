@@ -15,8 +15,12 @@ from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.logs import log_event
 
 
-def handle_intent_document(engine: Any, tenant_id: str, intent_id: str, data: Mapping[str, Any] | None
-                           ) -> dict[str, Any]:
+def handle_intent_document(engine: Any, tenant_id: str, intent_id: str, data: Mapping[str, Any] | None,
+                           *, limiter: Any = None) -> dict[str, Any]:
+    """``limiter``: the per-user/per-tenant ``RateLimiter`` (``backend.risk.rate_limit``); a new
+    document over the limit is refused on the document itself (status ``rejected``, error code
+    ``RATE_LIMITED`` with ``retry_after``) and nothing else is written: no ledger row, no metrics,
+    no counter increment. A multi-leg replay (status ``accepted``) is a resume and is not limited."""
     if not data:
         return {"status": "ignored", "reason": "empty document"}
     status = data.get("status")
@@ -32,7 +36,12 @@ def handle_intent_document(engine: Any, tenant_id: str, intent_id: str, data: Ma
         if kind == "multi_leg":
             if not isinstance(data.get("request"), Mapping):
                 raise InvalidInput("request", "must be an object")
-            return _group(engine, ctx, intent_id, data)
+            if status != "accepted" and (refused := _rate_limited(engine, limiter, ctx, intent_id)) is not None:
+                return refused
+            out = _group(engine, ctx, intent_id, data)
+            if status != "accepted" and (out.get("error") or {}).get("code") != "INVALID_INPUT":
+                _record(limiter, ctx)  # an invalid request is refused with nothing counted
+            return out
         if kind != "single":
             raise InvalidInput("kind", "must be 'single' or 'multi_leg'")
         raw = data.get("intent")
@@ -41,8 +50,48 @@ def handle_intent_document(engine: Any, tenant_id: str, intent_id: str, data: Ma
         intent = OrderIntent.from_dict({**raw, "intent_id": intent_id})
     except InvalidInput as exc:
         return _invalid(engine, tenant_id, intent_id, exc)
-    result = engine.execute_intent(intent, ctx)
+    if (refused := _rate_limited(engine, limiter, ctx, intent_id)) is not None:
+        return refused
+    try:
+        result = engine.execute_intent(intent, ctx)
+    except InvalidInput as exc:  # refused before anything was written or sent (an unstorable record)
+        return _invalid(engine, tenant_id, intent_id, exc)
+    _record(limiter, ctx)
     return result.to_dict()
+
+
+# --------------------------------------------------------------------------- rate limit hook
+
+
+def _limited_uid(ctx: ExecutionContext) -> str | None:
+    from backend.execution.intent import validate_id
+
+    try:
+        validate_id(ctx.uid, "uid")
+    except InvalidInput:
+        return None  # no usable uid: only the tenant's limit applies (the engine refuses the rest)
+    return ctx.uid
+
+
+def _rate_limited(engine: Any, limiter: Any, ctx: ExecutionContext, intent_id: str) -> dict[str, Any] | None:
+    if limiter is None:
+        return None
+    decision = limiter.admit(ctx.tenant_id, _limited_uid(ctx))
+    if decision.allowed:
+        return None
+    error = {"code": "RATE_LIMITED", "field": None, "reason": decision.reason,
+             "retry_after": decision.retry_after_seconds}
+    engine.store.annotate_intent(ctx.tenant_id, intent_id, {"status": "rejected", "result": {"error": error}},
+                                 only_if_status="new")
+    log_event("api.rate_limited", severity="WARNING", source="intent_document", tenant_id=ctx.tenant_id,
+              uid=ctx.uid, intent_id=intent_id, scope=decision.scope, limit_per_min=decision.limit,
+              line=decision.line, retry_after=decision.retry_after_seconds)
+    return {"status": "rejected", "error": error}
+
+
+def _record(limiter: Any, ctx: ExecutionContext) -> None:
+    if limiter is not None:
+        limiter.record(ctx.tenant_id, _limited_uid(ctx))
 
 
 def _group(engine: Any, ctx: ExecutionContext, intent_id: str, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -73,8 +73,12 @@ class BookStep:
 
 
 class LotBook:
-    """The open lots and pending wash-sale losses of one symbol. Holds either LONG or SHORT lots,
-    never both: a fill first closes the opposite position, and only the excess opens one."""
+    """The open lots and pending wash-sale losses of one symbol for one taxpayer, across their
+    accounts. Each lot carries its account (``Lot.book``); a fill closes lots of its own book only
+    (lots are matched within the account that holds them), while wash-sale matching looks at every
+    book (IRC §1091 applies to the taxpayer, whichever account bought the replacement shares).
+    Each book holds either LONG or SHORT lots, never both: a fill first closes the opposite
+    position of its book, and only the excess opens one."""
 
     def __init__(self, symbol: str, asset_class: AssetClass, *, wash_sales: bool, short_selling: bool,
                  tz: tzinfo):
@@ -134,13 +138,13 @@ class LotBook:
             else:
                 step.shortfall = Shortfall(trade_id=fill.trade_id, symbol=self.symbol, asset_class=self.asset_class,
                                            qty=excess, proceeds=amount, timestamp=fill.timestamp,
-                                           trade_date=fill_date)
+                                           trade_date=fill_date, book=fill.book)
         return step
 
     # -- selection -------------------------------------------------------------------------
 
     def _select(self, fill: Fill, closing: Position, method: LotMethod) -> list[tuple[Lot, Decimal]]:
-        candidates = [lot for lot in self._lots if lot.position is closing]
+        candidates = [lot for lot in self._lots if lot.position is closing and lot.book == fill.book]
         if fill.lot_ids is not None:
             by_id = {lot.lot_id: lot for lot in candidates}
             picks = []
@@ -198,7 +202,7 @@ class LotBook:
               step: BookStep) -> None:
         lot = Lot(lot_id=fill.trade_id, symbol=self.symbol, asset_class=self.asset_class, position=position,
                   qty=qty, basis=amount, acquired_at=fill.timestamp, acquired=fill_date, holding_start=fill_date,
-                  source_trade_id=fill.trade_id, seq=(seq,))
+                  source_trade_id=fill.trade_id, seq=(seq,), book=fill.book)
         self._lots.append(lot)
         if position is Position.LONG and self._wash:
             self._look_forward(lot, fill_date, step)
@@ -219,7 +223,7 @@ class LotBook:
                         asset_class=self.asset_class, position=taken.position, quantity=taken.qty,
                         opened_at=taken.acquired_at, closed_at=fill.timestamp, acquired=acquired, sold=fill_date,
                         holding_start=start, proceeds=proceeds, cost_basis=cost, gain=_arith.sub(proceeds, cost),
-                        term=term, wash_basis_included=carried, seq=(seq, index))
+                        term=term, wash_basis_included=carried, seq=(seq, index), book=taken.book)
 
     # -- wash sales ------------------------------------------------------------------------
 
@@ -251,10 +255,10 @@ class LotBook:
         return pieces
 
     def _look_back(self, loss: PendingLoss) -> None:
-        """Replacement shares bought up to 30 days before the sale and still held."""
+        """Replacement shares bought up to 30 days before the sale and still held, in any book."""
         candidates = sorted((lot for lot in self._lots
                              if lot.position is Position.LONG and not lot.wash_replacement
-                             and lot.source_trade_id != loss.source_trade_id
+                             and (lot.source_trade_id, lot.book) != (loss.source_trade_id, loss.disposal.book)
                              and in_wash_window(loss.sale_date, lot.acquired)),
                             key=lambda lot: lot.seq)
         for lot in candidates:

@@ -117,6 +117,7 @@ class OpenLotRow:
     wash_adjustment: Decimal
     long_term_from: date | None
     term_if_sold: Term
+    book: str = ""  # the account holding the lot (JSON export only; not a CSV column)
 
     @classmethod
     def from_lot(cls, lot: Lot, as_of: date) -> "OpenLotRow":
@@ -128,7 +129,7 @@ class OpenLotRow:
         return cls(symbol=lot.symbol, lot_id=lot.lot_id, position=lot.position, quantity=lot.qty,
                    date_acquired=lot.acquired, holding_start=lot.holding_start, cost_basis=lot.basis,
                    cost_per_unit=lot.cost_per_unit, wash_adjustment=lot.wash_adjustment, long_term_from=long_from,
-                   term_if_sold=term)
+                   term_if_sold=term, book=lot.book)
 
     def csv_fields(self) -> list[str]:
         return [self.symbol, self.lot_id, self.position.value, format_quantity(self.quantity),

@@ -116,10 +116,16 @@ class Fill:
     fees: Decimal = ZERO
     lot_ids: tuple[tuple[str, Decimal], ...] | None = None
     multiplier: Decimal | None = None
+    # The lot book (account) the fill belongs to, e.g. ``"acme:acct1"`` (tenant:account label);
+    # "" = the single unnamed book. Closing fills match lots of their own book only; wash sales
+    # span every book of the taxpayer (backend.tax.book).
+    book: str = ""
 
     def __post_init__(self) -> None:
         put = object.__setattr__
         put(self, "trade_id", _text(self.trade_id, "trade_id"))
+        if not isinstance(self.book, str):
+            raise InvalidInput("book", f"expected a string, got {type(self.book).__name__}")
         symbol = normalize_symbol(self.symbol)
         klass = detect_asset_class(symbol) if self.asset_class is None else AssetClass.parse(self.asset_class)
         if klass is AssetClass.CRYPTO:
@@ -183,11 +189,18 @@ class Fill:
             "fees": dec_str(self.fees), "timestamp": self.timestamp.isoformat(),
             "multiplier": dec_str(self.multiplier),
             "lot_ids": [[lot_id, dec_str(qty)] for lot_id, qty in self.lot_ids] if self.lot_ids else None,
+            **_book(self.book),
         }
 
 
+def _book(book: str) -> dict[str, str]:
+    """The ``book`` key of a stored form, only when the value is in a named book (older documents
+    and single-book ledgers stay as they were)."""
+    return {"book": book} if book else {}
+
+
 _FILL_FIELDS = frozenset({"trade_id", "symbol", "asset_class", "side", "qty", "price", "fees", "timestamp",
-                          "lot_ids", "multiplier"})
+                          "lot_ids", "multiplier", "book"})
 _FILL_REQUIRED = frozenset({"trade_id", "symbol", "side", "qty", "price", "timestamp"})
 
 
@@ -210,6 +223,7 @@ class Lot:
     seq: tuple[int, ...]
     wash_adjustment: Decimal = ZERO
     wash_replacement: bool = False
+    book: str = ""  # the account holding the lot (Fill.book of its opening fill)
 
     @property
     def cost_per_unit(self) -> Decimal:
@@ -223,7 +237,7 @@ class Lot:
             "cost_per_unit": dec_str(self.cost_per_unit), "acquired_at": self.acquired_at.isoformat(),
             "acquired": self.acquired.isoformat(), "holding_start": self.holding_start.isoformat(),
             "source_trade_id": self.source_trade_id, "wash_adjustment": dec_str(self.wash_adjustment),
-            "wash_replacement": self.wash_replacement,
+            "wash_replacement": self.wash_replacement, **_book(self.book),
         }
 
 
@@ -265,6 +279,7 @@ class Disposal:
     wash_disallowed: Decimal = ZERO
     final: bool = True
     seq: tuple[int, int] = field(default=(0, 0), compare=False)
+    book: str = ""  # the account that held the lot
 
     @property
     def adjustment_code(self) -> str:
@@ -294,6 +309,7 @@ class Disposal:
             "wash_basis_included": dec_str(self.wash_basis_included),
             "wash_disallowed": dec_str(self.wash_disallowed), "adjustment_code": self.adjustment_code,
             "adjusted_gain": dec_str(self.adjusted_gain), "final": self.final, "tax_year": self.tax_year,
+            **_book(self.book),
         }
 
 
@@ -310,6 +326,7 @@ class Shortfall:
     proceeds: Decimal
     timestamp: datetime
     trade_date: date
+    book: str = ""  # the account whose lots fell short
 
     def __str__(self) -> str:
         return f"LOT_SHORTFALL: trade={self.trade_id} symbol={self.symbol} qty={self.qty}"
@@ -318,7 +335,7 @@ class Shortfall:
         return {"code": "LOT_SHORTFALL", "trade_id": self.trade_id, "symbol": self.symbol,
                 "asset_class": self.asset_class.value, "qty": dec_str(self.qty), "proceeds": dec_str(self.proceeds),
                 "timestamp": self.timestamp.isoformat(), "trade_date": self.trade_date.isoformat(),
-                "text": str(self)}
+                "text": str(self), **_book(self.book)}
 
 
 class ShortfallError(InvalidInput):

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from backend.domain.assets import AssetClass
 from backend.domain.money import dec_str
@@ -34,7 +34,7 @@ def lot_from_dict(data: Mapping[str, Any]) -> Lot:
                acquired_at=datetime.fromisoformat(data["acquired_at"]), acquired=date.fromisoformat(data["acquired"]),
                holding_start=date.fromisoformat(data["holding_start"]), source_trade_id=data["source_trade_id"],
                seq=tuple(data["seq"]), wash_adjustment=_d(data.get("wash_adjustment", "0")),
-               wash_replacement=bool(data.get("wash_replacement", False)))
+               wash_replacement=bool(data.get("wash_replacement", False)), book=str(data.get("book") or ""))
 
 
 def _lot_to_dict(lot: Lot) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def disposal_from_dict(data: Mapping[str, Any]) -> Disposal:
                     proceeds=_d(data["proceeds"]), cost_basis=_d(data["cost_basis"]), gain=_d(data["gain"]),
                     term=Term(data["term"]), wash_basis_included=_d(data.get("wash_basis_included", "0")),
                     wash_disallowed=_d(data.get("wash_disallowed", "0")), final=bool(data.get("final", True)),
-                    seq=tuple(data.get("seq", (0, 0))))
+                    seq=tuple(data.get("seq", (0, 0))), book=str(data.get("book") or ""))
 
 
 def disposal_to_dict(disposal: Disposal) -> dict[str, Any]:
@@ -107,7 +107,8 @@ def apply_fill_to_state(state: Mapping[str, Any] | None, fill: Fill, method: Lot
     is a no-op (duplicate delivery); a fill older than the book's last fill is applied at that time."""
     method = LotMethod(method)
     recent = list((state or {}).get("recent_trade_ids", []))
-    if fill.trade_id in recent:
+    applied_id = fill_key(fill)
+    if applied_id in recent:
         return StateStep(dict(state or {}), (), (), None, duplicate=True)
     last = (state or {}).get("last_fill_at")
     if last and fill.timestamp < datetime.fromisoformat(last):
@@ -129,17 +130,52 @@ def apply_fill_to_state(state: Mapping[str, Any] | None, fill: Fill, method: Lot
     step = book.apply(fill, seq, method)
     final.extend(step.final)
     final.extend(loss.snapshot(final=True) for loss in step.resolved)  # washed completely by this fill
-    new_state = book_to_state(book, next_seq=seq + 1, last_fill_at=fill.timestamp, trade_ids=recent + [fill.trade_id])
+    new_state = book_to_state(book, next_seq=seq + 1, last_fill_at=fill.timestamp, trade_ids=recent + [applied_id])
     pending = tuple(loss.snapshot(final=False) for loss in book._pending if not loss.done)  # noqa: SLF001
     return StateStep(new_state, tuple(final), pending, step.shortfall)
 
 
 def book_key(symbol: str) -> str:
+    """The document id of a user's lot book of ``symbol`` (``users/<uid>/tax_books/<key>``). One
+    document per (user, symbol) holds the lots of every account (``Lot.book``): lots are matched
+    within their account, and the wash-sale rule, which applies to the taxpayer, sees them all in
+    one read and one commit."""
     return symbol.replace("/", "-")
 
 
+DEFAULT_ACCOUNT = "default"  # the account label of a fill whose record names none (groups, for now)
+
+
+def book_label(tenant_id: str, account: str | None) -> str:
+    """``<tenant>:<account>``: ids are ``[A-Za-z0-9_-]``, so ``:`` cannot be ambiguous."""
+    return f"{tenant_id}:{account or DEFAULT_ACCOUNT}"
+
+
+def fill_key(fill: Fill) -> str:
+    """The id a book remembers an applied fill by (duplicate deliveries): trade ids are unique per
+    tenant only, so a named book prefixes its label."""
+    return f"{fill.book}|{fill.trade_id}" if fill.book else fill.trade_id
+
+
 def disposal_doc_id(disposal: Disposal) -> str:
-    return f"{book_key(disposal.symbol)}--{disposal.disposal_id}".replace("/", "-")
+    prefix = f"{disposal.book}--" if disposal.book else ""
+    return f"{prefix}{book_key(disposal.symbol)}--{disposal.disposal_id}".replace("/", "-")
+
+
+def scoped_fills(items: Sequence[tuple[Any, ...]]) -> list[tuple[str, Fill]]:
+    """``(uid, fill)`` or ``(uid, fill, record)`` → ``(uid, fill in its book)``: the record (the
+    ledger row written with the fill) names the tenant and the account (``broker_account_id``,
+    the default label when it has none). Fills without a record keep their own book."""
+    out: list[tuple[str, Fill]] = []
+    for item in items:
+        uid, fill = item[0], item[1]
+        if fill is None:
+            continue
+        record = item[2] if len(item) > 2 else None
+        if record and not fill.book and record.get("tenant_id"):
+            fill = replace(fill, book=book_label(str(record["tenant_id"]), record.get("broker_account_id")))
+        out.append((uid, fill))
+    return out
 
 
 @dataclass(frozen=True)
@@ -170,5 +206,7 @@ def plan_books(current: Mapping[tuple[str, str], Mapping[str, Any] | None], fill
         disposals.extend((uid, disposal_doc_id(d), disposal_to_dict(d)) for d in step.final)
         if step.shortfall is not None:
             shortfalls.append((uid, step.shortfall))
-            disposals.append((uid, f"{book_key(fill.symbol)}--shortfall-{fill.trade_id}", step.shortfall.to_dict()))
+            prefix = f"{fill.book}--" if fill.book else ""
+            disposals.append((uid, f"{prefix}{book_key(fill.symbol)}--shortfall-{fill.trade_id}",
+                              step.shortfall.to_dict()))
     return BooksPlan(states, disposals, shortfalls)

@@ -33,7 +33,7 @@ class SignalType(str, Enum):
 class TradingSignal:
     signal_type: SignalType
     symbol: str = ""
-    asset_class: AssetClass = AssetClass.EQUITY
+    asset_class: AssetClass | None = None  # omitted: the symbol's class (EQUITY without a symbol)
     confidence: Decimal = Decimal("0")
     reasoning: str = ""
     estimated_slippage: Decimal | None = None
@@ -46,6 +46,8 @@ class TradingSignal:
                 put(self, "signal_type", SignalType(str(self.signal_type).upper()))
             except ValueError:
                 raise InvalidInput("signal_type", f"expected BUY, SELL or WAIT, got {self.signal_type!r}") from None
+        if self.asset_class is None:
+            put(self, "asset_class", _detect(self.symbol) if self.symbol else AssetClass.EQUITY)
         put(self, "asset_class", AssetClass.parse(self.asset_class))
         confidence = to_decimal(self.confidence, "confidence")
         if not (0 <= confidence <= 1):

@@ -63,7 +63,10 @@ from tests.support.invariants import (CRYPTO_PAIR, EQUITY_PAIR, assert_invariant
 TENANT, UID = "acme", "u1"
 CTX = ExecutionContext(TENANT, UID)
 LEASE_SECONDS = 120  # ExecSettings default
-ENGINE_ENV = {"EXEC_DRY_RUN": "0", "EXEC_FILL_WAIT_SECONDS": "0"}
+# Limits wide enough for a chaos run (groups pass the same pre-trade gate as single orders); the
+# limits themselves are checked by tests/unit/test_pre_trade_gate.py and tests/integration/test_issue10_gate_e2e.py.
+ENGINE_ENV = {"EXEC_DRY_RUN": "0", "EXEC_FILL_WAIT_SECONDS": "0", "EXEC_MAX_POSITION_QTY": "1000000",
+              "EXEC_MAX_DAILY_TRADES": "100000"}
 BROKER_IO = frozenset({"submit_order", "submit_multileg_options", "get_order", "get_order_by_client_id",
                        "cancel_order", "close_position", "get_positions", "get_account", "get_latest_quote",
                        "get_recent_closes"})
@@ -173,7 +176,16 @@ class World:
     # -- work
     def group(self, engine: ExecutionEngine, group_id: str, pair: tuple = EQUITY_PAIR) -> Any:
         self.groups[group_id] = pair
-        return engine.execute_group(pair_request(self.clock.now(), pair), CTX, group_id=group_id)
+        return engine.execute_group(self.approved(pair), CTX, group_id=group_id)
+
+    def approved(self, pair: tuple, ctx: Any = None) -> dict[str, Any]:
+        """The pair's request, with the risk desk's stored approval it references (one decision per pair)."""
+        from tests.support.group_harness import approve
+
+        ctx = ctx or CTX
+        body = pair_request(self.clock.now(), pair, decision_id=_decision(pair))
+        approve(self.store(), body, tenant_id=ctx.tenant_id, uid=ctx.uid)
+        return body
 
     def intent(self, engine: ExecutionEngine, intent_id: str, **fields: Any) -> Any:
         self.intents[intent_id] = fields
@@ -206,18 +218,27 @@ class World:
         store = self.store()
         for gid, pair in self.groups.items():
             if store.load_group(TENANT, gid) is None:
-                engine.execute_group(pair_request(self.clock.now(), pair), CTX, group_id=gid)
+                engine.execute_group(self.approved(pair), CTX, group_id=gid)
         for iid, fields in self.intents.items():
             if store.get_intent(TENANT, iid) is None:
                 engine.execute_intent(OrderIntent.from_dict({**intent_fields(**fields), "intent_id": iid}), CTX)
 
     def check(self, context: str = "") -> Any:
-        return assert_invariants(self.store(), self.venue, tenant_id=TENANT, group_ids=self.groups,
-                                 intent_ids=self.intents, intent_doc_ids=self.intent_docs, context=context)
+        from tests.support.invariants import assert_no_group_fills_beyond_limits
+
+        verdict = assert_invariants(self.store(), self.venue, tenant_id=TENANT, group_ids=self.groups,
+                                    intent_ids=self.intents, intent_doc_ids=self.intent_docs, context=context)
+        assert_no_group_fills_beyond_limits(self.store(), TENANT, position_limit=ENGINE_ENV["EXEC_MAX_POSITION_QTY"],
+                                            daily_limit=int(ENGINE_ENV["EXEC_MAX_DAILY_TRADES"]), context=context)
+        return verdict
 
     # -- intent documents (the Firestore trigger's input)
     def write_intent_doc(self, intent_id: str, doc: dict[str, Any]) -> dict[str, Any]:
         self.intent_docs.append(intent_id)
+        if doc.get("kind") == "multi_leg" and isinstance(doc.get("request"), dict):
+            from tests.support.group_harness import approve
+
+            approve(self.store(), doc["request"], tenant_id=TENANT, uid=doc.get("uid") or UID)
         self.db.document(f"tenants/{TENANT}/order_intents/{intent_id}").set(doc)
         return doc
 
@@ -230,7 +251,12 @@ def single_doc(**fields: Any) -> dict[str, Any]:
 
 
 def group_doc(clock: Any, pair: tuple = EQUITY_PAIR) -> dict[str, Any]:
-    return {"uid": UID, "status": "new", "kind": "multi_leg", "request": pair_request(clock.now(), pair)}
+    return {"uid": UID, "status": "new", "kind": "multi_leg",
+            "request": pair_request(clock.now(), pair, decision_id=_decision(pair))}
+
+
+def _decision(pair: tuple) -> str:
+    return "rpm-eq" if pair == EQUITY_PAIR else "rpm-cr" if pair == CRYPTO_PAIR else "rpm-other"
 
 
 @pytest.fixture
@@ -291,6 +317,29 @@ def test_broker_faults_leave_no_lost_work_no_double_order_and_a_matching_ledger(
 
     world.check(f"{faults}; invocation errors {errors}; sweep {report.to_dict()}")
     assert not report.errors
+
+
+@pytest.mark.parametrize("faults", [BROKER_FAULTS["dropped-connections-everywhere"]], ids=["dropped-connections"])
+def test_dry_run_sends_no_venue_order_through_faults_resumes_and_the_sweeper(world, faults):
+    """Issue 10 item 2: under dry run, groups, intents, intent documents and the sweeper's resumes send
+    0 venue orders, whatever the broker does."""
+    from tests.support.invariants import assert_no_venue_orders
+
+    for route, kind, times, seconds in faults:
+        world.server.inject(route, kind, times=times, seconds=seconds)
+    engine = world.engine()
+    engine.dry_run = True
+
+    world.batch(engine, "dry")
+    doc = world.write_intent_doc("dry-doc", group_doc(world.clock))
+    handle_intent_document(engine, TENANT, "dry-doc", doc)
+    world.server.clear_faults()
+    world.clock.advance(LEASE_SECONDS + 1)
+    dry_sweeper = world.engine()
+    dry_sweeper.dry_run = True
+    Sweeper(dry_sweeper).sweep()
+
+    assert_no_venue_orders(world.venue.orders(), f"dry run with {faults}")
 
 
 def test_a_late_order_from_a_slow_submit_is_found_not_doubled(world):
@@ -391,7 +440,7 @@ def test_a_sweep_during_the_outage_reports_errors_and_the_next_one_converges(wor
 # Kill points: every call of a clean run (test_the_kill_points_cover_every_call_of_a_clean_run keeps
 # these in step with the engine) and one more (a kill point never reached: a clean run).
 GROUP_BROKER_KILLS = range(1, 21)  # a clean two-leg group makes 19 broker calls
-GROUP_STORE_KILLS = range(1, 9)  # ... and 7 store calls
+GROUP_STORE_KILLS = range(1, 18)  # ... and 16 store calls (risk per leg, reservation, stored approval)
 INTENT_BROKER_KILLS = range(1, 4)  # a single-leg intent: 2 broker calls
 INTENT_STORE_KILLS = range(1, 6)  # ... and 4 store calls
 
@@ -539,11 +588,11 @@ class InterleavingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def save_group(self, snapshot: Any, doc: Any, fills: Any = (), intent_update: Any = None) -> Any:
+    def save_group(self, snapshot: Any, doc: Any, fills: Any = (), intent_update: Any = None, **kw: Any) -> Any:
         if fills and self.before is not None:
             before, self.before = self.before, None
             before()
-        return self.inner.save_group(snapshot, doc, fills, intent_update)
+        return self.inner.save_group(snapshot, doc, fills, intent_update, **kw)
 
 
 def run_out_of_order(world: World) -> str:
@@ -676,3 +725,50 @@ def test_a_slow_validation_does_not_reject_fresh_quotes_as_future_dated(db):
         group = world.group(world.engine(broker=world.broker(timeout_seconds=5.0)), "slow-validation")
         assert group.status.value == "FILLED", str(group.rejection)
         world.check()
+
+
+# --------------------------------------------------------------------------------------------
+# Two tenants, the same ids (issue 10: the cross-tenant order hijack)
+# --------------------------------------------------------------------------------------------
+
+OTHER = ExecutionContext("globex", "u2")  # a second tenant trading through the same venue account
+
+SAME_ID_FAULTS = {
+    "no-fault": [],
+    "accepted-then-timeout": [("POST /v2/orders", "timeout_after_accept", 2, 0.7)],
+    "dropped-submit-then-dropped-lookups": [("POST /v2/orders", "drop", 1, 0.0),
+                                            ("GET /v2/orders:by_client_order_id", "drop", 3, 0.0)],
+}
+
+
+@pytest.mark.parametrize("faults", list(SAME_ID_FAULTS.values()), ids=list(SAME_ID_FAULTS))
+def test_two_tenants_using_the_same_group_and_intent_ids_each_get_their_own_orders(world, faults):
+    """Tenant ``globex`` reuses ``acme``'s group id, leg ids and intent id, with broker faults that send
+    both through lookups by client order id. With ids namespaced by tenant every order is found under
+    its own tenant's id; invariant (e) fails if any record of one tenant names the other's venue order."""
+    from tests.support.group_harness import approve
+
+    engine = world.engine()
+    body = pair_request(world.clock.now(), EQUITY_PAIR)
+    for ctx in (CTX, OTHER):  # each tenant's risk desk approves its own user's group
+        approve(world.store(), body, tenant_id=ctx.tenant_id, uid=ctx.uid)
+    world.group(engine, "same-g1")
+    world.intent(engine, "same-i1", symbol="AAPL", qty="3")
+    for route, kind, times, seconds in faults:
+        world.server.inject(route, kind, times=times, seconds=seconds)
+
+    for work in (lambda: engine.execute_group(body, OTHER, group_id="same-g1"),
+                 lambda: engine.execute_intent(OrderIntent.from_dict({**intent_fields("AAPL", qty="3"),
+                                                                      "intent_id": "same-i1"}), OTHER)):
+        try:
+            work()
+        except Exception:  # an invocation that failed: the sweeper finishes it
+            pass
+    world.server.clear_faults()
+    world.sweep()
+
+    verdict = world.check(f"{faults}")
+    assert verdict.foreign_orders == []
+    other_group = world.store().load_group("globex", "same-g1")
+    assert other_group is not None and other_group.doc["_final"], "globex's group was not finished"
+    assert len(world.venue.orders()) == 6  # 2 legs + 1 intent, per tenant

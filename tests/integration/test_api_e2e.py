@@ -107,6 +107,19 @@ def group_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def approve_for(server, users, uid: str, body: dict[str, Any] | None = None) -> None:
+    """A risk manager issues the approval ``body``'s rpm_output references, for ``uid`` (POST /risk/approvals)."""
+    body = body or group_body()
+    _, risk_token = users(f"risk-{uid[:6]}", role="risk_manager")
+    approved = body["rpm_output"]["approved_legs"]
+    legs = [{"leg_id": leg["leg_id"], "symbol": leg["symbol"], "direction": leg["direction"],
+             "max_units": str(approved[leg["leg_id"]])} for leg in body["legs"]]
+    status, _, reply = Client(server, risk_token).post("/risk/approvals", {
+        "decision_id": body["rpm_output"]["decision_id"], "for_uid": uid,
+        "expires_at": body["rpm_output"]["expires_at"], "legs": legs})
+    assert status == 201, reply
+
+
 # ------------------------------------------------------------------------- the happy paths
 
 
@@ -193,7 +206,8 @@ def test_signals_execute_or_come_back_as_wait(paper_server, users, db):
 
 
 def test_a_multi_leg_group_executes_replays_and_reads_back(paper_server, users, db):
-    _, token = users("frank")
+    uid, token = users("frank")
+    approve_for(paper_server, users, uid)
     client = Client(paper_server, token)
     status, _, group = client.post("/execute/multi-leg", group_body(), headers={"Idempotency-Key": "pair-1"})
     assert status == 201, group
@@ -237,8 +251,9 @@ def test_tokens_missing_garbage_or_without_claims_are_refused(paper_server, user
 
 
 def test_cross_tenant_requests_are_403_and_groups_of_another_tenant_404(paper_server, users, db):
-    _, acme = users("grace")
+    grace, acme = users("grace")
     _, globex = users("heidi", tenant="globex")
+    approve_for(paper_server, users, grace)
     client = Client(paper_server, acme)
     status, _, body = client.post("/execute", execute_body(metadata={"tenant_id": "globex"}))
     assert status == 403 and body["error"]["field"] == "metadata.tenant_id"

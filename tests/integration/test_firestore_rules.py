@@ -50,6 +50,7 @@ CAROL = token("carol", "B", "trader")
 ALICE_CLAIMS_B = token("alice", "B", "trader")  # alice's uid with another tenant's claims
 ALICE_NO_CLAIMS = token("alice")  # signed in, no tenant or role
 ALICE_VIEWER = token("alice", "A", "viewer")  # unknown role
+RISK_A = token("rita", "A", "risk_manager")  # issues rpm approvals through the API, never directly
 ANON = None
 
 SEED: dict[str, dict[str, Any]] = {
@@ -73,6 +74,7 @@ SEED: dict[str, dict[str, Any]] = {
     "tenants/A/metrics/daily/symbols/AAPL": {"trades": 1},
     "tenants/A/exposure/acct-1_AAPL": {"position": "1", "reserved_long": "0"},
     "tenants/A/risk_days/2026-11-20/trade_slots/0": {"intent_id": "alice-1"},
+    "tenants/A/rpm_approvals/rpm-1": {"for_uid": "alice", "issuer_uid": "rita", "approved": True},
     # tenant B (alice's uid appears here too: uid alone never opens another tenant)
     "tenants/B/ledger_trades/lt-1": {"uid": "carol", "symbol": "TSLA", "qty": "3"},
     "tenants/B/order_intents/carol-1": {"uid": "carol", "status": "new", "kind": "single"},
@@ -187,6 +189,8 @@ DENIED_READS = [
     pytest.param(ADMIN_A, "tenants/A/risk_days/2026-11-20/trade_slots/0", id="admin-reads-risk-day-slot"),
     pytest.param(ADMIN_A, "ops/global", id="admin-reads-ops"),
     pytest.param(ALICE, "ops/global", id="trader-reads-ops"),
+    pytest.param(ALICE, "tenants/A/rpm_approvals/rpm-1", id="trader-reads-rpm-approval"),
+    pytest.param(RISK_A, "tenants/A/rpm_approvals/rpm-1", id="risk-manager-reads-rpm-approval-directly"),
 ]
 
 
@@ -296,8 +300,9 @@ ALLOWED_CREATES = [
         "request.rpm_output": {"weights": {"EUR/USD": 0.6}}, "request.max_group_slippage_pips": 1.5,
         "request.allow_partial_fills": False, "created_at": SERVER_TIMESTAMP}),
         id="multi-leg-all-optional-fields"),
-    pytest.param(ALICE, "A", changed(VALID_MULTI, {"request.legs": [LEG]}), id="multi-leg-one-leg"),
     pytest.param(ALICE, "A", changed(VALID_MULTI, {"request.legs": [LEG] * 10}), id="multi-leg-ten-legs"),
+    pytest.param(ALICE, "A", changed(VALID_MULTI, {"request.broker_account_id": "acct-1"}),
+                 id="multi-leg-with-account-label"),
 ]
 
 # (token, tenant in the path, body): each is denied.
@@ -360,6 +365,8 @@ DENIED_CREATES = [
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.limit_price": "-1.5"}), id="limit-price-negative"),
     # multi-leg request
     pytest.param(ALICE, "A", changed(VALID_MULTI, {"request.legs": []}), id="multi-leg-no-legs"),
+    # a group has at least two legs (backend/domain/group_rules.py MIN_LEGS; issue 10 item 3)
+    pytest.param(ALICE, "A", changed(VALID_MULTI, {"request.legs": [LEG]}), id="multi-leg-one-leg"),
     pytest.param(ALICE, "A", changed(VALID_MULTI, {"request.legs": [LEG] * 11}), id="multi-leg-eleven-legs"),
     pytest.param(ALICE, "A", changed(VALID_MULTI, {"request.legs": {"0": LEG}}), id="multi-leg-legs-not-a-list"),
     pytest.param(ALICE, "A", changed(VALID_MULTI, {"request.legs": DROP}), id="multi-leg-legs-missing"),
@@ -408,6 +415,8 @@ def test_intent_create_is_denied(client: RulesClient, who: str | None, tenant: s
     pytest.param("has space", id="space"),
     pytest.param("x" * 101, id="longer-than-100"),
     pytest.param("a.b", id="dot"),
+    pytest.param("k-" + "0" * 48, id="an-api-derived-intent-id"),  # issue 10 item 10: no squatting
+    pytest.param("g-" + "ab" * 24, id="an-api-derived-group-id"),
 ])
 def test_intent_create_with_an_id_the_server_refuses_is_denied(client: RulesClient, intent_id: str) -> None:
     reply = client.create(f"tenants/A/order_intents/{intent_id}", VALID_SINGLE, token=ALICE)
@@ -482,6 +491,8 @@ SERVER_OWNED = [
     pytest.param(ADMIN_A, "tenants/A/execution_groups/g-bob/legs/leg-0", id="leg-by-admin"),
     pytest.param(ADMIN_A, "tenants/A/exposure/acct-1_AAPL", id="exposure-by-admin"),
     pytest.param(ADMIN_A, "tenants/A/risk_days/2026-11-20/trade_slots/0", id="risk-day-slot-by-admin"),
+    pytest.param(ALICE, "tenants/A/rpm_approvals/rpm-1", id="rpm-approval-by-the-trader-it-is-for"),
+    pytest.param(RISK_A, "tenants/A/rpm_approvals/rpm-1", id="rpm-approval-by-risk-manager"),
     pytest.param(ADMIN_A, "tenants/A/metrics/daily", id="metrics-by-admin"),
     pytest.param(ADMIN_A, "ops/global", id="ops-by-admin"),
 ]
@@ -502,6 +513,11 @@ SERVER_OWNED_NEW = [
     pytest.param(ADMIN_A, "tenants/A/exposure/{new}", id="exposure-by-admin"),
     pytest.param(ADMIN_A, "tenants/A/risk_days/2026-11-20/trade_slots/{new}", id="risk-day-slot-by-admin"),
     pytest.param(ADMIN_A, "tenants/A/metrics/{new}", id="metrics-by-admin"),
+    # rpm approvals are written by the backend only (POST /risk/approvals): not by the trader they
+    # are for, not by an admin, not even by a risk manager directly
+    pytest.param(ALICE, "tenants/A/rpm_approvals/{new}", id="rpm-approval-by-trader"),
+    pytest.param(ADMIN_A, "tenants/A/rpm_approvals/{new}", id="rpm-approval-by-admin"),
+    pytest.param(RISK_A, "tenants/A/rpm_approvals/{new}", id="rpm-approval-by-risk-manager"),
     pytest.param(ADMIN_A, "tenants/{new}", id="tenant-doc-by-admin"),
     pytest.param(ADMIN_A, "ops/{new}", id="ops-by-admin"),
 ]

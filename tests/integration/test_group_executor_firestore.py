@@ -50,7 +50,7 @@ LATENCY = {EUR: {"fill": {"model": "latency", "latency_seconds": 1}},
 
 
 def coid(leg_id: str, group_id: str = "g1") -> str:
-    return leg_client_order_id(group_id, leg_id)
+    return leg_client_order_id(group_id, leg_id, tenant_id=TENANT)
 
 
 @pytest.fixture

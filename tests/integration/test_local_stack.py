@@ -189,3 +189,35 @@ def test_the_scripted_session_of_run_sh_passes_every_step(suite):
     assert len(labels) >= 15
     curls = stack.curl_examples(suite, session)
     assert any("/execute/multi-leg" in c for c in curls) and any("sweep_stuck_work-0" in c for c in curls)
+
+
+def test_the_scheduler_ticker_of_run_sh_fires_the_sweeper_through_the_emulator(suite):
+    # run.sh ticks every 60 s; a short interval shows the same calls in a second
+    before, failures = len(_events(suite, "exec.sweep")), []
+    ticker = stack.SchedulerTicker(lambda: stack.invoke_scheduled(suite), interval=0.5, report=failures.append)
+
+    ticker.start()
+    try:
+        sweeps = stack.wait_for(lambda: _events(suite, "exec.sweep"), lambda v: len(v) >= before + 2, 30)
+    finally:
+        ticker.stop(timeout=30)
+
+    assert len(sweeps) >= before + 2 and failures == [] and ticker.failures == 0
+    assert all(not s["errors"] for s in sweeps[before:])
+
+
+def test_an_intent_document_without_asset_class_trades_the_symbols_class(suite, trader, server):
+    # issue 19 item 1: GBP/USD is FOREX, not the EQUITY an omitted class used to default to
+    client = stack.FirestoreRest(suite, trader.token)
+    intent_id = f"client-fx-{uuid.uuid4().hex[:8]}"
+    path = f"tenants/{TENANT}/order_intents/{intent_id}"
+
+    created = client.create(f"tenants/{TENANT}/order_intents", intent_id,
+                            stack.intent_document(trader.uid, symbol="GBP/USD", qty="50"))
+
+    assert created.status == 200, created.body
+    _, doc = stack.wait_for(lambda: client.get(path),
+                            lambda v: (v[1] or {}).get("status") in stack.FINAL_INTENT_STATUSES, 60)
+    assert doc is not None and doc["status"] == "placed", doc
+    [row] = _ledger_rows(server, intent_id)
+    assert row["asset_class"] == "FOREX" and doc["intent"]["asset_class"] == "FOREX"

@@ -10,6 +10,7 @@ from backend.execution.engine import ExecutionEngine
 from backend.execution.intent import ExecutionContext
 from backend.execution.sweeper import Sweeper
 from backend.settings import ExecSettings
+from tests.support.group_harness import GROUP_LIMITS_ENV, approve
 from tests.unit.test_sweeper_and_intake import orders_per_client_id, pair_request
 
 CTX = ExecutionContext("acme", "u1")
@@ -49,7 +50,8 @@ def test_sweeper_reads_follow_stuck_groups_not_all_groups(db):
     store = CountingStore(db)
     broker = PaperBroker(clock=clock)
     engine = ExecutionEngine(broker=broker, store=store, clock=clock, dry_run=False,
-                             settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
+                             settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0", **GROUP_LIMITS_ENV}))
+    approve(store, pair_request(clock))  # the risk desk's approval "d1" the requests reference
     finished = {"_final": True, "_lease_until": None, "status": "FILLED", "strategy_id": "s"}
     for start in range(0, 10_000, 500):
         batch = db.batch()
@@ -76,7 +78,8 @@ def test_racing_sweepers_on_the_emulator_act_once_per_group(db):
     clock = ManualClock()
     broker = PaperBroker(clock=clock)
     engine = ExecutionEngine(broker=broker, store=FirestoreStore(db), clock=clock, dry_run=False,
-                             settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
+                             settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0", **GROUP_LIMITS_ENV}))
+    approve(engine.store, pair_request(clock))  # the risk desk's approval "d1" the requests reference
     broker.venue.inject_fault("submit_order", "unavailable", count=None, after_calls=1)
     for n in range(4):
         engine.execute_group(pair_request(clock), CTX, group_id=f"r{n}")

@@ -57,7 +57,9 @@ from backend.execution.intent import ExecutionContext
 from backend.execution.sweeper import Sweeper
 from backend.settings import ExecSettings
 from tests.support.alpaca_server import LocalAlpacaServer
-from tests.support.invariants import PAIRS, assert_invariants, group_docs, pair_request, scenario
+from tests.support.group_harness import approve
+from tests.support.invariants import (PAIRS, assert_invariants, assert_no_group_fills_beyond_limits, group_docs,
+                                      pair_request, scenario)
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results" / "load.json"
@@ -72,6 +74,9 @@ ENGINE_ENV = {
     "EXEC_FILL_WAIT_SECONDS": "0.2",
     "EXECUTION_ENGINE_MONITORING_POLL_INTERVAL": "0.05",
     "EXECUTION_ENGINE_LEASE_SECONDS": str(LEASE_SECONDS),
+    # groups pass the same pre-trade gate as single orders: limits wide enough for the run, checked below
+    "EXEC_MAX_POSITION_QTY": "100000000",
+    "EXEC_MAX_DAILY_TRADES": "1000000",
 }
 
 
@@ -153,6 +158,7 @@ def run_load(db: Any, n: int) -> dict[str, Any]:
                 def one(i: int) -> None:
                     engine = instances.engine()
                     request = pair_request(clock.now(), PAIRS[i % len(PAIRS)], decision_id=f"rpm-{i}")
+                    approve(engine.store, request, tenant_id=TENANT, uid=f"user-{i % users:05d}")
                     started = time.monotonic()
                     try:
                         engine.execute_group(request, ExecutionContext(TENANT, f"user-{i % users:05d}"),
@@ -184,7 +190,13 @@ def run_load(db: Any, n: int) -> dict[str, Any]:
                 requests = len(server.requests)
                 verdict = assert_invariants(sweeper_engine.store, server.venue, tenant_id=TENANT,
                                             group_ids=group_ids, context=f"load N={n}")
+                assert_no_group_fills_beyond_limits(sweeper_engine.store, TENANT,
+                                                    position_limit=ENGINE_ENV["EXEC_MAX_POSITION_QTY"],
+                                                    daily_limit=int(ENGINE_ENV["EXEC_MAX_DAILY_TRADES"]),
+                                                    context=f"load N={n}")
                 statuses = Counter(d.get("status") for d in group_docs(sweeper_engine.store).values())
+                rejections = Counter((d.get("rejection") or {}).get("text", "")[:160]
+                                     for d in group_docs(sweeper_engine.store).values() if d.get("rejection"))
             finally:
                 instances.close()
     finally:
@@ -198,6 +210,7 @@ def run_load(db: Any, n: int) -> dict[str, Any]:
         "group_latency_ms": {name: round(percentile(ordered, q) * 1000, 1)
                              for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
         "statuses": dict(statuses),
+        "rejections": dict(rejections),
         "crashed_invocations": dict(crashes),
         "non_final_before_sweep": len(left),
         "sweep": {"groups_found": report.groups_found, "groups_final": report.groups_final,
@@ -235,7 +248,7 @@ def record(result: dict[str, Any]) -> None:
 def assert_clean(result: dict[str, Any]) -> None:
     n = result["groups"]
     assert result["crashed_invocations"] == {}, result["crashed_invocations"]
-    assert result["statuses"] == {"FILLED": n}, result["statuses"]
+    assert result["statuses"] == {"FILLED": n}, (result["statuses"], result.get("rejections"))
     assert result["sweep"]["errors"] == 0
 
 

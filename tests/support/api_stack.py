@@ -48,6 +48,7 @@ class FakeVerifier:
     def __init__(self, tokens: Mapping[str, Mapping[str, Any]] | None = None):
         self.tokens: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (tokens or {}).items()}
         self.calls: list[str] = []
+        self.fresh_calls: list[bool] = []  # whether each call asked for the account check
 
     def add(self, token: str, *, uid: str, tenant_id: str | None = "acme", role: str | None = "trader",
             **claims: Any) -> str:
@@ -59,8 +60,9 @@ class FakeVerifier:
         self.tokens[token] = data
         return token
 
-    def verify(self, token: str) -> Identity:
+    def verify(self, token: str, *, fresh: bool = False) -> Identity:
         self.calls.append(token)
+        self.fresh_calls.append(fresh)
         claims = self.tokens.get(token)
         if claims is None:
             raise unauthenticated("invalid ID token (InvalidIdTokenError)")
@@ -172,6 +174,7 @@ def make_stack(*, limits: RiskLimits = RiskLimits(max_position_qty=Decimal("1000
     verifier.add("tok-notenant", uid="nobody", tenant_id=None)
     verifier.add("tok-norole", uid="norole", role=None)
     verifier.add("tok-badrole", uid="mallory", role="superuser")
+    verifier.add("tok-risk", uid="rita", tenant_id="acme", role="risk_manager")
     app = ApiApp.with_instances(engine=eng, verifier=verifier, history=MemoryHistoryReader(store))
     return ApiStack(app=app, engine=eng, broker=broker, store=store, clock=clock, verifier=verifier)
 

@@ -63,6 +63,38 @@ def rpm_output(legs: Iterable[Mapping[str, Any]], now: datetime, *, ttl: timedel
             "approved_legs": approved_legs}
 
 
+def approve(store: Any, request: Mapping[str, Any], *, tenant_id: str = TENANT, uid: str = UID,
+            issuer_uid: str = "risk-desk") -> dict[str, Any] | None:
+    """Play the risk desk: store the backend-issued approval a test request's ``rpm_output`` stands for
+    (``tenants/<t>/rpm_approvals/<decision_id>``, what ``POST /risk/approvals`` writes), for ``uid``.
+    The request's own rpm_output is never trusted by the executor; tests that probe the RPM gate keep
+    writing it as before (approved false, expired, units too high) and get the same stored decision.
+    Written directly (test privilege, overwriting), so a decision id can be reused across groups."""
+    from backend.execution.groups import parse_rpm_output
+    from backend.domain.errors import InvalidInput
+
+    raw = request.get("rpm_output")
+    try:
+        auth = parse_rpm_output(raw)
+    except InvalidInput:
+        return None  # a malformed rpm_output: nothing to issue (the gate refuses the group)
+    by_id = {x["leg_id"]: x for x in request.get("legs") or () if isinstance(x, Mapping) and "leg_id" in x}
+    legs = []
+    for leg_id, approval in auth.legs.items():
+        leg = by_id.get(leg_id, {})
+        legs.append({"leg_id": leg_id, "max_units": str(approval.max_units),
+                     "symbol": approval.symbol or leg.get("symbol"),
+                     "direction": approval.direction if approval.direction is not None else leg.get("direction")})
+    doc = {"decision_id": auth.decision_id, "for_uid": uid, "issuer_uid": issuer_uid, "approved": auth.approved,
+           "approved_legs": legs, "expires_at": auth.expires_at.isoformat(), "issued_at": auth.expires_at.isoformat()}
+    path = f"tenants/{tenant_id}/rpm_approvals/{auth.decision_id}"
+    if hasattr(store, "set_doc"):
+        store.set_doc(path, doc)
+    else:
+        store.db.document(path).set(doc)
+    return doc
+
+
 _DEFAULT = object()
 
 
@@ -110,8 +142,14 @@ def scenario(symbols: Mapping[str, Mapping[str, Any]] | None = None, *, buying_p
 
 
 def exec_settings(**env: str) -> ExecSettings:
-    """Live (not dry-run) settings; env names as in production (``EXECUTION_ENGINE_ORDER_TIMEOUT_SECONDS``)."""
-    return ExecSettings.from_env({"EXEC_DRY_RUN": "0", **env})
+    """Live (not dry-run) settings; env names as in production (``EXECUTION_ENGINE_ORDER_TIMEOUT_SECONDS``).
+    Risk limits are wide (groups pass the same pre-trade gate as single orders: position per class,
+    daily count) unless a test narrows them."""
+    return ExecSettings.from_env({"EXEC_DRY_RUN": "0", **GROUP_LIMITS_ENV, **env})
+
+
+# Limits wide enough for the seed's 100k FX legs and a day of test groups.
+GROUP_LIMITS_ENV = {"EXEC_MAX_POSITION_QTY": "100000000", "EXEC_MAX_DAILY_TRADES": "10000"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,6 +339,7 @@ class World:
     def execute(self, request: Mapping[str, Any] | None = None, *, group_id: str = "g1", broker: Any = None,
                 **env: str) -> Any:
         body = group_request(now=self.clock.now()) if request is None else request
+        approve(self.store, body)
         return self.engine(broker, **env).execute_group(body, CTX, group_id=group_id)
 
     def resume(self, group_id: str = "g1", *, broker: Any = None, **env: str) -> Any:
@@ -409,8 +448,10 @@ def crash_child_main() -> None:
     clock = ManualClock()  # T0, the same start as the venue's clock in the test process
     broker = CrashingBroker(AlpacaBroker("k", "s", url_override=url, clock=clock, timeout_seconds=5),
                             crash=CrashPoint(method, int(nth), when), exit_process=True)
-    engine = ExecutionEngine(broker=broker, store=FirestoreStore.from_env(), clock=clock, dry_run=False,
-                             settings=exec_settings())
-    group = engine.execute_group(json.loads(body), CTX, group_id=group_id)
+    store = FirestoreStore.from_env()
+    engine = ExecutionEngine(broker=broker, store=store, clock=clock, dry_run=False, settings=exec_settings())
+    request = json.loads(body)
+    approve(store, request)  # the risk desk's approval the request references
+    group = engine.execute_group(request, CTX, group_id=group_id)
     print(f"child finished without crashing: {group.status.value}")
     sys.exit(3)

@@ -8,7 +8,11 @@ After a run (and at most one sweep):
         referenced by a stored record (an order the store cannot name is an order nobody will reconcile);
     (c) no group left non-final;
     (d) the net position per symbol in the ledger (kinds ``order`` and ``fill`` for single legs,
-        ``group_fill`` and ``rollback_fill`` for groups; ``filled_qty``, buy +, sell -) equals the venue's.
+        ``group_fill`` and ``rollback_fill`` for groups; ``filled_qty``, buy +, sell -) equals the venue's;
+    (e) 0 orders adopted from another tenant: every client order id a tenant's group or intent record holds
+        is derived from that tenant's namespace (tenant + group + leg [+ seq], tenant + account + intent),
+        and every venue order a tenant's ledger row, history row, group leg, rollback order or intent
+        record names carries one of that tenant's client ids (issue 10).
 
 ``check(...)`` returns a ``Verdict`` listing every breach (so a failing chaos case shows all of them at
 once); ``assert_invariants(...)`` fails the test with that list. Both read Firestore (a ``FirestoreStore``,
@@ -124,13 +128,14 @@ class Verdict:
     unrecorded_orders: list[str] = field(default_factory=list)  # (b) venue orders no record names
     non_final_groups: list[str] = field(default_factory=list)  # (c)
     position_breaks: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # (d) symbol -> (ledger, venue)
+    foreign_orders: list[str] = field(default_factory=list)  # (e) orders adopted from another tenant
     ledger_net: dict[str, Decimal] = field(default_factory=dict)
     venue_net: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not (self.lost or self.duplicate_orders or self.unrecorded_orders or self.non_final_groups
-                    or self.position_breaks)
+                    or self.position_breaks or self.foreign_orders)
 
     def problems(self) -> list[str]:
         out = []
@@ -144,6 +149,8 @@ class Verdict:
             out.append(f"(c) groups not final: {self.non_final_groups}")
         if self.position_breaks:
             out.append(f"(d) ledger vs venue net position: {self.position_breaks}")
+        if self.foreign_orders:
+            out.append(f"(e) orders adopted from another tenant: {self.foreign_orders}")
         return out
 
 
@@ -227,6 +234,85 @@ def venue_net_positions(venue: Any) -> dict[str, Decimal]:
     return out
 
 
+def _tenant_of(path: str) -> str | None:
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "tenants" else None
+
+
+def tenant_client_order_ids(store: Any) -> tuple[dict[str, set[str]], list[str]]:
+    """(e) Per tenant, the client order ids its stored groups and intent records hold, each checked
+    against the tenant's namespace (a group's own ``client_id_scheme``; absent = the legacy scheme 1).
+    Returns (ids by tenant, problems)."""
+    from backend.execution import client_ids
+    from backend.execution.intent import client_order_id_for
+
+    ids: dict[str, set[str]] = defaultdict(set)
+    problems: list[str] = []
+    for path, doc in _docs(store, "execution_groups"):
+        tenant, gid = _tenant_of(path), path.split("/")[-1]
+        if tenant is None:
+            continue
+        if doc.get("tenant_id") != tenant:
+            problems.append(f"{path}: tenant_id {doc.get('tenant_id')!r}")
+        scheme = doc.get("client_id_scheme", client_ids.LEGACY_CLIENT_ID_SCHEME)
+        for leg in doc.get("legs") or ():
+            expected = client_ids.group_leg_client_order_id(scheme, tenant, gid, leg["leg_id"])
+            if leg.get("client_order_id") != expected:
+                problems.append(f"{path} leg {leg['leg_id']}: client id {leg.get('client_order_id')} is not "
+                                f"{tenant}'s ({expected})")
+            ids[tenant].add(expected)
+        for order in doc.get("rollback_orders") or ():
+            expected = client_ids.group_rollback_client_order_id(scheme, tenant, gid, order["leg_id"], order["seq"])
+            if order.get("client_order_id") != expected:
+                problems.append(f"{path} rollback {order['leg_id']}#{order['seq']}: client id "
+                                f"{order.get('client_order_id')} is not {tenant}'s ({expected})")
+            ids[tenant].add(expected)
+    for path, doc in _docs(store, "order_intents"):
+        tenant, intent_id = _tenant_of(path), path.split("/")[-1]
+        coid = doc.get("client_order_id")
+        if tenant is None or not coid or doc.get("kind", "single") != "single":
+            continue
+        account = (doc.get("intent") or {}).get("broker_account_id")
+        expected = client_order_id_for(tenant, intent_id, account=account)
+        if coid != expected:
+            problems.append(f"{path}: client id {coid} is not {tenant}'s ({expected})")
+        ids[tenant].add(expected)
+    return ids, problems
+
+
+def foreign_adoptions(store: Any, venue: Any) -> list[str]:
+    """(e) Orders adopted from another tenant: a stored record of one tenant that names a venue order
+    (by broker order id) whose client id is not one of that tenant's, or a record whose client id is not
+    derived from its tenant's namespace. Empty when every tenant holds only its own orders."""
+    ids, problems = tenant_client_order_ids(store)
+    by_broker_id = {o.broker_order_id: o for o in venue.orders()}
+
+    def named(tenant: str | None, where: str, broker_order_id: Any) -> None:
+        if tenant is None or not broker_order_id:
+            return
+        order = by_broker_id.get(broker_order_id)
+        if order is None:
+            problems.append(f"{where}: names {broker_order_id}, which the venue does not hold")
+        elif order.client_order_id not in ids.get(tenant, set()):
+            problems.append(f"{where}: {tenant} holds venue order {broker_order_id} of client id "
+                            f"{order.client_order_id}, not one of {tenant}'s")
+
+    for path, doc in _docs(store, "ledger_trades"):
+        named(_tenant_of(path), path, doc.get("broker_order_id"))
+    for path, doc in _docs(store, "trades"):  # users/{uid}/portfolio/history/trades/{id}
+        if path.startswith("users/"):
+            named(doc.get("tenant_id"), path, (doc.get("execution") or {}).get("broker_order_id"))
+    for path, doc in _docs(store, "execution_groups"):
+        tenant = _tenant_of(path)
+        for leg in doc.get("legs") or ():
+            named(tenant, f"{path} leg {leg['leg_id']}", leg.get("broker_order_id"))
+        for order in doc.get("rollback_orders") or ():
+            named(tenant, f"{path} rollback {order['leg_id']}#{order['seq']}", order.get("broker_order_id"))
+    for path, doc in _docs(store, "order_intents"):
+        named(_tenant_of(path), path, doc.get("broker_order_id"))
+    return sorted(problems)
+
+
 def check(store: Any, venue: Any, *, tenant_id: str, group_ids: Iterable[str] = (),
           intent_ids: Iterable[str] = (), intent_doc_ids: Iterable[str] = ()) -> Verdict:
     ledger = ledger_net_positions(store, venue)
@@ -239,7 +325,8 @@ def check(store: Any, venue: Any, *, tenant_id: str, group_ids: Iterable[str] = 
         duplicate_orders=duplicate_orders(venue),
         unrecorded_orders=unrecorded_orders(store, venue),
         non_final_groups=non_final_groups(store),
-        position_breaks=breaks, ledger_net=ledger, venue_net=held)
+        position_breaks=breaks, ledger_net=ledger, venue_net=held,
+        foreign_orders=foreign_adoptions(store, venue))
 
 
 def assert_invariants(store: Any, venue: Any, *, tenant_id: str, group_ids: Iterable[str] = (),
@@ -253,4 +340,61 @@ def assert_invariants(store: Any, venue: Any, *, tenant_id: str, group_ids: Iter
 
 __all__ = ["Verdict", "check", "assert_invariants", "lost_outcomes", "duplicate_orders", "unrecorded_orders",
            "non_final_groups", "ledger_net_positions", "venue_net_positions", "recorded_client_order_ids",
+           "foreign_adoptions", "tenant_client_order_ids",
            "scenario", "pair_request", "intent_fields", "EQUITY_PAIR", "CRYPTO_PAIR", "PAIRS", "SYMBOLS"]
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 10 (pre-trade gate): 0 venue orders while dry run is on; 0 group fills beyond the limits
+# --------------------------------------------------------------------------------------------
+
+
+def venue_orders_while_dry_run(orders: Iterable[Any]) -> list[str]:
+    """Client order ids of the venue orders given (``venue.orders()`` of a run made under dry run,
+    or the orders created after dry run was switched on): every one is a breach."""
+    return sorted(str(getattr(o, "client_order_id", o)) for o in orders)
+
+
+def assert_no_venue_orders(orders: Iterable[Any], context: str = "") -> None:
+    """0 venue orders while dry run is on."""
+    found = venue_orders_while_dry_run(orders)
+    assert found == [], (f"{context}: " if context else "") + f"venue orders sent under dry run: {found}"
+
+
+def group_fills_beyond_limits(store: Any, *, tenant_id: str | None = None, position_limit: Decimal,
+                              daily_limit: int) -> list[str]:
+    """Breaches of the limits in the ledger: the net filled position per (tenant, symbol) above the
+    position limit (entry and rollback fills of groups and single orders, buy +, sell -), and more
+    filled entries (single orders and group legs; rollback orders are exempt) per tenant and trade
+    date than the daily trade count."""
+    net: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    entries: Counter = Counter()
+    for path, row in _docs(store, "ledger_trades"):
+        tenant = _tenant_of(path)
+        if tenant_id is not None and tenant != tenant_id:
+            continue
+        if row.get("kind") not in LEDGER_KINDS:
+            continue
+        filled = Decimal(str(row.get("filled_qty") or "0"))
+        if not filled:
+            continue
+        net[(tenant, row["symbol"])] += filled if row["side"] == "buy" else -filled
+        if row["kind"] in ("order", "group_fill"):
+            entries[(tenant, row.get("trade_date"))] += 1
+    problems = [f"{t}/{s}: net position {q} beyond the limit {position_limit}"
+                for (t, s), q in sorted(net.items()) if abs(q) > position_limit]
+    problems += [f"{t} {day}: {n} filled entries beyond the daily limit {daily_limit}"
+                 for (t, day), n in sorted(entries.items(), key=str) if n > daily_limit]
+    return problems
+
+
+def assert_no_group_fills_beyond_limits(store: Any, tenant_id: str | None = None, *, position_limit: Decimal,
+                                        daily_limit: int, context: str = "") -> None:
+    """0 group fills beyond the limits (position per symbol, daily trade count)."""
+    found = group_fills_beyond_limits(store, tenant_id=tenant_id, position_limit=Decimal(position_limit),
+                                      daily_limit=daily_limit)
+    assert found == [], (f"{context}: " if context else "") + "; ".join(found)
+
+
+__all__ += ["venue_orders_while_dry_run", "assert_no_venue_orders", "group_fills_beyond_limits",
+            "assert_no_group_fills_beyond_limits"]

@@ -24,7 +24,10 @@ values = st.one_of(
     st.text(max_size=30), st.integers(-10**12, 10**12).map(str),
     st.sampled_from(["2026", "2026-01-05", "2026-13-40", "csv", "json", "xml", "open_lots", "disposals", "0", "-1",
                      "501", "100", "AAPL", "placed", "downgraded", "rejected", "", "\u0000", "%", "x" * 300,
-                     "eyJhIjoxfQ==", "bad-cursor!", "1e9", "NaN"]))
+                     "eyJhIjoxfQ==", "bad-cursor!", "1e9", "NaN", "__rt__", ".", "..", "١٠",
+                     # cursors naming Firestore-reserved document ids (issue 10 item 5)
+                     "eyJjIjoiMjAyNi0wMS0wNSIsImkiOiJfX3hfXyJ9", "eyJjIjoiMjAyNi0wMS0wNSIsImkiOiIuLiJ9",
+                     "eyJjIjoiXHVkODAwIiwiaSI6ImExIn0"]))
 
 
 @st.composite
@@ -40,7 +43,7 @@ def queries(draw):
 
 @st.composite
 def odd_paths(draw):
-    segment = draw(st.text(min_size=0, max_size=40))
+    segment = draw(st.one_of(st.text(min_size=0, max_size=40), st.sampled_from(["__x__", "..", ".", "__name__"])))
     base = draw(st.sampled_from(["/groups/", "/tenants/", "/tenants/acme/", "/portfolio/", "/"]))
     return base + segment
 

@@ -49,7 +49,7 @@ def error_of(response):
     ({"Authorization": "Bearer a b"}, 401, "malformed bearer token"),
     ({"Authorization": "Bearer tok-notenant"}, 403, "token has no tenant_id claim"),
     ({"Authorization": "Bearer tok-norole"}, 403, "token has no role claim"),
-    ({"Authorization": "Bearer tok-badrole"}, 403, "role claim must be one of ['tenant_admin', 'trader']"),
+    ({"Authorization": "Bearer tok-badrole"}, 403, "role claim must be one of ['risk_manager', 'tenant_admin', 'trader']"),
 ])
 @pytest.mark.parametrize("method, path", [("POST", "/execute"), ("POST", "/execute/multi-leg"),
                                           ("POST", "/signals"), ("GET", "/groups/g1"),
@@ -388,13 +388,15 @@ def test_the_same_key_of_two_users_names_two_intents(stack):
     assert a.status == b.status == 201 and a.json()["intent_id"] != b.json()["intent_id"]
 
 
-def test_a_body_intent_id_is_used_as_is_and_another_users_id_is_a_409_not_a_replay(stack):
+def test_a_body_intent_id_is_per_user_so_a_colleague_neither_squats_nor_learns_it_exists(stack):
     first = stack.post("/execute", execute_body(intent_id="my-intent-1"))
-    assert first.status == 201 and first.json()["intent_id"] == "my-intent-1"
+    assert first.status == 201 and first.json()["intent_id"] == derived_id("k", "acme", "alice", "my-intent-1")
     assert stack.post("/execute", execute_body(intent_id="my-intent-1")).status == 200
-    stolen = stack.post("/execute", execute_body(intent_id="my-intent-1"), token="tok-bob")
-    assert stolen.status == 409 and error_of(stolen)["field"] == "intent_id"
-    assert "broker_order_id" not in json.dumps(stolen.json())
+    other = stack.post("/execute", execute_body(intent_id="my-intent-1"), token="tok-bob")
+    assert other.status == 201 and other.json()["uid"] == "bob"  # bob's own intent, not alice's replayed
+    assert other.json()["broker_order_id"] != first.json()["broker_order_id"]
+    changed = stack.post("/execute", execute_body(intent_id="my-intent-1", qty="11"))
+    assert changed.status == 409 and error_of(changed)["field"] == "intent_id"  # the owner's own reuse
 
 
 @pytest.mark.parametrize("key", ["", "has space", "x" * 101, "semi;colon", "ü"])

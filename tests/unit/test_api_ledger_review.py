@@ -28,9 +28,14 @@ def stack():
         logs.set_stream(None)
 
 
+_BODY_ID: dict[str, str] = {}  # stored intent id (per user, derived from the body's) -> the body's id
+
+
 def run(stack, token, **body):
     response = stack.post("/execute", execute_body(**body), token=token)
     assert response.status == 201, response.json()
+    if "intent_id" in body:
+        _BODY_ID[response.json()["intent_id"]] = body["intent_id"]
     return response.json()
 
 
@@ -56,7 +61,7 @@ def session(stack):
 
 def ids(response):
     assert response.status == 200, response.json()
-    return [row["ledger_id"] for row in response.json()["items"]]
+    return [_BODY_ID.get(row["ledger_id"], row["ledger_id"]) for row in response.json()["items"]]
 
 
 def admin_get(stack, **query):
@@ -102,7 +107,7 @@ def test_each_filter_selects_its_rows(stack, session, query, expected):
 
 def test_rows_carry_the_ledger_fields_and_the_document_id(stack, session):
     row = admin_get(stack, status="downgraded").json()["items"][0]
-    assert row["ledger_id"] == "a2" and row["reason"].startswith("Spread 0.40%") and row["quote"]["bid"] == "99.80"
+    assert _BODY_ID[row["ledger_id"]] == "a2" and row["reason"].startswith("Spread 0.40%") and row["quote"]["bid"] == "99.80"
 
 
 @pytest.mark.parametrize("query, field", [
@@ -201,16 +206,16 @@ def test_csv_export_streams_every_matching_row_over_all_pages(stack, session, mo
     assert isinstance(response, StreamingResponse) and response.media_type.startswith("text/csv")
     assert response.headers["Content-Disposition"] == 'attachment; filename="ledger-acme.csv"'
     assert len(chunks) == 3  # header + first page, then one chunk per page of 2 (the empty last page: none)
-    assert [r["ledger_id"] for r in rows] == ["b3", "a3", "b2", "b1", "a2", "a1"]
+    assert [_BODY_ID[r["ledger_id"]] for r in rows] == ["b3", "a3", "b2", "b1", "a2", "a1"]
     assert list(rows[0]) == list(ledger_review.CSV_COLUMNS)
-    downgraded = next(r for r in rows if r["ledger_id"] == "a2")
+    downgraded = next(r for r in rows if _BODY_ID[r["ledger_id"]] == "a2")
     assert downgraded["status"] == "downgraded" and downgraded["quote_bid"] == "99.80"
     assert downgraded["limit_price"] == ""
 
 
 def test_csv_export_applies_the_filters(stack, session):
     rows = list(csv.DictReader(io.StringIO(admin_get(stack, format="csv", status="rejected").text())))
-    assert [(r["ledger_id"], r["reason_code"]) for r in rows] == [("b3", "POSITION_LIMIT"),
+    assert [(_BODY_ID[r["ledger_id"]], r["reason_code"]) for r in rows] == [("b3", "POSITION_LIMIT"),
                                                                   ("b2", "MARKET_DATA_UNAVAILABLE")]
 
 

@@ -46,3 +46,18 @@ def test_the_document_is_served_without_a_token():
     finally:
         logs.set_stream(None)
     assert response.status == 200 and response.json() == json.loads(DOC_PATH.read_text())
+
+
+def test_the_committed_document_passes_openapi_spec_validator():
+    from openapi_spec_validator import OpenAPIV31SpecValidator
+
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in OpenAPIV31SpecValidator(json.loads(DOC_PATH.read_text())).iter_errors()]
+    assert errors == []
+
+
+def test_the_error_schema_documents_every_field_error():
+    schemas = build_openapi()["components"]["schemas"]
+    errors = schemas["ErrorBody"]["properties"]["errors"]
+    assert errors["type"] == "array" and errors["items"] == {"$ref": "#/components/schemas/FieldErrorOut"}
+    assert set(schemas["FieldErrorOut"]["properties"]) == {"field", "reason"}

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend import logs
+from backend.domain.storable import check_storable
 from tests.support.api_stack import execute_body, make_stack, multileg_body, signal_body
 
 
@@ -17,10 +18,13 @@ scalars = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40),
     st.sampled_from(["", "0", "-1", "1e400", "1e-400", "NaN", "Infinity", "buy", "sell", "BUY", "WAIT", "FX",
                      "EQUITY", "limit", "market", "AAPL", "EUR/USD", "acme", "globex", "alice", "0.1", "10",
-                     "x" * 200, "\u0000", "leg_001"]),
+                     "x" * 200, "\u0000", "leg_001",
+                     # Firestore-reserved names and non-ASCII / underscored amounts (issue 10 items 5, 11)
+                     "__rt__", "__x.y__", ".", "..", "__name__", "١٠", "1_000", "１０"]),
 )
+keys = st.one_of(st.text(max_size=12), st.sampled_from(["__x__", ".", "..", "__name__", "a.b", "lot_ids"]))
 json_values = st.recursive(scalars, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)), max_leaves=12)
+    st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=4)), max_leaves=12)
 
 VALID = {"/execute": execute_body(), "/signals": signal_body(), "/execute/multi-leg": multileg_body()}
 
@@ -58,7 +62,7 @@ def mutated_bodies(draw):
         elif action == "delete" and isinstance(parent, dict):
             parent.pop(last, None)
         elif action == "add" and isinstance(parent, dict):
-            parent[draw(st.text(min_size=1, max_size=10))] = draw(json_values)
+            parent[draw(st.one_of(st.text(min_size=1, max_size=10), keys))] = draw(json_values)
     return path, json.dumps(body).encode()
 
 
@@ -70,6 +74,14 @@ def raw_bodies(draw):
     return path, raw
 
 
+def _assert_storable(docs):
+    """Whatever was written could be written to Firestore too: no reserved names in document ids or
+    field names at any depth, no Decimal, bounded size (exposure documents are kept as Decimals by
+    the in-memory store only; Firestore holds nanos)."""
+    for path, doc in docs.items():
+        check_storable({} if "/exposure/" in path else doc, path)
+
+
 def _check(path, raw, headers=None):
     logs.set_stream(io.StringIO())
     try:
@@ -79,6 +91,7 @@ def _check(path, raw, headers=None):
     finally:
         logs.set_stream(None)
     assert response.status != 500, (path, raw, response.json())
+    _assert_storable(stack.store.docs)
     assert response.status in (200, 201, 202, 400, 403, 409, 413, 429, 503), response.status
     body = response.json()
     json.dumps(body)  # the body is plain JSON

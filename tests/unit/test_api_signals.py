@@ -7,6 +7,7 @@ import pytest
 from backend import logs
 from backend.api.idempotency import derived_id
 from functions.strategies.base_strategy import BaseStrategy, SignalType, TradingSignal
+from backend.risk.manager import RiskLimits
 from tests.support.api_stack import make_stack, signal_body
 
 
@@ -135,3 +136,22 @@ def test_a_rate_limited_broker_is_429_with_the_signal_beside_the_error(stack):
     assert response.status == 429 and response.headers["Retry-After"] == "3"
     assert body["error"]["code"] == "BROKER_RATE_LIMITED" and body["signal"]["signal_type"] == "BUY"
     assert body["execution"]["status"] == "pending"
+
+
+def test_a_signal_the_engine_downgrades_is_recorded_but_not_executed(stack):
+    response = stack.post("/signals", signal_body(signal_type="SELL", symbol="WIDE", market_data=None))
+    body = response.json()
+    assert response.status == 201 and body["execution"]["status"] == "downgraded"
+    assert body["executed"] is False and stack.broker.submits == []
+
+
+
+@pytest.mark.parametrize("options, status", [
+    ({"limits": RiskLimits(kill_switch=True)}, "rejected"),
+    ({"dry_run": True}, "dry_run"),
+])
+def test_a_signal_that_sends_no_order_is_not_executed(options, status):
+    stack = make_stack(**options)
+    body = stack.post("/signals", signal_body()).json()
+    assert body["execution"]["status"] == status
+    assert body["executed"] is False and stack.broker.submits == []

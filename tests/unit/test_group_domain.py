@@ -37,6 +37,10 @@ SEED_LEGS = [
 ]
 
 
+# a group has at least two legs (MIN_LEGS); tests about one leg pair it with this one
+OTHER_LEG = {"leg_id": "z", "symbol": "GBPUSD", "direction": -1, "units": 1000, "asset_class": "FX"}
+
+
 def make_group(legs=None, **kwargs) -> ExecutionGroup:
     params = dict(group_id="group_20241222100830", strategy_id="stat_arb_01", tenant_id="tenant-1", uid="uid-1",
                   legs=SEED_LEGS if legs is None else legs, now=NOW)
@@ -102,7 +106,7 @@ def test_seed_slippage_buy_adverse_sell_favorable_average():
 ])
 def test_slippage_is_direction_aware(direction, intended, fill, expected):
     group = make_group(legs=[{"leg_id": "a", "symbol": "EURUSD", "direction": direction, "units": 1000,
-                              "asset_class": "FX"}])
+                              "asset_class": "FX"}, OTHER_LEG])
     group = with_fills(group, {"a": (intended, fill, "1000", LegStatus.FILLED)})
 
     assert group.leg("a").slippage_pips == D(expected)
@@ -281,23 +285,25 @@ def test_a_leg_client_order_id_must_be_derived_from_group_and_leg():
 
 
 def test_client_order_ids_are_deterministic_short_and_distinct():
-    ids = {leg_client_order_id("g1", "a"), leg_client_order_id("g1", "b"), leg_client_order_id("g2", "a"),
-           leg_client_order_id("g1-a", "b"), leg_client_order_id("g1", "a-b"),
-           rollback_client_order_id("g1", "a", 1), rollback_client_order_id("g1", "a", 2),
-           rollback_client_order_id("g1", "b", 1)}
+    t = {"tenant_id": "t1"}
+    ids = {leg_client_order_id("g1", "a", **t), leg_client_order_id("g1", "b", **t), leg_client_order_id("g2", "a", **t),
+           leg_client_order_id("g1-a", "b", **t), leg_client_order_id("g1", "a-b", **t),
+           leg_client_order_id("g1", "a", tenant_id="t2"),
+           rollback_client_order_id("g1", "a", 1, **t), rollback_client_order_id("g1", "a", 2, **t),
+           rollback_client_order_id("g1", "b", 1, **t), rollback_client_order_id("g1", "a", 1, tenant_id="t2")}
 
-    assert len(ids) == 8
-    assert leg_client_order_id("g1", "a") == leg_client_order_id("g1", "a")
-    assert rollback_client_order_id("g1", "a", 1) == rollback_client_order_id("g1", "a", 1)
+    assert len(ids) == 10
+    assert leg_client_order_id("g1", "a", **t) == leg_client_order_id("g1", "a", **t)
+    assert rollback_client_order_id("g1", "a", 1, **t) == rollback_client_order_id("g1", "a", 1, **t)
     long_id = "x" * 128
-    assert len(leg_client_order_id(long_id, long_id)) <= 48
-    assert len(rollback_client_order_id(long_id, long_id, 9999)) <= 48
+    assert len(leg_client_order_id(long_id, long_id, tenant_id=long_id, account=long_id)) <= 48
+    assert len(rollback_client_order_id(long_id, long_id, 9999, tenant_id=long_id, account=long_id)) <= 48
 
 
 @pytest.mark.parametrize("seq", [0, -1, 10000, True, "1"])
 def test_rollback_seq_is_a_small_positive_int(seq):
     with pytest.raises(ValueError):
-        rollback_client_order_id("g", "a", seq)
+        rollback_client_order_id("g", "a", seq, tenant_id="t1")
 
 
 def test_leg_order_request_is_a_market_order_with_the_leg_client_id():
@@ -305,7 +311,7 @@ def test_leg_order_request_is_a_market_order_with_the_leg_client_id():
 
     request = leg_order_request(group, "leg_002")
 
-    assert request.client_order_id == leg_client_order_id("group_20241222100830", "leg_002")
+    assert request.client_order_id == leg_client_order_id("group_20241222100830", "leg_002", tenant_id="tenant-1")
     assert (request.side, request.qty, request.order_type, request.asset_class) == (
         OrderSide.SELL, D("50000"), OrderType.MARKET, AssetClass.FOREX)
 
@@ -320,7 +326,7 @@ def test_leg_order_request_is_a_market_order_with_the_leg_client_id():
     ({"symbol": "BTC/USD", "units": "0.5", "asset_class": "CRYPTO"}, "40000", "10000"),  # 50%
 ])
 def test_margin_per_asset_class(leg, price, expected):
-    group = make_group(legs=[{"leg_id": "a", "direction": 1, **leg}])
+    group = make_group(legs=[{"leg_id": "a", "direction": 1, **leg}, OTHER_LEG])
 
     assert leg_margin(group.leg("a"), D(price)) == D(expected)
 
@@ -356,7 +362,7 @@ def legs_strategy(draw, group_id: str):
     symbols = draw(st.permutations(SYMBOLS))[:count]
     legs = []
     for i, symbol in enumerate(symbols):
-        leg = ExecutionLeg.create(group_id=group_id, leg_id=f"leg_{i}", symbol=symbol,
+        leg = ExecutionLeg.create(tenant_id="tenant-1", group_id=group_id, leg_id=f"leg_{i}", symbol=symbol,
                                   direction=draw(st.sampled_from([1, -1])), units=draw(quantities),
                                   asset_class=draw(st.sampled_from(["FX", "fx", "FOREX"])))
         filled = draw(st.integers(min_value=0, max_value=int(leg.units) + 5).map(D))
@@ -387,7 +393,7 @@ def groups_strategy(draw):
         for seq in range(1, draw(st.integers(min_value=0, max_value=2)) + 1):
             rollback_orders.append(RollbackOrder(
                 leg_id=leg.leg_id, symbol=leg.symbol, side=leg.side.opposite, qty=draw(quantities), seq=seq,
-                client_order_id=rollback_client_order_id(group_id, leg.leg_id, seq),
+                client_order_id=rollback_client_order_id(group_id, leg.leg_id, seq, tenant_id="tenant-1"),
                 status=draw(st.sampled_from(list(RollbackStatus))),
                 broker_order_id=draw(st.none() | st.just("b-1")), filled_qty=draw(quantities | st.just(D(0))),
                 fill_price=draw(st.none() | prices), rejection=draw(rejections),

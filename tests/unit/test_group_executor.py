@@ -25,6 +25,8 @@ from backend.ports.broker import OrderState
 from backend.execution.intent import ExecutionContext
 from backend.ports.store import LeaseLost
 from tests.support.group_harness import (
+    GROUP_LIMITS_ENV,
+    approve,
     SEED_LEGS,
     TENANT,
     CrashPoint,
@@ -45,7 +47,7 @@ FAST_TIMEOUT = {"EXECUTION_ENGINE_ORDER_TIMEOUT_SECONDS": "5"}
 
 
 def coid(leg_id: str, group_id: str = "g1") -> str:
-    return leg_client_order_id(group_id, leg_id)
+    return leg_client_order_id(group_id, leg_id, tenant_id=TENANT)
 
 
 def partial(first_ratio: str) -> dict:
@@ -327,8 +329,9 @@ def test_a_leg_on_an_asset_class_the_broker_does_not_trade_rejects_the_group(mak
 def test_margin_per_asset_class_at_the_insufficient_margin_boundary(make_world, symbol, label, units, ask,
                                                                     margin_pct, needed, short_by, status):
     assert D(str(units)) * D(ask) * margin_pct / 100 * D("1.5") == D(needed)  # the table is the seed's rule
-    world = make_world(buying_power=str(D(needed) - D(short_by)))
-    legs = (leg("x", symbol, 1, units, label),)
+    # a group has at least two legs: a short SPY leg adds 1 x bid 519.99 x 50% x 1.5 = 389.9925
+    world = make_world(buying_power=str(D(needed) + D("389.9925") - D(short_by)))
+    legs = (leg("x", symbol, 1, units, label), leg("y", "SPY", -1, 1, "EQUITY"))
 
     group = world.execute(group_request(legs))
 
@@ -672,7 +675,7 @@ def test_kill_switch_turned_on_mid_group_stops_remaining_legs_and_flattens():
     store = InMemoryStore()
     broker = PaperBroker(clock=clock)
     engine = ExecutionEngine(broker=broker, store=store, clock=clock, dry_run=False,
-                             settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
+                             settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0", **GROUP_LIMITS_ENV}))
     original = broker.submit_order
 
     def submit_then_halt(request):
@@ -681,6 +684,7 @@ def test_kill_switch_turned_on_mid_group_stops_remaining_legs_and_flattens():
         return order
 
     broker.submit_order = submit_then_halt
+    approve(store, pair_request(clock))
     group = engine.execute_group(pair_request(clock), ExecutionContext("acme", "u1"), group_id="ks")
     assert group.status.value == "ROLLED_BACK" and group.rejection.code.value == "KILL_SWITCH"
     assert all(broker.venue.net_position(sym) == 0 for sym in ("EURUSD", "GBPUSD", "EUR/USD", "GBP/USD"))

@@ -35,6 +35,13 @@ SEED_LEGS = [
 NEEDED = D("5203.8")
 
 
+def stored_one_leg_group(group: ExecutionGroup) -> ExecutionGroup:
+    """A one-leg group as stored under the old 1..10 rule (new groups need MIN_LEGS; old ones still load)."""
+    from dataclasses import replace
+
+    return replace(group, legs=group.legs[:1], execution_priority=None)
+
+
 def make_group(legs=None, **kwargs) -> ExecutionGroup:
     params = dict(group_id="g1", strategy_id="stat_arb_01", tenant_id="tenant-1", uid="uid-1",
                   legs=SEED_LEGS if legs is None else legs, now=NOW)
@@ -143,7 +150,8 @@ def test_spread_limit_per_leg(bid, ask, code):
 
 
 def test_spread_limit_is_per_asset_class():
-    group = make_group(legs=[{"leg_id": "eq", "symbol": "AAPL", "direction": 1, "units": 10, "asset_class": "EQUITY"}])
+    group = stored_one_leg_group(make_group(legs=[
+        {"leg_id": "eq", "symbol": "AAPL", "direction": 1, "units": 10, "asset_class": "EQUITY"}, SEED_LEGS[1]]))
     quotes = {"AAPL": quote("AAPL", "149.70", "150.30")}  # 0.4%: too wide for FX, fine for equity
     approval = rpm({"eq": 10})
 
@@ -249,7 +257,7 @@ def test_exactly_the_minimum_number_of_returns_is_enough():
 
 
 def test_a_single_leg_group_needs_no_correlation_data():
-    group = make_group(legs=[SEED_LEGS[0]])
+    group = stored_one_leg_group(make_group())
 
     assert check_correlation(group, None, SETTINGS) is None
 

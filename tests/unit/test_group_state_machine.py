@@ -440,7 +440,7 @@ def test_rollback_plan_is_opposite_side_market_for_the_open_units():
     assert [(o.leg_id, o.side, o.qty, o.seq, o.status) for o in orders] == [
         ("leg_001", OrderSide.SELL, D("100000"), 1, RollbackStatus.PLANNED),
         ("leg_002", OrderSide.BUY, D("25000"), 1, RollbackStatus.PLANNED)]
-    assert orders[0].client_order_id == rollback_client_order_id("g1", "leg_001", 1)
+    assert orders[0].client_order_id == rollback_client_order_id("g1", "leg_001", 1, tenant_id="tenant-1")
     request = rollback_order_request(group, orders[1])
     assert (request.client_order_id, request.side, request.qty) == (orders[1].client_order_id, OrderSide.BUY, D("25000"))
 
@@ -468,7 +468,7 @@ def test_a_partially_filled_rollback_gets_a_second_order_for_the_rest():
     assert rollback_remaining(group) == {"leg_001": D("40000"), "leg_002": D("0")}
     assert next_step(group, SETTINGS).kind is StepKind.PLAN_ROLLBACK
     group, (second,) = plan_rollback(group, NOW, SETTINGS)
-    assert (second.seq, second.qty, second.client_order_id) == (2, D("40000"), rollback_client_order_id("g1", "leg_001", 2))
+    assert (second.seq, second.qty, second.client_order_id) == (2, D("40000"), rollback_client_order_id("g1", "leg_001", 2, tenant_id="tenant-1"))
     group = record_rollback_update(group, second.client_order_id, status=RollbackStatus.FILLED,
                                    filled_qty=D("40000"), now=NOW)
     assert is_flat(group) and next_step(group, SETTINGS).kind is StepKind.COMPLETE_ROLLBACK

@@ -14,14 +14,18 @@ from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.execution.sweeper import Sweeper
 from backend.service.intake import handle_intent_document
 from backend.settings import ExecSettings
+from tests.support.group_harness import GROUP_LIMITS_ENV, approve
 
 CTX = ExecutionContext("acme", "u1")
 
 
 def make_engine(clock=None, store=None, broker=None):
     clock = clock or ManualClock()
+    store = store or InMemoryStore()
+    approve(store, pair_request(clock))  # the risk desk's stored approval "d1" that pair_request references
     return ExecutionEngine(broker=broker or PaperBroker(clock=clock), store=store or InMemoryStore(), clock=clock,
-                           dry_run=False, settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
+                           dry_run=False, settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0",
+                                                                         **GROUP_LIMITS_ENV}))
 
 
 def pair_request(clock, **extra):

@@ -1,0 +1,61 @@
+"""Before anything is written or sent: can every record of this execution be stored?
+
+Nothing that can fail deterministically may run after an order reaches a venue. The writes that
+record a fill (intent record, ledger row, history row, metrics shard, exposure, tax book, group
+and leg documents) are built from the request, so whether Firestore will accept their names, types
+and sizes is known before the first write. These functions build the user-controlled part of each
+of those writes up front and run ``backend.domain.storable.check_storable`` on it; a refusal is an
+``InvalidInput`` (HTTP 400, a rejected intent document) with nothing written and no order sent.
+
+What the venue adds later (order ids, states, prices) is bounded by the adapters, not checked here.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Mapping
+
+from backend.domain.storable import check_storable
+from backend.execution.intent import ExecutionContext, OrderIntent
+
+_PROBE_COID = "x-" + "0" * 46  # as long as any client order id (48 characters)
+
+
+def _metrics_probe(strategy_id: str) -> dict[str, Any]:
+    from backend.execution.metrics import strategy_bucket
+
+    return {"day": "2000-01-01", "by_strategy": {strategy_bucket(strategy_id, ()): {"decisions": 1}}}
+
+
+def check_intent_writes(intent: OrderIntent, ctx: ExecutionContext, now: datetime) -> None:
+    """Raise ``InvalidInput`` unless every record the single-leg flow writes for ``intent`` can be
+    stored (see the module docstring)."""
+    from backend.execution.engine import account_key
+    from backend.execution.records import ledger_row
+    from backend.tax.state import book_key
+
+    t, uid, iid = ctx.tenant_id, ctx.uid, intent.intent_id
+    check_storable({"intent": intent.to_dict(), "tenant_id": t, "uid": uid, "client_order_id": _PROBE_COID},
+                   f"tenants/{t}/order_intents/{iid}")
+    ledger = ledger_row(intent=intent, ctx=ctx, status="placed", now=now, routing=None, broker_name="venue",
+                        client_order_id=_PROBE_COID)
+    check_storable(ledger, f"tenants/{t}/ledger_trades/{iid}--f999")
+    check_storable(ledger, f"users/{uid}/portfolio/history/trades/{iid}--f999")
+    check_storable(_metrics_probe(intent.strategy_id), f"tenants/{t}/metrics/2000-01-01__0")
+    check_storable({}, f"tenants/{t}/exposure/{account_key(intent)}")
+    check_storable({}, f"users/{uid}/tax_books/{book_key(intent.symbol)}")
+
+
+def check_group_writes(doc: Mapping[str, Any], tenant_id: str) -> None:
+    """Raise ``InvalidInput`` unless the group document, its leg documents, its fill rows and its
+    metrics and tax-book names can be stored — before the group is created or any leg is sent."""
+    from backend.tax.state import book_key
+
+    gid, uid = doc.get("group_id"), doc.get("uid")
+    check_storable(doc, f"tenants/{tenant_id}/execution_groups/{gid}")
+    for leg in doc.get("legs") or ():
+        leg_id = leg.get("leg_id")
+        check_storable(leg, f"tenants/{tenant_id}/execution_groups/{gid}/legs/{leg_id}")
+        check_storable({}, f"tenants/{tenant_id}/ledger_trades/{gid}--{leg_id}--rb999")
+        check_storable({}, f"users/{uid}/portfolio/history/trades/{gid}--{leg_id}--rb999")
+        check_storable({}, f"users/{uid}/tax_books/{book_key(str(leg.get('symbol')))}")
+    check_storable(_metrics_probe(str(doc.get("strategy_id"))), f"tenants/{tenant_id}/metrics/2000-01-01__0")

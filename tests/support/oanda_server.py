@@ -1,0 +1,825 @@
+"""A real local OANDA-v20-compatible HTTP server over a ``SimulatedVenue``, for tests and demos.
+
+Point ``OandaBroker`` at it with ``OandaConfig(account_id=server.account_id, token="t",
+base_url=server.url)``. It sits on the same simulated venue as ``PaperBroker`` and the local
+Alpaca server (pass ``venue=`` to share one), so one scenario gives the same fills through all
+three. Stdlib only: ``ThreadingHTTPServer`` on 127.0.0.1, HTTP/1.1 keep-alive (``connections``
+counts the TCP connections opened, so tests can see the client reuses one).
+
+Faithful where it matters for idempotency: OANDA refuses a duplicate ``clientExtensions.id``
+only while the first order is PENDING. A market order is final at once, so a second POST with
+the same client id creates a *second* order here, as it would at OANDA (each OANDA order gets its
+own venue client id; ``orders_for_client_id`` counts what a client id produced).
+
+Routes (under ``/v3``): ``POST accounts/{a}/orders``, ``GET accounts/{a}/orders/{id|@clientID}``,
+``PUT accounts/{a}/orders/{spec}/cancel``, ``GET accounts/{a}/transactions/{id}``,
+``GET accounts/{a}/transactions/sinceid?id=N``, ``GET accounts/{a}/pricing?instruments=``,
+``GET accounts/{a}/openPositions``, ``PUT accounts/{a}/positions/{instrument}/close``,
+``GET accounts/{a}/summary``, ``GET accounts/{a}/instruments``,
+``GET instruments/{instrument}/candles?count=&granularity=&price=M``. A bearer token is required
+(``token=`` pins it); another account id answers 403.
+
+Instrument metadata is derived from the venue's asset specs (pip = tick, units step = lot,
+marginRate = margin% / 100, displayPrecision one digit past the pip); ``instruments=`` overrides
+fields per instrument (e.g. ``{"XAU_USD": {"tradeUnitsPrecision": 0}}``) to test the adapter's
+cross-check.
+
+``inject(route, kind, times=1, seconds=0.0)`` — ``route`` is ``"METHOD /path"`` (a glob, query
+excluded) or ``"*"``; ``times=None`` keeps the fault until ``clear_faults()``. Kinds:
+``latency``/``stall`` (wait ``seconds``, then do the work and answer), ``drop`` (close the socket,
+nothing done), ``timeout_after_accept`` (do the work, wait ``seconds``, close without an answer),
+``insufficient_margin`` / ``market_halted`` (an order POST is created and canceled at once with
+that reason, as OANDA answers: 201 with ``orderCancelTransaction``), and any HTTP status as a
+string (``"429"`` with Retry-After, ``"500"``, ``"503"``...), nothing done. ``halt(instrument)``
+makes the market itself halted (pricing ``tradeable: false``, orders canceled MARKET_HALTED)
+until ``resume(instrument)``. Venue faults (``venue.inject_fault``) surface as 429 / 503 / a
+dropped connection after the venue acted.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import socket
+import threading
+from collections import Counter, namedtuple
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from backend.adapters.sim_venue import LostResponse, Scenario, SimulatedVenue, VenueOrder
+from backend.domain.assets import METALS, AssetClass
+from backend.domain.clock import Clock
+from backend.domain.errors import InvalidInput
+from backend.domain.money import ZERO
+from backend.ports.broker import BrokerError, BrokerErrorCode, OrderRequest, OrderSide, OrderState, OrderType
+
+RequestRecord = namedtuple("RequestRecord", "method path status")  # status None: no response was sent
+
+FAULT_KINDS = ("latency", "stall", "drop", "timeout_after_accept", "insufficient_margin", "market_halted")
+_STATUS_KIND = re.compile(r"^[45]\d\d$")
+DEFAULT_ACCOUNT = "101-001-0000001-001"
+KNOWN_INSTRUMENTS = ("EUR_USD", "GBP_USD", "USD_JPY", "AUD_USD", "USD_CHF", "XAU_USD", "XAG_USD")
+_STATUS_MESSAGES = {400: "Invalid value specified", 401: "Insufficient authorization to perform request.",
+                    403: "Insufficient authorization to perform request.", 404: "Not found",
+                    405: "Method not allowed", 429: "Requests are being rate limited",
+                    500: "Internal server error", 502: "Bad gateway", 503: "Service unavailable",
+                    504: "Gateway timeout"}
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None):
+        super().__init__(str(body))
+        self.status, self.body, self.headers = status, dict(body), dict(headers or {})
+
+
+def _error(status: int, message: str | None = None, code: str | None = None, **extra: Any) -> _HttpError:
+    body: dict[str, Any] = {"errorMessage": message or _STATUS_MESSAGES.get(status, "error")}
+    if code:
+        body["errorCode"] = code
+    body.update(extra)
+    return _HttpError(status, body)
+
+
+class _Drop(Exception):
+    """Close the connection without a response."""
+
+
+@dataclass
+class _Fault:
+    route: str
+    kind: str
+    times: int | None
+    seconds: float
+    fired: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.times is not None and self.fired >= self.times:
+            return False
+        return self.route == "*" or fnmatch.fnmatchcase(f"{method} {path}", self.route)
+
+
+@dataclass
+class _Order:
+    id: str
+    type: str  # MARKET | LIMIT
+    instrument: str
+    units: Decimal  # signed
+    time_in_force: str
+    client_extensions: dict[str, str]
+    create_time: datetime
+    venue_id: str | None = None
+    price: Decimal | None = None
+    state: str = "PENDING"
+    fill_txn: str | None = None
+    cancel_txn: str | None = None
+    filled_time: datetime | None = None
+    cancelled_time: datetime | None = None
+
+    @property
+    def client_id(self) -> str | None:
+        return self.client_extensions.get("id")
+
+
+class LocalOandaServer:
+    """See the module docstring. ``venue`` may be shared with a ``PaperBroker``."""
+
+    def __init__(self, scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
+                 clock: Clock | None = None, port: int = 0, venue: SimulatedVenue | None = None,
+                 host: str = "127.0.0.1", account_id: str = DEFAULT_ACCOUNT, token: str | None = None,
+                 instruments: Mapping[str, Mapping[str, Any]] | None = None):
+        self.venue = venue or SimulatedVenue(scenario, clock=clock)
+        self.account_id = account_id
+        self.token = token
+        self.requests: list[RequestRecord] = []
+        self.connections = 0
+        self.api = _OandaApi(self, dict(instruments or {}))
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._host, self._port = host, port
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the server is not started")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "LocalOandaServer":
+        if self._httpd is not None:
+            return self
+        self._stopping.clear()
+        httpd = ThreadingHTTPServer((self._host, self._port), _Handler)
+        httpd.daemon_threads = True
+        httpd.block_on_close = False
+        httpd.app = self  # type: ignore[attr-defined]
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="local-oanda", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        with self._lock:
+            for sock in self._sockets:  # kept-alive connections would otherwise outlive the server
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._sockets.clear()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd, self._thread = None, None
+
+    def __enter__(self) -> "LocalOandaServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- faults and market state
+
+    def inject(self, route: str, kind: str, times: int | None = 1, seconds: float = 0.0) -> None:
+        kind = str(kind)
+        if kind not in FAULT_KINDS and not _STATUS_KIND.match(kind):
+            raise ValueError(f"kind must be one of {FAULT_KINDS} or an HTTP status such as '429', got {kind!r}")
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1, or None for every matching request")
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        if route != "*" and not re.match(r"^(GET|POST|PUT|PATCH|DELETE|\*) /", route):
+            raise ValueError(f"route must look like 'POST /v3/accounts/*/orders' or be '*', got {route!r}")
+        with self._lock:
+            self._faults.append(_Fault(route, kind, times, seconds))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def halt(self, instrument: str) -> None:
+        self.api.halted.add(instrument)
+
+    def resume(self, instrument: str) -> None:
+        self.api.halted.discard(instrument)
+
+    # -- inspection (no faults, no progression)
+
+    def orders_for_client_id(self, client_id: str) -> list[dict[str, Any]]:
+        with self.api.lock:
+            return [self.api.render_order(o, sync=False) for o in self.api.orders.values() if o.client_id == client_id]
+
+    def client_id_counts(self) -> Counter[str]:
+        with self.api.lock:
+            return Counter(o.client_id for o in self.api.orders.values() if o.client_id)
+
+    def transactions(self) -> list[dict[str, Any]]:
+        with self.api.lock:
+            return [dict(t) for t in self.api.txns]
+
+    # -- plumbing
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(method, path):
+                    fault.fired += 1
+                    return fault
+        return None
+
+    def _record(self, method: str, path: str, status: int | None) -> None:
+        with self._lock:
+            self.requests.append(RequestRecord(method, path, status))
+
+    def _wait(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "LocalOanda/0.1"
+    protocol_version = "HTTP/1.1"  # keep-alive, as OANDA
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
+        return
+
+    def setup(self) -> None:
+        super().setup()
+        app: LocalOandaServer = self.server.app  # type: ignore[attr-defined]
+        with app._lock:
+            app.connections += 1
+            app._sockets.append(self.connection)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        app: LocalOandaServer = self.server.app  # type: ignore[attr-defined]
+        split = urlsplit(self.path)
+        path = unquote(split.path)
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        fault = app._take_fault(method, path)
+        forced: str | None = None
+        if fault is not None:
+            if fault.kind == "drop":
+                return self._drop(app, method, path)
+            if fault.kind in ("latency", "stall"):
+                app._wait(fault.seconds)
+            elif fault.kind == "insufficient_margin":
+                forced = "INSUFFICIENT_MARGIN"
+            elif fault.kind == "market_halted":
+                forced = "MARKET_HALTED"
+            elif _STATUS_KIND.match(fault.kind):
+                status = int(fault.kind)
+                headers = {"Retry-After": f"{fault.seconds:g}" if fault.seconds else "1"} if status == 429 else {}
+                return self._send(app, method, path, status, {"errorMessage": _STATUS_MESSAGES.get(status, "error")},
+                                  headers)
+        try:
+            self._authorize(app, path)
+            status, payload = app.api.handle(method, path, query, body, forced=forced)
+            headers: dict[str, str] = {}
+        except _Drop:
+            return self._drop(app, method, path)
+        except _HttpError as exc:
+            status, payload, headers = exc.status, exc.body, exc.headers
+        except Exception as exc:  # a bug in the server: answer 500 so the test sees it
+            status, payload, headers = 500, {"errorMessage": f"local server error: {exc!r}"}, {}
+        if fault is not None and fault.kind == "timeout_after_accept":
+            app._wait(fault.seconds)
+            return self._drop(app, method, path)
+        self._send(app, method, path, status, payload, headers)
+
+    def _authorize(self, app: LocalOandaServer, path: str) -> None:
+        auth = self.headers.get("Authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        if scheme != "Bearer" or not token or (app.token is not None and token != app.token):
+            raise _error(401)
+        match = re.match(r"^/v3/accounts/([^/]+)", path)
+        if match and match.group(1) != app.account_id:
+            raise _error(403)
+
+    def _send(self, app: LocalOandaServer, method: str, path: str, status: int, payload: Any,
+              headers: Mapping[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        app._record(method, path, status)
+
+    def _drop(self, app: LocalOandaServer, method: str, path: str) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        app._record(method, path, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# The v20 shapes over the venue
+# ------------------------------------------------------------------------------------------------
+
+
+def _ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"  # nine digits, as OANDA
+
+
+def _plain(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def _places(step: Decimal) -> int:
+    return max(0, -step.normalize().as_tuple().exponent)  # type: ignore[operator]
+
+
+@dataclass
+class _Meta:
+    name: str
+    type: str
+    pipLocation: int
+    displayPrecision: int
+    tradeUnitsPrecision: int
+    minimumTradeSize: str
+    maximumOrderUnits: str
+    marginRate: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def json(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "displayName": self.name.replace("_", "/"),
+                "pipLocation": self.pipLocation, "displayPrecision": self.displayPrecision,
+                "tradeUnitsPrecision": self.tradeUnitsPrecision, "minimumTradeSize": self.minimumTradeSize,
+                "maximumOrderUnits": self.maximumOrderUnits, "marginRate": self.marginRate,
+                "maximumTrailingStopDistance": "1.00000", "minimumTrailingStopDistance": "0.00050",
+                "maximumPositionSize": "0", "guaranteedStopLossOrderMode": "DISABLED", **self.extra}
+
+
+class _OandaApi:
+    def __init__(self, app: LocalOandaServer, instrument_overrides: dict[str, Mapping[str, Any]]):
+        self.app = app
+        self.venue = app.venue
+        self.lock = threading.RLock()
+        self.txns: list[dict[str, Any]] = []
+        self.orders: dict[str, _Order] = {}
+        self.by_client: dict[str, str] = {}  # client id → newest order id
+        self.halted: set[str] = set()
+        self._next = 6000 + (self.venue.scenario.seed % 1000) * 10
+        self._overrides = instrument_overrides
+        acc = r"^/v3/accounts/(?P<account>[^/]+)"
+        self.routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
+            ("POST", re.compile(acc + r"/orders$"), self.create_order),
+            ("GET", re.compile(acc + r"/orders/(?P<spec>[^/]+)$"), self.get_order),
+            ("PUT", re.compile(acc + r"/orders/(?P<spec>[^/]+)/cancel$"), self.cancel_order),
+            ("GET", re.compile(acc + r"/transactions/sinceid$"), self.transactions_since),
+            ("GET", re.compile(acc + r"/transactions/(?P<txn>\d+)$"), self.get_transaction),
+            ("GET", re.compile(acc + r"/pricing$"), self.pricing),
+            ("GET", re.compile(acc + r"/openPositions$"), self.open_positions),
+            ("PUT", re.compile(acc + r"/positions/(?P<instrument>[A-Z0-9]+_[A-Z0-9]+)/close$"), self.close_position),
+            ("GET", re.compile(acc + r"/summary$"), self.summary),
+            ("GET", re.compile(acc + r"/instruments$"), self.instruments),
+            ("GET", re.compile(r"^/v3/instruments/(?P<instrument>[A-Z0-9]+_[A-Z0-9]+)/candles$"), self.candles),
+        ]
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: bytes, *,
+               forced: str | None = None) -> tuple[int, Any]:
+        known = False
+        for route_method, pattern, handler in self.routes:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            known = True
+            if route_method != method:
+                continue
+            args = {k: v for k, v in match.groupdict().items() if k != "account"}
+            try:
+                with self.lock:
+                    if handler == self.create_order:
+                        return handler(query, body, forced=forced)
+                    return handler(query, body, **args)
+            except LostResponse:
+                raise _Drop() from None
+            except BrokerError as exc:
+                raise _venue_error(exc) from None
+            except InvalidInput as exc:
+                raise _error(400, str(exc)) from None
+        if known:
+            raise _error(405)
+        raise _error(404, "endpoint not found")
+
+    # -- ids, transactions, instruments
+
+    def _txn(self, kind: str, **fields: Any) -> dict[str, Any]:
+        self._next += 1
+        txn = {"id": str(self._next), "time": _ts(self.venue.clock.now()), "userID": 1001,
+               "accountID": self.app.account_id, "batchID": fields.pop("batchID", str(self._next)), "type": kind,
+               **{k: v for k, v in fields.items() if v is not None}}
+        self.txns.append(txn)
+        return txn
+
+    @property
+    def last_id(self) -> str:
+        return str(self._next)
+
+    def meta(self, instrument: str) -> _Meta:
+        klass = AssetClass.COMMODITY if instrument.partition("_")[0] in METALS else AssetClass.FOREX
+        try:
+            spec = self.venue.market.spec(instrument.replace("_", "/"), klass)
+        except InvalidInput:
+            raise _error(400, f"Invalid value specified for 'instrument': {instrument}") from None
+        pip_places = _places(spec.tick_size)
+        units_places = _places(spec.lot_size)
+        meta = _Meta(name=instrument, type="METAL" if klass is AssetClass.COMMODITY else "CURRENCY",
+                     pipLocation=-pip_places, displayPrecision=pip_places + 1, tradeUnitsPrecision=units_places,
+                     minimumTradeSize=_plain(spec.lot_size), maximumOrderUnits="100000000",
+                     marginRate=_plain(spec.margin_pct / 100))
+        for key, value in self._overrides.get(instrument, {}).items():
+            if hasattr(meta, key) and key != "extra":
+                setattr(meta, key, value)
+            else:
+                meta.extra[key] = value
+        return meta
+
+    def _instrument_names(self) -> list[str]:
+        names = set(KNOWN_INSTRUMENTS) | set(self._overrides)
+        for symbol, spec in self.venue.scenario.symbols.items():
+            if spec.asset_class in (AssetClass.FOREX, AssetClass.COMMODITY) and "/" in symbol:
+                names.add(symbol.replace("/", "_"))
+        return sorted(names)
+
+    def _price(self, value: Decimal, meta: _Meta) -> str:
+        return format(value.quantize(Decimal(10) ** -meta.displayPrecision), "f")
+
+    def _units(self, value: Decimal, meta: _Meta) -> str:
+        return format(value.quantize(Decimal(10) ** -meta.tradeUnitsPrecision), "f")
+
+    # -- orders
+
+    def create_order(self, query: dict[str, str], body: bytes, *, forced: str | None = None) -> tuple[int, Any]:
+        data = _json_body(body)
+        raw = data.get("order")
+        if not isinstance(raw, dict):
+            raise _error(400, "Invalid value specified for 'order'", "INVALID_ORDER")
+        kind = str(raw.get("type") or "MARKET")
+        if kind not in ("MARKET", "LIMIT"):
+            raise _error(400, f"Order type {kind} is not supported here", "INVALID_ORDER_TYPE")
+        instrument = str(raw.get("instrument") or "")
+        if not re.match(r"^[A-Z]{3}_[A-Z]{3}$", instrument):
+            return self._reject(raw, kind, "INSTRUMENT_MISSING" if not instrument else "INSTRUMENT_UNKNOWN")
+        meta = self.meta(instrument)
+        units_raw = raw.get("units")
+        if not isinstance(units_raw, str):
+            return self._reject(raw, kind, "UNITS_MISSING" if units_raw is None else "UNITS_INVALID")
+        try:
+            units = Decimal(units_raw)
+        except ArithmeticError:
+            return self._reject(raw, kind, "UNITS_INVALID")
+        if not units.is_finite() or units == ZERO:
+            return self._reject(raw, kind, "UNITS_INVALID")
+        if units % (Decimal(10) ** -meta.tradeUnitsPrecision) != ZERO:
+            return self._reject(raw, kind, "UNITS_PRECISION_EXCEEDED")
+        if abs(units) < Decimal(meta.minimumTradeSize):
+            return self._reject(raw, kind, "UNITS_MINIMUM_NOT_MET")
+        tif = str(raw.get("timeInForce") or ("FOK" if kind == "MARKET" else "GTC"))
+        if kind == "MARKET" and tif not in ("FOK", "IOC"):
+            return self._reject(raw, kind, "TIME_IN_FORCE_INVALID")
+        if tif not in ("FOK", "IOC", "GTC", "GFD"):
+            return self._reject(raw, kind, "TIME_IN_FORCE_INVALID")
+        price = None
+        if kind == "LIMIT":
+            if not isinstance(raw.get("price"), str):
+                return self._reject(raw, kind, "PRICE_MISSING")
+            price = Decimal(raw["price"])
+        extensions = raw.get("clientExtensions") or {}
+        if not isinstance(extensions, dict):
+            return self._reject(raw, kind, "CLIENT_EXTENSIONS_INVALID")
+        extensions = {k: str(v) for k, v in extensions.items() if k in ("id", "tag", "comment")}
+        cid = extensions.get("id")
+        if cid:
+            existing = self.orders.get(self.by_client.get(cid, ""))
+            if existing is not None:
+                self._sync(existing)
+                if existing.state == "PENDING":  # OANDA refuses a duplicate only while the first is pending
+                    return self._reject(raw, kind, "CLIENT_ORDER_ID_ALREADY_EXISTS")
+        if forced is None and instrument in self.halted:
+            forced = "MARKET_HALTED"
+        now = self.venue.clock.now()
+        create = self._txn(f"{kind}_ORDER", instrument=instrument, units=self._units(units, meta),
+                           timeInForce=tif, positionFill=str(raw.get("positionFill") or "DEFAULT"),
+                           price=None if price is None else self._price(price, meta),
+                           priceBound=raw.get("priceBound"), reason="CLIENT_ORDER",
+                           clientExtensions=extensions or None)
+        order = _Order(id=create["id"], type=kind, instrument=instrument, units=units, time_in_force=tif,
+                       client_extensions=extensions, create_time=now, price=price)
+        self.orders[order.id] = order
+        if cid:
+            self.by_client[cid] = order.id
+        related = [create["id"]]
+        if forced is not None:
+            self._cancel_record(order, forced)
+        else:
+            sim_tif = {"FOK": "fok", "IOC": "ioc", "GTC": "gtc", "GFD": "day"}[tif]
+            request = OrderRequest(client_order_id=self.venue.new_client_order_id(),
+                                   symbol=instrument.replace("_", "/"),
+                                   asset_class=AssetClass.COMMODITY if meta.type == "METAL" else AssetClass.FOREX,
+                                   side=OrderSide.BUY if units > ZERO else OrderSide.SELL, qty=abs(units),
+                                   order_type=OrderType(kind.lower()), limit_price=price, time_in_force=sim_tif)
+            try:
+                venue_order = self.venue.submit_order(request, on_duplicate="raise")
+            except LostResponse:
+                found = [o for o in self.venue.orders() if o.client_order_id == request.client_order_id]
+                if found:
+                    order.venue_id = found[0].broker_order_id
+                    self._apply(order, found[0])
+                raise
+            except BrokerError as exc:
+                if exc.code is BrokerErrorCode.INSUFFICIENT_BUYING_POWER:
+                    self._cancel_record(order, "INSUFFICIENT_MARGIN")
+                elif exc.code is BrokerErrorCode.INVALID:
+                    # OANDA would have rejected it: no order exists
+                    del self.orders[order.id]
+                    if cid and self.by_client.get(cid) == order.id:
+                        del self.by_client[cid]
+                    self.txns.remove(create)
+                    return self._reject(raw, kind, "INVALID_ORDER", message=exc.message)
+                else:
+                    del self.orders[order.id]
+                    if cid and self.by_client.get(cid) == order.id:
+                        del self.by_client[cid]
+                    self.txns.remove(create)
+                    raise
+            else:
+                order.venue_id = venue_order.broker_order_id
+                self._apply(order, venue_order)
+        out: dict[str, Any] = {"orderCreateTransaction": create}
+        if order.fill_txn:
+            out["orderFillTransaction"] = self._find_txn(order.fill_txn)
+            related.append(order.fill_txn)
+        if order.cancel_txn:
+            out["orderCancelTransaction"] = self._find_txn(order.cancel_txn)
+            related.append(order.cancel_txn)
+        out.update(relatedTransactionIDs=related, lastTransactionID=self.last_id)
+        return 201, out
+
+    def _reject(self, raw: Mapping[str, Any], kind: str, reason: str, message: str | None = None) -> tuple[int, Any]:
+        txn = self._txn(f"{kind}_ORDER_REJECT", instrument=raw.get("instrument"), units=raw.get("units"),
+                        rejectReason=reason, clientExtensions=raw.get("clientExtensions"))
+        raise _error(400, message or f"The order was rejected: {reason}", reason,
+                     orderRejectTransaction=txn, relatedTransactionIDs=[txn["id"]], lastTransactionID=self.last_id)
+
+    def _cancel_record(self, order: _Order, reason: str) -> None:
+        txn = self._txn("ORDER_CANCEL", orderID=order.id, clientOrderID=order.client_id, reason=reason)
+        order.state, order.cancel_txn, order.cancelled_time = "CANCELLED", txn["id"], self.venue.clock.now()
+
+    def _apply(self, order: _Order, snap: VenueOrder) -> None:
+        """Turn the venue's view of the order into OANDA transactions (once, when it becomes final)."""
+        if order.state != "PENDING" or not snap.state.is_final:
+            return
+        meta = self.meta(order.instrument)
+        now = self.venue.clock.now()
+        if snap.filled_qty > ZERO:
+            signed = snap.filled_qty if order.units > ZERO else -snap.filled_qty
+            price = self._price(snap.filled_avg_price or ZERO, meta)
+            fill = self._txn("ORDER_FILL", orderID=order.id, clientOrderID=order.client_id,
+                             instrument=order.instrument, units=self._units(signed, meta), price=price,
+                             fullVWAP=price, reason=f"{order.type}_ORDER", pl="0.0000", financing="0.0000",
+                             commission="0.0000", accountBalance=_plain(self.venue.get_account().cash))
+            order.fill_txn, order.filled_time, order.state = fill["id"], now, "FILLED"
+        if snap.filled_qty < snap.qty:
+            if snap.state is OrderState.REJECTED:
+                reason = "MARKET_HALTED" if "halt" in (snap.reject_reason or "").lower() else "INTERNAL_SERVER_ERROR"
+            elif snap.state is OrderState.EXPIRED:
+                reason = "TIME_IN_FORCE_EXPIRED"
+            elif order.time_in_force in ("FOK", "IOC"):
+                reason = "INSUFFICIENT_LIQUIDITY"
+            else:
+                reason = "CLIENT_REQUEST"
+            state = order.state
+            self._cancel_record(order, reason)
+            if state == "FILLED":
+                order.state = "FILLED"  # a partial IOC fill: the order is FILLED, its remainder canceled
+
+    def _sync(self, order: _Order) -> None:
+        if order.state == "PENDING" and order.venue_id is not None:
+            self._apply(order, self.venue.get_order(order.venue_id))
+
+    def _find_txn(self, txn_id: str) -> dict[str, Any]:
+        for txn in self.txns:
+            if txn["id"] == txn_id:
+                return txn
+        raise _error(404, "Transaction not found", "NO_SUCH_TRANSACTION")
+
+    def _order_for(self, spec: str) -> _Order:
+        order_id = self.by_client.get(spec[1:]) if spec.startswith("@") else spec
+        order = self.orders.get(order_id or "")
+        if order is None:
+            raise _error(404, "The Order specified does not exist", "NO_SUCH_ORDER", lastTransactionID=self.last_id)
+        return order
+
+    def render_order(self, order: _Order, *, sync: bool = True) -> dict[str, Any]:
+        if sync:
+            self._sync(order)
+        meta = self.meta(order.instrument)
+        out: dict[str, Any] = {"id": order.id, "createTime": _ts(order.create_time), "type": order.type,
+                               "instrument": order.instrument, "units": self._units(order.units, meta),
+                               "timeInForce": order.time_in_force, "positionFill": "DEFAULT", "state": order.state}
+        if order.price is not None:
+            out["price"] = self._price(order.price, meta)
+        if order.client_extensions:
+            out["clientExtensions"] = dict(order.client_extensions)
+        if order.fill_txn:
+            out.update(fillingTransactionID=order.fill_txn, filledTime=_ts(order.filled_time))
+        if order.cancel_txn:
+            out.update(cancellingTransactionID=order.cancel_txn, cancelledTime=_ts(order.cancelled_time))
+        return out
+
+    def get_order(self, query: dict[str, str], body: bytes, spec: str) -> tuple[int, Any]:
+        return 200, {"order": self.render_order(self._order_for(spec)), "lastTransactionID": self.last_id}
+
+    def cancel_order(self, query: dict[str, str], body: bytes, spec: str) -> tuple[int, Any]:
+        order = self._order_for(spec)
+        self._sync(order)
+        if order.state != "PENDING":
+            txn = self._txn("ORDER_CANCEL_REJECT", orderID=order.id, rejectReason="ORDER_DOESNT_EXIST")
+            raise _error(404, "The Order specified does not exist", "ORDER_DOESNT_EXIST",
+                         orderCancelRejectTransaction=txn, lastTransactionID=self.last_id)
+        if order.venue_id is not None:
+            self._apply(order, self.venue.cancel_order(order.venue_id))
+        if order.state == "PENDING":
+            self._cancel_record(order, "CLIENT_REQUEST")
+        return 200, {"orderCancelTransaction": self._find_txn(order.cancel_txn or ""),
+                     "relatedTransactionIDs": [order.cancel_txn], "lastTransactionID": self.last_id}
+
+    def get_transaction(self, query: dict[str, str], body: bytes, txn: str) -> tuple[int, Any]:
+        return 200, {"transaction": self._find_txn(txn), "lastTransactionID": self.last_id}
+
+    def transactions_since(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        raw = query.get("id") or ""
+        if not raw.isdigit():
+            raise _error(400, "Invalid value specified for 'id'")
+        after = [t for t in self.txns if int(t["id"]) > int(raw)][:1000]
+        return 200, {"transactions": after, "lastTransactionID": self.last_id}
+
+    # -- positions, account
+
+    def _fx_positions(self) -> list[tuple[str, Decimal, Decimal]]:
+        out = []
+        for position in self.venue.get_positions():
+            klass = self.venue.position_asset_class(position.symbol)
+            if klass in (AssetClass.FOREX, AssetClass.COMMODITY) and "/" in position.symbol and position.qty != ZERO:
+                out.append((position.symbol.replace("/", "_"), position.qty, position.avg_entry_price or ZERO))
+        return out
+
+    def open_positions(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        positions = []
+        for instrument, qty, avg in self._fx_positions():
+            meta = self.meta(instrument)
+            long_side = {"units": self._units(qty if qty > ZERO else ZERO, meta), "pl": "0.0000",
+                         "unrealizedPL": "0.0000"}
+            short_side = {"units": self._units(qty if qty < ZERO else ZERO, meta), "pl": "0.0000",
+                          "unrealizedPL": "0.0000"}
+            (long_side if qty > ZERO else short_side)["averagePrice"] = self._price(avg, meta)
+            positions.append({"instrument": instrument, "long": long_side, "short": short_side, "pl": "0.0000",
+                              "unrealizedPL": "0.0000", "marginUsed": "0.0000"})
+        return 200, {"positions": positions, "lastTransactionID": self.last_id}
+
+    def close_position(self, query: dict[str, str], body: bytes, instrument: str) -> tuple[int, Any]:
+        data = _json_body(body)
+        held = {name: qty for name, qty, _ in self._fx_positions()}
+        qty = held.get(instrument, ZERO)
+        side = "long" if data.get("longUnits") else "short" if data.get("shortUnits") else None
+        if side is None or (side == "long" and qty <= ZERO) or (side == "short" and qty >= ZERO):
+            raise _error(400, "The Position requested to be closed out does not exist", "CLOSEOUT_POSITION_DOESNT_EXIST")
+        meta = self.meta(instrument)
+        units = -qty
+        create = self._txn("MARKET_ORDER", instrument=instrument, units=self._units(units, meta), timeInForce="FOK",
+                           positionFill="REDUCE_ONLY", reason="POSITION_CLOSEOUT")
+        order = _Order(id=create["id"], type="MARKET", instrument=instrument, units=units, time_in_force="FOK",
+                       client_extensions={}, create_time=self.venue.clock.now())
+        self.orders[order.id] = order
+        venue_order = self.venue.close_position(instrument.replace("_", "/"))
+        if venue_order is not None:
+            order.venue_id = venue_order.broker_order_id
+            self._apply(order, venue_order)
+        out: dict[str, Any] = {f"{side}OrderCreateTransaction": create}
+        if order.fill_txn:
+            out[f"{side}OrderFillTransaction"] = self._find_txn(order.fill_txn)
+        if order.cancel_txn:
+            out[f"{side}OrderCancelTransaction"] = self._find_txn(order.cancel_txn)
+        out["lastTransactionID"] = self.last_id
+        return 200, out
+
+    def summary(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        account = self.venue.get_account()
+        return 200, {"account": {
+            "id": self.app.account_id, "alias": "local", "currency": account.currency,
+            "balance": _plain(account.cash), "NAV": _plain(account.equity),
+            "marginAvailable": _plain(account.buying_power), "marginUsed": "0", "unrealizedPL": "0",
+            "openPositionCount": len(self._fx_positions()),
+            "pendingOrderCount": sum(1 for o in self.orders.values() if o.state == "PENDING"),
+            "marginRate": "0.02", "hedgingEnabled": False, "lastTransactionID": self.last_id},
+            "lastTransactionID": self.last_id}
+
+    def instruments(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        names = [n for n in (query.get("instruments") or "").split(",") if n] or self._instrument_names()
+        return 200, {"instruments": [self.meta(n).json() for n in names], "lastTransactionID": self.last_id}
+
+    # -- market data
+
+    def pricing(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        names = [n for n in (query.get("instruments") or "").split(",") if n]
+        if not names:
+            raise _error(400, "Invalid value specified for 'instruments'")
+        prices = []
+        for name in names:
+            meta = self.meta(name)
+            klass = AssetClass.COMMODITY if meta.type == "METAL" else AssetClass.FOREX
+            quote = self.venue.get_latest_quote(name.replace("_", "/"), klass)
+            tradeable = name not in self.halted
+            prices.append({
+                "type": "PRICE", "instrument": name, "time": _ts(quote.timestamp), "tradeable": tradeable,
+                "status": "tradeable" if tradeable else "non-tradeable",
+                "bids": [{"price": self._price(quote.bid, meta), "liquidity": int(quote.bid_size or 1000000)}],
+                "asks": [{"price": self._price(quote.ask, meta), "liquidity": int(quote.ask_size or 1000000)}],
+                "closeoutBid": self._price(quote.bid, meta), "closeoutAsk": self._price(quote.ask, meta)})
+        return 200, {"prices": prices, "time": _ts(self.venue.clock.now())}
+
+    def candles(self, query: dict[str, str], body: bytes, instrument: str) -> tuple[int, Any]:
+        granularity = query.get("granularity") or "S5"
+        if (query.get("price") or "M") != "M":
+            raise _error(400, "the local server only serves mid candles (price=M)")
+        step = {"D": timedelta(days=1), "H1": timedelta(hours=1), "M1": timedelta(minutes=1)}.get(granularity)
+        if step is None:
+            raise _error(400, f"Invalid value specified for 'granularity': {granularity}")
+        count = min(int(query.get("count") or 500), 5000)
+        meta = self.meta(instrument)
+        klass = AssetClass.COMMODITY if meta.type == "METAL" else AssetClass.FOREX
+        closes = self.venue.get_recent_closes(instrument.replace("_", "/"), count, klass)
+        end = self.venue.clock.now().replace(microsecond=0)
+        rows = []
+        for i, close in enumerate(closes):
+            previous = closes[i - 1] if i else close
+            rows.append({"complete": True, "volume": 100, "time": _ts(end - step * (len(closes) - 1 - i)),
+                         "mid": {"o": self._price(previous, meta), "h": self._price(max(previous, close), meta),
+                                 "l": self._price(min(previous, close), meta), "c": self._price(close, meta)}})
+        return 200, {"instrument": instrument, "granularity": granularity, "candles": rows}
+
+
+def _venue_error(exc: BrokerError) -> _HttpError:
+    if exc.code is BrokerErrorCode.RATE_LIMITED:
+        return _HttpError(429, {"errorMessage": "Requests are being rate limited"},
+                          {"Retry-After": str(max(1, round(exc.retry_after or 1)))})
+    if exc.code is BrokerErrorCode.UNAVAILABLE:
+        return _error(503, exc.message or None)
+    if exc.code is BrokerErrorCode.NOT_FOUND:
+        return _error(404, exc.message or None)
+    return _error(400, exc.message or exc.code.value)
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        raise _error(400, "Invalid JSON body") from None
+    if not isinstance(data, dict):
+        raise _error(400, "The request body must be a JSON object")
+    return data
+
+
+__all__ = ["LocalOandaServer", "RequestRecord", "FAULT_KINDS", "DEFAULT_ACCOUNT"]
