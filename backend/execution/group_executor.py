@@ -620,7 +620,7 @@ class GroupExecutor:
 
     def _flush(self, run: _Run, owner: str, *, final: bool = False, release: bool = False) -> None:
         written = tuple(run.snapshot.doc.get("_ledger_written") or ())
-        fills = tuple(f for f in self._fill_writes(run.group) if f.trade_id not in written)
+        fills = tuple(f for f in self._fill_writes(run.group, self._account(run)) if f.trade_id not in written)
         if not run.dirty and not fills and not release and not final:
             return
         settlement = self._settlement(run)
@@ -636,8 +636,9 @@ class GroupExecutor:
                                              **({"settlement": settlement} if settlement is not None else {}))
         run.dirty = False
 
-    def _fill_writes(self, group: g.ExecutionGroup) -> list[FillWrite]:
-        """Ledger + history rows for every final fill: each leg's entry and each rollback order."""
+    def _fill_writes(self, group: g.ExecutionGroup, account: str = DEFAULT_GROUP_ACCOUNT) -> list[FillWrite]:
+        """Ledger + history rows for every final fill: each leg's entry and each rollback order, labelled
+        with the group's account (the lot book is per tenant and account)."""
         now = self.clock.now()
         out = []
         if group.status is g.GroupStatus.DRY_RUN:
@@ -646,22 +647,23 @@ class GroupExecutor:
             if leg.status.is_final and leg.filled_units > 0 and leg.fill_price is not None:
                 out.append(_fill_write(group, leg, f"{group.group_id}--{leg.leg_id}", leg.side.value,
                                        leg.filled_units, leg.fill_price, leg.client_order_id, leg.broker_order_id,
-                                       "group_fill", now, leg.slippage_pips))
+                                       "group_fill", now, leg.slippage_pips, account))
         for order in group.rollback_orders:
             if order.status.is_final and order.filled_qty > 0 and order.fill_price is not None:
                 leg = group.leg(order.leg_id)
                 out.append(_fill_write(group, leg, f"{group.group_id}--{leg.leg_id}--rb{order.seq}", order.side.value,
                                        order.filled_qty, order.fill_price, order.client_order_id,
-                                       order.broker_order_id, "rollback_fill", now, None))
+                                       order.broker_order_id, "rollback_fill", now, None, account))
         return out
 
 
 def _fill_write(group: g.ExecutionGroup, leg: g.ExecutionLeg, trade_id: str, side: str, qty: Decimal,
                 price: Decimal, client_order_id: str, broker_order_id: str | None, kind: str, now: datetime,
-                slippage_ticks: Decimal | None) -> FillWrite:
+                slippage_ticks: Decimal | None, account: str = DEFAULT_GROUP_ACCOUNT) -> FillWrite:
     notional = qty * price * leg.spec.multiplier
     common = {"schema_version": 1, "trade_id": trade_id, "group_id": group.group_id, "leg_id": leg.leg_id,
               "tenant_id": group.tenant_id, "uid": group.uid, "strategy_id": group.strategy_id,
+              "broker_account_id": account,
               "symbol": leg.symbol, "asset_class": leg.asset_class.value, "side": side}
     ledger = {**common, "qty": dec_str(qty), "status": kind, "kind": kind, "order_type": "market",
               "client_order_id": client_order_id, "broker_order_id": broker_order_id, "order_status": "filled",

@@ -266,3 +266,19 @@ def test_account_labels_do_not_multiply_the_position_limit():
                for account in ("x1", "x2", "x3")]
 
     assert [r.status for r in results].count("placed") == 1
+
+
+def test_group_fills_are_labelled_and_booked_in_the_groups_account():
+    world = World(EXEC_MAX_POSITION_QTY="100", EXEC_MAX_DAILY_TRADES="1000")
+    legs = (leg("a", "SPY", 1, 60, "EQUITY"), leg("b", "MSFT", -1, 10, "EQUITY"))
+
+    group = run(world.engine(), {**group_request(legs, now=world.clock.now()), "broker_account_id": "acct1"}, "g1")
+
+    assert group.status is GroupStatus.FILLED
+    ledger = world.store.collection("tenants/acme/ledger_trades")
+    fills = [row for row in ledger.values() if row.get("kind") == "group_fill"]
+    assert len(fills) == 2 and {row["broker_account_id"] for row in fills} == {"acct1"}
+    history = world.store.collection("users/u1/portfolio/history/trades")
+    assert {row["broker_account_id"] for row in history.values()} == {"acct1"}
+    book = world.store.get("users/u1/tax_books/SPY")
+    assert [lot["book"] for lot in book["lots"]] == ["acme:acct1"]
