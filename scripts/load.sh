@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The long load run (tests/load/test_load.py, long variant): N concurrent two-leg groups on the
 # official Firestore emulator + the local Alpaca server, then one sweep, then the invariants.
-# Prints throughput and p50/p99 group latency and writes them to bench/results/load.json.
+# Prints throughput and p50/p99 group latency and writes them to bench/results/runs/load.json (ignored by git).
 #
 #   LOAD_GROUPS=1000 bash scripts/load.sh          # the documented run (the default N is 1000)
 #   LOAD_GROUPS=300 LOAD_THREADS=6 bash scripts/load.sh

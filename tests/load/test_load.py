@@ -18,8 +18,9 @@ concurrency would no longer be real. Settings stay short instead: fill wait 0.2 
 test waits the lease out, bounded, before the one sweep).
 
 Measured: throughput (groups/s over the wall time of the concurrent phase) and p50 / p90 / p99 / max
-group latency (one ``execute_group`` call), printed and written to ``bench/results/load.json`` (one
-entry per N, the latest run wins).
+group latency (one ``execute_group`` call), printed and written to ``bench/results/runs/load.json``
+(one entry per N, the latest run wins; ``runs/`` is ignored by git: a deliberate result is copied to
+``bench/results/load.json`` by hand and committed).
 
 Variants:
 - quick, N=100, always (CI; ~15-30 s on 2 shared cores);
@@ -62,7 +63,7 @@ from tests.support.invariants import (PAIRS, assert_invariants, assert_no_group_
                                       pair_request, scenario)
 
 REPO = Path(__file__).resolve().parents[2]
-RESULTS = REPO / "bench" / "results" / "load.json"
+RESULTS = REPO / "bench" / "results" / "runs" / "load.json"  # run output, git-ignored
 TENANT = "acme"
 QUICK_GROUPS = 100
 THREADS = int(os.environ.get("LOAD_THREADS") or 8)
