@@ -54,7 +54,7 @@ from backend.api.auth import Identity, TokenVerifier, bearer_token, forbidden
 from backend.api.http import MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, StreamingResponse, bad_request
 from backend.api.idempotency import KEY_HEADER, check_group, check_intent_record, derived_id, parse_key, \
     resolve_intent_id
-from backend.domain.errors import InvalidInput
+from backend.domain.errors import InvalidInput, StoreContended
 from backend.domain.ids import ID
 from backend.logs import log_event
 
@@ -303,6 +303,11 @@ class ApiApp:
             response = exc.to_response(request_id)
         except InvalidInput as exc:  # the core refused a value the models let through
             response = invalid_input(exc).to_response(request_id)
+        except StoreContended as exc:  # nothing committed; the sweeper or a retry with the same key resumes
+            log_event("api.store_contended", severity="WARNING", request_id=request_id, route=route_name,
+                      error=str(exc)[:500])
+            response = ApiError(503, "STORE_CONTENDED", "the store is busy; retry with the same Idempotency-Key",
+                                headers={"Retry-After": "1"}).to_response(request_id)
         except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a 500
             log_event("api.unhandled_error", severity="ERROR", request_id=request_id, method=request.method,
                       route=route_name, error_type=type(exc).__name__, error=str(exc)[:500],

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from enum import Enum
 
 
+class StoreContended(RuntimeError):
+    """A store write kept being aborted by contention and nothing was committed. The caller's work is
+    left where the sweeper finds it (a RESERVED intent, a group with an expiring lease); over HTTP it
+    is a 503 with ``Retry-After``: the same request (same Idempotency-Key) resumes it."""
+
+
 class InvalidInput(ValueError):
     """A malformed request: ``field`` names the offending input, ``reason`` says why."""
 

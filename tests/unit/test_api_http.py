@@ -464,3 +464,19 @@ def test_every_request_writes_one_access_log_line(stack, log_lines):
     access = [line for line in log_lines() if line["event"] == "api.request"]
     assert [(a["route"], a["status"]) for a in access] == [("/execute", 201), ("/nope", 404)]
     assert access[0]["uid"] == "alice" and access[0]["tenant_id"] == "acme"
+
+
+def test_a_store_that_stays_contended_answers_503_with_retry_after_and_commits_nothing(stack, monkeypatch):
+    from backend.domain.errors import StoreContended
+
+    def contended(claim):
+        raise StoreContended("daily slots kept being taken concurrently")
+
+    monkeypatch.setattr(stack.store, "claim", contended)
+
+    response = stack.post("/execute", execute_body(intent_id="busy-1"))
+
+    assert response.status == 503
+    assert response.headers.get("Retry-After") == "1"
+    assert response.json()["error"]["code"] == "STORE_CONTENDED"
+    assert stack.store.collection("tenants/acme/ledger_trades") == {}
