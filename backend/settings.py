@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from backend.domain.errors import InvalidInput
 from backend.domain.money import to_decimal
+
+if TYPE_CHECKING:
+    from backend.execution.groups import GroupSettings
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -63,18 +66,14 @@ class ExecSettings:
     default_uid: str | None = None
     max_spread_pct: Decimal = Decimal("0.001")
     fill_wait_seconds: Decimal = Decimal("2")
-    # seed 000
-    max_stale_tick_seconds: Decimal = Decimal("5")
-    max_spread_widening_pips: Decimal = Decimal("2.0")
+    # seed 000: the executor's timing; the group gates' thresholds are ``group`` below
     order_timeout_seconds: Decimal = Decimal("60")
     monitoring_poll_interval: Decimal = Decimal("0.5")
-    margin_cushion: Decimal = Decimal("1.5")
-    correlation_threshold: Decimal = Decimal("0.95")
     lease_seconds: Decimal = Decimal("120")
     max_position_by_class: Mapping[Any, Decimal] = field(default_factory=dict)
-    # The EXECUTION_ENGINE_* variables as given, so the group gates (GroupSettings) are parsed from
-    # the same environment as these settings, never from a different one.
-    group_env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # The group gates' thresholds (``GroupSettings``: stale tick, spread, spread widening, margin
+    # cushion, correlation, rollback attempts), parsed once from the same environment, here.
+    group: GroupSettings = field(default_factory=lambda: _group_settings_type()())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ExecSettings":
@@ -88,23 +87,21 @@ class ExecSettings:
             default_uid=(env.get("EXEC_UID") or None),
             max_spread_pct=_dec(env, "EXEC_MAX_SPREAD_PCT", "0.001"),
             fill_wait_seconds=_dec(env, "EXEC_FILL_WAIT_SECONDS", "2", positive=False),
-            max_stale_tick_seconds=_dec(env, "EXECUTION_ENGINE_MAX_STALE_TICK_SECONDS", "5"),
-            max_spread_widening_pips=_dec(env, "EXECUTION_ENGINE_MAX_SPREAD_WIDENING_PIPS", "2.0", positive=False),
             order_timeout_seconds=_dec(env, "EXECUTION_ENGINE_ORDER_TIMEOUT_SECONDS", "60"),
             monitoring_poll_interval=_dec(env, "EXECUTION_ENGINE_MONITORING_POLL_INTERVAL", "0.5"),
-            margin_cushion=_dec(env, "EXECUTION_ENGINE_MARGIN_CUSHION", "1.5"),
-            correlation_threshold=_dec(env, "EXECUTION_ENGINE_CORRELATION_THRESHOLD", "0.95"),
             lease_seconds=_dec(env, "EXECUTION_ENGINE_LEASE_SECONDS", "120"),
             max_position_by_class=_per_class_limits(env),
-            group_env={k: v for k, v in env.items() if k.startswith("EXECUTION_ENGINE_")},
+            group=_group_settings_type().from_env(env),  # invalid EXECUTION_ENGINE_* values fail here
         )
-        if settings.margin_cushion < 1:
-            raise InvalidInput("EXECUTION_ENGINE_MARGIN_CUSHION", "must be >= 1")
-        if not (0 < settings.correlation_threshold <= 1):
-            raise InvalidInput("EXECUTION_ENGINE_CORRELATION_THRESHOLD", "must be in (0, 1]")
         if settings.max_spread_pct >= 1:
             raise InvalidInput("EXEC_MAX_SPREAD_PCT", "is a fraction (0.001 = 0.1%), must be < 1")
         return settings
+
+
+def _group_settings_type() -> Any:
+    from backend.execution.groups import GroupSettings  # the group gates' own type (pure domain)
+
+    return GroupSettings
 
 
 def _per_class_limits(env: Mapping[str, str]) -> dict[Any, Decimal]:

@@ -60,7 +60,7 @@ from backend.domain.assets import (
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import InvalidInput
 from backend.domain.money import ZERO, to_decimal
-from backend.ports.broker import (
+from backend.domain.orders import (
     Account,
     AssetSpecMixin,
     BrokerError,

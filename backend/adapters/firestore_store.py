@@ -23,23 +23,14 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from backend.domain.money import ZERO
+from backend.execution.records import with_lot_method  # the history row carries the applied lot method
+from backend.execution.store_rules import (NANO, exposure_from_doc, from_nanos, metrics_doc_id,  # noqa: F401
+                                           disposal_path, metrics_write, plan_tax, reserve_increments,
+                                           settle_increments, slot_probe_order, tax_reads, to_nanos)
 from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupReservation,
-                                 GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentRecord, IntentStatus,
-                                 LeaseLost)
+                                 GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentMissing, IntentRecord,
+                                 IntentStatus, LeaseLost, StoreContention)
 from backend.risk.manager import Exposure, RiskSnapshot
-
-NANO = Decimal("1000000000")
-
-
-def to_nanos(qty: Decimal) -> int:
-    scaled = qty * NANO
-    if scaled != scaled.to_integral_value():
-        raise ValueError(f"quantity {qty} is finer than 1e-9")
-    return int(scaled)
-
-
-def from_nanos(value: Any) -> Decimal:
-    return Decimal(int(value or 0)) / NANO
 
 
 class FirestoreStore:
@@ -106,8 +97,8 @@ class FirestoreStore:
         batch.update(self.intent_ref(update.tenant_id, update.intent_id),
                      {**update.record, "updated_server_at": firestore.SERVER_TIMESTAMP},
                      option=self.db.write_option(last_update_time=update.token))
-        self._write_fills(batch, update.tenant_id, update.fills)
-        self._add_tax(batch, [(f.uid, f.tax, f.ledger) for f in update.fills])
+        methods = self._add_tax(batch, [(f.uid, f.tax, f.ledger) for f in update.fills])
+        self._write_fills(batch, update.tenant_id, update.fills, methods)
         exposure = _exposure_changes(update.filled_signed_qty, update.released_signed_qty)
         if exposure:
             batch.set(self._exposure_ref(update.tenant_id, update.account_key), exposure, merge=True)
@@ -124,15 +115,17 @@ class FirestoreStore:
                  .order_by("reconcile_after").limit(limit))
         return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
 
-    def _write_fills(self, batch: Any, tenant_id: str, fills: tuple[FillWrite, ...]) -> None:
+    def _write_fills(self, batch: Any, tenant_id: str, fills: tuple[FillWrite, ...],
+                     methods: Mapping[str, str] | None = None) -> None:
         tenant = self._tenant(tenant_id)
         for fill in fills:
             batch.create(tenant.collection("ledger_trades").document(fill.trade_id),
                          {**fill.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
             self._add_metrics(batch, tenant_id, fill.trade_id, fill.ledger)
-            if fill.history is not None:
+            if fill.history is not None:  # with the lot method applied to the fill's book (issue 11)
+                history = with_lot_method(fill.history, (methods or {}).get(fill.trade_id))
                 batch.create(self._history_ref(fill.uid, fill.trade_id),
-                             {**fill.history, "recorded_at": firestore.SERVER_TIMESTAMP})
+                             {**history, "recorded_at": firestore.SERVER_TIMESTAMP})
 
     def _count_slots(self, tenant_id: str, day: str) -> int:
         result = self._slots(tenant_id, day).count().get()
@@ -165,9 +158,8 @@ class FirestoreStore:
         count = claim.trades_seen
         if count >= claim.daily_limit:
             return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count)
-        probe = list(range(count, claim.daily_limit)) + list(range(0, min(count, claim.daily_limit)))
-        field = "reserved_long_nanos" if claim.signed_qty > 0 else "reserved_short_nanos"
-        for slot in probe:
+        reserve = _increments(reserve_increments(claim.signed_qty))
+        for slot in slot_probe_order(count, claim.daily_limit):
             snap = intent_ref.get()
             if snap.exists and snap.get("status") != IntentStatus.NEW.value:
                 return ClaimOutcome(ClaimResult.DUPLICATE, existing=_record(claim.tenant_id, claim.intent_id, snap))
@@ -180,8 +172,7 @@ class FirestoreStore:
                 batch.create(intent_ref, {**record, "created_server_at": firestore.SERVER_TIMESTAMP})
             batch.create(self._slots(claim.tenant_id, claim.trade_day).document(str(slot)),
                          {"intent_id": claim.intent_id, "uid": claim.uid, "taken_at": firestore.SERVER_TIMESTAMP})
-            batch.set(self._exposure_ref(claim.tenant_id, claim.account_key),
-                      {field: firestore.Increment(to_nanos(abs(claim.signed_qty)))}, merge=True)
+            batch.set(self._exposure_ref(claim.tenant_id, claim.account_key), reserve, merge=True)
             try:
                 _commit(batch)
             except (gexc.AlreadyExists, gexc.FailedPrecondition):
@@ -213,17 +204,17 @@ class FirestoreStore:
             batch.create(tenant.collection("ledger_trades").document(finish.ledger_id),
                          {**finish.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
             self._add_metrics(batch, finish.tenant_id, finish.ledger_id, finish.ledger)
-            if finish.history is not None and finish.history_id is not None:
+            methods = self._add_tax(batch, [(finish.uid, finish.tax, finish.ledger)]) if finish.tax is not None else {}
+            if finish.history is not None and finish.history_id is not None:  # + the applied lot method
+                history = with_lot_method(finish.history, methods.get(finish.history_id))
                 batch.create(self._history_ref(finish.uid, finish.history_id),
-                             {**finish.history, "recorded_at": firestore.SERVER_TIMESTAMP})
+                             {**history, "recorded_at": firestore.SERVER_TIMESTAMP})
             if finish.account_key is not None:
                 update = _exposure_changes(finish.filled_signed_qty, finish.reserved_signed_qty or ZERO)
                 if update:
                     batch.set(self._exposure_ref(finish.tenant_id, finish.account_key), update, merge=True)
             if finish.release_slot is not None and finish.trade_day is not None:
                 batch.delete(self._slots(finish.tenant_id, finish.trade_day).document(str(finish.release_slot)))
-            if finish.tax is not None:
-                self._add_tax(batch, [(finish.uid, finish.tax, finish.ledger)])
             try:
                 _commit(batch)
                 return None
@@ -240,21 +231,18 @@ class FirestoreStore:
         shard-day (its ``strategies`` array, read as a projection); later ones count under
         ``(other)``. Concurrent finishes may each admit one more: the overshoot is bounded by the
         writers of one shard at one moment, never by user input."""
-        from backend.execution.metrics import increments, shard_for, strategy_bucket
-
-        inc = increments(row)
-        if not inc:
-            return
-        day = row.get("trade_date") or "unknown"
-        ref = self._tenant(tenant_id).collection("metrics").document(f"{day}__{shard_for(row_id)}")
-        doc: dict[str, Any] = {"day": day, **{k: firestore.Increment(v) for k, v in inc.items()}}
-        strategy = row.get("strategy_id")
-        if strategy:
+        ref = self._tenant(tenant_id).collection("metrics").document(metrics_doc_id(row_id, row))
+        admitted: list[str] = []
+        if row.get("strategy_id"):
             admitted = (ref.get(field_paths=["strategies"]).to_dict() or {}).get("strategies") or []
-            bucket = strategy_bucket(strategy, admitted)
-            if bucket == strategy and strategy not in admitted:
-                doc["strategies"] = firestore.ArrayUnion([strategy])
-            doc["by_strategy"] = {bucket: {k: firestore.Increment(v) for k, v in inc.items()}}
+        write = metrics_write(row_id, row, admitted)
+        if write is None:
+            return
+        doc: dict[str, Any] = {"day": write.day, **_increments(write.increments)}
+        if write.admit is not None:
+            doc["strategies"] = firestore.ArrayUnion([write.admit])
+        if write.strategy_bucket is not None:
+            doc["by_strategy"] = {write.strategy_bucket: _increments(write.increments)}
         batch.set(ref, doc, merge=True)
 
     def read_metrics(self, tenant_id: str, from_day: str, to_day: str) -> list[dict[str, Any]]:
@@ -263,33 +251,25 @@ class FirestoreStore:
         return [snap.to_dict() or {} for snap in query.stream()]
 
     # --- tax lots (advanced in the same commit as the history row) ---------------------------------
-    def _book_ref(self, uid: str, key: str):
-        return self.db.collection("users").document(uid).collection("tax_books").document(key)
-
-    def _add_tax(self, batch: Any, fills: list[tuple[Any, ...]]) -> None:
-        from backend.tax.state import book_key, plan_books, scoped_fills
-
-        # (uid, fill, ledger row): the row names the fill's tenant and account, its lot book
-        fills = scoped_fills(fills)
-        if not fills:
-            return
-        keys = sorted({(uid, book_key(fill.symbol)) for uid, fill in fills})
-        uids = sorted({uid for uid, _ in fills})
-        refs = [self._book_ref(uid, key) for uid, key in keys]
-        cfg_refs = [self.db.collection("users").document(uid).collection("config").document("tax") for uid in uids]
-        snaps = {s.reference.path: s for s in self.db.get_all(refs + cfg_refs)}
-        current = {k: (snaps[r.path].to_dict() if snaps[r.path].exists else None) for k, r in zip(keys, refs)}
-        methods = {uid: (snaps[r.path].to_dict() or {}).get("lot_method") for uid, r in zip(uids, cfg_refs)}
-        plan = plan_books(current, fills, methods)
-        for (uid, key), ref in zip(keys, refs):
-            snap = snaps[ref.path]
+    def _add_tax(self, batch: Any, fills: list[tuple[Any, ...]]) -> dict[str, str]:
+        """Advance the lot books in ``batch``; answers trade id -> the lot method applied (history rows)."""
+        reads = tax_reads(fills)
+        if reads is None:
+            return {}
+        snaps = {s.reference.path: s for s in self.db.get_all([self.db.document(p)
+                                                                for p in reads.book_paths + reads.config_paths])}
+        docs = {path: (snap.to_dict() if snap.exists else None) for path, snap in snaps.items()}
+        plan = plan_tax(reads, docs, docs)
+        for (uid, key), path in zip(reads.books, reads.book_paths):
+            snap = snaps[path]
             state = {**plan.states[(uid, key)], "updated_server_at": firestore.SERVER_TIMESTAMP}
-            if snap.exists:
-                batch.update(ref, state, option=self.db.write_option(last_update_time=snap.update_time))
+            if snap.exists:  # the book must be unchanged since it was read (else the commit retries)
+                batch.update(snap.reference, state, option=self.db.write_option(last_update_time=snap.update_time))
             else:
-                batch.create(ref, state)
+                batch.create(snap.reference, state)
         for uid, doc_id, doc in plan.disposals:
-            batch.set(self.db.collection("users").document(uid).collection("tax_disposals").document(doc_id), doc)
+            batch.set(self.db.document(disposal_path(uid, doc_id)), doc)
+        return plan.applied_methods
 
     # --- multi-leg groups ----------------------------------------------------------------------------
     def group_ref(self, tenant_id: str, group_id: str):
@@ -308,6 +288,8 @@ class FirestoreStore:
             results = _commit(batch)
         except gexc.AlreadyExists:
             return None
+        except gexc.NotFound as exc:  # the intent document of intent_update
+            raise IntentMissing(f"intent {group_id} does not exist") from exc
         return GroupSnapshot(tenant_id, group_id, dict(doc), results[0].update_time)
 
     def load_group(self, tenant_id: str, group_id: str) -> GroupSnapshot | None:
@@ -348,9 +330,8 @@ class FirestoreStore:
                 batch.create(slots_col.document(str(slots[leg.leg_id])),
                              {"intent_id": snapshot.group_id, "group_id": snapshot.group_id, "leg_id": leg.leg_id,
                               "uid": reservation.uid, "taken_at": firestore.SERVER_TIMESTAMP})
-                field = "reserved_long_nanos" if leg.signed_qty > 0 else "reserved_short_nanos"
                 batch.set(self._exposure_ref(snapshot.tenant_id, leg.account_key),
-                          {field: firestore.Increment(to_nanos(abs(leg.signed_qty)))}, merge=True)
+                          _increments(reserve_increments(leg.signed_qty)), merge=True)
             try:
                 results = _commit(batch)
             except gexc.AlreadyExists:
@@ -391,8 +372,8 @@ class FirestoreStore:
             batch.update(ref, {**doc, "_updated_server_at": firestore.SERVER_TIMESTAMP},
                          option=self.db.write_option(last_update_time=snapshot.token))
             self._write_legs(batch, ref, snapshot.tenant_id, doc)
-            self._write_fills(batch, snapshot.tenant_id, fills)
-            self._add_tax(batch, [(f.uid, f.tax, f.ledger) for f in fills])
+            methods = self._add_tax(batch, [(f.uid, f.tax, f.ledger) for f in fills])
+            self._write_fills(batch, snapshot.tenant_id, fills, methods)
             if intent_update:
                 batch.update(self.intent_ref(snapshot.tenant_id, snapshot.group_id),
                              {**intent_update, "updated_server_at": firestore.SERVER_TIMESTAMP})
@@ -408,6 +389,8 @@ class FirestoreStore:
             except (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists) as exc:
                 current = ref.get()
                 if current.exists and current.update_time == snapshot.token:
+                    if intent_update and not self.intent_ref(snapshot.tenant_id, snapshot.group_id).get().exists:
+                        raise IntentMissing(f"intent {snapshot.group_id} does not exist") from exc
                     continue
                 raise LeaseLost(f"group {snapshot.group_id} changed since it was read") from exc
             return GroupSnapshot(snapshot.tenant_id, snapshot.group_id, dict(doc), results[0].update_time)
@@ -511,6 +494,16 @@ class FirestoreStore:
             query = query.start_after({FieldPath.document_id(): col.document(after)})
         return [(snap.id, snap.to_dict() or {}) for snap in query.limit(limit).stream()]
 
+    def history_page(self, uid: str, *, equals: Mapping[str, str], after: tuple[str, str] | None,
+                     limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """The user's history rows newest first: (created_at, doc id) descending, equality filters
+        (tenant_id, broker_account_id: served by the composite indexes in firestore.indexes.json)."""
+        col = self.db.collection("users").document(uid).collection("portfolio").document("history").collection("trades")
+        query: Any = col
+        for name, value in sorted(equals.items()):
+            query = query.where(filter=FieldFilter(name, "==", value))
+        return self._page(col, query, "created_at", after, limit, firestore.Query.DESCENDING)
+
     def ledger_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
                     created_before: str | None, after: tuple[str, str] | None,
                     limit: int) -> list[tuple[str, dict[str, Any]]]:
@@ -525,11 +518,6 @@ class FirestoreStore:
         if created_before is not None:
             query = query.where(filter=FieldFilter("created_at", "<", created_before))
         return self._page(col, query, "created_at", after, limit, firestore.Query.DESCENDING)
-
-
-class StoreContention(RuntimeError):
-    """A write kept being aborted by contention; nothing was committed (the caller's state is
-    unchanged and findable: a RESERVED intent is reconciled by the sweeper)."""
 
 
 def _backoff(attempt: int) -> None:
@@ -573,22 +561,18 @@ def _free_slots(taken: set[int], limit: int, n: int) -> list[int] | None:
     return sorted(picks)
 
 
+def _increments(values: Mapping[str, int]) -> dict[str, Any]:
+    """The core's integer increments as Firestore ``Increment`` transforms."""
+    return {k: firestore.Increment(v) for k, v in values.items()}
+
+
 def _exposure_changes(filled_signed: Decimal, released_signed: Decimal) -> dict[str, Any]:
     """Increment transforms: the position moves by the fill; the reservation shrinks by the release."""
-    update: dict[str, Any] = {}
-    if filled_signed:
-        update["position_nanos"] = firestore.Increment(to_nanos(filled_signed))
-    if released_signed > 0:
-        update["reserved_long_nanos"] = firestore.Increment(-to_nanos(released_signed))
-    elif released_signed < 0:
-        update["reserved_short_nanos"] = firestore.Increment(-to_nanos(-released_signed))
-    return update
+    return _increments(settle_increments(filled_signed, released_signed))
 
 
 def _exposure(doc: Mapping[str, Any]) -> Exposure:
-    return Exposure(position=from_nanos(doc.get("position_nanos")),
-                    reserved_long=from_nanos(doc.get("reserved_long_nanos")),
-                    reserved_short=from_nanos(doc.get("reserved_short_nanos")))
+    return exposure_from_doc(doc)
 
 
 def _record(tenant_id: str, intent_id: str, snap: Any) -> IntentRecord | None:

@@ -1,17 +1,28 @@
-"""In-memory ExecutionStore with the same semantics as the Firestore one. For fast unit tests and
-library use without Firestore — never the only proof of persistence (see the emulator tests)."""
+"""In-memory store: a faithful fake of the store port (``backend.ports.store``) for fast unit tests
+and library use without Firestore — never the only proof of persistence.
+
+It is a versioned document store with Firestore's layout: ``docs`` maps a document path to its
+fields, and every write gives the document a new version (Firestore's ``update_time``), which is the
+token of ``get_intent_with_token``/``load_group`` and the precondition of the conditional writes.
+What is written (exposure increments in nano-units, slot order, metrics increments, lot books) is
+computed by the core (``backend.execution.store_rules``, ``backend.tax.state``) exactly as for the
+Firestore adapter; ``tests/contract`` runs both through the same behaviours.
+"""
 from __future__ import annotations
 
 import copy
+import itertools
 import threading
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Mapping
 
-from backend.domain.money import ZERO
+from backend.execution.records import with_lot_method  # the history row carries the applied lot method
+from backend.execution.store_rules import (book_path, disposal_path, exposure_from_doc, metrics_doc_id,
+                                           metrics_write, plan_tax, reserve_increments, settle_increments,
+                                           slot_probe_order, tax_reads)
 from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupReservation,
-                                 GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentRecord, IntentStatus,
-                                 LeaseLost)
+                                 GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentMissing, IntentRecord,
+                                 IntentStatus, LeaseLost, StoreContention)
 from backend.risk.manager import Exposure, RiskSnapshot
 
 
@@ -19,12 +30,18 @@ class InMemoryStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self.docs: dict[str, dict[str, Any]] = {}
+        self._versions: dict[str, int] = {}
+        self._clock = itertools.count(1)
         self.commits = 0
 
-    # paths mirror the Firestore layout so tests can assert on them
+    # --- the document layer (paths mirror the Firestore layout so tests can assert on them) --------
     @staticmethod
     def intent_path(tenant_id: str, intent_id: str) -> str:
         return f"tenants/{tenant_id}/order_intents/{intent_id}"
+
+    @staticmethod
+    def group_path(tenant_id: str, group_id: str) -> str:
+        return f"tenants/{tenant_id}/execution_groups/{group_id}"
 
     def get(self, path: str) -> dict[str, Any] | None:
         with self._lock:
@@ -37,28 +54,58 @@ class InMemoryStore:
             return {p: copy.deepcopy(d) for p, d in self.docs.items()
                     if p.startswith(prefix + "/") and p.count("/") == depth}
 
+    def set_doc(self, path: str, doc: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._set(path, doc)
+
+    def _version(self, path: str) -> int:
+        return self._versions.get(path, 0) if path in self.docs else -1
+
+    def _set(self, path: str, doc: Mapping[str, Any]) -> None:
+        self.docs[path] = copy.deepcopy(dict(doc))
+        self._versions[path] = next(self._clock)
+
+    def _merge(self, path: str, fields: Mapping[str, Any]) -> None:
+        self._set(path, {**self.docs.get(path, {}), **copy.deepcopy(dict(fields))})
+
+    def _increment(self, path: str, increments: Mapping[str, int]) -> None:
+        """``set(merge=True)`` of ``Increment`` transforms: missing fields count from 0."""
+        if not increments:
+            return
+        doc = dict(self.docs.get(path, {}))
+        for key, value in increments.items():
+            doc[key] = doc.get(key, 0) + value
+        self._set(path, doc)
+
+    def _delete(self, path: str) -> None:
+        self.docs.pop(path, None)
+        self._versions.pop(path, None)
+
+    # --- single-leg intents ----------------------------------------------------------------------
     def get_intent(self, tenant_id: str, intent_id: str) -> IntentRecord | None:
         doc = self.get(self.intent_path(tenant_id, intent_id))
-        return None if doc is None else IntentRecord(tenant_id, intent_id, IntentStatus(doc.get("status", "new")), doc)
+        return None if doc is None else IntentRecord(tenant_id, intent_id, IntentStatus(doc.get("status") or "new"), doc)
 
     def take_intent_lease(self, tenant_id: str, intent_id: str, now: datetime, lease_until: datetime) -> bool:
         with self._lock:
-            doc = self.docs.get(self.intent_path(tenant_id, intent_id))
+            path = self.intent_path(tenant_id, intent_id)
+            doc = self.docs.get(path)
             if doc is None or doc.get("status") != IntentStatus.RESERVED.value:
                 return False
             held = doc.get("lease_until")
             if held is not None and held > now:
                 return False
-            doc["lease_until"] = lease_until
+            self._merge(path, {"lease_until": lease_until})
             return True
 
     def annotate_intent(self, tenant_id: str, intent_id: str, fields: Mapping[str, Any], *,
                         only_if_status: str | None = None) -> bool:
         with self._lock:
-            doc = self.docs.get(self.intent_path(tenant_id, intent_id))
+            path = self.intent_path(tenant_id, intent_id)
+            doc = self.docs.get(path)
             if doc is None or (only_if_status is not None and doc.get("status") != only_if_status):
                 return False
-            doc.update(copy.deepcopy(dict(fields)))
+            self._merge(path, fields)
             return True
 
     def get_intent_with_token(self, tenant_id: str, intent_id: str) -> tuple[IntentRecord, Any] | None:
@@ -66,52 +113,59 @@ class InMemoryStore:
             record = self.get_intent(tenant_id, intent_id)
             if record is None:
                 return None
-            return record, self.docs[self.intent_path(tenant_id, intent_id)].get("_version", 0)
+            return record, self._version(self.intent_path(tenant_id, intent_id))
 
     def apply_fill_update(self, update: FillUpdate) -> bool:
         with self._lock:
             path = self.intent_path(update.tenant_id, update.intent_id)
-            doc = self.docs.get(path)
-            if doc is None or doc.get("_version", 0) != update.token:
+            if path not in self.docs or self._version(path) != update.token:
                 return False
-            if any(f"tenants/{update.tenant_id}/ledger_trades/{f.trade_id}" in self.docs for f in update.fills):
+            if any(self._ledger_path(update.tenant_id, f.trade_id) in self.docs for f in update.fills):
                 return False
-            doc.update(copy.deepcopy(dict(update.record)))
-            doc["_version"] = doc.get("_version", 0) + 1
-            for fill in update.fills:
-                self.docs[f"tenants/{update.tenant_id}/ledger_trades/{fill.trade_id}"] = copy.deepcopy(dict(fill.ledger))
-                self._add_metrics(update.tenant_id, fill.trade_id, fill.ledger)
-                if fill.history is not None:
-                    self.docs[f"users/{fill.uid}/portfolio/history/trades/{fill.trade_id}"] = copy.deepcopy(
-                        dict(fill.history))
-            self._move_exposure(update.tenant_id, update.account_key, update.filled_signed_qty,
-                                update.released_signed_qty)
-            self._apply_tax([(f.uid, f.tax, f.ledger) for f in update.fills])
+            self._merge(path, update.record)
+            methods = self._apply_tax([(f.uid, f.tax, f.ledger) for f in update.fills])
+            self._write_fills(update.tenant_id, update.fills, methods)
+            self._increment(self._exposure_path(update.tenant_id, update.account_key),
+                            settle_increments(update.filled_signed_qty, update.released_signed_qty))
             self.commits += 1
             return True
 
     def find_working_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         with self._lock:
-            found = [(d["reconcile_after"], p) for p, d in self.docs.items()
-                     if "/order_intents/" in p and d.get("status") == IntentStatus.PLACED.value
+            found = [(d["reconcile_after"], p) for p, d in self._intents()
+                     if d.get("status") == IntentStatus.PLACED.value
                      and d.get("reconcile_after") is not None and d["reconcile_after"] < now]
             return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]
 
-    def _move_exposure(self, tenant_id: str, key: str, filled: Decimal, released: Decimal) -> None:
-        exp = self.docs.setdefault(f"tenants/{tenant_id}/exposure/{key}",
-                                   {"position": ZERO, "reserved_long": ZERO, "reserved_short": ZERO})
-        exp["position"] = exp["position"] + filled
-        if released > 0:
-            exp["reserved_long"] -= released
-        elif released < 0:
-            exp["reserved_short"] -= -released
+    def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        with self._lock:
+            found = [(d["lease_until"], p) for p, d in self._intents()
+                     if d.get("status") == IntentStatus.RESERVED.value
+                     and d.get("lease_until") is not None and d["lease_until"] <= now]
+            return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]
+
+    def find_unstarted_intents(self, limit: int) -> list[tuple[str, str, dict[str, Any]]]:
+        with self._lock:
+            return [(p.split("/")[1], p.split("/")[3], copy.deepcopy(d)) for p, d in sorted(self._intents())
+                    if d.get("status") == "new"][:limit]
+
+    def _intents(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(p, d) for p, d in self.docs.items() if p.count("/") == 3 and p.split("/")[2] == "order_intents"]
+
+    # --- risk reads ------------------------------------------------------------------------------
+    @staticmethod
+    def _exposure_path(tenant_id: str, key: str) -> str:
+        return f"tenants/{tenant_id}/exposure/{key}"
+
+    @staticmethod
+    def _slot_path(tenant_id: str, day: str, slot: int) -> str:
+        return f"tenants/{tenant_id}/risk_days/{day}/trade_slots/{slot}"
 
     def _exposure(self, tenant_id: str, key: str) -> Exposure:
-        doc = self.docs.get(f"tenants/{tenant_id}/exposure/{key}", {})
-        return Exposure(doc.get("position", ZERO), doc.get("reserved_long", ZERO), doc.get("reserved_short", ZERO))
+        return exposure_from_doc(self.docs.get(self._exposure_path(tenant_id, key)))
 
-    def _slots(self, tenant_id: str, day: str) -> dict[str, dict[str, Any]]:
-        return self.collection(f"tenants/{tenant_id}/risk_days/{day}/trade_slots")
+    def _taken_slots(self, tenant_id: str, day: str) -> set[int]:
+        return {int(p.rsplit("/", 1)[1]) for p in self.collection(f"tenants/{tenant_id}/risk_days/{day}/trade_slots")}
 
     def kill_switches(self, tenant_id: str) -> RiskSnapshot:
         with self._lock:
@@ -120,172 +174,212 @@ class InMemoryStore:
 
     def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot:
         with self._lock:
-            ops = self.docs.get("ops/execution", {})
-            tenant_cfg = self.docs.get(f"tenants/{tenant_id}/config/risk")
-            return RiskSnapshot(global_kill_switch=bool(ops.get("kill_switch", False)),
-                                tenant_overrides=copy.deepcopy(tenant_cfg),
-                                trades_today=len(self._slots(tenant_id, trade_day)),
+            flags = self.kill_switches(tenant_id)
+            return RiskSnapshot(global_kill_switch=flags.global_kill_switch, tenant_overrides=flags.tenant_overrides,
+                                trades_today=len(self._taken_slots(tenant_id, trade_day)),
                                 exposure=self._exposure(tenant_id, account_key))
 
+    # --- claim and finish ------------------------------------------------------------------------
     def claim(self, claim: Claim) -> ClaimOutcome:
         with self._lock:
             path = self.intent_path(claim.tenant_id, claim.intent_id)
+            count = claim.trades_seen
+            if count >= claim.daily_limit:
+                return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count)
             existing = self.docs.get(path)
-            if existing is not None and existing.get("status", "new") != IntentStatus.NEW.value:
+            if existing is not None and (existing.get("status") or "new") != IntentStatus.NEW.value:
                 return ClaimOutcome(ClaimResult.DUPLICATE, existing=self.get_intent(claim.tenant_id, claim.intent_id))
-            slots = self._slots(claim.tenant_id, claim.trade_day)
-            taken = {int(p.rsplit("/", 1)[1]) for p in slots}
-            free = [n for n in range(claim.daily_limit) if n not in taken]
-            if not free:
-                return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=len(taken))
-            slot = free[0]
-            self.docs[f"tenants/{claim.tenant_id}/risk_days/{claim.trade_day}/trade_slots/{slot}"] = {
-                "intent_id": claim.intent_id, "uid": claim.uid}
-            self.docs[path] = {**(existing or {}), **copy.deepcopy(dict(claim.record)),
-                               "slot": slot, "lease_until": claim.lease_until}
-            key = f"tenants/{claim.tenant_id}/exposure/{claim.account_key}"
-            exp = self.docs.setdefault(key, {"position": ZERO, "reserved_long": ZERO, "reserved_short": ZERO})
-            field = "reserved_long" if claim.signed_qty > 0 else "reserved_short"
-            exp[field] = exp[field] + abs(claim.signed_qty)
-            self.commits += 1
-            return ClaimOutcome(ClaimResult.CLAIMED, slot=slot, exposure=self._exposure(claim.tenant_id, claim.account_key),
-                                trades_today=len(taken) + 1)
+            for slot in slot_probe_order(count, claim.daily_limit):
+                slot_path = self._slot_path(claim.tenant_id, claim.trade_day, slot)
+                if slot_path in self.docs:
+                    continue
+                self._set(slot_path, {"intent_id": claim.intent_id, "uid": claim.uid})
+                self._merge(path, {**claim.record, "slot": slot, "lease_until": claim.lease_until})
+                self._increment(self._exposure_path(claim.tenant_id, claim.account_key),
+                                reserve_increments(claim.signed_qty))
+                self.commits += 1
+                return ClaimOutcome(ClaimResult.CLAIMED, slot=slot,
+                                    exposure=self._exposure(claim.tenant_id, claim.account_key),
+                                    trades_today=count + 1)
+            return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=claim.daily_limit)
 
     def finish(self, finish: Finish) -> IntentRecord | None:
         with self._lock:
             path = self.intent_path(finish.tenant_id, finish.intent_id)
             current = self.docs.get(path)
-            if current is not None and IntentStatus(current.get("status", "new")).is_final:
-                return self.get_intent(finish.tenant_id, finish.intent_id)  # type: ignore[return-value]
-            ledger_path = f"tenants/{finish.tenant_id}/ledger_trades/{finish.ledger_id}"
-            if ledger_path in self.docs:
-                raise RuntimeError(f"ledger row {ledger_path} exists for a non-final intent")
-            self.docs[path] = {**(current or {}), **finish.record,
-                               "_version": (current or {}).get("_version", 0) + 1}
-            self.docs[ledger_path] = dict(finish.ledger)
+            if current is not None and IntentStatus(current.get("status") or "new").is_final:
+                return self.get_intent(finish.tenant_id, finish.intent_id)
+            ledger_path = self._ledger_path(finish.tenant_id, finish.ledger_id)
+            history = (finish.history is not None and finish.history_id is not None)
+            if ledger_path in self.docs or (history and self._history_path(finish.uid, finish.history_id) in self.docs):
+                # Firestore: the create precondition fails on every retry
+                raise StoreContention(f"intent {finish.intent_id}: could not record the outcome")
+            self._merge(path, {**finish.record, "lease_until": None})
+            self._set(ledger_path, finish.ledger)
             self._add_metrics(finish.tenant_id, finish.ledger_id, finish.ledger)
-            if finish.history is not None:
-                self.docs[f"users/{finish.uid}/portfolio/history/trades/{finish.history_id}"] = dict(finish.history)
+            methods = self._apply_tax([(finish.uid, finish.tax, finish.ledger)])
+            if history:  # with the lot method the tax step just applied (issue 11)
+                self._set(self._history_path(finish.uid, finish.history_id),  # type: ignore[arg-type]
+                          with_lot_method(finish.history, methods.get(finish.history_id)))  # type: ignore[arg-type]
             if finish.account_key is not None:
-                self._move_exposure(finish.tenant_id, finish.account_key, finish.filled_signed_qty,
-                                    finish.reserved_signed_qty or ZERO)
-            self._apply_tax([(finish.uid, finish.tax, finish.ledger)])
+                self._increment(self._exposure_path(finish.tenant_id, finish.account_key),
+                                settle_increments(finish.filled_signed_qty, finish.reserved_signed_qty or 0))
             if finish.release_slot is not None and finish.trade_day is not None:
-                self.docs.pop(f"tenants/{finish.tenant_id}/risk_days/{finish.trade_day}/trade_slots/{finish.release_slot}",
-                              None)
+                self._delete(self._slot_path(finish.tenant_id, finish.trade_day, finish.release_slot))
             self.commits += 1
             return None
 
-    def _add_metrics(self, tenant_id: str, row_id: str, row: Mapping[str, Any]) -> None:
-        from backend.execution.metrics import increments, shard_for, strategy_bucket
-
-        inc = increments(row)
-        if not inc:
-            return
-        day = row.get("trade_date") or "unknown"
-        doc = self.docs.setdefault(f"tenants/{tenant_id}/metrics/{day}__{shard_for(row_id)}", {"day": day})
-        for key, value in inc.items():
-            doc[key] = doc.get(key, 0) + value
-        if row.get("strategy_id"):
-            admitted = doc.setdefault("strategies", [])
-            bucket = strategy_bucket(row["strategy_id"], admitted)  # capped: the doc's size is bounded
-            if bucket == row["strategy_id"] and bucket not in admitted:
-                admitted.append(bucket)
-            per = doc.setdefault("by_strategy", {}).setdefault(bucket, {})
-            for key, value in inc.items():
-                per[key] = per.get(key, 0) + value
-
-    def read_metrics(self, tenant_id: str, from_day: str, to_day: str) -> list[dict[str, Any]]:
-        prefix = f"tenants/{tenant_id}/metrics/"
-        with self._lock:
-            return [copy.deepcopy(d) for p, d in self.docs.items()
-                    if p.startswith(prefix) and p.count("/") == 3 and from_day <= d.get("day", "") <= to_day]
-
-    def _apply_tax(self, fills: list[tuple[Any, ...]]) -> None:
-        from backend.tax.state import book_key, plan_books, scoped_fills
-
-        # (uid, fill, ledger row): the row names the fill's tenant and account, its lot book
-        fills = scoped_fills(fills)
-        if not fills:
-            return
-        keys = {(uid, book_key(fill.symbol)) for uid, fill in fills}
-        current = {k: self.docs.get(f"users/{k[0]}/tax_books/{k[1]}") for k in keys}
-        methods = {uid: (self.docs.get(f"users/{uid}/config/tax") or {}).get("lot_method") for uid, _ in fills}
-        plan = plan_books(current, fills, methods)
-        for (uid, key), state in plan.states.items():
-            self.docs[f"users/{uid}/tax_books/{key}"] = copy.deepcopy(state)
-        for uid, doc_id, doc in plan.disposals:
-            self.docs[f"users/{uid}/tax_disposals/{doc_id}"] = copy.deepcopy(doc)
-
-    def set_doc(self, path: str, doc: Mapping[str, Any]) -> None:
-        with self._lock:
-            self.docs[path] = copy.deepcopy(dict(doc))
-
-    # --- multi-leg groups ----------------------------------------------------------------------------
+    # --- rows written with a fill ----------------------------------------------------------------
     @staticmethod
-    def group_path(tenant_id: str, group_id: str) -> str:
-        return f"tenants/{tenant_id}/execution_groups/{group_id}"
+    def _ledger_path(tenant_id: str, trade_id: str) -> str:
+        return f"tenants/{tenant_id}/ledger_trades/{trade_id}"
 
+    @staticmethod
+    def _history_path(uid: str, trade_id: str) -> str:
+        return f"users/{uid}/portfolio/history/trades/{trade_id}"
+
+    def _write_fills(self, tenant_id: str, fills: tuple[FillWrite, ...],
+                     methods: Mapping[str, str] | None = None) -> None:
+        for fill in fills:
+            self._set(self._ledger_path(tenant_id, fill.trade_id), fill.ledger)
+            self._add_metrics(tenant_id, fill.trade_id, fill.ledger)
+            if fill.history is not None:  # with the lot method applied to the fill's book (issue 11)
+                self._set(self._history_path(fill.uid, fill.trade_id),
+                          with_lot_method(fill.history, (methods or {}).get(fill.trade_id)))
+
+    def _add_metrics(self, tenant_id: str, row_id: str, row: Mapping[str, Any]) -> None:
+        path = f"tenants/{tenant_id}/metrics/{metrics_doc_id(row_id, row)}"
+        write = metrics_write(row_id, row, (self.docs.get(path) or {}).get("strategies") or [])
+        if write is None:
+            return
+        doc = copy.deepcopy(self.docs.get(path, {}))
+        doc["day"] = write.day
+        for key, value in write.increments.items():
+            doc[key] = doc.get(key, 0) + value
+        if write.admit is not None:
+            doc["strategies"] = [*doc.get("strategies", []), write.admit]
+        if write.strategy_bucket is not None:
+            per = doc.setdefault("by_strategy", {}).setdefault(write.strategy_bucket, {})
+            for key, value in write.increments.items():
+                per[key] = per.get(key, 0) + value
+        self._set(path, doc)
+
+    def _apply_tax(self, fills: list[tuple[Any, ...]]) -> dict[str, str]:
+        """Advance the lot books; answers trade id -> the lot method applied (for the history rows)."""
+        reads = tax_reads(fills)
+        if reads is None:
+            return {}
+        plan = plan_tax(reads, {p: self.docs.get(p) for p in reads.book_paths},
+                        {p: self.docs.get(p) for p in reads.config_paths})
+        for (uid, key), state in plan.states.items():
+            self._set(book_path(uid, key), state)
+        for uid, doc_id, doc in plan.disposals:
+            self._set(disposal_path(uid, doc_id), doc)
+        return plan.applied_methods
+
+    # --- multi-leg groups ------------------------------------------------------------------------
     def _put_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any]) -> GroupSnapshot:
         path = self.group_path(tenant_id, group_id)
-        version = self.docs.get(path, {}).get("_version", 0) + 1
-        self.docs[path] = {**copy.deepcopy(dict(doc)), "_version": version}
+        self._set(path, doc)
         for leg in doc.get("legs", []):
-            self.docs[f"{path}/legs/{leg['leg_id']}"] = {**copy.deepcopy(leg), "group_id": group_id,
-                                                         "tenant_id": tenant_id, "uid": doc.get("uid"),
-                                                         "group_status": doc.get("status")}
+            self._set(f"{path}/legs/{leg['leg_id']}", {**copy.deepcopy(leg), "group_id": doc.get("group_id"),
+                                                       "tenant_id": tenant_id, "uid": doc.get("uid"),
+                                                       "group_status": doc.get("status")})
         self.commits += 1
-        return GroupSnapshot(tenant_id, group_id, copy.deepcopy(dict(doc)), version)
+        return GroupSnapshot(tenant_id, group_id, copy.deepcopy(dict(doc)), self._version(path))
+
+    def _check_intent(self, tenant_id: str, group_id: str, intent_update: Mapping[str, Any] | None) -> None:
+        if intent_update and self.intent_path(tenant_id, group_id) not in self.docs:
+            raise IntentMissing(f"intent {group_id} does not exist")
 
     def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any],
                      intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot | None:
         with self._lock:
             if self.group_path(tenant_id, group_id) in self.docs:
                 return None
+            self._check_intent(tenant_id, group_id, intent_update)
             if intent_update:
-                self.docs.setdefault(self.intent_path(tenant_id, group_id), {}).update(copy.deepcopy(dict(intent_update)))
+                self._merge(self.intent_path(tenant_id, group_id), intent_update)
             return self._put_group(tenant_id, group_id, doc)
 
     def load_group(self, tenant_id: str, group_id: str) -> GroupSnapshot | None:
         with self._lock:
-            doc = self.docs.get(self.group_path(tenant_id, group_id))
+            path = self.group_path(tenant_id, group_id)
+            doc = self.docs.get(path)
             if doc is None:
                 return None
-            data = {k: v for k, v in copy.deepcopy(doc).items() if k != "_version"}
-            return GroupSnapshot(tenant_id, group_id, data, doc["_version"])
+            return GroupSnapshot(tenant_id, group_id, copy.deepcopy(doc), self._version(path))
+
+    def _check_token(self, snapshot: GroupSnapshot) -> None:
+        path = self.group_path(snapshot.tenant_id, snapshot.group_id)
+        if path not in self.docs or self._version(path) != snapshot.token:
+            raise LeaseLost(f"group {snapshot.group_id} changed since it was read")
 
     def reserve_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
                       reservation: GroupReservation) -> GroupReserveOutcome:
         with self._lock:
-            current = self.docs.get(self.group_path(snapshot.tenant_id, snapshot.group_id))
-            if current is None or current["_version"] != snapshot.token:
-                raise LeaseLost(f"group {snapshot.group_id} changed since it was read")
-            taken = {int(p.rsplit("/", 1)[1]) for p in self._slots(snapshot.tenant_id, reservation.trade_day)}
+            self._check_token(snapshot)
+            taken = self._taken_slots(snapshot.tenant_id, reservation.trade_day)
             free = [n for n in range(reservation.daily_limit) if n not in taken]
             if len(free) < len(reservation.legs):
                 return GroupReserveOutcome(ClaimResult.DAILY_LIMIT, trades_today=len(taken))
             slots = {}
             for leg, slot in zip(reservation.legs, free):
                 slots[leg.leg_id] = slot
-                self.docs[f"tenants/{snapshot.tenant_id}/risk_days/{reservation.trade_day}/trade_slots/{slot}"] = {
-                    "intent_id": snapshot.group_id, "group_id": snapshot.group_id, "leg_id": leg.leg_id,
-                    "uid": reservation.uid}
-                exp = self.docs.setdefault(f"tenants/{snapshot.tenant_id}/exposure/{leg.account_key}",
-                                           {"position": ZERO, "reserved_long": ZERO, "reserved_short": ZERO})
-                field = "reserved_long" if leg.signed_qty > 0 else "reserved_short"
-                exp[field] = exp[field] + abs(leg.signed_qty)
+                self._set(self._slot_path(snapshot.tenant_id, reservation.trade_day, slot),
+                          {"intent_id": snapshot.group_id, "group_id": snapshot.group_id, "leg_id": leg.leg_id,
+                           "uid": reservation.uid})
+                self._increment(self._exposure_path(snapshot.tenant_id, leg.account_key),
+                                reserve_increments(leg.signed_qty))
             stored = {**copy.deepcopy(dict(doc)), "_reservation": reservation.to_doc(slots)}
             snap = self._put_group(snapshot.tenant_id, snapshot.group_id, stored)
             return GroupReserveOutcome(ClaimResult.CLAIMED, snap,
                                        {leg.account_key: self._exposure(snapshot.tenant_id, leg.account_key)
                                         for leg in reservation.legs}, len(taken) + len(reservation.legs))
 
-    def _settle(self, tenant_id: str, settlement: GroupSettlement) -> None:
-        for key, filled, released in settlement.exposure:
-            self._move_exposure(tenant_id, key, filled, released)
-        for slot in settlement.release_slots:
-            self.docs.pop(f"tenants/{tenant_id}/risk_days/{settlement.trade_day}/trade_slots/{slot}", None)
+    def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
+                   fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None,
+                   settlement: GroupSettlement | None = None) -> GroupSnapshot:
+        with self._lock:
+            self._check_token(snapshot)
+            self._check_intent(snapshot.tenant_id, snapshot.group_id, intent_update)
+            for fill in fills:
+                if self._ledger_path(snapshot.tenant_id, fill.trade_id) in self.docs:
+                    raise LeaseLost(f"group {snapshot.group_id}: ledger row {fill.trade_id} already exists")
+            methods = self._apply_tax([(f.uid, f.tax, f.ledger) for f in fills])
+            self._write_fills(snapshot.tenant_id, fills, methods)
+            if intent_update:
+                self._merge(self.intent_path(snapshot.tenant_id, snapshot.group_id), intent_update)
+            if settlement is not None:
+                for key, filled, released in settlement.exposure:
+                    self._increment(self._exposure_path(snapshot.tenant_id, key), settle_increments(filled, released))
+                for slot in settlement.release_slots:
+                    self._delete(self._slot_path(snapshot.tenant_id, settlement.trade_day, slot))
+            return self._put_group(snapshot.tenant_id, snapshot.group_id, doc)
 
+    def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
+                   lease_until: datetime) -> GroupSnapshot | None:
+        with self._lock:
+            path = self.group_path(tenant_id, group_id)
+            doc = self.docs.get(path)
+            if doc is None or doc.get("_final"):
+                return None
+            held = doc.get("_lease_until")
+            if held is not None and held > now:
+                return None
+            self._merge(path, {"_lease_owner": owner, "_lease_until": lease_until})
+            self.commits += 1
+            return self.load_group(tenant_id, group_id)
+
+    def find_stuck_groups(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        with self._lock:
+            found = [(d["_lease_until"], p) for p, d in self.docs.items()
+                     if p.count("/") == 3 and p.split("/")[2] == "execution_groups"
+                     and d.get("_final") is False  # Firestore's equality filter: a missing field never matches
+                     and d.get("_lease_until") is not None and d["_lease_until"] <= now]
+            return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]
+
+    # --- risk-manager approvals ------------------------------------------------------------------
     def get_rpm_approval(self, tenant_id: str, decision_id: str) -> Mapping[str, Any] | None:
         return self.get(f"tenants/{tenant_id}/rpm_approvals/{decision_id}")
 
@@ -294,66 +388,14 @@ class InMemoryStore:
             path = f"tenants/{tenant_id}/rpm_approvals/{decision_id}"
             if path in self.docs:
                 return False
-            self.docs[path] = copy.deepcopy(dict(doc))
+            self._set(path, doc)
             return True
 
-    def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
-                   fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None,
-                   settlement: GroupSettlement | None = None) -> GroupSnapshot:
-        with self._lock:
-            current = self.docs.get(self.group_path(snapshot.tenant_id, snapshot.group_id))
-            if current is None or current["_version"] != snapshot.token:
-                raise LeaseLost(f"group {snapshot.group_id} changed since it was read")
-            for fill in fills:
-                ledger_path = f"tenants/{snapshot.tenant_id}/ledger_trades/{fill.trade_id}"
-                if ledger_path in self.docs:
-                    raise RuntimeError(f"ledger row {ledger_path} already exists")
-            self._apply_tax([(f.uid, f.tax, f.ledger) for f in fills])
-            for fill in fills:
-                self.docs[f"tenants/{snapshot.tenant_id}/ledger_trades/{fill.trade_id}"] = copy.deepcopy(dict(fill.ledger))
-                self._add_metrics(snapshot.tenant_id, fill.trade_id, fill.ledger)
-                if fill.history is not None:
-                    self.docs[f"users/{fill.uid}/portfolio/history/trades/{fill.trade_id}"] = copy.deepcopy(
-                        dict(fill.history))
-            if intent_update:
-                self.docs.setdefault(self.intent_path(snapshot.tenant_id, snapshot.group_id), {}).update(
-                    copy.deepcopy(dict(intent_update)))
-            if settlement is not None:
-                self._settle(snapshot.tenant_id, settlement)
-            return self._put_group(snapshot.tenant_id, snapshot.group_id, doc)
+    # --- read models (backend.ports.store.ReadModel; same order and pages as Firestore's) -----------
+    def read_metrics(self, tenant_id: str, from_day: str, to_day: str) -> list[dict[str, Any]]:
+        return [d for d in self.collection(f"tenants/{tenant_id}/metrics").values()
+                if isinstance(d.get("day"), str) and from_day <= d["day"] <= to_day]
 
-    def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
-                   lease_until: datetime) -> GroupSnapshot | None:
-        with self._lock:
-            snap = self.load_group(tenant_id, group_id)
-            if snap is None or snap.doc.get("_final"):
-                return None
-            held = snap.doc.get("_lease_until")
-            if held is not None and held > now:
-                return None
-            return self._put_group(tenant_id, group_id, {**snap.doc, "_lease_owner": owner, "_lease_until": lease_until})
-
-    def find_stuck_groups(self, now: datetime, limit: int) -> list[tuple[str, str]]:
-        with self._lock:
-            found = [(d["_lease_until"], p) for p, d in self.docs.items()
-                     if "/execution_groups/" in p and p.count("/") == 3 and not d.get("_final")
-                     and d.get("_lease_until") is not None and d["_lease_until"] <= now]
-            return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]
-
-    def find_unstarted_intents(self, limit: int) -> list[tuple[str, str, dict[str, Any]]]:
-        with self._lock:
-            return [(p.split("/")[1], p.split("/")[3], copy.deepcopy(d)) for p, d in sorted(self.docs.items())
-                    if "/order_intents/" in p and p.count("/") == 3
-                    and d.get("status") == "new"][:limit]
-
-    def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
-        with self._lock:
-            found = [(d["lease_until"], p) for p, d in self.docs.items()
-                     if "/order_intents/" in p and d.get("status") == IntentStatus.RESERVED.value
-                     and d.get("lease_until") is not None and d["lease_until"] <= now]
-            return [(p.split("/")[1], p.split("/")[3]) for _, p in sorted(found)[:limit]]
-
-    # --- read models: tax export, tenant ledger review (same order and pages as Firestore's) ---------
     def _ordered_page(self, prefix: str, keep: Any, field: str, after: tuple[str, str] | None, limit: int,
                       descending: bool) -> list[tuple[str, dict[str, Any]]]:
         rows = sorted(((str(doc[field]), path.rsplit("/", 1)[1], doc) for path, doc in self.collection(prefix).items()
@@ -362,6 +404,12 @@ class InMemoryStore:
         if after is not None:
             rows = [r for r in rows if ((r[0], r[1]) < after if descending else (r[0], r[1]) > after)]
         return [(doc_id, doc) for _, doc_id, doc in rows[:limit]]
+
+    def history_page(self, uid: str, *, equals: Mapping[str, str], after: tuple[str, str] | None,
+                     limit: int) -> list[tuple[str, dict[str, Any]]]:
+        return self._ordered_page(f"users/{uid}/portfolio/history/trades",
+                                  lambda d: all(d.get(k) == v for k, v in equals.items()), "created_at", after, limit,
+                                  descending=True)
 
     def tax_disposals_page(self, uid: str, *, sold_from: str, sold_to: str, after: tuple[str, str] | None,
                            limit: int) -> list[tuple[str, dict[str, Any]]]:
@@ -388,4 +436,3 @@ class InMemoryStore:
 
         return self._ordered_page(f"tenants/{tenant_id}/ledger_trades", keep, "created_at", after, limit,
                                   descending=True)
-

@@ -12,11 +12,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from backend.adapters.sim_venue import LegRequest, MlegRequest, Scenario, SimulatedVenue
+from backend.adapters.sim import LegRequest, MlegRequest, Scenario, SimulatedVenue
 from backend.domain.assets import AssetClass, AssetSpecRegistry, default_registry, normalize_symbol, occ_underlying
 from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput
-from backend.ports.broker import (
+from backend.domain.orders import (
     Account,
     AssetSpecMixin,
     BrokerError,

@@ -85,6 +85,7 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/groups/<group_id>", "_get_group"),
     _route("GET", "/portfolio/history", "_history"),
     _route("GET", "/portfolio/tax-lots/export", "_tax_export"),
+    _route("POST", "/portfolio/tax-lots/reconcile", "_tax_reconcile"),
     _route("GET", "/tenants/{tenant_id}/ledger", "_tenant_ledger"),
     _route("GET", "/tenants/{tenant_id}/metrics", "_tenant_metrics"),
     _route("POST", "/risk/approvals", "_risk_approvals"),
@@ -465,6 +466,12 @@ class ApiApp:
 
         engine = self._engine()
         return tax_export.handle(request, identity, engine.store, _clock_of(engine).now())
+
+    def _tax_reconcile(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api import tax_reconcile
+
+        engine = self._engine()
+        return tax_reconcile.handle(request, identity, engine.store, _clock_of(engine).now())
 
     def _tenant_ledger(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
         from backend.api import ledger_review

@@ -9,16 +9,16 @@ A user's rows are theirs wherever they were recorded (a user who moved tenants k
 rows: they need them for taxes). Every row is labelled with the ``tenant_id`` and the
 ``broker_account_id`` it was recorded in (``default`` when the row names none), and a page can be
 limited to one tenant and/or one account (equality filters; Firestore serves them with the
-composite indexes in firestore.indexes.json). Rows that carry no ``broker_account_id`` (group fills
-until groups record their account) match ``broker_account_id=default`` only in the in-memory
-reader; on Firestore a missing field matches no equality filter.
+composite indexes in firestore.indexes.json). A row that carries no ``broker_account_id`` is shown
+as ``default`` but matches no account filter (a missing field matches no Firestore equality
+filter, and the in-memory store is a faithful fake of that). The query itself lives in the store
+adapters (``history_page`` of the read model, ``backend.ports.store.ReadModel``).
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
 
@@ -70,60 +70,41 @@ def labelled(doc_id: str, doc: Mapping[str, Any]) -> dict[str, Any]:
             "broker_account_id": doc.get("broker_account_id") or DEFAULT_ACCOUNT}
 
 
-def _matches(doc: Mapping[str, Any], tenant_id: str | None, account: str | None) -> bool:
-    return ((tenant_id is None or doc.get("tenant_id") == tenant_id)
-            and (account is None or (doc.get("broker_account_id") or DEFAULT_ACCOUNT) == account))
-
-
-def _page(rows: list[tuple[str, str, Mapping[str, Any]]], limit: int) -> Page:
-    """rows: (created_at, doc_id, doc) sorted newest first, at most limit + 1 of them."""
+def _page(rows: Sequence[tuple[str, Mapping[str, Any]]], limit: int) -> Page:
+    """rows: (doc_id, doc) newest first, at most limit + 1 of them."""
     more = len(rows) > limit
-    rows = rows[:limit]
-    items = [labelled(doc_id, doc) for _, doc_id, doc in rows]
-    nxt = Cursor(rows[-1][0], rows[-1][1]).encode() if (more and rows) else None
+    rows = list(rows[:limit])
+    items = [labelled(doc_id, doc) for doc_id, doc in rows]
+    nxt = Cursor(str(rows[-1][1].get("created_at") or ""), rows[-1][0]).encode() if (more and rows) else None
     return Page(items, nxt)
 
 
-class MemoryHistoryReader:
-    """Over ``InMemoryStore`` documents (unit tests, library use)."""
+class StoreHistoryReader:
+    """Pages of the store's read model (``backend.ports.store.ReadModel.history_page``): one
+    ordered, bounded query per page on Firestore, the same order and pages on the in-memory store."""
 
     def __init__(self, store: Any):
         self.store = store
 
     def page(self, uid: str, *, limit: int, after: Cursor | None, tenant_id: str | None = None,
              broker_account_id: str | None = None) -> Page:
-        docs = self.store.collection(f"users/{uid}/portfolio/history/trades")
-        rows = sorted(((str(d.get("created_at") or ""), path.rsplit("/", 1)[1], d) for path, d in docs.items()
-                       if _matches(d, tenant_id, broker_account_id)),
-                      key=lambda r: (r[0], r[1]), reverse=True)
-        if after is not None:
-            rows = [r for r in rows if (r[0], r[1]) < (after.created_at, after.doc_id)]
-        return _page(rows[: limit + 1], limit)
-
-
-class FirestoreHistoryReader:
-    """One ordered query per page (created_at desc, __name__ desc) with ``start_after``."""
-
-    def __init__(self, client: Any):
-        self.db = client
-
-    def page(self, uid: str, *, limit: int, after: Cursor | None, tenant_id: str | None = None,
-             broker_account_id: str | None = None) -> Page:
-        # Plain strings for the direction and the document-id path keep this module free of SDK
-        # imports (the client object is passed in): "DESCENDING" is Query.DESCENDING, "__name__"
-        # is FieldPath.document_id().
-        col = (self.db.collection("users").document(uid).collection("portfolio").document("history")
-               .collection("trades"))
-        query = col
-        for name, value in (("tenant_id", tenant_id), ("broker_account_id", broker_account_id)):
-            if value is not None:
-                # the positional form (no FieldFilter import, see above); the SDK only warns about style
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    query = query.where(name, "==", value)
-        query = query.order_by("created_at", direction="DESCENDING").order_by("__name__", direction="DESCENDING")
-        if after is not None:
-            query = query.start_after({"created_at": after.created_at, "__name__": col.document(after.doc_id)})
-        snaps = list(query.limit(limit + 1).stream())
-        rows = [(str((s.to_dict() or {}).get("created_at") or ""), s.id, s.to_dict() or {}) for s in snaps]
+        equals = {name: value for name, value in (("tenant_id", tenant_id), ("broker_account_id", broker_account_id))
+                  if value is not None}
+        rows = self.store.history_page(uid, equals=equals, limit=limit + 1,
+                                       after=None if after is None else (after.created_at, after.doc_id))
         return _page(rows, limit)
+
+
+class MemoryHistoryReader(StoreHistoryReader):
+    """Old name: the reader over an ``InMemoryStore``."""
+
+
+class FirestoreHistoryReader(StoreHistoryReader):
+    """Old name and constructor: the reader over a ``FirestoreStore`` (or its Firestore client)."""
+
+    def __init__(self, store_or_client: Any):
+        if not hasattr(store_or_client, "history_page"):
+            from backend.adapters.firestore_store import FirestoreStore  # lazily: the API imports no SDK
+
+            store_or_client = FirestoreStore(store_or_client)
+        super().__init__(store_or_client)

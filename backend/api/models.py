@@ -519,7 +519,8 @@ class TaxExportQuery(_Query):
     """GET /portfolio/tax-lots/export query string."""
 
     year: _query_int(1900, 9999) = Field(description="Tax year: disposals sold in this calendar year.")
-    format: Literal["json", "csv"] = "json"
+    format: Literal["json", "csv", "txf"] = Field(
+        "json", description="json, csv, or txf (TXF V042 for desktop tax software: one record per Form 8949 row).")
     section: Literal["disposals", "open_lots"] | None = Field(
         None, description="CSV only: `disposals` (default; Form 8949 rows, then LOT_SHORTFALL rows) or `open_lots`.")
 
@@ -570,6 +571,13 @@ class Form8949RowOut(_Output):
     term: Literal["SHORT", "LONG"]
     status: Literal["FINAL", "PROVISIONAL"] = Field(
         description="PROVISIONAL: a loss whose 30-day wash-sale window has not closed yet.")
+    part: Literal["I", "II"] = Field(description="Form 8949 part: I short-term, II long-term.")
+    box: Literal["A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L"] = Field(
+        description="Form 8949 check box (backend/tax/boxes.py): A/D basis reported on 1099-B, B/E not reported, "
+                    "C/F no 1099-B; from 2025 digital assets G/J (1099-DA, basis reported), H/K (not), I/L (none).")
+    lot_method: Literal["FIFO", "LIFO", "HIFO", "SPECIFIC"] | None = Field(
+        None, description="The lot method applied at the sale (SPECIFIC when the order named its lots); absent for "
+                          "disposals recorded before methods were stored.")
     account: str | None = Field(None, description="The lot book: '<tenant_id>:<broker_account_id>' (lots are "
                                                   "matched within it); null for rows booked before accounts.")
 
@@ -612,6 +620,12 @@ class TermTotals(_Output):
     gain_or_loss: str
 
 
+class BoxTotals(TermTotals):
+    """Schedule D input: the totals of one Form 8949 box."""
+
+    part: Literal["I", "II"]
+
+
 class TaxTotals(_Output):
     disposals: int
     provisional: int
@@ -621,9 +635,52 @@ class TaxTotals(_Output):
     gain_or_loss: str
     short_term: TermTotals
     long_term: TermTotals
+    boxes: dict[str, BoxTotals] = Field(description="Per Form 8949 box (A–L) present in the year, as Schedule D "
+                                                    "lines 1b–3 / 8b–10 take them.")
     shortfalls: int
     shortfall_proceeds: str
     open_lots: int
+
+
+class TaxReconcileRequest(_Input):
+    """POST /portfolio/tax-lots/reconcile: the broker's 1099-B / 1099-DA statement as CSV text
+    (columns: backend/tax/reconcile.py), matched to the caller's disposals sold in ``year``."""
+
+    year: int = Field(ge=1900, le=9999, description="Tax year (date sold).")
+    account: Annotated[str, Field(min_length=1, max_length=201, pattern=r"^[A-Za-z0-9_-]{1,100}:[A-Za-z0-9_-]{1,100}$",
+                                  description="The lot book the statement covers, '<tenant_id>:<broker_account_id>'; "
+                                              "omitted: every account's disposals are candidates.")] | None = None
+    csv: Annotated[str, Field(min_length=1, description="The statement CSV: a header row naming description, "
+                                                        "date_sold, proceeds and optionally date_acquired, cost_basis, "
+                                                        "wash_sale_disallowed, term, box, symbol, quantity.")]
+
+
+class ReconcileTotals(_Output):
+    statement_rows: int
+    ledger_rows: int
+    matched: int
+    with_differences: int
+    ours: dict[str, str]
+    statement: dict[str, str]
+    difference: dict[str, str] = Field(description="ours - statement, per column (proceeds, cost_basis, "
+                                                   "wash_sale_disallowed).")
+
+
+class ReconcileRow(_Output):
+    status: Literal["MATCHED", "DIFFERENT", "UNMATCHED"]
+    reasons: list[str] = Field(description="WASH_SALE_ACROSS_ACCOUNTS, WASH_BASIS_FROM_ANOTHER_ACCOUNT, "
+                                           "WASH_SALE_DIFFERS, BASIS_NOT_REPORTED, PROCEEDS_DIFFER, BASIS_DIFFERS, "
+                                           "TERM_DIFFERS, NOT_IN_LEDGER, NOT_ON_STATEMENT.")
+    statement: dict[str, Any] | None = None
+    ours: dict[str, Any] | None = None
+    differences: dict[str, str]
+
+
+class TaxReconciliation(_Output):
+    year: int
+    account: str | None
+    rows: list[ReconcileRow]
+    totals: ReconcileTotals
 
 
 class TaxExport(_Output):

@@ -83,7 +83,8 @@ def build_openapi() -> dict[str, Any]:
          (m.ExecutionResponse, "serialization"), (m.SignalResponse, "serialization"),
          (m.GroupResponse, "serialization"), (m.HistoryPage, "serialization"), (m.ErrorResponse, "serialization"),
          (m.HealthResponse, "serialization"), (m.TaxExport, "serialization"), (m.LedgerPage, "serialization"),
-         (m.MetricsResponse, "serialization"), (RiskApprovalRequest, "validation")],
+         (m.MetricsResponse, "serialization"), (RiskApprovalRequest, "validation"),
+         (m.TaxReconcileRequest, "validation"), (m.TaxReconciliation, "serialization")],
         ref_template=REF)
     components = schemas.get("$defs", {})
     execution_ok = {
@@ -129,6 +130,17 @@ def build_openapi() -> dict[str, Any]:
             "responses": {"200": _json("HistoryPage", "One page."),
                           **{c: _error(c) for c in ("400", "401", "403", "500")}}}},
         **_read_models(),
+        "/portfolio/tax-lots/reconcile": {"post": {
+            "summary": "Reconcile the caller's 1099-B / 1099-DA statement (CSV) with their disposals",
+            "description": "Matches each statement row to a disposal sold in `year` (same date sold, asset and "
+                           "quantity) and reports the differences (ours - statement) in proceeds, basis, wash-sale "
+                           "adjustment and term with named reasons (e.g. WASH_SALE_ACROSS_ACCOUNTS), plus totals. "
+                           "CSV columns: backend/tax/reconcile.py. Writes nothing.",
+            "security": [{"bearerAuth": []}],
+            "requestBody": _body("TaxReconcileRequest"),
+            "responses": {"200": _json("TaxReconciliation", "One row per statement row and per unmatched "
+                                                            "disposal, with totals."),
+                          **{c: _error(c) for c in ("400", "401", "403", "413", "415", "429", "500")}}}},
         "/risk/approvals": {"post": {
             "summary": "Issue a risk approval (rpm_output) for a trader's group (role risk_manager)",
             "description": "Stores tenants/{tenant}/rpm_approvals/{decision_id} (server-only). A group's rpm_output "
@@ -151,7 +163,14 @@ def build_openapi() -> dict[str, Any]:
                                 "tax-lot export and the tenant admin's ledger review and metrics. "
                                 "Money and quantities are decimal strings (requests also accept JSON numbers). "
                                 "Every error has the body {\"error\": {code, message, field, reason, errors}}; a 400 "
-                                "lists all of a request's field errors in errors."},
+                                "lists all of a request's field errors in errors.",
+                 # issue 19 item 12: the Firestore path (intent documents) is published beside this file
+                 "x-intent-document-schema": {
+                     "url": "intent-document.schema.json",
+                     "description": "JSON Schema of the documents apps may create at "
+                                    "tenants/{tenant_id}/order_intents/{intent_id} instead of calling POST /execute "
+                                    "or POST /execute/multi-leg, and of what the server writes back on them "
+                                    "(backend/api/intent_schema.py)."}},
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "paths": paths,
@@ -197,12 +216,18 @@ def _read_models() -> dict[str, Any]:
             "parameters": [
                 _query("year", {"type": "integer", "minimum": 1900, "maximum": 9999}, "Tax year (date sold).",
                        required=True),
-                _query("format", fmt, "json (TaxExport) or csv."),
+                _query("format", {"type": "string", "enum": ["json", "csv", "txf"], "default": "json"},
+                       "json (TaxExport), csv, or txf (TXF V042: one record per Form 8949 row, reference "
+                       "number per box and term, wash-sale amount; digital-asset boxes G-L, which V042 lacks, "
+                       "use the number of the same part and reporting status)."),
                 _query("section", {"type": "string", "enum": ["disposals", "open_lots"]},
                        "CSV only; default disposals.")],
             "responses": {"200": {"description": "The export, streamed.",
                                   "content": {"application/json": {"schema": {"$ref": REF.format(model="TaxExport")}},
-                                              **_csv("Form 8949 columns (or the open-lot columns).")}},
+                                              **_csv("Form 8949 columns with Part and Box (or the open-lot "
+                                                     "columns)."),
+                                              "text/plain": {"schema": {"type": "string",
+                                                                        "description": "format=txf: TXF V042."}}}},
                           **{c: _error(c) for c in ("400", "401", "403", "500")}}}},
         "/tenants/{tenant_id}/ledger": {"get": {
             "summary": "Review the tenant's ledger, newest first (tenant_admin of that tenant)",

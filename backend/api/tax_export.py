@@ -1,6 +1,6 @@
 """Read model: the caller's tax-lot export, ``GET /portfolio/tax-lots/export``.
 
-Query: ``year=YYYY`` (required), ``format=json|csv`` (default json), ``section=disposals|open_lots``
+Query: ``year=YYYY`` (required), ``format=json|csv|txf`` (default json), ``section=disposals|open_lots``
 (CSV only, default disposals). Only the caller's data: the uid comes from the token and nothing in
 the query names a user.
 
@@ -22,14 +22,23 @@ Rows are ``Form8949Row.from_disposal``: the tax core's formatting (money half-up
 MM/DD/YYYY, column (h) computed from the rounded columns), in order of date sold then document id,
 the pending losses merged into that order.
 
+Every Form 8949 row carries its ``part`` (I short-term / II long-term) and ``box`` (A–L,
+``backend/tax/boxes.py``), decided from the disposal's account (lot book) and lot with the caller's
+``ReportingProfile``: the store hook ``tax_reporting_settings(uid)`` when the store has one
+(per ``<tenant>:<account>`` and asset class: BROKER / PROCEEDS_ONLY / NONE), else the documented
+defaults.
+
 Formats:
 - ``json``: ``{"year", "as_of", "disposals": [...], "shortfalls": [...], "open_lots": [...],
   "totals": {...}, "provisional": bool}`` (``models.TaxExport``). Totals add the rounded columns,
-  so they are what the rows add up to; ``provisional`` is true when any row is.
+  so they are what the rows add up to, overall, per term and per box (``totals.boxes``, what
+  Schedule D lines 1b–3 / 8b–10 take); ``provisional`` is true when any row is.
 - ``csv`` + ``section=disposals``: ``FORM_8949_HEADER``, one row per disposal (Status FINAL or
   PROVISIONAL), then one row per shortfall (Status ``SHORTFALL``; description, date sold and
   proceeds given, the basis columns empty). No totals row: the file stays one uniform table.
 - ``csv`` + ``section=open_lots``: ``OPEN_LOTS_HEADER``, one row per open lot.
+- ``txf``: TXF V042 (``backend/tax/txf.py``), one record per Form 8949 row (shortfalls have no
+  basis and are left out: the JSON/CSV export lists them).
 
 Streaming and paging: the handler returns a ``StreamingResponse`` whose body is produced while it
 is sent. Every read is a page of ``PAGE_SIZE`` documents (one query, ``start_after`` the last
@@ -65,6 +74,7 @@ from backend.tax import (
     write_form_8949_csv,
     write_open_lots_csv,
 )
+from backend.tax.boxes import BOX_PART, DEFAULT_PROFILE, ReportingProfile
 from backend.tax.holding import resolve_tz, trade_date, wash_window_closes
 from backend.tax.state import disposal_doc_id, disposal_from_dict, lot_from_dict
 
@@ -72,7 +82,7 @@ PAGE_SIZE = 500
 CHUNK_ROWS = 500
 SHORTFALL_CODE = "LOT_SHORTFALL"
 ROW_KEYS = ("description", "date_acquired", "date_sold", "proceeds", "cost_basis", "adjustment_code",
-            "adjustment_amount", "gain_or_loss", "term", "status")
+            "adjustment_amount", "gain_or_loss", "term", "status", "part", "box")
 OPEN_LOT_KEYS = ("symbol", "lot_id", "position", "quantity", "date_acquired", "holding_start", "cost_basis",
                  "cost_per_unit", "wash_adjustment", "long_term_from", "term_if_sold")
 _MONEY_COLUMNS = ("proceeds", "cost_basis", "adjustment_amount", "gain_or_loss")
@@ -83,8 +93,15 @@ def handle(request: ApiRequest, identity: Identity, store: Any, now: datetime) -
     from backend.api.models import TaxExportQuery
 
     query = parse_model(TaxExportQuery, single_valued(request.query))
-    export = TaxExport(store, identity.uid, query.year, trade_date(now, resolve_tz(None)))
+    export = TaxExport(store, identity.uid, query.year, trade_date(now, resolve_tz(None)),
+                       profile=reporting_profile(store, identity.uid))
     export.load_pending()
+    if query.format == "txf":
+        from backend.tax.txf import write_txf
+
+        name = f"form-8949-{query.year}.txf"
+        return StreamingResponse(200, headers={"Content-Disposition": f'attachment; filename="{name}"'},
+                                 chunks=export.txf_chunks(write_txf), media_type="text/plain; charset=utf-8")
     if query.format == "json":
         return StreamingResponse(200, chunks=export.json_chunks(), media_type="application/json")
     if query.section == "open_lots":
@@ -93,6 +110,14 @@ def handle(request: ApiRequest, identity: Identity, store: Any, now: datetime) -
         name, chunks = f"form-8949-{query.year}.csv", export.disposals_csv()
     return StreamingResponse(200, headers={"Content-Disposition": f'attachment; filename="{name}"'},
                              chunks=chunks, media_type="text/csv; charset=utf-8")
+
+
+def reporting_profile(store: Any, uid: str) -> ReportingProfile:
+    """The caller's per-account 1099 settings (``backend.tax.boxes``): the store hook
+    ``tax_reporting_settings(uid)`` → ``{"<tenant>:<account>": {asset_class: issuer}}`` when the
+    store has one, else the documented defaults."""
+    hook = getattr(store, "tax_reporting_settings", None)
+    return ReportingProfile(hook(uid) if callable(hook) else None)
 
 
 def paged(fetch: Callable[..., list[tuple[str, dict[str, Any]]]], field: str | None, page_size: int,
@@ -117,6 +142,7 @@ class Totals:
         self.provisional = 0
         self.sums = {key: Decimal(0) for key in _MONEY_COLUMNS}
         self.terms = {term: {"count": 0, **{key: Decimal(0) for key in _MONEY_COLUMNS}} for term in Term}
+        self.boxes: dict[str, dict[str, Any]] = {}
         self.shortfalls = 0
         self.shortfall_proceeds = Decimal(0)
         self.open_lots = 0
@@ -125,11 +151,14 @@ class Totals:
         self.disposals += 1
         self.provisional += row.provisional
         per_term = self.terms[row.term]
+        per_box = self.boxes.setdefault(row.box, {"count": 0, **{key: Decimal(0) for key in _MONEY_COLUMNS}})
         per_term["count"] += 1
+        per_box["count"] += 1
         for key in _MONEY_COLUMNS:
             value = getattr(row, key)
             self.sums[key] += value
             per_term[key] += value
+            per_box[key] += value
 
     def add_shortfall(self, proceeds: Decimal) -> None:
         self.shortfalls += 1
@@ -142,6 +171,8 @@ class Totals:
         return {"disposals": self.disposals, "provisional": self.provisional, **money(self.sums),
                 "short_term": {"count": self.terms[Term.SHORT]["count"], **money(self.terms[Term.SHORT])},
                 "long_term": {"count": self.terms[Term.LONG]["count"], **money(self.terms[Term.LONG])},
+                "boxes": {box: {"part": BOX_PART.get(box, ""), "count": values["count"], **money(values)}
+                          for box, values in sorted(self.boxes.items())},
                 "shortfalls": self.shortfalls, "shortfall_proceeds": format_money(self.shortfall_proceeds),
                 "open_lots": self.open_lots}
 
@@ -149,8 +180,10 @@ class Totals:
 class TaxExport:
     """One export of one user's year. ``load_pending`` first; then one of the chunk generators."""
 
-    def __init__(self, store: Any, uid: str, year: int, today: date, page_size: int | None = None):
+    def __init__(self, store: Any, uid: str, year: int, today: date, page_size: int | None = None,
+                 profile: ReportingProfile | None = None):
         self.store = store
+        self.profile = profile or DEFAULT_PROFILE
         self.uid = uid
         self.year = year
         self.today = today
@@ -205,7 +238,8 @@ class TaxExport:
     def json_chunks(self) -> Iterator[bytes]:
         totals = Totals()
         yield f'{{"year":{self.year},"as_of":"{self.today.isoformat()}","disposals":'.encode()
-        yield from _json_array(_disposal_json(doc_id, disposal, totals) for doc_id, disposal in self.disposals())
+        yield from _json_array(_disposal_json(doc_id, disposal, totals, self.profile)
+                               for doc_id, disposal in self.disposals())
         yield b',"shortfalls":'
         yield from _json_array(_shortfall_json(doc, totals) for doc in self.shortfalls())
         yield b',"open_lots":'
@@ -217,7 +251,7 @@ class TaxExport:
     def disposals_csv(self) -> Iterator[bytes]:
         buf = io.StringIO()
         write_form_8949_csv((), buf, header=True)
-        for batch in _batches(Form8949Row.from_disposal(disposal) for _, disposal in self.disposals()):
+        for batch in _batches(self.rows()):
             write_form_8949_csv(batch, buf, header=False)
             yield _drain(buf)
         writer = csv.writer(buf, lineterminator="\n")
@@ -225,6 +259,20 @@ class TaxExport:
             writer.writerows(_shortfall_csv(doc) for doc in batch)
             yield _drain(buf)
         yield _drain(buf)
+
+    def rows(self) -> Iterator[Form8949Row]:
+        for _, disposal in self.disposals():
+            yield Form8949Row.from_disposal(disposal, self.profile)
+
+    def txf_chunks(self, write_txf: Callable[..., int]) -> Iterator[bytes]:
+        """TXF V042 (``backend.tax.txf``): the Form 8949 rows only (shortfalls have no basis and
+        open lots are not sales; the JSON/CSV export lists them)."""
+        buf = io.StringIO()
+        write_txf((), buf, exported_on=self.today, header=True)
+        yield _drain(buf)
+        for batch in _batches(self.rows()):
+            write_txf(batch, buf, exported_on=self.today, header=False)
+            yield _drain(buf)
 
     def open_lots_csv(self) -> Iterator[bytes]:
         buf = io.StringIO()
@@ -238,11 +286,12 @@ class TaxExport:
 # ------------------------------------------------------------------------------------ rows
 
 
-def _disposal_json(doc_id: str, disposal: Disposal, totals: Totals) -> dict[str, Any]:
-    row = Form8949Row.from_disposal(disposal)
+def _disposal_json(doc_id: str, disposal: Disposal, totals: Totals, profile: ReportingProfile) -> dict[str, Any]:
+    row = Form8949Row.from_disposal(disposal, profile)
     totals.add(row)
     return {"disposal_id": doc_id, "symbol": disposal.symbol, "quantity": dec_str(disposal.quantity),
-            **dict(zip(ROW_KEYS, row.csv_fields())), **_account(disposal.book)}
+            **dict(zip(ROW_KEYS, row.csv_fields())), **_account(disposal.book),
+            **({"lot_method": disposal.lot_method} if disposal.lot_method else {})}
 
 
 def _account(book: Any) -> dict[str, str]:
@@ -267,7 +316,7 @@ def _shortfall_json(doc: Mapping[str, Any], totals: Totals) -> dict[str, Any]:
 
 def _shortfall_csv(doc: Mapping[str, Any]) -> list[str]:
     description, sold, proceeds = _shortfall_fields(doc)
-    return [description, "", sold, proceeds, "", "", "", "", "", "SHORTFALL"]
+    return [description, "", sold, proceeds, "", "", "", "", "", "SHORTFALL", "", ""]
 
 
 def _open_lot_json(row: OpenLotRow, totals: Totals) -> dict[str, Any]:

@@ -1,17 +1,10 @@
 """Build the engine and the API once per process, from the environment (lazily, cached).
 
-- store: ``FirestoreStore(make_client())`` (the emulator with anonymous credentials when
-  ``FIRESTORE_EMULATOR_HOST`` is set);
-- broker: the embedded ``PaperBroker`` by default (market scenario ``EXEC_PAPER_SCENARIO``, default
-  ``default``), or a ``BrokerRouter`` from
-  ``EXEC_BROKER_ROUTES`` (``EQUITY=alpaca,CRYPTO=alpaca,OPTIONS=alpaca,FOREX=paper,COMMODITY=paper``,
-  or the same as a JSON object; ``FOREX=oanda,COMMODITY=oanda`` routes FX and metals to OANDA,
-  configured by ``OANDA_*``, see ``backend.adapters.oanda.client.OandaConfig.from_env``); only the
-  brokers named there are built. Alpaca keys come from
-  the function's secrets (passed in) or the environment; ``ALPACA_URL_OVERRIDE`` points every
-  Alpaca client at a local server;
-- settings: ``ExecSettings.from_env()`` (``EXEC_DRY_RUN`` defaults to 1: dry run);
-- identity: ``FirebaseTokenVerifier`` for the project (``GOOGLE_CLOUD_PROJECT``/``GCLOUD_PROJECT``).
+The engine comes from the one composition root, ``backend/bootstrap.py`` (settings, Firestore store,
+venues from ``EXEC_BROKER_ROUTES`` / ``EXEC_PAPER_SCENARIO``, the pre-trade gate): see its docstring.
+This module adds the edge's own parts: identity (``FirebaseTokenVerifier`` for the project,
+``GOOGLE_CLOUD_PROJECT``/``GCLOUD_PROJECT``), the rate limiter, the history reader and the
+deployed-emulator guard.
 
 A bad configuration raises here (``RoutingConfigError``, ``InvalidInput`` naming the variable); the
 API reports it as a 500 with an ERROR log line and tries again on the next request.
@@ -24,8 +17,17 @@ from typing import Any, Mapping
 
 from backend.logs import log_event
 
-ROUTES_ENV = "EXEC_BROKER_ROUTES"
-PAPER_SCENARIO_ENV = "EXEC_PAPER_SCENARIO"
+_FROM_BOOTSTRAP = {"build_broker": "build_broker", "parse_routes": "parse_routes",
+                   "PAPER_SCENARIO_ENV": "PAPER_SCENARIO_ENV", "ROUTES_ENV": "ROUTES_ENV_VAR"}
+
+
+def __getattr__(name: str) -> Any:
+    # Old names, now the composition root's; loaded on first use (main's import stays cheap).
+    if name in _FROM_BOOTSTRAP:
+        from backend import bootstrap
+
+        return getattr(bootstrap, _FROM_BOOTSTRAP[name])
+    raise AttributeError(name)
 
 _lock = threading.Lock()
 _app: Any = None
@@ -33,86 +35,14 @@ _engine: Any = None
 _limiter: Any = None
 
 
-def parse_routes(raw: str) -> dict[str, str | None]:
-    """``EQUITY=alpaca,FOREX=paper`` (or a JSON object) → {asset class: broker name}."""
-    from backend.adapters.routing import RoutingConfigError
-
-    text = raw.strip()
-    if text.startswith("{"):
-        import json
-
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise RoutingConfigError(f"{ROUTES_ENV} is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise RoutingConfigError(f"{ROUTES_ENV} must map asset classes to broker names")
-        return data
-    routes: dict[str, str | None] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        klass, sep, name = part.partition("=")
-        if not sep or not klass.strip():
-            raise RoutingConfigError(f"{ROUTES_ENV}: expected CLASS=broker, got {part!r}")
-        key = klass.strip().upper()
-        if key in routes:
-            raise RoutingConfigError(f"{ROUTES_ENV}: {key} is routed twice")
-        value = name.strip()
-        routes[key] = None if value.lower() in ("", "none", "null") else value.lower()
-    if not routes:
-        raise RoutingConfigError(f"{ROUTES_ENV} is set but names no route")
-    return routes
-
-
-def _paper(env: Mapping[str, str], clock: Any) -> Any:
-    from backend.adapters.paper_broker import PaperBroker
-
-    # EXEC_PAPER_SCENARIO: a scenario name (backend/config/scenarios/<name>.json) or a path.
-    return PaperBroker((env.get(PAPER_SCENARIO_ENV) or "").strip() or None, clock=clock)
-
-
-def build_broker(env: Mapping[str, str], secrets: Mapping[str, str | None], clock: Any) -> Any:
-    raw = (env.get(ROUTES_ENV) or "").strip()
-    if not raw:
-        return _paper(env, clock)
-    from backend.adapters.routing import BrokerRouter, RoutingConfigError
-
-    routes = parse_routes(raw)
-    names = {name for name in routes.values() if name}
-    brokers: dict[str, Any] = {}
-    for name in sorted(names):
-        if name == "alpaca":
-            from backend.adapters.alpaca_broker import AlpacaBroker
-
-            brokers[name] = AlpacaBroker(api_key=secrets.get("ALPACA_API_KEY") or env.get("ALPACA_API_KEY"),
-                                         secret_key=secrets.get("ALPACA_SECRET_KEY") or env.get("ALPACA_SECRET_KEY"),
-                                         url_override=(env.get("ALPACA_URL_OVERRIDE") or None), clock=clock, env=env)
-        elif name == "paper":
-            brokers[name] = _paper(env, clock)
-        elif name == "oanda":  # FX and metals; OANDA_ACCOUNT_ID, OANDA_API_TOKEN, OANDA_ENVIRONMENT, OANDA_BASE_URL
-            from backend.adapters.oanda import OandaBroker, OandaConfig
-
-            brokers[name] = OandaBroker(OandaConfig.from_env(env, secrets), clock=clock)
-        else:
-            raise RoutingConfigError(f"{ROUTES_ENV}: unknown broker {name!r}; known: alpaca, oanda, paper")
-    router = BrokerRouter.from_config(routes, brokers)
-    log_event("api.broker_routes", routes=router.describe())
-    return router
-
-
 def build_engine(env: Mapping[str, str] | None = None, secrets: Mapping[str, str | None] | None = None) -> Any:
-    from backend.adapters.firestore_store import FirestoreStore, make_client
-    from backend.domain.clock import SystemClock
-    from backend.execution.engine import ExecutionEngine
-    from backend.settings import ExecSettings
+    """The deployed engine, built by the composition root (``backend.bootstrap``) on Firestore."""
+    from backend import bootstrap
 
     env = os.environ if env is None else env
     refuse_emulators_when_deployed(env)
-    settings = ExecSettings.from_env(env)
-    clock = SystemClock()
-    store = FirestoreStore(make_client())
-    broker = build_broker(env, secrets or {}, clock)
-    engine = ExecutionEngine(broker=broker, store=store, clock=clock, settings=settings)
-    log_event("api.engine_ready", dry_run=engine.dry_run, broker=type(broker).__name__,
+    engine = bootstrap.build_engine(env, secrets or {})
+    log_event("api.engine_ready", dry_run=engine.dry_run, broker=type(engine.broker).__name__,
               firestore_emulator=bool(env.get("FIRESTORE_EMULATOR_HOST")))
     return engine
 
@@ -155,10 +85,10 @@ def default_app(secrets: Mapping[str, str | None] | None = None) -> Any:
 
 def build_rate_limiter(settings: Any, store: Any) -> Any:
     """The per-user / per-tenant limiter (``backend.risk.rate_limit``) on the store's database."""
-    from backend.adapters.rate_counters import FirestoreRateCounters, MemoryRateCounters
+    from backend import bootstrap
     from backend.risk.rate_limit import RateLimiter
 
-    counters = FirestoreRateCounters(store.db) if hasattr(store, "db") else MemoryRateCounters()
+    counters = bootstrap.rate_counters(store)
     return RateLimiter(user_per_min=settings.rate_user_per_min, tenant_per_min=settings.rate_tenant_per_min,
                        counters=counters, shards=settings.rate_shards,
                        refresh_seconds=float(settings.rate_refresh_seconds),

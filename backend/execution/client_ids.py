@@ -30,8 +30,8 @@ from typing import Any
 from backend.domain.assets import AssetClass, crypto_pair, normalize_symbol
 from backend.domain.errors import InvalidInput, RejectCode, Rejection
 from backend.domain.money import dec_str
+from backend.domain.orders import BrokerOrder, OrderRequest
 from backend.logs import log_event
-from backend.ports.broker import BrokerOrder, OrderRequest
 
 CLIENT_ID_SCHEME = 2  # tenant (+ account) namespaced
 LEGACY_CLIENT_ID_SCHEME = 1  # group + leg only (documents written before scheme 2)

@@ -23,14 +23,13 @@ from backend.domain.money import ZERO
 from backend.execution.client_ids import checked_order
 from backend.execution.intent import ExecutionContext, OrderIntent, client_order_id_for
 from backend.execution.preflight import check_intent_writes
-from backend.execution.records import ExecutionResult, history_row, ledger_row, tax_fill
+from backend.execution.records import ExecutionResult, fill_ledger_row, history_row, ledger_row, tax_fill
 from backend.execution.router import MarketDataProvider, RoutingDecision, SmartRouter
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerErrorCode, BrokerOrder, BrokerPort, OrderRequest
-from backend.domain.money import dec_str
 from backend.ports.store import (Claim, ClaimResult, ExecutionStore, FillUpdate, FillWrite, Finish, IntentRecord,
                                  IntentStatus)
-from backend.risk.gate import PreTradeGate, account_key_for
+from backend.risk.gate import account_key_for
 from backend.risk.manager import RiskManager
 from backend.settings import ExecSettings
 
@@ -39,15 +38,12 @@ __all__ = ["ExecutionEngine", "AlpacaBroker", "SmartRouter", "RiskManager", "Ord
 
 
 def __getattr__(name: str) -> Any:
-    # Adapters load on first use: importing the engine must not import alpaca-py (cold starts).
-    if name == "AlpacaBroker":
-        from backend.adapters.alpaca_broker import AlpacaBroker
+    # Adapters load on first use, through the composition root: importing the engine must not
+    # import alpaca-py (cold starts).
+    if name in ("AlpacaBroker", "PaperBroker"):
+        from backend import bootstrap
 
-        return AlpacaBroker
-    if name == "PaperBroker":
-        from backend.adapters.paper_broker import PaperBroker
-
-        return PaperBroker
+        return bootstrap.seed_adapter(name)
     if name in ("ExecutionLeg", "ExecutionGroup"):
         from backend.execution import groups
 
@@ -60,55 +56,43 @@ def account_key(intent: OrderIntent) -> str:
 
 
 class ExecutionEngine:
+    """Arguments left out come from the composition root (``backend/bootstrap.py``): settings from the
+    environment, the embedded paper venue, the store ``default_store()`` picks. ``broker`` is a
+    ``BrokerRouter`` or one venue (wrapped in a one-route router); ``self.broker`` keeps what was
+    passed, ``self.venues`` is the router every order and quote goes through."""
+
     def __init__(self, broker: Any = None, router: SmartRouter | None = None, risk: RiskManager | None = None,
                  enable_smart_routing: bool = True, dry_run: bool | None = None, *,
                  store: ExecutionStore | None = None, clock: Clock | None = None,
                  settings: ExecSettings | None = None):
-        self.settings = settings or ExecSettings.from_env()
-        self.clock = clock or SystemClock()
-        if broker is None:
-            from backend.adapters.paper_broker import PaperBroker
+        from backend import bootstrap
 
-            broker = PaperBroker(clock=self.clock)
-        self.broker = broker
-        self.router = router or SmartRouter(self.settings.max_spread_pct)
-        self.router.bind(MarketDataProvider(self._any_broker()), self.clock)
-        self.risk = risk or RiskManager(settings=self.settings)
+        self.settings = settings or bootstrap.build_settings()
+        self.clock = clock or SystemClock()
+        self.broker = broker if broker is not None else bootstrap.paper_broker(clock=self.clock)
+        self.venues = bootstrap.build_router(self.broker)
+        self.router = router or bootstrap.build_smart_router(self.settings)
+        self.router.bind(MarketDataProvider(self.venues), self.clock)  # quotes from the venue of the class
+        self.risk = risk or bootstrap.build_risk(self.settings)
         self.enable_smart_routing = enable_smart_routing
         self.dry_run = self.settings.dry_run if dry_run is None else bool(dry_run)
         # the one pre-trade gate (backend/risk/gate.py) for single orders and group legs; it reads
         # self.dry_run when asked, so turning dry run on also blocks work already in flight
-        self.gate = PreTradeGate(self.risk, lambda: self.dry_run)
+        self.gate = bootstrap.build_gate(self.risk, lambda: self.dry_run)
         self._guarded: dict[int, Any] = {}
-        self.store = store if store is not None else default_store()
+        self.store = store if store is not None else bootstrap.build_store()
         self.group_drive_seconds = 50.0  # per invocation; the sweeper continues a longer group
-        self._group_settings: Any = None
 
     # --- venue selection -------------------------------------------------------------------
-    def _any_broker(self) -> BrokerPort:
-        if hasattr(self.broker, "broker_for") and not hasattr(self.broker, "submit_order"):
-            return _RoutedMarketData(self.broker)  # type: ignore[return-value]
-        return self.broker
-
     def broker_for(self, intent: OrderIntent) -> BrokerPort | Rejection:
         """The intent's venue, wrapped by the gate's dry-run guard (no submit while dry run is on)."""
-        venue = self._raw_broker_for(intent)
+        venue = self.venues.route(intent.asset_class)
         if isinstance(venue, Rejection):
             return venue
         guarded = self._guarded.get(id(venue))
         if guarded is None or guarded.inner is not venue:
             guarded = self._guarded[id(venue)] = self.gate.guard(venue)
         return guarded
-
-    def _raw_broker_for(self, intent: OrderIntent) -> BrokerPort | Rejection:
-        if hasattr(self.broker, "broker_for") and not hasattr(self.broker, "submit_order"):
-            try:
-                return self.broker.broker_for(intent.asset_class)
-            except BrokerError as exc:
-                return exc.to_rejection()
-        if not self.broker.supports(intent.asset_class):
-            return Rejection(RejectCode.NO_VENUE_FOR_ASSET_CLASS, intent.asset_class.value)
-        return self.broker
 
     # --- the flow ----------------------------------------------------------------------------
     def execute_intent(self, intent: OrderIntent, context: ExecutionContext | None = None) -> ExecutionResult:
@@ -180,15 +164,9 @@ class ExecutionEngine:
 
     # --- multi-leg groups (seed 000) ------------------------------------------------------------
     def _groups(self) -> Any:
-        from backend.execution.group_executor import GroupExecutor
+        from backend import bootstrap
 
-        if self._group_settings is None:  # parsed once, from the engine's own environment
-            from backend.execution.groups import GroupSettings
-
-            self._group_settings = GroupSettings.from_env(self.settings.group_env)
-        return GroupExecutor(self.broker, self.store, self.clock, self.settings, self._group_settings,
-                             risk_snapshot=getattr(self.store, "kill_switches", None),
-                             max_drive_seconds=self.group_drive_seconds, gate=self.gate)
+        return bootstrap.group_executor(self)  # the group gates' settings: self.settings.group (parsed once)
 
     def execute_group(self, request: Any, context: ExecutionContext | None = None, *, group_id: str | None = None,
                       from_intent_doc: bool = False):
@@ -453,12 +431,10 @@ class ExecutionEngine:
     def _fill_write(self, intent: OrderIntent, ctx: ExecutionContext, trade_id: str, increment: BrokerOrder,
                     broker_name: str, coid: str | None) -> FillWrite:
         now = self.clock.now()
-        ledger = {**ledger_row(intent=intent, ctx=ctx, status="fill", now=now, routing=None, order=increment,
-                               broker_name=broker_name, client_order_id=coid),
-                  "trade_id": trade_id, "kind": "fill", "qty": dec_str(increment.filled_qty)}
-        history = {**history_row(intent=intent, ctx=ctx, now=now, routing=None, order=increment,
-                                 broker_name=broker_name, client_order_id=coid or ""),
-                   "history_id": trade_id, "trade_id": trade_id}
+        ledger = fill_ledger_row(intent=intent, ctx=ctx, trade_id=trade_id, now=now, increment=increment,
+                                 broker_name=broker_name, client_order_id=coid)
+        history = history_row(intent=intent, ctx=ctx, now=now, routing=None, order=increment,
+                              broker_name=broker_name, client_order_id=coid or "", trade_id=trade_id, kind="fill")
         return FillWrite(trade_id=trade_id, uid=ctx.uid, ledger=ledger, history=history,
                          tax=tax_fill(trade_id=trade_id, symbol=intent.symbol, asset_class=intent.asset_class.value,
                                       side=intent.side.value, qty=increment.filled_qty,
@@ -529,29 +505,9 @@ def _lease_active(lease: Any, clock: Clock) -> bool:
     return lease > clock.now()
 
 
-class _RoutedMarketData:
-    """Quotes through the broker router, so market data comes from the venue that trades the class."""
-
-    def __init__(self, router: Any):
-        self._router = router
-
-    def get_latest_quote(self, symbol, asset_class):  # noqa: ANN001
-        venue = self._router.broker_for(asset_class)
-        if isinstance(venue, Rejection):
-            raise BrokerError(BrokerErrorCode.UNSUPPORTED, str(venue))
-        return venue.get_latest_quote(symbol, asset_class)
-
-
 def default_store() -> ExecutionStore:
-    """Firestore when an emulator or project is configured, else an in-memory store (with a warning)."""
-    import os
+    """Firestore when an emulator or project is configured, else an in-memory store (with a warning);
+    built by the composition root (``backend.bootstrap.build_store``)."""
+    from backend import bootstrap
 
-    if os.environ.get("FIRESTORE_EMULATOR_HOST") or os.environ.get("EXEC_STORE") == "firestore":
-        from backend.adapters.firestore_store import FirestoreStore
-
-        return FirestoreStore.from_env()
-    from backend.adapters.memory_store import InMemoryStore
-
-    log_event("exec.store_in_memory", severity="WARNING",
-              note="no Firestore configured: ledger and history are kept in memory only")
-    return InMemoryStore()
+    return bootstrap.build_store()

@@ -22,17 +22,18 @@ from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput, RejectCode, Rejection
 from backend.domain.money import ZERO, dec_str
 from backend.execution import groups as g
+from backend.execution.broker_router import as_router
 from backend.execution.client_ids import checked_order
 from backend.execution.intent import ExecutionContext, validate_id
 from backend.execution.preflight import check_group_writes
-from backend.execution.records import tax_fill
+from backend.execution.records import group_decision_row, group_fill_rows, tax_fill
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerOrder, BrokerPort, OrderState, Quote
 from backend.ports.store import (ClaimResult, FillWrite, GroupReservation, GroupSettlement, GroupSnapshot,
                                  LeaseLost, LegReservation)
 from backend.risk import approvals
 from backend.risk.gate import DryRunBlocked, PreTradeGate, account_key_for
-from backend.risk.manager import RiskManager, RiskSnapshot
+from backend.risk.manager import RiskSnapshot
 from backend.settings import ExecSettings
 
 DEFAULT_GROUP_ACCOUNT = "default"  # a group's account label when the request names none
@@ -57,20 +58,29 @@ class _Run:
 
 
 class GroupExecutor:
+    """Drives groups for ``ExecutionEngine.execute_group`` / ``resume_group`` (built per call by the
+    composition root, ``backend.bootstrap.group_executor``). ``broker``: a ``BrokerRouter`` or one
+    venue (wrapped in a one-route router). ``kill_switches``: ``callable(tenant_id) -> RiskSnapshot``
+    with the halt flags (``store.kill_switches``); ``risk_snapshot=`` is its old, misleading name."""
+
     def __init__(self, broker: Any, store: Any, clock: Clock, settings: ExecSettings,
-                 group_settings: g.GroupSettings | None = None, *, risk_snapshot: Any = None,
-                 max_drive_seconds: float = 50.0, gate: PreTradeGate | None = None):
+                 group_settings: g.GroupSettings | None = None, *, kill_switches: Any = None,
+                 max_drive_seconds: float = 50.0, gate: PreTradeGate | None = None, risk_snapshot: Any = None):
         self.broker = broker
+        self.venues = as_router(broker)
         # the one pre-trade gate (dry run, kill switches, limits per class, daily count), shared
         # with the single-leg engine; every venue this executor uses is wrapped by its dry-run guard
-        self.gate = gate or PreTradeGate(RiskManager(settings=settings), lambda: settings.dry_run,
-                                         env_kill_switch=settings.kill_switch)
+        if gate is None:  # a library caller's executor: the composition root builds the same gate
+            from backend import bootstrap
+
+            gate = bootstrap.build_gate(bootstrap.build_risk(settings), lambda: settings.dry_run, settings)
+        self.gate = gate
         self._guarded: dict[int, Any] = {}
         self.store = store
         self.clock = clock
         self.settings = settings
-        self.gsettings = group_settings or g.GroupSettings.from_env()
-        self.risk_snapshot = risk_snapshot  # callable(tenant_id) -> RiskSnapshot, for the kill switch
+        self.gsettings = group_settings or settings.group  # parsed once, with the settings
+        self.kill_switches = kill_switches if kill_switches is not None else risk_snapshot
         # A run never outlives its lease: the budget stays well inside it, and the lease is renewed
         # at least every half lease while monitoring (see _drive).
         self.max_drive_seconds = min(max_drive_seconds, float(settings.lease_seconds) * 0.8)
@@ -91,7 +101,8 @@ class GroupExecutor:
         now = self.clock.now()
         group = g.ExecutionGroup.create(
             group_id=group_id, strategy_id=request.get("strategy_id"), tenant_id=ctx.tenant_id, uid=ctx.uid,
-            legs=request.get("legs"), now=now, allow_partial_fills=bool(request.get("allow_partial_fills", False)),
+            legs=request.get("legs"), now=now,
+            allow_partial_fills=request.get("allow_partial_fills", False),  # the domain refuses non-booleans
             max_group_slippage_pips=request.get("max_group_slippage_pips"),
             execution_priority=request.get("execution_priority"), rpm_output=request.get("rpm_output"))
         owner = uuid.uuid4().hex
@@ -227,23 +238,14 @@ class GroupExecutor:
 
     # --- steps -----------------------------------------------------------------------------------
     def _venue(self, asset_class: Any) -> BrokerPort | Rejection:
-        venue = self._raw_venue(asset_class)
+        """The class's venue through the router, wrapped by the gate's dry-run guard."""
+        venue = self.venues.route(asset_class)
         if isinstance(venue, Rejection):
             return venue
         guarded = self._guarded.get(id(venue))
         if guarded is None or guarded.inner is not venue:
             guarded = self._guarded[id(venue)] = self.gate.guard(venue)
         return guarded
-
-    def _raw_venue(self, asset_class: Any) -> BrokerPort | Rejection:
-        if hasattr(self.broker, "broker_for") and not hasattr(self.broker, "submit_order"):
-            try:
-                return self.broker.broker_for(asset_class)
-            except BrokerError as exc:
-                return exc.to_rejection()
-        if not self.broker.supports(asset_class):
-            return Rejection(RejectCode.NO_VENUE_FOR_ASSET_CLASS, asset_class.value)
-        return self.broker
 
     def _leg_venue(self, leg: g.ExecutionLeg) -> BrokerPort:
         venue = self._venue(leg.asset_class)
@@ -422,14 +424,8 @@ class GroupExecutor:
     def _kill_switch(self, tenant_id: str) -> Rejection | None:
         if self.settings.kill_switch:
             return Rejection(RejectCode.KILL_SWITCH, "trading halted (global)")
-        if self.risk_snapshot is None:
-            return None
-        snapshot = self.risk_snapshot(tenant_id)
-        if snapshot.global_kill_switch:
-            return Rejection(RejectCode.KILL_SWITCH, "trading halted (global)")
-        if (snapshot.tenant_overrides or {}).get("kill_switch"):
-            return Rejection(RejectCode.KILL_SWITCH, "trading halted (tenant)")
-        return None
+        # the halt flags (ops/execution, tenant config) judged by the one gate
+        return self.gate.halted(None if self.kill_switches is None else self.kill_switches(tenant_id))
 
     def _submit_gate(self, run: _Run, leg: g.ExecutionLeg) -> Rejection | None:
         """The leg through the gate right before it is sent: kill switches and its position limit with
@@ -642,58 +638,39 @@ class GroupExecutor:
         now = self.clock.now()
         out = []
         if group.status is g.GroupStatus.DRY_RUN:
-            out.append(_dry_run_write(group, now))
+            out.append(_dry_run_write(group, now, account))
         for leg in group.legs:
             if leg.status.is_final and leg.filled_units > 0 and leg.fill_price is not None:
                 out.append(_fill_write(group, leg, f"{group.group_id}--{leg.leg_id}", leg.side.value,
                                        leg.filled_units, leg.fill_price, leg.client_order_id, leg.broker_order_id,
-                                       "group_fill", now, leg.slippage_pips, account))
+                                       "group_fill", now, leg.slippage_pips, account, leg.units))
         for order in group.rollback_orders:
             if order.status.is_final and order.filled_qty > 0 and order.fill_price is not None:
                 leg = group.leg(order.leg_id)
                 out.append(_fill_write(group, leg, f"{group.group_id}--{leg.leg_id}--rb{order.seq}", order.side.value,
                                        order.filled_qty, order.fill_price, order.client_order_id,
-                                       order.broker_order_id, "rollback_fill", now, None, account))
+                                       order.broker_order_id, "rollback_fill", now, None, account, order.qty))
         return out
 
 
 def _fill_write(group: g.ExecutionGroup, leg: g.ExecutionLeg, trade_id: str, side: str, qty: Decimal,
                 price: Decimal, client_order_id: str, broker_order_id: str | None, kind: str, now: datetime,
-                slippage_ticks: Decimal | None, account: str = DEFAULT_GROUP_ACCOUNT) -> FillWrite:
-    notional = qty * price * leg.spec.multiplier
-    common = {"schema_version": 1, "trade_id": trade_id, "group_id": group.group_id, "leg_id": leg.leg_id,
-              "tenant_id": group.tenant_id, "uid": group.uid, "strategy_id": group.strategy_id,
-              "broker_account_id": account,
-              "symbol": leg.symbol, "asset_class": leg.asset_class.value, "side": side}
-    ledger = {**common, "qty": dec_str(qty), "status": kind, "kind": kind, "order_type": "market",
-              "client_order_id": client_order_id, "broker_order_id": broker_order_id, "order_status": "filled",
-              "filled_qty": dec_str(qty), "filled_avg_price": dec_str(price), "notional": dec_str(notional),
-              "fees": "0", "intended_price": dec_str(leg.intended_price), "actual_slippage_ticks": dec_str(slippage_ticks),
-              "created_at": now.isoformat(), "trade_date": now.date().isoformat()}
-    history = {**common, "history_id": trade_id, "quantity": dec_str(qty), "price": dec_str(price),
-               "notional": dec_str(notional),
-               "cost_analysis": {"intended_price": dec_str(leg.intended_price), "slippage_ticks": dec_str(slippage_ticks),
-                                 "fees": "0"},
-               "tax": {"cost_basis": dec_str(notional) if side == "buy" else None,
-                       "proceeds": dec_str(notional) if side == "sell" else None, "lot_method": "FIFO",
-                       "trade_date": now.date().isoformat(), "tax_year": now.year},
-               "execution": {"broker_order_id": broker_order_id, "client_order_id": client_order_id, "kind": kind},
-               "created_at": now.isoformat()}
+                slippage_ticks: Decimal | None, account: str = DEFAULT_GROUP_ACCOUNT,
+                ordered_qty: Decimal | None = None) -> FillWrite:
+    ledger, history = group_fill_rows(group=group, leg=leg, trade_id=trade_id, kind=kind, side=side, qty=qty,
+                                      ordered_qty=qty if ordered_qty is None else ordered_qty, price=price,
+                                      client_order_id=client_order_id, broker_order_id=broker_order_id, now=now,
+                                      slippage_ticks=slippage_ticks, account=account)
     tax = tax_fill(trade_id=trade_id, symbol=leg.symbol, asset_class=leg.asset_class.value, side=side, qty=qty,
                    price=price, fees=ZERO, when=now, multiplier=leg.spec.multiplier)
     return FillWrite(trade_id=trade_id, uid=group.uid, ledger=ledger, history=history, tax=tax)
 
 
-def _dry_run_write(group: g.ExecutionGroup, now: datetime) -> FillWrite:
+def _dry_run_write(group: g.ExecutionGroup, now: datetime, account: str = DEFAULT_GROUP_ACCOUNT) -> FillWrite:
     """The group's ``dry_run`` decision row (like a single order's): every gate passed, nothing sent."""
     trade_id = f"{group.group_id}--dry_run"
-    ledger = {"schema_version": 1, "trade_id": trade_id, "group_id": group.group_id, "tenant_id": group.tenant_id,
-              "uid": group.uid, "strategy_id": group.strategy_id, "kind": "group_decision", "status": "dry_run",
-              "reason_code": None, "reason": "dry run: every gate passed, nothing sent",
-              "legs": [{"leg_id": leg.leg_id, "symbol": leg.symbol, "asset_class": leg.asset_class.value,
-                        "side": leg.side.value, "qty": dec_str(leg.units),
-                        "intended_price": dec_str(leg.intended_price)} for leg in group.legs],
-              "created_at": now.isoformat(), "trade_date": now.date().isoformat()}
+    ledger = group_decision_row(group=group, trade_id=trade_id, status="dry_run",
+                                reason="dry run: every gate passed, nothing sent", now=now, account=account)
     return FillWrite(trade_id=trade_id, uid=group.uid, ledger=ledger, history=None, tax=None)
 
 

@@ -19,7 +19,7 @@ from backend.domain.assets import AssetClass, AssetSpec, default_registry, norma
 from backend.domain.errors import InvalidInput
 from backend.domain.ids import ID, LOT_ID, METADATA_KEY
 from backend.domain.money import dec_str, to_decimal
-from backend.ports.broker import OrderSide, OrderType
+from backend.domain.orders import OrderSide, OrderType
 from backend.execution.client_ids import single_client_order_id
 
 MAX_METADATA_KEYS = 64  # the API allows 32 from the client; a signal adds its own few

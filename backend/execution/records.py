@@ -17,7 +17,7 @@ from backend.execution.router import RoutingDecision
 from backend.ports.broker import BrokerOrder
 
 SCHEMA_VERSION = 1
-DEFAULT_LOT_METHOD = "FIFO"
+DEFAULT_LOT_METHOD = "FIFO"  # the tax engine's default when the user configured none (tax.state.applied_method)
 
 
 @dataclass(frozen=True)
@@ -90,99 +90,175 @@ def actual_slippage(intent: OrderIntent, routing: RoutingDecision | None, fill_p
     return adverse / mid, adverse / intent.spec.tick_size
 
 
+# --------------------------------------------------------------------------------------------
+# The ledger row and the history row: one schema each, one builder per row kind
+# --------------------------------------------------------------------------------------------
+# Every ledger row (tenants/{t}/ledger_trades) has exactly LEDGER_FIELDS (None where a field does
+# not apply to its kind) and every history row (users/{uid}/portfolio/history/trades) exactly
+# HISTORY_FIELDS, whatever wrote it; documented in docs/ARCHITECTURE.md ("Data model").
+
+LEDGER_KINDS = ("order", "fill", "group_fill", "rollback_fill", "group_decision")
+LEDGER_FIELDS = (
+    "schema_version", "kind", "trade_id", "intent_id", "group_id", "leg_id", "tenant_id", "uid", "strategy_id",
+    "broker_account_id", "symbol", "asset_class", "side", "qty", "order_type", "limit_price", "status",
+    "reason_code", "reason", "quote", "spread_pct", "estimated_slippage", "arrival_mid", "intended_price",
+    "broker", "client_order_id", "broker_order_id", "order_status", "filled_qty", "filled_avg_price", "notional",
+    "fees", "actual_slippage_pct", "actual_slippage_ticks", "legs", "created_at", "trade_date",
+)
+HISTORY_FIELDS = (
+    "schema_version", "history_id", "trade_id", "tenant_id", "uid", "broker_account_id", "group_id", "leg_id",
+    "asset_class", "symbol", "side", "quantity", "ordered_quantity", "price", "notional", "cost_analysis", "tax",
+    "strategy_id", "execution", "created_at",
+)
+COST_ANALYSIS_FIELDS = ("estimated_slippage", "spread_pct", "actual_slippage_pct", "actual_slippage_ticks",
+                        "intended_price", "fees")
+HISTORY_TAX_FIELDS = ("cost_basis", "proceeds", "lot_method", "trade_date", "tax_year")
+EXECUTION_FIELDS = ("kind", "broker", "broker_account_id", "broker_order_id", "client_order_id", "order_status",
+                    "intent_id", "group_id", "leg_id")
+
+
+def _shaped(fields: tuple[str, ...], values: Mapping[str, Any], what: str) -> dict[str, Any]:
+    unknown = set(values) - set(fields)
+    if unknown:  # a programming error: the schema is the list above
+        raise ValueError(f"{what}: fields outside the schema: {sorted(unknown)}")
+    return {name: values.get(name) for name in fields}
+
+
+def _ledger(**values: Any) -> dict[str, Any]:
+    if values.get("kind") not in LEDGER_KINDS:
+        raise ValueError(f"ledger row: unknown kind {values.get('kind')!r}")
+    return _shaped(LEDGER_FIELDS, {"schema_version": SCHEMA_VERSION, **values}, "ledger row")
+
+
+def _history(*, side: str, qty: Decimal, price: Decimal | None, notional: Decimal | None, fees: Decimal,
+             now: datetime, cost: Mapping[str, Any], execution: Mapping[str, Any], **values: Any) -> dict[str, Any]:
+    """A history row. ``tax.lot_method`` is None here: the store sets the method it applied to the
+    fill's lot book in the same commit (``with_lot_method``)."""
+    if notional is None:
+        cost_basis = proceeds = None
+    elif side == "buy":
+        cost_basis, proceeds = notional + fees, None  # what was paid, fees included
+    else:
+        cost_basis, proceeds = None, notional - fees  # a sale's basis comes from the lots it closes
+    return _shaped(HISTORY_FIELDS, {
+        "schema_version": SCHEMA_VERSION, "side": side, "quantity": dec_str(qty), "price": dec_str(price),
+        "notional": dec_str(notional), "created_at": now.isoformat(),
+        "cost_analysis": _shaped(COST_ANALYSIS_FIELDS, {**cost, "fees": dec_str(fees)}, "cost_analysis"),
+        "tax": _shaped(HISTORY_TAX_FIELDS, {"cost_basis": dec_str(cost_basis), "proceeds": dec_str(proceeds),
+                                            "lot_method": None, "trade_date": now.date().isoformat(),
+                                            "tax_year": now.year}, "tax"),
+        "execution": _shaped(EXECUTION_FIELDS, execution, "execution"),
+        **values}, "history row")
+
+
+def with_lot_method(history: Mapping[str, Any], method: str | None) -> dict[str, Any]:
+    """The history row with the lot method the store applied to its fill (unchanged when none was)."""
+    if method is None or not isinstance(history.get("tax"), Mapping):
+        return dict(history)
+    return {**history, "tax": {**history["tax"], "lot_method": method}}
+
+
+def _intent_fields(intent: OrderIntent, ctx: ExecutionContext) -> dict[str, Any]:
+    return {"intent_id": intent.intent_id, "tenant_id": ctx.tenant_id, "uid": ctx.uid,
+            "strategy_id": intent.strategy_id, "broker_account_id": intent.broker_account_id,
+            "symbol": intent.symbol, "asset_class": intent.asset_class.value, "side": intent.side.value,
+            "order_type": intent.order_type.value, "limit_price": dec_str(intent.limit_price)}
+
+
 def ledger_row(*, intent: OrderIntent, ctx: ExecutionContext, status: str, now: datetime,
                routing: RoutingDecision | None, rejection: Rejection | None = None,
                order: BrokerOrder | None = None, broker_name: str | None = None,
                client_order_id: str | None = None, fees: Decimal = ZERO) -> dict[str, Any]:
+    """A single order's decision or placement (``kind: order``)."""
     filled = order.filled_qty if order else ZERO
     price = order.filled_avg_price if order else None
     slip_pct, slip_ticks = actual_slippage(intent, routing, price)
     notional = intent.spec.notional(filled, price) if price is not None else None
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "trade_id": intent.intent_id,
-        "intent_id": intent.intent_id,
-        "tenant_id": ctx.tenant_id,
-        "uid": ctx.uid,
-        "strategy_id": intent.strategy_id,
-        "broker_account_id": intent.broker_account_id,
-        "symbol": intent.symbol,
-        "asset_class": intent.asset_class.value,
-        "side": intent.side.value,
-        "qty": dec_str(intent.qty),
-        "order_type": intent.order_type.value,
-        "limit_price": dec_str(intent.limit_price),
-        "status": status,
-        "reason_code": None if rejection is None else rejection.code.value,
-        "reason": rejection and str(rejection) or (routing.reason if routing else None),
-        **_routing_fields(routing),
-        "broker": broker_name,
-        "client_order_id": client_order_id,
-        "broker_order_id": order.broker_order_id if order else None,
-        "order_status": order.state.value if order else None,
-        "filled_qty": dec_str(filled),
-        "filled_avg_price": dec_str(price),
-        "notional": dec_str(notional),
-        "fees": dec_str(fees),
-        "actual_slippage_pct": dec_str(slip_pct),
-        "actual_slippage_ticks": dec_str(slip_ticks),
-        "kind": "order",
-        "created_at": now.isoformat(),
-        "trade_date": now.date().isoformat(),
-    }
+    return _ledger(
+        kind="order", trade_id=intent.intent_id, **_intent_fields(intent, ctx), qty=dec_str(intent.qty),
+        status=status, reason_code=None if rejection is None else rejection.code.value,
+        reason=rejection and str(rejection) or (routing.reason if routing else None),
+        **_routing_fields(routing), broker=broker_name, client_order_id=client_order_id,
+        broker_order_id=order.broker_order_id if order else None, order_status=order.state.value if order else None,
+        filled_qty=dec_str(filled), filled_avg_price=dec_str(price), notional=dec_str(notional),
+        fees=dec_str(fees), actual_slippage_pct=dec_str(slip_pct), actual_slippage_ticks=dec_str(slip_ticks),
+        created_at=now.isoformat(), trade_date=now.date().isoformat())
+
+
+def fill_ledger_row(*, intent: OrderIntent, ctx: ExecutionContext, trade_id: str, now: datetime,
+                    increment: BrokerOrder, broker_name: str | None, client_order_id: str | None) -> dict[str, Any]:
+    """A later fill increment of a working single order (``kind: fill``, ``qty`` = the increment)."""
+    price = increment.filled_avg_price
+    notional = intent.spec.notional(increment.filled_qty, price) if price is not None else None
+    return _ledger(
+        kind="fill", trade_id=trade_id, **_intent_fields(intent, ctx), qty=dec_str(increment.filled_qty),
+        status="fill", **_routing_fields(None), broker=broker_name, client_order_id=client_order_id,
+        broker_order_id=increment.broker_order_id, order_status=increment.state.value,
+        filled_qty=dec_str(increment.filled_qty), filled_avg_price=dec_str(price), notional=dec_str(notional),
+        fees=dec_str(ZERO), created_at=now.isoformat(), trade_date=now.date().isoformat())
 
 
 def history_row(*, intent: OrderIntent, ctx: ExecutionContext, now: datetime, routing: RoutingDecision | None,
                 order: BrokerOrder, broker_name: str, client_order_id: str, fees: Decimal = ZERO,
-                lot_method: str = DEFAULT_LOT_METHOD) -> dict[str, Any]:
-    """The user's portfolio history entry for a placed trade (cost analysis and tax fields)."""
+                trade_id: str | None = None, kind: str = "order") -> dict[str, Any]:
+    """The user's portfolio history entry for a placed single order (``kind: order``) or a later fill
+    increment of it (``kind: fill``, ``trade_id`` = the increment's id)."""
     price = order.filled_avg_price
-    filled = order.filled_qty
-    notional = intent.spec.notional(filled, price) if price is not None else None
+    notional = intent.spec.notional(order.filled_qty, price) if price is not None else None
     slip_pct, _ = actual_slippage(intent, routing, price)
-    if notional is None:
-        cost_basis = None
-    elif intent.side.value == "buy":
-        cost_basis = notional + fees  # what was paid, fees included
-    else:
-        cost_basis = None  # a sale's basis comes from the lots it closes (tax-lot matching)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "history_id": intent.intent_id,
-        "trade_id": intent.intent_id,
-        "tenant_id": ctx.tenant_id,
-        "broker_account_id": intent.broker_account_id,  # history rows are labelled and filtered by account
-        "asset_class": intent.asset_class.value,
-        "symbol": intent.symbol,
-        "side": intent.side.value,
-        "quantity": dec_str(filled),
-        "ordered_quantity": dec_str(intent.qty),
-        "price": dec_str(price),
-        "notional": dec_str(notional),
-        "cost_analysis": {
-            "estimated_slippage": dec_str(routing.estimated_slippage if routing else None),
-            "spread_pct": dec_str(routing.spread_pct if routing else None),
-            "actual_slippage_pct": dec_str(slip_pct),
-            "fees": dec_str(fees),
-        },
-        "tax": {
-            "cost_basis": dec_str(cost_basis),
-            "proceeds": dec_str(notional - fees) if (notional is not None and intent.side.value == "sell") else None,
-            "lot_method": lot_method,
-            "trade_date": now.date().isoformat(),
-            "tax_year": now.year,
-        },
-        "strategy_id": intent.strategy_id,
-        "execution": {
-            "broker": broker_name,
-            "broker_account_id": intent.broker_account_id,
-            "broker_order_id": order.broker_order_id,
-            "client_order_id": client_order_id,
-            "order_status": order.state.value,
-            "intent_id": intent.intent_id,
-        },
-        "created_at": now.isoformat(),
-    }
+    trade_id = trade_id or intent.intent_id
+    return _history(
+        side=intent.side.value, qty=order.filled_qty, price=price, notional=notional, fees=fees, now=now,
+        cost={"estimated_slippage": dec_str(routing.estimated_slippage if routing else None),
+              "spread_pct": dec_str(routing.spread_pct if routing else None),
+              "actual_slippage_pct": dec_str(slip_pct)},
+        execution={"kind": kind, "broker": broker_name, "broker_account_id": intent.broker_account_id,
+                   "broker_order_id": order.broker_order_id, "client_order_id": client_order_id,
+                   "order_status": order.state.value, "intent_id": intent.intent_id},
+        history_id=trade_id, trade_id=trade_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
+        broker_account_id=intent.broker_account_id,  # history rows are labelled and filtered by account
+        asset_class=intent.asset_class.value, symbol=intent.symbol, ordered_quantity=dec_str(intent.qty),
+        strategy_id=intent.strategy_id)
+
+
+def group_fill_rows(*, group: Any, leg: Any, trade_id: str, kind: str, side: str, qty: Decimal,
+                    ordered_qty: Decimal, price: Decimal, client_order_id: str, broker_order_id: str | None,
+                    now: datetime, slippage_ticks: Decimal | None, account: str
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ledger row, history row) of a group leg's fill (``group_fill``) or a rollback order's
+    (``rollback_fill``), labelled with the group's account."""
+    notional = leg.spec.notional(qty, price)
+    ids = {"group_id": group.group_id, "leg_id": leg.leg_id}
+    ledger = _ledger(
+        kind=kind, trade_id=trade_id, **ids, tenant_id=group.tenant_id, uid=group.uid,
+        strategy_id=group.strategy_id, broker_account_id=account, symbol=leg.symbol,
+        asset_class=leg.asset_class.value, side=side, qty=dec_str(qty), order_type="market", status=kind,
+        intended_price=dec_str(leg.intended_price), client_order_id=client_order_id,
+        broker_order_id=broker_order_id, order_status="filled", filled_qty=dec_str(qty),
+        filled_avg_price=dec_str(price), notional=dec_str(notional), fees=dec_str(ZERO),
+        actual_slippage_ticks=dec_str(slippage_ticks), created_at=now.isoformat(),
+        trade_date=now.date().isoformat())
+    history = _history(
+        side=side, qty=qty, price=price, notional=notional, fees=ZERO, now=now,
+        cost={"intended_price": dec_str(leg.intended_price), "actual_slippage_ticks": dec_str(slippage_ticks)},
+        execution={"kind": kind, "broker_account_id": account, "broker_order_id": broker_order_id,
+                   "client_order_id": client_order_id, "order_status": "filled", **ids},
+        history_id=trade_id, trade_id=trade_id, tenant_id=group.tenant_id, uid=group.uid,
+        broker_account_id=account, **ids, asset_class=leg.asset_class.value, symbol=leg.symbol,
+        ordered_quantity=dec_str(ordered_qty), strategy_id=group.strategy_id)
+    return ledger, history
+
+
+def group_decision_row(*, group: Any, trade_id: str, status: str, reason: str | None, now: datetime,
+                       account: str) -> dict[str, Any]:
+    """A group's decision that sent nothing (``kind: group_decision``; today: ``dry_run``)."""
+    return _ledger(
+        kind="group_decision", trade_id=trade_id, group_id=group.group_id, tenant_id=group.tenant_id,
+        uid=group.uid, strategy_id=group.strategy_id, broker_account_id=account, status=status, reason=reason,
+        legs=[{"leg_id": leg.leg_id, "symbol": leg.symbol, "asset_class": leg.asset_class.value,
+               "side": leg.side.value, "qty": dec_str(leg.units), "intended_price": dec_str(leg.intended_price)}
+              for leg in group.legs],
+        created_at=now.isoformat(), trade_date=now.date().isoformat())
 
 
 def tax_fill(*, trade_id: str, symbol: str, asset_class: str, side: str, qty: Decimal, price: Decimal | None,

@@ -11,8 +11,9 @@ from backend.domain.clock import Clock, SystemClock
 from backend.domain.cost import DEFAULT_MAX_SPREAD_PCT, CostAnalysis, analyze_spread
 from backend.domain.errors import InvalidInput, RejectCode, Rejection
 from backend.domain.money import dec_str, to_decimal
+from backend.domain.orders import BrokerError, Quote
 from backend.execution.intent import OrderIntent
-from backend.ports.broker import BrokerError, BrokerPort, Quote
+from backend.ports.broker import BrokerPort
 
 
 class MarketDataProvider:
@@ -24,9 +25,9 @@ class MarketDataProvider:
     @property
     def source(self) -> BrokerPort:
         if self._source is None:
-            from backend.adapters.paper_broker import PaperBroker  # the embedded default
+            from backend import bootstrap  # the embedded paper venue, from the composition root
 
-            self._source = PaperBroker()
+            self._source = bootstrap.paper_broker()
         return self._source
 
     def quote(self, symbol: str, asset_class: AssetClass | str | None = None) -> Quote:

@@ -10,6 +10,14 @@ One intent touches the store in at most two commits:
    (placed trades), and the exposure settled or released — one atomic write.
 
 Decisions that never reach the broker (downgrade, rejection, dry run) are one ``finish`` commit.
+
+The port has two sides. ``Store`` (= ``ExecutionStore`` + ``GroupStore``) is the write side the core
+uses: the engine, the group executor, the sweeper and approvals. ``ReadModel`` is what the API pages
+over (history, ledger, metrics, tax exports); the core's decisions never read it. What an adapter
+writes — exposure increments in nano-units, the slot probe order, metrics increments, lot-book
+states and disposals — is computed by the core (``backend.execution.store_rules``,
+``backend.tax.state``); an adapter only reads the documents named there and commits the result with
+its preconditions. ``tests/contract`` runs every behaviour below against both adapters.
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, Mapping, Protocol
 
+from backend.domain.errors import StoreContended
 from backend.risk.manager import Exposure, RiskSnapshot
 
 
@@ -139,14 +148,33 @@ class ExecutionStore(Protocol):
     def claim(self, claim: Claim) -> ClaimOutcome: ...
 
     def finish(self, finish: Finish) -> IntentRecord | None:
-        """Commit atomically and return None. If the intent is already final, commit nothing and
-        return the stored record (a concurrent duplicate finished first; its outcome wins)."""
+        """Commit atomically and return None (the record's lease is cleared). If the intent is
+        already final, commit nothing and return the stored record (a concurrent duplicate finished
+        first; its outcome wins)."""
+        ...
+
+    def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """RESERVED intents whose lease expired (a crash between claim and finish)."""
+        ...
+
+    def find_unstarted_intents(self, limit: int) -> list[tuple[str, str, dict[str, Any]]]:
+        """(tenant, intent id, document) of intents an app wrote that no trigger claimed (status new)."""
         ...
 
 
 # --- multi-leg groups -------------------------------------------------------------------------------
 class LeaseLost(Exception):
     """The group document changed under us (another worker took the lease): stop acting on it."""
+
+
+class StoreContention(StoreContended):
+    """A write kept being aborted by contention; nothing was committed (the caller's state is
+    unchanged and findable: a RESERVED intent is reconciled by the sweeper)."""
+
+
+class IntentMissing(LookupError):
+    """A group write carried an ``intent_update`` for an intent document that does not exist:
+    nothing was written (only groups started from an app's intent document update it)."""
 
 
 @dataclass(frozen=True)
@@ -231,7 +259,8 @@ class GroupStore(Protocol):
     def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any],
                      intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot | None:
         """Create the group document; None if it already exists. ``intent_update`` is merged into
-        the intent document of the same id in the same commit (groups started from an app's doc)."""
+        the existing intent document of the same id in the same commit (groups started from an
+        app's doc); ``IntentMissing`` (nothing written) when there is no such document."""
 
     def load_group(self, tenant_id: str, group_id: str) -> GroupSnapshot | None: ...
 
@@ -239,7 +268,8 @@ class GroupStore(Protocol):
                    fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None,
                    settlement: GroupSettlement | None = None) -> GroupSnapshot:
         """Write the group doc (and its legs projection, any fills and the settlement of its
-        reservation) atomically, only if nobody wrote it since ``snapshot``; raise ``LeaseLost`` otherwise."""
+        reservation) atomically, only if nobody wrote it since ``snapshot``; raise ``LeaseLost`` otherwise
+        (``IntentMissing`` as in ``create_group``)."""
 
     def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
                    lease_until: datetime) -> GroupSnapshot | None:
@@ -248,3 +278,46 @@ class GroupStore(Protocol):
     def find_stuck_groups(self, now: datetime, limit: int) -> list[tuple[str, str]]: ...
 
     def find_stuck_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]: ...
+
+    def kill_switches(self, tenant_id: str) -> RiskSnapshot: ...
+
+
+class Store(ExecutionStore, GroupStore, Protocol):
+    """The write side the core uses (engine, group executor, sweeper, approvals)."""
+
+
+# --- read models (API pages: never used by the core's decisions) ------------------------------------
+Row = tuple[str, dict[str, Any]]  # (document id, document)
+
+
+class ReadModel(Protocol):
+    """Ordered, bounded pages over what the write side recorded. ``after`` is the last row's
+    (ordering field value, document id); a page holds at most ``limit`` rows."""
+
+    def read_metrics(self, tenant_id: str, from_day: str, to_day: str) -> list[dict[str, Any]]:
+        """The metrics shard documents of days in [from_day, to_day] (``backend.execution.metrics``)."""
+        ...
+
+    def ledger_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
+                    created_before: str | None, after: tuple[str, str] | None, limit: int) -> list[Row]:
+        """Ledger rows newest first by (created_at, id), equality filters, created_at in [from, before)."""
+        ...
+
+    def history_page(self, uid: str, *, equals: Mapping[str, str], after: tuple[str, str] | None,
+                     limit: int) -> list[Row]:
+        """The user's history rows newest first by (created_at, id), equality filters."""
+        ...
+
+    def tax_disposals_page(self, uid: str, *, sold_from: str, sold_to: str, after: tuple[str, str] | None,
+                           limit: int) -> list[Row]:
+        """Final disposals sold in [sold_from, sold_to], by (sold, id) ascending."""
+        ...
+
+    def tax_shortfalls_page(self, uid: str, *, day_from: str, day_to: str, after: tuple[str, str] | None,
+                            limit: int) -> list[Row]:
+        """Disposal documents with trade_date in [day_from, day_to] (the shortfall records), ascending."""
+        ...
+
+    def tax_books_page(self, uid: str, *, after: str | None, limit: int) -> list[Row]:
+        """The user's lot books by id."""
+        ...

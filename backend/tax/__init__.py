@@ -6,6 +6,7 @@ Rules and their IRS references are documented in ``holding`` (holding period), `
 (wash sales, short sales), ``ledger`` (ordering, finality) and ``form8949`` (formatting).
 """
 from backend.tax.book import WASH_SALE_CLASSES, LotBook
+from backend.tax.boxes import ALL_BOXES, DEFAULT_PROFILE, Issuer, ReportingProfile, form_8949_box, is_covered
 from backend.tax.form8949 import (
     FORM_8949_HEADER,
     OPEN_LOTS_HEADER,
@@ -34,6 +35,7 @@ from backend.tax.methods import ORDERING
 from backend.tax.model import Disposal, Fill, Lot, LotMethod, Position, Shortfall, ShortfallError, Side
 
 __all__ = [
+    "ALL_BOXES", "DEFAULT_PROFILE", "Issuer", "ReportingProfile", "form_8949_box", "is_covered",
     "DEFAULT_TAX_TZ_NAME", "Disposal", "FORM_8949_HEADER", "Fill", "Form8949Row", "LedgerStep", "Lot", "LotBook",
     "LotMethod", "OPEN_LOTS_HEADER", "ORDERING", "OpenLotRow", "Position", "Shortfall", "ShortfallError", "Side",
     "TaxLedger", "TaxReport", "Term", "WASH_SALE_CLASSES", "WASH_WINDOW_DAYS", "compute_lots", "describe",

@@ -112,7 +112,7 @@ class LotBook:
         losses: list[PendingLoss] = []
         for index, ((lot, qty), amount) in enumerate(zip(picks, amounts)):
             taken = self._consume(lot, qty)
-            disposal = self._disposal(fill, fill_date, seq, index, taken, amount)
+            disposal = self._disposal(fill, fill_date, seq, index, taken, amount, method)
             if self._wash and disposal.position is Position.LONG and disposal.gain < ZERO:
                 losses.append(PendingLoss(disposal=disposal, remaining_qty=disposal.quantity,
                                           remaining_loss=-disposal.gain,
@@ -209,7 +209,8 @@ class LotBook:
 
     # -- disposals -------------------------------------------------------------------------
 
-    def _disposal(self, fill: Fill, fill_date: date, seq: int, index: int, taken: Lot, amount: Decimal) -> Disposal:
+    def _disposal(self, fill: Fill, fill_date: date, seq: int, index: int, taken: Lot, amount: Decimal,
+                  method: LotMethod | None = None) -> Disposal:
         if taken.position is Position.LONG:
             proceeds, cost, acquired, start = amount, taken.basis, taken.acquired, taken.holding_start
             term = holding_term(start, fill_date)
@@ -223,7 +224,9 @@ class LotBook:
                         asset_class=self.asset_class, position=taken.position, quantity=taken.qty,
                         opened_at=taken.acquired_at, closed_at=fill.timestamp, acquired=acquired, sold=fill_date,
                         holding_start=start, proceeds=proceeds, cost_basis=cost, gain=_arith.sub(proceeds, cost),
-                        term=term, wash_basis_included=carried, seq=(seq, index), book=taken.book)
+                        term=term, wash_basis_included=carried, seq=(seq, index), book=taken.book,
+                        lot_method=("SPECIFIC" if fill.lot_ids is not None
+                                    else LotMethod(method).value if method is not None else ""))
 
     # -- wash sales ------------------------------------------------------------------------
 
@@ -281,6 +284,32 @@ class LotBook:
             current = pieces[1] if len(pieces) > 1 else None
             if loss.done:
                 step.resolved.append(loss)
+
+    # -- corporate actions (backend.tax.corporate) ------------------------------------------
+
+    def stock_split(self, ratio: Decimal, effective: date) -> list[tuple[Lot, Lot]]:
+        """A split (ratio > 1) or reverse split (ratio < 1): ``ratio`` new units per old unit for
+        every open lot acquired before ``effective``. Quantity × ratio, total basis and wash
+        adjustment unchanged (so per-unit basis ÷ ratio), dates and holding period unchanged: no
+        disposal. Pending losses sold before ``effective`` look for ``ratio`` × their remaining
+        units of replacement shares (shares after the split). Returns (before, after) per lot."""
+        changed: list[tuple[Lot, Lot]] = []
+        for index, lot in enumerate(self._lots):
+            if lot.acquired < effective:
+                after = replace(lot, qty=_arith.mul(lot.qty, ratio))
+                self._lots[index] = after
+                changed.append((lot, after))
+        for loss in self._pending:
+            if not loss.done and loss.sale_date < effective:
+                loss.remaining_qty = _arith.mul(loss.remaining_qty, ratio)
+        return changed
+
+    def rename(self, new_symbol: str) -> list[tuple[Lot, Lot]]:
+        """A symbol change: the same lots (quantity, basis, dates) under the new symbol."""
+        changed = [(lot, replace(lot, symbol=new_symbol)) for lot in self._lots]
+        self._lots = [after for _, after in changed]
+        self.symbol = new_symbol
+        return changed
 
     def expire(self, loss: PendingLoss) -> None:
         """The ledger closed this loss's window; forget it."""

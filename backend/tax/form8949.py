@@ -8,8 +8,9 @@ amounts are written with a minus sign (not parentheses) so the CSV stays machine
 Descriptions are "<qty> <asset>": "10 AAPL", "0.5 BTC" (a crypto pair is described by its base
 asset), "2 AAPL250117C00150000" (options: contracts of the OCC symbol).
 
-Form 8949 boxes (A–L: whether basis was reported to the IRS, digital-asset boxes) depend on the
-broker's 1099 and are not decided here; rows carry the term (Part I short / Part II long) only.
+Each row carries its part (I short-term / II long-term) and check box (A–L): ``backend.tax.boxes``
+decides the box from the account's 1099 status (``ReportingProfile``, documented defaults) and the
+lot (covered or not by acquisition date and asset class).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from backend.domain.assets import AssetClass
 from backend.domain.errors import InvalidInput
 from backend.domain.money import ZERO
 from backend.tax import _arith
+from backend.tax.boxes import DEFAULT_PROFILE, BOX_PART, ReportingProfile
 from backend.tax.holding import WASH_WINDOW_DAYS, Term, first_long_term_date, holding_term, trade_date
 from backend.tax.ledger import TaxLedger
 from backend.tax.model import Disposal, Fill, Lot, LotMethod, Position, Shortfall, ShortfallError
@@ -32,7 +34,8 @@ _MONEY_CTX = Context(prec=60, rounding=ROUND_HALF_UP, traps=[InvalidOperation])
 
 FORM_8949_HEADER = (
     "Description of property", "Date acquired", "Date sold or disposed of", "Proceeds",
-    "Cost or other basis", "Adjustment code", "Amount of adjustment", "Gain or (loss)", "Term", "Status",
+    "Cost or other basis", "Adjustment code", "Amount of adjustment", "Gain or (loss)", "Term", "Status", "Part",
+    "Box",
 )
 OPEN_LOTS_HEADER = (
     "Symbol", "Lot", "Position", "Quantity", "Date acquired", "Holding period start", "Cost basis",
@@ -85,9 +88,18 @@ class Form8949Row:
     gain_or_loss: Decimal
     term: Term
     provisional: bool = False
+    box: str = ""  # A–L (backend.tax.boxes); "" only for rows built by hand without one
+
+    @property
+    def part(self) -> str:
+        """"I" (short-term) or "II" (long-term): the box's part, else the term's."""
+        return BOX_PART[self.box] if self.box else ("I" if self.term is Term.SHORT else "II")
 
     @classmethod
-    def from_disposal(cls, disposal: Disposal) -> "Form8949Row":
+    def from_disposal(cls, disposal: Disposal, profile: ReportingProfile | None = None) -> "Form8949Row":
+        box = (profile or DEFAULT_PROFILE).box(book=disposal.book, term=disposal.term,
+                                               asset_class=disposal.asset_class, acquired=disposal.acquired,
+                                               sold=disposal.sold)
         proceeds = round_money(disposal.proceeds)
         basis = round_money(disposal.cost_basis)
         adjustment = round_money(disposal.adjustment_amount)
@@ -95,13 +107,13 @@ class Form8949Row:
                    date_acquired=disposal.acquired, date_sold=disposal.sold, proceeds=proceeds, cost_basis=basis,
                    adjustment_code=disposal.adjustment_code, adjustment_amount=adjustment,
                    gain_or_loss=_arith.add(_arith.sub(proceeds, basis), adjustment), term=disposal.term,
-                   provisional=not disposal.final)
+                   provisional=not disposal.final, box=box)
 
     def csv_fields(self) -> list[str]:
         return [self.description, format_date(self.date_acquired), format_date(self.date_sold),
                 format_money(self.proceeds), format_money(self.cost_basis), self.adjustment_code,
                 format_money(self.adjustment_amount), format_money(self.gain_or_loss), self.term.value,
-                "PROVISIONAL" if self.provisional else "FINAL"]
+                "PROVISIONAL" if self.provisional else "FINAL", self.part, self.box]
 
 
 @dataclass(frozen=True)
@@ -201,7 +213,8 @@ def _report_shortfall(shortfall: Shortfall, handler: Callable[[Shortfall], None]
 def iter_form_8949_rows(fills: Iterable[Fill], year: int, method: LotMethod | str = LotMethod.FIFO, *,
                         as_of: date | None = None, short_selling: Iterable[AssetClass | str] = (),
                         wash_sales: bool = True, tz: tzinfo | str | None = None,
-                        on_shortfall: Callable[[Shortfall], None] | None = None) -> Iterator[Form8949Row]:
+                        on_shortfall: Callable[[Shortfall], None] | None = None,
+                        profile: ReportingProfile | None = None) -> Iterator[Form8949Row]:
     """Form 8949 rows for disposals sold in ``year``, streamed from the whole fill history.
 
     ``fills`` must be sorted by time (all earlier years are needed for the lots; January of the
@@ -219,4 +232,4 @@ def iter_form_8949_rows(fills: Iterable[Fill], year: int, method: LotMethod | st
     for disposal in iter_disposals(fills, method, as_of=as_of, short_selling=short_selling, wash_sales=wash_sales,
                                    tz=tz, on_shortfall=in_year, stop_after=date(year, 12, 31)):
         if disposal.sold.year == year:
-            yield Form8949Row.from_disposal(disposal)
+            yield Form8949Row.from_disposal(disposal, profile)

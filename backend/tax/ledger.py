@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import localcontext
-from typing import Iterable
+from typing import Any, Iterable
 
 from backend.domain.assets import AssetClass, crypto_pair, detect_asset_class, normalize_symbol
 from backend.domain.errors import InvalidInput
@@ -103,6 +103,31 @@ class TaxLedger:
         for loss in step.pending:
             self._pending.append((loss, book))
         return LedgerStep(self._take_outbox(), (step.shortfall,) if step.shortfall else ())
+
+    def apply_corporate_action(self, action: Any) -> list[tuple[Lot, Lot]]:
+        """A split or symbol change (``backend.tax.corporate.CorporateAction``) in time order with
+        the fills: its ``effective`` date must not be before the last fill's trade date. Returns
+        (before, after) per changed lot; no disposal."""
+        from backend.tax.corporate import ActionKind, CorporateAction
+
+        if not isinstance(action, CorporateAction):
+            raise InvalidInput("corporate_action", f"expected a CorporateAction, got {type(action).__name__}")
+        self._check_open()
+        if self._last_date is not None and action.effective < self._last_date:
+            raise InvalidInput("effective", f"{action.effective} is before the last fill date {self._last_date}")
+        book = self._books.get(action.symbol)
+        if book is None:
+            return []
+        with localcontext(_arith.EXACT):
+            if action.kind is ActionKind.SPLIT:
+                return book.stock_split(action.ratio, action.effective)
+            target = self._books.get(action.target_symbol)
+            if target is not None and (target.lots or any(not loss.done for loss in target._pending)):  # noqa: SLF001
+                raise InvalidInput("new_symbol", f"{action.new_symbol} already has lots: a merger, not a symbol change")
+            changed = book.rename(action.target_symbol)
+            del self._books[action.symbol]
+            self._books[action.target_symbol] = book
+            return changed
 
     def _take_outbox(self) -> tuple[Disposal, ...]:
         out, self._outbox = tuple(self._outbox), []

@@ -280,6 +280,9 @@ class Disposal:
     final: bool = True
     seq: tuple[int, int] = field(default=(0, 0), compare=False)
     book: str = ""  # the account that held the lot
+    # the lot method applied at the sale (backend.tax.election): SPECIFIC when the fill named its
+    # lots; "" for disposals recorded before methods were stored
+    lot_method: str = ""
 
     @property
     def adjustment_code(self) -> str:
@@ -309,7 +312,7 @@ class Disposal:
             "wash_basis_included": dec_str(self.wash_basis_included),
             "wash_disallowed": dec_str(self.wash_disallowed), "adjustment_code": self.adjustment_code,
             "adjusted_gain": dec_str(self.adjusted_gain), "final": self.final, "tax_year": self.tax_year,
-            **_book(self.book),
+            **_book(self.book), **({"lot_method": self.lot_method} if self.lot_method else {}),
         }
 
 

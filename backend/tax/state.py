@@ -10,7 +10,7 @@ pending loss whose window has closed at export time as final.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Mapping, Sequence
@@ -51,7 +51,8 @@ def disposal_from_dict(data: Mapping[str, Any]) -> Disposal:
                     proceeds=_d(data["proceeds"]), cost_basis=_d(data["cost_basis"]), gain=_d(data["gain"]),
                     term=Term(data["term"]), wash_basis_included=_d(data.get("wash_basis_included", "0")),
                     wash_disallowed=_d(data.get("wash_disallowed", "0")), final=bool(data.get("final", True)),
-                    seq=tuple(data.get("seq", (0, 0))), book=str(data.get("book") or ""))
+                    seq=tuple(data.get("seq", (0, 0))), book=str(data.get("book") or ""),
+                    lot_method=str(data.get("lot_method") or ""))
 
 
 def disposal_to_dict(disposal: Disposal) -> dict[str, Any]:
@@ -131,6 +132,8 @@ def apply_fill_to_state(state: Mapping[str, Any] | None, fill: Fill, method: Lot
     final.extend(step.final)
     final.extend(loss.snapshot(final=True) for loss in step.resolved)  # washed completely by this fill
     new_state = book_to_state(book, next_seq=seq + 1, last_fill_at=fill.timestamp, trade_ids=recent + [applied_id])
+    if (state or {}).get("corporate_actions"):  # the book's history (backend.tax.corporate) stays
+        new_state["corporate_actions"] = list(state["corporate_actions"])  # type: ignore[index]
     pending = tuple(loss.snapshot(final=False) for loss in book._pending if not loss.done)  # noqa: SLF001
     return StateStep(new_state, tuple(final), pending, step.shortfall)
 
@@ -185,23 +188,44 @@ class BooksPlan:
     states: dict[tuple[str, str], dict[str, Any]]
     disposals: list[tuple[str, str, dict[str, Any]]]  # (uid, doc id, doc)
     shortfalls: list[tuple[str, Shortfall]]
+    # trade id -> the lot method applied to that fill (issue 11: the history row carries it)
+    applied_methods: dict[str, str] = field(default_factory=dict)
+
+
+def applied_method(configured: str | Mapping[str, Any] | None, fill: Fill) -> LotMethod:
+    """The method a fill is booked with: the user's configured one (FIFO when none), except that
+    SPECIFIC without named lots falls back to FIFO. ``configured`` may also be the whole
+    ``config/tax`` document: then the election in force at the fill's time for its account
+    applies (``backend.tax.election``), SPECIFIC falling back to the election's default rule."""
+    from backend.tax.election import method_for_fill
+
+    # The trade happened; a sale that names no lots must still be booked. FIFO is the IRS
+    # default when specific shares are not identified (Pub. 550, "Identifying the shares").
+    return method_for_fill(configured, fill)
+
+
+def _configured_method(configured: str | Mapping[str, Any] | None, fill: Fill) -> str:
+    """The book state's ``method`` field: the method in force (before any SPECIFIC fallback)."""
+    from backend.tax.election import method_in_force
+
+    if configured is None or isinstance(configured, str):
+        return LotMethod(configured or LotMethod.FIFO).value
+    return method_in_force(configured, fill.timestamp, fill.book)[0].value
 
 
 def plan_books(current: Mapping[tuple[str, str], Mapping[str, Any] | None], fills: list[tuple[str, Fill]],
-               methods: Mapping[str, str]) -> BooksPlan:
+               methods: Mapping[str, Any]) -> BooksPlan:
     """Advance the users' books by their new fills (in the given order). Pure."""
     states: dict[tuple[str, str], Any] = {k: (dict(v) if v else None) for k, v in current.items()}
     disposals: list[tuple[str, str, dict[str, Any]]] = []
     shortfalls: list[tuple[str, Shortfall]] = []
+    applied: dict[str, str] = {}
     for uid, fill in fills:
         key = (uid, book_key(fill.symbol))
-        method = LotMethod(methods.get(uid) or LotMethod.FIFO)
-        if method is LotMethod.SPECIFIC and fill.lot_ids is None:
-            # The trade happened; a sale that names no lots must still be booked. FIFO is the IRS
-            # default when specific shares are not identified (Pub. 550, "Identifying the shares").
-            method = LotMethod.FIFO
+        method = applied_method(methods.get(uid), fill)
+        applied[fill.trade_id] = method.value
         step = apply_fill_to_state(states.get(key), fill, method)
-        states[key] = {**step.state, "method": str(LotMethod(methods.get(uid) or LotMethod.FIFO).value),
+        states[key] = {**step.state, "method": _configured_method(methods.get(uid), fill),
                        "pending_disposals": [disposal_to_dict(d) for d in step.pending]}
         disposals.extend((uid, disposal_doc_id(d), disposal_to_dict(d)) for d in step.final)
         if step.shortfall is not None:
@@ -209,4 +233,4 @@ def plan_books(current: Mapping[tuple[str, str], Mapping[str, Any] | None], fill
             prefix = f"{fill.book}--" if fill.book else ""
             disposals.append((uid, f"{prefix}{book_key(fill.symbol)}--shortfall-{fill.trade_id}",
                               step.shortfall.to_dict()))
-    return BooksPlan(states, disposals, shortfalls)
+    return BooksPlan(states, disposals, shortfalls, applied)

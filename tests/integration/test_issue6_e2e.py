@@ -136,11 +136,11 @@ def test_tax_export_from_the_persisted_books_and_disposals(api, monkeypatch):
     TaxExport.model_validate(body)
     assert rows == [list(FORM_8949_HEADER),
                     ["10 MSFT", "02/03/2025", "03/03/2025", "900.00", "1000.00", "W", "100.00", "0.00", "SHORT",
-                     "FINAL"],
-                    ["4 AAPL", "03/03/2025", "03/10/2025", "439.00", "400.40", "", "0.00", "38.60", "SHORT", "FINAL"],
+                     "FINAL", "I", "A"],
+                    ["4 AAPL", "03/03/2025", "03/10/2025", "439.00", "400.40", "", "0.00", "38.60", "SHORT", "FINAL", "I", "A"],
                     ["5 SPY", "11/03/2025", "12/20/2025", "200.00", "250.00", "", "0.00", "-50.00", "SHORT",
-                     "PROVISIONAL"],
-                    ["2 TSLA", "", "06/02/2025", "60.00", "", "", "", "", "", "SHORTFALL"]]
+                     "PROVISIONAL", "I", "A"],
+                    ["2 TSLA", "", "06/02/2025", "60.00", "", "", "", "", "", "SHORTFALL", "", ""]]
     assert body["provisional"] is True and body["totals"]["gain_or_loss"] == "-11.40"
     assert body["totals"]["shortfalls"] == 1 and [s["trade_id"] for s in body["shortfalls"]] == ["t1"]
     assert [(lot["Symbol"], lot["Quantity"], lot["Cost basis"]) for lot in lots] == [("AAPL", "6", "600.60"),
@@ -299,7 +299,7 @@ def test_over_real_http_the_exports_are_chunked_streams(firestore_emulator, auth
                                           headers={"Authorization": f"Bearer {trader}"})
         assert status == 200 and headers.get("Transfer-Encoding") == "chunked"
         assert headers["Content-Type"].startswith("text/csv")
-        assert text.splitlines()[1] == "4 AAPL,03/03/2025,03/10/2025,439.00,400.40,,0.00,38.60,SHORT,FINAL"
+        assert text.splitlines()[1] == "4 AAPL,03/03/2025,03/10/2025,439.00,400.40,,0.00,38.60,SHORT,FINAL,I,A"
         status, headers, body = http_call("GET", server.url + EXPORT + "?year=2025",
                                           headers={"Authorization": f"Bearer {trader}"})
         assert status == 200 and body["totals"]["gain_or_loss"] == "38.60"

@@ -155,7 +155,8 @@ def stop_process_group(proc: "subprocess.Popen[Any] | None",
             continue
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:
+    """``preexec_fn`` of every emulator child: its own process group, SIGTERM when its parent dies."""
     os.setsid()
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -285,7 +286,7 @@ class _EmulatorProcess:
                 stderr=subprocess.STDOUT,
                 cwd=self._cwd(),
                 env=self._env(),
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for setsid + pdeathsig
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - needed for setsid + pdeathsig
             )
         except OSError as err:
             raise self.error(f"could not run {command[0]}: {err}") from err

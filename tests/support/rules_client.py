@@ -10,19 +10,34 @@ like the admin SDK in production; no Authorization header is an unauthenticated 
     client.set("tenants/A/ledger_trades/t1", {"qty": "1"}, token=OWNER)
     status = client.get("tenants/A/ledger_trades/t1", token=fake_id_token("u1", role="trader"))
 
-Each call returns a ``Reply`` (HTTP status and decoded body); nothing raises on 4xx.
+Each call returns a ``Reply`` (HTTP status and decoded body); nothing raises on 4xx. Values go
+through the shared codec of ``tests/support/firestore_rest.py``.
 """
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import requests
+
+from tests.support.firestore_rest import (
+    SERVER_TIMESTAMP,
+    ServerTimestamp,
+    Timestamp,
+    decode_fields,
+    decode_value,
+    encode_fields,
+    encode_value,
+    server_timestamp_paths,
+)
+
+__all__ = [  # the codec's names stay importable from here
+    "OWNER", "SERVER_TIMESTAMP", "Reply", "RulesClient", "ServerTimestamp", "Timestamp", "decode_fields",
+    "decode_value", "encode_fields", "encode_value", "fake_id_token",
+]
 
 OWNER = "owner"
 
@@ -47,77 +62,6 @@ def fake_id_token(uid: str, project: str = "demo-rules", **claims: Any) -> str:
     }
     header = {"alg": "none", "typ": "JWT"}
     return f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(payload).encode())}."
-
-
-class ServerTimestamp:
-    """Sentinel: set this field to the request time (the SDKs' ``serverTimestamp()``)."""
-
-
-SERVER_TIMESTAMP = ServerTimestamp()
-
-
-@dataclass(frozen=True)
-class Timestamp:
-    """A client-chosen timestamp value (RFC 3339, UTC)."""
-
-    value: dt.datetime
-
-    def rfc3339(self) -> str:
-        return self.value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def encode_value(value: Any) -> dict[str, Any]:
-    """A Python value as a Firestore REST ``Value``."""
-    if value is None:
-        return {"nullValue": None}
-    if isinstance(value, bool):
-        return {"booleanValue": value}
-    if isinstance(value, int):
-        return {"integerValue": str(value)}
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return {"doubleValue": value}
-        # proto3 JSON spells non-finite doubles as strings
-        return {"doubleValue": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
-    if isinstance(value, str):
-        return {"stringValue": value}
-    if isinstance(value, Timestamp):
-        return {"timestampValue": value.rfc3339()}
-    if isinstance(value, (list, tuple)):
-        return {"arrayValue": {"values": [encode_value(v) for v in value]}}
-    if isinstance(value, Mapping):
-        return {"mapValue": {"fields": encode_fields(value)}}
-    raise TypeError(f"cannot encode {type(value).__name__} as a Firestore value")
-
-
-def encode_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: encode_value(v) for k, v in data.items() if not isinstance(v, ServerTimestamp)}
-
-
-def _server_timestamp_paths(data: Mapping[str, Any], prefix: str = "") -> list[str]:
-    paths: list[str] = []
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, ServerTimestamp):
-            paths.append(path)
-        elif isinstance(value, Mapping):
-            paths.extend(_server_timestamp_paths(value, path + "."))
-    return paths
-
-
-def decode_value(value: Mapping[str, Any]) -> Any:
-    (kind, inner), = value.items()
-    if kind == "integerValue":
-        return int(inner)
-    if kind == "arrayValue":
-        return [decode_value(v) for v in inner.get("values", [])]
-    if kind == "mapValue":
-        return decode_fields(inner.get("fields", {}))
-    return inner
-
-
-def decode_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: decode_value(v) for k, v in fields.items()}
 
 
 @dataclass(frozen=True)
@@ -169,7 +113,7 @@ class RulesClient:
         """createDocument (fails if it exists). A ``SERVER_TIMESTAMP`` field goes through
         ``commit`` with a precondition instead, as the SDKs do, since createDocument cannot
         carry transforms."""
-        if _server_timestamp_paths(data):
+        if server_timestamp_paths(data):
             return self.commit_write(path, data, token=token, must_not_exist=True)
         parent, _, doc_id = path.rpartition("/")
         return self._send("POST", f"{self.url}/{parent}", token,
@@ -189,7 +133,7 @@ class RulesClient:
     def commit_write(self, path: str, data: Mapping[str, Any], *, token: str | None,
                      must_not_exist: bool = False) -> Reply:
         write: dict[str, Any] = {"update": {"name": f"{self.root}/{path}", "fields": encode_fields(data)}}
-        transforms = _server_timestamp_paths(data)
+        transforms = server_timestamp_paths(data)
         if transforms:
             write["updateTransforms"] = [
                 {"fieldPath": p, "setToServerValue": "REQUEST_TIME"} for p in transforms

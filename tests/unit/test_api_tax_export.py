@@ -74,7 +74,7 @@ def test_hand_checkable_sale_proceeds_basis_gain_and_term(stack):
     rows = csv_rows(export(stack, format="csv"))
 
     assert rows == [list(FORM_8949_HEADER),
-                    ["4 AAPL", "03/03/2025", "03/10/2025", "439.00", "400.40", "", "0.00", "38.60", "SHORT", "FINAL"]]
+                    ["4 AAPL", "03/03/2025", "03/10/2025", "439.00", "400.40", "", "0.00", "38.60", "SHORT", "FINAL", "I", "A"]]
 
 
 def test_json_has_the_same_row_plus_totals_and_validates_against_the_model(stack):
@@ -89,7 +89,7 @@ def test_json_has_the_same_row_plus_totals_and_validates_against_the_model(stack
         "disposal_id": "AAPL--s1:b1", "symbol": "AAPL", "quantity": "4", "description": "4 AAPL",
         "date_acquired": "03/03/2025", "date_sold": "03/10/2025", "proceeds": "439.00", "cost_basis": "400.40",
         "adjustment_code": "", "adjustment_amount": "0.00", "gain_or_loss": "38.60", "term": "SHORT",
-        "status": "FINAL"}]
+        "status": "FINAL", "part": "I", "box": "A", "lot_method": "FIFO"}]
     assert body["totals"]["gain_or_loss"] == "38.60" and body["totals"]["short_term"]["count"] == 1
     assert body["totals"]["long_term"] == {"count": 0, "proceeds": "0.00", "cost_basis": "0.00",
                                            "adjustment_amount": "0.00", "gain_or_loss": "0.00"}
@@ -106,7 +106,7 @@ def test_wash_sale_row_has_code_w_and_the_disallowed_loss(stack):
     lots = export(stack).json()["open_lots"]
 
     assert rows[1] == ["10 AAPL", "02/03/2025", "03/03/2025", "900.00", "1000.00", "W", "100.00", "0.00", "SHORT",
-                       "FINAL"]
+                       "FINAL", "I", "A"]
     assert lots[0]["cost_basis"] == "1050.00" and lots[0]["wash_adjustment"] == "100.00"
     assert lots[0]["holding_start"] == "02/10/2025"  # 03/10 moved back by the 28 days the sold shares were held
 
@@ -163,7 +163,7 @@ def test_a_loss_whose_window_is_still_open_is_provisional_until_it_closes(stack)
     assert before["totals"]["provisional"] == 1 and before["disposals"][0]["gain_or_loss"] == "-200.00"
     assert on_last_day["provisional"] is True
     assert after["provisional"] is False and after["disposals"][0]["status"] == "FINAL"
-    assert csv_after[1][-1] == "FINAL" and after["totals"]["provisional"] == 0
+    assert csv_after[1][9] == "FINAL" and after["totals"]["provisional"] == 0
 
 
 def test_a_pending_loss_of_a_book_that_never_traded_again_is_final_once_its_window_closed(stack):
@@ -220,7 +220,7 @@ def test_a_sell_without_lots_is_reported_as_a_shortfall_never_dropped(stack):
     rows = csv_rows(export(stack, format="csv"))
     body = export(stack).json()
 
-    assert rows[-1] == ["3 MSFT", "", "05/05/2025", "149.50", "", "", "", "", "", "SHORTFALL"]
+    assert rows[-1] == ["3 MSFT", "", "05/05/2025", "149.50", "", "", "", "", "", "SHORTFALL", "", ""]
     assert body["shortfalls"] == [{"code": "LOT_SHORTFALL", "trade_id": "s9", "symbol": "MSFT", "quantity": "3",
                                    "date_sold": "05/05/2025", "proceeds": "149.50",
                                    "text": "LOT_SHORTFALL: trade=s9 symbol=MSFT qty=3"}]

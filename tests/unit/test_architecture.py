@@ -39,3 +39,49 @@ def test_adapters_are_not_imported_at_core_module_top_level():
         for node in tree.body:
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("backend.adapters"):
                 raise AssertionError(f"{rel} imports {node.module} at module level")
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 11: the layers' import boundaries
+# --------------------------------------------------------------------------------------------
+
+COMPOSITION_ROOT = "backend/bootstrap.py"
+# Modules outside the adapters and the composition root that may still import an adapter, and why.
+ADAPTER_IMPORT_EXCEPTIONS = {
+    "backend/api/history.py": "the Firestore history reader (moves behind the store's read model, issue 11)",
+}
+
+
+def all_imports(source: str):
+    """Every absolute import, at any depth (lazy imports inside functions count too)."""
+    return imported_modules(source)
+
+
+def python_files(*tops: str):
+    for top in tops:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            yield path.relative_to(ROOT).as_posix()
+
+
+@pytest.mark.parametrize("rel", list(python_files("backend/domain")))
+def test_the_domain_imports_nothing_outside_the_domain(rel):
+    outside = [m for m in all_imports((ROOT / rel).read_text())
+               if m.startswith("backend") and not m.startswith("backend.domain")]
+    assert outside == [], f"{rel} imports {outside}: the domain depends on nothing but itself"
+
+
+@pytest.mark.parametrize("rel", [r for r in python_files("backend", "functions")
+                                 if not r.startswith("backend/adapters/") and r != COMPOSITION_ROOT])
+def test_adapters_are_imported_only_by_the_composition_root(rel):
+    adapters = [m for m in all_imports((ROOT / rel).read_text()) if m.startswith("backend.adapters")]
+    if rel in ADAPTER_IMPORT_EXCEPTIONS:
+        return
+    assert adapters == [], (f"{rel} imports {adapters}: build adapters in {COMPOSITION_ROOT} "
+                            "(scripts/, bench/ and tests/ are programs of their own and may)")
+
+
+def test_every_adapter_import_exception_is_still_needed():
+    stale = [rel for rel in ADAPTER_IMPORT_EXCEPTIONS
+             if (ROOT / rel).exists()
+             and not any(m.startswith("backend.adapters") for m in all_imports((ROOT / rel).read_text()))]
+    assert stale == [], f"remove from ADAPTER_IMPORT_EXCEPTIONS: {stale}"

@@ -50,7 +50,7 @@ def test_rejection_for_returns_the_decision_as_a_value(brokers):
 
 
 def test_routes_come_from_a_json_env_var(brokers):
-    env = {"BROKER_ROUTES": '{"equity": "paper", "FX": "paper"}'}
+    env = {"EXEC_BROKER_ROUTES": '{"equity": "paper", "FX": "paper"}'}
 
     router = BrokerRouter.from_env(brokers, env=env)
 

@@ -95,8 +95,7 @@ def test_tenant_cannot_loosen_operator_limits():
 
 def test_an_order_that_reduces_an_oversized_position_is_allowed():
     engine, _, store = make(limits=RiskLimits(max_position_qty=Decimal("5")))
-    store.set_doc("tenants/acme/exposure/acct1__AAPL",
-                  {"position": Decimal("8"), "reserved_long": Decimal(0), "reserved_short": Decimal(0)})
+    store.set_doc("tenants/acme/exposure/acct1__AAPL", {"position_nanos": 8 * 10**9})  # integer nano-units
     assert engine.execute_intent(intent(side="sell", qty="3"), CTX).status == "placed"
 
 
@@ -145,7 +144,7 @@ def test_broker_rejection_releases_the_daily_slot_and_reservation():
     day = "2026-01-05"
     assert store.collection(f"tenants/acme/risk_days/{day}/trade_slots") == {}
     exp = store.get("tenants/acme/exposure/acct1__AAPL")
-    assert exp["reserved_long"] == 0 and exp["position"] == 0
+    assert exp.get("reserved_long_nanos", 0) == 0 and exp.get("position_nanos", 0) == 0
 
 
 def test_unknown_outcome_keeps_the_reservation_and_a_retry_finds_the_order():
@@ -218,7 +217,7 @@ def test_partial_fill_keeps_reservation_for_the_working_remainder():
     result = engine.execute_intent(intent(), CTX)
     assert result.status == "placed" and result.order_status == "partially_filled"
     exp = store.get("tenants/acme/exposure/acct1__AAPL")
-    assert exp["position"] == Decimal("4") and exp["reserved_long"] == Decimal("6")
+    assert exp["position_nanos"] == 4 * 10**9 and exp["reserved_long_nanos"] == 6 * 10**9
 
 
 def test_structured_log_lines_are_json_with_severity():

@@ -404,7 +404,7 @@ def groups_strategy(draw):
         "expires_at": utc_datetimes.map(lambda d: d.isoformat()),
         "approved_legs": st.just({leg.leg_id: str(leg.units) for leg in legs})}))
     return ExecutionGroup(
-        group_id=group_id, strategy_id=draw(st.text(alphabet="abc_01", min_size=1, max_size=12)),
+        group_id=group_id, strategy_id=draw(st.from_regex(r"[abc01][abc_01]{0,11}", fullmatch=True)),
         tenant_id="tenant-1", uid=draw(st.text(alphabet="uidXYZ019", min_size=1, max_size=28)), legs=legs,
         created_timestamp=draw(utc_datetimes), updated_timestamp=draw(utc_datetimes), status=status,
         verdict=VERDICT_FOR_STATUS[status], completed_timestamp=draw(st.none() | utc_datetimes),

@@ -403,7 +403,7 @@ def test_a_single_intent_whose_submit_returns_a_foreign_order_is_refused(alerts)
     for doc in (record, row):  # what bob can read names nothing of the other order
         assert "SPY" not in json.dumps(doc, default=str) and planted.broker_order_id not in json.dumps(doc, default=str)
     exposure = world.store.get("tenants/tenant-b/exposure/x1__AAPL")
-    assert exposure is None or (exposure["reserved_long"] == 0 and exposure["position"] == 0)
+    assert exposure is None or (exposure.get("reserved_long_nanos", 0) == 0 and exposure.get("position_nanos", 0) == 0)
     assert [a["where"] for a in alerts()] == ["engine.submit"]
 
 

@@ -212,7 +212,7 @@ def test_a_group_and_single_orders_share_the_exposure_of_one_account():
 
     assert single.status == "rejected" and single.rejection.code is RejectCode.POSITION_LIMIT  # 60 + 50 > 100
     exposure = world.store.get("tenants/acme/exposure/acct1__SPY")
-    assert exposure["position"] == D("60") and exposure["reserved_long"] == D("0")
+    assert exposure["position_nanos"] == 60 * 10**9 and exposure.get("reserved_long_nanos", 0) == 0
 
 
 def test_a_rejected_group_releases_its_reservation_and_its_slots():
@@ -223,7 +223,8 @@ def test_a_rejected_group_releases_its_reservation_and_its_slots():
 
     assert group.status is GroupStatus.ROLLED_BACK
     exposure = world.store.get("tenants/acme/exposure/default__EURUSD")
-    assert exposure == {"position": D("0"), "reserved_long": D("0"), "reserved_short": D("0")}  # bought, rolled back
+    assert {k: exposure.get(k, 0) for k in ("position_nanos", "reserved_long_nanos", "reserved_short_nanos")} == {
+        "position_nanos": 0, "reserved_long_nanos": 0, "reserved_short_nanos": 0}  # bought, rolled back
     slots = world.store.collection("tenants/acme/risk_days/" + world.clock.now().date().isoformat() + "/trade_slots")
     assert [s["leg_id"] for s in slots.values()] == ["leg_001"]  # the leg that traded keeps its slot
 

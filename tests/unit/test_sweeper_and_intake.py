@@ -146,7 +146,7 @@ def test_a_working_order_is_reconciled_fill_by_fill_and_its_remainder_released()
     rows = engine.store.collection("tenants/acme/ledger_trades")
     assert sorted(Decimal(r["filled_qty"]) for r in rows.values()) == [Decimal(2), Decimal(2)]
     exp = engine.store.get("tenants/acme/exposure/acct__SPY")
-    assert exp["position"] == Decimal(4) and exp["reserved_long"] == 0
+    assert exp["position_nanos"] == 4 * 10**9 and exp["reserved_long_nanos"] == 0
     assert engine.store.get("tenants/acme/order_intents/w1")["order_final"] is True
 
 

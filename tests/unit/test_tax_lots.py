@@ -444,7 +444,7 @@ def test_form_8949_csv_rows():
     lines = list(csv.reader(io.StringIO(buffer.getvalue())))
     assert count == 1
     assert lines[1] == ["10 AAPL", "01/10/2024", "03/01/2025", "1500.05", "1001.00", "", "0.00", "499.05", "LONG",
-                        "FINAL"]
+                        "FINAL", "II", "D"]
 
 
 def test_crypto_rows_describe_the_base_asset():

@@ -62,8 +62,7 @@ from backend.domain.assets import AssetClass, AssetSpecRegistry, default_registr
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import InvalidInput
 from backend.domain.money import ZERO
-from backend.logs import log_event
-from backend.ports.broker import (
+from backend.domain.orders import (
     Account,
     AssetSpecMixin,
     BrokerError,
@@ -76,6 +75,7 @@ from backend.ports.broker import (
     Position,
     Quote,
 )
+from backend.logs import log_event
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

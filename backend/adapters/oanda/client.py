@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import InvalidInput
-from backend.ports.broker import BrokerError, BrokerErrorCode
+from backend.domain.orders import BrokerError, BrokerErrorCode
 
 log = logging.getLogger(__name__)
 

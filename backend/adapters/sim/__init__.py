@@ -1,0 +1,31 @@
+"""A deterministic simulated venue, all in Decimals: ``scenario`` (what a run starts with),
+``market`` (seeded quotes and closes), ``orders`` (requests, fills, snapshots) and ``venue``
+(matching, positions, account, faults).
+
+Pure Python; the only I/O is ``Scenario.load``. ``PaperBroker`` and the local Alpaca and OANDA
+test servers (``tests/support/``) sit on ``SimulatedVenue``. ``backend/adapters/sim_venue.py``
+re-exports these names for older importers.
+"""
+from backend.adapters.sim.market import MarketSimulator
+from backend.adapters.sim.orders import Fill, LegRequest, MlegRequest, VenueOrder
+from backend.adapters.sim.scenario import (
+    FAULT_OPERATIONS,
+    SCENARIOS_DIR,
+    AccountSpec,
+    FaultKind,
+    FaultSpec,
+    FillModel,
+    FillSpec,
+    Scenario,
+    ScenarioError,
+    SymbolSpec,
+    canonical_symbol,
+    derived_uuid,
+)
+from backend.adapters.sim.venue import TIME_IN_FORCE, DuplicatePolicy, LostResponse, SimulatedVenue
+
+__all__ = [
+    "FAULT_OPERATIONS", "SCENARIOS_DIR", "TIME_IN_FORCE", "AccountSpec", "DuplicatePolicy", "FaultKind", "FaultSpec",
+    "Fill", "FillModel", "FillSpec", "LegRequest", "LostResponse", "MarketSimulator", "MlegRequest", "Scenario",
+    "ScenarioError", "SimulatedVenue", "SymbolSpec", "VenueOrder", "canonical_symbol", "derived_uuid",
+]

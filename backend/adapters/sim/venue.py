@@ -1,0 +1,557 @@
+"""The simulated venue: order matching, positions and account over a ``MarketSimulator``.
+
+Thread-safe (one lock). The same scenario, seed, clock and sequence of calls give the same order
+ids, fills and quotes. ``PaperBroker`` and the local Alpaca and OANDA test servers sit on it.
+
+Fill models (all wait ``latency_seconds`` after submission before anything happens):
+
+- ``immediate``: the whole order fills (at submit when the latency is 0).
+- ``latency``: the same as ``immediate``; the name says the latency is the point.
+- ``partial``: ``ratios`` are cumulative filled shares of the order (``["0.5", "1.0"]``). The first
+  applies when the order becomes eligible; each later one on the next observation of the order
+  (``get_order``, ``get_order_by_client_id``, ``poll``, ``step``) or, with ``step_seconds`` > 0,
+  every ``step_seconds`` of clock time. A last ratio below 1 leaves the order working.
+- ``reject``: the order becomes REJECTED with ``reject_reason``.
+- ``never``: the order stays NEW until canceled.
+
+Market orders fill at the touch (buy at the ask, sell at the bid) moved ``slippage_ticks`` against
+the order; limit orders fill only when marketable and never through their limit. ``ioc`` cancels
+what did not fill at submission, ``fok`` cancels unless everything filled at submission.
+Multi-leg option orders (``submit_mleg``) fill every leg together at one net price per unit
+(positive a debit), by the first leg's fill model.
+
+Account: ``cash`` moves by each fill's notional; ``buying_power`` is margin based: an order needs
+``AssetSpec.margin(qty, price)`` of it, opening exposure uses that margin at the entry price,
+closing releases it and realized P&L is added; ``equity`` is the starting equity plus the cash
+change plus the positions marked at the current mid.
+
+Faults: a scenario fault (or ``inject_fault``) makes calls of ``operation`` (a venue method name,
+or ``*``) fail after ``after_calls`` matching calls, ``count`` times (``null``: until cleared):
+``unavailable`` and ``rate_limited`` raise ``BrokerError`` before anything happens;
+``lost_response`` performs the call and then raises ``LostResponse`` (an UNAVAILABLE
+``BrokerError``: the ambiguous failure, the order exists).
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from backend.adapters.sim.market import MarketSimulator
+from backend.adapters.sim.orders import ActiveFault, Fill, Holding, LegRequest, MlegRequest, VenueOrder, WorkingOrder
+from backend.adapters.sim.scenario import FaultKind, FaultSpec, FillModel, Scenario, derived_uuid, parse_fault
+from backend.domain.assets import AssetClass, AssetSpec, AssetSpecRegistry, default_registry
+from backend.domain.clock import Clock, SystemClock
+from backend.domain.errors import InvalidInput
+from backend.domain.money import ONE, ZERO, round_to_step
+from backend.domain.orders import (
+    Account,
+    BrokerError,
+    BrokerErrorCode,
+    OrderRequest,
+    OrderSide,
+    OrderState,
+    Position,
+    Quote,
+)
+
+DuplicatePolicy = Literal["return", "raise"]
+TIME_IN_FORCE = frozenset({"day", "gtc", "ioc", "fok", "opg", "cls"})
+
+
+class LostResponse(BrokerError):
+    """UNAVAILABLE raised after the venue acted (the ``lost_response`` fault): the order may exist."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(BrokerErrorCode.UNAVAILABLE, message, retry_after=retry_after)
+
+
+class SimulatedVenue:
+    """Orders, fills, positions and account over a ``MarketSimulator``; see the module docstring."""
+
+    def __init__(self, scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
+                 clock: Clock | None = None, specs: AssetSpecRegistry | None = None, seed: int | None = None):
+        resolved = Scenario.resolve(scenario)
+        if seed is not None:
+            resolved = resolved.with_seed(seed)
+        self.scenario = resolved
+        self.clock: Clock = clock or SystemClock()
+        self.specs = specs or default_registry()
+        self.market = MarketSimulator(resolved, self.clock, self.specs)
+        self._lock = threading.RLock()
+        self._orders: dict[str, WorkingOrder] = {}
+        self._by_client: dict[str, str] = {}
+        self._fills: list[Fill] = []
+        self._holdings: dict[str, Holding] = {}
+        self._cash = resolved.account.cash
+        self._realized = ZERO
+        self._counter = 0
+        self._faults = [ActiveFault(f) for f in resolved.faults]
+
+    # -- ids and faults
+
+    def _next_id(self, kind: str) -> str:
+        self._counter += 1
+        return derived_uuid(self.scenario.seed, kind, self._counter)
+
+    def new_client_order_id(self) -> str:
+        """A reproducible client order id for callers that did not bring one."""
+        with self._lock:
+            return self._next_id("client")
+
+    def inject_fault(self, operation: str, kind: FaultKind | str, *, count: int | None = 1, after_calls: int = 0,
+                     retry_after: float = 1.0) -> None:
+        spec = parse_fault({"operation": operation, "kind": FaultKind(kind).value, "count": count,
+                       "after_calls": after_calls, "retry_after": retry_after}, "inject_fault")
+        with self._lock:
+            self._faults.append(ActiveFault(spec))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _check_faults(self, operation: str) -> FaultSpec | None:
+        """Raise a pre-call fault; return a ``lost_response`` fault to raise after the call."""
+        lost = None
+        for spec in [f.spec for f in self._faults if f.fires(operation)]:  # every fault counts the call
+            if spec.kind is FaultKind.RATE_LIMITED:
+                raise BrokerError(BrokerErrorCode.RATE_LIMITED, f"{operation}: rate limited (simulated)",
+                                  retry_after=spec.retry_after)
+            if spec.kind is FaultKind.UNAVAILABLE:
+                raise BrokerError(BrokerErrorCode.UNAVAILABLE, f"{operation}: venue unavailable (simulated)",
+                                  retry_after=spec.retry_after)
+            lost = spec
+        return lost
+
+    @staticmethod
+    def _raise_lost(operation: str, lost: FaultSpec | None) -> None:
+        if lost is not None:
+            raise LostResponse(f"{operation}: connection lost after the venue acted (simulated)",
+                               retry_after=lost.retry_after)
+
+    # -- submission
+
+    def submit_order(self, request: OrderRequest, *, on_duplicate: DuplicatePolicy = "return") -> VenueOrder:
+        """Accept an order; a known ``client_order_id`` returns the existing order or raises DUPLICATE."""
+        with self._lock:
+            lost = self._check_faults("submit_order")
+            order = self._submit(request, on_duplicate)
+            self._raise_lost("submit_order", lost)
+            return order
+
+    def _submit(self, request: OrderRequest, on_duplicate: DuplicatePolicy) -> VenueOrder:
+        existing = self._duplicate(request.client_order_id, on_duplicate)
+        if existing is not None:
+            return existing
+        try:
+            symbol, klass = self.market.resolve(request.symbol, request.asset_class)
+            spec = self.market.spec(symbol, klass)
+            qty = spec.quantize_qty(request.qty)
+            limit = spec.quantize_price(request.limit_price, "limit_price") if request.limit_price else None
+        except InvalidInput as exc:
+            raise BrokerError(BrokerErrorCode.INVALID, str(exc)) from None
+        tif = _tif(request.time_in_force)
+        quote = self.market.quote(symbol, klass)
+        price = quote.ask if request.side is OrderSide.BUY else quote.bid
+        if limit is not None:
+            price = limit
+        self._check_buying_power(symbol, request.side, qty, price, spec)
+        now = self.clock.now()
+        fill = self.market.fill_spec(symbol, klass)
+        order = WorkingOrder(
+            broker_order_id=self._next_id("order"), client_order_id=request.client_order_id, symbol=symbol,
+            asset_class=klass, side=request.side, qty=qty, order_type=request.order_type, limit_price=limit,
+            time_in_force=tif, fill=fill, lot=spec.lot_size, created_at=now, updated_at=now,
+            eligible_at=now + timedelta(seconds=fill.latency_seconds))
+        self._accept(order)
+        return order.snapshot()
+
+    def submit_mleg(self, request: MlegRequest, *, on_duplicate: DuplicatePolicy = "return") -> VenueOrder:
+        """Accept a multi-leg option order; the legs fill together, by the first leg's fill model."""
+        with self._lock:
+            lost = self._check_faults("submit_mleg")
+            existing = self._duplicate(request.client_order_id, on_duplicate)
+            if existing is not None:
+                self._raise_lost("submit_mleg", lost)
+                return existing
+            tif = _tif(request.time_in_force)
+            request_limit = None
+            if request.limit_price is not None:
+                tick = self.market.spec(request.legs[0].symbol, AssetClass.OPTIONS).tick_size
+                if request.limit_price % tick != ZERO:
+                    raise BrokerError(BrokerErrorCode.INVALID,
+                                      f"limit_price: {request.limit_price} is not a multiple of {tick}")
+                request_limit = request.limit_price
+            net = self._mleg_net_price(request.legs)
+            if net > ZERO:
+                spec = self.market.spec(request.legs[0].symbol, AssetClass.OPTIONS)
+                self._check_buying_power_amount(spec.margin(request.qty, net))
+            now = self.clock.now()
+            first = request.legs[0]
+            fill = self.market.fill_spec(first.symbol, AssetClass.OPTIONS)
+            parent_id = self._next_id("order")
+            legs = []
+            for leg in request.legs:
+                symbol, _ = self.market.resolve(leg.symbol, AssetClass.OPTIONS)
+                legs.append(WorkingOrder(
+                    broker_order_id=self._next_id("order"), client_order_id=self._next_id("client"), symbol=symbol,
+                    asset_class=AssetClass.OPTIONS, side=leg.side, qty=request.qty * leg.ratio_qty,
+                    order_type=request.order_type, limit_price=None, time_in_force=tif, fill=fill, lot=ONE,
+                    created_at=now, updated_at=now, eligible_at=now, ratio_qty=leg.ratio_qty,
+                    position_intent=leg.position_intent))
+            parent = WorkingOrder(
+                broker_order_id=parent_id, client_order_id=request.client_order_id, symbol="",
+                asset_class=AssetClass.OPTIONS, side=first.side, qty=request.qty, order_type=request.order_type,
+                limit_price=request_limit, time_in_force=tif, fill=fill, lot=ONE, created_at=now, updated_at=now,
+                eligible_at=now + timedelta(seconds=fill.latency_seconds), legs=legs)
+            self._accept(parent)
+            snapshot = parent.snapshot()
+            self._raise_lost("submit_mleg", lost)
+            return snapshot
+
+    def _duplicate(self, client_order_id: str, on_duplicate: DuplicatePolicy) -> VenueOrder | None:
+        broker_id = self._by_client.get(client_order_id)
+        if broker_id is None:
+            return None
+        if on_duplicate == "raise":
+            raise BrokerError(BrokerErrorCode.DUPLICATE, "client_order_id must be unique")
+        return self._orders[broker_id].snapshot()
+
+    def _accept(self, order: WorkingOrder) -> None:
+        self._orders[order.broker_order_id] = order
+        self._by_client[order.client_order_id] = order.broker_order_id
+        if order.time_in_force == "fok" and not self._fills_at_once(order):
+            self._cancel(order)  # fill or kill: nothing fills unless everything can, now
+            return
+        self._progress(order, observe=False)
+        if not order.state.is_final and order.time_in_force in ("ioc", "fok"):
+            self._cancel(order)
+
+    def _fills_at_once(self, order: WorkingOrder) -> bool:
+        fill = order.fill
+        if self.clock.now() < order.eligible_at:
+            return False
+        if fill.model is FillModel.REJECT:
+            return True  # let the progression reject it
+        if fill.model is FillModel.NEVER or (fill.model is FillModel.PARTIAL and fill.ratios[0] < ONE):
+            return False
+        if order.legs:
+            return all(self._fill_price(leg, None) is not None for leg in order.legs) and (
+                order.limit_price is None or self._mleg_net_price(order.legs) <= order.limit_price)
+        return self._fill_price(order, order.limit_price) is not None
+
+    def _check_buying_power(self, symbol: str, side: OrderSide, qty: Decimal, price: Decimal,
+                            spec: AssetSpec) -> None:
+        holding = self._holdings.get(symbol)
+        held = holding.qty if holding else ZERO
+        opening = qty if held * side.direction >= 0 else max(ZERO, qty - abs(held))
+        if opening > ZERO:
+            self._check_buying_power_amount(spec.margin(opening, price))
+
+    def _check_buying_power_amount(self, required: Decimal) -> None:
+        available = self._buying_power()
+        if required > available:
+            raise BrokerError(BrokerErrorCode.INSUFFICIENT_BUYING_POWER,
+                              f"insufficient buying power: required={required} available={available}")
+
+    # -- progression
+
+    def _progress(self, order: WorkingOrder, *, observe: bool) -> None:
+        """Apply whatever the fill model says is due by now (one more partial step when observed)."""
+        if order.state.is_final:
+            return
+        now = self.clock.now()
+        if now < order.eligible_at:
+            return
+        model = order.fill.model
+        if model is FillModel.NEVER:
+            return
+        if model is FillModel.REJECT:
+            order.state = OrderState.REJECTED
+            order.reject_reason = order.fill.reject_reason
+            order.failed_at = order.updated_at = now
+            return
+        if model is not FillModel.PARTIAL:
+            self._fill_to(order, order.qty, now)
+            return
+        target = max(order.step, 1)
+        if observe and order.step >= 1:
+            target = order.step + 1
+        if order.fill.step_seconds > 0:
+            elapsed = (now - order.eligible_at).total_seconds()
+            target = max(target, 1 + int(elapsed // order.fill.step_seconds))
+        target = min(target, len(order.fill.ratios))
+        while order.step < target:
+            ratio = order.fill.ratios[order.step]
+            goal = order.qty if ratio == ONE else round_to_step(order.qty * ratio, order.lot, down=True)
+            if goal > order.filled_qty and not self._fill_to(order, goal, now):
+                return  # not marketable: the step waits
+            order.step += 1
+
+    def _fill_to(self, order: WorkingOrder, goal: Decimal, now: datetime) -> bool:
+        """Fill ``order`` up to ``goal`` cumulative qty at the current touch; False if not marketable."""
+        qty = goal - order.filled_qty
+        if qty <= ZERO:
+            return True
+        if order.legs:
+            prices = [self._fill_price(leg, None) for leg in order.legs]
+            if any(p is None for p in prices):
+                return False
+            net = sum((p * leg.ratio_qty * leg.side.direction for p, leg in zip(prices, order.legs)), ZERO)
+            if order.limit_price is not None and net > order.limit_price:
+                return False
+            for leg, price in zip(order.legs, prices):
+                self._record_fill(leg, qty * leg.ratio_qty, price, now)
+            order.filled_qty += qty
+            order.filled_value += net * qty
+        else:
+            price = self._fill_price(order, order.limit_price)
+            if price is None:
+                return False
+            self._record_fill(order, qty, price, now)
+            return True
+        self._update_state(order, now)
+        return True
+
+    def _fill_price(self, order: WorkingOrder, limit: Decimal | None) -> Decimal | None:
+        quote = self.market.quote(order.symbol, order.asset_class)
+        tick = self.market.spec(order.symbol, order.asset_class).tick_size
+        slip = order.fill.slippage_ticks * tick
+        if order.side is OrderSide.BUY:
+            if limit is not None and quote.ask > limit:
+                return None
+            price = quote.ask + slip
+            return min(price, limit) if limit is not None else price
+        if limit is not None and quote.bid < limit:
+            return None
+        price = max(tick, quote.bid - slip)
+        return max(price, limit) if limit is not None else price
+
+    def _record_fill(self, order: WorkingOrder, qty: Decimal, price: Decimal, now: datetime) -> None:
+        order.filled_qty += qty
+        order.filled_value += qty * price
+        self._fills.append(Fill(fill_id=self._next_id("fill"), broker_order_id=order.broker_order_id,
+                                client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
+                                qty=qty, price=price, timestamp=now))
+        self._apply_to_holdings(order.symbol, order.asset_class, order.side.direction * qty, price)
+        self._update_state(order, now)
+
+    @staticmethod
+    def _update_state(order: WorkingOrder, now: datetime) -> None:
+        order.updated_at = now
+        if order.filled_qty >= order.qty:
+            order.state = OrderState.FILLED
+            order.filled_at = now
+        elif order.filled_qty > ZERO:
+            order.state = OrderState.PARTIALLY_FILLED
+
+    def _apply_to_holdings(self, symbol: str, klass: AssetClass, signed_qty: Decimal, price: Decimal) -> None:
+        spec = self.market.spec(symbol, klass)
+        holding = self._holdings.setdefault(symbol, Holding(asset_class=klass))
+        self._cash -= signed_qty * price * spec.multiplier
+        old = holding.qty
+        new = old + signed_qty
+        if old == ZERO or (old > ZERO) == (signed_qty > ZERO):
+            holding.avg_entry = (abs(old) * holding.avg_entry + abs(signed_qty) * price) / abs(new)
+        else:
+            closed = min(abs(old), abs(signed_qty))
+            direction = 1 if old > ZERO else -1
+            self._realized += closed * (price - holding.avg_entry) * direction * spec.multiplier
+            if new != ZERO and (new > ZERO) != (old > ZERO):
+                holding.avg_entry = price  # crossed through zero: the rest opens at this price
+        holding.qty = new
+        if new == ZERO:
+            del self._holdings[symbol]
+
+    def _mleg_net_price(self, legs: Sequence[WorkingOrder] | Sequence[LegRequest]) -> Decimal:
+        """Net per unit at the touch: Σ side × ratio × (ask for buys, bid for sells); positive a debit."""
+        net = ZERO
+        for leg in legs:
+            quote = self.market.quote(leg.symbol, AssetClass.OPTIONS)
+            price = quote.ask if leg.side is OrderSide.BUY else quote.bid
+            net += price * (leg.ratio_qty or 1) * leg.side.direction
+        return net
+
+    # -- reads that observe (and so progress) orders
+
+    def get_order(self, broker_order_id: str) -> VenueOrder:
+        with self._lock:
+            lost = self._check_faults("get_order")
+            order = self._find(broker_order_id)
+            self._progress(order, observe=True)
+            self._raise_lost("get_order", lost)
+            return order.snapshot()
+
+    def get_order_by_client_id(self, client_order_id: str) -> VenueOrder | None:
+        with self._lock:
+            lost = self._check_faults("get_order_by_client_id")
+            broker_id = self._by_client.get(client_order_id)
+            if broker_id is None:
+                self._raise_lost("get_order_by_client_id", lost)
+                return None
+            order = self._orders[broker_id]
+            self._progress(order, observe=True)
+            self._raise_lost("get_order_by_client_id", lost)
+            return order.snapshot()
+
+    def list_orders(self, *, status: str = "all") -> list[VenueOrder]:
+        """Orders in submission order, each observed once; ``status`` is open, closed or all."""
+        if status not in ("open", "closed", "all"):
+            raise BrokerError(BrokerErrorCode.INVALID, f"status must be open, closed or all, got {status!r}")
+        with self._lock:
+            lost = self._check_faults("list_orders")
+            out = []
+            for order in self._orders.values():
+                self._progress(order, observe=True)
+                if status == "all" or (status == "open") != order.state.is_final:
+                    out.append(order.snapshot())
+            self._raise_lost("list_orders", lost)
+            return out
+
+    def poll(self) -> list[VenueOrder]:
+        """Observe every working order once (one partial step each); returns the ones still working."""
+        with self._lock:
+            for order in self._orders.values():
+                self._progress(order, observe=True)
+            return [o.snapshot() for o in self._orders.values() if not o.state.is_final]
+
+    def step(self, n: int = 1) -> None:
+        """Move the market ``n`` steps, then observe working orders once."""
+        with self._lock:
+            self.market.step(n)
+            self.poll()
+
+    def cancel_order(self, broker_order_id: str) -> VenueOrder:
+        """Cancel the unfilled remainder (fills due by now are applied first). A final order is returned as is."""
+        with self._lock:
+            lost = self._check_faults("cancel_order")
+            order = self._find(broker_order_id)
+            self._progress(order, observe=False)
+            if not order.state.is_final:
+                self._cancel(order)
+            self._raise_lost("cancel_order", lost)
+            return order.snapshot()
+
+    def _cancel(self, order: WorkingOrder) -> None:
+        now = self.clock.now()
+        order.state = OrderState.CANCELED
+        order.canceled_at = order.updated_at = now
+        for leg in order.legs:
+            if not leg.state.is_final:
+                leg.state = OrderState.CANCELED
+                leg.canceled_at = leg.updated_at = now
+
+    def _find(self, broker_order_id: str) -> WorkingOrder:
+        order = self._orders.get(str(broker_order_id))
+        if order is None:
+            raise BrokerError(BrokerErrorCode.NOT_FOUND, f"order not found: {broker_order_id}")
+        return order
+
+    # -- positions and account
+
+    def get_positions(self) -> list[Position]:
+        with self._lock:
+            lost = self._check_faults("get_positions")
+            out = [Position(symbol=s, qty=h.qty, avg_entry_price=h.avg_entry) for s, h in self._holdings.items()]
+            self._raise_lost("get_positions", lost)
+            return out
+
+    def get_position(self, symbol: str, asset_class: AssetClass | str | None = None) -> Position | None:
+        with self._lock:
+            key, _ = self.market.resolve(symbol, asset_class)
+            holding = self._holdings.get(key)
+            return Position(symbol=key, qty=holding.qty, avg_entry_price=holding.avg_entry) if holding else None
+
+    def net_position(self, symbol: str, asset_class: AssetClass | str | None = None) -> Decimal:
+        position = self.get_position(symbol, asset_class)
+        return position.qty if position else ZERO
+
+    def position_asset_class(self, symbol: str) -> AssetClass | None:
+        with self._lock:
+            holding = self._holdings.get(self.market.resolve(symbol)[0])
+            return holding.asset_class if holding else None
+
+    def close_position(self, symbol: str, asset_class: AssetClass | str | None = None, *,
+                       qty: Decimal | None = None, client_order_id: str | None = None) -> VenueOrder | None:
+        """Submit a market order for the opposite side of the position (all of it unless ``qty``); None if flat."""
+        with self._lock:
+            lost = self._check_faults("close_position")
+            key, _ = self.market.resolve(symbol, asset_class)
+            holding = self._holdings.get(key)
+            if holding is None:
+                self._raise_lost("close_position", lost)
+                return None
+            size = abs(holding.qty) if qty is None else min(abs(holding.qty), Decimal(qty))
+            if size <= ZERO:
+                raise BrokerError(BrokerErrorCode.INVALID, f"close qty must be positive, got {qty}")
+            request = OrderRequest(
+                client_order_id=client_order_id or self._next_id("client"), symbol=key,
+                asset_class=holding.asset_class, side=OrderSide.SELL if holding.qty > ZERO else OrderSide.BUY,
+                qty=size)
+            order = self._submit(request, "raise")
+            self._raise_lost("close_position", lost)
+            return order
+
+    def _buying_power(self) -> Decimal:
+        used = ZERO
+        for symbol, holding in self._holdings.items():
+            used += self.market.spec(symbol, holding.asset_class).margin(abs(holding.qty), holding.avg_entry)
+        return self.scenario.account.buying_power + self._realized - used
+
+    def get_account(self) -> Account:
+        with self._lock:
+            lost = self._check_faults("get_account")
+            market_value = ZERO
+            for symbol, holding in self._holdings.items():
+                spec = self.market.spec(symbol, holding.asset_class)
+                market_value += holding.qty * self.market.mid(symbol, holding.asset_class) * spec.multiplier
+            account = self.scenario.account
+            equity = account.equity + (self._cash - account.cash) + market_value
+            result = Account(buying_power=self._buying_power(), equity=equity, cash=self._cash)
+            self._raise_lost("get_account", lost)
+            return result
+
+    # -- market data
+
+    def get_latest_quote(self, symbol: str, asset_class: AssetClass | str | None = None) -> Quote:
+        with self._lock:
+            lost = self._check_faults("get_latest_quote")
+            quote = self.market.quote(symbol, asset_class)
+            self._raise_lost("get_latest_quote", lost)
+            return quote
+
+    def get_recent_closes(self, symbol: str, n: int, asset_class: AssetClass | str | None = None) -> list[Decimal]:
+        with self._lock:
+            lost = self._check_faults("get_recent_closes")
+            closes = self.market.recent_closes(symbol, n, asset_class)
+            self._raise_lost("get_recent_closes", lost)
+            return closes
+
+    # -- invariant checks (no progression, no faults)
+
+    def orders(self) -> list[VenueOrder]:
+        """Every order ever accepted, in submission order, as it stands (nothing progresses)."""
+        with self._lock:
+            return [o.snapshot() for o in self._orders.values()]
+
+    def peek_order(self, broker_order_id: str) -> VenueOrder:
+        with self._lock:
+            return self._find(broker_order_id).snapshot()
+
+    def fills(self) -> list[Fill]:
+        with self._lock:
+            return list(self._fills)
+
+    def client_order_ids(self) -> list[str]:
+        with self._lock:
+            return [o.client_order_id for o in self._orders.values()]
+
+
+def _tif(value: str) -> str:
+    tif = (value or "day").lower()
+    if tif not in TIME_IN_FORCE:
+        raise BrokerError(BrokerErrorCode.INVALID,
+                          f"time_in_force must be one of {sorted(TIME_IN_FORCE)}, got {value!r}")
+    return tif

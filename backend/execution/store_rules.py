@@ -1,0 +1,154 @@
+"""What every store adapter writes, computed once in the core (the adapters only commit it).
+
+A store adapter (``backend/adapters/firestore_store.py``, ``backend/adapters/memory_store.py``)
+must not carry rules of its own: the document shapes, increments and slot order below are decided
+here, and the contract suite (``tests/contract``) runs both adapters through the same behaviours.
+
+- Exposure documents ``tenants/<t>/exposure/<account>__<symbol>`` hold integer nano-units
+  (``position_nanos``, ``reserved_long_nanos``, ``reserved_short_nanos``): they only move by blind
+  increments, which must be exact.
+- A claim probes daily slots starting at the count the risk check just read, then wraps around.
+- Metrics increments of a ledger row go to one shard document of the day; per-strategy counters
+  are bounded by ``MAX_STRATEGIES_PER_SHARD`` (``backend.execution.metrics``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Collection, Mapping
+
+from backend.risk.manager import Exposure
+
+NANO = Decimal("1000000000")
+POSITION = "position_nanos"
+RESERVED_LONG = "reserved_long_nanos"
+RESERVED_SHORT = "reserved_short_nanos"
+
+
+def to_nanos(qty: Decimal) -> int:
+    scaled = qty * NANO
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"quantity {qty} is finer than 1e-9")
+    return int(scaled)
+
+
+def from_nanos(value: Any) -> Decimal:
+    return Decimal(int(value or 0)) / NANO
+
+
+def exposure_from_doc(doc: Mapping[str, Any] | None) -> Exposure:
+    doc = doc or {}
+    return Exposure(position=from_nanos(doc.get(POSITION)), reserved_long=from_nanos(doc.get(RESERVED_LONG)),
+                    reserved_short=from_nanos(doc.get(RESERVED_SHORT)))
+
+
+def reserve_increments(signed_qty: Decimal) -> dict[str, int]:
+    """A reservation of ``signed_qty`` units (buy > 0, sell < 0): one field grows."""
+    return {RESERVED_LONG if signed_qty > 0 else RESERVED_SHORT: to_nanos(abs(signed_qty))}
+
+
+def settle_increments(filled_signed: Decimal, released_signed: Decimal) -> dict[str, int]:
+    """The position moves by the fill; the reservation shrinks by the release (empty: no write)."""
+    out: dict[str, int] = {}
+    if filled_signed:
+        out[POSITION] = to_nanos(filled_signed)
+    if released_signed > 0:
+        out[RESERVED_LONG] = -to_nanos(released_signed)
+    elif released_signed < 0:
+        out[RESERVED_SHORT] = -to_nanos(-released_signed)
+    return out
+
+
+def slot_probe_order(trades_seen: int, daily_limit: int) -> list[int]:
+    """The order a claim tries daily slots in: from the count just read (slots below it are most
+    likely taken: claims fill from the bottom) up to the limit, then the ones below it (given back)."""
+    start = max(0, min(trades_seen, daily_limit))
+    return list(range(start, daily_limit)) + list(range(0, start))
+
+
+@dataclass(frozen=True)
+class MetricsWrite:
+    """The increments one ledger row adds to its shard document ``tenants/<t>/metrics/<doc_id>``."""
+
+    doc_id: str
+    day: str
+    increments: Mapping[str, int]
+    strategy_bucket: str | None = None  # the ``by_strategy`` key the same increments go under
+    admit: str | None = None  # a strategy id to append to the shard's ``strategies`` list
+
+
+def metrics_doc_id(row_id: str, row: Mapping[str, Any]) -> str:
+    from backend.execution.metrics import shard_for
+
+    return f"{row.get('trade_date') or 'unknown'}__{shard_for(row_id)}"
+
+
+def metrics_write(row_id: str, row: Mapping[str, Any], admitted: Collection[str]) -> MetricsWrite | None:
+    """``admitted``: the shard document's current ``strategies`` list (read only when the row names
+    a strategy). None when the row adds nothing."""
+    from backend.execution.metrics import increments, strategy_bucket
+
+    inc = increments(row)
+    if not inc:
+        return None
+    day = row.get("trade_date") or "unknown"
+    strategy = row.get("strategy_id")
+    if not strategy:
+        return MetricsWrite(metrics_doc_id(row_id, row), day, inc)
+    bucket = strategy_bucket(strategy, admitted)
+    admit = strategy if bucket == strategy and strategy not in admitted else None
+    return MetricsWrite(metrics_doc_id(row_id, row), day, inc, bucket, admit)
+
+
+# --- lot books: what a commit that carries tax fills reads, and what it writes --------------------------
+def book_path(uid: str, key: str) -> str:
+    return f"users/{uid}/tax_books/{key}"
+
+
+def tax_config_path(uid: str) -> str:
+    """The user's tax settings (``lot_method``): read in the same commit as the books it governs."""
+    return f"users/{uid}/config/tax"
+
+
+def disposal_path(uid: str, doc_id: str) -> str:
+    return f"users/{uid}/tax_disposals/{doc_id}"
+
+
+@dataclass(frozen=True)
+class TaxReads:
+    """The documents a commit with tax fills must read first: the users' lot books and settings."""
+
+    fills: list[tuple[str, Any]]  # (uid, backend.tax.Fill in its book), in commit order
+    books: list[tuple[str, str]]  # (uid, book key), sorted
+    uids: list[str]  # sorted
+
+    @property
+    def book_paths(self) -> list[str]:
+        return [book_path(uid, key) for uid, key in self.books]
+
+    @property
+    def config_paths(self) -> list[str]:
+        return [tax_config_path(uid) for uid in self.uids]
+
+
+def tax_reads(items: list[tuple[Any, ...]]) -> TaxReads | None:
+    """``items``: (uid, fill or None, ledger row) — the row names the fill's tenant and account, its
+    lot book. None when no item carries a fill (nothing to read or write)."""
+    from backend.tax.state import book_key, scoped_fills
+
+    fills = scoped_fills(items)
+    if not fills:
+        return None
+    return TaxReads(fills, sorted({(uid, book_key(fill.symbol)) for uid, fill in fills}),
+                    sorted({uid for uid, _ in fills}))
+
+
+def plan_tax(reads: TaxReads, books: Mapping[str, Mapping[str, Any] | None],
+             configs: Mapping[str, Mapping[str, Any] | None]) -> Any:
+    """The new lot-book states and disposal documents (``backend.tax.state.BooksPlan``) from the
+    documents read at ``reads.book_paths`` / ``reads.config_paths`` (path -> doc, None if absent)."""
+    from backend.tax.state import plan_books
+
+    current = {(uid, key): books.get(book_path(uid, key)) for uid, key in reads.books}
+    methods = {uid: (configs.get(tax_config_path(uid)) or {}).get("lot_method") for uid in reads.uids}
+    return plan_books(current, reads.fills, methods)

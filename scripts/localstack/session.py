@@ -1,0 +1,331 @@
+"""The scripted session of the local stack: every step an app would take, each with an expected
+outcome, then ready-to-use ID tokens and a curl line for every API route.
+
+Users with custom claims in the Auth emulator (a trader, a tenant admin and a risk manager of
+``acme_corp``); through the API with the trader's ID token: a placed trade, a downgraded one (wide
+spread), a rejected one (position limit), a replay with the same Idempotency-Key, a multi-leg pair
+approved by the risk manager and its read-back, a signal, the history page; through the Firestore
+REST API with the trader's token (rules apply): an intent document executed by the Firestore
+trigger, plus writes and reads the rules must refuse; the sweeper invoked as Cloud Scheduler would;
+the tenant ledger read with the admin's token.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from scripts.localstack.clients import (
+    PASSWORD,
+    ApiClient,
+    AuthClient,
+    FirestoreRest,
+    User,
+    invoke_scheduled,
+    wait_for,
+)
+from scripts.localstack.suite import EmulatorSuite
+from tests.support.firestore_rest import encode_fields
+
+TENANT = "acme_corp"
+
+# ----------------------------------------------------------------- request bodies (session and curl)
+
+FINAL_INTENT_STATUSES = {"placed", "downgraded", "rejected", "dry_run"}
+
+
+def execute_body(symbol: str = "SPY", side: str = "buy", qty: str = "10", **extra: Any) -> dict[str, Any]:
+    return {"strategy_id": "demo_momentum", "broker_account_id": "paper_main", "symbol": symbol, "side": side,
+            "qty": qty, **extra}
+
+
+def pair_body(decision_id: str) -> dict[str, Any]:
+    return {"strategy_id": "pairs_demo",
+            "legs": [{"leg_id": "long_spy", "symbol": "SPY", "direction": 1, "units": 10, "asset_class": "EQUITY"},
+                     {"leg_id": "short_msft", "symbol": "MSFT", "direction": -1, "units": 5, "asset_class": "EQUITY"}],
+            "rpm_output": {"decision_id": decision_id, "approved": True, "expires_at": "2099-01-01T00:00:00+00:00",
+                           "approved_legs": {"long_spy": 10, "short_msft": 5}},
+            "max_group_slippage_pips": 50, "allow_partial_fills": False}
+
+
+def approval_body(decision_id: str, for_uid: str) -> dict[str, Any]:
+    """What a risk manager sends to POST /risk/approvals for ``pair_body``'s legs."""
+    return {"decision_id": decision_id, "for_uid": for_uid, "expires_at": "2099-01-01T00:00:00+00:00",
+            "legs": [{"leg_id": "long_spy", "symbol": "SPY", "direction": 1, "max_units": "10"},
+                     {"leg_id": "short_msft", "symbol": "MSFT", "direction": -1, "max_units": "5"}]}
+
+
+def signal_body() -> dict[str, Any]:
+    return {"strategy_id": "demo_signals", "broker_account_id": "paper_main", "signal_type": "BUY", "symbol": "SPY",
+            "qty": "2", "confidence": 0.8, "reasoning": "breakout",
+            "market_data": {"price": 520.0, "bid": 519.99, "ask": 520.01}}
+
+
+def intent_document(uid: str, symbol: str = "MSFT", qty: str = "3") -> dict[str, Any]:
+    """The document an app writes to tenants/<t>/order_intents/<id> (the shape firestore.rules accept)."""
+    return {"uid": uid, "status": "new", "kind": "single",
+            "intent": {"strategy_id": "app_client", "broker_account_id": "paper_main", "symbol": symbol,
+                       "side": "buy", "qty": qty}}
+
+
+# ----------------------------------------------------------------- the session
+
+
+@dataclass
+class Session:
+    suite: EmulatorSuite
+    broker: str = "paper"
+    out: Callable[[str], None] = print
+    results: list[tuple[str, bool, str]] = field(default_factory=list)
+    trader: User | None = None
+    admin: User | None = None
+    risk: User | None = None
+    group_id: str | None = None
+    intent_id: str | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    def check(self, label: str, ok: bool, detail: str) -> bool:
+        self.results.append((label, ok, detail))
+        self.out(f"  {'ok  ' if ok else 'FAIL'}  {label:52} {detail}")
+        return ok
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.results) and all(ok for _, ok, _ in self.results)
+
+    def run(self) -> bool:
+        auth = AuthClient(self.suite)
+        self.trader = auth.create_user("trader", "trader@acme.example", {"tenant_id": TENANT, "role": "trader"})
+        self.admin = auth.create_user("admin", "admin@acme.example", {"tenant_id": TENANT, "role": "tenant_admin"})
+        self.risk = auth.create_user("risk", "risk@acme.example", {"tenant_id": TENANT, "role": "risk_manager"})
+        self.out("Users (Auth emulator, custom claims in the ID token):")
+        for user in (self.trader, self.admin, self.risk):
+            self.out(f"  {user.name:7} {user.email:22} uid={user.uid}  {json.dumps(user.claims)}")
+        self.api_steps()
+        self.firestore_steps()
+        self.scheduler_steps()
+        self.ledger()
+        return self.ok
+
+    # ---- through the HTTP API -----------------------------------------------------------------
+    def api_steps(self) -> None:
+        assert self.trader is not None
+        api = ApiClient(self.suite, self.trader.token)
+        key = f"demo-{self.run_id}-buy-spy"
+        self.out(f"\nThrough the HTTP API ({self.suite.api_url}), trader's token:")
+
+        r = api.call("GET", "/healthz", token=None)
+        self.check("GET /healthz (no token)", r.status == 200 and r.get("status") == "ok", f"{r.status} {r.body}")
+
+        r = api.call("POST", "/execute", execute_body("SPY", qty="10"), headers={"Idempotency-Key": key})
+        first = r
+        self.check("POST /execute buy 10 SPY (tight spread)",
+                   r.status == 201 and r.get("status") == "placed" and r.get("broker") == self.broker,
+                   f"{r.status} {r.get('status')} {_fill(r.body)}")
+
+        r = api.call("POST", "/execute", execute_body("AAPL", qty="5"))
+        self.check("POST /execute buy 5 AAPL (spread 0.26% > 0.10%)",
+                   r.status == 201 and r.get("status") == "downgraded",
+                   f"{r.status} {r.get('status')}: {r.get('reason')}")
+
+        r = api.call("POST", "/execute", execute_body("SPY", qty="5000"))
+        code = ((r.get("rejection") or {}).get("code")) if isinstance(r.get("rejection"), dict) else None
+        self.check("POST /execute buy 5000 SPY (over the position limit)",
+                   r.status == 201 and r.get("status") == "rejected" and code == "POSITION_LIMIT",
+                   f"{r.status} {r.get('status')}: {r.get('reason')}")
+
+        r = api.call("POST", "/execute", execute_body("SPY", qty="10"), headers={"Idempotency-Key": key})
+        self.check("POST /execute the first again, same Idempotency-Key",
+                   r.status == 200 and r.headers.get("Idempotent-Replayed") == "true" and r.get("replayed") is True
+                   and first.get("broker_order_id") is not None
+                   and r.get("broker_order_id") == first.get("broker_order_id"),
+                   f"{r.status} {r.get('status')} replayed, same order {str(r.get('broker_order_id'))[:8]}…")
+
+        # the risk manager issues the approval the group references (a trader cannot approve themselves)
+        r = ApiClient(self.suite, self.risk.token).call("POST", "/risk/approvals", approval_body(
+            f"rpm-{self.run_id}", self.trader.uid))
+        self.check("POST /risk/approvals by the risk manager, for the trader", r.status == 201,
+                   f"{r.status} decision {r.get('decision_id')}")
+        r = api.call("POST", "/execute/multi-leg", pair_body(f"rpm-{self.run_id}"),
+                     headers={"Idempotency-Key": f"demo-{self.run_id}-pair"})
+        legs = r.get("legs") or []
+        self.group_id = r.get("group_id")
+        self.check("POST /execute/multi-leg long SPY / short MSFT",
+                   r.status == 201 and r.get("status") == "FILLED" and [leg.get("status") for leg in legs] == ["FILLED"] * 2,
+                   f"{r.status} {r.get('status')} " + ", ".join(
+                       f"{leg.get('symbol')} {leg.get('direction'):+d}×{leg.get('filled_units')}@{leg.get('fill_price')}"
+                       for leg in legs if isinstance(leg.get("direction"), int)))
+
+        r = api.call("GET", f"/groups/{self.group_id}")
+        self.check("GET /groups/<group_id>", r.status == 200 and r.get("status") == "FILLED",
+                   f"{r.status} {r.get('status')} rollback={r.get('rollback_executed')}")
+
+        r = api.call("POST", "/signals", signal_body())
+        execution = r.get("execution") or {}
+        self.check("POST /signals BUY 2 SPY", r.status == 201 and r.get("executed") is True
+                   and execution.get("status") == "placed", f"{r.status} executed={r.get('executed')} "
+                   f"{execution.get('status')}")
+
+        r = api.call("GET", "/portfolio/history?limit=10")
+        items = r.get("items") or []
+        self.check("GET /portfolio/history", r.status == 200 and len(items) >= 2,
+                   f"{r.status} {len(items)} items, newest {items[0].get('symbol') if items else '-'}")
+
+        r = api.call("POST", "/execute", execute_body("SPY"), token="not-a-token")
+        self.check("POST /execute with a bad token", r.status == 401, f"{r.status} {(r.get('error') or {}).get('code')}")
+
+    # ---- through Firestore, as the app would ----------------------------------------------------
+    def firestore_steps(self) -> None:
+        assert self.trader is not None and self.admin is not None
+        fs = FirestoreRest(self.suite, self.trader.token)
+        self.intent_id = f"app-{self.run_id}-1"
+        path = f"tenants/{TENANT}/order_intents/{self.intent_id}"
+        self.out("\nThrough Firestore (REST, trader's token, firestore.rules enforced), the trigger executes:")
+        r = fs.create(f"tenants/{TENANT}/order_intents", self.intent_id, intent_document(self.trader.uid))
+        self.check(f"create {path}", r.status == 200, f"{r.status} status=new, buy 3 MSFT")
+        started = time.monotonic()
+        _, doc = wait_for(lambda: fs.get(path), lambda v: (v[1] or {}).get("status") in FINAL_INTENT_STATUSES, 60)
+        doc = doc or {}
+        result = doc.get("result") or {}
+        self.check("on_order_intent_created → result on the document",
+                   doc.get("status") == "placed" and result.get("status") == "placed"
+                   and bool(doc.get("broker_order_id")),
+                   f"status={doc.get('status')} in {time.monotonic() - started:.1f} s {_fill(result)}")
+
+        other = fs.create("tenants/globex/order_intents", f"app-{self.run_id}-x", intent_document(self.trader.uid))
+        self.check("create an intent in another tenant (globex)", other.status == 403,
+                   f"{other.status} {(other.get('error') or {}).get('status')} (rules)")
+        forged = dict(intent_document(self.trader.uid), status="placed")
+        r = fs.create(f"tenants/{TENANT}/order_intents", f"app-{self.run_id}-forged", forged)
+        self.check("create an intent with a forged status", r.status == 403,
+                   f"{r.status} {(r.get('error') or {}).get('status')} (rules)")
+        r, _ = fs.list(f"tenants/{TENANT}/ledger_trades")
+        self.check("trader lists the tenant ledger", r.status == 403,
+                   f"{r.status} {(r.get('error') or {}).get('status')} (rules: tenant admins only)")
+
+    # ---- the scheduler ------------------------------------------------------------------------------
+    def scheduler_steps(self) -> None:
+        self.out("\nThe scheduled sweeper, invoked as Cloud Scheduler would:")
+        before = len([e for e in self.suite.function_logs() if e.get("event") == "exec.sweep"])
+        r = invoke_scheduled(self.suite)
+        sweeps = wait_for(lambda: [e for e in self.suite.function_logs() if e.get("event") == "exec.sweep"],
+                          lambda v: len(v) > before, 10)
+        last = sweeps[-1] if len(sweeps) > before else {}
+        self.check("POST sweep_stuck_work-0 (X-CloudScheduler-ScheduleTime)",
+                   r.status == 200 and bool(last) and not last.get("errors"),
+                   f"{r.status} logged exec.sweep groups_found={last.get('groups_found')} "
+                   f"intents_found={last.get('intents_found')} working_found={last.get('working_found')}")
+
+    # ---- the ledger -------------------------------------------------------------------------------
+    def ledger(self) -> None:
+        assert self.admin is not None
+        r, rows = FirestoreRest(self.suite, self.admin.token).list(f"tenants/{TENANT}/ledger_trades")
+        statuses = sorted({row.get("status") for _, row in rows})
+        self.out("")
+        self.check("tenant admin lists the tenant ledger",
+                   r.status == 200 and {"placed", "downgraded", "rejected"} <= set(statuses)
+                   and any(self.intent_id and row.get("intent_id") == self.intent_id for _, row in rows),
+                   f"{r.status} {len(rows)} rows: {', '.join(str(s) for s in statuses)}")
+        self.out(f"\nTenant ledger tenants/{TENANT}/ledger_trades (read with the admin's token):")
+        self.out(f"  {'time':8} {'symbol':7} {'side':4} {'qty':>10} {'status':12} {'price':>10} {'broker':6}  "
+                 f"{'intent / trade':34} reason")
+        for trade_id, row in sorted(rows, key=lambda item: (str(item[1].get("created_at")), item[0])):
+            created = str(row.get("created_at") or "")[11:19]
+            reason = row.get("reason_code") or row.get("reason") or ""
+            self.out(f"  {created:8} {str(row.get('symbol')):7} {str(row.get('side')):4} {str(row.get('qty')):>10} "
+                     f"{str(row.get('status')):12} {str(row.get('filled_avg_price') or '-'):>10} "
+                     f"{str(row.get('broker') or '-'):6}  {trade_id[:34]:34} {reason}")
+
+
+def _fill(body: Any) -> str:
+    if not isinstance(body, dict) or body.get("status") != "placed":
+        return ""
+    return f"order={str(body.get('broker_order_id'))[:8]}… filled {body.get('filled_qty')}@{body.get('filled_avg_price')}"
+
+
+# ----------------------------------------------------------------- tokens and curl examples
+
+POST_EXAMPLES: dict[str, Callable[[], Any]] = {
+    "/execute": lambda: execute_body("SPY", qty="1"),
+    "/execute/multi-leg": lambda: pair_body("rpm-curl-1"),
+    "/signals": signal_body,
+}
+
+
+def _query_examples() -> dict[str, str]:
+    today = datetime.now(timezone.utc).date()
+    return {"/portfolio/history": "?limit=5", "/portfolio/tax-lots/export": f"?year={today.year}",
+            "/tenants/{tenant_id}/ledger": "?limit=20", "/tenants/{tenant_id}/metrics": f"?from={today}&to={today}"}
+
+
+def _api_routes() -> list[tuple[str, str, bool]]:
+    """(method, path, needs a token) for every route of the API, from the API's own table."""
+    try:
+        from backend.api.app import ROUTES
+
+        return [(r.method, r.name, r.auth) for r in ROUTES]
+    except Exception:  # noqa: BLE001 - the examples are a convenience; the fixed list is the fallback
+        return [("POST", "/execute", True), ("POST", "/execute/multi-leg", True), ("POST", "/signals", True),
+                ("GET", "/groups/<group_id>", True), ("GET", "/portfolio/history", True),
+                ("GET", "/healthz", False), ("GET", "/openapi.json", False)]
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def curl_examples(suite: EmulatorSuite, session: Session) -> list[str]:
+    lines = []
+    values = {"group_id": session.group_id or "GROUP_ID", "tenant_id": TENANT}
+    queries = _query_examples()
+    for method, route, needs_token in _api_routes():
+        path = re.sub(r"<(\w+)>|\{(\w+)\}", lambda m: values.get(m.group(1) or m.group(2), "ID"), route)
+        path += queries.get(route, "") if method == "GET" else ""
+        admin = route.startswith("/tenants/")
+        parts = ["curl -s"]
+        if method != "GET":
+            parts.append(f"-X {method}")
+        parts.append(f'"$API{path}"')
+        if needs_token:
+            parts.append(f'-H "Authorization: Bearer ${"ADMIN_TOKEN" if admin else "TRADER_TOKEN"}"')
+        if method == "POST":
+            body = POST_EXAMPLES.get(route, lambda: {})()
+            parts.append("-H 'Content-Type: application/json'")
+            if route.startswith("/execute"):
+                parts.append(f"-H 'Idempotency-Key: curl-{uuid.uuid4().hex[:8]}'")
+            parts.append(f"-d {_q(json.dumps(body, separators=(',', ':')))}")
+        lines.append(" ".join(parts))
+    doc = {"fields": encode_fields(intent_document("$TRADER_UID"))}
+    doc_json = json.dumps(doc, separators=(",", ":")).replace('"$TRADER_UID"', '"\'"$TRADER_UID"\'"')
+    lines += [
+        "# an intent document written as the app would (rules apply), then read back with its result:",
+        f"curl -s -X POST \"$FS/tenants/{TENANT}/order_intents?documentId=curl-1\" "
+        f"-H \"Authorization: Bearer $TRADER_TOKEN\" -H 'Content-Type: application/json' -d '{doc_json}'",
+        f"curl -s \"$FS/tenants/{TENANT}/order_intents/curl-1\" -H \"Authorization: Bearer $TRADER_TOKEN\"",
+        f"curl -s \"$FS/tenants/{TENANT}/ledger_trades?pageSize=20\" -H \"Authorization: Bearer $ADMIN_TOKEN\"",
+        "# the scheduled sweeper, as Cloud Scheduler calls it:",
+        f"curl -s -X POST {suite.function_url('sweep_stuck_work-0')} "
+        "-H \"X-CloudScheduler-ScheduleTime: $(date -u +%Y-%m-%dT%H:%M:%SZ)\" -H 'Content-Type: application/json' -d '{}'",
+        "# a fresh ID token (they expire after 1 h):",
+        f"curl -s -X POST '{suite.auth_url}/identitytoolkit.googleapis.com/v1/accounts:signInWithPassword?key=any' "
+        f"-H 'Content-Type: application/json' -d '{{\"email\":\"trader@acme.example\",\"password\":\"{PASSWORD}\","
+        "\"returnSecureToken\":true}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"idToken\"])'",
+    ]
+    return lines
+
+
+def print_access(suite: EmulatorSuite, session: Session, out: Callable[[str], None] = print) -> None:
+    assert session.trader is not None and session.admin is not None
+    out("\nReady-to-use ID tokens (Auth emulator; valid 1 h) and the endpoints:")
+    out(f"export API={suite.api_url}")
+    out(f"export FS='{suite.documents_url}'")
+    out(f"export TRADER_UID={session.trader.uid}")
+    out(f"export TRADER_TOKEN={session.trader.token}")
+    out(f"export ADMIN_TOKEN={session.admin.token}")
+    out("\ncurl examples (every API route, then Firestore, the scheduler, a token refresh):")
+    for line in curl_examples(suite, session):
+        out(line)
