@@ -106,7 +106,8 @@ def book_path(uid: str, key: str) -> str:
 
 
 def tax_config_path(uid: str) -> str:
-    """The user's tax settings (``lot_method``): read in the same commit as the books it governs."""
+    """The user's tax settings (legacy ``lot_method``, dated ``elections``): read in the same commit as
+    the books they govern. Server-written only (the rules give clients no access)."""
     return f"users/{uid}/config/tax"
 
 
@@ -150,5 +151,7 @@ def plan_tax(reads: TaxReads, books: Mapping[str, Mapping[str, Any] | None],
     from backend.tax.state import plan_books
 
     current = {(uid, key): books.get(book_path(uid, key)) for uid, key in reads.books}
-    methods = {uid: (configs.get(tax_config_path(uid)) or {}).get("lot_method") for uid in reads.uids}
+    # The whole ``config/tax`` document: the election in force at each fill's time for its account
+    # applies (backend/tax/election.py); a document with only the legacy ``lot_method`` behaves as before.
+    methods = {uid: dict(configs.get(tax_config_path(uid)) or {}) for uid in reads.uids}
     return plan_books(current, reads.fills, methods)

@@ -146,3 +146,26 @@ def test_every_ledger_and_history_row_has_the_one_schema_whatever_wrote_it(world
         assert set(row["execution"]) == set(EXECUTION_FIELDS), trade_id
     assert ledger["g1--leg_002"]["qty"] == "50000" and Decimal(ledger["w1--f1"]["qty"]) == 2
     assert Decimal(history["g1--leg_001"]["ordered_quantity"]) == Decimal("100000")
+
+
+def test_a_lot_method_election_applies_only_to_sales_after_it_takes_effect(world):
+    """Issue 16 item 2 on both stores: the method applied is the election in force at the sale."""
+    from datetime import timedelta
+
+    from backend.tax.election import add_election
+
+    store, put, rows = world
+    clock = ManualClock()
+    engine = engine_on(store, clock=clock)
+    engine.execute_intent(order("b1", "buy", "2"), CTX)
+    switch = clock.now() + timedelta(hours=1)
+    put("users/u1/config/tax", add_election({"lot_method": "LIFO"}, "HIFO", now=clock.now(), effective_at=switch))
+
+    engine.execute_intent(order("s1", "sell", "1"), CTX)  # before the election takes effect: LIFO
+    clock.advance(2 * 3600)
+    engine.execute_intent(order("s2", "sell", "1"), CTX)  # after: HIFO
+
+    history = rows("users/u1/portfolio/history/trades")
+    assert history["b1"]["tax"]["lot_method"] == "FIFO"  # booked before any settings existed
+    assert history["s1"]["tax"]["lot_method"] == "LIFO"
+    assert history["s2"]["tax"]["lot_method"] == "HIFO"
