@@ -86,13 +86,7 @@ class ExecutionEngine:
     # --- venue selection -------------------------------------------------------------------
     def broker_for(self, intent: OrderIntent) -> BrokerPort | Rejection:
         """The intent's venue, wrapped by the gate's dry-run guard (no submit while dry run is on)."""
-        venue = self.venues.route(intent.asset_class)
-        if isinstance(venue, Rejection):
-            return venue
-        guarded = self._guarded.get(id(venue))
-        if guarded is None or guarded.inner is not venue:
-            guarded = self._guarded[id(venue)] = self.gate.guard(venue)
-        return guarded
+        return self.gate.route(self.venues, intent.asset_class, self._guarded)
 
     # --- the flow ----------------------------------------------------------------------------
     def execute_intent(self, intent: OrderIntent, context: ExecutionContext | None = None) -> ExecutionResult:
@@ -210,15 +204,20 @@ class ExecutionEngine:
             log_event("exec.broker_rejected", severity="WARNING", intent_id=intent.intent_id, rejection=rejection)
             return self._finish_decision(intent, ctx, "rejected", routing, rejection, claimed=True,
                                          claimed_slot=slot, client_order_id=coid, broker_name=venue.name)
-        # A venue answers a known client id with the order it already holds: adopt it only if it is the
-        # order we asked for (checked again after the fill wait, which reads it by broker id).
-        refused = self._refuse_foreign(intent, ctx, routing, venue, request, order, slot, "submit")
+        return self._adopt(intent, ctx, routing, venue, request, order, slot, "submit")
+
+    def _adopt(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None,
+               venue: BrokerPort, request: OrderRequest, order: BrokerOrder, slot: int | None,
+               stage: str) -> ExecutionResult:
+        """A venue answers a known client id with the order it already holds: adopt it only if it is the
+        order we asked for (checked again after the fill wait, which reads it by broker id)."""
+        refused = self._refuse_foreign(intent, ctx, routing, venue, request, order, slot, stage)
         if refused is None:
             order = self._await_fill(venue, order, request, routing)
             refused = self._refuse_foreign(intent, ctx, routing, venue, request, order, slot, "await_fill")
         if refused is not None:
             return refused
-        return self._finish_placed(intent, ctx, routing, venue, coid, order)
+        return self._finish_placed(intent, ctx, routing, venue, request.client_order_id, order)
 
     def _refuse_foreign(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None,
                         venue: BrokerPort, request: OrderRequest, order: BrokerOrder, slot: int | None,
@@ -267,14 +266,8 @@ class ExecutionEngine:
             return self._pending(intent, ctx, routing, coid, venue.name, exc)
         if order is not None:
             log_event("exec.resumed", intent_id=intent.intent_id, client_order_id=coid, found=True)
-            request, slot = _order_request(intent, coid), data.get("slot")
-            refused = self._refuse_foreign(intent, ctx, routing, venue, request, order, slot, "resume")
-            if refused is None:
-                order = self._await_fill(venue, order, request, routing)
-                refused = self._refuse_foreign(intent, ctx, routing, venue, request, order, slot, "await_fill")
-            if refused is not None:
-                return refused
-            return self._finish_placed(intent, ctx, routing, venue, coid, order)
+            return self._adopt(intent, ctx, routing, venue, _order_request(intent, coid), order, data.get("slot"),
+                               "resume")
         if lease is not None and _lease_active(lease, self.clock):
             return self._pending(intent, ctx, routing, coid, venue.name, None)
         if self.dry_run:  # reserved live, dry run switched on since: send nothing, leave it for the sweeper

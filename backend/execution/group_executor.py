@@ -239,13 +239,7 @@ class GroupExecutor:
     # --- steps -----------------------------------------------------------------------------------
     def _venue(self, asset_class: Any) -> BrokerPort | Rejection:
         """The class's venue through the router, wrapped by the gate's dry-run guard."""
-        venue = self.venues.route(asset_class)
-        if isinstance(venue, Rejection):
-            return venue
-        guarded = self._guarded.get(id(venue))
-        if guarded is None or guarded.inner is not venue:
-            guarded = self._guarded[id(venue)] = self.gate.guard(venue)
-        return guarded
+        return self.gate.route(self.venues, asset_class, self._guarded)
 
     def _leg_venue(self, leg: g.ExecutionLeg) -> BrokerPort:
         venue = self._venue(leg.asset_class)

@@ -90,6 +90,17 @@ class PreTradeGate:
             return venue
         return GuardedVenue(venue, self._dry_run)
 
+    def route(self, router: Any, asset_class: Any, cache: dict[int, "GuardedVenue"]) -> Any:
+        """The class's venue through ``router``, wrapped by this gate's dry-run guard (one wrapper per
+        venue, kept in the caller's ``cache``); a ``Rejection`` when no venue trades the class."""
+        venue = router.route(asset_class)
+        if isinstance(venue, Rejection):
+            return venue
+        guarded = cache.get(id(venue))
+        if guarded is None or guarded.inner is not venue:
+            guarded = cache[id(venue)] = self.guard(venue)
+        return guarded
+
 
 class GuardedVenue:
     """A venue whose order-sending calls (``submit_order``, ``close_position``, ``submit_multileg_options``)
