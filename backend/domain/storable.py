@@ -15,6 +15,7 @@ document name and 32 bytes of overhead), which must stay under ``MAX_RECORD_BYTE
 from __future__ import annotations
 
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any, Mapping
 
 from backend.domain.errors import InvalidInput
@@ -26,18 +27,36 @@ MAX_DEPTH = 20
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+class _Unstorable(Exception):
+    """Raised deep in the walk; each level adds its key on the way out, so the happy path builds no
+    path strings at all (this check runs on every order)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.parts: list[str] = []  # innermost first
+
+    def field(self) -> str:
+        out = ""
+        for part in reversed(self.parts):
+            out = out + part if part.startswith("[") else (f"{out}.{part}" if out else part)
+        return out or "document"
 
 
-def _size(value: Any, path: str, depth: int) -> int:
+@lru_cache(maxsize=4096)
+def _key_problem(key: str) -> str | None:
+    """Field names of records are mostly the same few hundred constants: decide each once."""
+    return firestore_name_problem(key)
+
+
+def _size(value: Any, depth: int) -> int:
     if depth > MAX_DEPTH:
-        raise InvalidInput(path or "document", f"nested deeper than {MAX_DEPTH} levels")
+        raise _Unstorable(f"nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, bool):
         return 1
     if isinstance(value, int):
         if not _INT64[0] <= value <= _INT64[1]:
-            raise InvalidInput(path, "integer out of the 64-bit range")
+            raise _Unstorable("integer out of the 64-bit range")
         return 8
     if isinstance(value, float):
         return 8
@@ -45,7 +64,7 @@ def _size(value: Any, path: str, depth: int) -> int:
         try:
             return len(value.encode("utf-8")) + 1
         except UnicodeEncodeError:
-            raise InvalidInput(path, "text is not valid UTF-8") from None
+            raise _Unstorable("text is not valid UTF-8") from None
     if isinstance(value, bytes):
         return len(value)
     if isinstance(value, (datetime, date)):
@@ -53,31 +72,45 @@ def _size(value: Any, path: str, depth: int) -> int:
     if isinstance(value, Mapping):
         total = 0
         for key, item in value.items():
-            problem = firestore_name_problem(key)
-            shown = _join(path, str(key)[:80])
+            problem = _key_problem(key) if isinstance(key, str) else firestore_name_problem(key)
             if problem is not None:
-                raise InvalidInput(shown, f"not a storable field name: {problem}")
-            total += len(key.encode("utf-8")) + 1 + _size(item, shown, depth + 1)
+                bad = _Unstorable(f"not a storable field name: {problem}")
+                bad.parts.append(str(key)[:80])
+                raise bad
+            try:
+                total += len(key.encode("utf-8")) + 1 + _size(item, depth + 1)
+            except _Unstorable as bad:
+                bad.parts.append(key[:80])
+                raise
         return total
     if isinstance(value, (list, tuple)):
-        return sum(_size(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
-    raise InvalidInput(path or "document", f"a {type(value).__name__} cannot be stored (use an exact string)")
+        total = 0
+        for i, item in enumerate(value):
+            try:
+                total += _size(item, depth + 1)
+            except _Unstorable as bad:
+                bad.parts.append(f"[{i}]")
+                raise
+        return total
+    raise _Unstorable(f"a {type(value).__name__} cannot be stored (use an exact string)")
 
 
 def record_size(doc: Mapping[str, Any], doc_path: str = "") -> int:
     """Firestore's storage-size estimate of ``doc`` at ``doc_path``; ``InvalidInput`` when it cannot
     be stored at all (a reserved name, an unsupported type, too deep)."""
     name = sum(len(part.encode("utf-8")) + 1 for part in doc_path.split("/") if part) + 16
-    return name + 32 + _size(doc, "", 0)
+    try:
+        return name + 32 + _size(doc, 0)
+    except _Unstorable as bad:
+        raise InvalidInput(bad.field(), bad.reason) from None
 
 
 def check_storable(doc: Mapping[str, Any], doc_path: str = "", *, limit: int = MAX_RECORD_BYTES) -> int:
     """Raise ``InvalidInput`` unless ``doc`` can be written at ``doc_path`` with room to spare.
     Every document id along ``doc_path`` must be a storable name too. Returns the estimated size."""
-    parts = [p for p in doc_path.split("/")]
     if doc_path:
-        for part in parts:
-            problem = firestore_name_problem(part)
+        for part in doc_path.split("/"):
+            problem = _key_problem(part)
             if problem is not None:
                 raise InvalidInput("document id", f"{part[:80]!r} {problem}")
     size = record_size(doc, doc_path)
