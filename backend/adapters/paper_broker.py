@@ -4,6 +4,11 @@
 spreads, fresh quotes, immediate fills. Pass another scenario (a name such as ``"partial_fills"``,
 a path, a dict or a ``Scenario``) for partial fills, rejections, latency or outages, and a
 ``ManualClock`` for reproducible runs. ``submit_order`` is idempotent by ``client_order_id``.
+
+Accounts: the venue keeps one book per account (cash, positions, orders, client order ids), like a
+broker serving many end users. ``PaperBroker(account_id="acct-1", venue=shared)`` trades only that
+account's book of the shared venue (opened on first use, starting from the scenario's account);
+without ``account_id`` it trades the venue's default account, as before.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from backend.adapters.sim import LegRequest, MlegRequest, Scenario, SimulatedVenue
+from backend.adapters.sim import DEFAULT_ACCOUNT_ID, AccountSpec, LegRequest, MlegRequest, Scenario, SimulatedVenue
 from backend.domain.assets import AssetClass, AssetSpecRegistry, default_registry, normalize_symbol, occ_underlying
 from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput
@@ -33,17 +38,28 @@ from backend.domain.orders import (
 class PaperBroker(AssetSpecMixin):
     """``seed`` overrides the scenario's seed (None keeps it; ``default.json`` has 7); ``supported``
     limits the asset classes (all by default); ``venue`` shares an existing venue (then ``scenario``,
-    ``seed`` and ``clock`` are ignored)."""
+    ``seed`` and ``clock`` are ignored); ``account_id`` picks the venue account this broker trades
+    (default: the venue's default account), opened with ``account_spec`` if it does not exist yet."""
 
     name = "paper"
 
     def __init__(self, scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
                  seed: int | None = None, clock: Clock | None = None, specs: AssetSpecRegistry | None = None,
-                 supported: Iterable[AssetClass | str] | None = None, venue: SimulatedVenue | None = None):
+                 supported: Iterable[AssetClass | str] | None = None, venue: SimulatedVenue | None = None,
+                 account_id: str | None = None, account_spec: AccountSpec | None = None):
         self.specs = specs or (venue.specs if venue is not None else default_registry())
         self.venue = venue or SimulatedVenue(scenario, clock=clock, specs=self.specs, seed=seed)
+        self.account_id = self.venue.open_account(account_id or DEFAULT_ACCOUNT_ID, account_spec)
         self.supported = frozenset(AssetClass) if supported is None else frozenset(
             AssetClass.parse(klass) for klass in supported)
+
+    def for_account(self, account_id: str, account_spec: AccountSpec | None = None) -> "PaperBroker":
+        """A paper broker for another account of the same venue (same market, clock and asset classes)."""
+        return PaperBroker(venue=self.venue, specs=self.specs, supported=self.supported, account_id=account_id,
+                           account_spec=account_spec)
+
+    def __repr__(self) -> str:
+        return f"PaperBroker(account_id={self.account_id!r})"
 
     def supports(self, asset_class: AssetClass | str) -> bool:
         return AssetClass.parse(asset_class) in self.supported
@@ -57,7 +73,8 @@ class PaperBroker(AssetSpecMixin):
     def submit_order(self, request: OrderRequest) -> BrokerOrder:
         self._require(request.asset_class)
         with _coded():
-            return self.venue.submit_order(request, on_duplicate="return").to_broker_order()
+            return self.venue.submit_order(request, on_duplicate="return",
+                                           account_id=self.account_id).to_broker_order()
 
     def submit_multileg_options(self, client_order_id: str, legs: Sequence[tuple[str, OrderSide | str, int]],
                                 qty: Decimal | int, order_type: OrderType | str = OrderType.MARKET,
@@ -78,35 +95,35 @@ class PaperBroker(AssetSpecMixin):
         except (ValueError, TypeError) as exc:
             raise BrokerError(BrokerErrorCode.INVALID, f"MLEG_INVALID: {exc}") from None
         with _coded():
-            return self.venue.submit_mleg(request, on_duplicate="return").to_broker_order()
+            return self.venue.submit_mleg(request, on_duplicate="return", account_id=self.account_id).to_broker_order()
 
     def get_order(self, broker_order_id: str) -> BrokerOrder:
         with _coded():
-            return self.venue.get_order(broker_order_id).to_broker_order()
+            return self.venue.get_order(broker_order_id, account_id=self.account_id).to_broker_order()
 
     def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
         with _coded():
-            order = self.venue.get_order_by_client_id(client_order_id)
+            order = self.venue.get_order_by_client_id(client_order_id, account_id=self.account_id)
         return order.to_broker_order() if order is not None else None
 
     def cancel_order(self, broker_order_id: str) -> None:
         """Cancel the unfilled remainder; canceling a final order changes nothing."""
         with _coded():
-            self.venue.cancel_order(broker_order_id)
+            self.venue.cancel_order(broker_order_id, account_id=self.account_id)
 
     def close_position(self, symbol: str, asset_class: AssetClass) -> BrokerOrder | None:
         klass = self._require(asset_class)
         with _coded():
-            order = self.venue.close_position(symbol, klass)
+            order = self.venue.close_position(symbol, klass, account_id=self.account_id)
         return order.to_broker_order() if order is not None else None
 
     def get_positions(self) -> Sequence[Position]:
         with _coded():
-            return self.venue.get_positions()
+            return self.venue.get_positions(account_id=self.account_id)
 
     def get_account(self) -> Account:
         with _coded():
-            return self.venue.get_account()
+            return self.venue.get_account(account_id=self.account_id)
 
     def get_latest_quote(self, symbol: str, asset_class: AssetClass) -> Quote:
         klass = self._require(asset_class)

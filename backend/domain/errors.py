@@ -55,6 +55,13 @@ class RejectCode(str, Enum):
     # a venue answered one of our client order ids with an order we did not ask for (another
     # tenant's, or a venue fault): refused, never adopted; logged as exec.client_id_mismatch (ALERT)
     CLIENT_ORDER_ID_MISMATCH = "CLIENT_ORDER_ID_MISMATCH"
+    # issue 12, accounts (backend/domain/accounts.py resolve_account). Over HTTP "not found" and
+    # "not owned" are both answered ACCOUNT_NOT_OWNED (403) so account ids cannot be probed.
+    ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
+    ACCOUNT_NOT_OWNED = "ACCOUNT_NOT_OWNED"
+    ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
+    ACCOUNT_HALTED = "ACCOUNT_HALTED"
+    ASSET_CLASS_NOT_ENABLED = "ASSET_CLASS_NOT_ENABLED"
 
 
 @dataclass(frozen=True)

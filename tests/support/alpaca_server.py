@@ -16,6 +16,16 @@ and daily bars (``/v2/stocks/bars``, ``/v1beta3/crypto/us/bars``, ``/v1beta1/opt
 Any ``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY`` (or ``Authorization``) header is accepted; trading and
 stock/option data routes answer 401 without one.
 
+Broker API (what alpaca-py's ``BrokerClient`` calls, ``url_override=server.url``, API version v1), one
+book per account of the venue (``server.open_account(uuid)``; an unknown account id → 404):
+``POST/GET/DELETE /v1/trading/accounts/{account_id}/orders``, ``GET .../orders:by_client_order_id``,
+``GET/DELETE .../orders/{order_id}``, ``GET/DELETE .../positions``, ``GET/DELETE .../positions/{symbol}``,
+``GET .../account`` (the trade account), ``GET/PATCH .../account/configurations`` (``suspend_trade``: a
+suspended account answers 403 ``40310000`` to new orders) and ``GET /v1/accounts/{account_id}``. The
+Trading API's ``/v2`` routes trade the venue's default account. A client order id is unique per
+account: the same id in two accounts is two orders; twice in one account → 422 ``40010001``. Faults
+are injected the same way (``server.inject("POST /v1/trading/accounts/*/orders", "500")``).
+
 Errors use Alpaca's bodies: 422 ``40010001`` duplicate client order id, 404 ``40410000`` not found,
 403 ``40310000`` insufficient buying power, 422 ``42210000`` invalid or not cancelable, 429 ``42910000``
 rate limited (a venue RATE_LIMITED fault), 503 ``50310000`` unavailable (a venue UNAVAILABLE fault);
@@ -156,6 +166,12 @@ class LocalAlpacaServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- accounts
+
+    def open_account(self, account_id: str | None = None, spec: Any = None) -> str:
+        """Open a Broker API account on the venue (a new UUID unless given); returns its id."""
+        return self.venue.open_account(account_id or str(uuid.uuid4()), spec)
 
     # -- faults
 
@@ -328,6 +344,23 @@ class _AlpacaApi:
             ("GET", re.compile(r"^/v1beta3/crypto/us/bars$"), self._bars(AssetClass.CRYPTO)),
             ("GET", re.compile(r"^/v1beta1/options/bars$"), self._bars(AssetClass.OPTIONS)),
         ]
+        acct = r"^/v1/trading/accounts/(?P<account_id>[^/]+)"
+        self._routes += [
+            ("POST", re.compile(rf"{acct}/orders$"), self.submit_order),
+            ("GET", re.compile(rf"{acct}/orders$"), self.list_orders),
+            ("DELETE", re.compile(rf"{acct}/orders$"), self.cancel_all),
+            ("GET", re.compile(rf"{acct}/orders:by_client_order_id$"), self.order_by_client_id),
+            ("GET", re.compile(rf"{acct}/orders/(?P<order_id>[^/]+)$"), self.get_order),
+            ("DELETE", re.compile(rf"{acct}/orders/(?P<order_id>[^/]+)$"), self.cancel_order),
+            ("GET", re.compile(rf"{acct}/positions$"), self.list_positions),
+            ("DELETE", re.compile(rf"{acct}/positions$"), self.close_all),
+            ("GET", re.compile(rf"{acct}/positions/{sym}$"), self.get_position),
+            ("DELETE", re.compile(rf"{acct}/positions/{sym}$"), self.close_position),
+            ("GET", re.compile(rf"{acct}/account$"), self.account),
+            ("GET", re.compile(rf"{acct}/account/configurations$"), self.trade_configuration),
+            ("PATCH", re.compile(rf"{acct}/account/configurations$"), self.update_trade_configuration),
+            ("GET", re.compile(r"^/v1/accounts/(?P<account_id>[^/]+)$"), self.broker_account),
+        ]
 
     def handle(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, Any]:
         known_path = False
@@ -338,8 +371,11 @@ class _AlpacaApi:
             known_path = True
             if route_method != method:
                 continue
+            params = match.groupdict()
             try:
-                return handler(query=query, body=body, **match.groupdict())
+                if params.get("account_id") is not None and not self.venue.has_account(params["account_id"]):
+                    raise _HttpError(404, 40410000, "account not found")
+                return handler(query=query, body=body, **params)
             except LostResponse:
                 raise _Drop() from None
             except BrokerError as exc:
@@ -352,7 +388,7 @@ class _AlpacaApi:
 
     # -- orders
 
-    def submit_order(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+    def submit_order(self, query: dict[str, str], body: bytes, account_id: str | None = None) -> tuple[int, Any]:
         data = _json_body(body)
         client_id = data.get("client_order_id") or self.venue.new_client_order_id()
         if not isinstance(client_id, str) or len(client_id) > 48:
@@ -367,7 +403,7 @@ class _AlpacaApi:
         if order_type is OrderType.MARKET and limit is not None:
             raise _HttpError(422, 40010001, "limit_price must not be given for market orders")
         if str(data.get("order_class") or "simple") == "mleg":
-            return 200, self._order_json(self._submit_mleg(data, client_id, order_type, limit, tif))
+            return 200, self._order_json(self._submit_mleg(data, client_id, order_type, limit, tif, account_id))
         if data.get("order_class") not in (None, "", "simple"):
             raise _HttpError(422, 42210000, f"order_class {data.get('order_class')!r} is not supported here")
         symbol = data.get("symbol")
@@ -392,11 +428,11 @@ class _AlpacaApi:
                                    qty=qty, order_type=order_type, limit_price=limit, time_in_force=tif)
         except ValueError as exc:
             raise _HttpError(422, 40010001, str(exc)) from None
-        order = self.venue.submit_order(request, on_duplicate="raise")
+        order = self.venue.submit_order(request, on_duplicate="raise", account_id=account_id)
         return 200, self._order_json(order, notional=notional)
 
     def _submit_mleg(self, data: dict[str, Any], client_id: str, order_type: OrderType, limit: Decimal | None,
-                     tif: str) -> VenueOrder:
+                     tif: str, account_id: str | None = None) -> VenueOrder:
         raw_legs = data.get("legs")
         if not isinstance(raw_legs, list):
             raise _HttpError(422, 40010001, "legs is required for the mleg order class")
@@ -423,13 +459,13 @@ class _AlpacaApi:
                                   limit_price=limit, time_in_force=tif)
         except ValueError as exc:
             raise _HttpError(422, 40010001, str(exc)) from None
-        return self.venue.submit_mleg(request, on_duplicate="raise")
+        return self.venue.submit_mleg(request, on_duplicate="raise", account_id=account_id)
 
-    def list_orders(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+    def list_orders(self, query: dict[str, str], body: bytes, account_id: str | None = None) -> tuple[int, Any]:
         status = query.get("status") or "open"
         if status not in ("open", "closed", "all"):
             raise _HttpError(422, 40010001, f"invalid status {status!r}")
-        orders = self.venue.list_orders(status=status)
+        orders = self.venue.list_orders(status=status, account_id=account_id)
         symbols = {normalize_symbol(s) for s in (query.get("symbols") or "").split(",") if s}
         if symbols:
             orders = [o for o in orders if o.symbol in symbols or o.symbol.replace("/", "") in symbols]
@@ -440,44 +476,46 @@ class _AlpacaApi:
         limit = int(query.get("limit") or 50)
         return 200, [self._order_json(o) for o in orders[:limit]]
 
-    def order_by_client_id(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
-        order = self.venue.get_order_by_client_id(query.get("client_order_id") or "")
+    def order_by_client_id(self, query: dict[str, str], body: bytes, account_id: str | None = None) -> tuple[int, Any]:
+        order = self.venue.get_order_by_client_id(query.get("client_order_id") or "", account_id=account_id)
         if order is None:
             raise _HttpError(404, 40410000, "order not found")
         return 200, self._order_json(order)
 
-    def get_order(self, query: dict[str, str], body: bytes, order_id: str) -> tuple[int, Any]:
+    def get_order(self, query: dict[str, str], body: bytes, order_id: str,
+                  account_id: str | None = None) -> tuple[int, Any]:
         try:
-            order = self.venue.get_order(order_id)
+            order = self.venue.get_order(order_id, account_id=account_id)
         except BrokerError as exc:
             if exc.code is BrokerErrorCode.NOT_FOUND:
                 raise _HttpError(404, 40410000, "order not found") from None
             raise
         return 200, self._order_json(order)
 
-    def cancel_order(self, query: dict[str, str], body: bytes, order_id: str) -> tuple[int, Any]:
+    def cancel_order(self, query: dict[str, str], body: bytes, order_id: str,
+                     account_id: str | None = None) -> tuple[int, Any]:
         try:
-            before = self.venue.peek_order(order_id)
+            before = self.venue.peek_order(order_id, account_id=account_id)
         except BrokerError:
             raise _HttpError(404, 40410000, "order not found") from None
-        after = self.venue.cancel_order(order_id)
+        after = self.venue.cancel_order(order_id, account_id=account_id)
         if before.state.is_final or after.state is not OrderState.CANCELED:
             raise _HttpError(422, 42210000, f'order is already in "{after.state.value}" state')
         return 204, None
 
-    def cancel_all(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+    def cancel_all(self, query: dict[str, str], body: bytes, account_id: str | None = None) -> tuple[int, Any]:
         out = []
-        for order in self.venue.list_orders(status="open"):
-            canceled = self.venue.cancel_order(order.broker_order_id)
+        for order in self.venue.list_orders(status="open", account_id=account_id):
+            canceled = self.venue.cancel_order(order.broker_order_id, account_id=account_id)
             out.append({"id": canceled.broker_order_id, "status": 200, "body": self._order_json(canceled)})
         return 207, out
 
     # -- positions and account
 
-    def _alpaca_positions(self) -> list[tuple[Any, AssetClass]]:
+    def _alpaca_positions(self, account_id: str | None = None) -> list[tuple[Any, AssetClass]]:
         out = []
-        for position in self.venue.get_positions():
-            klass = self.venue.position_asset_class(position.symbol)
+        for position in self.venue.get_positions(account_id=account_id):
+            klass = self.venue.position_asset_class(position.symbol, account_id=account_id)
             if klass in _ALPACA_CLASS:
                 out.append((position, klass))
         return out
@@ -500,21 +538,23 @@ class _AlpacaApi:
             "current_price": _num(price), "lastday_price": _num(price), "change_today": "0",
         }
 
-    def _find_position(self, symbol_or_id: str) -> tuple[Any, AssetClass]:
-        for position, klass in self._alpaca_positions():
+    def _find_position(self, symbol_or_id: str, account_id: str | None = None) -> tuple[Any, AssetClass]:
+        for position, klass in self._alpaca_positions(account_id):
             symbol = position.symbol.replace("/", "") if klass is AssetClass.CRYPTO else position.symbol
             if symbol_or_id.upper() == symbol or symbol_or_id.lower() == _asset_id(symbol):
                 return position, klass
         raise _HttpError(404, 40410000, "position does not exist")
 
-    def list_positions(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
-        return 200, [self._position_json(p, k) for p, k in self._alpaca_positions()]
+    def list_positions(self, query: dict[str, str], body: bytes, account_id: str | None = None) -> tuple[int, Any]:
+        return 200, [self._position_json(p, k) for p, k in self._alpaca_positions(account_id)]
 
-    def get_position(self, query: dict[str, str], body: bytes, symbol: str) -> tuple[int, Any]:
-        return 200, self._position_json(*self._find_position(symbol))
+    def get_position(self, query: dict[str, str], body: bytes, symbol: str,
+                     account_id: str | None = None) -> tuple[int, Any]:
+        return 200, self._position_json(*self._find_position(symbol, account_id))
 
-    def close_position(self, query: dict[str, str], body: bytes, symbol: str) -> tuple[int, Any]:
-        position, klass = self._find_position(symbol)
+    def close_position(self, query: dict[str, str], body: bytes, symbol: str,
+                       account_id: str | None = None) -> tuple[int, Any]:
+        position, klass = self._find_position(symbol, account_id)
         qty = None
         if query.get("qty"):
             qty = to_decimal(query["qty"], "qty")
@@ -527,25 +567,25 @@ class _AlpacaApi:
         if qty is not None and not ZERO < qty <= abs(position.qty):
             raise _HttpError(403, 40310000, f"insufficient qty available for order (requested: {_num(qty)}, "
                                             f"available: {_num(abs(position.qty))})")
-        order = self.venue.close_position(position.symbol, klass, qty=qty)
+        order = self.venue.close_position(position.symbol, klass, qty=qty, account_id=account_id)
         if order is None:
             raise _HttpError(404, 40410000, "position does not exist")
         return 200, self._order_json(order)
 
-    def close_all(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+    def close_all(self, query: dict[str, str], body: bytes, account_id: str | None = None) -> tuple[int, Any]:
         out = []
-        for position, klass in self._alpaca_positions():
-            order = self.venue.close_position(position.symbol, klass)
+        for position, klass in self._alpaca_positions(account_id):
+            order = self.venue.close_position(position.symbol, klass, account_id=account_id)
             if order is not None:
                 symbol = position.symbol.replace("/", "") if klass is AssetClass.CRYPTO else position.symbol
                 out.append({"symbol": symbol, "status": 200, "order_id": order.broker_order_id,
                             "body": self._order_json(order)})
         return 207, out
 
-    def account(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
-        account = self.venue.get_account()
+    def account(self, query: dict[str, str], body: bytes, account_id: str | None = None) -> tuple[int, Any]:
+        account = self.venue.get_account(account_id=account_id)
         long_value = short_value = ZERO
-        for position, klass in self._alpaca_positions():
+        for position, klass in self._alpaca_positions(account_id):
             spec = self.venue.market.spec(position.symbol, klass)
             value = position.qty * self.venue.market.mid(position.symbol, klass) * spec.multiplier
             if value > ZERO:
@@ -554,20 +594,56 @@ class _AlpacaApi:
                 short_value += value
         created = datetime(2024, 1, 2, tzinfo=timezone.utc)
         return 200, {
-            "id": derived_uuid(self.venue.scenario.seed, "account"), "account_number": "PA0LOCAL0001",
+            "id": account_id or derived_uuid(self.venue.scenario.seed, "account"),
+            "account_number": _account_number(account_id),
             "status": "ACTIVE", "crypto_status": "ACTIVE", "currency": account.currency,
             "buying_power": _num(account.buying_power), "regt_buying_power": _num(account.buying_power),
             "daytrading_buying_power": _num(account.buying_power),
             "non_marginable_buying_power": _num(account.cash), "options_buying_power": _num(account.buying_power),
             "cash": _num(account.cash), "accrued_fees": "0", "pending_transfer_in": "0",
             "portfolio_value": _num(account.equity), "equity": _num(account.equity),
-            "last_equity": _num(self.venue.scenario.account.equity),
+            "last_equity": _num(self.venue.account_spec(account_id).equity),
             "long_market_value": _num(long_value), "short_market_value": _num(short_value),
             "initial_margin": "0", "maintenance_margin": "0", "last_maintenance_margin": "0", "sma": "0",
             "multiplier": "2", "pattern_day_trader": False, "trading_blocked": False, "transfers_blocked": False,
-            "account_blocked": False, "trade_suspended_by_user": False, "shorting_enabled": True,
+            "account_blocked": False,
+            "trade_suspended_by_user": self.venue.trade_suspended(account_id), "shorting_enabled": True,
             "daytrade_count": 0, "options_approved_level": 3, "options_trading_level": 3,
-            "created_at": _ts(created),
+            "created_at": _ts(created), **(self._trade_account_extra(account_id, account) if account_id else {}),
+        }
+
+    def _trade_account_extra(self, account_id: str, account: Any) -> dict[str, Any]:
+        """The Broker API's trade account adds the previous session's figures and the clearing broker."""
+        spec = self.venue.account_spec(account_id)
+        return {"cash_withdrawable": _num(account.cash), "cash_transferable": _num(account.cash),
+                "previous_close": _ts(self.venue.clock.now() - timedelta(days=1)), "last_long_market_value": "0",
+                "last_short_market_value": "0", "last_cash": _num(spec.cash), "last_initial_margin": "0",
+                "last_regt_buying_power": _num(spec.buying_power), "last_buying_power": _num(spec.buying_power),
+                "clearing_broker": "VELOX"}
+
+    def trade_configuration(self, query: dict[str, str], body: bytes, account_id: str) -> tuple[int, Any]:
+        return 200, self._configuration_json(account_id)
+
+    def update_trade_configuration(self, query: dict[str, str], body: bytes, account_id: str) -> tuple[int, Any]:
+        data = _json_body(body)
+        if "suspend_trade" in data and data["suspend_trade"] is not None:
+            if not isinstance(data["suspend_trade"], bool):
+                raise _HttpError(422, 40010001, "suspend_trade must be a boolean")
+            self.venue.set_trade_suspended(account_id, data["suspend_trade"])
+        return 200, self._configuration_json(account_id)
+
+    def _configuration_json(self, account_id: str) -> dict[str, Any]:
+        return {"dtbp_check": "entry", "fractional_trading": True, "max_margin_multiplier": "2",
+                "no_shorting": False, "pdt_check": "entry", "suspend_trade": self.venue.trade_suspended(account_id),
+                "trade_confirm_email": "all", "ptp_no_exception_entry": False, "max_options_trading_level": 3}
+
+    def broker_account(self, query: dict[str, str], body: bytes, account_id: str) -> tuple[int, Any]:
+        """The Broker API's account record (the onboarding side; the money is in ``.../account``)."""
+        return 200, {
+            "id": account_id, "account_number": _account_number(account_id), "account_type": "trading",
+            "status": "ACTIVE", "crypto_status": "ACTIVE", "currency": "USD",
+            "last_equity": _num(self.venue.account_spec(account_id).equity),
+            "created_at": _ts(datetime(2024, 1, 2, tzinfo=timezone.utc)),
         }
 
     def market_clock(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
@@ -660,8 +736,16 @@ class _AlpacaApi:
         }
 
 
+def _account_number(account_id: str | None) -> str:
+    if account_id is None:
+        return "PA0LOCAL0001"
+    return "LA" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"local-alpaca:account:{account_id}").int)[:10]
+
+
 def _broker_http_error(exc: BrokerError) -> _HttpError:
     code = exc.code
+    if code is BrokerErrorCode.REJECTED and "suspended" in (exc.message or ""):
+        return _HttpError(403, 40310000, exc.message)
     if code is BrokerErrorCode.DUPLICATE:
         return _HttpError(422, 40010001, "client_order_id must be unique")
     if code is BrokerErrorCode.NOT_FOUND:

@@ -19,6 +19,8 @@ from backend.domain.orders import (
     check_limit_price,
 )
 
+DEFAULT_ACCOUNT_ID = "default"  # the account of a single-account venue (the Trading API's one account)
+
 
 @dataclass(frozen=True)
 class LegRequest:
@@ -65,6 +67,7 @@ class Fill:
     qty: Decimal
     price: Decimal
     timestamp: datetime
+    account_id: str = DEFAULT_ACCOUNT_ID
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class VenueOrder:
     ratio_qty: int | None = None
     position_intent: str | None = None
     extended_hours: bool = False
+    account_id: str = DEFAULT_ACCOUNT_ID
 
     @property
     def remaining_qty(self) -> Decimal:
@@ -136,6 +140,7 @@ class WorkingOrder:
     legs: list["WorkingOrder"] = field(default_factory=list)
     ratio_qty: int | None = None
     position_intent: str | None = None
+    account_id: str = DEFAULT_ACCOUNT_ID
 
     def snapshot(self) -> VenueOrder:
         avg = self.filled_value / self.filled_qty if self.filled_qty else None
@@ -147,7 +152,7 @@ class WorkingOrder:
             updated_at=self.updated_at, filled_at=self.filled_at, canceled_at=self.canceled_at,
             failed_at=self.failed_at, reject_reason=self.reject_reason,
             order_class="mleg" if self.legs else "simple", legs=tuple(leg.snapshot() for leg in self.legs),
-            ratio_qty=self.ratio_qty, position_intent=self.position_intent)
+            ratio_qty=self.ratio_qty, position_intent=self.position_intent, account_id=self.account_id)
 
 
 @dataclass

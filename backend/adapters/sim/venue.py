@@ -25,6 +25,9 @@ Account: ``cash`` moves by each fill's notional; ``buying_power`` is margin base
 closing releases it and realized P&L is added; ``equity`` is the starting equity plus the cash
 change plus the positions marked at the current mid.
 
+Accounts (``accounts.py``): one book per account id — cash, positions, orders, client order ids.
+Every order, position and account method takes ``account_id`` (None: the default account).
+
 Faults: a scenario fault (or ``inject_fault``) makes calls of ``operation`` (a venue method name,
 or ``*``) fail after ``after_calls`` matching calls, ``count`` times (``null``: until cleared):
 ``unavailable`` and ``rate_limited`` raise ``BrokerError`` before anything happens;
@@ -39,9 +42,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+from backend.adapters.sim.accounts import Book, Books
 from backend.adapters.sim.market import MarketSimulator
-from backend.adapters.sim.orders import ActiveFault, Fill, Holding, LegRequest, MlegRequest, VenueOrder, WorkingOrder
-from backend.adapters.sim.scenario import FaultKind, FaultSpec, FillModel, Scenario, derived_uuid, parse_fault
+from backend.adapters.sim.orders import ActiveFault, Fill, LegRequest, MlegRequest, VenueOrder, WorkingOrder
+from backend.adapters.sim.scenario import (AccountSpec, FaultKind, FaultSpec, FillModel, Scenario, derived_uuid,
+                                           parse_fault)
 from backend.domain.assets import AssetClass, AssetSpec, AssetSpecRegistry, default_registry
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import InvalidInput
@@ -81,14 +86,41 @@ class SimulatedVenue:
         self.specs = specs or default_registry()
         self.market = MarketSimulator(resolved, self.clock, self.specs)
         self._lock = threading.RLock()
-        self._orders: dict[str, WorkingOrder] = {}
-        self._by_client: dict[str, str] = {}
+        self._books = Books(resolved.account)
+        self._orders: dict[str, WorkingOrder] = {}  # every account's orders, in submission order
         self._fills: list[Fill] = []
-        self._holdings: dict[str, Holding] = {}
-        self._cash = resolved.account.cash
-        self._realized = ZERO
         self._counter = 0
         self._faults = [ActiveFault(f) for f in resolved.faults]
+
+    # -- accounts
+
+    def open_account(self, account_id: str, spec: AccountSpec | None = None) -> str:
+        """Add an account (from ``spec``, default the scenario's account); an existing one is kept."""
+        with self._lock:
+            return self._books.open(account_id, spec)
+
+    def account_ids(self) -> list[str]:
+        with self._lock:
+            return self._books.ids()
+
+    def has_account(self, account_id: str) -> bool:
+        with self._lock:
+            return account_id in self._books
+
+    def set_trade_suspended(self, account_id: str | None, suspended: bool) -> None:
+        with self._lock:
+            self._books.get(account_id).trade_suspended = bool(suspended)
+
+    def trade_suspended(self, account_id: str | None = None) -> bool:
+        with self._lock:
+            return self._books.get(account_id).trade_suspended
+
+    def account_spec(self, account_id: str | None = None) -> AccountSpec:
+        with self._lock:
+            return self._books.get(account_id).spec
+
+    def _book(self, account_id: str | None) -> Book:
+        return self._books.get(account_id)
 
     # -- ids and faults
 
@@ -133,16 +165,20 @@ class SimulatedVenue:
 
     # -- submission
 
-    def submit_order(self, request: OrderRequest, *, on_duplicate: DuplicatePolicy = "return") -> VenueOrder:
-        """Accept an order; a known ``client_order_id`` returns the existing order or raises DUPLICATE."""
+    def submit_order(self, request: OrderRequest, *, on_duplicate: DuplicatePolicy = "return",
+                     account_id: str | None = None) -> VenueOrder:
+        """Accept an order; a ``client_order_id`` known in that account returns the existing order or
+        raises DUPLICATE."""
         with self._lock:
             lost = self._check_faults("submit_order")
-            order = self._submit(request, on_duplicate)
+            book = self._book(account_id)
+            book.check_tradable()
+            order = self._submit(book, request, on_duplicate)
             self._raise_lost("submit_order", lost)
             return order
 
-    def _submit(self, request: OrderRequest, on_duplicate: DuplicatePolicy) -> VenueOrder:
-        existing = self._duplicate(request.client_order_id, on_duplicate)
+    def _submit(self, book: Book, request: OrderRequest, on_duplicate: DuplicatePolicy) -> VenueOrder:
+        existing = self._duplicate(book, request.client_order_id, on_duplicate)
         if existing is not None:
             return existing
         try:
@@ -157,22 +193,25 @@ class SimulatedVenue:
         price = quote.ask if request.side is OrderSide.BUY else quote.bid
         if limit is not None:
             price = limit
-        self._check_buying_power(symbol, request.side, qty, price, spec)
+        self._check_buying_power(book, symbol, request.side, qty, price, spec)
         now = self.clock.now()
         fill = self.market.fill_spec(symbol, klass)
         order = WorkingOrder(
             broker_order_id=self._next_id("order"), client_order_id=request.client_order_id, symbol=symbol,
             asset_class=klass, side=request.side, qty=qty, order_type=request.order_type, limit_price=limit,
             time_in_force=tif, fill=fill, lot=spec.lot_size, created_at=now, updated_at=now,
-            eligible_at=now + timedelta(seconds=fill.latency_seconds))
-        self._accept(order)
+            eligible_at=now + timedelta(seconds=fill.latency_seconds), account_id=book.account_id)
+        self._accept(book, order)
         return order.snapshot()
 
-    def submit_mleg(self, request: MlegRequest, *, on_duplicate: DuplicatePolicy = "return") -> VenueOrder:
+    def submit_mleg(self, request: MlegRequest, *, on_duplicate: DuplicatePolicy = "return",
+                    account_id: str | None = None) -> VenueOrder:
         """Accept a multi-leg option order; the legs fill together, by the first leg's fill model."""
         with self._lock:
             lost = self._check_faults("submit_mleg")
-            existing = self._duplicate(request.client_order_id, on_duplicate)
+            book = self._book(account_id)
+            book.check_tradable()
+            existing = self._duplicate(book, request.client_order_id, on_duplicate)
             if existing is not None:
                 self._raise_lost("submit_mleg", lost)
                 return existing
@@ -187,7 +226,7 @@ class SimulatedVenue:
             net = self._mleg_net_price(request.legs)
             if net > ZERO:
                 spec = self.market.spec(request.legs[0].symbol, AssetClass.OPTIONS)
-                self._check_buying_power_amount(spec.margin(request.qty, net))
+                self._check_buying_power_amount(book, spec.margin(request.qty, net))
             now = self.clock.now()
             first = request.legs[0]
             fill = self.market.fill_spec(first.symbol, AssetClass.OPTIONS)
@@ -200,28 +239,30 @@ class SimulatedVenue:
                     asset_class=AssetClass.OPTIONS, side=leg.side, qty=request.qty * leg.ratio_qty,
                     order_type=request.order_type, limit_price=None, time_in_force=tif, fill=fill, lot=ONE,
                     created_at=now, updated_at=now, eligible_at=now, ratio_qty=leg.ratio_qty,
-                    position_intent=leg.position_intent))
+                    position_intent=leg.position_intent, account_id=book.account_id))
             parent = WorkingOrder(
                 broker_order_id=parent_id, client_order_id=request.client_order_id, symbol="",
                 asset_class=AssetClass.OPTIONS, side=first.side, qty=request.qty, order_type=request.order_type,
                 limit_price=request_limit, time_in_force=tif, fill=fill, lot=ONE, created_at=now, updated_at=now,
-                eligible_at=now + timedelta(seconds=fill.latency_seconds), legs=legs)
-            self._accept(parent)
+                eligible_at=now + timedelta(seconds=fill.latency_seconds), legs=legs, account_id=book.account_id)
+            self._accept(book, parent)
             snapshot = parent.snapshot()
             self._raise_lost("submit_mleg", lost)
             return snapshot
 
-    def _duplicate(self, client_order_id: str, on_duplicate: DuplicatePolicy) -> VenueOrder | None:
-        broker_id = self._by_client.get(client_order_id)
+    @staticmethod
+    def _duplicate(book: Book, client_order_id: str, on_duplicate: DuplicatePolicy) -> VenueOrder | None:
+        broker_id = book.by_client.get(client_order_id)
         if broker_id is None:
             return None
         if on_duplicate == "raise":
             raise BrokerError(BrokerErrorCode.DUPLICATE, "client_order_id must be unique")
-        return self._orders[broker_id].snapshot()
+        return book.orders[broker_id].snapshot()
 
-    def _accept(self, order: WorkingOrder) -> None:
+    def _accept(self, book: Book, order: WorkingOrder) -> None:
         self._orders[order.broker_order_id] = order
-        self._by_client[order.client_order_id] = order.broker_order_id
+        book.orders[order.broker_order_id] = order
+        book.by_client[order.client_order_id] = order.broker_order_id
         if order.time_in_force == "fok" and not self._fills_at_once(order):
             self._cancel(order)  # fill or kill: nothing fills unless everything can, now
             return
@@ -242,16 +283,16 @@ class SimulatedVenue:
                 order.limit_price is None or self._mleg_net_price(order.legs) <= order.limit_price)
         return self._fill_price(order, order.limit_price) is not None
 
-    def _check_buying_power(self, symbol: str, side: OrderSide, qty: Decimal, price: Decimal,
+    def _check_buying_power(self, book: Book, symbol: str, side: OrderSide, qty: Decimal, price: Decimal,
                             spec: AssetSpec) -> None:
-        holding = self._holdings.get(symbol)
+        holding = book.holdings.get(symbol)
         held = holding.qty if holding else ZERO
         opening = qty if held * side.direction >= 0 else max(ZERO, qty - abs(held))
         if opening > ZERO:
-            self._check_buying_power_amount(spec.margin(opening, price))
+            self._check_buying_power_amount(book, spec.margin(opening, price))
 
-    def _check_buying_power_amount(self, required: Decimal) -> None:
-        available = self._buying_power()
+    def _check_buying_power_amount(self, book: Book, required: Decimal) -> None:
+        available = self._buying_power(book)
         if required > available:
             raise BrokerError(BrokerErrorCode.INSUFFICIENT_BUYING_POWER,
                               f"insufficient buying power: required={required} available={available}")
@@ -334,8 +375,10 @@ class SimulatedVenue:
         order.filled_value += qty * price
         self._fills.append(Fill(fill_id=self._next_id("fill"), broker_order_id=order.broker_order_id,
                                 client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
-                                qty=qty, price=price, timestamp=now))
-        self._apply_to_holdings(order.symbol, order.asset_class, order.side.direction * qty, price)
+                                qty=qty, price=price, timestamp=now, account_id=order.account_id))
+        self._books.get(order.account_id).apply_fill(
+            order.symbol, order.asset_class, order.side.direction * qty, price,
+            self.market.spec(order.symbol, order.asset_class).multiplier)
         self._update_state(order, now)
 
     @staticmethod
@@ -346,24 +389,6 @@ class SimulatedVenue:
             order.filled_at = now
         elif order.filled_qty > ZERO:
             order.state = OrderState.PARTIALLY_FILLED
-
-    def _apply_to_holdings(self, symbol: str, klass: AssetClass, signed_qty: Decimal, price: Decimal) -> None:
-        spec = self.market.spec(symbol, klass)
-        holding = self._holdings.setdefault(symbol, Holding(asset_class=klass))
-        self._cash -= signed_qty * price * spec.multiplier
-        old = holding.qty
-        new = old + signed_qty
-        if old == ZERO or (old > ZERO) == (signed_qty > ZERO):
-            holding.avg_entry = (abs(old) * holding.avg_entry + abs(signed_qty) * price) / abs(new)
-        else:
-            closed = min(abs(old), abs(signed_qty))
-            direction = 1 if old > ZERO else -1
-            self._realized += closed * (price - holding.avg_entry) * direction * spec.multiplier
-            if new != ZERO and (new > ZERO) != (old > ZERO):
-                holding.avg_entry = price  # crossed through zero: the rest opens at this price
-        holding.qty = new
-        if new == ZERO:
-            del self._holdings[symbol]
 
     def _mleg_net_price(self, legs: Sequence[WorkingOrder] | Sequence[LegRequest]) -> Decimal:
         """Net per unit at the touch: Σ side × ratio × (ask for buys, bid for sells); positive a debit."""
@@ -376,34 +401,36 @@ class SimulatedVenue:
 
     # -- reads that observe (and so progress) orders
 
-    def get_order(self, broker_order_id: str) -> VenueOrder:
+    def get_order(self, broker_order_id: str, *, account_id: str | None = None) -> VenueOrder:
         with self._lock:
             lost = self._check_faults("get_order")
-            order = self._find(broker_order_id)
+            order = self._find(broker_order_id, account_id)
             self._progress(order, observe=True)
             self._raise_lost("get_order", lost)
             return order.snapshot()
 
-    def get_order_by_client_id(self, client_order_id: str) -> VenueOrder | None:
+    def get_order_by_client_id(self, client_order_id: str, *, account_id: str | None = None) -> VenueOrder | None:
         with self._lock:
             lost = self._check_faults("get_order_by_client_id")
-            broker_id = self._by_client.get(client_order_id)
+            book = self._book(account_id)
+            broker_id = book.by_client.get(client_order_id)
             if broker_id is None:
                 self._raise_lost("get_order_by_client_id", lost)
                 return None
-            order = self._orders[broker_id]
+            order = book.orders[broker_id]
             self._progress(order, observe=True)
             self._raise_lost("get_order_by_client_id", lost)
             return order.snapshot()
 
-    def list_orders(self, *, status: str = "all") -> list[VenueOrder]:
+    def list_orders(self, *, status: str = "all", account_id: str | None = None) -> list[VenueOrder]:
         """Orders in submission order, each observed once; ``status`` is open, closed or all."""
         if status not in ("open", "closed", "all"):
             raise BrokerError(BrokerErrorCode.INVALID, f"status must be open, closed or all, got {status!r}")
         with self._lock:
             lost = self._check_faults("list_orders")
+            book = self._book(account_id)
             out = []
-            for order in self._orders.values():
+            for order in book.orders.values():
                 self._progress(order, observe=True)
                 if status == "all" or (status == "open") != order.state.is_final:
                     out.append(order.snapshot())
@@ -411,7 +438,8 @@ class SimulatedVenue:
             return out
 
     def poll(self) -> list[VenueOrder]:
-        """Observe every working order once (one partial step each); returns the ones still working."""
+        """Observe every working order of every account once (one partial step each); returns the ones
+        still working."""
         with self._lock:
             for order in self._orders.values():
                 self._progress(order, observe=True)
@@ -423,11 +451,11 @@ class SimulatedVenue:
             self.market.step(n)
             self.poll()
 
-    def cancel_order(self, broker_order_id: str) -> VenueOrder:
+    def cancel_order(self, broker_order_id: str, *, account_id: str | None = None) -> VenueOrder:
         """Cancel the unfilled remainder (fills due by now are applied first). A final order is returned as is."""
         with self._lock:
             lost = self._check_faults("cancel_order")
-            order = self._find(broker_order_id)
+            order = self._find(broker_order_id, account_id)
             self._progress(order, observe=False)
             if not order.state.is_final:
                 self._cancel(order)
@@ -443,43 +471,49 @@ class SimulatedVenue:
                 leg.state = OrderState.CANCELED
                 leg.canceled_at = leg.updated_at = now
 
-    def _find(self, broker_order_id: str) -> WorkingOrder:
-        order = self._orders.get(str(broker_order_id))
+    def _find(self, broker_order_id: str, account_id: str | None) -> WorkingOrder:
+        """The order with that id in that account; another account's order is not found."""
+        order = self._book(account_id).orders.get(str(broker_order_id))
         if order is None:
             raise BrokerError(BrokerErrorCode.NOT_FOUND, f"order not found: {broker_order_id}")
         return order
 
     # -- positions and account
 
-    def get_positions(self) -> list[Position]:
+    def get_positions(self, *, account_id: str | None = None) -> list[Position]:
         with self._lock:
             lost = self._check_faults("get_positions")
-            out = [Position(symbol=s, qty=h.qty, avg_entry_price=h.avg_entry) for s, h in self._holdings.items()]
+            book = self._book(account_id)
+            out = [Position(symbol=s, qty=h.qty, avg_entry_price=h.avg_entry) for s, h in book.holdings.items()]
             self._raise_lost("get_positions", lost)
             return out
 
-    def get_position(self, symbol: str, asset_class: AssetClass | str | None = None) -> Position | None:
+    def get_position(self, symbol: str, asset_class: AssetClass | str | None = None, *,
+                     account_id: str | None = None) -> Position | None:
         with self._lock:
             key, _ = self.market.resolve(symbol, asset_class)
-            holding = self._holdings.get(key)
+            holding = self._book(account_id).holdings.get(key)
             return Position(symbol=key, qty=holding.qty, avg_entry_price=holding.avg_entry) if holding else None
 
-    def net_position(self, symbol: str, asset_class: AssetClass | str | None = None) -> Decimal:
-        position = self.get_position(symbol, asset_class)
+    def net_position(self, symbol: str, asset_class: AssetClass | str | None = None, *,
+                     account_id: str | None = None) -> Decimal:
+        position = self.get_position(symbol, asset_class, account_id=account_id)
         return position.qty if position else ZERO
 
-    def position_asset_class(self, symbol: str) -> AssetClass | None:
+    def position_asset_class(self, symbol: str, *, account_id: str | None = None) -> AssetClass | None:
         with self._lock:
-            holding = self._holdings.get(self.market.resolve(symbol)[0])
+            holding = self._book(account_id).holdings.get(self.market.resolve(symbol)[0])
             return holding.asset_class if holding else None
 
     def close_position(self, symbol: str, asset_class: AssetClass | str | None = None, *,
-                       qty: Decimal | None = None, client_order_id: str | None = None) -> VenueOrder | None:
+                       qty: Decimal | None = None, client_order_id: str | None = None,
+                       account_id: str | None = None) -> VenueOrder | None:
         """Submit a market order for the opposite side of the position (all of it unless ``qty``); None if flat."""
         with self._lock:
             lost = self._check_faults("close_position")
+            book = self._book(account_id)
             key, _ = self.market.resolve(symbol, asset_class)
-            holding = self._holdings.get(key)
+            holding = book.holdings.get(key)
             if holding is None:
                 self._raise_lost("close_position", lost)
                 return None
@@ -490,26 +524,28 @@ class SimulatedVenue:
                 client_order_id=client_order_id or self._next_id("client"), symbol=key,
                 asset_class=holding.asset_class, side=OrderSide.SELL if holding.qty > ZERO else OrderSide.BUY,
                 qty=size)
-            order = self._submit(request, "raise")
+            book.check_tradable()
+            order = self._submit(book, request, "raise")
             self._raise_lost("close_position", lost)
             return order
 
-    def _buying_power(self) -> Decimal:
+    def _buying_power(self, book: Book) -> Decimal:
         used = ZERO
-        for symbol, holding in self._holdings.items():
+        for symbol, holding in book.holdings.items():
             used += self.market.spec(symbol, holding.asset_class).margin(abs(holding.qty), holding.avg_entry)
-        return self.scenario.account.buying_power + self._realized - used
+        return book.spec.buying_power + book.realized - used
 
-    def get_account(self) -> Account:
+    def get_account(self, *, account_id: str | None = None) -> Account:
         with self._lock:
             lost = self._check_faults("get_account")
+            book = self._book(account_id)
             market_value = ZERO
-            for symbol, holding in self._holdings.items():
+            for symbol, holding in book.holdings.items():
                 spec = self.market.spec(symbol, holding.asset_class)
                 market_value += holding.qty * self.market.mid(symbol, holding.asset_class) * spec.multiplier
-            account = self.scenario.account
-            equity = account.equity + (self._cash - account.cash) + market_value
-            result = Account(buying_power=self._buying_power(), equity=equity, cash=self._cash)
+            account = book.spec
+            equity = account.equity + (book.cash - account.cash) + market_value
+            result = Account(buying_power=self._buying_power(book), equity=equity, cash=book.cash)
             self._raise_lost("get_account", lost)
             return result
 
@@ -531,22 +567,24 @@ class SimulatedVenue:
 
     # -- invariant checks (no progression, no faults)
 
-    def orders(self) -> list[VenueOrder]:
-        """Every order ever accepted, in submission order, as it stands (nothing progresses)."""
+    def orders(self, account_id: str | None = None) -> list[VenueOrder]:
+        """Every order ever accepted, in submission order, as it stands (nothing progresses); only
+        that account's when ``account_id`` is given (None: every account)."""
         with self._lock:
-            return [o.snapshot() for o in self._orders.values()]
+            source = self._orders if account_id is None else self._book(account_id).orders
+            return [o.snapshot() for o in source.values()]
 
-    def peek_order(self, broker_order_id: str) -> VenueOrder:
+    def peek_order(self, broker_order_id: str, *, account_id: str | None = None) -> VenueOrder:
         with self._lock:
-            return self._find(broker_order_id).snapshot()
+            return self._find(broker_order_id, account_id).snapshot()
 
-    def fills(self) -> list[Fill]:
+    def fills(self, account_id: str | None = None) -> list[Fill]:
         with self._lock:
-            return list(self._fills)
+            return [f for f in self._fills if account_id is None or f.account_id == account_id]
 
-    def client_order_ids(self) -> list[str]:
+    def client_order_ids(self, account_id: str | None = None) -> list[str]:
         with self._lock:
-            return [o.client_order_id for o in self._orders.values()]
+            return [o.client_order_id for o in self.orders(account_id)]
 
 
 def _tif(value: str) -> str:

@@ -1,0 +1,205 @@
+"""Alpaca Broker API adapter: many end-user accounts behind one set of keys (alpaca-py ``BrokerClient``).
+
+``AlpacaBrokerApiConnection`` is one Broker API connection (key, secret, sandbox or live, optional
+base-URL override): one ``BrokerClient`` plus the market-data clients, built lazily on first use and
+cached per process by (credential fingerprint, environment, URLs, timeout), so every account of the
+connection — and every later ``AlpacaBrokerApiConnection`` with the same settings — shares them.
+``AlpacaBrokerApiAccount(connection, account_id)`` is the ``BrokerPort`` for one account (the Alpaca
+account UUID): orders, positions and the trade account go to the account-scoped Broker API routes
+(``/v1/trading/accounts/{account_id}/...``); quotes and bars come from Alpaca's market data under the
+same broker keys (HTTP Basic auth, ``use_basic_auth=True``; ``data_url_override`` for local servers).
+
+Same guarantees as ``AlpacaBroker``, by construction: ``AlpacaBrokerApiAccount`` IS an ``AlpacaBroker``
+whose trading client is an account-scoped view of the connection's ``BrokerClient``
+(``_AccountTrading``: the seven ``TradingClient`` calls ``AlpacaBroker`` makes, answered by
+``submit_order_for_account``, ``get_order_for_account_by_client_id``, ...). So the retry engine, the
+bounded timeouts (``_harden``), the idempotent submit (lookup by client order id before any resubmit
+after an unknown outcome), the refusal mapping to coded ``BrokerError``s and the parsing helpers are
+``AlpacaBroker``'s own, not copies; each account instance has its own 429 budget
+(``max_rate_limit_retries`` within ``time_budget_seconds``). Client order ids are scoped per account at
+Alpaca (the same id in two accounts is two orders), which is exactly the lookup this adapter does.
+
+``set_trade_suspension(account_id, suspended)`` flips the account's ``suspend_trade`` configuration
+(``update_trade_configuration_for_account``): a suspended account refuses new orders at the venue
+(403 → ``BrokerError(REJECTED)``).
+
+Secrets: the key and secret live only in the connection object and alpaca-py's clients; no repr,
+log line or error message of this module contains them (the cache key is a SHA-256 fingerprint).
+alpaca-py is imported lazily, like ``AlpacaBroker``.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from typing import Any
+
+from backend.adapters.alpaca_broker import AlpacaBroker, _Clients, _harden, _is_loopback
+from backend.domain.assets import AssetSpecRegistry
+from backend.domain.clock import Clock
+from backend.domain.orders import BrokerError, BrokerErrorCode
+
+__all__ = ["AlpacaBrokerApiAccount", "AlpacaBrokerApiConnection", "clear_client_cache"]
+
+_CACHE: dict[tuple[Any, ...], "_ConnectionClients"] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def clear_client_cache() -> None:
+    """Forget every cached client (tests; a rotated secret gets new clients anyway: it is in the key)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+class _ConnectionClients:
+    def __init__(self, broker: Any, stock: Any, crypto: Any, option: Any):
+        self.broker = broker
+        self.stock = stock
+        self.crypto = crypto
+        self.option = option
+
+
+class AlpacaBrokerApiConnection:
+    """One Broker API connection serving many accounts; see the module docstring."""
+
+    def __init__(self, api_key: str, secret_key: str, *, sandbox: bool = True, url_override: str | None = None,
+                 data_url_override: str | None = None, timeout_seconds: float = 10.0):
+        if not (isinstance(api_key, str) and api_key and isinstance(secret_key, str) and secret_key):
+            raise ValueError("api_key and secret_key must be non-empty strings")  # never echo them
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        self._api_key = api_key
+        self._secret_key = secret_key
+        self.sandbox = bool(sandbox)
+        self.url_override = url_override
+        self.data_url_override = data_url_override or url_override
+        self.timeout_seconds = float(timeout_seconds)
+
+    def __repr__(self) -> str:  # never show keys
+        return (f"AlpacaBrokerApiConnection(sandbox={self.sandbox}, url_override={self.url_override!r}, "
+                f"data_url_override={self.data_url_override!r})")
+
+    def _cache_key(self) -> tuple[Any, ...]:
+        fingerprint = hashlib.sha256(f"{self._api_key}\0{self._secret_key}".encode()).hexdigest()
+        return (fingerprint, self.sandbox, self.url_override, self.data_url_override, self.timeout_seconds)
+
+    def clients(self) -> _ConnectionClients:
+        """The connection's clients: built once per process for these settings, then shared."""
+        key = self._cache_key()
+        with _CACHE_LOCK:
+            cached = _CACHE.get(key)
+            if cached is None:
+                cached = _CACHE[key] = self._build_clients()
+            return cached
+
+    def _build_clients(self) -> _ConnectionClients:
+        from alpaca.broker.client import BrokerClient
+        from alpaca.data.historical.crypto import CryptoHistoricalDataClient
+        from alpaca.data.historical.option import OptionHistoricalDataClient
+        from alpaca.data.historical.stock import StockHistoricalDataClient
+
+        keys = dict(api_key=self._api_key, secret_key=self._secret_key, raw_data=True)
+        data = dict(keys, use_basic_auth=True, sandbox=self.sandbox, url_override=self.data_url_override)
+        broker = BrokerClient(sandbox=self.sandbox, url_override=self.url_override, **keys)
+        stock = StockHistoricalDataClient(**data)
+        crypto = CryptoHistoricalDataClient(**data)
+        option = OptionHistoricalDataClient(**data)
+        for client, url in ((broker, self.url_override), (stock, self.data_url_override),
+                            (crypto, self.data_url_override), (option, self.data_url_override)):
+            _harden(client, self.timeout_seconds, trust_env=not _is_loopback(url))
+        return _ConnectionClients(broker, stock, crypto, option)
+
+    def account(self, account_id: str, **kwargs: Any) -> "AlpacaBrokerApiAccount":
+        """The ``BrokerPort`` of one account of this connection (kwargs as ``AlpacaBrokerApiAccount``)."""
+        return AlpacaBrokerApiAccount(self, account_id, **kwargs)
+
+    def set_trade_suspension(self, account_id: str, suspended: bool, **kwargs: Any) -> None:
+        """Suspend (or resume) trading of one account at the venue; bounded and retried like any call."""
+        self.account(account_id, **kwargs).set_trade_suspension(suspended)
+
+
+class _AccountTrading:
+    """The ``TradingClient`` calls ``AlpacaBroker`` makes, answered for one account by ``BrokerClient``."""
+
+    def __init__(self, broker: Any, account_id: str):
+        self._broker = broker
+        self._account_id = account_id
+
+    def submit_order(self, order_data: Any) -> Any:
+        # alpaca-py's broker submit only calls order_data.to_request_fields(): the trading request
+        # models AlpacaBroker builds (with their validators) serialize exactly like the broker ones.
+        return self._broker.submit_order_for_account(self._account_id, order_data)
+
+    def get_order_by_id(self, order_id: str) -> Any:
+        return self._broker.get_order_for_account_by_id(self._account_id, order_id)
+
+    def get_order_by_client_id(self, client_order_id: str) -> Any:
+        return self._broker.get_order_for_account_by_client_id(self._account_id, client_order_id)
+
+    def cancel_order_by_id(self, order_id: str) -> Any:
+        return self._broker.cancel_order_for_account_by_id(self._account_id, order_id)
+
+    def close_position(self, symbol_or_asset_id: str) -> Any:
+        return self._broker.close_position_for_account(self._account_id, symbol_or_asset_id)
+
+    def get_all_positions(self) -> Any:
+        return self._broker.get_all_positions_for_account(self._account_id)
+
+    def get_account(self) -> Any:
+        return self._broker.get_trade_account_by_id(self._account_id)
+
+
+class AlpacaBrokerApiAccount(AlpacaBroker):
+    """``BrokerPort`` for one Broker API account; see the module docstring."""
+
+    name = "alpaca_broker"
+
+    def __init__(self, connection: AlpacaBrokerApiConnection, account_id: str, *,
+                 time_budget_seconds: float = 30.0, max_rate_limit_retries: int = 3,
+                 specs: AssetSpecRegistry | None = None, clock: Clock | None = None):
+        try:
+            account_uuid = str(uuid.UUID(str(account_id)))
+        except ValueError:
+            raise BrokerError(BrokerErrorCode.INVALID, "account_id must be an Alpaca account UUID") from None
+        super().__init__(None, None, paper=connection.sandbox, url_override=connection.url_override,
+                         data_url_override=connection.data_url_override,
+                         timeout_seconds=connection.timeout_seconds, time_budget_seconds=time_budget_seconds,
+                         max_rate_limit_retries=max_rate_limit_retries, specs=specs, clock=clock, env={})
+        self.connection = connection
+        self.account_id = account_uuid
+
+    def __repr__(self) -> str:  # never show keys
+        return f"AlpacaBrokerApiAccount(account_id={self.account_id!r}, connection={self.connection!r})"
+
+    def _clients(self) -> _Clients:
+        cached = self._clients_cache
+        if cached is not None:
+            return cached
+        shared = self.connection.clients()
+        with self._lock:
+            if self._clients_cache is None:
+                self._clients_cache = _Clients(_AccountTrading(shared.broker, self.account_id),
+                                               shared.stock, shared.crypto, shared.option)
+            return self._clients_cache
+
+    def trade_suspended(self) -> bool:
+        raw = self._call("get_trade_configuration",
+                         lambda c: self.connection.clients().broker.get_trade_configuration_for_account(
+                             self.account_id), retry_reads=True)
+        return bool((raw or {}).get("suspend_trade"))
+
+    def set_trade_suspension(self, suspended: bool) -> None:
+        """Set ``suspend_trade`` on this account (read-modify-write of its trade configuration; the
+        PATCH sets a value, so a retry after an unknown outcome is harmless)."""
+        def update(c: _Clients) -> Any:
+            from alpaca.trading.models import AccountConfiguration
+
+            broker = self.connection.clients().broker
+            current = broker.get_trade_configuration_for_account(self.account_id)
+            config = AccountConfiguration(**{**current, "suspend_trade": bool(suspended)})
+            return broker.update_trade_configuration_for_account(self.account_id, config)
+
+        raw = self._call("set_trade_suspension", update, retry_reads=True)
+        if bool((raw or {}).get("suspend_trade")) is not bool(suspended):
+            raise BrokerError(BrokerErrorCode.UNAVAILABLE,
+                              f"set_trade_suspension: the venue did not apply suspend_trade={bool(suspended)}")
