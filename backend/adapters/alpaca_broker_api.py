@@ -13,7 +13,7 @@ Same guarantees as ``AlpacaBroker``, by construction: ``AlpacaBrokerApiAccount``
 whose trading client is an account-scoped view of the connection's ``BrokerClient``
 (``_AccountTrading``: the seven ``TradingClient`` calls ``AlpacaBroker`` makes, answered by
 ``submit_order_for_account``, ``get_order_for_account_by_client_id``, ...). So the retry engine, the
-bounded timeouts (``_harden``), the idempotent submit (lookup by client order id before any resubmit
+bounded timeouts (``harden_client``), the idempotent submit (lookup by client order id before any resubmit
 after an unknown outcome), the refusal mapping to coded ``BrokerError``s and the parsing helpers are
 ``AlpacaBroker``'s own, not copies; each account instance has its own 429 budget
 (``max_rate_limit_retries`` within ``time_budget_seconds``). Client order ids are scoped per account at
@@ -34,7 +34,8 @@ import threading
 import uuid
 from typing import Any
 
-from backend.adapters.alpaca_broker import AlpacaBroker, _Clients, _harden, _is_loopback
+from backend.adapters.alpaca_broker import AlpacaBroker, AlpacaClients, harden_client
+from backend.adapters.venue_common import is_loopback_url
 from backend.domain.assets import AssetSpecRegistry
 from backend.domain.clock import Clock
 from backend.domain.orders import BrokerError, BrokerErrorCode
@@ -106,7 +107,7 @@ class AlpacaBrokerApiConnection:
         option = OptionHistoricalDataClient(**data)
         for client, url in ((broker, self.url_override), (stock, self.data_url_override),
                             (crypto, self.data_url_override), (option, self.data_url_override)):
-            _harden(client, self.timeout_seconds, trust_env=not _is_loopback(url))
+            harden_client(client, self.timeout_seconds, trust_env=not is_loopback_url(url))
         return _ConnectionClients(broker, stock, crypto, option)
 
     def account(self, account_id: str, **kwargs: Any) -> "AlpacaBrokerApiAccount":
@@ -171,14 +172,14 @@ class AlpacaBrokerApiAccount(AlpacaBroker):
     def __repr__(self) -> str:  # never show keys
         return f"AlpacaBrokerApiAccount(account_id={self.account_id!r}, connection={self.connection!r})"
 
-    def _clients(self) -> _Clients:
+    def _clients(self) -> AlpacaClients:
         cached = self._clients_cache
         if cached is not None:
             return cached
         shared = self.connection.clients()
         with self._lock:
             if self._clients_cache is None:
-                self._clients_cache = _Clients(_AccountTrading(shared.broker, self.account_id),
+                self._clients_cache = AlpacaClients(_AccountTrading(shared.broker, self.account_id),
                                                shared.stock, shared.crypto, shared.option)
             return self._clients_cache
 
@@ -191,7 +192,7 @@ class AlpacaBrokerApiAccount(AlpacaBroker):
     def set_trade_suspension(self, suspended: bool) -> None:
         """Set ``suspend_trade`` on this account (read-modify-write of its trade configuration; the
         PATCH sets a value, so a retry after an unknown outcome is harmless)."""
-        def update(c: _Clients) -> Any:
+        def update(c: AlpacaClients) -> Any:
             from alpaca.trading.models import AccountConfiguration
 
             broker = self.connection.clients().broker

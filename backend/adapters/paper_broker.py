@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from backend.adapters.sim import DEFAULT_ACCOUNT_ID, AccountSpec, LegRequest, MlegRequest, Scenario, SimulatedVenue
+from backend.adapters.venue_common import AssetClassGate
 from backend.domain.assets import AssetClass, AssetSpecRegistry, default_registry, normalize_symbol, occ_underlying
 from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput
@@ -35,13 +36,14 @@ from backend.domain.orders import (
 )
 
 
-class PaperBroker(AssetSpecMixin):
+class PaperBroker(AssetClassGate, AssetSpecMixin):
     """``seed`` overrides the scenario's seed (None keeps it; ``default.json`` has 7); ``supported``
     limits the asset classes (all by default); ``venue`` shares an existing venue (then ``scenario``,
     ``seed`` and ``clock`` are ignored); ``account_id`` picks the venue account this broker trades
     (default: the venue's default account), opened with ``account_spec`` if it does not exist yet."""
 
     name = "paper"
+    unsupported_message = "the paper broker is not set up for {asset_class}"
 
     def __init__(self, scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
                  seed: int | None = None, clock: Clock | None = None, specs: AssetSpecRegistry | None = None,
@@ -60,15 +62,6 @@ class PaperBroker(AssetSpecMixin):
 
     def __repr__(self) -> str:
         return f"PaperBroker(account_id={self.account_id!r})"
-
-    def supports(self, asset_class: AssetClass | str) -> bool:
-        return AssetClass.parse(asset_class) in self.supported
-
-    def _require(self, asset_class: AssetClass | str) -> AssetClass:
-        klass = AssetClass.parse(asset_class)
-        if klass not in self.supported:
-            raise BrokerError(BrokerErrorCode.UNSUPPORTED, f"the paper broker is not set up for {klass.value}")
-        return klass
 
     def submit_order(self, request: OrderRequest) -> BrokerOrder:
         self._require(request.asset_class)

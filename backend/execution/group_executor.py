@@ -50,6 +50,16 @@ class _Stop(Exception):
         self.reason = reason
 
 
+def _cancel_timed_out(venue: BrokerPort, order: BrokerOrder, what: str) -> BrokerOrder:
+    """Cancel an order past the order timeout and read it back (fills may have landed meanwhile);
+    a venue failure stops the run (``_Stop``), to be resumed from the persisted state."""
+    try:
+        venue.cancel_order(order.broker_order_id)
+        return venue.get_order(order.broker_order_id)
+    except BrokerError as exc:
+        raise _Stop(f"{what} cancel: {exc}") from exc
+
+
 @dataclass
 class _Run:
     snapshot: GroupSnapshot
@@ -530,11 +540,7 @@ class GroupExecutor:
             submitted = leg.submitted_timestamp
             if not order.state.is_final and submitted is not None and self.clock.now() - submitted >= timeout:
                 self._flush(run, owner)
-                try:
-                    venue.cancel_order(order.broker_order_id)
-                    order = venue.get_order(order.broker_order_id)
-                except BrokerError as exc:
-                    raise _Stop(f"{leg_id} cancel: {exc}") from exc
+                order = _cancel_timed_out(venue, order, leg_id)
                 if self._refused_leg_order(run, leg_id, order, "poll_cancel"):
                     continue
                 if order.state.is_final:
@@ -572,11 +578,7 @@ class GroupExecutor:
         timeout = timedelta(seconds=float(self.settings.order_timeout_seconds))
         if (not order.state.is_final and current.status is g.RollbackStatus.SUBMITTED
                 and current.created_timestamp is not None and self.clock.now() - current.created_timestamp >= timeout):
-            try:
-                venue.cancel_order(order.broker_order_id)
-                order = venue.get_order(order.broker_order_id)
-            except BrokerError as exc:
-                raise _Stop(f"rollback {current.client_order_id} cancel: {exc}") from exc
+            order = _cancel_timed_out(venue, order, f"rollback {current.client_order_id}")
             if self._refused_rollback_order(run, current, order, "rollback_cancel"):
                 return
             self._set(run, g.apply_rollback_order(run.group, order, self.clock.now()))

@@ -13,7 +13,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Mapping
+from enum import Enum
+from typing import Any, Mapping, TypeVar
 
 from backend.domain.assets import AssetClass, AssetSpec, default_registry, normalize_symbol, resolve_asset_class
 from backend.domain.errors import InvalidInput
@@ -89,26 +90,27 @@ class ExecutionContext:
         validate_id(self.uid, "uid")
 
 
-def _parse_side(value: Any) -> OrderSide:
-    if isinstance(value, OrderSide):
+_E = TypeVar("_E", bound=Enum)
+
+
+def _parse_choice(kind: type[_E], value: Any, field_name: str, expected: str) -> _E:
+    """The member itself, or its lower-case value in any case; otherwise ``InvalidInput`` naming the field."""
+    if isinstance(value, kind):
         return value
     if isinstance(value, str):
         try:
-            return OrderSide(value.strip().lower())
+            return kind(value.strip().lower())
         except ValueError:
             pass
-    raise InvalidInput("side", f"expected 'buy' or 'sell', got {value!r}")
+    raise InvalidInput(field_name, f"expected {expected}, got {value!r}")
+
+
+def _parse_side(value: Any) -> OrderSide:
+    return _parse_choice(OrderSide, value, "side", "'buy' or 'sell'")
 
 
 def _parse_order_type(value: Any) -> OrderType:
-    if isinstance(value, OrderType):
-        return value
-    if isinstance(value, str):
-        try:
-            return OrderType(value.strip().lower())
-        except ValueError:
-            pass
-    raise InvalidInput("order_type", f"expected 'market' or 'limit', got {value!r}")
+    return _parse_choice(OrderType, value, "order_type", "'market' or 'limit'")
 
 
 @dataclass(frozen=True, init=False)

@@ -14,7 +14,7 @@ import pytest
 from backend.adapters.alpaca_broker import (
     ALPACA_STATUS_TO_STATE,
     AlpacaBroker,
-    _Clients,
+    AlpacaClients,
     classify_exception,
     domain_symbol,
     map_api_error,
@@ -477,7 +477,7 @@ class StubTrading:
 
 def _broker_with(stub: StubTrading, clock: ManualClock | None = None, **kw) -> AlpacaBroker:
     broker = AlpacaBroker("k", "s", clock=clock or ManualClock(), **kw)
-    broker._clients_cache = _Clients(stub, None, None, None)
+    broker._clients_cache = AlpacaClients(stub, None, None, None)
     return broker
 
 

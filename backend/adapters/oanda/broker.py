@@ -49,7 +49,6 @@ from backend.adapters.oanda.client import (
     FailedRequest,
     OandaConfig,
     OandaHttp,
-    backoff,
     reason_error,
 )
 from backend.adapters.oanda.instruments import (
@@ -58,6 +57,7 @@ from backend.adapters.oanda.instruments import (
     from_instrument,
     to_instrument,
 )
+from backend.adapters.venue_common import AssetClassGate, resubmit_wait
 from backend.domain.assets import AssetClass, AssetSpecRegistry, default_registry
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import InvalidInput
@@ -81,7 +81,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUPPORTED_ASSET_CLASSES = frozenset({AssetClass.FOREX, AssetClass.COMMODITY})
-MAX_AMBIGUOUS_RESUBMITS = 2
 ORDER_CREATE_TYPES = frozenset({"MARKET_ORDER", "LIMIT_ORDER"})
 _EXPIRED_REASONS = frozenset({"TIME_IN_FORCE_EXPIRED"})
 _CANCELED_REASONS = frozenset({"CLIENT_REQUEST", "CLIENT_REQUEST_REPLACED"})
@@ -128,10 +127,11 @@ def order_body(request: OrderRequest, info: InstrumentInfo) -> dict[str, Any]:
         raise InvalidInput("order", str(exc)) from None
 
 
-class OandaBroker(AssetSpecMixin):
+class OandaBroker(AssetClassGate, AssetSpecMixin):
     """One OANDA account. ``OandaBroker(OandaConfig(account_id, token, environment, base_url))``."""
 
     name = "oanda"
+    unsupported_message = "OANDA does not trade {asset_class}"
 
     def __init__(self, config: OandaConfig, *, clock: Clock | None = None, specs: AssetSpecRegistry | None = None,
                  supported: Iterable[AssetClass | str] | None = None):
@@ -149,17 +149,6 @@ class OandaBroker(AssetSpecMixin):
 
     def __repr__(self) -> str:  # never the token
         return f"OandaBroker(account={self.config.account_id!r}, url={self.config.url!r})"
-
-    # ---------------------------------------------------------------- capabilities
-
-    def supports(self, asset_class: AssetClass | str) -> bool:
-        return AssetClass.parse(asset_class) in self.supported
-
-    def _require(self, asset_class: AssetClass | str) -> AssetClass:
-        klass = AssetClass.parse(asset_class)
-        if klass not in self.supported:
-            raise BrokerError(BrokerErrorCode.UNSUPPORTED, f"OANDA does not trade {klass.value}")
-        return klass
 
     # ---------------------------------------------------------------- instruments
 
@@ -263,8 +252,8 @@ class OandaBroker(AssetSpecMixin):
                 raise BrokerError(BrokerErrorCode.UNAVAILABLE,
                                   f"submit {cid}: {error.message}; not found yet, the request may still be in "
                                   "flight at OANDA: not resubmitted (look it up by client id later)")
-            wait = backoff(resubmits)
-            if resubmits >= MAX_AMBIGUOUS_RESUBMITS or self._clock.monotonic() + wait > deadline:
+            wait = resubmit_wait(resubmits, deadline=deadline, clock=self._clock)
+            if wait is None:
                 raise BrokerError(BrokerErrorCode.UNAVAILABLE,
                                   f"submit {cid} failed ({error.message}); not at OANDA after the lookup; not "
                                   "resubmitted within the time budget")

@@ -25,10 +25,16 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
+from backend.adapters.venue_common import (
+    MAX_READ_RETRIES,
+    backoff,  # noqa: F401  (re-exported: the broker's resubmit budget)
+    is_loopback_url,
+    parse_retry_after,
+    rate_limit_wait,
+    transient_wait,
+)
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import InvalidInput
 from backend.domain.orders import BrokerError, BrokerErrorCode
@@ -37,10 +43,6 @@ log = logging.getLogger(__name__)
 
 HOSTS = {"practice": "https://api-fxpractice.oanda.com", "live": "https://api-fxtrade.oanda.com"}
 ENVIRONMENTS = tuple(HOSTS)
-
-_BACKOFF_BASE_SECONDS = 0.5
-_BACKOFF_CAP_SECONDS = 8.0
-MAX_READ_RETRIES = 2
 
 # OANDA reject / cancel reasons that mean "not enough margin" and "the market is not trading".
 MARGIN_REASONS = frozenset({"INSUFFICIENT_MARGIN"})
@@ -167,33 +169,12 @@ def map_transport(exc: BaseException) -> Failure:
     return Failure(BrokerError(BrokerErrorCode.UNAVAILABLE, f"outcome unknown ({text})"), in_flight=in_flight)
 
 
-def parse_retry_after(raw: str | None, now: datetime | None = None) -> float | None:
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
-
-
 # --------------------------------------------------------------------------------------------
 # Shared clients
 # --------------------------------------------------------------------------------------------
 
 _clients_lock = threading.Lock()
 _CLIENTS: dict[tuple[str, str], Any] = {}
-
-
-def _is_loopback(url: str) -> bool:
-    from urllib.parse import urlsplit
-
-    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
 def shared_client(url: str, token: str) -> Any:
@@ -213,7 +194,7 @@ def shared_client(url: str, token: str) -> Any:
                          "Content-Type": "application/json", "User-Agent": "exec-backend-oanda/1"},
                 transport=httpx.HTTPTransport(retries=0),  # never resend at the transport level
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=8, keepalive_expiry=30),
-                trust_env=not _is_loopback(url),
+                trust_env=not is_loopback_url(url),
                 follow_redirects=False,
             )
             _CLIENTS[key] = client
@@ -304,36 +285,26 @@ class OandaHttp:
             if error.code is BrokerErrorCode.RATE_LIMITED:
                 wait = self.rate_limit_wait(error, rate_limited, deadline, op)
                 rate_limited += 1
-            elif (error.code is BrokerErrorCode.UNAVAILABLE and retry_transient and transient < MAX_READ_RETRIES
-                  and self.clock.monotonic() + backoff(transient) <= deadline):
-                wait = backoff(transient)
-                transient += 1
-                log.info("oanda: %s transient failure (%s); retry %d in %.2fs", op, error.message, transient, wait)
             else:
-                raise FailedRequest(Failure(BrokerError(error.code, f"{op}: {error.message}",
-                                                        retry_after=error.retry_after),
-                                            failure.status, failure.never_sent, failure.duplicate,
-                                            failure.body, failure.in_flight)) from None
+                retry = error.code is BrokerErrorCode.UNAVAILABLE and retry_transient
+                next_wait = transient_wait(error, transient, deadline=deadline, clock=self.clock, op=op,
+                                           venue="oanda", logger=log) if retry else None
+                if next_wait is None:
+                    raise FailedRequest(Failure(BrokerError(error.code, f"{op}: {error.message}",
+                                                            retry_after=error.retry_after),
+                                                failure.status, failure.never_sent, failure.duplicate,
+                                                failure.body, failure.in_flight)) from None
+                wait = next_wait
+                transient += 1
             self.clock.sleep(wait)
 
     def rate_limit_wait(self, error: BrokerError, attempts: int, deadline: float, op: str) -> float:
-        wait = error.retry_after if error.retry_after is not None else backoff(attempts)
-        if attempts >= self.config.max_rate_limit_retries:
-            raise BrokerError(BrokerErrorCode.RATE_LIMITED,
-                              f"{op}: still rate limited after {attempts} retries ({error.message})",
-                              retry_after=wait)
-        if wait > deadline - self.clock.monotonic():
-            raise BrokerError(BrokerErrorCode.RATE_LIMITED,
-                              f"{op}: rate limited; waiting {wait:.2f}s would exceed the "
-                              f"{self.config.time_budget_seconds:g}s time budget ({error.message})",
-                              retry_after=wait)
-        log.info("oanda: %s rate limited; retry %d in %.2fs", op, attempts + 1, wait)
-        return wait
-
-
-def backoff(attempt: int) -> float:
-    return min(_BACKOFF_BASE_SECONDS * (2 ** attempt), _BACKOFF_CAP_SECONDS)
+        """``venue_common.rate_limit_wait`` with this account's retry limit and time budget."""
+        return rate_limit_wait(error, attempts, deadline=deadline, clock=self.clock,
+                               max_retries=self.config.max_rate_limit_retries,
+                               budget_seconds=self.config.time_budget_seconds, op=op, venue="oanda", logger=log)
 
 
 __all__ = ["OandaConfig", "OandaHttp", "Failure", "FailedRequest", "Reply", "HOSTS", "shared_client",
-           "close_shared_clients", "map_status", "map_transport", "reason_error", "parse_retry_after"]
+           "close_shared_clients", "map_status", "map_transport", "reason_error", "parse_retry_after",
+           "backoff", "MAX_READ_RETRIES"]
