@@ -55,6 +55,7 @@ from backend.api.http import MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, 
 from backend.api.idempotency import KEY_HEADER, check_group, check_intent_record, derived_id, parse_key, \
     resolve_intent_id
 from backend.domain.errors import InvalidInput, StoreContended
+from backend.domain.wire import encode as encode_decimals
 from backend.domain.ids import ID
 from backend.logs import log_event
 
@@ -319,6 +320,8 @@ class ApiApp:
                                 reason=f"request_id={request_id}").to_response(request_id)
         if isinstance(response, StreamingResponse):
             response.chunks = _logged_stream(response.chunks, request_id, route_name, identity)
+        elif route_name != "/openapi.json":
+            response.body = encode_decimals(response.body)  # the one decimal representation (domain/wire.py)
         response.headers.setdefault("X-Request-Id", request_id)
         response.headers.setdefault("Cache-Control", "no-store")
         log_event("api.request", severity="WARNING" if response.status >= 500 else "INFO", request_id=request_id,

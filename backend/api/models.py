@@ -5,7 +5,9 @@ coerce nothing silently: strings must be strings, booleans booleans, a leg direc
 ``1`` or ``-1``. Numbers that are money or size may be JSON numbers or decimal strings; the API
 parses JSON with ``parse_float=Decimal`` so no binary float ever exists, and every such value
 goes through ``backend.domain.money.to_decimal`` (NaN, infinities, booleans refused). Outputs
-carry money as exact decimal strings.
+carry every decimal as a string of one representation, with a precision per kind of field
+(``backend.domain.wire``, applied to every body by ``ApiApp.handle``; the ``*Out`` types below
+document it in the OpenAPI document).
 
 The models only check shape. What a symbol, lot size or tick means is decided by the core
 (``OrderIntent``, the group executor), which raises ``InvalidInput`` naming the field.
@@ -34,6 +36,7 @@ from backend.domain.errors import InvalidInput
 from backend.domain.group_rules import MAX_LEGS, MIN_LEGS
 from backend.domain.ids import pydantic_check
 from backend.domain.money import dec_str, to_decimal
+from backend.domain.wire import DESCRIPTIONS, RESPONSE_DECIMAL_PATTERN
 
 ID_PATTERN = ids.ID.json_pattern  # the one id rule (backend.domain.ids); reserved names refused by its validator
 DECIMAL_PATTERN = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
@@ -345,6 +348,21 @@ class HistoryQuery(_Input):
 
 
 # ---------------------------------------------------------------------------------- responses
+# Every decimal in a response is a string of one of the kinds of backend.domain.wire (applied once,
+# to every body, by ApiApp.handle); the models below document each field's kind and pattern.
+
+
+def _decimal_out(kind: str, extra: str = ""):
+    return Annotated[str, WithJsonSchema({"type": "string", "pattern": RESPONSE_DECIMAL_PATTERN,
+                                          "description": (extra + " " if extra else "") + DESCRIPTIONS[kind]},
+                                         mode="serialization")]
+
+
+QuantityOut = _decimal_out("quantity")
+PriceOut = _decimal_out("price")
+RatioOut = _decimal_out("ratio")
+TicksOut = _decimal_out("ticks")
+MoneyOut = _decimal_out("money")
 
 
 class RejectionOut(_Output):
@@ -354,9 +372,9 @@ class RejectionOut(_Output):
 
 
 class QuoteOut(_Output):
-    bid: str | None
-    ask: str | None
-    mid: str | None
+    bid: PriceOut | None
+    ask: PriceOut | None
+    mid: PriceOut | None
     timestamp: str | None
 
 
@@ -364,8 +382,9 @@ class RoutingOut(_Output):
     should_execute: bool
     downgraded: bool
     reason: str
-    spread_pct: str | None
-    estimated_slippage: str | None
+    spread_pct: RatioOut | None = Field(description="(ask - bid) / mid of the quote the router checked.")
+    estimated_slippage: RatioOut | None = Field(description="The estimated cost of crossing the spread, as a share "
+                                                            "of price (= spread_pct in this cost model).")
     quote: QuoteOut | None
     rejection: RejectionOut | None
 
@@ -389,8 +408,8 @@ class ExecutionResponse(_Output):
                     "canceled, ...). A market or marketable limit order waits briefly for its fill; a resting limit "
                     "order (not marketable against the quote at submission) answers at once with its working "
                     "state: follow it on the intent document (listener) while the sweeper records later fills.")
-    filled_qty: str | None
-    filled_avg_price: str | None
+    filled_qty: QuantityOut | None
+    filled_avg_price: PriceOut | None
     replayed: bool = Field(description="True when this is the stored outcome of an earlier request.")
     retry_after: float | None = Field(None, description="Seconds, for a pending outcome.")
 
@@ -400,17 +419,18 @@ class SignalOut(_Output):
     original_signal_type: Literal["BUY", "SELL", "WAIT"]
     symbol: str
     asset_class: str
-    confidence: str
+    confidence: RatioOut = Field(description="The signal's confidence, 0..1. " + DESCRIPTIONS["ratio"])
     reasoning: str
-    estimated_slippage: str | None
+    estimated_slippage: RatioOut | None
     downgraded: bool
 
 
 class CostCheckOut(_Output):
     performed: bool
     downgrade: bool
-    estimated_slippage: str | None
-    threshold: str
+    estimated_slippage: RatioOut | None = Field(description="Spread / price of the market data (share).")
+    threshold: RatioOut = Field(description="The engine's max_spread_pct (share): above it a BUY/SELL is "
+                                            "downgraded to WAIT. " + DESCRIPTIONS["ratio"])
     reason: str
 
 
@@ -430,16 +450,19 @@ class GroupLegOut(BaseModel):
     leg_id: str
     symbol: str
     direction: int
-    units: str | float | int
+    units: QuantityOut
     asset_class: str
     status: str
-    filled_units: str | float | int | None = None
-    fill_price: str | float | int | None = None
-    slippage_pips: str | float | int | None = None
+    filled_units: QuantityOut | None = None
+    fill_price: PriceOut | None = Field(None, description="Average fill price; null before a fill.")
+    slippage_pips: TicksOut | None = Field(None, description="(fill_price - intended price) x direction / tick; "
+                                                             "null before a fill.")
+    rejection: RejectionOut | None = Field(None, description="Why this leg was refused, failed or unwound (the "
+                                                             "coded reason), else null.")
 
 
 class GroupResponse(BaseModel):
-    """The seed-000 response of a multi-leg group (money as decimal strings)."""
+    """The seed-000 response of a multi-leg group, every decimal a string (backend.domain.wire)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -447,15 +470,22 @@ class GroupResponse(BaseModel):
     strategy_id: str
     status: str
     legs: list[GroupLegOut]
-    avg_slippage_pips: str | float | int | None = None
+    avg_slippage_pips: TicksOut | None = Field(None, description="Simple mean of the legs' slippage_pips over "
+                                                                 "legs with a fill; null without one.")
     rollback_executed: bool = False
     completed_timestamp: str | None = None
+    rejection: RejectionOut | None = Field(
+        None, description="The group's coded reason when status is REJECTED or ROLLED_BACK (the first failure in "
+                          "execution order: e.g. SPREAD_TOO_WIDE, RPM_NOT_AUTHORIZED at validation; the failing "
+                          "leg's code after a rollback), else null. Each leg carries its own.")
 
 
 class HistoryPage(_Output):
     items: list[dict[str, Any]] = Field(description="users/<uid>/portfolio/history/trades rows, newest first; each "
                                                     "labelled with the tenant_id and broker_account_id it was "
-                                                    "recorded in ('default' when the row names no account).")
+                                                    "recorded in ('default' when the row names no account). "
+                                                    "Decimals (quantity, price, notional, cost_analysis.*) are "
+                                                    "strings of backend.domain.wire's kinds, as everywhere.")
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
 
 
@@ -697,26 +727,54 @@ class TaxExport(_Output):
 
 class LedgerPage(_Output):
     items: list[dict[str, Any]] = Field(
-        description="tenants/<t>/ledger_trades rows plus ledger_id (the document id), newest first.")
+        description="tenants/<t>/ledger_trades rows plus ledger_id (the document id), newest first. Decimals "
+                    "(qty, prices, spread_pct, slippage, notional, fees) are strings of backend.domain.wire's "
+                    "kinds, as everywhere.")
     next_cursor: str | None = Field(description="Pass as ?cursor= (same filters) for the next page; null at the end.")
 
 
-class MetricsSummaryOut(BaseModel):
-    """backend.execution.metrics.summarize: rates and averages as decimal strings (null without data)."""
+class TcaOut(BaseModel):
+    """Post-trade transaction cost analysis over the fills of the period (backend.execution.metrics)."""
 
     model_config = ConfigDict(extra="allow")
 
-    decisions: int
+    fills: int = Field(description="Ledger rows with a fill (single orders, group legs, rollback orders).")
+    avg_actual_slippage: RatioOut | None = Field(
+        description="Mean over fills of (fill price - arrival mid) x direction / arrival mid: the realized cost as a "
+                    "share of the mid at routing (positive = paid more than mid); null without a fill with a quote.")
+    avg_estimated_slippage_of_filled: RatioOut | None = Field(
+        description="Mean estimated slippage (share) of the same fills, to compare with avg_actual_slippage.")
+    implementation_shortfall: MoneyOut = Field(
+        description="Sum over fills of (fill price - arrival mid) x direction x filled quantity, in the quote "
+                    "currency (positive = cost against the arrival mid). " + DESCRIPTIONS["money"])
+    group_leg_fills: int = Field(description="Filled group legs with a slippage in ticks.")
+    avg_legging_cost_ticks: TicksOut | None = Field(
+        description="Mean slippage of group leg fills against their intended price, in ticks (positive = adverse); "
+                    "null without a group leg fill.")
+
+
+class MetricsSummaryOut(BaseModel):
+    """backend.execution.metrics.summarize over the period: counts as integers, rates, averages and
+    money as decimal strings (rates and averages null without data)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    decisions: int = Field(description="Routing decisions of single orders (placed + downgraded + rejected + "
+                                       "dry_run).")
     placed: int
     downgraded: int
     rejected: int
     dry_run: int
-    downgrade_rate: str | None
-    rejection_rate: str | None
-    avg_estimated_slippage: str | None
-    cost_savings: str
-    asset_class_distribution: dict[str, dict[str, int]]
-    tca: dict[str, Any]
+    downgrade_rate: RatioOut | None = Field(description="downgraded / decisions.")
+    rejection_rate: RatioOut | None = Field(description="rejected / decisions.")
+    avg_estimated_slippage: RatioOut | None = Field(
+        description="Mean estimated slippage (spread / price, a share) over decisions that had a quote.")
+    cost_savings: MoneyOut = Field(
+        description="Sum over downgraded intents of qty x arrival mid x estimated slippage: the spread cost the "
+                    "cost check avoided, in the quote currency. " + DESCRIPTIONS["money"])
+    asset_class_distribution: dict[str, dict[str, int]] = Field(
+        description="Per asset class: {decisions, placed}.")
+    tca: TcaOut
 
 
 class MetricsResponse(_Output):

@@ -161,7 +161,13 @@ def build_openapi() -> dict[str, Any]:
         "info": {"title": "Trade execution API", "version": VERSION,
                  "description": "Single- and multi-leg execution, strategy signals, portfolio history, the "
                                 "tax-lot export and the tenant admin's ledger review and metrics. "
-                                "Money and quantities are decimal strings (requests also accept JSON numbers). "
+                                "Every decimal in a response (and in an intent document's result) is a JSON string, "
+                                "never a number: a plain decimal matching ^-?(0|[1-9][0-9]*)(\\.[0-9]+)?$ that keeps "
+                                "the scale it was quantized to, at most 18 places for quantities (on the lot), 10 for "
+                                "prices (on the tick; average fills may be finer) and shares (spread_pct, "
+                                "slippage, rates), 4 for ticks/pips, 6 for money, rounded half-even beyond "
+                                "(backend/domain/wire.py); each field's description names its precision. Tax exports "
+                                "use Form 8949 cents. Requests also accept JSON numbers. "
                                 "Every error has the body {\"error\": {code, message, field, reason, errors}}; a 400 "
                                 "lists all of a request's field errors in errors.",
                  # issue 19 item 12: the Firestore path (intent documents) is published beside this file

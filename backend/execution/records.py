@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from backend.domain.errors import Rejection
 from backend.domain.money import ZERO, dec_str
+from backend.domain.wire import encode as encode_decimals
 from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.execution.router import RoutingDecision
 from backend.ports.broker import BrokerOrder
@@ -49,7 +50,9 @@ class ExecutionResult:
         return self.routing.reason if self.routing else ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The outcome as the API answers it and the intent document's ``result`` holds it: every
+        decimal in its canonical string form (``backend.domain.wire``)."""
+        return encode_decimals({
             "status": self.status,
             "intent_id": self.intent_id,
             "tenant_id": self.tenant_id,
@@ -64,7 +67,7 @@ class ExecutionResult:
             "order_status": self.order_status,
             "filled_qty": dec_str(self.filled_qty),
             "filled_avg_price": dec_str(self.filled_avg_price),
-        }
+        })
 
 
 def _routing_fields(routing: RoutingDecision | None) -> dict[str, Any]:

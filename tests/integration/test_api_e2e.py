@@ -213,7 +213,8 @@ def test_a_multi_leg_group_executes_replays_and_reads_back(paper_server, users, 
     assert status == 201, group
     assert group["status"] == "FILLED" and [leg["status"] for leg in group["legs"]] == ["FILLED", "FILLED"]
     assert set(group) == {"group_id", "strategy_id", "status", "legs", "avg_slippage_pips", "rollback_executed",
-                          "completed_timestamp"}
+                          "completed_timestamp", "rejection"}
+    assert group["rejection"] is None and [leg["units"] for leg in group["legs"]] == ["10.0000", "5.0000"]
     stored = db.document(f"tenants/acme/execution_groups/{group['group_id']}").get().to_dict()
     assert stored["uid"] and stored["rpm_output"]["approved_legs"]["short_msft"] == "5.0"  # exact, never a float
     status, headers, again = client.post("/execute/multi-leg", group_body(), headers={"Idempotency-Key": "pair-1"})

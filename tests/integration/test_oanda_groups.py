@@ -83,9 +83,9 @@ def test_the_seed_pair_fills_through_oanda_shorts_first_with_slippage_in_pips(oa
     response = group.to_api_response()
     assert response["status"] == "FILLED" and response["rollback_executed"] is False
     legs = {leg["leg_id"]: leg for leg in response["legs"]}
-    assert (legs["leg_001"]["fill_price"], legs["leg_001"]["slippage_pips"]) == (1.0853, 2.0)  # ask 1.0851 + 2 pips
-    assert (legs["leg_002"]["fill_price"], legs["leg_002"]["slippage_pips"]) == (1.2698, 1.0)  # bid 1.2699 − 1 pip
-    assert response["avg_slippage_pips"] == 1.5
+    assert (legs["leg_001"]["fill_price"], legs["leg_001"]["slippage_pips"]) == ("1.0853", "2")  # ask 1.0851 + 2 pips
+    assert (legs["leg_002"]["fill_price"], legs["leg_002"]["slippage_pips"]) == ("1.2698", "1")  # bid 1.2699 − 1 pip
+    assert response["avg_slippage_pips"] == "1.5000"
     assert [(i, u) for i, u, _ in creates(srv)] == [("GBP_USD", "-50000"), ("EUR_USD", "100000")]  # short first
     assert venue_net_positions(srv.venue) == {"EUR/USD": D("100000"), "GBP/USD": D("-50000")}
 

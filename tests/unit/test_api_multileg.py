@@ -173,7 +173,7 @@ def test_real_engine_executes_a_two_leg_fx_group(real):
     assert body["group_id"] == derived_id("g", "acme", "alice", "fx-pair")
     assert body["strategy_id"] == "stat_arb_01" and [leg["leg_id"] for leg in body["legs"]] == ["leg_001", "leg_002"]
     assert body["status"] == "FILLED" and body["rollback_executed"] is False
-    assert [leg["filled_units"] for leg in body["legs"]] == [100000, 50000]
+    assert [leg["filled_units"] for leg in body["legs"]] == ["100000", "50000"]
     assert real.store.get(f"tenants/acme/execution_groups/{body['group_id']}") is not None
 
 

@@ -5,6 +5,7 @@ import io
 import pytest
 
 from backend import logs
+from backend.domain.wire import decimal_out
 from backend.api.idempotency import derived_id
 from functions.strategies.base_strategy import BaseStrategy, SignalType, TradingSignal
 from backend.risk.manager import RiskLimits
@@ -30,7 +31,8 @@ def test_a_buy_within_the_threshold_executes_and_is_recorded(stack):
     intent = stack.store.get(f"tenants/acme/order_intents/{execution['intent_id']}")["intent"]
     assert intent["side"] == "buy" and intent["metadata"]["source"] == "signal"
     assert intent["metadata"]["signal_confidence"] == "0.85"
-    assert intent["estimated_slippage"] == body["signal"]["estimated_slippage"]
+    # the same share, in the response at the documented ratio precision (10 places, backend.domain.wire)
+    assert body["signal"]["estimated_slippage"] == decimal_out(intent["estimated_slippage"], "ratio") == "0.0001052632"
     assert stack.store.get(f"users/alice/portfolio/history/trades/{execution['intent_id']}") is not None
 
 

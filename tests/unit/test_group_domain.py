@@ -168,18 +168,19 @@ def test_seed_example_response_is_reproduced():
         "strategy_id": "stat_arb_01",
         "status": "FILLED",
         "legs": [
-            {"leg_id": "leg_001", "symbol": "EURUSD", "direction": 1, "units": 100000, "asset_class": "FX",
-             "status": "FILLED", "filled_units": 100000, "fill_price": 1.1005, "slippage_pips": 5.0},
-            {"leg_id": "leg_002", "symbol": "GBPUSD", "direction": -1, "units": 50000, "asset_class": "FX",
-             "status": "FILLED", "filled_units": 50000, "fill_price": 1.2695, "slippage_pips": -3.0},
+            {"leg_id": "leg_001", "symbol": "EURUSD", "direction": 1, "units": "100000", "asset_class": "FX",
+             "status": "FILLED", "filled_units": "100000", "fill_price": "1.1005", "slippage_pips": "5",
+             "rejection": None},
+            {"leg_id": "leg_002", "symbol": "GBPUSD", "direction": -1, "units": "50000", "asset_class": "FX",
+             "status": "FILLED", "filled_units": "50000", "fill_price": "1.2695", "slippage_pips": "-3",
+             "rejection": None},
         ],
-        "avg_slippage_pips": 1.0,
+        "avg_slippage_pips": "1.0000",
         "rollback_executed": False,
         "completed_timestamp": "2024-12-22T10:08:30.123456+00:00",
+        "rejection": None,
     }
-    assert isinstance(response["legs"][0]["units"], int)
-    assert isinstance(response["legs"][0]["slippage_pips"], float)
-    assert '"slippage_pips": 5.0' in json.dumps(response)
+    assert '"slippage_pips": "5"' in json.dumps(response)  # one representation: decimals are strings
 
 
 def test_api_response_keeps_the_request_spelling_of_the_asset_class():
@@ -190,7 +191,7 @@ def test_api_response_keeps_the_request_spelling_of_the_asset_class():
 
     assert [leg["asset_class"] for leg in legs] == ["FX", "equity"]
     assert group.leg("a").asset_class is AssetClass.FOREX
-    assert legs[1]["units"] == 2.5 and legs[1]["fill_price"] is None and legs[1]["slippage_pips"] is None
+    assert legs[1]["units"] == "2.5000" and legs[1]["fill_price"] is None and legs[1]["slippage_pips"] is None
 
 
 def test_api_status_shows_the_lifecycle_while_a_position_may_be_open():

@@ -98,16 +98,18 @@ def test_both_legs_filled_answers_with_the_seed_response_shape(make_world):
 
     response = group.to_api_response()
     assert set(response) == {"group_id", "strategy_id", "status", "legs", "avg_slippage_pips", "rollback_executed",
-                              "completed_timestamp"}
+                              "completed_timestamp", "rejection"}
     assert response["group_id"] == "g1" and response["strategy_id"] == "stat_arb_01"
     assert response["status"] == "FILLED" and response["rollback_executed"] is False
-    assert response["avg_slippage_pips"] == 0.0
+    assert response["avg_slippage_pips"] == "0.0000" and response["rejection"] is None
     assert response["completed_timestamp"] == world.clock.now().isoformat()
     assert response["legs"] == [
-        {"leg_id": "leg_001", "symbol": "EURUSD", "direction": 1, "units": 100000, "asset_class": "FX",
-         "status": "FILLED", "filled_units": 100000, "fill_price": 1.0851, "slippage_pips": 0.0},
-        {"leg_id": "leg_002", "symbol": "GBPUSD", "direction": -1, "units": 50000, "asset_class": "FX",
-         "status": "FILLED", "filled_units": 50000, "fill_price": 1.2699, "slippage_pips": 0.0},
+        {"leg_id": "leg_001", "symbol": "EURUSD", "direction": 1, "units": "100000", "asset_class": "FX",
+         "status": "FILLED", "filled_units": "100000", "fill_price": "1.0851", "slippage_pips": "0",
+         "rejection": None},
+        {"leg_id": "leg_002", "symbol": "GBPUSD", "direction": -1, "units": "50000", "asset_class": "FX",
+         "status": "FILLED", "filled_units": "50000", "fill_price": "1.2699", "slippage_pips": "0",
+         "rejection": None},
     ]
     assert world.venue.net_position(EUR) == D("100000") and world.venue.net_position(GBP) == D("-50000")
     rows = {r["trade_id"]: r for r in group_ledger_rows(world.store)}
@@ -124,8 +126,8 @@ def test_slippage_is_reported_per_leg_in_ticks_positive_adverse(make_world):
 
     response = world.execute().to_api_response()
 
-    assert [(x["fill_price"], x["slippage_pips"]) for x in response["legs"]] == [(1.0856, 5.0), (1.2696, 3.0)]
-    assert response["avg_slippage_pips"] == 4.0 and response["status"] == "FILLED"
+    assert [(x["fill_price"], x["slippage_pips"]) for x in response["legs"]] == [("1.0856", "5"), ("1.2696", "3")]
+    assert response["avg_slippage_pips"] == "4.0000" and response["status"] == "FILLED"
 
 
 @pytest.mark.parametrize("max_slippage, status", [(4.0, GroupStatus.FILLED), (3.9999, GroupStatus.ROLLED_BACK)])

@@ -266,8 +266,8 @@ def test_seed_example_all_filled():
 
     assert (group.status, group.verdict) == (GroupStatus.FILLED, GroupVerdict.FILLED)
     response = group.to_api_response()
-    assert response["status"] == "FILLED" and response["avg_slippage_pips"] == 1.0
-    assert [leg["slippage_pips"] for leg in response["legs"]] == [5.0, -3.0]
+    assert response["status"] == "FILLED" and response["avg_slippage_pips"] == "1.0000"
+    assert [leg["slippage_pips"] for leg in response["legs"]] == ["5", "-3"]
     assert response["rollback_executed"] is False and response["completed_timestamp"] is not None
     assert kinds[:4] == [StepKind.START_VALIDATION, StepKind.VALIDATE, StepKind.SUBMIT_LEG, StepKind.SUBMIT_LEG]
     assert venue.submitted[:2] == [group.leg("leg_002").client_order_id, group.leg("leg_001").client_order_id]

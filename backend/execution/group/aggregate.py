@@ -11,9 +11,10 @@ from backend.domain.errors import InvalidInput, Rejection
 from backend.domain.group_rules import MAX_LEGS, MIN_LEGS
 from backend.domain.ids import check_id
 from backend.domain.money import ZERO, dec_str, to_decimal
+from backend.domain.wire import decimal_out
 from backend.execution import client_ids
 from backend.execution.group.codec import BOOL, OBJECT, REJECTION, STR_TUPLE, TIMESTAMP, Derived, aware, \
-    check_fields, check_keys, check_part_id, check_text, dec, decode, dt_str, encode, enum_of, float_json, list_of, \
+    check_fields, check_keys, check_part_id, check_text, dec, decode, dt_str, encode, enum_of, list_of, \
     rule, stored
 from backend.execution.group.fills import AVG_SLIPPAGE_QUANTUM
 from backend.execution.group.leg import ExecutionLeg
@@ -202,18 +203,21 @@ class ExecutionGroup:
         return self.status.value
 
     def to_api_response(self) -> dict[str, Any]:
-        """Exactly the seed's POST /execute/multi-leg response. Floats exist only here (JSON edge):
-        quantities are integers when integral, prices and slippage are floats; ``asset_class`` keeps
-        the request's spelling; ``completed_timestamp`` is ISO-8601 with a UTC offset (or null)."""
-        avg = self.avg_slippage_pips
+        """The seed's POST /execute/multi-leg response (its field names), with every decimal an exact
+        string of its kind (``backend.domain.wire``: quantities exact on the lot, prices at most 10
+        places, slippage in ticks at most 4); ``asset_class`` keeps the request's spelling;
+        ``completed_timestamp`` is ISO-8601 with a UTC offset (or null). ``rejection`` is the group's
+        coded reason (``{code, detail, text}``) when it was refused or rolled back, else null. It is
+        also what the intent document's ``result`` holds."""
         return {
             "group_id": self.group_id,
             "strategy_id": self.strategy_id,
             "status": self.api_status,
             "legs": [leg.to_api_response() for leg in self.legs],
-            "avg_slippage_pips": float_json(avg),
+            "avg_slippage_pips": decimal_out(self.avg_slippage_pips, "ticks"),
             "rollback_executed": self.rollback_executed,
             "completed_timestamp": dt_str(self.completed_timestamp),
+            "rejection": None if self.rejection is None else self.rejection.to_dict(),
         }
 
 

@@ -89,16 +89,6 @@ def fmt(value: Decimal, places: str | None = None) -> str:
     return dec_str(value) or ""
 
 
-def quantity_json(value: Decimal) -> int | float:
-    """API edge: integral quantities as JSON integers (``100000``), others as floats."""
-    return int(value) if value == value.to_integral_value() else float(value)
-
-
-def float_json(value: Decimal | None) -> float | None:
-    """API edge: prices and slippage as JSON floats (``1.1005``, ``5.0``)."""
-    return None if value is None else float(value) + 0.0  # + 0.0: no "-0.0" in a response
-
-
 # --------------------------------------------------------------------------------------------
 # Codecs: one per kind of value
 # --------------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from backend.domain.assets import AssetClass, AssetSpec, AssetSpecRegistry, defa
     resolve_asset_class
 from backend.domain.errors import InvalidInput, Rejection
 from backend.domain.money import ZERO, dec_str
+from backend.domain.wire import decimal_out
 from backend.execution import client_ids
 from backend.execution.group.codec import ASSET_CLASS, PLAIN, REJECTION, SPEC, TIMESTAMP, Derived, aware, \
-    check_fields, check_part_id, check_text, dec, decode, encode, enum_of, float_json, quantity_json, rule, stored
+    check_fields, check_part_id, check_text, dec, decode, encode, enum_of, rule, stored
 from backend.execution.group.fills import fill_ratio
 from backend.execution.group.states import LegEvent, LegStatus, leg_transition
 from backend.domain.orders import OrderSide
@@ -140,15 +141,17 @@ class ExecutionLeg:
         return decode(cls, data, where, derived=cls.DERIVED)
 
     def to_api_response(self) -> dict[str, Any]:
-        """The seed's leg shape; numbers become JSON numbers here and only here."""
+        """The seed's leg shape; decimals as exact strings of their kind (``backend.domain.wire``);
+        ``rejection`` is the leg's coded reason (``{code, detail, text}``) or null."""
         return {
             "leg_id": self.leg_id,
             "symbol": self.symbol,
             "direction": self.direction,
-            "units": quantity_json(self.units),
+            "units": decimal_out(self.units, "quantity"),
             "asset_class": self.asset_class_label,
             "status": self.status.value,
-            "filled_units": quantity_json(self.filled_units),
-            "fill_price": float_json(self.fill_price),
-            "slippage_pips": float_json(self.slippage_pips),
+            "filled_units": decimal_out(self.filled_units, "quantity"),
+            "fill_price": decimal_out(self.fill_price, "price"),
+            "slippage_pips": decimal_out(self.slippage_pips, "ticks"),
+            "rejection": None if self.rejection is None else self.rejection.to_dict(),
         }
