@@ -9,27 +9,29 @@ Scaling choices (Firestore sustains ~1 write/s per document, and contended trans
   except a slot given back by a trade that did not happen.
 - Position exposure is one document per (tenant, account, symbol) changed only by blind
   ``Increment`` transforms of integer nano-units (exact, no read-modify-write contention).
+
+What is written, and when it is retried, is decided in the core (``backend.execution.store_writes``
+over the unit of work): this adapter answers ``get_all`` (one ``BatchGetDocuments``), ``list_ids``
+and ``commit`` (one ``WriteBatch``, preconditions as ``create`` / ``last_update_time``).
 """
 from __future__ import annotations
 
 import os
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from backend.domain.money import ZERO
-from backend.execution.records import with_lot_method  # the history row carries the applied lot method
-from backend.execution.store_rules import (NANO, exposure_from_doc, from_nanos, metrics_doc_id,  # noqa: F401
-                                           disposal_path, metrics_write, plan_tax, reserve_increments,
-                                           settle_increments, slot_probe_order, tax_reads, to_nanos)
-from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupReservation,
-                                 GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentMissing, IntentRecord,
-                                 IntentStatus, LeaseLost, StoreContention)
+from backend.execution import store_writes
+from backend.execution.store_rules import exposure_from_doc
+from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
+                                            Conflict, Create, Delete, Inc, Increment, Set, Update)
+from backend.ports.store import (Claim, ClaimOutcome, FillUpdate, FillWrite, Finish, GroupReservation,
+                                 GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentRecord, IntentStatus,
+                                 StoreContention)
 from backend.risk.manager import Exposure, RiskSnapshot
 
 
@@ -93,20 +95,7 @@ class FirestoreStore:
         return None if record is None else (record, snap.update_time)
 
     def apply_fill_update(self, update: FillUpdate) -> bool:
-        batch = self.db.batch()
-        batch.update(self.intent_ref(update.tenant_id, update.intent_id),
-                     {**update.record, "updated_server_at": firestore.SERVER_TIMESTAMP},
-                     option=self.db.write_option(last_update_time=update.token))
-        methods = self._add_tax(batch, [(f.uid, f.tax, f.ledger) for f in update.fills])
-        self._write_fills(batch, update.tenant_id, update.fills, methods)
-        exposure = _exposure_changes(update.filled_signed_qty, update.released_signed_qty)
-        if exposure:
-            batch.set(self._exposure_ref(update.tenant_id, update.account_key), exposure, merge=True)
-        try:
-            _commit(batch)
-        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound):
-            return False
-        return True
+        return store_writes.apply_fill_update(self, update)
 
     def find_working_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         query = (self.db.collection_group("order_intents")
@@ -114,18 +103,6 @@ class FirestoreStore:
                  .where(filter=FieldFilter("reconcile_after", "<", now))
                  .order_by("reconcile_after").limit(limit))
         return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
-
-    def _write_fills(self, batch: Any, tenant_id: str, fills: tuple[FillWrite, ...],
-                     methods: Mapping[str, str] | None = None) -> None:
-        tenant = self._tenant(tenant_id)
-        for fill in fills:
-            batch.create(tenant.collection("ledger_trades").document(fill.trade_id),
-                         {**fill.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
-            self._add_metrics(batch, tenant_id, fill.trade_id, fill.ledger)
-            if fill.history is not None:  # with the lot method applied to the fill's book (issue 11)
-                history = with_lot_method(fill.history, (methods or {}).get(fill.trade_id))
-                batch.create(self._history_ref(fill.uid, fill.trade_id),
-                             {**history, "recorded_at": firestore.SERVER_TIMESTAMP})
 
     def _count_slots(self, tenant_id: str, day: str) -> int:
         result = self._slots(tenant_id, day).count().get()
@@ -150,126 +127,80 @@ class FirestoreStore:
         return RiskSnapshot(global_kill_switch=bool(ops.get("kill_switch", False)), tenant_overrides=cfg,
                             trades_today=self._count_slots(tenant_id, trade_day), exposure=_exposure(exp))
 
-    # --- claim -------------------------------------------------------------------------------------
+    # --- claim and finish (decided in the core: backend.execution.store_writes) --------------------
     def claim(self, claim: Claim) -> ClaimOutcome:
-        intent_ref = self.intent_ref(claim.tenant_id, claim.intent_id)
-        # The risk check counted the slots a moment ago; a stale count only shifts where probing starts
-        # (the create precondition on each slot keeps the limit exact), so it is not counted again.
-        count = claim.trades_seen
-        if count >= claim.daily_limit:
-            return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count)
-        reserve = _increments(reserve_increments(claim.signed_qty))
-        for slot in slot_probe_order(count, claim.daily_limit):
-            snap = intent_ref.get()
-            if snap.exists and snap.get("status") != IntentStatus.NEW.value:
-                return ClaimOutcome(ClaimResult.DUPLICATE, existing=_record(claim.tenant_id, claim.intent_id, snap))
-            batch = self.db.batch()
-            record = {**claim.record, "slot": slot, "lease_until": claim.lease_until,
-                      "updated_server_at": firestore.SERVER_TIMESTAMP}
-            if snap.exists:
-                batch.update(intent_ref, record, option=self.db.write_option(last_update_time=snap.update_time))
-            else:
-                batch.create(intent_ref, {**record, "created_server_at": firestore.SERVER_TIMESTAMP})
-            batch.create(self._slots(claim.tenant_id, claim.trade_day).document(str(slot)),
-                         {"intent_id": claim.intent_id, "uid": claim.uid, "taken_at": firestore.SERVER_TIMESTAMP})
-            batch.set(self._exposure_ref(claim.tenant_id, claim.account_key), reserve, merge=True)
-            try:
-                _commit(batch)
-            except (gexc.AlreadyExists, gexc.FailedPrecondition):
-                continue  # the slot or the intent was taken meanwhile; the intent is re-read above
-            exp_snap = self._exposure_ref(claim.tenant_id, claim.account_key).get()
-            return ClaimOutcome(ClaimResult.CLAIMED, slot=slot, exposure=_exposure(exp_snap.to_dict() or {}),
-                                trades_today=count + 1)
-        snap = intent_ref.get()
-        if snap.exists and snap.get("status") != IntentStatus.NEW.value:
-            return ClaimOutcome(ClaimResult.DUPLICATE, existing=_record(claim.tenant_id, claim.intent_id, snap))
-        return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=claim.daily_limit)
+        return store_writes.claim(self, claim)
 
-    # --- finish ------------------------------------------------------------------------------------
     def finish(self, finish: Finish) -> IntentRecord | None:
-        intent_ref = self.intent_ref(finish.tenant_id, finish.intent_id)
-        for attempt in range(12):  # a retry only when a lot book moved under us (another trade of this user)
-            if attempt:
-                _backoff(attempt)
-            snap = intent_ref.get()
-            if snap.exists and IntentStatus(snap.get("status") or "new").is_final:
-                return _record(finish.tenant_id, finish.intent_id, snap)  # type: ignore[return-value]
-            batch = self.db.batch()
-            record = {**finish.record, "updated_server_at": firestore.SERVER_TIMESTAMP, "lease_until": None}
-            if snap.exists:
-                batch.update(intent_ref, record, option=self.db.write_option(last_update_time=snap.update_time))
-            else:
-                batch.create(intent_ref, {**record, "created_server_at": firestore.SERVER_TIMESTAMP})
-            tenant = self._tenant(finish.tenant_id)
-            batch.create(tenant.collection("ledger_trades").document(finish.ledger_id),
-                         {**finish.ledger, "recorded_at": firestore.SERVER_TIMESTAMP})
-            self._add_metrics(batch, finish.tenant_id, finish.ledger_id, finish.ledger)
-            methods = self._add_tax(batch, [(finish.uid, finish.tax, finish.ledger)]) if finish.tax is not None else {}
-            if finish.history is not None and finish.history_id is not None:  # + the applied lot method
-                history = with_lot_method(finish.history, methods.get(finish.history_id))
-                batch.create(self._history_ref(finish.uid, finish.history_id),
-                             {**history, "recorded_at": firestore.SERVER_TIMESTAMP})
-            if finish.account_key is not None:
-                update = _exposure_changes(finish.filled_signed_qty, finish.reserved_signed_qty or ZERO)
-                if update:
-                    batch.set(self._exposure_ref(finish.tenant_id, finish.account_key), update, merge=True)
-            if finish.release_slot is not None and finish.trade_day is not None:
-                batch.delete(self._slots(finish.tenant_id, finish.trade_day).document(str(finish.release_slot)))
-            try:
-                _commit(batch)
-                return None
-            except (gexc.AlreadyExists, gexc.FailedPrecondition):
-                continue  # a concurrent duplicate finished first (returned above), or a lot book moved
-        snap = intent_ref.get()
-        if snap.exists and IntentStatus(snap.get("status") or "new").is_final:
-            return _record(finish.tenant_id, finish.intent_id, snap)  # type: ignore[return-value]
-        raise StoreContention(f"intent {finish.intent_id}: could not record the outcome")
+        return store_writes.finish(self, finish, backoff=_backoff)
+
+    # --- the unit of work (backend.execution.unit_of_work) -----------------------------------------
+    def get_all(self, paths: Sequence[str]) -> dict[str, tuple[dict[str, Any] | None, Any]]:
+        """One batched read (``BatchGetDocuments``): path -> (document or None, update time)."""
+        unique = list(dict.fromkeys(paths))
+        if not unique:
+            return {}
+        out: dict[str, tuple[dict[str, Any] | None, Any]] = {}
+        for snap in self.db.get_all([self.db.document(p) for p in unique]):
+            out[snap.reference.path] = ((snap.to_dict() or {}, snap.update_time) if snap.exists else (None, None))
+        return out
+
+    def commit(self, commit: Commit) -> list[Any]:
+        """One ``WriteBatch`` (atomic), committed with the bounded contention retry of ``_commit``;
+        a failed precondition (exists / changed / missing) is a ``Conflict``."""
+        batch = self.db.batch()
+        for op in commit.ops:
+            self._add_op(batch, op)
+        try:
+            results = _commit(batch)
+        except gexc.AlreadyExists as exc:
+            raise Conflict(str(exc), EXISTS_ALREADY) from exc
+        except gexc.FailedPrecondition as exc:
+            raise Conflict(str(exc), CHANGED) from exc
+        except gexc.NotFound as exc:
+            raise Conflict(str(exc), MISSING) from exc
+        return [getattr(r, "update_time", None) for r in results]
+
+    def _add_op(self, batch: Any, op: Any) -> None:
+        ref = self.db.document(op.path)
+        if isinstance(op, Create):
+            batch.create(ref, _fs_value(op.doc))
+        elif isinstance(op, Update):
+            option = None if op.precondition is EXISTS else self.db.write_option(last_update_time=op.precondition)
+            batch.update(ref, _fs_value(op.fields), option=option)
+        elif isinstance(op, Set):
+            batch.set(ref, _fs_value(op.doc), merge=op.merge)
+        elif isinstance(op, Increment):
+            if op.fields:
+                batch.set(ref, _increments(op.fields), merge=True)
+        elif isinstance(op, Delete):
+            option = None if op.precondition is None else self.db.write_option(last_update_time=op.precondition)
+            batch.delete(ref, option=option)
+        else:  # pragma: no cover - a new op kind
+            raise TypeError(f"unknown op {op!r}")
+
+    # --- single steps of the commits above, added to a caller's batch (tests drive them alone) ------
+    def _add_tax(self, batch: Any, fills: list[tuple[Any, ...]]) -> dict[str, str]:
+        """The lot-book step of finish/save_group; answers trade id -> the lot method applied."""
+        ops, methods = store_writes.tax_ops(self, fills)
+        for op in ops:
+            self._add_op(batch, op)
+        return methods
+
+    def _add_metrics(self, batch: Any, tenant_id: str, row_id: str, row: Mapping[str, Any]) -> None:
+        """The metrics step of a ledger row."""
+        for op in store_writes.metrics_ops(self, tenant_id, row_id, row):
+            self._add_op(batch, op)
+
+    def list_ids(self, collection: str, limit: int) -> list[str]:
+        """A keys-only query (``select([])``): billed one read per document found (one if none)."""
+        return [snap.id for snap in self.db.collection(collection).select([]).limit(limit).stream()]
 
     # --- execution-quality metrics (sharded day counters, same commit as the ledger row) ------------
-    def _add_metrics(self, batch: Any, tenant_id: str, row_id: str, row: Mapping[str, Any]) -> None:
-        """Per-strategy counters only for the first ``MAX_STRATEGIES_PER_SHARD`` strategies of the
-        shard-day (its ``strategies`` array, read as a projection); later ones count under
-        ``(other)``. Concurrent finishes may each admit one more: the overshoot is bounded by the
-        writers of one shard at one moment, never by user input."""
-        ref = self._tenant(tenant_id).collection("metrics").document(metrics_doc_id(row_id, row))
-        admitted: list[str] = []
-        if row.get("strategy_id"):
-            admitted = (ref.get(field_paths=["strategies"]).to_dict() or {}).get("strategies") or []
-        write = metrics_write(row_id, row, admitted)
-        if write is None:
-            return
-        doc: dict[str, Any] = {"day": write.day, **_increments(write.increments)}
-        if write.admit is not None:
-            doc["strategies"] = firestore.ArrayUnion([write.admit])
-        if write.strategy_bucket is not None:
-            doc["by_strategy"] = {write.strategy_bucket: _increments(write.increments)}
-        batch.set(ref, doc, merge=True)
-
     def read_metrics(self, tenant_id: str, from_day: str, to_day: str) -> list[dict[str, Any]]:
         query = (self._tenant(tenant_id).collection("metrics")
                  .where(filter=FieldFilter("day", ">=", from_day)).where(filter=FieldFilter("day", "<=", to_day)))
         return [snap.to_dict() or {} for snap in query.stream()]
-
-    # --- tax lots (advanced in the same commit as the history row) ---------------------------------
-    def _add_tax(self, batch: Any, fills: list[tuple[Any, ...]]) -> dict[str, str]:
-        """Advance the lot books in ``batch``; answers trade id -> the lot method applied (history rows)."""
-        reads = tax_reads(fills)
-        if reads is None:
-            return {}
-        snaps = {s.reference.path: s for s in self.db.get_all([self.db.document(p)
-                                                                for p in reads.book_paths + reads.config_paths])}
-        docs = {path: (snap.to_dict() if snap.exists else None) for path, snap in snaps.items()}
-        plan = plan_tax(reads, docs, docs)
-        for (uid, key), path in zip(reads.books, reads.book_paths):
-            snap = snaps[path]
-            state = {**plan.states[(uid, key)], "updated_server_at": firestore.SERVER_TIMESTAMP}
-            if snap.exists:  # the book must be unchanged since it was read (else the commit retries)
-                batch.update(snap.reference, state, option=self.db.write_option(last_update_time=snap.update_time))
-            else:
-                batch.create(snap.reference, state)
-        for uid, doc_id, doc in plan.disposals:
-            batch.set(self.db.document(disposal_path(uid, doc_id)), doc)
-        return plan.applied_methods
 
     # --- multi-leg groups ----------------------------------------------------------------------------
     def group_ref(self, tenant_id: str, group_id: str):
@@ -277,20 +208,7 @@ class FirestoreStore:
 
     def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any],
                      intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot | None:
-        ref = self.group_ref(tenant_id, group_id)
-        batch = self.db.batch()
-        batch.create(ref, {**doc, "_created_server_at": firestore.SERVER_TIMESTAMP})
-        self._write_legs(batch, ref, tenant_id, doc)
-        if intent_update:
-            batch.update(self.intent_ref(tenant_id, group_id),
-                         {**intent_update, "updated_server_at": firestore.SERVER_TIMESTAMP})
-        try:
-            results = _commit(batch)
-        except gexc.AlreadyExists:
-            return None
-        except gexc.NotFound as exc:  # the intent document of intent_update
-            raise IntentMissing(f"intent {group_id} does not exist") from exc
-        return GroupSnapshot(tenant_id, group_id, dict(doc), results[0].update_time)
+        return store_writes.create_group(self, tenant_id, group_id, doc, intent_update)
 
     def load_group(self, tenant_id: str, group_id: str) -> GroupSnapshot | None:
         snap = self.group_ref(tenant_id, group_id).get()
@@ -300,54 +218,7 @@ class FirestoreStore:
 
     def reserve_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
                       reservation: GroupReservation) -> GroupReserveOutcome:
-        """One batch: the group doc (precondition on its last write), one created slot per leg, and
-        exposure increments. A slot taken meanwhile (AlreadyExists) re-reads the taken slots and
-        retries; a moved group document is ``LeaseLost``."""
-        ref = self.group_ref(snapshot.tenant_id, snapshot.group_id)
-        slots_col = self._slots(snapshot.tenant_id, reservation.trade_day)
-        for attempt in range(20):
-            if attempt:
-                _backoff(attempt)
-            if attempt == 0:
-                # First try without listing: slots below the count just read are most likely taken
-                # (claims fill from the bottom); a wrong guess costs one AlreadyExists and a listing.
-                taken = set(range(min(reservation.trades_seen, reservation.daily_limit)))
-            else:
-                taken = {int(s.id) for s in slots_col.select([]).limit(reservation.daily_limit + 1000).stream()
-                         if s.id.isdigit() and int(s.id) < reservation.daily_limit}
-            chosen = _free_slots(taken, reservation.daily_limit, len(reservation.legs))
-            if chosen is None and attempt == 0:
-                continue  # the count says full: list the slots to be sure (one may have been given back)
-            if chosen is None:
-                return GroupReserveOutcome(ClaimResult.DAILY_LIMIT, trades_today=len(taken))
-            slots = {leg.leg_id: slot for leg, slot in zip(reservation.legs, chosen)}
-            stored = {**doc, "_reservation": reservation.to_doc(slots)}
-            batch = self.db.batch()
-            batch.update(ref, {**stored, "_updated_server_at": firestore.SERVER_TIMESTAMP},
-                         option=self.db.write_option(last_update_time=snapshot.token))
-            self._write_legs(batch, ref, snapshot.tenant_id, stored)
-            for leg in reservation.legs:
-                batch.create(slots_col.document(str(slots[leg.leg_id])),
-                             {"intent_id": snapshot.group_id, "group_id": snapshot.group_id, "leg_id": leg.leg_id,
-                              "uid": reservation.uid, "taken_at": firestore.SERVER_TIMESTAMP})
-                batch.set(self._exposure_ref(snapshot.tenant_id, leg.account_key),
-                          _increments(reserve_increments(leg.signed_qty)), merge=True)
-            try:
-                results = _commit(batch)
-            except gexc.AlreadyExists:
-                continue  # a slot was taken meanwhile: choose again
-            except (gexc.FailedPrecondition, gexc.NotFound) as exc:
-                raise LeaseLost(f"group {snapshot.group_id} changed since it was read") from exc
-            refs = [self._exposure_ref(snapshot.tenant_id, leg.account_key) for leg in reservation.legs]
-            snaps = {s.reference.path: s for s in self.db.get_all(refs)}
-            exposures = {leg.account_key: _exposure(snaps[r.path].to_dict() or {})
-                         for leg, r in zip(reservation.legs, refs)}
-            return GroupReserveOutcome(ClaimResult.CLAIMED,
-                                       GroupSnapshot(snapshot.tenant_id, snapshot.group_id, stored, results[0].update_time),
-                                       exposures, len(taken) + len(reservation.legs))
-        # slots kept being taken by concurrent claims: not a "no" (the day may have room); the group
-        # stays VALIDATING with its lease, and a retry or the sweeper reserves again
-        raise StoreContention(f"group {snapshot.group_id}: daily slots kept being taken concurrently")
+        return store_writes.reserve_group(self, snapshot, doc, reservation, backoff=_backoff)
 
     def get_rpm_approval(self, tenant_id: str, decision_id: str) -> Mapping[str, Any] | None:
         snap = self._tenant(tenant_id).collection("rpm_approvals").document(decision_id).get()
@@ -364,49 +235,7 @@ class FirestoreStore:
     def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
                    fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None,
                    settlement: GroupSettlement | None = None) -> GroupSnapshot:
-        ref = self.group_ref(snapshot.tenant_id, snapshot.group_id)
-        for attempt in range(12):  # retried only when a lot book moved and the group itself did not
-            if attempt:
-                _backoff(attempt)
-            batch = self.db.batch()
-            batch.update(ref, {**doc, "_updated_server_at": firestore.SERVER_TIMESTAMP},
-                         option=self.db.write_option(last_update_time=snapshot.token))
-            self._write_legs(batch, ref, snapshot.tenant_id, doc)
-            methods = self._add_tax(batch, [(f.uid, f.tax, f.ledger) for f in fills])
-            self._write_fills(batch, snapshot.tenant_id, fills, methods)
-            if intent_update:
-                batch.update(self.intent_ref(snapshot.tenant_id, snapshot.group_id),
-                             {**intent_update, "updated_server_at": firestore.SERVER_TIMESTAMP})
-            if settlement is not None:
-                for key, filled, released in settlement.exposure:
-                    changes = _exposure_changes(filled, released)
-                    if changes:
-                        batch.set(self._exposure_ref(snapshot.tenant_id, key), changes, merge=True)
-                for slot in settlement.release_slots:
-                    batch.delete(self._slots(snapshot.tenant_id, settlement.trade_day).document(str(slot)))
-            try:
-                results = _commit(batch)
-            except (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists) as exc:
-                current = ref.get()
-                if current.exists and current.update_time == snapshot.token:
-                    if intent_update and not self.intent_ref(snapshot.tenant_id, snapshot.group_id).get().exists:
-                        raise IntentMissing(f"intent {snapshot.group_id} does not exist") from exc
-                    continue
-                raise LeaseLost(f"group {snapshot.group_id} changed since it was read") from exc
-            return GroupSnapshot(snapshot.tenant_id, snapshot.group_id, dict(doc), results[0].update_time)
-        raise LeaseLost(f"group {snapshot.group_id}: lot books kept moving")
-
-    def _history_ref(self, uid: str, trade_id: str):
-        return (self.db.collection("users").document(uid).collection("portfolio").document("history")
-                .collection("trades").document(trade_id))
-
-    @staticmethod
-    def _write_legs(batch: Any, group_ref: Any, tenant_id: str, doc: Mapping[str, Any]) -> None:
-        """Leg documents are a projection of the group document, for per-symbol audit queries."""
-        for leg in doc.get("legs", []):
-            batch.set(group_ref.collection("legs").document(leg["leg_id"]),
-                      {**leg, "group_id": doc.get("group_id"), "tenant_id": tenant_id, "uid": doc.get("uid"),
-                       "group_status": doc.get("status")})
+        return store_writes.save_group(self, snapshot, doc, fills, intent_update, settlement, backoff=_backoff)
 
     def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
                    lease_until: datetime) -> GroupSnapshot | None:
@@ -543,32 +372,22 @@ def _commit(batch: Any, attempts: int = 8) -> Any:
     raise AssertionError("unreachable")
 
 
-def _free_slots(taken: set[int], limit: int, n: int) -> list[int] | None:
-    """``n`` distinct free slot numbers below ``limit``, chosen at random so concurrent groups rarely
-    race for the same ones (the create precondition keeps the count exact either way); None if the
-    day has fewer than ``n`` free slots."""
-    import random
-
-    if limit - len(taken) < n:
-        return None
-    if limit <= 4096:
-        return random.sample([s for s in range(limit) if s not in taken], n)
-    picks: set[int] = set()
-    while len(picks) < n:
-        slot = random.randrange(limit)
-        if slot not in taken:
-            picks.add(slot)
-    return sorted(picks)
+def _fs_value(value: Any) -> Any:
+    """The core's field values and sentinels as google-cloud-firestore values and transforms."""
+    if value is SERVER_TIME:
+        return firestore.SERVER_TIMESTAMP
+    if isinstance(value, Inc):
+        return firestore.Increment(value.value)
+    if isinstance(value, ArrayUnion):
+        return firestore.ArrayUnion(list(value.values))
+    if isinstance(value, Mapping):
+        return {k: _fs_value(v) for k, v in value.items()}
+    return value
 
 
 def _increments(values: Mapping[str, int]) -> dict[str, Any]:
     """The core's integer increments as Firestore ``Increment`` transforms."""
     return {k: firestore.Increment(v) for k, v in values.items()}
-
-
-def _exposure_changes(filled_signed: Decimal, released_signed: Decimal) -> dict[str, Any]:
-    """Increment transforms: the position moves by the fill; the reservation shrinks by the release."""
-    return _increments(settle_increments(filled_signed, released_signed))
 
 
 def _exposure(doc: Mapping[str, Any]) -> Exposure:

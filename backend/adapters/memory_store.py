@@ -4,9 +4,10 @@ and library use without Firestore — never the only proof of persistence.
 It is a versioned document store with Firestore's layout: ``docs`` maps a document path to its
 fields, and every write gives the document a new version (Firestore's ``update_time``), which is the
 token of ``get_intent_with_token``/``load_group`` and the precondition of the conditional writes.
-What is written (exposure increments in nano-units, slot order, metrics increments, lot books) is
-computed by the core (``backend.execution.store_rules``, ``backend.tax.state``) exactly as for the
-Firestore adapter; ``tests/contract`` runs both through the same behaviours.
+The port's writes (claim, finish, fills, groups) are built by the core (``backend.execution.store_writes``)
+exactly as for the Firestore adapter; this store only answers ``get_all``/``list_ids`` and applies a
+``Commit`` atomically under its lock (``SERVER_TIME`` fields are left out: it has no commit clock).
+``tests/contract`` runs both through the same behaviours.
 """
 from __future__ import annotations
 
@@ -14,15 +15,14 @@ import copy
 import itertools
 import threading
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from backend.execution.records import with_lot_method  # the history row carries the applied lot method
-from backend.execution.store_rules import (book_path, disposal_path, exposure_from_doc, metrics_doc_id,
-                                           metrics_write, plan_tax, reserve_increments, settle_increments,
-                                           slot_probe_order, tax_reads)
-from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupReservation,
-                                 GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentMissing, IntentRecord,
-                                 IntentStatus, LeaseLost, StoreContention)
+from backend.execution import store_writes
+from backend.execution.store_rules import exposure_from_doc
+from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
+                                            Conflict, Create, Delete, Inc, Increment, Set, Update, no_backoff)
+from backend.ports.store import (Claim, ClaimOutcome, FillUpdate, FillWrite, Finish, GroupReservation,
+                                 GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentRecord, IntentStatus)
 from backend.risk.manager import Exposure, RiskSnapshot
 
 
@@ -68,15 +68,6 @@ class InMemoryStore:
     def _merge(self, path: str, fields: Mapping[str, Any]) -> None:
         self._set(path, {**self.docs.get(path, {}), **copy.deepcopy(dict(fields))})
 
-    def _increment(self, path: str, increments: Mapping[str, int]) -> None:
-        """``set(merge=True)`` of ``Increment`` transforms: missing fields count from 0."""
-        if not increments:
-            return
-        doc = dict(self.docs.get(path, {}))
-        for key, value in increments.items():
-            doc[key] = doc.get(key, 0) + value
-        self._set(path, doc)
-
     def _delete(self, path: str) -> None:
         self.docs.pop(path, None)
         self._versions.pop(path, None)
@@ -116,19 +107,7 @@ class InMemoryStore:
             return record, self._version(self.intent_path(tenant_id, intent_id))
 
     def apply_fill_update(self, update: FillUpdate) -> bool:
-        with self._lock:
-            path = self.intent_path(update.tenant_id, update.intent_id)
-            if path not in self.docs or self._version(path) != update.token:
-                return False
-            if any(self._ledger_path(update.tenant_id, f.trade_id) in self.docs for f in update.fills):
-                return False
-            self._merge(path, update.record)
-            methods = self._apply_tax([(f.uid, f.tax, f.ledger) for f in update.fills])
-            self._write_fills(update.tenant_id, update.fills, methods)
-            self._increment(self._exposure_path(update.tenant_id, update.account_key),
-                            settle_increments(update.filled_signed_qty, update.released_signed_qty))
-            self.commits += 1
-            return True
+        return store_writes.apply_fill_update(self, update)
 
     def find_working_intents(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         with self._lock:
@@ -157,10 +136,6 @@ class InMemoryStore:
     def _exposure_path(tenant_id: str, key: str) -> str:
         return f"tenants/{tenant_id}/exposure/{key}"
 
-    @staticmethod
-    def _slot_path(tenant_id: str, day: str, slot: int) -> str:
-        return f"tenants/{tenant_id}/risk_days/{day}/trade_slots/{slot}"
-
     def _exposure(self, tenant_id: str, key: str) -> Exposure:
         return exposure_from_doc(self.docs.get(self._exposure_path(tenant_id, key)))
 
@@ -179,128 +154,81 @@ class InMemoryStore:
                                 trades_today=len(self._taken_slots(tenant_id, trade_day)),
                                 exposure=self._exposure(tenant_id, account_key))
 
-    # --- claim and finish ------------------------------------------------------------------------
+    # --- claim and finish (decided in the core: backend.execution.store_writes) --------------------
     def claim(self, claim: Claim) -> ClaimOutcome:
-        with self._lock:
-            path = self.intent_path(claim.tenant_id, claim.intent_id)
-            count = claim.trades_seen
-            if count >= claim.daily_limit:
-                return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count)
-            existing = self.docs.get(path)
-            if existing is not None and (existing.get("status") or "new") != IntentStatus.NEW.value:
-                return ClaimOutcome(ClaimResult.DUPLICATE, existing=self.get_intent(claim.tenant_id, claim.intent_id))
-            for slot in slot_probe_order(count, claim.daily_limit):
-                slot_path = self._slot_path(claim.tenant_id, claim.trade_day, slot)
-                if slot_path in self.docs:
-                    continue
-                self._set(slot_path, {"intent_id": claim.intent_id, "uid": claim.uid})
-                self._merge(path, {**claim.record, "slot": slot, "lease_until": claim.lease_until})
-                self._increment(self._exposure_path(claim.tenant_id, claim.account_key),
-                                reserve_increments(claim.signed_qty))
-                self.commits += 1
-                return ClaimOutcome(ClaimResult.CLAIMED, slot=slot,
-                                    exposure=self._exposure(claim.tenant_id, claim.account_key),
-                                    trades_today=count + 1)
-            return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=claim.daily_limit)
+        return store_writes.claim(self, claim)
 
     def finish(self, finish: Finish) -> IntentRecord | None:
+        return store_writes.finish(self, finish, backoff=no_backoff)
+
+    # --- the unit of work (backend.execution.unit_of_work) -----------------------------------------
+    def get_all(self, paths: Sequence[str]) -> dict[str, tuple[dict[str, Any] | None, Any]]:
         with self._lock:
-            path = self.intent_path(finish.tenant_id, finish.intent_id)
-            current = self.docs.get(path)
-            if current is not None and IntentStatus(current.get("status") or "new").is_final:
-                return self.get_intent(finish.tenant_id, finish.intent_id)
-            ledger_path = self._ledger_path(finish.tenant_id, finish.ledger_id)
-            history = (finish.history is not None and finish.history_id is not None)
-            if ledger_path in self.docs or (history and self._history_path(finish.uid, finish.history_id) in self.docs):
-                # Firestore: the create precondition fails on every retry
-                raise StoreContention(f"intent {finish.intent_id}: could not record the outcome")
-            self._merge(path, {**finish.record, "lease_until": None})
-            self._set(ledger_path, finish.ledger)
-            self._add_metrics(finish.tenant_id, finish.ledger_id, finish.ledger)
-            methods = self._apply_tax([(finish.uid, finish.tax, finish.ledger)])
-            if history:  # with the lot method the tax step just applied (issue 11)
-                self._set(self._history_path(finish.uid, finish.history_id),  # type: ignore[arg-type]
-                          with_lot_method(finish.history, methods.get(finish.history_id)))  # type: ignore[arg-type]
-            if finish.account_key is not None:
-                self._increment(self._exposure_path(finish.tenant_id, finish.account_key),
-                                settle_increments(finish.filled_signed_qty, finish.reserved_signed_qty or 0))
-            if finish.release_slot is not None and finish.trade_day is not None:
-                self._delete(self._slot_path(finish.tenant_id, finish.trade_day, finish.release_slot))
+            return {p: ((copy.deepcopy(self.docs[p]), self._version(p)) if p in self.docs else (None, None))
+                    for p in paths}
+
+    def list_ids(self, collection: str, limit: int) -> list[str]:
+        with self._lock:
+            return sorted(p.rsplit("/", 1)[1] for p in self.collection(collection))[:limit]
+
+    def commit(self, commit: Commit) -> list[Any]:
+        """All ops or none, under the lock: preconditions are checked against the documents as the
+        batch's earlier ops left them, and tokens against the versions before the batch."""
+        with self._lock:
+            staged: dict[str, dict[str, Any] | None] = {}
+
+            def current(path: str) -> dict[str, Any] | None:
+                return staged[path] if path in staged else self.docs.get(path)
+
+            for op in commit.ops:
+                doc = current(op.path)
+                if isinstance(op, Create):
+                    if doc is not None:
+                        raise Conflict(f"{op.path} already exists", EXISTS_ALREADY)
+                    staged[op.path] = _merged({}, op.doc)
+                elif isinstance(op, Update):
+                    if doc is None:
+                        raise Conflict(f"{op.path} does not exist", MISSING)
+                    if op.precondition is not EXISTS and self._version(op.path) != op.precondition:
+                        raise Conflict(f"{op.path} changed since it was read", CHANGED)
+                    staged[op.path] = {**doc, **_merged({}, op.fields)}  # top-level fields replaced
+                elif isinstance(op, Set):
+                    staged[op.path] = _merged((doc or {}) if op.merge else {}, op.doc)
+                elif isinstance(op, Increment):
+                    if op.fields:
+                        staged[op.path] = _merged(doc or {}, {k: Inc(v) for k, v in op.fields.items()})
+                elif isinstance(op, Delete):
+                    if op.precondition is not None and self._version(op.path) != op.precondition:
+                        raise Conflict(f"{op.path} changed since it was read", CHANGED)
+                    staged[op.path] = None
+                else:  # pragma: no cover - a new op kind
+                    raise TypeError(f"unknown op {op!r}")
+            for path, doc in staged.items():
+                if doc is None:
+                    self._delete(path)
+                else:
+                    self._set(path, doc)
             self.commits += 1
-            return None
+            return [None if isinstance(op, Delete) else self._version(op.path) for op in commit.ops]
 
-    # --- rows written with a fill ----------------------------------------------------------------
-    @staticmethod
-    def _ledger_path(tenant_id: str, trade_id: str) -> str:
-        return f"tenants/{tenant_id}/ledger_trades/{trade_id}"
-
-    @staticmethod
-    def _history_path(uid: str, trade_id: str) -> str:
-        return f"users/{uid}/portfolio/history/trades/{trade_id}"
-
-    def _write_fills(self, tenant_id: str, fills: tuple[FillWrite, ...],
-                     methods: Mapping[str, str] | None = None) -> None:
-        for fill in fills:
-            self._set(self._ledger_path(tenant_id, fill.trade_id), fill.ledger)
-            self._add_metrics(tenant_id, fill.trade_id, fill.ledger)
-            if fill.history is not None:  # with the lot method applied to the fill's book (issue 11)
-                self._set(self._history_path(fill.uid, fill.trade_id),
-                          with_lot_method(fill.history, (methods or {}).get(fill.trade_id)))
+    # --- single steps of the commits above (tests drive them alone) --------------------------------
+    def _apply_tax(self, fills: list[tuple[Any, ...]]) -> dict[str, str]:
+        """The lot-book step of finish/save_group, committed alone; answers trade id -> lot method."""
+        ops, methods = store_writes.tax_ops(self, fills)
+        if ops:
+            self.commit(Commit(ops))
+        return methods
 
     def _add_metrics(self, tenant_id: str, row_id: str, row: Mapping[str, Any]) -> None:
-        path = f"tenants/{tenant_id}/metrics/{metrics_doc_id(row_id, row)}"
-        write = metrics_write(row_id, row, (self.docs.get(path) or {}).get("strategies") or [])
-        if write is None:
-            return
-        doc = copy.deepcopy(self.docs.get(path, {}))
-        doc["day"] = write.day
-        for key, value in write.increments.items():
-            doc[key] = doc.get(key, 0) + value
-        if write.admit is not None:
-            doc["strategies"] = [*doc.get("strategies", []), write.admit]
-        if write.strategy_bucket is not None:
-            per = doc.setdefault("by_strategy", {}).setdefault(write.strategy_bucket, {})
-            for key, value in write.increments.items():
-                per[key] = per.get(key, 0) + value
-        self._set(path, doc)
-
-    def _apply_tax(self, fills: list[tuple[Any, ...]]) -> dict[str, str]:
-        """Advance the lot books; answers trade id -> the lot method applied (for the history rows)."""
-        reads = tax_reads(fills)
-        if reads is None:
-            return {}
-        plan = plan_tax(reads, {p: self.docs.get(p) for p in reads.book_paths},
-                        {p: self.docs.get(p) for p in reads.config_paths})
-        for (uid, key), state in plan.states.items():
-            self._set(book_path(uid, key), state)
-        for uid, doc_id, doc in plan.disposals:
-            self._set(disposal_path(uid, doc_id), doc)
-        return plan.applied_methods
+        """The metrics step of a ledger row, committed alone."""
+        ops = store_writes.metrics_ops(self, tenant_id, row_id, row)
+        if ops:
+            self.commit(Commit(ops))
 
     # --- multi-leg groups ------------------------------------------------------------------------
-    def _put_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any]) -> GroupSnapshot:
-        path = self.group_path(tenant_id, group_id)
-        self._set(path, doc)
-        for leg in doc.get("legs", []):
-            self._set(f"{path}/legs/{leg['leg_id']}", {**copy.deepcopy(leg), "group_id": doc.get("group_id"),
-                                                       "tenant_id": tenant_id, "uid": doc.get("uid"),
-                                                       "group_status": doc.get("status")})
-        self.commits += 1
-        return GroupSnapshot(tenant_id, group_id, copy.deepcopy(dict(doc)), self._version(path))
-
-    def _check_intent(self, tenant_id: str, group_id: str, intent_update: Mapping[str, Any] | None) -> None:
-        if intent_update and self.intent_path(tenant_id, group_id) not in self.docs:
-            raise IntentMissing(f"intent {group_id} does not exist")
-
     def create_group(self, tenant_id: str, group_id: str, doc: Mapping[str, Any],
                      intent_update: Mapping[str, Any] | None = None) -> GroupSnapshot | None:
-        with self._lock:
-            if self.group_path(tenant_id, group_id) in self.docs:
-                return None
-            self._check_intent(tenant_id, group_id, intent_update)
-            if intent_update:
-                self._merge(self.intent_path(tenant_id, group_id), intent_update)
-            return self._put_group(tenant_id, group_id, doc)
+        return store_writes.create_group(self, tenant_id, group_id, doc, intent_update)
 
     def load_group(self, tenant_id: str, group_id: str) -> GroupSnapshot | None:
         with self._lock:
@@ -310,52 +238,14 @@ class InMemoryStore:
                 return None
             return GroupSnapshot(tenant_id, group_id, copy.deepcopy(doc), self._version(path))
 
-    def _check_token(self, snapshot: GroupSnapshot) -> None:
-        path = self.group_path(snapshot.tenant_id, snapshot.group_id)
-        if path not in self.docs or self._version(path) != snapshot.token:
-            raise LeaseLost(f"group {snapshot.group_id} changed since it was read")
-
     def reserve_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
                       reservation: GroupReservation) -> GroupReserveOutcome:
-        with self._lock:
-            self._check_token(snapshot)
-            taken = self._taken_slots(snapshot.tenant_id, reservation.trade_day)
-            free = [n for n in range(reservation.daily_limit) if n not in taken]
-            if len(free) < len(reservation.legs):
-                return GroupReserveOutcome(ClaimResult.DAILY_LIMIT, trades_today=len(taken))
-            slots = {}
-            for leg, slot in zip(reservation.legs, free):
-                slots[leg.leg_id] = slot
-                self._set(self._slot_path(snapshot.tenant_id, reservation.trade_day, slot),
-                          {"intent_id": snapshot.group_id, "group_id": snapshot.group_id, "leg_id": leg.leg_id,
-                           "uid": reservation.uid})
-                self._increment(self._exposure_path(snapshot.tenant_id, leg.account_key),
-                                reserve_increments(leg.signed_qty))
-            stored = {**copy.deepcopy(dict(doc)), "_reservation": reservation.to_doc(slots)}
-            snap = self._put_group(snapshot.tenant_id, snapshot.group_id, stored)
-            return GroupReserveOutcome(ClaimResult.CLAIMED, snap,
-                                       {leg.account_key: self._exposure(snapshot.tenant_id, leg.account_key)
-                                        for leg in reservation.legs}, len(taken) + len(reservation.legs))
+        return store_writes.reserve_group(self, snapshot, doc, reservation, backoff=no_backoff)
 
     def save_group(self, snapshot: GroupSnapshot, doc: Mapping[str, Any],
                    fills: tuple[FillWrite, ...] = (), intent_update: Mapping[str, Any] | None = None,
                    settlement: GroupSettlement | None = None) -> GroupSnapshot:
-        with self._lock:
-            self._check_token(snapshot)
-            self._check_intent(snapshot.tenant_id, snapshot.group_id, intent_update)
-            for fill in fills:
-                if self._ledger_path(snapshot.tenant_id, fill.trade_id) in self.docs:
-                    raise LeaseLost(f"group {snapshot.group_id}: ledger row {fill.trade_id} already exists")
-            methods = self._apply_tax([(f.uid, f.tax, f.ledger) for f in fills])
-            self._write_fills(snapshot.tenant_id, fills, methods)
-            if intent_update:
-                self._merge(self.intent_path(snapshot.tenant_id, snapshot.group_id), intent_update)
-            if settlement is not None:
-                for key, filled, released in settlement.exposure:
-                    self._increment(self._exposure_path(snapshot.tenant_id, key), settle_increments(filled, released))
-                for slot in settlement.release_slots:
-                    self._delete(self._slot_path(snapshot.tenant_id, settlement.trade_day, slot))
-            return self._put_group(snapshot.tenant_id, snapshot.group_id, doc)
+        return store_writes.save_group(self, snapshot, doc, fills, intent_update, settlement, backoff=no_backoff)
 
     def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
                    lease_until: datetime) -> GroupSnapshot | None:
@@ -436,3 +326,31 @@ class InMemoryStore:
 
         return self._ordered_page(f"tenants/{tenant_id}/ledger_trades", keep, "created_at", after, limit,
                                   descending=True)
+
+
+
+_LEAVES = (str, int, float, bool, type(None))
+
+
+def _merged(base: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A new document: ``fields`` merged into ``base`` as Firestore's ``set(merge=True)`` does —
+    maps merge deeply, ``Inc`` adds (from 0), ``ArrayUnion`` appends what is missing, ``SERVER_TIME``
+    fields are left out (this store has no commit clock). Neither argument is changed; values are
+    shared, not copied (``_set`` copies the whole document once)."""
+    out = dict(base)
+    for key, value in fields.items():
+        if type(value) in _LEAVES:
+            out[key] = value
+        elif value is SERVER_TIME:
+            continue
+        elif isinstance(value, Inc):
+            out[key] = (out.get(key) or 0) + value.value
+        elif isinstance(value, ArrayUnion):
+            have = list(out.get(key) or [])
+            out[key] = have + [v for v in value.values if v not in have]
+        elif isinstance(value, dict) or isinstance(value, Mapping):
+            inner = out.get(key)
+            out[key] = _merged(inner if isinstance(inner, dict) else {}, value)
+        else:
+            out[key] = value
+    return out

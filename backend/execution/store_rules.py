@@ -155,3 +155,50 @@ def plan_tax(reads: TaxReads, books: Mapping[str, Mapping[str, Any] | None],
     # applies (backend/tax/election.py); a document with only the legacy ``lot_method`` behaves as before.
     methods = {uid: dict(configs.get(tax_config_path(uid)) or {}) for uid in reads.uids}
     return plan_books(current, reads.fills, methods)
+
+
+# --- document paths (the Firestore layout; the in-memory store uses the same ones) ------------------
+def intent_path(tenant_id: str, intent_id: str) -> str:
+    return f"tenants/{tenant_id}/order_intents/{intent_id}"
+
+
+def group_path(tenant_id: str, group_id: str) -> str:
+    return f"tenants/{tenant_id}/execution_groups/{group_id}"
+
+
+def ledger_path(tenant_id: str, trade_id: str) -> str:
+    return f"tenants/{tenant_id}/ledger_trades/{trade_id}"
+
+
+def history_path(uid: str, trade_id: str) -> str:
+    return f"users/{uid}/portfolio/history/trades/{trade_id}"
+
+
+def exposure_path(tenant_id: str, account_key: str) -> str:
+    return f"tenants/{tenant_id}/exposure/{account_key}"
+
+
+def slot_path(tenant_id: str, day: str, slot: int) -> str:
+    return f"tenants/{tenant_id}/risk_days/{day}/trade_slots/{slot}"
+
+
+def metrics_path(tenant_id: str, row_id: str, row: Mapping[str, Any]) -> str:
+    return f"tenants/{tenant_id}/metrics/{metrics_doc_id(row_id, row)}"
+
+
+def choose_free_slots(taken: set[int], limit: int, n: int) -> list[int] | None:
+    """``n`` distinct free slot numbers below ``limit`` for a group's legs, chosen at random so
+    concurrent groups rarely race for the same ones (the create precondition keeps the count exact
+    either way); None if the day has fewer than ``n`` free slots."""
+    import random
+
+    if limit - len(taken) < n:
+        return None
+    if limit <= 4096:
+        return random.sample([s for s in range(limit) if s not in taken], n)
+    picks: set[int] = set()
+    while len(picks) < n:
+        slot = random.randrange(limit)
+        if slot not in taken:
+            picks.add(slot)
+    return sorted(picks)

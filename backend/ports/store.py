@@ -13,11 +13,16 @@ Decisions that never reach the broker (downgrade, rejection, dry run) are one ``
 
 The port has two sides. ``Store`` (= ``ExecutionStore`` + ``GroupStore``) is the write side the core
 uses: the engine, the group executor, the sweeper and approvals. ``ReadModel`` is what the API pages
-over (history, ledger, metrics, tax exports); the core's decisions never read it. What an adapter
-writes — exposure increments in nano-units, the slot probe order, metrics increments, lot-book
-states and disposals — is computed by the core (``backend.execution.store_rules``,
-``backend.tax.state``); an adapter only reads the documents named there and commits the result with
-its preconditions. ``tests/contract`` runs every behaviour below against both adapters.
+over (history, ledger, metrics, tax exports); the core's decisions never read it.
+
+The write side is a unit of work (``backend.execution.unit_of_work``): an adapter implements only
+``get_all`` (one batched read), ``list_ids`` and ``commit`` (creates, preconditioned updates and
+deletes, blind increments, all or nothing; ``Conflict`` on a failed precondition). ``claim``,
+``finish``, ``apply_fill_update``, ``create_group``, ``save_group`` and ``reserve_group`` are
+decided in the core (``backend.execution.store_writes``, over ``store_rules`` and
+``backend.tax.state``) and both adapters delegate to it; the lease transactions, ``annotate_intent``
+and ``put_rpm_approval`` are still one-document writes of each adapter. ``tests/contract`` runs every
+behaviour below, and the unit of work itself, against both adapters.
 """
 from __future__ import annotations
 
@@ -25,10 +30,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from backend.domain.errors import StoreContended
 from backend.risk.manager import Exposure, RiskSnapshot
+
+if TYPE_CHECKING:
+    from backend.execution.unit_of_work import Commit
 
 
 class IntentStatus(str, Enum):
@@ -282,7 +290,25 @@ class GroupStore(Protocol):
     def kill_switches(self, tenant_id: str) -> RiskSnapshot: ...
 
 
-class Store(ExecutionStore, GroupStore, Protocol):
+class UnitOfWork(Protocol):
+    """What an adapter commits for the core (``backend.execution.unit_of_work`` holds the values,
+    ``backend.execution.store_writes`` the operations built on it)."""
+
+    def get_all(self, paths: Sequence[str]) -> dict[str, tuple[dict[str, Any] | None, Any]]:
+        """path -> (document or None, token) for every path, in one round trip."""
+        ...
+
+    def list_ids(self, collection: str, limit: int) -> list[str]:
+        """Up to ``limit`` document ids of one collection (a keys-only query)."""
+        ...
+
+    def commit(self, commit: "Commit") -> list[Any]:
+        """Apply every op atomically and answer each op's new token; ``Conflict`` (nothing written)
+        when a precondition failed, ``StoreContention`` when contention retries ran out."""
+        ...
+
+
+class Store(ExecutionStore, GroupStore, UnitOfWork, Protocol):
     """The write side the core uses (engine, group executor, sweeper, approvals)."""
 
 
