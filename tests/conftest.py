@@ -38,6 +38,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.emulator)
 
 
+# ---- logs --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def quiet_logs():
+    """The structured log lines of the test go to a buffer (yielded) instead of stdout."""
+    import io
+
+    from backend import logs
+
+    stream = io.StringIO()
+    logs.set_stream(stream)
+    try:
+        yield stream
+    finally:
+        logs.set_stream(None)
+
+
 # ---- Firestore -------------------------------------------------------------------------------
 
 

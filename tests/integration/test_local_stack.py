@@ -10,29 +10,18 @@ intent stuck the way a crashed or cut-off function would.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
-from tests.support.emulators import REPO_ROOT
+from tests.support.stack_script import load_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.emulator, pytest.mark.timeout(240)]
 
 
-def _load_stack():
-    spec = importlib.util.spec_from_file_location("exec_stack", Path(REPO_ROOT) / "scripts/stack.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("exec_stack", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-stack = _load_stack()
+stack = load_stack()
 TENANT = stack.TENANT
 
 

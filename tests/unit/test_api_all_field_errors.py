@@ -1,20 +1,14 @@
 """Issue 19 item 10: a 400 lists every field error of the request at once (``error.errors``), while
 ``error.field`` / ``error.reason`` keep naming the first one."""
-import io
 
 import pytest
 
-from backend import logs
 from tests.support.api_stack import execute_body, make_stack, multileg_body, signal_body
 
 
 @pytest.fixture
-def stack():
-    logs.set_stream(io.StringIO())
-    try:
-        yield make_stack()
-    finally:
-        logs.set_stream(None)
+def stack(quiet_logs):
+    return make_stack()
 
 
 def test_an_empty_execute_body_reports_every_missing_field_in_one_response(stack):

@@ -1,20 +1,14 @@
 """GET /portfolio/history: the caller's own rows, newest first, cursor pagination, strict query."""
-import io
 
 import pytest
 
-from backend import logs
 from backend.api.history import Cursor
 from tests.support.api_stack import execute_body, make_stack
 
 
 @pytest.fixture
-def stack():
-    logs.set_stream(io.StringIO())
-    try:
-        yield make_stack()
-    finally:
-        logs.set_stream(None)
+def stack(quiet_logs):
+    return make_stack()
 
 
 def place(stack, n, token="tok-alice", prefix="t"):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from backend import logs
 from backend.api import ledger_review
 from backend.api.history import Cursor
 from backend.api.http import StreamingResponse
@@ -18,14 +17,10 @@ LEDGER = "/tenants/acme/ledger"
 
 
 @pytest.fixture
-def stack():
-    logs.set_stream(io.StringIO())
-    try:
-        stack = make_stack()
-        stack.verifier.add("tok-globex-admin", uid="gus", tenant_id="globex", role="tenant_admin")
-        yield stack
-    finally:
-        logs.set_stream(None)
+def stack(quiet_logs):
+    stack = make_stack()
+    stack.verifier.add("tok-globex-admin", uid="gus", tenant_id="globex", role="tenant_admin")
+    return stack
 
 
 _BODY_ID: dict[str, str] = {}  # stored intent id (per user, derived from the body's) -> the body's id

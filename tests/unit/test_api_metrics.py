@@ -1,11 +1,9 @@
 """GET /tenants/{tenant_id}/metrics: the execution-quality summary from the sharded day counters
 (never the ledger), per strategy, for a tenant admin of that tenant."""
-import io
 from types import SimpleNamespace
 
 import pytest
 
-from backend import logs
 from backend.api.app import ApiApp
 from backend.api.http import ApiRequest
 from backend.api.models import MetricsResponse
@@ -17,14 +15,10 @@ JANUARY = {"from": "2026-01-01", "to": "2026-01-31"}
 
 
 @pytest.fixture
-def stack():
-    logs.set_stream(io.StringIO())
-    try:
-        stack = make_stack()
-        stack.verifier.add("tok-globex-admin", uid="gus", tenant_id="globex", role="tenant_admin")
-        yield stack
-    finally:
-        logs.set_stream(None)
+def stack(quiet_logs):
+    stack = make_stack()
+    stack.verifier.add("tok-globex-admin", uid="gus", tenant_id="globex", role="tenant_admin")
+    return stack
 
 
 def run(stack, token="tok-alice", **body):

@@ -1,10 +1,8 @@
 """POST /signals: the strategy-side cost check (BaseStrategy.apply_cost_check) and execution of the
 signals that survive it."""
-import io
 
 import pytest
 
-from backend import logs
 from backend.domain.wire import decimal_out
 from backend.api.idempotency import derived_id
 from functions.strategies.base_strategy import BaseStrategy, SignalType, TradingSignal
@@ -13,12 +11,8 @@ from tests.support.api_stack import make_stack, signal_body
 
 
 @pytest.fixture
-def stack():
-    logs.set_stream(io.StringIO())
-    try:
-        yield make_stack()
-    finally:
-        logs.set_stream(None)
+def stack(quiet_logs):
+    return make_stack()
 
 
 def test_a_buy_within_the_threshold_executes_and_is_recorded(stack):

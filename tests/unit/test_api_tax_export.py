@@ -26,12 +26,8 @@ EXPORT = "/portfolio/tax-lots/export"
 
 
 @pytest.fixture
-def stack():
-    logs.set_stream(io.StringIO())
-    try:
-        yield make_stack()
-    finally:
-        logs.set_stream(None)
+def stack(quiet_logs):
+    return make_stack()
 
 
 def at(day: str, hour: int = 15) -> datetime:

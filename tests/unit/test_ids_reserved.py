@@ -5,14 +5,12 @@ names refused before anything is written or sent, ASCII-only amounts.
 write that records it failed (``__…__`` is reserved in Firestore field paths and document ids).
 """
 import base64
-import io
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
 
-from backend import logs
 from backend.api.history import Cursor
 from backend.domain import ids
 from backend.domain.errors import InvalidInput
@@ -27,21 +25,13 @@ RESERVED = ["__rt__", "__grp__", "____", "__a b__"]
 
 
 @pytest.fixture
-def stack():
-    logs.set_stream(io.StringIO())
-    try:
-        yield make_stack()
-    finally:
-        logs.set_stream(None)
+def stack(quiet_logs):
+    return make_stack()
 
 
 @pytest.fixture
-def paper():
-    logs.set_stream(io.StringIO())
-    try:
-        yield make_stack(paper=True)
-    finally:
-        logs.set_stream(None)
+def paper(quiet_logs):
+    return make_stack(paper=True)
 
 
 def error_of(response):

@@ -1,25 +1,14 @@
 """scripts/stack.py without emulators (issue 19 item 15): when the stack stays up after the session
 and what it says when it does not, and the scheduler ticker that stands in for Cloud Scheduler."""
-import importlib.util
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.support.emulators import REPO_ROOT
+from tests.support.stack_script import load_stack
 
 
-def _load_stack():
-    spec = importlib.util.spec_from_file_location("exec_stack", Path(REPO_ROOT) / "scripts/stack.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("exec_stack", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-stack = _load_stack()
+stack = load_stack()
 
 
 @pytest.mark.parametrize("once, stay, stdin_tty, stdout_tty, ci, up, reason_part", [
