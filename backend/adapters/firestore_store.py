@@ -108,6 +108,9 @@ class FirestoreStore:
         result = self._slots(tenant_id, day).count().get()
         return int(result[0][0].value)
 
+    def count_trades(self, tenant_id: str, trade_day: str) -> int:
+        return self._count_slots(tenant_id, trade_day)
+
     def kill_switches(self, tenant_id: str) -> RiskSnapshot:
         """Only the halt flags (global and tenant): what a group checks before each leg."""
         refs = [self.db.collection("ops").document("execution"),
@@ -347,6 +350,22 @@ class FirestoreStore:
         if created_before is not None:
             query = query.where(filter=FieldFilter("created_at", "<", created_before))
         return self._page(col, query, "created_at", after, limit, firestore.Query.DESCENDING)
+
+    def groups_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
+                    created_before: str | None, after: tuple[str, str] | None,
+                    limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Group documents newest first: (created_timestamp, doc id) descending, equality filters,
+        created_timestamp in [created_from, created_before). Only indexed filter combinations
+        (``backend.api.groups_list.INDEXED_FILTERS``, firestore.indexes.json) reach here."""
+        col = self._tenant(tenant_id).collection("execution_groups")
+        query: Any = col
+        for name, value in sorted(equals.items()):
+            query = query.where(filter=FieldFilter(name, "==", value))
+        if created_from is not None:
+            query = query.where(filter=FieldFilter("created_timestamp", ">=", created_from))
+        if created_before is not None:
+            query = query.where(filter=FieldFilter("created_timestamp", "<", created_before))
+        return self._page(col, query, "created_timestamp", after, limit, firestore.Query.DESCENDING)
 
 
 def _backoff(attempt: int) -> None:

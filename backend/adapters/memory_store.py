@@ -142,6 +142,10 @@ class InMemoryStore:
     def _taken_slots(self, tenant_id: str, day: str) -> set[int]:
         return {int(p.rsplit("/", 1)[1]) for p in self.collection(f"tenants/{tenant_id}/risk_days/{day}/trade_slots")}
 
+    def count_trades(self, tenant_id: str, trade_day: str) -> int:
+        with self._lock:
+            return len(self._taken_slots(tenant_id, trade_day))
+
     def kill_switches(self, tenant_id: str) -> RiskSnapshot:
         with self._lock:
             return RiskSnapshot(global_kill_switch=bool(self.docs.get("ops/execution", {}).get("kill_switch", False)),
@@ -294,6 +298,20 @@ class InMemoryStore:
         if after is not None:
             rows = [r for r in rows if ((r[0], r[1]) < after if descending else (r[0], r[1]) > after)]
         return [(doc_id, doc) for _, doc_id, doc in rows[:limit]]
+
+    def groups_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
+                    created_before: str | None, after: tuple[str, str] | None,
+                    limit: int) -> list[tuple[str, dict[str, Any]]]:
+        prefix = f"tenants/{tenant_id}/execution_groups"
+
+        def keep(doc: Mapping[str, Any]) -> bool:
+            created = doc["created_timestamp"]
+            return (isinstance(doc.get("legs"), list)  # group documents, not their ``legs/`` projection
+                    and all(doc.get(k) == v for k, v in equals.items())
+                    and (created_from is None or created >= created_from)
+                    and (created_before is None or created < created_before))
+
+        return self._ordered_page(prefix, keep, "created_timestamp", after, limit, descending=True)
 
     def history_page(self, uid: str, *, equals: Mapping[str, str], after: tuple[str, str] | None,
                      limit: int) -> list[tuple[str, dict[str, Any]]]:

@@ -83,6 +83,7 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", "/execute", "_execute"),
     _route("POST", "/execute/multi-leg", "_execute_multi_leg"),
     _route("POST", "/signals", "_signals"),
+    _route("GET", "/groups", "_list_groups"),
     _route("GET", "/groups/<group_id>", "_get_group"),
     _route("GET", "/portfolio/history", "_history"),
     _route("GET", "/portfolio/tax-lots/export", "_tax_export"),
@@ -433,6 +434,11 @@ class ApiApp:
             headers["Idempotent-Replayed"] = "true"
             return ApiResponse(200, body, headers)
         return ApiResponse(201, body, headers)
+
+    def _list_groups(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api import groups_list
+
+        return groups_list.handle(request, identity, self._engine().store)
 
     def _get_group(self, request: ApiRequest, identity: Identity, group_id: str) -> ApiResponse:
         if request.query:

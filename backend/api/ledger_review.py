@@ -20,7 +20,8 @@ Filters.
   so a range on ``created_at`` uses the same indexes as the ordering alone (``trade_date`` is the
   UTC date of ``created_at``, so the days are the same).
 - ``symbol`` (case-insensitive, normalized as orders are), ``strategy_id``, ``status`` (placed,
-  downgraded, rejected, dry_run, fill, group_fill, rollback_fill) and ``uid``: equality.
+  downgraded, rejected, dry_run, fill, group_fill, rollback_fill, and the group decisions filled,
+  partially_filled, rolled_back, failed_needs_attention) and ``uid``: equality.
 
 Indexed combinations. Each composite index in firestore.indexes.json is (equality field ASC,
 created_at DESC) or (status ASC, field ASC, created_at DESC) on the ``ledger_trades`` collection;

@@ -520,7 +520,9 @@ class HealthResponse(_Output):
 
 # ------------------------------------------- tax export, tenant ledger review, metrics (issue 6)
 
-LEDGER_STATUSES = ("placed", "downgraded", "rejected", "dry_run", "fill", "group_fill", "rollback_fill")
+LEDGER_STATUSES = ("placed", "downgraded", "rejected", "dry_run", "fill", "group_fill", "rollback_fill",
+                   # a group's decision row carries its final status (records.GROUP_DECISION_STATUSES)
+                   "filled", "partially_filled", "rolled_back", "failed_needs_attention")
 DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 Day = Annotated[str, Field(pattern=DAY_PATTERN, description="A calendar date, YYYY-MM-DD.")]
 
@@ -573,6 +575,37 @@ class LedgerQuery(_Query):
     limit: _query_int(1, 500) = 100
     cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = None
     format: Literal["json", "csv"] = "json"
+
+
+GROUP_STATUSES = ("PENDING", "VALIDATING", "REJECTED", "SUBMITTING", "MONITORING", "RESOLVING", "FILLED",
+                  "PARTIALLY_FILLED", "ROLLING_BACK", "ROLLED_BACK", "FAILED_NEEDS_ATTENTION", "DRY_RUN")
+
+
+class GroupsQuery(_Query):
+    """GET /groups query string (issue 19 item 8)."""
+
+    tenant_id: Id | None = Field(None, description="Must be the token's tenant when given.")
+    status: Literal[GROUP_STATUSES] | None = Field(  # type: ignore[valid-type]
+        None, description="The group's lifecycle status (GroupStatus), equality.")
+    strategy_id: Id | None = None
+    uid: Id | None = Field(None, description="tenant_admin only: one user's groups.")
+    from_: Day | None = Field(None, alias="from", description="First UTC day of created_timestamp (inclusive).")
+    to: Day | None = Field(None, description="Last UTC day of created_timestamp (inclusive).")
+    limit: _query_int(1, 200) = 50
+    cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+
+
+class GroupSummaryOut(GroupResponse):
+    """One group of GET /groups: the GroupResponse fields plus who and when."""
+
+    uid: str
+    lifecycle_status: str = Field(description="GroupStatus (the filter's values); `status` is the seed's verdict.")
+    created_timestamp: str
+
+
+class GroupsPage(_Output):
+    items: list[GroupSummaryOut] = Field(description="Groups newest first (created_timestamp, then group_id).")
+    next_cursor: str | None = Field(description="Pass as ?cursor= (same filters) for the next page; null at the end.")
 
 
 class MetricsQuery(_Query):
@@ -759,12 +792,17 @@ class MetricsSummaryOut(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    decisions: int = Field(description="Routing decisions of single orders (placed + downgraded + rejected + "
-                                       "dry_run).")
+    decisions: int = Field(description="Decisions: routing decisions of single orders (placed + downgraded + "
+                                       "rejected + dry_run) plus one per multi-leg group that reached a final "
+                                       "state (group_decisions).")
     placed: int
     downgraded: int
-    rejected: int
+    rejected: int = Field(description="Rejected single orders and rejected groups.")
     dry_run: int
+    group_decisions: int = Field(0, description="Multi-leg groups that reached a final state, one each.")
+    group_statuses: dict[str, int] = Field(
+        default_factory=dict, description="Final groups by status: filled, partially_filled, rolled_back, "
+                                          "failed_needs_attention (rejected and dry_run groups count above).")
     downgrade_rate: RatioOut | None = Field(description="downgraded / decisions.")
     rejection_rate: RatioOut | None = Field(description="rejected / decisions.")
     avg_estimated_slippage: RatioOut | None = Field(

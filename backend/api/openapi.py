@@ -75,13 +75,14 @@ def _post(summary: str, request: str, ok: dict[str, dict[str, Any]], extra_error
 def build_openapi() -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
+    from backend.api import groups_list
     from backend.api import models as m
     from backend.api.risk_approvals import RiskApprovalRequest
 
     _, schemas = models_json_schema(
         [(m.ExecuteRequest, "validation"), (m.MultiLegRequest, "validation"), (m.SignalRequest, "validation"),
          (m.ExecutionResponse, "serialization"), (m.SignalResponse, "serialization"),
-         (m.GroupResponse, "serialization"), (m.HistoryPage, "serialization"), (m.ErrorResponse, "serialization"),
+         (m.GroupResponse, "serialization"), (m.GroupsPage, "serialization"), (m.HistoryPage, "serialization"), (m.ErrorResponse, "serialization"),
          (m.HealthResponse, "serialization"), (m.TaxExport, "serialization"), (m.LedgerPage, "serialization"),
          (m.MetricsResponse, "serialization"), (RiskApprovalRequest, "validation"),
          (m.TaxReconcileRequest, "validation"), (m.TaxReconciliation, "serialization")],
@@ -108,6 +109,7 @@ def build_openapi() -> dict[str, Any]:
                                             "executed is true only when an order reached a venue (placed)."),
              "202": _json("SignalResponse", "Forwarded, pending (executed false until the outcome is known).")},
             ("409", "429", "503")),
+        "/groups": groups_list.openapi_path(_error),
         "/groups/{group_id}": {"get": {
             "summary": "A multi-leg group of the caller's tenant", "security": [{"bearerAuth": []}],
             "parameters": [{"name": "group_id", "in": "path", "required": True,

@@ -32,8 +32,10 @@ from backend.ports.broker import BrokerError, BrokerOrder, BrokerPort, OrderStat
 from backend.ports.store import (ClaimResult, FillWrite, GroupReservation, GroupSettlement, GroupSnapshot,
                                  LeaseLost, LegReservation)
 from backend.risk import approvals
-from backend.risk.gate import DryRunBlocked, PreTradeGate, account_key_for
-from backend.risk.manager import RiskSnapshot
+from backend.domain.ids import check_id
+from backend.execution.store_rules import exposure_from_doc, exposure_path
+from backend.risk.gate import DryRunBlocked, PreTradeGate, account_key_for, halt_flags, halt_paths
+from backend.risk.manager import Exposure, RiskSnapshot
 from backend.settings import ExecSettings
 
 DEFAULT_GROUP_ACCOUNT = "default"  # a group's account label when the request names none
@@ -65,13 +67,21 @@ class _Run:
     snapshot: GroupSnapshot
     group: g.ExecutionGroup
     dirty: bool = False
+    # risk reads of this run (see ``GroupExecutor._risk_reads``): the stored approval, read at most once
+    # per run (immutable: see ``_rpm``); the halt flags and the day's slot count of the validation read
+    approval: Mapping[str, Any] | None = None
+    approval_read: bool = False
+    flags: RiskSnapshot | None = None
+    trades_seen: int = 0
 
 
 class GroupExecutor:
     """Drives groups for ``ExecutionEngine.execute_group`` / ``resume_group`` (built per call by the
     composition root, ``backend.bootstrap.group_executor``). ``broker``: a ``BrokerRouter`` or one
     venue (wrapped in a one-route router). ``kill_switches``: ``callable(tenant_id) -> RiskSnapshot``
-    with the halt flags (``store.kill_switches``); ``risk_snapshot=`` is its old, misleading name."""
+    with the halt flags (``store.kill_switches``); ``risk_snapshot=`` is its old, misleading name. It
+    serves a leg's recovery and groups stored without a reservation; validation and every reserved
+    submit read the same flags fresh in their one batched ``store.get_all`` (``_risk_reads``)."""
 
     def __init__(self, broker: Any, store: Any, clock: Clock, settings: ExecSettings,
                  group_settings: g.GroupSettings | None = None, *, kill_switches: Any = None,
@@ -292,7 +302,9 @@ class GroupExecutor:
 
     def _validate(self, run: _Run, now: datetime) -> None:
         group = run.group
-        rejection = self._kill_switch(group.tenant_id)
+        # one batched read for the whole validation: halt flags, every leg's exposure, the approval
+        flags, exposures = self._risk_reads(run, group.legs, approval=True)
+        rejection = self._halted(flags)
         if rejection is None:
             for leg in group.legs:
                 venue = self._venue(leg.asset_class)
@@ -303,10 +315,10 @@ class GroupExecutor:
             quotes, closes = self._market(group.legs)
             buying_power = self._buying_power(group.legs)
             now = self.clock.now()  # judge the quotes at the time they were received, not before fetching
-            rejection, rpm = self._rpm(group, now)
+            rejection, rpm = self._rpm(run, now)
             rejection = rejection or g.validate_group(group, quotes, buying_power, closes, rpm, now, self.gsettings)
         if rejection is None:
-            rejection = self._risk_check_legs(run)  # limits per leg before anything is reserved
+            rejection = self._risk_check_legs(run, flags, exposures)  # limits per leg before anything is reserved
         if rejection is None and self.gate.dry_run:
             self._set(run, g.pass_validation_dry_run(group, quotes, now))
             log_event("exec.group_dry_run", group_id=group.group_id, tenant_id=group.tenant_id,
@@ -331,36 +343,74 @@ class GroupExecutor:
         reservation = run.snapshot.doc.get("_reservation") or {}
         return reservation.get("trade_day") or self.clock.now().date().isoformat()
 
-    def _leg_snapshot(self, run: _Run, leg: g.ExecutionLeg) -> RiskSnapshot:
-        return self.store.risk_snapshot(run.group.tenant_id, self._leg_key(run, leg), self._trade_day(run))
+    def _risk_reads(self, run: _Run, legs: tuple[g.ExecutionLeg, ...], *,
+                    approval: bool = False) -> tuple[RiskSnapshot, dict[str, Exposure]]:
+        """One ``get_all`` (one round trip) with everything a step's gate needs: the halt flags
+        (``ops/execution``, the tenant's ``config/risk`` — read fresh on every call, never cached:
+        their staleness budget is zero, one read per validation and per submit), the exposure
+        document of each of ``legs`` (by leg id), and — once per run, when ``approval`` — the stored
+        approval the group references (kept on the run, see ``_rpm``)."""
+        tenant = run.group.tenant_id
+        keys = {leg.leg_id: exposure_path(tenant, self._leg_key(run, leg)) for leg in legs}
+        paths = [*halt_paths(tenant), *keys.values()]
+        approval_path = self._approval_path(run) if approval and not run.approval_read else None
+        if approval_path is not None:
+            paths.append(approval_path)
+        docs = self.store.get_all(paths)
+        if approval and not run.approval_read:
+            run.approval = docs[approval_path][0] if approval_path is not None else None
+            run.approval_read = True
+        return halt_flags(docs, tenant), {leg_id: exposure_from_doc(docs[p][0]) for leg_id, p in keys.items()}
 
-    def _risk_check_legs(self, run: _Run) -> Rejection | None:
+    @staticmethod
+    def _approval_path(run: _Run) -> str | None:
+        """The stored approval's document path, or None when the group's ``rpm_output`` names no
+        decision id a risk manager could have been issued (``build_approval`` checks ids the same way)."""
+        decision_id = approvals.decision_id_of(run.group.rpm_output)
+        try:
+            decision_id = None if decision_id is None else check_id(decision_id, "decision_id")
+        except InvalidInput:
+            return None
+        return None if decision_id is None else f"tenants/{run.group.tenant_id}/rpm_approvals/{decision_id}"
+
+    def _halted(self, flags: RiskSnapshot) -> Rejection | None:
+        if self.settings.kill_switch:
+            return Rejection(RejectCode.KILL_SWITCH, "trading halted (global)")
+        return self.gate.halted(flags)
+
+    @staticmethod
+    def _with_exposure(flags: RiskSnapshot, exposure: Exposure, trades_today: int = 0) -> RiskSnapshot:
+        return RiskSnapshot(flags.global_kill_switch, flags.tenant_overrides, trades_today, exposure)
+
+    def _risk_check_legs(self, run: _Run, flags: RiskSnapshot, exposures: Mapping[str, Exposure]) -> Rejection | None:
         """Each leg through the gate (kill switches, position limit per class) and the day's count
-        for all legs together, before the reservation (a reserved group re-checks after it instead)."""
+        for all legs together, before the reservation (a reserved group re-checks after it instead).
+        ``flags`` and ``exposures``: the validation's batched read; the slot count is read once here."""
+        run.flags = flags
         if run.snapshot.doc.get("_reservation"):
-            return self._recheck_reserved(run, None)
-        trades_today = None
+            return self._recheck_reserved(run, {self._leg_key(run, leg): exposures[leg.leg_id]
+                                                for leg in run.group.legs})
+        trades_today = run.trades_seen = self.store.count_trades(run.group.tenant_id, self._trade_day(run))
         for leg in run.group.legs:
-            snapshot = self._leg_snapshot(run, leg)
+            snapshot = self._with_exposure(flags, exposures[leg.leg_id], trades_today)
             rejection = self.gate.check(leg.units * leg.direction, snapshot, asset_class=leg.asset_class)
             if rejection is not None:
                 return Rejection(rejection.code, f"{leg.leg_id} {leg.symbol}: {rejection.detail}")
-            trades_today = snapshot.trades_today
-        limits = self.gate.risk.effective_limits(snapshot)
-        if trades_today is not None and trades_today + len(run.group.legs) > limits.max_daily_trades:
+        limits = self.gate.risk.effective_limits(flags)
+        if trades_today + len(run.group.legs) > limits.max_daily_trades:
             return Rejection(RejectCode.DAILY_TRADE_LIMIT, f"count={trades_today} legs={len(run.group.legs)} "
                                                            f"limit={limits.max_daily_trades}")
         return None
 
-    def _recheck_reserved(self, run: _Run, exposures: Any) -> Rejection | None:
-        """After the reservation is visible: every leg's worst case, its own reservation included."""
+    def _recheck_reserved(self, run: _Run, exposures: Mapping[str, Exposure]) -> Rejection | None:
+        """After the reservation is visible: every leg's worst case, its own reservation included
+        (``exposures`` per account key, read after the reservation's commit; the limits from the
+        validation's flags — the kill switches and limits are read fresh again before each submit)."""
+        flags = run.flags or RiskSnapshot()
         for leg in run.group.legs:
             if leg.status is not g.LegStatus.PENDING:
                 continue
-            snapshot = self._leg_snapshot(run, leg)
-            if exposures is not None:
-                snapshot = RiskSnapshot(snapshot.global_kill_switch, snapshot.tenant_overrides, snapshot.trades_today,
-                                        exposures.get(self._leg_key(run, leg), snapshot.exposure))
+            snapshot = self._with_exposure(flags, exposures.get(self._leg_key(run, leg), Exposure()))
             rejection = self.gate.check(leg.units * leg.direction, snapshot, asset_class=leg.asset_class,
                                         count_daily=False)
             if rejection is not None:
@@ -374,11 +424,10 @@ class GroupExecutor:
         if run.snapshot.doc.get("_reservation"):
             return None  # reserved by an earlier run (resumed): _risk_check_legs re-checked it
         group = run.group
-        first = self._leg_snapshot(run, group.legs[0])
-        limits = self.gate.risk.effective_limits(first)
+        limits = self.gate.risk.effective_limits(run.flags or RiskSnapshot())  # the validation's read
         reservation = GroupReservation(
             uid=group.uid, trade_day=self._trade_day(run), daily_limit=limits.max_daily_trades,
-            broker_account_id=self._account(run), trades_seen=first.trades_today,
+            broker_account_id=self._account(run), trades_seen=run.trades_seen,
             legs=tuple(LegReservation(leg.leg_id, self._leg_key(run, leg), leg.units * leg.direction)
                        for leg in group.legs))
         doc = {**self._doc(group, run.snapshot.doc.get("_lease_owner"), tuple(run.snapshot.doc.get("_ledger_written") or ())),
@@ -417,11 +466,22 @@ class GroupExecutor:
                 slots.append(int(entry["slot"]))
         return GroupSettlement(reservation["trade_day"], tuple(moves), tuple(slots))
 
-    def _rpm(self, group: g.ExecutionGroup, now: datetime) -> tuple[Rejection | None, Any]:
+    def _rpm(self, run: _Run, now: datetime) -> tuple[Rejection | None, Any]:
         """The stored, backend-issued approval the group's ``rpm_output`` references (its content is
-        never trusted): a rejection, or the approval in the seed's shape for the pure gates."""
-        decision_id = approvals.decision_id_of(group.rpm_output)
-        stored = None if decision_id is None else self.store.get_rpm_approval(group.tenant_id, decision_id)
+        never trusted): a rejection, or the approval in the seed's shape for the pure gates.
+
+        Read once per run (in the validation's batched read, or here on a resumed run's first submit)
+        and checked in full before the first leg and again before every submit, against the clock
+        of that moment. Reading it once is exact, not a staleness window: the document is server-only
+        (firestore.rules deny every client write) and create-only (``put_rpm_approval`` creates, nothing
+        updates or deletes it), so it cannot change during a run; the only thing about it that changes
+        is whether ``expires_at`` has passed, and that is re-judged against ``now`` on every call."""
+        if not run.approval_read:
+            decision_id = None if self._approval_path(run) is None else approvals.decision_id_of(run.group.rpm_output)
+            run.approval = None if decision_id is None else self.store.get_rpm_approval(run.group.tenant_id,
+                                                                                         decision_id)
+            run.approval_read = True
+        group, stored = run.group, run.approval
         rejection = approvals.check_stored_approval(group, stored, now)
         return rejection, (None if rejection is not None else approvals.as_rpm_output(stored))
 
@@ -436,7 +496,8 @@ class GroupExecutor:
         its own reservation included (its daily slot is held). One read: the snapshot has the halt flags."""
         if not run.snapshot.doc.get("_reservation"):
             return self._kill_switch(run.group.tenant_id)  # a group stored before reservations existed
-        rejection = self.gate.check(leg.units * leg.direction, self._leg_snapshot(run, leg),
+        flags, exposures = self._risk_reads(run, (leg,))  # one round trip, halt flags read fresh
+        rejection = self.gate.check(leg.units * leg.direction, self._with_exposure(flags, exposures[leg.leg_id]),
                                     asset_class=leg.asset_class, count_daily=False)
         return None if rejection is None else Rejection(rejection.code, f"{leg.leg_id} {leg.symbol}: {rejection.detail}")
 
@@ -448,7 +509,7 @@ class GroupExecutor:
             quote = None
         unsent = tuple(x for x in run.group.legs if x.status is g.LegStatus.PENDING)
         _, closes = self._market(run.group.legs) if len(run.group.legs) > 1 else ({}, {})
-        rejection, rpm = self._rpm(run.group, self.clock.now())  # the stored approval, re-read before each submit
+        rejection, rpm = self._rpm(run, self.clock.now())  # the stored approval, re-checked before each submit
         if rejection is not None:
             return rejection
         return g.hardening_check(run.group, leg.leg_id, quote, self._buying_power(unsent or (leg,)), closes,
@@ -633,8 +694,8 @@ class GroupExecutor:
         with the group's account (the lot book is per tenant and account)."""
         now = self.clock.now()
         out = []
-        if group.status is g.GroupStatus.DRY_RUN:
-            out.append(_dry_run_write(group, now, account))
+        if group.status.is_final:  # every final group is one decision row (issue 19 item 7)
+            out.append(_decision_write(group, now, account))
         for leg in group.legs:
             if leg.status.is_final and leg.filled_units > 0 and leg.fill_price is not None:
                 out.append(_fill_write(group, leg, f"{group.group_id}--{leg.leg_id}", leg.side.value,
@@ -662,11 +723,25 @@ def _fill_write(group: g.ExecutionGroup, leg: g.ExecutionLeg, trade_id: str, sid
     return FillWrite(trade_id=trade_id, uid=group.uid, ledger=ledger, history=history, tax=tax)
 
 
-def _dry_run_write(group: g.ExecutionGroup, now: datetime, account: str = DEFAULT_GROUP_ACCOUNT) -> FillWrite:
-    """The group's ``dry_run`` decision row (like a single order's): every gate passed, nothing sent."""
-    trade_id = f"{group.group_id}--dry_run"
-    ledger = group_decision_row(group=group, trade_id=trade_id, status="dry_run",
-                                reason="dry run: every gate passed, nothing sent", now=now, account=account)
+def decision_trade_id(group: g.ExecutionGroup) -> str:
+    """The id of the group's one decision row (``--dry_run`` kept for dry-run groups, as before)."""
+    return f"{group.group_id}--dry_run" if group.status is g.GroupStatus.DRY_RUN else f"{group.group_id}--decision"
+
+
+def _decision_write(group: g.ExecutionGroup, now: datetime, account: str = DEFAULT_GROUP_ACCOUNT) -> FillWrite:
+    """The group's decision row (like a single order's), written in the commit that makes the group
+    final and listed in ``_ledger_written``, so a retried or resumed final save adds no second one.
+    ``status``: the final status (filled, partially_filled, rejected, rolled_back,
+    failed_needs_attention, dry_run); ``reason_code``/``reason``: the group's coded rejection."""
+    trade_id = decision_trade_id(group)
+    if group.status is g.GroupStatus.DRY_RUN:
+        code, reason = None, "dry run: every gate passed, nothing sent"
+    elif group.rejection is not None:
+        code, reason = group.rejection.code.value, str(group.rejection)
+    else:
+        code, reason = None, None
+    ledger = group_decision_row(group=group, trade_id=trade_id, status=group.status.value.lower(), reason=reason,
+                                reason_code=code, now=now, account=account)
     return FillWrite(trade_id=trade_id, uid=group.uid, ledger=ledger, history=None, tax=None)
 
 

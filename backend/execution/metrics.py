@@ -22,7 +22,9 @@ Metrics (``summarize``):
 - asset-class distribution of decisions and of placed trades;
 - post-trade TCA per fill: avg actual slippage (share of arrival mid) vs avg estimated;
   implementation shortfall = Σ (fill − arrival mid) × direction × qty (money, positive = cost);
-- legging cost of groups: Σ slippage ticks over group leg fills / number of leg fills.
+- legging cost of groups: Σ slippage ticks over group leg fills / number of leg fills;
+- a multi-leg group is one decision of its strategy (its ``group_decision`` row: ``decisions``,
+  ``status_<final status>``, ``group_decisions``); its leg and rollback fills count as fills only.
 """
 from __future__ import annotations
 
@@ -82,6 +84,10 @@ def increments(row: Mapping[str, Any]) -> dict[str, int]:
             add("cost_savings_micro", _scaled(qty * mid * est, MICRO))
         if status == "placed":
             add(f"placed_{asset}", 1)
+    elif kind == "group_decision":  # a group is one decision of its strategy; its fill rows add fills only
+        add("decisions", 1)
+        add(f"status_{status}", 1)
+        add("group_decisions", 1)
     filled = _d(row.get("filled_qty")) or Decimal(0)
     price = _d(row.get("filled_avg_price"))
     if filled > 0 and price is not None:
@@ -128,6 +134,9 @@ def _money(micro: int) -> str:
     return format((Decimal(micro) / MICRO).normalize() + 0, "f")
 
 
+_GROUP_ONLY_STATUSES = ("filled", "partially_filled", "rolled_back", "failed_needs_attention")
+
+
 def summary_from_totals(t: Mapping[str, int]) -> dict[str, Any]:
     decisions = t.get("decisions", 0)
     classes = sorted({k.split("_", 1)[1] for k in t if k.startswith("decisions_")})
@@ -137,6 +146,8 @@ def summary_from_totals(t: Mapping[str, int]) -> dict[str, Any]:
         "downgraded": t.get("status_downgraded", 0),
         "rejected": t.get("status_rejected", 0),
         "dry_run": t.get("status_dry_run", 0),
+        "group_decisions": t.get("group_decisions", 0),
+        "group_statuses": {name: t.get(f"status_{name}", 0) for name in _GROUP_ONLY_STATUSES},
         "downgrade_rate": _ratio(t.get("status_downgraded", 0), decisions),
         "rejection_rate": _ratio(t.get("status_rejected", 0), decisions),
         "avg_estimated_slippage": _ratio(t.get("est_slippage_sum_pico", 0), t.get("est_slippage_count", 0), PICO),

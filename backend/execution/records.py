@@ -252,12 +252,21 @@ def group_fill_rows(*, group: Any, leg: Any, trade_id: str, kind: str, side: str
     return ledger, history
 
 
+GROUP_DECISION_STATUSES = ("filled", "partially_filled", "rejected", "rolled_back", "failed_needs_attention",
+                           "dry_run")
+
+
 def group_decision_row(*, group: Any, trade_id: str, status: str, reason: str | None, now: datetime,
-                       account: str) -> dict[str, Any]:
-    """A group's decision that sent nothing (``kind: group_decision``; today: ``dry_run``)."""
+                       account: str, reason_code: str | None = None) -> dict[str, Any]:
+    """A group's one decision (``kind: group_decision``), written when the group becomes final:
+    ``status`` its final status (``GROUP_DECISION_STATUSES``), ``reason_code``/``reason`` its coded
+    rejection. Its fills are separate rows (``group_fill``, ``rollback_fill``)."""
+    if status not in GROUP_DECISION_STATUSES:
+        raise ValueError(f"group decision row: unknown status {status!r}")
     return _ledger(
         kind="group_decision", trade_id=trade_id, group_id=group.group_id, tenant_id=group.tenant_id,
-        uid=group.uid, strategy_id=group.strategy_id, broker_account_id=account, status=status, reason=reason,
+        uid=group.uid, strategy_id=group.strategy_id, broker_account_id=account, status=status,
+        reason_code=reason_code, reason=reason,
         legs=[{"leg_id": leg.leg_id, "symbol": leg.symbol, "asset_class": leg.asset_class.value,
                "side": leg.side.value, "qty": dec_str(leg.units), "intended_price": dec_str(leg.intended_price)}
               for leg in group.legs],

@@ -153,6 +153,11 @@ class ExecutionStore(Protocol):
         """The global and tenant halt flags only (a snapshot without counts or exposure)."""
         ...
 
+    def count_trades(self, tenant_id: str, trade_day: str) -> int:
+        """The daily slots taken on ``trade_day`` (one count aggregation): the group path reads the halt
+        flags, exposures and approval in one ``get_all`` and only the count here."""
+        ...
+
     def claim(self, claim: Claim) -> ClaimOutcome: ...
 
     def finish(self, finish: Finish) -> IntentRecord | None:
@@ -332,6 +337,13 @@ class ReadModel(Protocol):
     def history_page(self, uid: str, *, equals: Mapping[str, str], after: tuple[str, str] | None,
                      limit: int) -> list[Row]:
         """The user's history rows newest first by (created_at, id), equality filters."""
+        ...
+
+    def groups_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
+                    created_before: str | None, after: tuple[str, str] | None, limit: int) -> list[Row]:
+        """The tenant's execution group documents newest first by (created_timestamp, id), equality
+        filters on ``uid``/``status``/``strategy_id`` (``backend.api.groups_list.INDEXED_FILTERS``),
+        created_timestamp in [created_from, created_before)."""
         ...
 
     def tax_disposals_page(self, uid: str, *, sold_from: str, sold_to: str, after: tuple[str, str] | None,

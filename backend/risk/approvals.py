@@ -5,9 +5,12 @@ A user whose verified token carries ``role: risk_manager`` calls ``POST /risk/ap
 writes the server-only document ``tenants/{tenant}/rpm_approvals/{decision_id}`` (firestore.rules deny
 every client read and write there). A group's ``rpm_output`` then only *references* a decision id:
 the seed's shape is still accepted for parsing, but nothing in it is trusted. Before the first leg
-and again before every submit, the group executor loads the stored approval by ``decision_id`` and
-checks it (:func:`check_stored_approval`): same tenant (the path), issued for the group's uid, not
+and again before every submit, the group executor checks the stored approval it loaded by
+``decision_id`` (:func:`check_stored_approval`): same tenant (the path), issued for the group's uid, not
 issued by that uid, approved, not expired, and every leg approved (symbol, direction, units <= max).
+It loads the document once per run (in the validation's batched read) and re-checks it, expiry against
+the clock, before each submit: the document is server-only and create-only, so it cannot change while
+a group runs (see ``GroupExecutor._rpm``).
 No stored approval → ``RPM_NOT_AUTHORIZED``. An approval is required for every group (as before:
 ``check_rpm_authorization`` refused a group without rpm_output); single orders need none.
 

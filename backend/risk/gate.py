@@ -16,11 +16,15 @@ Pure decisions over a ``RiskSnapshot`` plus one choke point at the venue:
 Exactness under concurrency stays with the store: daily slots are created with create-if-absent,
 exposure is reserved with blind increments, and the caller re-checks after its reservation is
 visible (``include_own_reservation=True``).
+
+Reads (the group path): :func:`halt_paths` / :func:`halt_flags` let a caller fetch the halt flags in the
+same ``get_all`` as the exposure documents a step needs. Their staleness budget is zero: they are never
+cached, and are read once per validation and once per leg right before it is sent.
 """
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from backend.domain.assets import AssetClass
 from backend.domain.errors import RejectCode, Rejection
@@ -44,6 +48,22 @@ class DryRunBlocked(Exception):
 def account_key_for(broker_account_id: str, symbol: str) -> str:
     """The exposure document key of (account label, symbol): one definition for intents and legs."""
     return f"{broker_account_id}__{symbol.replace('/', '-')}"
+
+
+GLOBAL_SWITCH_PATH = "ops/execution"
+
+
+def halt_paths(tenant_id: str) -> tuple[str, str]:
+    """The documents holding the halt flags: ``ops/execution`` and the tenant's ``config/risk``
+    (what ``store.kill_switches`` reads), for a caller batching them into one ``get_all``."""
+    return GLOBAL_SWITCH_PATH, f"tenants/{tenant_id}/config/risk"
+
+
+def halt_flags(docs: Mapping[str, tuple[Any, Any]], tenant_id: str) -> RiskSnapshot:
+    """The halt flags from a ``get_all`` answer that includes :func:`halt_paths` (as ``kill_switches``)."""
+    ops_path, config_path = halt_paths(tenant_id)
+    ops = docs[ops_path][0] or {}
+    return RiskSnapshot(global_kill_switch=bool(ops.get("kill_switch", False)), tenant_overrides=docs[config_path][0])
 
 
 class PreTradeGate:

@@ -114,7 +114,7 @@ def test_a_filled_pair_persists_the_group_its_legs_and_one_ledger_and_history_ro
     assert group.to_api_response()["status"] == "FILLED"
     stored = doc(db, f"tenants/{TENANT}/execution_groups/g1")
     assert stored["status"] == "FILLED" and stored["_final"] is True and stored["_lease_until"] is None
-    assert sorted(stored["_ledger_written"]) == ["g1--leg_001", "g1--leg_002"]
+    assert sorted(stored["_ledger_written"]) == ["g1--decision", "g1--leg_001", "g1--leg_002"]
     legs = {snap.id: snap.to_dict() for snap in db.collection(f"tenants/{TENANT}/execution_groups/g1/legs").stream()}
     assert {k: (v["status"], v["group_status"], v["filled_units"]) for k, v in legs.items()} == {
         "leg_001": ("FILLED", "FILLED", "100000"), "leg_002": ("FILLED", "FILLED", "50000")}

@@ -20,7 +20,9 @@ from tests.support.group_harness import approve
 # JSON numbers a response may carry: counts, ids and flags that are integers by nature
 INTEGER_FIELDS = {"decisions", "placed", "downgraded", "rejected", "dry_run", "fills", "group_leg_fills",
                   "shard_documents", "direction", "schema_version", "count", "year", "tax_year", "fill_seq",
-                  "seq", "disposals", "provisional", "shortfalls", "open_lots"}
+                  "seq", "disposals", "provisional", "shortfalls", "open_lots",
+                  # metrics: final groups, one decision each (issue 19 item 7)
+                  "group_decisions", "filled", "partially_filled", "rolled_back", "failed_needs_attention"}
 _DECIMAL_TEXT = re.compile(r"^-?\d*\.\d{11,}$")  # a decimal string finer than any documented scale
 
 

@@ -117,7 +117,7 @@ def test_the_tenant_comes_from_the_token_not_the_body(stack):
 @pytest.mark.parametrize("method, path, status, allow", [
     ("GET", "/nope", 404, None),
     ("POST", "/execute/other", 404, None),
-    ("GET", "/groups", 404, None),
+    ("POST", "/groups", 405, "GET"),
     ("GET", "/groups/a/b", 404, None),
     ("GET", "/execute", 405, "POST"),
     ("PUT", "/execute", 405, "POST"),

@@ -117,7 +117,7 @@ def test_both_legs_filled_answers_with_the_seed_response_shape(make_world):
     assert rows["g1--leg_001"]["filled_avg_price"] == "1.0851" and rows["g1--leg_002"]["side"] == "sell"
     stored = world.store.get(f"tenants/{TENANT}/execution_groups/g1")
     assert stored["_final"] is True and stored["_lease_owner"] is None
-    assert sorted(stored["_ledger_written"]) == ["g1--leg_001", "g1--leg_002"]
+    assert sorted(stored["_ledger_written"]) == ["g1--decision", "g1--leg_001", "g1--leg_002"]
 
 
 def test_slippage_is_reported_per_leg_in_ticks_positive_adverse(make_world):
