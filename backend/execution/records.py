@@ -161,6 +161,17 @@ def with_lot_method(history: Mapping[str, Any], method: str | None) -> dict[str,
     return {**history, "tax": {**history["tax"], "lot_method": method}}
 
 
+def with_cost_basis(history: Mapping[str, Any], closed: Mapping[str, str] | None) -> dict[str, Any]:
+    """The history row with what its fill closed in the lot book (``BooksPlan.closed``): a sell's
+    ``cost_basis`` = the basis of the LONG lots it consumed; a cover's ``proceeds`` = the short
+    sale proceeds of the SHORT lots it closed. Unchanged when the fill closed no lot (a buy that
+    opens, a sell that only opens a short: its basis is known at the cover)."""
+    if not closed or not isinstance(history.get("tax"), Mapping):
+        return dict(history)
+    stamped = {name: closed[name] for name in ("cost_basis", "proceeds") if closed.get(name) is not None}
+    return {**history, "tax": {**history["tax"], **stamped}}
+
+
 def _intent_fields(intent: OrderIntent, ctx: ExecutionContext) -> dict[str, Any]:
     return {"intent_id": intent.intent_id, "tenant_id": ctx.tenant_id, "uid": ctx.uid,
             "strategy_id": intent.strategy_id, "broker_account_id": intent.broker_account_id,

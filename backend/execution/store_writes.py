@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from backend.execution.records import with_lot_method
+from backend.execution.records import with_cost_basis, with_lot_method
 from backend.execution.store_rules import (choose_free_slots, disposal_path, exposure_from_doc, exposure_path,
                                            group_path, history_path, intent_path, ledger_path, metrics_path,
                                            metrics_write, plan_tax, reserve_increments, settle_increments, slot_path,
@@ -52,8 +52,16 @@ class _Reads:
 def _tax_ops(reads: _Reads, docs: Mapping[str, tuple[Any, Any]]) -> tuple[list[Op], dict[str, str]]:
     """Lot books advance (update on the version read, else create) and disposals are written;
     answers the ops and trade id -> the lot method applied (for the history rows)."""
+    ops, methods, _ = _tax_step(reads, docs)
+    return ops, methods
+
+
+def _tax_step(reads: _Reads, docs: Mapping[str, tuple[Any, Any]]
+              ) -> tuple[list[Op], dict[str, str], dict[str, dict[str, str]]]:
+    """``_tax_ops`` plus trade id -> what the fill closed (``BooksPlan.closed``: a sell's consumed
+    lots' ``cost_basis``, a cover's short ``proceeds``), stamped on the history rows of the commit."""
     if reads.tax is None:
-        return [], {}
+        return [], {}, {}
     plain = {path: doc for path, (doc, _) in docs.items()}
     plan = plan_tax(reads.tax, plain, plain)
     ops: list[Op] = []
@@ -62,7 +70,7 @@ def _tax_ops(reads: _Reads, docs: Mapping[str, tuple[Any, Any]]) -> tuple[list[O
         state = {**plan.states[(uid, key)], "updated_server_at": SERVER_TIME}
         ops.append(Update(path, state, token) if doc is not None else Create(path, state))
     ops.extend(Set(disposal_path(uid, doc_id), doc) for uid, doc_id, doc in plan.disposals)
-    return ops, plan.applied_methods
+    return ops, plan.applied_methods, plan.closed
 
 
 def _metrics_ops(tenant_id: str, row_id: str, row: Mapping[str, Any], admitted: dict[str, list[str]]) -> list[Op]:
@@ -88,13 +96,13 @@ def _admitted(reads: _Reads, docs: Mapping[str, tuple[Any, Any]]) -> dict[str, l
 
 def _row_ops(tenant_id: str, uid: str, row_id: str, ledger: Mapping[str, Any], history_id: str | None,
              history: Mapping[str, Any] | None, methods: Mapping[str, str],
-             admitted: dict[str, list[str]]) -> list[Op]:
+             admitted: dict[str, list[str]], closed: Mapping[str, Mapping[str, str]] | None = None) -> list[Op]:
     """A ledger row, the user's history row (both create-only) and the row's metrics."""
     ops: list[Op] = [Create(ledger_path(tenant_id, row_id), {**ledger, "recorded_at": SERVER_TIME})]
     ops.extend(_metrics_ops(tenant_id, row_id, ledger, admitted))
-    if history is not None and history_id is not None:  # with the lot method applied to the fill's book
-        ops.append(Create(history_path(uid, history_id),
-                          {**with_lot_method(history, methods.get(history_id)), "recorded_at": SERVER_TIME}))
+    if history is not None and history_id is not None:  # with the lot method and basis from the fill's book
+        row = with_cost_basis(with_lot_method(history, methods.get(history_id)), (closed or {}).get(history_id))
+        ops.append(Create(history_path(uid, history_id), {**row, "recorded_at": SERVER_TIME}))
     return ops
 
 
@@ -106,11 +114,11 @@ def fill_ops(uow: UnitOfWork, tenant_id: str, fills: Sequence[FillWrite],
     missing = [p for p in reads.paths if p not in docs]
     if missing:
         docs.update(uow.get_all(missing))
-    ops, methods = _tax_ops(reads, docs)
+    ops, methods, closed = _tax_step(reads, docs)
     admitted = _admitted(reads, docs)
     for fill in fills:
         ops.extend(_row_ops(tenant_id, fill.uid, fill.trade_id, fill.ledger, fill.trade_id, fill.history, methods,
-                            admitted))
+                            admitted, closed))
     return ops
 
 
@@ -180,9 +188,9 @@ def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -
         record = {**finish.record, "updated_server_at": SERVER_TIME, "lease_until": None}
         ops: list[Op] = [Update(ip, record, token) if doc is not None
                          else Create(ip, {**record, "created_server_at": SERVER_TIME})]
-        tax_ops, methods = _tax_ops(reads, docs)
+        tax_ops, methods, closed = _tax_step(reads, docs)
         ops.extend(_row_ops(finish.tenant_id, finish.uid, finish.ledger_id, finish.ledger, finish.history_id,
-                            finish.history, methods, _admitted(reads, docs)))
+                            finish.history, methods, _admitted(reads, docs), closed))
         ops.extend(tax_ops)
         if finish.account_key is not None:
             changes = settle_increments(finish.filled_signed_qty, finish.reserved_signed_qty or 0)

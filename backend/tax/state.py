@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from backend.domain.assets import AssetClass
 from backend.domain.money import dec_str
+from backend.tax import _arith
 from backend.tax.book import LotBook, PendingLoss
 from backend.tax.holding import Term, resolve_tz, trade_date, wash_window_closes
 from backend.tax.model import Disposal, Fill, Lot, LotMethod, Position, Shortfall
@@ -190,6 +191,33 @@ class BooksPlan:
     shortfalls: list[tuple[str, Shortfall]]
     # trade id -> the lot method applied to that fill (issue 11: the history row carries it)
     applied_methods: dict[str, str] = field(default_factory=dict)
+    # trade id -> what the fill closed (issue 19: the history row carries it): ``cost_basis`` of the
+    # LONG lots a sell consumed, ``proceeds`` of the SHORT lots a buy covered (totals, exact strings)
+    closed: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+# Asset classes in which the product can hold a net short position, so a sell beyond the long lots
+# opens a SHORT lot (backend/tax/README.md "Short positions"): equities and options (single orders
+# and group legs sell them short), crypto (Alpaca crypto perpetuals, group legs), FX and
+# commodities (symmetric OANDA/paper instruments). A class left out books such a sell as a
+# ``Shortfall`` (a gap in the history).
+SHORT_SELLING_CLASSES = frozenset({AssetClass.EQUITY, AssetClass.OPTIONS, AssetClass.CRYPTO, AssetClass.FOREX,
+                                   AssetClass.COMMODITY})
+
+
+def closed_by_fill(fill: Fill, step: StateStep) -> dict[str, str]:
+    """The totals of the lots ``fill`` itself closed (its own disposals, final or pending): the
+    consumed LONG lots' ``cost_basis`` and, for a cover, the SHORT lots' ``proceeds``."""
+    own = {d.disposal_id: d for d in (*step.final, *step.pending)
+           if d.closing_trade_id == fill.trade_id and d.book == fill.book}
+    out: dict[str, str] = {}
+    longs = [d.cost_basis for d in own.values() if d.position is Position.LONG]
+    shorts = [d.proceeds for d in own.values() if d.position is Position.SHORT]
+    if longs:
+        out["cost_basis"] = dec_str(_arith.total(longs))
+    if shorts:
+        out["proceeds"] = dec_str(_arith.total(shorts))
+    return out
 
 
 def applied_method(configured: str | Mapping[str, Any] | None, fill: Fill) -> LotMethod:
@@ -214,17 +242,23 @@ def _configured_method(configured: str | Mapping[str, Any] | None, fill: Fill) -
 
 
 def plan_books(current: Mapping[tuple[str, str], Mapping[str, Any] | None], fills: list[tuple[str, Fill]],
-               methods: Mapping[str, Any]) -> BooksPlan:
-    """Advance the users' books by their new fills (in the given order). Pure."""
+               methods: Mapping[str, Any], *,
+               short_selling: frozenset[AssetClass] | set[AssetClass] = SHORT_SELLING_CLASSES) -> BooksPlan:
+    """Advance the users' books by their new fills (in the given order). Pure. ``short_selling``:
+    the classes in which a sell beyond the long lots opens a SHORT lot (the others: a shortfall)."""
     states: dict[tuple[str, str], Any] = {k: (dict(v) if v else None) for k, v in current.items()}
     disposals: list[tuple[str, str, dict[str, Any]]] = []
     shortfalls: list[tuple[str, Shortfall]] = []
     applied: dict[str, str] = {}
+    closed: dict[str, dict[str, str]] = {}
     for uid, fill in fills:
         key = (uid, book_key(fill.symbol))
         method = applied_method(methods.get(uid), fill)
         applied[fill.trade_id] = method.value
-        step = apply_fill_to_state(states.get(key), fill, method)
+        step = apply_fill_to_state(states.get(key), fill, method,
+                                   short_selling=fill.asset_class in short_selling)
+        if not step.duplicate:
+            closed[fill.trade_id] = closed_by_fill(fill, step)
         states[key] = {**step.state, "method": _configured_method(methods.get(uid), fill),
                        "pending_disposals": [disposal_to_dict(d) for d in step.pending]}
         disposals.extend((uid, disposal_doc_id(d), disposal_to_dict(d)) for d in step.final)
@@ -233,4 +267,4 @@ def plan_books(current: Mapping[tuple[str, str], Mapping[str, Any] | None], fill
             prefix = f"{fill.book}--" if fill.book else ""
             disposals.append((uid, f"{prefix}{book_key(fill.symbol)}--shortfall-{fill.trade_id}",
                               step.shortfall.to_dict()))
-    return BooksPlan(states, disposals, shortfalls, applied)
+    return BooksPlan(states, disposals, shortfalls, applied, closed)

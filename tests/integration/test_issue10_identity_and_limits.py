@@ -278,12 +278,12 @@ def test_a_user_who_moves_tenants_keeps_labelled_history_and_books_lots_per_tena
         [(tenant, "acct1", "buy"), (other, "acct1", "sell")]
     assert [row["tenant_id"] for row in only_a] == [tenant] and [row["tenant_id"] for row in only_b] == [other]
     assert no_account == []
-    # the sale in the new tenant did not consume the lot bought in the old one: a recorded shortfall
+    # the sale in the new tenant did not consume the lot bought in the old one: it opened a SHORT
+    # lot in the new tenant's book (issue 19; it was a recorded shortfall before short lots)
     book = db.document(f"users/{uid}/tax_books/SPY").get().to_dict()
-    assert [(lot["book"], Decimal(lot["qty"])) for lot in book["lots"]] == [(f"{tenant}:acct1", 3)]
-    shortfalls = [d for d in docs(db, f"users/{uid}/tax_disposals") if d.get("code") == "LOT_SHORTFALL"]
-    assert [(d["book"], Decimal(d["qty"])) for d in shortfalls] == [(f"{other}:acct1", 2)]
-    assert [d for d in docs(db, f"users/{uid}/tax_disposals") if d.get("code") != "LOT_SHORTFALL"] == []
+    assert [(lot["book"], lot["position"], Decimal(lot["qty"])) for lot in book["lots"]] == [
+        (f"{tenant}:acct1", "LONG", 3), (f"{other}:acct1", "SHORT", 2)]
+    assert docs(db, f"users/{uid}/tax_disposals") == []
     # the token that still claims the old tenant may no longer place orders
     status, _, body = post(server, token_a)
     assert status == 401 and body["error"]["code"] == "CLAIMS_CHANGED"

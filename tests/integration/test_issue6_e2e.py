@@ -125,7 +125,7 @@ def test_tax_export_from_the_persisted_books_and_disposals(api, monkeypatch):
              fill("m3", "BUY", "10", "95", "2025-03-10", symbol="MSFT"),
              fill("p1", "BUY", "5", "50", "2025-11-03", symbol="SPY"),
              fill("p2", "SELL", "5", "40", "2025-12-20", symbol="SPY"),
-             fill("t1", "SELL", "2", "30", "2025-06-02", symbol="TSLA"))
+             fill("t1", "SELL", "2", "30", "2025-06-02", symbol="TSLA"))  # opens a SHORT lot (issue 19)
     api.book("bob", fill("x1", "BUY", "1", "10", "2025-01-02", symbol="QQQ"),
              fill("x2", "SELL", "1", "12", "2025-01-03", symbol="QQQ"))
 
@@ -139,12 +139,11 @@ def test_tax_export_from_the_persisted_books_and_disposals(api, monkeypatch):
                      "FINAL", "I", "A"],
                     ["4 AAPL", "03/03/2025", "03/10/2025", "439.00", "400.40", "", "0.00", "38.60", "SHORT", "FINAL", "I", "A"],
                     ["5 SPY", "11/03/2025", "12/20/2025", "200.00", "250.00", "", "0.00", "-50.00", "SHORT",
-                     "PROVISIONAL", "I", "A"],
-                    ["2 TSLA", "", "06/02/2025", "60.00", "", "", "", "", "", "SHORTFALL", "", ""]]
+                     "PROVISIONAL", "I", "A"]]  # issue 19: the TSLA sale is a short, no SHORTFALL row
     assert body["provisional"] is True and body["totals"]["gain_or_loss"] == "-11.40"
-    assert body["totals"]["shortfalls"] == 1 and [s["trade_id"] for s in body["shortfalls"]] == ["t1"]
-    assert [(lot["Symbol"], lot["Quantity"], lot["Cost basis"]) for lot in lots] == [("AAPL", "6", "600.60"),
-                                                                                     ("MSFT", "10", "1050.00")]
+    assert body["totals"]["shortfalls"] == 0 and body["shortfalls"] == []
+    assert [(lot["Symbol"], lot["Position"], lot["Quantity"], lot["Cost basis"]) for lot in lots] == [
+        ("AAPL", "LONG", "6", "600.60"), ("MSFT", "LONG", "10", "1050.00"), ("TSLA", "SHORT", "2", "60.00")]
     assert {d["symbol"] for d in body["disposals"]} == {"AAPL", "MSFT", "SPY"}  # bob's QQQ never shows
 
     api.clock.advance(15 * 86400)  # 2026-01-20: the SPY loss's window closed on 01-19

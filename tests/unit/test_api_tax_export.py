@@ -209,9 +209,33 @@ def test_open_lots_csv_has_a_header_even_without_lots(stack):
     assert csv_rows(export(stack, format="csv")) == [list(FORM_8949_HEADER)]
 
 
-def test_a_sell_without_lots_is_reported_as_a_shortfall_never_dropped(stack):
+def book_without_short_selling(store, uid, *fills):
+    """A class the product cannot short (issue 19: none today, every class can) or a record from
+    before short lots: the fill's excess is stored as a ``LOT_SHORTFALL`` record."""
+    from backend.execution.store_rules import disposal_path
+    from backend.tax.state import plan_books
+
+    plan = plan_books({}, [(uid, item) for item in fills], {}, short_selling=frozenset())
+    for owner, doc_id, doc in plan.disposals:
+        store.set_doc(disposal_path(owner, doc_id), doc)
+
+
+def test_a_sell_without_lots_opens_a_short_lot_not_a_shortfall(stack):
+    # Issue 19: this used to be a SHORTFALL; every class the product trades can be shorted.
     hand_example(stack.store)
     book(stack.store, "alice", fill("s9", "SELL", "3", "50", "2025-05-05", symbol="MSFT", fees="0.5"))
+
+    body = export(stack).json()
+
+    assert body["shortfalls"] == [] and body["totals"]["shortfalls"] == 0
+    assert [(lot["symbol"], lot["position"], lot["quantity"], lot["cost_basis"]) for lot in body["open_lots"]
+            if lot["symbol"] == "MSFT"] == [("MSFT", "SHORT", "3", "149.50")]
+
+
+def test_a_sell_without_lots_is_reported_as_a_shortfall_never_dropped(stack):
+    hand_example(stack.store)
+    book_without_short_selling(stack.store, "alice",
+                               fill("s9", "SELL", "3", "50", "2025-05-05", symbol="MSFT", fees="0.5"))
 
     rows = csv_rows(export(stack, format="csv"))
     body = export(stack).json()
@@ -230,7 +254,8 @@ def test_a_sell_without_lots_is_reported_as_a_shortfall_never_dropped(stack):
 def test_only_disposals_sold_in_the_year_are_exported(stack):
     book(stack.store, "alice", fill("b1", "BUY", "10", "100", "2024-03-01"),
          fill("s1", "SELL", "2", "110", "2024-12-31", hour=20),
-         fill("s2", "SELL", "3", "120", "2025-01-02"), fill("s3", "SELL", "1", "50", "2025-07-01", symbol="MSFT"))
+         fill("s2", "SELL", "3", "120", "2025-01-02"))
+    book_without_short_selling(stack.store, "alice", fill("s3", "SELL", "1", "50", "2025-07-01", symbol="MSFT"))
 
     y2024 = export(stack, year="2024").json()
     y2025 = export(stack, year="2025").json()

@@ -32,20 +32,22 @@ def run(*fills):
 def test_a_sale_in_one_book_never_consumes_a_lot_bought_in_another():
     state, disposals, shortfalls = run(fill("b1", "buy", 10, 100, book=A), fill("s1", "sell", 4, 120, book=B, days=1))
 
-    assert disposals == []
-    (doc_id, shortfall), = shortfalls
-    assert shortfall["book"] == B and shortfall["qty"] == "4" and doc_id.startswith(f"{B}--")
+    # issue 19: the sale opens a SHORT lot in its own book (it was a shortfall before short lots)
+    assert disposals == [] and shortfalls == []
     lots = [lot_from_dict(x) for x in state["lots"]]
-    assert [(lot.book, lot.qty, lot.basis) for lot in lots] == [(A, Decimal(10), Decimal(1000))]  # A's basis intact
+    assert [(lot.book, lot.position.value, lot.qty, lot.basis) for lot in lots] == [
+        (A, "LONG", Decimal(10), Decimal(1000)), (B, "SHORT", Decimal(4), Decimal(480))]  # A's basis intact
 
 
 def test_each_book_matches_its_own_lots_first_in_first_out():
     state, disposals, _ = run(fill("a1", "buy", 5, 100, book=A), fill("b1", "buy", 5, 200, book=B, days=1),
                               fill("a2", "buy", 5, 110, book=A, days=2), fill("s1", "sell", 6, 150, book=B, days=3))
 
-    # B holds 5 (bought at 200): 5 are sold from B's lot, 1 is a shortfall; A's lots are untouched
+    # B holds 5 (bought at 200): 5 are sold from B's lot, 1 opens a SHORT lot in B (issue 19; it was
+    # a shortfall); A's lots are untouched
     assert [(d["book"], d["lot_id"], d["quantity"], d["cost_basis"]) for _, d in disposals] == [(B, "b1", "5", "1000")]
-    assert sorted((x["book"], x["lot_id"], x["qty"]) for x in state["lots"]) == [(A, "a1", "5"), (A, "a2", "5")]
+    assert sorted((x["book"], x["lot_id"], x["position"], x["qty"]) for x in state["lots"]) == [
+        (A, "a1", "LONG", "5"), (A, "a2", "LONG", "5"), (B, "s1", "SHORT", "1")]
 
 
 def test_a_loss_in_one_account_is_washed_by_a_purchase_in_another():
@@ -128,8 +130,10 @@ def test_history_labels_and_filters_rows_by_tenant_and_account_and_books_stay_ap
     assert sorted((r["tenant_id"], r["broker_account_id"]) for r in both) == [("acme", "acct1"), ("globex", "acct2")]
     assert [r["tenant_id"] for r in only_b] == ["globex"] and [r["tenant_id"] for r in acct1] == ["acme"]
     book = stack.store.get("users/mo/tax_books/AAPL")
-    assert [(lot["book"], Decimal(lot["qty"])) for lot in book["lots"]] == [("acme:acct1", 3)]
-    shortfalls = [d for p, d in stack.store.docs.items() if p.startswith("users/mo/tax_disposals/")]
-    assert [(d["code"], d["book"]) for d in shortfalls] == [("LOT_SHORTFALL", "globex:acct2")]
-    assert [lot["account"] for lot in export["open_lots"]] == ["acme:acct1"]
-    assert [row["account"] for row in export["shortfalls"]] == ["globex:acct2"]
+    # issue 19: the sale in globex:acct2 opens a SHORT lot there (it was a shortfall before short lots)
+    assert [(lot["book"], lot["position"], Decimal(lot["qty"])) for lot in book["lots"]] == [
+        ("acme:acct1", "LONG", 3), ("globex:acct2", "SHORT", 2)]
+    assert [d for p, d in stack.store.docs.items() if p.startswith("users/mo/tax_disposals/")] == []
+    assert [(lot["account"], lot["position"]) for lot in export["open_lots"]] == [("acme:acct1", "LONG"),
+                                                                                  ("globex:acct2", "SHORT")]
+    assert export["shortfalls"] == []
