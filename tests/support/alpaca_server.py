@@ -41,16 +41,12 @@ excluded) or ``"*"``; ``times=None`` keeps the fault until ``clear_faults()``. K
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
-import threading
 import uuid
-from collections import namedtuple
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
@@ -69,11 +65,11 @@ from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput
 from backend.domain.money import ZERO, round_to_step, to_decimal
 from backend.ports.broker import BrokerError, BrokerErrorCode, OrderRequest, OrderSide, OrderState, OrderType
+from tests.support.local_venue_server import STATUS_KIND, Drop, LocalVenueServer, RequestRecord
 
-RequestRecord = namedtuple("RequestRecord", "method path status")  # status None: no response was sent
 
 FAULT_KINDS = ("latency", "drop", "timeout_after_accept", "reject")
-_STATUS_KIND = re.compile(r"^[45]\d\d$")
+_STATUS_KIND = STATUS_KIND
 
 _ALPACA_CLASS = {AssetClass.EQUITY: "us_equity", AssetClass.CRYPTO: "crypto", AssetClass.OPTIONS: "us_option"}
 _EXCHANGE = {AssetClass.EQUITY: "NASDAQ", AssetClass.CRYPTO: "CRYPTO", AssetClass.OPTIONS: ""}
@@ -94,118 +90,28 @@ class _HttpError(Exception):
         self.headers = dict(headers or {})
 
 
-class _Drop(Exception):
-    """Close the connection without a response."""
+_Drop = Drop
 
 
-@dataclass
-class _Fault:
-    route: str
-    kind: str
-    times: int | None
-    seconds: float
-    fired: int = 0
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.times is not None and self.fired >= self.times:
-            return False
-        return self.route == "*" or fnmatch.fnmatchcase(f"{method} {path}", self.route)
-
-
-class LocalAlpacaServer:
+class LocalAlpacaServer(LocalVenueServer):
     """See the module docstring. ``venue`` may be shared with a ``PaperBroker``."""
+
+    fault_kinds = FAULT_KINDS
+    thread_name = "local-alpaca"
+    route_example = "POST /v2/orders"
 
     def __init__(self, scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
                  clock: Clock | None = None, port: int = 0, venue: SimulatedVenue | None = None,
                  host: str = "127.0.0.1"):
+        super().__init__(host, port)
         self.venue = venue or SimulatedVenue(scenario, clock=clock)
-        self.requests: list[RequestRecord] = []
         self._api = _AlpacaApi(self.venue)
-        self._faults: list[_Fault] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._host, self._port = host, port
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle
-
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the server is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "LocalAlpacaServer":
-        if self._httpd is not None:
-            return self
-        self._stopping.clear()
-        httpd = ThreadingHTTPServer((self._host, self._port), _Handler)
-        httpd.daemon_threads = True
-        httpd.block_on_close = False
-        httpd.app = self  # type: ignore[attr-defined]
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="local-alpaca", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is None:
-            return
-        self._stopping.set()  # wakes handlers waiting in latency / timeout_after_accept
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd, self._thread = None, None
-
-    def __enter__(self) -> "LocalAlpacaServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- accounts
 
     def open_account(self, account_id: str | None = None, spec: Any = None) -> str:
         """Open a Broker API account on the venue (a new UUID unless given); returns its id."""
         return self.venue.open_account(account_id or str(uuid.uuid4()), spec)
-
-    # -- faults
-
-    def inject(self, route: str, kind: str, times: int | None = 1, seconds: float = 0.0) -> None:
-        kind = str(kind)
-        if kind not in FAULT_KINDS and not _STATUS_KIND.match(kind):
-            raise ValueError(f"kind must be one of {FAULT_KINDS} or an HTTP status such as '429', got {kind!r}")
-        if times is not None and times < 1:
-            raise ValueError("times must be >= 1, or None for every matching request")
-        if seconds < 0:
-            raise ValueError("seconds must be >= 0")
-        if route != "*" and not re.match(r"^(GET|POST|DELETE|PATCH|PUT|\*) /", route):
-            raise ValueError(f"route must look like 'POST /v2/orders' or be '*', got {route!r}")
-        with self._lock:
-            self._faults.append(_Fault(route, kind, times, seconds))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(method, path):
-                    fault.fired += 1
-                    return fault
-        return None
-
-    def _record(self, method: str, path: str, status: int | None) -> None:
-        with self._lock:
-            self.requests.append(RequestRecord(method, path, status))
-
-    def _wait(self, seconds: float) -> None:
-        self._stopping.wait(seconds)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -818,5 +724,7 @@ def _parse_ts(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00")) if "T" in text else datetime.fromisoformat(text)
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
+
+LocalAlpacaServer.handler = _Handler
 
 __all__ = ["LocalAlpacaServer", "RequestRecord", "FAULT_KINDS"]

@@ -37,16 +37,15 @@ dropped connection after the venue acted.
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import socket
 import threading
-from collections import Counter, namedtuple
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -57,11 +56,11 @@ from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput
 from backend.domain.money import ZERO
 from backend.ports.broker import BrokerError, BrokerErrorCode, OrderRequest, OrderSide, OrderState, OrderType
+from tests.support.local_venue_server import STATUS_KIND, Drop, LocalVenueServer, RequestRecord
 
-RequestRecord = namedtuple("RequestRecord", "method path status")  # status None: no response was sent
 
 FAULT_KINDS = ("latency", "stall", "drop", "timeout_after_accept", "insufficient_margin", "market_halted")
-_STATUS_KIND = re.compile(r"^[45]\d\d$")
+_STATUS_KIND = STATUS_KIND
 DEFAULT_ACCOUNT = "101-001-0000001-001"
 KNOWN_INSTRUMENTS = ("EUR_USD", "GBP_USD", "USD_JPY", "AUD_USD", "USD_CHF", "XAU_USD", "XAG_USD")
 _STATUS_MESSAGES = {400: "Invalid value specified", 401: "Insufficient authorization to perform request.",
@@ -85,22 +84,7 @@ def _error(status: int, message: str | None = None, code: str | None = None, **e
     return _HttpError(status, body)
 
 
-class _Drop(Exception):
-    """Close the connection without a response."""
-
-
-@dataclass
-class _Fault:
-    route: str
-    kind: str
-    times: int | None
-    seconds: float
-    fired: int = 0
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.times is not None and self.fired >= self.times:
-            return False
-        return self.route == "*" or fnmatch.fnmatchcase(f"{method} {path}", self.route)
+_Drop = Drop
 
 
 @dataclass
@@ -125,91 +109,25 @@ class _Order:
         return self.client_extensions.get("id")
 
 
-class LocalOandaServer:
+class LocalOandaServer(LocalVenueServer):
     """See the module docstring. ``venue`` may be shared with a ``PaperBroker``."""
+
+    fault_kinds = FAULT_KINDS
+    thread_name = "local-oanda"
+    route_example = "POST /v3/accounts/*/orders"
 
     def __init__(self, scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
                  clock: Clock | None = None, port: int = 0, venue: SimulatedVenue | None = None,
                  host: str = "127.0.0.1", account_id: str = DEFAULT_ACCOUNT, token: str | None = None,
                  instruments: Mapping[str, Mapping[str, Any]] | None = None):
+        super().__init__(host, port)
         self.venue = venue or SimulatedVenue(scenario, clock=clock)
         self.account_id = account_id
         self.token = token
-        self.requests: list[RequestRecord] = []
         self.connections = 0
         self.api = _OandaApi(self, dict(instruments or {}))
-        self._faults: list[_Fault] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._host, self._port = host, port
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle
-
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the server is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "LocalOandaServer":
-        if self._httpd is not None:
-            return self
-        self._stopping.clear()
-        httpd = ThreadingHTTPServer((self._host, self._port), _Handler)
-        httpd.daemon_threads = True
-        httpd.block_on_close = False
-        httpd.app = self  # type: ignore[attr-defined]
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="local-oanda", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is None:
-            return
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        with self._lock:
-            for sock in self._sockets:  # kept-alive connections would otherwise outlive the server
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self._sockets.clear()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd, self._thread = None, None
-
-    def __enter__(self) -> "LocalOandaServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- faults and market state
-
-    def inject(self, route: str, kind: str, times: int | None = 1, seconds: float = 0.0) -> None:
-        kind = str(kind)
-        if kind not in FAULT_KINDS and not _STATUS_KIND.match(kind):
-            raise ValueError(f"kind must be one of {FAULT_KINDS} or an HTTP status such as '429', got {kind!r}")
-        if times is not None and times < 1:
-            raise ValueError("times must be >= 1, or None for every matching request")
-        if seconds < 0:
-            raise ValueError("seconds must be >= 0")
-        if route != "*" and not re.match(r"^(GET|POST|PUT|PATCH|DELETE|\*) /", route):
-            raise ValueError(f"route must look like 'POST /v3/accounts/*/orders' or be '*', got {route!r}")
-        with self._lock:
-            self._faults.append(_Fault(route, kind, times, seconds))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+    # -- market state
 
     def halt(self, instrument: str) -> None:
         self.api.halted.add(instrument)
@@ -231,23 +149,6 @@ class LocalOandaServer:
         with self.api.lock:
             return [dict(t) for t in self.api.txns]
 
-    # -- plumbing
-
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(method, path):
-                    fault.fired += 1
-                    return fault
-        return None
-
-    def _record(self, method: str, path: str, status: int | None) -> None:
-        with self._lock:
-            self.requests.append(RequestRecord(method, path, status))
-
-    def _wait(self, seconds: float) -> None:
-        self._stopping.wait(seconds)
-
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "LocalOanda/0.1"
@@ -261,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
         app: LocalOandaServer = self.server.app  # type: ignore[attr-defined]
         with app._lock:
             app.connections += 1
-            app._sockets.append(self.connection)
+        app._track(self.connection)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -821,5 +722,7 @@ def _json_body(body: bytes) -> dict[str, Any]:
         raise _error(400, "The request body must be a JSON object")
     return data
 
+
+LocalOandaServer.handler = _Handler
 
 __all__ = ["LocalOandaServer", "RequestRecord", "FAULT_KINDS", "DEFAULT_ACCOUNT"]
