@@ -341,15 +341,8 @@ class FirestoreStore:
                     limit: int) -> list[tuple[str, dict[str, Any]]]:
         """Ledger rows newest first: (created_at, doc id) descending, equality filters, created_at in
         [created_from, created_before). The caller only combines filters that have an index."""
-        col = self._tenant(tenant_id).collection("ledger_trades")
-        query: Any = col
-        for name, value in sorted(equals.items()):
-            query = query.where(filter=FieldFilter(name, "==", value))
-        if created_from is not None:
-            query = query.where(filter=FieldFilter("created_at", ">=", created_from))
-        if created_before is not None:
-            query = query.where(filter=FieldFilter("created_at", "<", created_before))
-        return self._page(col, query, "created_at", after, limit, firestore.Query.DESCENDING)
+        return self._newest_first("ledger_trades", tenant_id, "created_at", equals, created_from, created_before,
+                                  after, limit)
 
     def groups_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
                     created_before: str | None, after: tuple[str, str] | None,
@@ -357,15 +350,23 @@ class FirestoreStore:
         """Group documents newest first: (created_timestamp, doc id) descending, equality filters,
         created_timestamp in [created_from, created_before). Only indexed filter combinations
         (``backend.api.groups_list.INDEXED_FILTERS``, firestore.indexes.json) reach here."""
-        col = self._tenant(tenant_id).collection("execution_groups")
+        return self._newest_first("execution_groups", tenant_id, "created_timestamp", equals, created_from,
+                                  created_before, after, limit)
+
+    def _newest_first(self, collection: str, tenant_id: str, field: str, equals: Mapping[str, str],
+                      created_from: str | None, created_before: str | None, after: tuple[str, str] | None,
+                      limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """One tenant collection, equality filters, ``field`` in [created_from, created_before), paged
+        by (field, doc id) descending."""
+        col = self._tenant(tenant_id).collection(collection)
         query: Any = col
         for name, value in sorted(equals.items()):
             query = query.where(filter=FieldFilter(name, "==", value))
         if created_from is not None:
-            query = query.where(filter=FieldFilter("created_timestamp", ">=", created_from))
+            query = query.where(filter=FieldFilter(field, ">=", created_from))
         if created_before is not None:
-            query = query.where(filter=FieldFilter("created_timestamp", "<", created_before))
-        return self._page(col, query, "created_timestamp", after, limit, firestore.Query.DESCENDING)
+            query = query.where(filter=FieldFilter(field, "<", created_before))
+        return self._page(col, query, field, after, limit, firestore.Query.DESCENDING)
 
 
 def _backoff(attempt: int) -> None:

@@ -8,7 +8,6 @@ runs on the local sources."""
 from __future__ import annotations
 
 import copy
-import io
 import json
 import pickle
 import traceback
@@ -42,13 +41,8 @@ GSM_REF = SecretRef.parse("projects/acme-prod/secrets/alpaca-main/versions/lates
 
 
 @pytest.fixture
-def captured_logs():
-    stream = io.StringIO()
-    logs.set_stream(stream)
-    try:
-        yield stream
-    finally:
-        logs.set_stream(None)
+def captured_logs(quiet_logs):
+    return quiet_logs
 
 
 def assert_no_leak(*texts: str, values=(VALUE, OTHER)) -> None:
