@@ -24,6 +24,7 @@ A bad configuration raises here (``RoutingConfigError``, ``InvalidInput`` naming
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from backend.domain.clock import Clock, SystemClock
@@ -37,7 +38,7 @@ STORE_ENV = "EXEC_STORE"
 __all__ = ["ROUTES_ENV_VAR", "PAPER_SCENARIO_ENV", "build_settings", "build_store", "firestore_store",
            "memory_store", "paper_broker", "build_broker", "build_router", "build_smart_router", "build_risk",
            "build_gate", "build_engine", "group_executor", "rate_counters", "seed_adapter", "parse_routes",
-           "RoutingConfigError"]
+           "RoutingConfigError", "secret_source", "secret_sink", "build_venue_pool"]
 
 
 # --------------------------------------------------------------------------- settings and store
@@ -113,6 +114,66 @@ def build_router(broker: Any) -> BrokerRouter:
     return as_router(broker)
 
 
+# --------------------------------------------------------------------------- accounts' venues (issue 12)
+
+SECRETS_FILE_ENV = "EXEC_SECRETS_FILE"  # a local secrets file for file:NAME references (emulator stack, tests)
+SECRET_MANAGER_ENV = "EXEC_SECRET_MANAGER"  # 1/0; unset: on when deployed (K_SERVICE, FUNCTION_TARGET, K_REVISION)
+_DEPLOYED_MARKERS = ("K_SERVICE", "FUNCTION_TARGET", "K_REVISION")
+
+
+def secret_source(env: Mapping[str, str] | None = None,
+                  secrets: Mapping[str, str | None] | None = None) -> Any:
+    """Where broker connections' credentials_ref resolve: ``env:NAME`` from ``env`` (plus the
+    function's ``secrets``), ``file:NAME`` from ``EXEC_SECRETS_FILE`` when set, Google Secret Manager
+    (``projects/…``, cached: TTL 300 s) when ``EXEC_SECRET_MANAGER=1`` or, unset, when deployed."""
+    from backend.adapters.secrets import build_secret_source
+    from backend.domain.errors import InvalidInput
+
+    env = os.environ if env is None else env
+    environ: Mapping[str, str] = env
+    extra = {name: value for name, value in (secrets or {}).items() if value}
+    if extra:
+        environ = {**env, **extra}
+    raw = (env.get(SECRET_MANAGER_ENV) or "").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        use_gsm = True
+    elif raw in ("0", "false", "no", "off"):
+        use_gsm = False
+    elif not raw:
+        use_gsm = any((env.get(name) or "").strip() for name in _DEPLOYED_MARKERS)
+    else:
+        raise InvalidInput(SECRET_MANAGER_ENV, f"must be 1 or 0, got {raw[:20]!r}")
+    local_file = (env.get(SECRETS_FILE_ENV) or "").strip() or None
+    return build_secret_source(environ=environ, local_file=local_file, secret_manager=use_gsm)
+
+
+def secret_sink(env: Mapping[str, str] | None = None) -> Any:
+    """Where the admin API writes connection credentials (issue 13, ``backend/adapters/secret_sink.py``):
+    ``EXEC_SECRET_SINK`` = ``file`` (the ``EXEC_SECRETS_FILE`` the source reads), ``file:<path>``,
+    ``gsm:<project>`` (Secret Manager versions), or unset/``none`` (no sink: credentials are refused)."""
+    from backend.adapters.secret_sink import sink_from_env
+
+    env = os.environ if env is None else env
+    return sink_from_env(env, default_file=(env.get(SECRETS_FILE_ENV) or "").strip() or None)
+
+
+def build_venue_pool(env: Mapping[str, str] | None, secrets: Any, clock: Clock, store: Any, deployment: Any,
+                     *, deployment_books: bool = True) -> Any:
+    """The ``VenueResolver`` of bound accounts (``backend/adapters/venue_pool.py``). ``secrets``: a
+    ``SecretSource``, or the function's secrets mapping / None (then ``secret_source(env, secrets)``);
+    ``store``: the ``AccountStore``; ``deployment``: the deployment's venue(s) from ``build_broker``
+    (the same object the engine routes with, so the embedded paper venue is shared);
+    ``deployment_books=False``: accounts on the ``deployment`` connection trade the deployment's
+    brokers as given, without ``for_account`` (a venue instance a library caller passed in)."""
+    from backend.adapters.venue_pool import VenuePool
+
+    env = os.environ if env is None else env
+    if secrets is None or isinstance(secrets, Mapping):
+        secrets = secret_source(env, secrets)
+    return VenuePool(store, secrets, deployment=deployment, paper_venue=lambda: paper_broker(env, clock),
+                     clock=clock, deployment_books=deployment_books)
+
+
 # --------------------------------------------------------------------------- core services
 
 def build_smart_router(settings: ExecSettings) -> Any:
@@ -141,10 +202,13 @@ def build_engine(env: Mapping[str, str] | None = None, secrets: Mapping[str, str
 
     env = os.environ if env is None else env
     settings = build_settings(env)
+    if settings.accounts_mode is None:  # deployed: only account documents written by admins count
+        settings = replace(settings, accounts_mode="strict")
     clock = clock or SystemClock()
     store = store if store is not None else firestore_store()
     broker = build_broker(env, secrets or {}, clock)
-    return ExecutionEngine(broker=broker, store=store, clock=clock, settings=settings)
+    # the deployment's paper venue keeps one book per account (issue 12)
+    return ExecutionEngine(broker=broker, store=store, clock=clock, settings=settings, books_per_account=True)
 
 
 def group_executor(engine: Any) -> Any:
@@ -153,7 +217,8 @@ def group_executor(engine: Any) -> Any:
 
     return GroupExecutor(engine.venues, engine.store, engine.clock, engine.settings, engine.settings.group,
                          kill_switches=getattr(engine.store, "kill_switches", None),
-                         max_drive_seconds=engine.group_drive_seconds, gate=engine.gate)
+                         max_drive_seconds=engine.group_drive_seconds, gate=engine.gate,
+                         accounts=getattr(engine, "accounts", None), venue_pool=getattr(engine, "venue_pool", None))
 
 
 def rate_counters(store: Any) -> Any:

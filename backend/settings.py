@@ -74,6 +74,11 @@ class ExecSettings:
     # The group gates' thresholds (``GroupSettings``: stale tick, spread, spread widening, margin
     # cushion, correlation, rollback attempts), parsed once from the same environment, here.
     group: GroupSettings = field(default_factory=lambda: _group_settings_type()())
+    # issue 12, ``EXEC_ACCOUNTS``: ``strict`` (only account documents written by admins count) or
+    # ``auto`` (a user without a default account gets the first id they name provisioned on the
+    # deployment's venues). None: the caller's default — auto for the library engine, strict for the
+    # deployed API (backend/api/wiring.py).
+    accounts_mode: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ExecSettings":
@@ -92,10 +97,23 @@ class ExecSettings:
             lease_seconds=_dec(env, "EXECUTION_ENGINE_LEASE_SECONDS", "120"),
             max_position_by_class=_per_class_limits(env),
             group=_group_settings_type().from_env(env),  # invalid EXECUTION_ENGINE_* values fail here
+            accounts_mode=_accounts_mode(env),
         )
         if settings.max_spread_pct >= 1:
             raise InvalidInput("EXEC_MAX_SPREAD_PCT", "is a fraction (0.001 = 0.1%), must be < 1")
         return settings
+
+
+ACCOUNT_MODES = ("auto", "strict")
+
+
+def _accounts_mode(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("EXEC_ACCOUNTS") or "").strip().lower()
+    if not raw:
+        return None
+    if raw not in ACCOUNT_MODES:
+        raise InvalidInput("EXEC_ACCOUNTS", f"must be one of {list(ACCOUNT_MODES)}, got {raw[:40]!r}")
+    return raw
 
 
 def _group_settings_type() -> Any:

@@ -22,6 +22,7 @@ Writes and deletes are one each per document; field transforms ride on their wri
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from typing import Any, Iterable, Iterator
 
@@ -82,6 +83,7 @@ class RpcLog:
 
     def record(self, **event: Any) -> dict[str, Any]:
         event["op"] = self.op
+        event["t0"] = event["t1"] = time.perf_counter()
         self.events.append(event)
         return event
 
@@ -131,6 +133,46 @@ def summarize(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
+READ_RPCS = ("batch_get_documents", "run_query", "run_aggregation_query")
+
+
+def round_trips(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Sequential round trips: RPCs whose [sent, last response] intervals overlap were in flight
+    together (e.g. a ``get_all`` and a count aggregation sent concurrently) and count as one wave.
+    A wave is a commit round trip if it holds a commit, a read round trip if it holds only reads,
+    else "other" (begin_transaction / rollback). ``sequence`` lists the waves in order."""
+    evs = sorted((ev for ev in events if "t0" in ev), key=lambda ev: ev["t0"])
+    waves: list[list[dict[str, Any]]] = []
+    end = -math.inf
+    for ev in evs:
+        if waves and ev["t0"] < end:
+            waves[-1].append(ev)
+            end = max(end, ev["t1"])
+        else:
+            waves.append([ev])
+            end = ev["t1"]
+    out = {"read_round_trips": 0, "commit_round_trips": 0, "other_round_trips": 0, "sequence": []}
+    for wave in waves:
+        rpcs = [ev["rpc"] for ev in wave]
+        kind = "commit" if "commit" in rpcs else "read" if all(r in READ_RPCS for r in rpcs) else "other"
+        out[f"{kind}_round_trips"] += 1
+        label = "+".join(f"{ev['op']}:{_short(ev)}" for ev in wave)
+        out["sequence"].append(f"{kind}[{label}]")
+    out["round_trips"] = len(waves)
+    return out
+
+
+def _short(ev: dict[str, Any]) -> str:
+    rpc = ev["rpc"]
+    if rpc == "batch_get_documents":
+        return f"get_all({ev['requested']})"
+    if rpc == "run_aggregation_query":
+        return "count"
+    if rpc == "run_query":
+        return "query"
+    return rpc
+
+
 def by_op(events: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per store operation: the RPCs it sent, in order, as short strings."""
     ops: dict[str, list[str]] = {}
@@ -168,7 +210,10 @@ class _CountingApi:
     def commit(self, request: Any = None, **kwargs: Any) -> Any:
         writes = [_write_kind(w) for w in (_get(request, "writes") or [])]
         event = self._log.record(rpc="commit", writes=writes, transaction=bool(_get(request, "transaction")), ok=False)
-        response = self._api.commit(request=request, **kwargs)
+        try:
+            response = self._api.commit(request=request, **kwargs)
+        finally:
+            event["t1"] = time.perf_counter()
         event["ok"] = True
         return response
 
@@ -188,7 +233,9 @@ class _CountingApi:
                 event["found"] += 1
             elif which == "missing":
                 event["missing"] += 1
+            event["t1"] = time.perf_counter()
             yield response
+        event["t1"] = time.perf_counter()
 
     def run_query(self, request: Any = None, **kwargs: Any) -> Iterator[Any]:
         query = _pb(_get(request, "structured_query"))
@@ -203,7 +250,9 @@ class _CountingApi:
         for response in stream:
             if _pb(response).HasField("document"):
                 event["docs"] += 1
+            event["t1"] = time.perf_counter()
             yield response
+        event["t1"] = time.perf_counter()
 
     def run_aggregation_query(self, request: Any = None, **kwargs: Any) -> Iterator[Any]:
         agg = _pb(_get(request, "structured_aggregation_query"))
@@ -219,15 +268,23 @@ class _CountingApi:
             if pb.HasField("result"):
                 for value in pb.result.aggregate_fields.values():
                     event["count"] = max(event["count"], int(value.integer_value))
+            event["t1"] = time.perf_counter()
             yield response
+        event["t1"] = time.perf_counter()
 
     def begin_transaction(self, request: Any = None, **kwargs: Any) -> Any:
-        self._log.record(rpc="begin_transaction")
-        return self._api.begin_transaction(request=request, **kwargs)
+        event = self._log.record(rpc="begin_transaction")
+        try:
+            return self._api.begin_transaction(request=request, **kwargs)
+        finally:
+            event["t1"] = time.perf_counter()
 
     def rollback(self, request: Any = None, **kwargs: Any) -> Any:
-        self._log.record(rpc="rollback")
-        return self._api.rollback(request=request, **kwargs)
+        event = self._log.record(rpc="rollback")
+        try:
+            return self._api.rollback(request=request, **kwargs)
+        finally:
+            event["t1"] = time.perf_counter()
 
 
 def instrument(client: Any, log: RpcLog) -> Any:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from bench.common import FULL, QUICK, RESULTS_DIR, BenchResult, Mode, machine_info
 
-BENCHMARKS = ("cold_start", "decision", "firestore", "sweeper", "tax")
+BENCHMARKS = ("cold_start", "decision", "firestore", "sweeper", "tax", "http")
 NEEDS_EMULATOR = {"firestore", "sweeper"}
 PROJECT = "demo-bench"
 
@@ -70,6 +70,10 @@ def _runner(name: str, mode: Mode, args: argparse.Namespace, emulator: _Emulator
         from bench import tax_export
 
         return lambda: tax_export.run(mode)
+    if name == "http":
+        from bench import http_latency
+
+        return lambda: http_latency.run(mode)
     raise ValueError(name)
 
 
@@ -157,6 +161,10 @@ def _md_details(name: str, bench: dict[str, Any]) -> list[str]:
         for scenario, s in (d.get("scenarios") or {}).items():
             out.append(f"- **{scenario}** ({s.get('status')}): {s['commits']} commits, {s['billed_reads']} billed reads, "
                        f"{s['writes']} writes, {s['deletes']} deletes, {s['begin_transaction']} transactions")
+            rt = s.get("round_trips")
+            if rt:
+                out.append(f"  - sequential round trips: {rt['read_round_trips']} read, {rt['commit_round_trips']} "
+                           f"commit, {rt['other_round_trips']} other: " + " → ".join(rt["sequence"]))
             for op, rpcs in s["by_op"].items():
                 out.append(f"  - `{op}`: " + "; ".join(rpcs))
     elif name == "sweeper":
@@ -165,6 +173,16 @@ def _md_details(name: str, bench: dict[str, Any]) -> list[str]:
         for op, rpcs in {**(d.get("query_by_op") or {}), **(d.get("resume_by_op") or {})}.items():
             shown = rpcs if len(rpcs) <= 4 else rpcs[:4] + [f"… {len(rpcs) - 4} more"]
             out.append(f"  - `{op}` ({len(rpcs)} RPCs): " + "; ".join(shown))
+    elif name == "http":
+        fl = d.get("floor") or {}
+        out.append(f"- floor {fl.get('floor_ms', 0):.1f} ms = read {fl.get('read_ms', 0):.1f} + 2 × commit "
+                   f"{fl.get('commit_ms', 0):.1f} + GET /healthz {fl.get('healthz_ms', 0):.1f} ms "
+                   f"(medians of {fl.get('samples')} samples each, interleaved with the phases); "
+                   f"{d.get('users')} users; first request {d.get('first_request_ms', 0):.0f} ms; "
+                   f"ERROR lines in the function's log: {d.get('errors_logged')}.")
+        for phase, s in (d.get("phases") or {}).items():
+            out.append(f"  - {phase}: n={s['n']}, p50 {s['p50_ms']:.1f} ms, p90 {s['p90_ms']:.1f} ms, "
+                       f"p99 {s['p99_ms']:.1f} ms, max {s['max_ms']:.1f} ms")
     elif name == "tax":
         out.append(f"- {d.get('fills'):,} fills, year {d.get('year')}, seed {d.get('seed')}, {d.get('repeats')} "
                    f"repeat(s); gains equal exactly: {d.get('gains_equal_exactly')}.")

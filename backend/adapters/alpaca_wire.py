@@ -32,15 +32,20 @@ from backend.domain.assets import (
 )
 from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput
+from backend.domain.instruments import InstrumentInfo
 from backend.domain.money import ZERO, to_decimal
 from backend.domain.orders import (
     BrokerError,
     BrokerErrorCode,
     BrokerOrder,
+    OrderClass,
+    OrderRequest,
     OrderSide,
     OrderState,
+    OrderType,
     Position,
     Quote,
+    ReplaceRequest,
 )
 
 T = TypeVar("T")
@@ -313,6 +318,8 @@ def order_from_raw(raw: Mapping[str, Any], *, default_side: OrderSide | None = N
         updated_at=parse_timestamp(raw.get("updated_at")),
         venue_status=status,
         legs=legs,
+        replaces=str(raw["replaces"]) if raw.get("replaces") else None,
+        replaced_by=str(raw["replaced_by"]) if raw.get("replaced_by") else None,
     )
 
 
@@ -404,6 +411,144 @@ def validate_multileg(legs: Sequence[Leg], qty: Decimal | int) -> list[tuple[str
     return clean
 
 
+# --------------------------------------------------------------------------------------------
+# Order requests (issue 15): domain OrderRequest → alpaca-py request model
+# --------------------------------------------------------------------------------------------
+
+_REQUEST_CLASS = {
+    OrderType.MARKET: "MarketOrderRequest",
+    OrderType.LIMIT: "LimitOrderRequest",
+    OrderType.STOP: "StopOrderRequest",
+    OrderType.STOP_LIMIT: "StopLimitOrderRequest",
+    OrderType.TRAILING_STOP: "TrailingStopOrderRequest",
+}
+
+
+def order_request_fields(request: OrderRequest, asset_class: AssetClass) -> tuple[str, dict[str, Any]]:
+    """(alpaca-py request class name, its keyword fields as plain values) for one order. Prices go
+    out exactly (``to_wire_number``) or not at all; a combination Alpaca has no field for (a trailing
+    stop-loss leg) is INVALID here, though ``check_capability`` refuses it before any of this runs.
+
+    Crypto ``day`` (our old default, not a choice) is sent as ``gtc``: Alpaca crypto takes gtc/ioc."""
+    symbol = order_symbol(request.symbol, asset_class)
+    if asset_class is AssetClass.OPTIONS and request.qty != request.qty.to_integral_value():
+        raise BrokerError(BrokerErrorCode.INVALID, f"option qty must be whole contracts, got {request.qty}")
+    tif = str(request.time_in_force).lower()
+    if asset_class is AssetClass.CRYPTO and tif == "day":
+        tif = "gtc"
+    fields: dict[str, Any] = dict(symbol=symbol, qty=to_wire_number(request.qty, "qty"), side=request.side.value,
+                                  time_in_force=tif, client_order_id=request.client_order_id)
+    for name in ("limit_price", "stop_price", "trail_price", "trail_percent"):
+        value = getattr(request, name)
+        if value is not None:
+            fields[name] = to_wire_number(value, name)
+    if request.order_class is not OrderClass.SIMPLE:
+        fields["order_class"] = request.order_class.value
+        if request.take_profit is not None:
+            fields["take_profit"] = {"limit_price": to_wire_number(request.take_profit.limit_price,
+                                                                   "take_profit.limit_price")}
+        stop_loss = request.stop_loss
+        if stop_loss is not None:
+            if stop_loss.stop_price is None:
+                raise BrokerError(BrokerErrorCode.INVALID, "Alpaca takes no trailing stop_loss leg")
+            leg: dict[str, Any] = {"stop_price": to_wire_number(stop_loss.stop_price, "stop_loss.stop_price")}
+            if stop_loss.limit_price is not None:
+                leg["limit_price"] = to_wire_number(stop_loss.limit_price, "stop_loss.limit_price")
+            fields["stop_loss"] = leg
+    return _REQUEST_CLASS[request.order_type], fields
+
+
+def build_replace_request(request: ReplaceRequest) -> Any:
+    """alpaca-py's ``ReplaceOrderRequest`` (PATCH /v2/orders/{id}); prices exact or refused."""
+    from alpaca.trading.enums import TimeInForce as AlpacaTimeInForce
+    from alpaca.trading.requests import ReplaceOrderRequest
+
+    fields: dict[str, Any] = {"client_order_id": request.client_order_id}
+    if request.qty is not None:
+        fields["qty"] = int(request.qty) if request.qty == request.qty.to_integral_value() else None
+        if fields["qty"] is None:
+            raise BrokerError(BrokerErrorCode.INVALID, f"Alpaca replaces whole quantities only, got {request.qty}")
+    for name in ("limit_price", "stop_price", "trail"):
+        value = getattr(request, name)
+        if value is not None:
+            fields[name] = to_wire_number(value, name)
+    if request.time_in_force is not None:
+        fields["time_in_force"] = AlpacaTimeInForce(str(request.time_in_force).lower())
+    return ReplaceOrderRequest(**fields)
+
+
+def build_order_request(request: OrderRequest, asset_class: AssetClass) -> Any:
+    """The alpaca-py request object for ``request`` (its validators run here, before any I/O)."""
+    from alpaca.trading import requests as alpaca_requests
+    from alpaca.trading.enums import OrderClass as AlpacaOrderClass
+    from alpaca.trading.enums import OrderSide as AlpacaSide
+    from alpaca.trading.enums import TimeInForce as AlpacaTimeInForce
+
+    name, fields = order_request_fields(request, asset_class)
+    fields["side"] = AlpacaSide(fields["side"])
+    fields["time_in_force"] = AlpacaTimeInForce(fields["time_in_force"])
+    if "order_class" in fields:
+        fields["order_class"] = AlpacaOrderClass(fields["order_class"])
+    if "take_profit" in fields:
+        fields["take_profit"] = alpaca_requests.TakeProfitRequest(**fields["take_profit"])
+    if "stop_loss" in fields:
+        fields["stop_loss"] = alpaca_requests.StopLossRequest(**fields["stop_loss"])
+    return getattr(alpaca_requests, name)(**fields)
+
+
+# --------------------------------------------------------------------------------------------
+# Instruments (issue 19 item 2): GET /v2/assets/{symbol} and /v2/options/contracts/{symbol}
+# --------------------------------------------------------------------------------------------
+
+ASSET_SOURCE = "alpaca:assets"
+OPTION_CONTRACT_SOURCE = "alpaca:options/contracts"
+
+
+def asset_path_symbol(symbol: str, asset_class: AssetClass) -> str:
+    """The symbol the assets path takes: US-dollar crypto pairs in the old symbology (``BTCUSD``),
+    other coin pairs with the slash URL-encoded (``BTC%2FUSDT``, as Alpaca documents), stocks and
+    OCC option symbols as they are."""
+    venue_symbol = order_symbol(symbol, asset_class)
+    if asset_class is AssetClass.CRYPTO and "/" in venue_symbol:
+        base, _, quote = venue_symbol.partition("/")
+        return f"{base}{quote}" if quote == "USD" else f"{base}%2F{quote}"
+    return venue_symbol
+
+
+def instrument_from_raw(raw: Mapping[str, Any], asset_class: AssetClass) -> InstrumentInfo | None:
+    """An Alpaca asset (or option contract) → ``InstrumentInfo``; None when the venue lists the
+    symbol under another asset class than the one asked for.
+
+    Tradable only when ``tradable`` is true and ``status`` is ``active``. Crypto carries
+    ``min_order_size``, ``min_trade_increment`` and ``price_increment``; a stock carries none of
+    them, so its lot step is 1 when it is not ``fractionable`` and otherwise left to the spec table,
+    and its tick is always the spec table's. An option contract trades whole contracts."""
+    status = str(raw.get("status") or "")
+    tradable = raw.get("tradable") is True and status == "active"
+    if asset_class is AssetClass.OPTIONS and "class" not in raw:  # an option contract record
+        return InstrumentInfo(symbol=normalize_symbol(str(raw["symbol"])), asset_class=asset_class,
+                              tradable=tradable, tick_size=None, lot_step=Decimal(1), min_qty=None,
+                              fractionable=False, source=OPTION_CONTRACT_SOURCE, status=status)
+    venue_class = _ALPACA_CLASS.get(str(raw.get("class") or ""))
+    if venue_class is not asset_class:
+        return None
+    fractionable = raw.get("fractionable") is True
+    lot = _positive_or_none(raw.get("min_trade_increment"), "min_trade_increment")
+    if lot is None and not fractionable:
+        lot = Decimal(1)
+    return InstrumentInfo(
+        symbol=domain_symbol(str(raw["symbol"]), str(raw.get("class") or "")), asset_class=asset_class,
+        tradable=tradable, tick_size=_positive_or_none(raw.get("price_increment"), "price_increment"), lot_step=lot,
+        min_qty=_positive_or_none(raw.get("min_order_size"), "min_order_size"), fractionable=fractionable,
+        source=ASSET_SOURCE, status=status)
+
+
+def _positive_or_none(value: Any, field: str) -> Decimal | None:
+    """A sizing field the venue may omit or send as 0 (= it does not say)."""
+    parsed = _dec_or_none(value, field)
+    return parsed if parsed is not None and parsed > ZERO else None
+
+
 __all__ = [
     "ALPACA_STATUS_TO_STATE",
     "ALPACA_UNPROCESSABLE",
@@ -422,4 +567,6 @@ __all__ = [
     "read_reply",
     "to_wire_number",
     "validate_multileg",
+    "asset_path_symbol", "instrument_from_raw",  # instruments (issue 19 item 2)
+    "build_order_request", "build_replace_request", "order_request_fields",  # order types (issue 15)
 ]

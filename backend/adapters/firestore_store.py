@@ -25,14 +25,16 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from backend.execution import store_writes
+from backend.domain.accounts import Account, BrokerConnection
+from backend.execution import account_writes, store_writes
 from backend.execution.store_rules import exposure_from_doc
 from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
                                             Conflict, Create, Delete, Inc, Increment, Set, Update)
+from backend.ports.accounts import AccountRead
 from backend.ports.store import (Claim, ClaimOutcome, FillUpdate, FillWrite, Finish, GroupReservation,
                                  GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentRecord, IntentStatus,
                                  StoreContention)
-from backend.risk.manager import Exposure, RiskSnapshot
+from backend.risk.manager import Exposure, RiskSnapshot, snapshot_from_docs
 
 
 class FirestoreStore:
@@ -116,19 +118,27 @@ class FirestoreStore:
         refs = [self.db.collection("ops").document("execution"),
                 self._tenant(tenant_id).collection("config").document("risk")]
         snaps = {s.reference.path: s for s in self.db.get_all(refs)}
-        return RiskSnapshot(global_kill_switch=bool((snaps[refs[0].path].to_dict() or {}).get("kill_switch", False)),
-                            tenant_overrides=snaps[refs[1].path].to_dict())
+        return snapshot_from_docs(snaps[refs[0].path].to_dict(), snaps[refs[1].path].to_dict())
 
     def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot:
-        refs = [self.db.collection("ops").document("execution"),
-                self._tenant(tenant_id).collection("config").document("risk"),
-                self._exposure_ref(tenant_id, account_key)]
-        snaps = {s.reference.path: s for s in self.db.get_all(refs)}
-        ops = snaps[refs[0].path].to_dict() or {}
-        cfg = snaps[refs[1].path].to_dict()  # None when the tenant has no overrides
-        exp = snaps[refs[2].path].to_dict() or {}
-        return RiskSnapshot(global_kill_switch=bool(ops.get("kill_switch", False)), tenant_overrides=cfg,
-                            trades_today=self._count_slots(tenant_id, trade_day), exposure=_exposure(exp))
+        """The risk documents in one ``get_all`` and the day's slot count sent concurrently (one round trip)."""
+        return self.read_pre_claim(tenant_id, account_key, trade_day, ())[1]
+
+    # --- batched pre-claim read (issue 17) ----------------------------------------------------------
+    def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str,
+                       paths: Sequence[str]) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
+        """``paths`` and the risk documents in ONE ``BatchGetDocuments``, the day's slot count (a count
+        aggregation) in flight at the same time on a worker thread: one round trip (backend.ports.store)."""
+        ops_path, cfg_path = "ops/execution", f"tenants/{tenant_id}/config/risk"
+        exp_path = self._exposure_ref(tenant_id, account_key).path
+        counted = _read_pool().submit(self._count_slots, tenant_id, trade_day)
+        try:
+            docs = self.get_all([*paths, ops_path, cfg_path, exp_path])
+        finally:
+            trades = counted.result()  # waited for even when the get_all failed (no stray RPC left behind)
+        snapshot = snapshot_from_docs(docs[ops_path][0] or {}, docs[cfg_path][0],  # cfg None: no overrides
+                                      trades_today=trades, exposure=_exposure(docs[exp_path][0] or {}))
+        return {p: docs[p] for p in paths}, snapshot
 
     # --- claim and finish (decided in the core: backend.execution.store_writes) --------------------
     def claim(self, claim: Claim) -> ClaimOutcome:
@@ -288,6 +298,41 @@ class FirestoreStore:
                  .order_by("lease_until").limit(limit))
         return [(snap.reference.parent.parent.id, snap.id) for snap in query.stream()]
 
+    # --- accounts (issue 12) ----------------------------------------------------------------------
+    # backend.ports.accounts.AccountStore and AccountAdmin: decided in backend.execution.account_writes
+    # over get_all / commit, like store_writes; list_accounts is this adapter's one query.
+    def read_account_binding(self, tenant_id: str, uid: str, account_id: str | None) -> AccountRead:
+        return account_writes.read_binding(self, tenant_id, uid, account_id)
+
+    def get_connection(self, tenant_id: str, connection_id: str) -> BrokerConnection | None:
+        return account_writes.get_connection(self, tenant_id, connection_id)
+
+    def provision_account(self, tenant_id: str, uid: str, account: Account) -> Account:
+        return account_writes.provision(self, tenant_id, uid, account)
+
+    def put_connection(self, tenant_id: str, connection: BrokerConnection) -> BrokerConnection:
+        return account_writes.put_connection(self, tenant_id, connection)
+
+    def put_account(self, tenant_id: str, account: Account) -> Account:
+        return account_writes.put_account(self, tenant_id, account)
+
+    def get_account(self, tenant_id: str, account_id: str) -> Account | None:
+        return account_writes.get_account(self, tenant_id, account_id)
+
+    def list_accounts(self, tenant_id: str, owner_uid: str | None = None, *, limit: int = 500) -> list[Account]:
+        """The tenant's accounts by id (``owner_uid``: an ``array_contains`` query on ``owner_uids``,
+        served by Firestore's automatic single-field index)."""
+        account_writes.check_list(tenant_id, owner_uid, limit)
+        col = self._tenant(tenant_id).collection("accounts")
+        query: Any = col
+        if owner_uid is not None:
+            query = query.where(filter=FieldFilter("owner_uids", "array_contains", owner_uid))
+        query = query.order_by(FieldPath.document_id()).limit(limit)
+        return account_writes.list_filter([(snap.id, snap.to_dict() or {}) for snap in query.stream()], owner_uid)
+
+    def set_default_account(self, tenant_id: str, uid: str, account_id: str, *, at: datetime | None = None) -> None:
+        account_writes.set_default_account(self, tenant_id, uid, account_id, at)
+
     # --- read models: tax export, tenant ledger review (one bounded query per page) ------------------
     def _page(self, col: Any, query: Any, field: str, after: tuple[str, str] | None, limit: int,
               direction: str) -> list[tuple[str, dict[str, Any]]]:
@@ -367,6 +412,76 @@ class FirestoreStore:
         if created_before is not None:
             query = query.where(filter=FieldFilter(field, "<", created_before))
         return self._page(col, query, field, after, limit, firestore.Query.DESCENDING)
+
+    # --- admin (issue 13) ----------------------------------------------------------------------------
+    def admin_page(self, tenant_id: str, collection: str, *, equals: Mapping[str, str],
+                   contains: tuple[str, str] | None = None, after: str | None,
+                   limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Documents of ``tenants/{t}/{collection}`` (members, broker_connections, accounts) by document id
+        ascending, after the id ``after``: equality filters and at most one array-contains
+        (``contains`` = (field, value)); served by single-field indexes."""
+        col = self._tenant(tenant_id).collection(collection)
+        query: Any = col
+        for name, value in sorted(equals.items()):
+            query = query.where(filter=FieldFilter(name, "==", value))
+        if contains is not None:
+            query = query.where(filter=FieldFilter(contains[0], "array_contains", contains[1]))
+        query = query.order_by(FieldPath.document_id())
+        if after is not None:
+            query = query.start_after({FieldPath.document_id(): col.document(after)})
+        return [(snap.id, snap.to_dict() or {}) for snap in query.limit(limit).stream()]
+
+    def audit_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
+                   created_before: str | None, after: tuple[str, str] | None,
+                   limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Audit entries newest first: (created_at, doc id) descending; at most one equality filter
+        (``backend.api.audit.INDEXED_FILTERS``, composite indexes in firestore.indexes.json)."""
+        return self._newest_first("audit_log", tenant_id, "created_at", equals, created_from, created_before,
+                                  after, limit)
+
+
+    # --- tax elections and corporate actions (issue 16) ------------------------------------------
+    # Decided in backend/tax/admin_writes.py over get_all/commit (the same code the in-memory store runs).
+    def record_tax_election(self, uid: str, method: Any, *, now: datetime, effective_at: datetime | None = None,
+                            account: str | None = None, default_rule: Any = None,
+                            request_key: str | None = None) -> Any:
+        from backend.tax import admin_writes
+
+        return admin_writes.record_election(self, uid, method, now=now, effective_at=effective_at, account=account,
+                                            default_rule=default_rule, request_key=request_key, backoff=_backoff)
+
+    def tax_books_for_symbol(self, symbol: str, *, after: str | None, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Every user's lot book of ``symbol`` (collection group ``tax_books``, equality on ``symbol``:
+        the single-field index exempted for collection-group scope in firestore.indexes.json), by
+        document name; ``after`` = the last path of the previous page."""
+        query = (self.db.collection_group("tax_books").where(filter=FieldFilter("symbol", "==", symbol))
+                 .order_by(FieldPath.document_id()))
+        if after is not None:
+            query = query.start_after({FieldPath.document_id(): self.db.document(after)})
+        return [(snap.reference.path, snap.to_dict() or {}) for snap in query.limit(limit).stream()]
+
+    def apply_corporate_action(self, tenant_id: str, action: Any, *, recorded_by: str,
+                               now: datetime) -> tuple[dict[str, Any], bool]:
+        from backend.tax import admin_writes
+
+        return admin_writes.apply_corporate_action(self, tenant_id, action, recorded_by=recorded_by, now=now,
+                                                   backoff=_backoff)
+
+_POOL: Any = None
+_POOL_LOCK = __import__("threading").Lock()
+
+
+def _read_pool() -> Any:
+    """The process-wide threads that send a count aggregation while a ``get_all`` is in flight
+    (issue 17: the pre-claim read is one round trip); created on first use."""
+    global _POOL
+    if _POOL is None:
+        with _POOL_LOCK:
+            if _POOL is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fs-read")
+    return _POOL
 
 
 def _backoff(attempt: int) -> None:

@@ -17,13 +17,15 @@ import threading
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from backend.execution import store_writes
+from backend.domain.accounts import Account, BrokerConnection
+from backend.execution import account_writes, store_writes
 from backend.execution.store_rules import exposure_from_doc
 from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
                                             Conflict, Create, Delete, Inc, Increment, Set, Update, no_backoff)
+from backend.ports.accounts import AccountRead
 from backend.ports.store import (Claim, ClaimOutcome, FillUpdate, FillWrite, Finish, GroupReservation,
                                  GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentRecord, IntentStatus)
-from backend.risk.manager import Exposure, RiskSnapshot
+from backend.risk.manager import Exposure, RiskSnapshot, snapshot_from_docs
 
 
 class InMemoryStore:
@@ -148,15 +150,22 @@ class InMemoryStore:
 
     def kill_switches(self, tenant_id: str) -> RiskSnapshot:
         with self._lock:
-            return RiskSnapshot(global_kill_switch=bool(self.docs.get("ops/execution", {}).get("kill_switch", False)),
-                                tenant_overrides=copy.deepcopy(self.docs.get(f"tenants/{tenant_id}/config/risk")))
+            return snapshot_from_docs(copy.deepcopy(self.docs.get("ops/execution")),
+                                      copy.deepcopy(self.docs.get(f"tenants/{tenant_id}/config/risk")))
 
     def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot:
         with self._lock:
-            flags = self.kill_switches(tenant_id)
-            return RiskSnapshot(global_kill_switch=flags.global_kill_switch, tenant_overrides=flags.tenant_overrides,
-                                trades_today=len(self._taken_slots(tenant_id, trade_day)),
-                                exposure=self._exposure(tenant_id, account_key))
+            return snapshot_from_docs(copy.deepcopy(self.docs.get("ops/execution")),
+                                      copy.deepcopy(self.docs.get(f"tenants/{tenant_id}/config/risk")),
+                                      trades_today=len(self._taken_slots(tenant_id, trade_day)),
+                                      exposure=self._exposure(tenant_id, account_key))
+
+    # --- batched pre-claim read (issue 17) ----------------------------------------------------------
+    def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str,
+                       paths: Sequence[str]) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
+        """``get_all(paths)`` and ``risk_snapshot`` read together under the lock (one consistent view)."""
+        with self._lock:
+            return self.get_all(paths), self.risk_snapshot(tenant_id, account_key, trade_day)
 
     # --- claim and finish (decided in the core: backend.execution.store_writes) --------------------
     def claim(self, claim: Claim) -> ClaimOutcome:
@@ -285,6 +294,36 @@ class InMemoryStore:
             self._set(path, doc)
             return True
 
+    # --- accounts (issue 12) ----------------------------------------------------------------------
+    # backend.ports.accounts.AccountStore and AccountAdmin: decided in backend.execution.account_writes
+    def read_account_binding(self, tenant_id: str, uid: str, account_id: str | None) -> AccountRead:
+        return account_writes.read_binding(self, tenant_id, uid, account_id)
+
+    def get_connection(self, tenant_id: str, connection_id: str) -> BrokerConnection | None:
+        return account_writes.get_connection(self, tenant_id, connection_id)
+
+    def provision_account(self, tenant_id: str, uid: str, account: Account) -> Account:
+        return account_writes.provision(self, tenant_id, uid, account)
+
+    def put_connection(self, tenant_id: str, connection: BrokerConnection) -> BrokerConnection:
+        return account_writes.put_connection(self, tenant_id, connection)
+
+    def put_account(self, tenant_id: str, account: Account) -> Account:
+        return account_writes.put_account(self, tenant_id, account)
+
+    def get_account(self, tenant_id: str, account_id: str) -> Account | None:
+        return account_writes.get_account(self, tenant_id, account_id)
+
+    def list_accounts(self, tenant_id: str, owner_uid: str | None = None, *, limit: int = 500) -> list[Account]:
+        account_writes.check_list(tenant_id, owner_uid, limit)
+        with self._lock:
+            docs = [(p.rsplit("/", 1)[1], d) for p, d in self.collection(f"tenants/{tenant_id}/accounts").items()
+                    if owner_uid is None or (isinstance(d.get("owner_uids"), list) and owner_uid in d["owner_uids"])]
+        return account_writes.list_filter(sorted(docs, key=lambda item: item[0])[:limit], owner_uid)
+
+    def set_default_account(self, tenant_id: str, uid: str, account_id: str, *, at: datetime | None = None) -> None:
+        account_writes.set_default_account(self, tenant_id, uid, account_id, at)
+
     # --- read models (backend.ports.store.ReadModel; same order and pages as Firestore's) -----------
     def read_metrics(self, tenant_id: str, from_day: str, to_day: str) -> list[dict[str, Any]]:
         return [d for d in self.collection(f"tenants/{tenant_id}/metrics").values()
@@ -343,6 +382,54 @@ class InMemoryStore:
                     and (created_before is None or created < created_before))
 
         return self._ordered_page(f"tenants/{tenant_id}/ledger_trades", keep, "created_at", after, limit,
+                                  descending=True)
+
+    # --- tax elections and corporate actions (issue 16) ------------------------------------------
+    # Decided in backend/tax/admin_writes.py over get_all/commit (the same code the Firestore store runs).
+    def record_tax_election(self, uid: str, method: Any, *, now: datetime, effective_at: datetime | None = None,
+                            account: str | None = None, default_rule: Any = None,
+                            request_key: str | None = None) -> Any:
+        from backend.tax import admin_writes
+
+        return admin_writes.record_election(self, uid, method, now=now, effective_at=effective_at, account=account,
+                                            default_rule=default_rule, request_key=request_key)
+
+    def tax_books_for_symbol(self, symbol: str, *, after: str | None, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Every user's lot book of ``symbol``: (path, doc) by path, compared segment by segment as
+        Firestore orders a collection-group query by document name."""
+        with self._lock:
+            rows = sorted(((p.split("/"), p, copy.deepcopy(d)) for p, d in self.docs.items()
+                           if p.count("/") == 3 and p.startswith("users/") and p.split("/")[2] == "tax_books"
+                           and d.get("symbol") == symbol), key=lambda r: r[0])
+        start = after.split("/") if after is not None else None
+        return [(p, d) for key, p, d in rows if start is None or key > start][:limit]
+
+    def apply_corporate_action(self, tenant_id: str, action: Any, *, recorded_by: str,
+                               now: datetime) -> tuple[dict[str, Any], bool]:
+        from backend.tax import admin_writes
+
+        return admin_writes.apply_corporate_action(self, tenant_id, action, recorded_by=recorded_by, now=now)
+
+    # --- admin (issue 13) ------------------------------------------------------------------------
+    def admin_page(self, tenant_id: str, collection: str, *, equals: Mapping[str, str],
+                   contains: tuple[str, str] | None = None, after: str | None,
+                   limit: int) -> list[tuple[str, dict[str, Any]]]:
+        rows = sorted((path.rsplit("/", 1)[1], doc) for path, doc in
+                      self.collection(f"tenants/{tenant_id}/{collection}").items())
+        return [(doc_id, doc) for doc_id, doc in rows
+                if (after is None or doc_id > after) and all(doc.get(k) == v for k, v in equals.items())
+                and (contains is None or contains[1] in (doc.get(contains[0]) or []))][:limit]
+
+    def audit_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
+                   created_before: str | None, after: tuple[str, str] | None,
+                   limit: int) -> list[tuple[str, dict[str, Any]]]:
+        def keep(doc: Mapping[str, Any]) -> bool:
+            created = doc["created_at"]
+            return (all(doc.get(k) == v for k, v in equals.items())
+                    and (created_from is None or created >= created_from)
+                    and (created_before is None or created < created_before))
+
+        return self._ordered_page(f"tenants/{tenant_id}/audit_log", keep, "created_at", after, limit,
                                   descending=True)
 
 

@@ -9,10 +9,16 @@ Accounts: the venue keeps one book per account (cash, positions, orders, client 
 broker serving many end users. ``PaperBroker(account_id="acct-1", venue=shared)`` trades only that
 account's book of the shared venue (opened on first use, starting from the scenario's account);
 without ``account_id`` it trades the venue's default account, as before.
+
+Instruments: ``instrument(symbol, asset_class)`` answers the scenario's listing (``symbols``,
+``instruments``, ``instruments_from``; see ``sim/scenario.py``); a symbol it does not list is None,
+which ``backend/execution/instruments.py`` refuses ``UNKNOWN_SYMBOL`` before anything is written.
+Quotes and fills still work for any symbol (tests and the sim's own callers rely on that).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -20,8 +26,10 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from backend.adapters.sim import DEFAULT_ACCOUNT_ID, AccountSpec, LegRequest, MlegRequest, Scenario, SimulatedVenue
 from backend.adapters.venue_common import AssetClassGate
 from backend.domain.assets import AssetClass, AssetSpecRegistry, default_registry, normalize_symbol, occ_underlying
+from backend.domain.capabilities import check_capability, sent_time_in_force
 from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput
+from backend.domain.instruments import InstrumentInfo
 from backend.domain.orders import (
     Account,
     AssetSpecMixin,
@@ -33,6 +41,7 @@ from backend.domain.orders import (
     OrderType,
     Position,
     Quote,
+    ReplaceRequest,
 )
 
 
@@ -65,6 +74,10 @@ class PaperBroker(AssetClassGate, AssetSpecMixin):
 
     def submit_order(self, request: OrderRequest) -> BrokerOrder:
         self._require(request.asset_class)
+        sent = replace(request, time_in_force=sent_time_in_force(request.asset_class, request.time_in_force))
+        refused = check_capability(self.name, request.asset_class, sent)  # what live takes, never more
+        if refused is not None:
+            raise BrokerError(BrokerErrorCode.ORDER_TYPE_NOT_SUPPORTED, refused.detail)
         with _coded():
             return self.venue.submit_order(request, on_duplicate="return",
                                            account_id=self.account_id).to_broker_order()
@@ -99,6 +112,11 @@ class PaperBroker(AssetClassGate, AssetSpecMixin):
             order = self.venue.get_order_by_client_id(client_order_id, account_id=self.account_id)
         return order.to_broker_order() if order is not None else None
 
+    def replace_order(self, broker_order_id: str, request: ReplaceRequest) -> BrokerOrder:
+        """Cancel the working order and place its replacement (new client id, linked both ways)."""
+        with _coded():
+            return self.venue.replace_order(broker_order_id, request, account_id=self.account_id).to_broker_order()
+
     def cancel_order(self, broker_order_id: str) -> None:
         """Cancel the unfilled remainder; canceling a final order changes nothing."""
         with _coded():
@@ -129,6 +147,18 @@ class PaperBroker(AssetClassGate, AssetSpecMixin):
             raise BrokerError(BrokerErrorCode.INVALID, f"limit must be >= 0, got {limit}")
         with _coded():
             return self.venue.get_recent_closes(symbol, limit, klass)
+
+    # -- instruments (issue 19 item 2): the scenario's listed symbols; any other symbol is unknown
+
+    @property
+    def instrument_classes(self) -> frozenset[AssetClass]:
+        return self.supported
+
+    def instrument(self, symbol: str, asset_class: AssetClass) -> InstrumentInfo | None:
+        """The paper venue's metadata for ``symbol`` (None: the scenario does not list it)."""
+        klass = self._require(asset_class)
+        with _coded():
+            return self.venue.instrument(symbol, klass)
 
 
 @contextmanager

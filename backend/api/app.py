@@ -15,19 +15,26 @@ request, a cost-checked signal) → engine → response. Status codes:
        account no longer backs: ``USER_DISABLED``, ``TOKEN_REVOKED``, ``CLAIMS_CHANGED``
        (backend.api.auth, account state cached ≤ ``EXEC_AUTH_STATE_CACHE_SECONDS``)
 403    token without tenant or role; a tenant/uid in the body that is not the caller's;
-       ``/tenants/{tenant_id}/…`` by anyone but a tenant_admin of that tenant
+       ``/tenants/{tenant_id}/…`` by anyone but a tenant_admin of that tenant (reads: or an
+       auditor); a suspended member on ``/tenants/…`` (``MEMBER_SUSPENDED``); an auditor on any
+       write; a platform_operator anywhere but ``PLATFORM_ROUTES`` (issue 13);
+       ``ACCOUNT_NOT_OWNED``: ``/accounts/{id}…`` of another user's or an unknown account
 404    unknown route; a group that does not exist or is another user's (one answer for both:
        the status never tells a colleague that an id exists)
 405    known route, other method (``Allow`` header)
 409    the caller's own Idempotency-Key (or intent_id) reused with a different body. Ids a
        client chooses are per user (``k-``/``g-`` + sha256(tenant, uid, id)): a colleague's
-       same id is their own intent, never this user's
+       same id is their own intent, never this user's. Administration (issue 13): ``LAST_ADMIN``,
+       ``CONCURRENT_CHANGE``, ``*_EXISTS``, ``MEMBER_OF_ANOTHER_TENANT``, ``INVALID_TRANSITION``
 413    body over 64 KB
-415    a body that is declared as something other than JSON
+415    a body that is declared as something other than JSON (POST /portfolio/tax-lots/reconcile also
+       takes text/csv)
 429    ``RATE_LIMITED``: the caller's or the tenant's order-request limit (``Retry-After``;
        nothing written; backend.api.rate_limit); or pending because the broker is rate limiting
 500    an unexpected exception: a generic body and a structured ERROR log line
-503    pending because the broker is unavailable (``Retry-After``)
+502    ``VENUE_ERROR``: an account read (``/accounts/{id}/positions|balance``) the venue refused
+503    pending because the broker is unavailable (``Retry-After``); an account read whose venue is
+       down or cannot be built (``BROKER_UNAVAILABLE``, ``VENUE_UNAVAILABLE``, ``Retry-After``)
 =====  ==================================================================================
 
 Nothing is written for a request refused with a 4xx: every check above runs before the engine.
@@ -60,6 +67,9 @@ from backend.domain.ids import ID
 from backend.logs import log_event
 
 SERVICE = "exec-api"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PLATFORM_ROUTES = frozenset({("POST", "/tenants"),  # the only routes a platform_operator token may call
+                             ("PUT", "/ops/trading-state")})  # issue 13: the operator's kill switch
 MAX_JSON_DEPTH = 32
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
@@ -71,12 +81,13 @@ class Route:
     name: str
     handler: str
     auth: bool = True
+    media: tuple[str, ...] = ()  # body media types a POST accepts besides JSON; such a body may come with a query
 
 
-def _route(method: str, path: str, handler: str, auth: bool = True) -> Route:
+def _route(method: str, path: str, handler: str, auth: bool = True, media: tuple[str, ...] = ()) -> Route:
     """``<name>`` or ``{name}`` (the OpenAPI spelling, kept as the route's name) is one path segment."""
     regex = "^" + re.sub(r"<(\w+)>|\{(\w+)\}", lambda m: f"(?P<{m.group(1) or m.group(2)}>[^/]+)", path) + "$"
-    return Route(method, re.compile(regex), path, handler, auth)
+    return Route(method, re.compile(regex), path, handler, auth, media)
 
 
 ROUTES: tuple[Route, ...] = (
@@ -87,10 +98,43 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/groups/<group_id>", "_get_group"),
     _route("GET", "/portfolio/history", "_history"),
     _route("GET", "/portfolio/tax-lots/export", "_tax_export"),
-    _route("POST", "/portfolio/tax-lots/reconcile", "_tax_reconcile"),
+    _route("POST", "/portfolio/tax-lots/reconcile", "_tax_reconcile", media=("text/csv",)),
+    _route("POST", "/portfolio/tax-lots/election", "_tax_election"),
+    _route("POST", "/tenants/{tenant_id}/corporate-actions", "_corporate_action"),
     _route("GET", "/tenants/{tenant_id}/ledger", "_tenant_ledger"),
     _route("GET", "/tenants/{tenant_id}/metrics", "_tenant_metrics"),
     _route("POST", "/risk/approvals", "_risk_approvals"),
+    # --- risk admin (issue 13): backend/api/risk_settings.py, backend/api/reconciliation_api.py
+    _route("GET", "/tenants/{tenant_id}/risk/limits", "_risk_admin"),
+    _route("PUT", "/tenants/{tenant_id}/risk/limits", "_risk_admin"),
+    _route("GET", "/tenants/{tenant_id}/accounts/{account_id}/limits", "_risk_admin"),
+    _route("PUT", "/tenants/{tenant_id}/accounts/{account_id}/limits", "_risk_admin"),
+    _route("PUT", "/tenants/{tenant_id}/trading-state", "_risk_admin"),
+    _route("PUT", "/tenants/{tenant_id}/accounts/{account_id}/trading-state", "_risk_admin"),
+    _route("PUT", "/ops/trading-state", "_risk_admin"),
+    _route("POST", "/tenants/{tenant_id}/reconciliation", "_reconciliation"),
+    _route("GET", "/tenants/{tenant_id}/reconciliation", "_reconciliation"),
+    # --- tenant administration (issue 13): backend/api/admin_members.py, admin_accounts.py, admin_ledger.py, audit.py
+    _route("POST", "/tenants", "_admin_create_tenant"),
+    _route("GET", "/tenants/{tenant_id}/members", "_admin_list_members"),
+    _route("POST", "/tenants/{tenant_id}/members", "_admin_add_member"),
+    _route("PUT", "/tenants/{tenant_id}/members/{uid}/role", "_admin_set_role"),
+    _route("PUT", "/tenants/{tenant_id}/members/{uid}/status", "_admin_set_member_status"),
+    _route("PUT", "/tenants/{tenant_id}/members/{uid}/default-account", "_admin_set_default_account"),
+    _route("GET", "/tenants/{tenant_id}/connections", "_admin_list_connections"),
+    _route("POST", "/tenants/{tenant_id}/connections", "_admin_create_connection"),
+    _route("PATCH", "/tenants/{tenant_id}/connections/{connection_id}", "_admin_update_connection"),
+    _route("GET", "/tenants/{tenant_id}/accounts", "_admin_list_accounts"),
+    _route("POST", "/tenants/{tenant_id}/accounts", "_admin_create_account"),
+    _route("PATCH", "/tenants/{tenant_id}/accounts/{account_id}", "_admin_update_account"),
+    _route("PUT", "/tenants/{tenant_id}/accounts/{account_id}/status", "_admin_set_account_status"),
+    _route("POST", "/tenants/{tenant_id}/ledger/{ledger_id}/corrections", "_admin_ledger_correction"),
+    _route("GET", "/tenants/{tenant_id}/audit-log", "_admin_audit_log"),
+    # --- the caller's accounts, positions and balances (issue 19 item 9): backend/api/accounts_api.py
+    _route("GET", "/accounts", "_accounts_list"),
+    _route("GET", "/accounts/{account_id}", "_accounts_get"),
+    _route("GET", "/accounts/{account_id}/positions", "_accounts_positions"),
+    _route("GET", "/accounts/{account_id}/balance", "_accounts_balance"),
     _route("GET", "/healthz", "_healthz", auth=False),
     _route("GET", "/openapi.json", "_openapi", auth=False),
 )
@@ -258,24 +302,36 @@ class ApiApp:
     an unauthenticated request never builds the engine (cold starts)."""
 
     def __init__(self, *, engine: Callable[[], Any], verifier: Callable[[], TokenVerifier],
-                 history: Callable[[], Any] | None = None, rate_limiter: Callable[[], Any] | None = None):
+                 history: Callable[[], Any] | None = None, rate_limiter: Callable[[], Any] | None = None,
+                 identity_admin: Callable[[], Any] | None = None, secret_sink: Callable[[], Any] | None = None):
         self._engine_factory = engine
         self._verifier_factory = verifier
         self._history_factory = history
         self._rate_limiter_factory = rate_limiter  # backend.risk.rate_limit.RateLimiter; None: no limit
+        # issue 13: user management (None: Firebase Admin on the verifier's app) and the secret sink
+        # (None: EXEC_SECRET_SINK); both built on first use
+        self._identity_admin_factory = identity_admin
+        self._secret_sink_factory = secret_sink
+        self._admin_cache: dict[str, Any] = {}
 
     @classmethod
     def with_instances(cls, *, engine: Any, verifier: TokenVerifier, history: Any = None,
-                       rate_limiter: Any = None) -> "ApiApp":
+                       rate_limiter: Any = None, identity_admin: Any = None, secret_sink: Any = None) -> "ApiApp":
         return cls(engine=lambda: engine, verifier=lambda: verifier,
                    history=(lambda: history) if history is not None else None,
-                   rate_limiter=(lambda: rate_limiter) if rate_limiter is not None else None)
+                   rate_limiter=(lambda: rate_limiter) if rate_limiter is not None else None,
+                   identity_admin=(lambda: identity_admin) if identity_admin is not None else None,
+                   secret_sink=(lambda: secret_sink) if secret_sink is not None else None)
 
     # --- entry point -----------------------------------------------------------------------
     def handle(self, request: ApiRequest) -> ApiResponse:
         started = time.monotonic()
         rid = request.header("X-Request-Id")
         request_id = rid if rid and _REQUEST_ID_RE.fullmatch(rid) else uuid.uuid4().hex
+        if rid != request_id:  # handlers (the audit log) read the id the response will carry
+            from dataclasses import replace as _replace
+
+            request = _replace(request, headers={**request.headers, "x-request-id": request_id})
         path = normalize_path(request.path)
         route_name = path[:200]
         identity: Identity | None = None
@@ -283,20 +339,27 @@ class ApiApp:
         try:
             route, params = match(request.method, path)
             route_name = route.name
-            if route.method == "POST" and len(request.body) > MAX_BODY_BYTES:
+            writes = route.method in WRITE_METHODS
+            if writes and len(request.body) > MAX_BODY_BYTES:
                 raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the body exceeds {MAX_BODY_BYTES} bytes",
                                reason=f"{len(request.body)} bytes")
             if route.auth:
                 # mutating calls and tenant-admin reads also check revocation (backend.api.auth)
-                fresh = route.method == "POST" or route.name.startswith("/tenants/")
+                fresh = writes or route.name.startswith("/tenants")
                 identity = self._verifier_factory().verify(bearer_token(request.header("Authorization")),
                                                            fresh=fresh)
-                if route.method == "POST":
-                    _require_json(request)
-                    if request.query:
+                _check_role_for_route(identity, route)
+                if route.name.startswith("/tenants/"):  # every tenant-wide read and admin write (issue 13)
+                    from backend.api.admin_members import require_active_actor
+
+                    require_active_actor(self._engine().store, identity)  # a suspended member: 403
+                if writes:
+                    media = _require_json(request, route.media)
+                    if request.query and media not in route.media:
                         name = sorted(request.query)[0]
                         raise bad_request(name, "this endpoint takes no query parameters")
-                    limiter = self._rate_limiter_factory() if self._rate_limiter_factory else None
+                    limiter = (self._rate_limiter_factory() if self._rate_limiter_factory
+                               and route.method == "POST" and not route.handler.startswith("_admin_") else None)
                     if limiter is not None:  # 429 + Retry-After before anything is parsed or written
                         rate_limit.admit(limiter, identity.tenant_id, identity.uid)
             response = getattr(self, route.handler)(request, identity, **params)
@@ -359,7 +422,11 @@ class ApiApp:
                              symbol=body.symbol, side=body.side, qty=body.qty,
                              asset_class=body.asset_class, estimated_slippage=body.estimated_slippage,
                              metadata=body.metadata, intent_id=intent_id, order_type=body.order_type,
-                             limit_price=body.limit_price)
+                             limit_price=body.limit_price, time_in_force=body.time_in_force,
+                             stop_price=body.stop_price, trail_price=body.trail_price,
+                             trail_percent=body.trail_percent, order_class=body.order_class,
+                             take_profit=body.take_profit.model_dump() if body.take_profit else None,
+                             stop_loss=body.stop_loss.to_mapping() if body.stop_loss else None)
         result = self._run_intent(intent, identity, id_source=_id_source(key, intent_id))
         return _result_response(result)
 
@@ -422,7 +489,13 @@ class ApiApp:
         if group_id is not None:
             existing = engine.get_group(identity.tenant_id, group_id)
             check_group(existing, engine_request, identity.uid)
-        group = engine.execute_group(engine_request, identity.context(), group_id=group_id)
+        from backend.execution.accounts import AccountRefused
+
+        try:
+            group = engine.execute_group(engine_request, identity.context(), group_id=group_id)
+        except AccountRefused as refused:  # nothing written, nothing sent
+            raise ApiError(refused.http_status, refused.rejection.code.value, str(refused.rejection),
+                           field="broker_account_id", reason=refused.rejection.detail) from None
         body = _jsonable(group.to_api_response())
         headers = {"Location": f"/groups/{body['group_id']}"}
         if not getattr(getattr(group, "status", None), "is_final", True):
@@ -434,6 +507,29 @@ class ApiApp:
             headers["Idempotent-Replayed"] = "true"
             return ApiResponse(200, body, headers)
         return ApiResponse(201, body, headers)
+
+    # --- accounts (issue 19 item 9) ----------------------------------------------------------
+    def _accounts_list(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api import accounts_api
+
+        return accounts_api.list_accounts(request, identity, self._engine().store)
+
+    def _accounts_get(self, request: ApiRequest, identity: Identity, account_id: str) -> ApiResponse:
+        from backend.api import accounts_api
+
+        return accounts_api.get_account(request, identity, self._engine().store, account_id)
+
+    def _accounts_positions(self, request: ApiRequest, identity: Identity, account_id: str) -> ApiResponse:
+        from backend.api import accounts_api
+
+        engine = self._engine()
+        return accounts_api.positions(request, identity, engine, _clock_of(engine).now(), account_id)
+
+    def _accounts_balance(self, request: ApiRequest, identity: Identity, account_id: str) -> ApiResponse:
+        from backend.api import accounts_api
+
+        engine = self._engine()
+        return accounts_api.balance(request, identity, engine, _clock_of(engine).now(), account_id)
 
     def _list_groups(self, request: ApiRequest, identity: Identity) -> ApiResponse:
         from backend.api import groups_list
@@ -448,7 +544,7 @@ class ApiApp:
             raise bad_request("group_id", problem)
         group = self._engine().get_group(identity.tenant_id, group_id)
         owner = getattr(group, "uid", None)
-        if group is None or (owner is not None and owner != identity.uid and not identity.is_admin):
+        if group is None or (owner is not None and owner != identity.uid and not identity.can_read_tenant):
             # one answer for "does not exist" and "another user's": a status must not say which
             raise ApiError(404, "NOT_FOUND", f"no group {group_id}", field="group_id", reason="not found")
         return ApiResponse(200, _jsonable(group.to_api_response()))
@@ -482,6 +578,18 @@ class ApiApp:
         engine = self._engine()
         return tax_reconcile.handle(request, identity, engine.store, _clock_of(engine).now())
 
+    def _tax_election(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api import tax_admin
+
+        engine = self._engine()
+        return tax_admin.election(request, identity, engine.store, _clock_of(engine).now())
+
+    def _corporate_action(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
+        from backend.api import tax_admin
+
+        engine = self._engine()
+        return tax_admin.corporate_action(request, identity, engine.store, _clock_of(engine).now(), tenant_id)
+
     def _tenant_ledger(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
         from backend.api import ledger_review
 
@@ -497,6 +605,141 @@ class ApiApp:
         from backend.api import metrics_api
 
         return metrics_api.handle(request, identity, self._engine().store, tenant_id)
+
+    # --- risk admin (issue 13) -------------------------------------------------------------
+    def _risk_admin(self, request: ApiRequest, identity: Identity, **params: str) -> ApiResponse:
+        from backend.api import risk_settings
+
+        return risk_settings.dispatch(request, identity, self._engine(), **params)
+
+    def _reconciliation(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
+        from backend.api import reconciliation_api
+
+        handler = reconciliation_api.run if request.method == "POST" else reconciliation_api.get
+        return handler(request, identity, self._engine(), tenant_id)
+
+    # --- tenant administration (issue 13) -------------------------------------------------------
+    def _admin_deps(self) -> Any:
+        from backend.api.admin_members import AdminDeps
+
+        engine = self._engine()
+        return AdminDeps(store=engine.store, now=_clock_of(engine).now(), identity_admin=self._identity_admin,
+                         secret_sink=self._secret_sink)
+
+    def _identity_admin(self) -> Any:
+        if self._identity_admin_factory is not None:
+            return self._identity_admin_factory()
+        if "identity_admin" not in self._admin_cache:
+            from backend.api.firebase_auth import FirebaseIdentityAdmin, FirebaseTokenVerifier
+
+            verifier = self._verifier_factory()
+            self._admin_cache["identity_admin"] = FirebaseIdentityAdmin(
+                verifier=verifier if isinstance(verifier, FirebaseTokenVerifier) else None)
+        return self._admin_cache["identity_admin"]
+
+    def _secret_sink(self) -> Any:
+        if self._secret_sink_factory is not None:
+            return self._secret_sink_factory()
+        if "secret_sink" not in self._admin_cache:
+            from backend import bootstrap
+
+            self._admin_cache["secret_sink"] = bootstrap.secret_sink()
+        return self._admin_cache["secret_sink"]
+
+    def _admin_create_tenant(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api import admin_members
+
+        return admin_members.create_tenant(request, identity, self._admin_deps())
+
+    def _admin_list_members(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
+        from backend.api import admin_members
+
+        _same_tenant(identity, tenant_id)
+        return admin_members.list_members(request, identity, self._admin_deps())
+
+    def _admin_add_member(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
+        from backend.api import admin_members
+
+        _same_tenant(identity, tenant_id)
+        return admin_members.add_member(request, identity, self._admin_deps())
+
+    def _admin_set_role(self, request: ApiRequest, identity: Identity, tenant_id: str, uid: str) -> ApiResponse:
+        from backend.api import admin_members
+
+        _same_tenant(identity, tenant_id)
+        return admin_members.set_role(request, identity, self._admin_deps(), uid)
+
+    def _admin_set_member_status(self, request: ApiRequest, identity: Identity, tenant_id: str,
+                                 uid: str) -> ApiResponse:
+        from backend.api import admin_members
+
+        _same_tenant(identity, tenant_id)
+        return admin_members.set_status(request, identity, self._admin_deps(), uid)
+
+    def _admin_set_default_account(self, request: ApiRequest, identity: Identity, tenant_id: str,
+                                   uid: str) -> ApiResponse:
+        from backend.api import admin_accounts
+
+        _same_tenant(identity, tenant_id)
+        return admin_accounts.set_default_account(request, identity, self._admin_deps(), uid)
+
+    def _admin_list_connections(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
+        from backend.api import admin_accounts
+
+        _same_tenant(identity, tenant_id)
+        return admin_accounts.list_connections(request, identity, self._admin_deps())
+
+    def _admin_create_connection(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
+        from backend.api import admin_accounts
+
+        _same_tenant(identity, tenant_id)
+        return admin_accounts.create_connection(request, identity, self._admin_deps())
+
+    def _admin_update_connection(self, request: ApiRequest, identity: Identity, tenant_id: str,
+                                 connection_id: str) -> ApiResponse:
+        from backend.api import admin_accounts
+
+        _same_tenant(identity, tenant_id)
+        return admin_accounts.update_connection(request, identity, self._admin_deps(), connection_id)
+
+    def _admin_list_accounts(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
+        from backend.api import admin_accounts
+
+        _same_tenant(identity, tenant_id)
+        return admin_accounts.list_accounts(request, identity, self._admin_deps())
+
+    def _admin_create_account(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
+        from backend.api import admin_accounts
+
+        _same_tenant(identity, tenant_id)
+        return admin_accounts.create_account(request, identity, self._admin_deps())
+
+    def _admin_update_account(self, request: ApiRequest, identity: Identity, tenant_id: str,
+                              account_id: str) -> ApiResponse:
+        from backend.api import admin_accounts
+
+        _same_tenant(identity, tenant_id)
+        return admin_accounts.update_account(request, identity, self._admin_deps(), account_id)
+
+    def _admin_set_account_status(self, request: ApiRequest, identity: Identity, tenant_id: str,
+                                  account_id: str) -> ApiResponse:
+        from backend.api import admin_accounts
+
+        _same_tenant(identity, tenant_id)
+        return admin_accounts.set_account_status(request, identity, self._admin_deps(), account_id)
+
+    def _admin_ledger_correction(self, request: ApiRequest, identity: Identity, tenant_id: str,
+                                 ledger_id: str) -> ApiResponse:
+        from backend.api import admin_ledger
+
+        _same_tenant(identity, tenant_id)
+        return admin_ledger.create_correction(request, identity, self._admin_deps(), ledger_id)
+
+    def _admin_audit_log(self, request: ApiRequest, identity: Identity, tenant_id: str) -> ApiResponse:
+        from backend.api import audit
+
+        _same_tenant(identity, tenant_id)
+        return audit.handle_list(request, identity, self._engine().store)
 
     # --- shared ----------------------------------------------------------------------------
     def _run_intent(self, intent: Any, identity: Identity, *, id_source: str | None, engine: Any = None) -> Any:
@@ -545,14 +788,35 @@ class _EngineUnavailable(Exception):
     """The engine could not be built (configuration); reported as a 500 with an ERROR log."""
 
 
-def _require_json(request: ApiRequest) -> None:
+def _check_role_for_route(identity: Identity, route: Route) -> None:
+    """Issue 13: a platform_operator token calls only the platform routes (it has no tenant); every
+    other role is refused there by the handler; an auditor is refused on every write."""
+    platform = (route.method, route.name) in PLATFORM_ROUTES
+    if identity.is_platform_operator and not platform:
+        raise forbidden("a platform_operator token only calls POST /tenants and PUT /ops/trading-state")
+    if identity.is_read_only and route.method in WRITE_METHODS:
+        raise forbidden("the auditor role is read-only")
+
+
+def _same_tenant(identity: Identity, tenant_id: str) -> None:
+    """``/tenants/{tenant_id}/…`` administration: only the token's own tenant (403 before anything is read)."""
+    if identity.tenant_id != tenant_id:
+        raise forbidden("tenant_id is not the authenticated tenant", "tenant_id")
+
+
+def _require_json(request: ApiRequest, also: tuple[str, ...] = ()) -> str | None:
+    """The body's media type (None when undeclared): JSON, or one of the route's ``also``."""
     ctype = request.header("Content-Type")
     if ctype is None or not ctype.strip():
-        return
+        return None
     media = ctype.split(";", 1)[0].strip().lower()
+    if media in also:
+        return media
     if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send the body as application/json",
+        accepted = " or ".join(("application/json",) + also)
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", f"send the body as {accepted}",
                        field="Content-Type", reason=f"got {media[:80]!r}")
+    return media
 
 
 def _check_owner(metadata: Mapping[str, Any] | None, identity: Identity) -> None:
@@ -592,6 +856,13 @@ def _signal_body(out: Mapping[str, Any]) -> dict[str, Any]:
 def _result_response(result: Any) -> ApiResponse:
     from backend.api.models import ExecutionResponse
 
+    from backend.execution.accounts import HTTP_STATUS, is_binding_rejection
+
+    if (result.extra or {}).get("persisted") is False and is_binding_rejection(result.rejection):
+        # refused by the account binding before anything was written: 403 (not the caller's account,
+        # suspended member) or 400 (closed, halted, class not enabled, no default account)
+        raise ApiError(HTTP_STATUS[result.rejection.code], result.rejection.code.value, str(result.rejection),
+                       field="broker_account_id", reason=result.rejection.detail)
     data = {**result.to_dict(), "replayed": bool(result.replayed),
             "retry_after": (result.extra or {}).get("retry_after")}
     body = ExecutionResponse.model_validate(data).model_dump(mode="json")

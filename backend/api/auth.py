@@ -14,7 +14,13 @@ from backend.domain.errors import InvalidInput
 from backend.execution.intent import ExecutionContext, validate_id
 
 # risk_manager: issues rpm approvals (POST /risk/approvals) for traders' groups; see backend/risk/approvals.py
-ROLES = frozenset({"trader", "tenant_admin", "risk_manager"})
+# auditor (issue 13): reads the ledger, metrics, groups, members and the audit log; refused on every write.
+# platform_operator (issue 13): set out of band (never by the API); creates tenants and their first admin
+# (POST /admin/tenants) and nothing else. Its token needs no tenant_id claim.
+ROLES = frozenset({"trader", "tenant_admin", "risk_manager", "auditor", "platform_operator"})
+TENANT_ROLES = ("trader", "tenant_admin", "auditor")  # what a tenant admin may grant (backend.api.admin_members)
+PLATFORM_OPERATOR = "platform_operator"
+AUDITOR = "auditor"
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,20 @@ class Identity:
     @property
     def is_admin(self) -> bool:
         return self.role == "tenant_admin"
+
+    @property
+    def can_read_tenant(self) -> bool:
+        """Tenant-wide reads (ledger, metrics, groups, members, audit log): tenant_admin and auditor."""
+        return self.role in ("tenant_admin", AUDITOR)
+
+    @property
+    def is_read_only(self) -> bool:
+        """The auditor changes nothing: every write endpoint refuses it (``ApiApp.handle``)."""
+        return self.role == AUDITOR
+
+    @property
+    def is_platform_operator(self) -> bool:
+        return self.role == PLATFORM_OPERATOR
 
 
 class TokenVerifier(Protocol):
@@ -66,10 +86,18 @@ def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
     uid = claims.get("uid") or claims.get("sub")
     if not isinstance(uid, str) or not uid:
         raise unauthenticated("token has no subject")
+    role = claims.get("role")
     tenant = claims.get("tenant_id")
+    if role == PLATFORM_OPERATOR and tenant is None:
+        # the operator acts across tenants and only on /admin/tenants; "" never names a tenant
+        # (ApiApp.handle refuses this identity on every other route before a handler runs)
+        try:
+            validate_id(uid, "uid")
+        except InvalidInput as exc:
+            raise forbidden(f"{exc.field} claim is not usable: {exc.reason}") from None
+        return Identity(uid=uid, tenant_id="", role=role)
     if tenant is None:
         raise forbidden("token has no tenant_id claim")
-    role = claims.get("role")
     if role is None:
         raise forbidden("token has no role claim")
     if not isinstance(role, str) or role not in ROLES:
@@ -92,7 +120,7 @@ def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
 # few seconds (``EXEC_AUTH_STATE_CACHE_SECONDS``, default 10): that is the window in which a
 # suspension may not yet be seen by a warm instance.
 
-ACCOUNT_CHECK_ROLES = frozenset({"tenant_admin"})
+ACCOUNT_CHECK_ROLES = frozenset({"tenant_admin", AUDITOR, PLATFORM_OPERATOR})
 _CHECKED_CLAIMS = ("tenant_id", "role")
 
 
@@ -181,3 +209,8 @@ class AccountStateCache:
                 if len(self._items) >= self._max:
                     self._items.pop(next(iter(self._items)))
             self._items[uid] = (state, self._clock())
+
+    def forget(self, uid: str) -> None:
+        """Drop ``uid`` at once (the admin API changed its claims or revoked its sessions in this process)."""
+        with self._lock:
+            self._items.pop(uid, None)

@@ -4,7 +4,8 @@ No credentials are needed to verify ID tokens: firebase-admin checks the signatu
 Google's public certificates (production) or, when ``FIREBASE_AUTH_EMULATOR_HOST`` is set, accepts
 the Auth emulator's unsigned tokens. The app only needs the project id.
 
-Revocation: a mutating call (``fresh=True``) and any call by a token claiming ``tenant_admin`` also
+Revocation: a mutating call (``fresh=True``) and any call by a token claiming ``tenant_admin``,
+``auditor`` or ``platform_operator`` (``auth.ACCOUNT_CHECK_ROLES``) also
 read the user record (``auth.get_user``: disabled, ``tokens_valid_after_timestamp``, current custom
 claims) — the same check as ``verify_id_token(check_revoked=True)`` plus a claims comparison —
 cached per uid for ``cache_seconds`` (default 10 s, ``EXEC_AUTH_STATE_CACHE_SECONDS``). The user
@@ -94,3 +95,85 @@ class FirebaseTokenVerifier:
 def _unavailable() -> ApiError:
     return ApiError(503, "AUTH_UNAVAILABLE", "token verification is temporarily unavailable",
                     headers={"Retry-After": "5"})
+
+
+# ------------------------------------------------------------------ user administration (issue 13)
+
+
+class FirebaseIdentityAdmin:
+    """``backend.api.admin_members.IdentityAdmin`` on firebase-admin's user management API (the Auth
+    emulator when ``FIREBASE_AUTH_EMULATOR_HOST`` is set; in production the function's service account
+    needs the Firebase Authentication Admin role). Shares the verifier's named app.
+
+    Custom claims are replaced as a whole by ``set_custom_user_claims``: callers pass the complete
+    claims (``admin_members`` merges tenant_id/role into the user's current ones). A failure of the
+    identity provider is a 503 ``AUTH_UNAVAILABLE`` (the member document is already committed, so
+    retrying the same request re-applies the claims)."""
+
+    def __init__(self, project_id: str | None = None, *, app: Any = None, verifier: FirebaseTokenVerifier | None = None):
+        self._verifier = verifier or FirebaseTokenVerifier(project_id, app=app)
+
+    def _app(self) -> Any:
+        return self._verifier._get_app()
+
+    def _call(self, step: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from firebase_admin import exceptions
+
+        try:
+            return fn(*args, app=self._app(), **kwargs)
+        except ValueError as exc:  # firebase-admin's own argument checks (an e-mail it refuses, a uid too long)
+            raise ApiError(400, "VALIDATION_ERROR", f"the identity provider refused the value ({step})",
+                           reason=str(exc)[:200]) from None
+        except (exceptions.FirebaseError, OSError) as exc:
+            if type(exc).__name__ in ("UserNotFoundError", "EmailAlreadyExistsError", "UidAlreadyExistsError"):
+                raise
+            log_event("api.auth_unavailable", severity="ERROR", error=type(exc).__name__, step=step)
+            raise _unavailable() from None
+
+    @staticmethod
+    def _info(user: Any) -> Any:
+        from backend.api.admin_members import UserInfo
+
+        return UserInfo(uid=user.uid, email=user.email, claims=dict(user.custom_claims or {}),
+                        disabled=bool(user.disabled))
+
+    def get_user(self, uid: str) -> Any:
+        from firebase_admin import auth
+
+        try:
+            return self._info(self._call("get_user", auth.get_user, uid))
+        except auth.UserNotFoundError:
+            return None
+
+    def get_user_by_email(self, email: str) -> Any:
+        from firebase_admin import auth
+
+        try:
+            return self._info(self._call("get_user_by_email", auth.get_user_by_email, email))
+        except auth.UserNotFoundError:
+            return None
+
+    def create_user(self, email: str) -> Any:
+        """A user without a password (the app sends a sign-in or password-reset email to invite them);
+        a concurrent create of the same email answers the existing user."""
+        from firebase_admin import auth
+
+        try:
+            return self._info(self._call("create_user", auth.create_user, email=email, email_verified=False))
+        except auth.EmailAlreadyExistsError:
+            existing = self.get_user_by_email(email)
+            if existing is None:
+                raise _unavailable() from None
+            return existing
+
+    def set_claims(self, uid: str, claims: Any) -> None:
+        from firebase_admin import auth
+
+        self._call("set_custom_user_claims", auth.set_custom_user_claims, uid, dict(claims) or None)
+        self._verifier.cache.forget(uid)
+
+    def revoke_refresh_tokens(self, uid: str) -> None:
+        from firebase_admin import auth
+
+        self._call("revoke_refresh_tokens", auth.revoke_refresh_tokens, uid)
+        self._verifier.cache.forget(uid)

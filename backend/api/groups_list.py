@@ -45,11 +45,11 @@ def handle(request: ApiRequest, identity: Identity, store: Any) -> ApiResponse:
     if tenant is not None and tenant != identity.tenant_id:
         raise forbidden("tenant_id is not the authenticated tenant", "tenant_id")
     query = parse_model(GroupsQuery, raw)
-    if query.uid is not None and not identity.is_admin:
-        raise forbidden("only a tenant_admin may list another user's groups", "uid")
+    if query.uid is not None and not identity.can_read_tenant:  # tenant_admin or (issue 13) auditor
+        raise forbidden("only a tenant_admin or auditor may list another user's groups", "uid")
     check_day_range(query.from_, query.to)
     equals = {name: getattr(query, name) for name in EQUALITY_FILTERS if getattr(query, name) is not None}
-    if not identity.is_admin:
+    if not identity.can_read_tenant:
         equals["uid"] = identity.uid  # a trader's own groups, always
     after = Cursor.decode(query.cursor) if query.cursor is not None else None
     rows = store.groups_page(identity.tenant_id, equals=equals, created_from=query.from_,

@@ -70,6 +70,9 @@ def check_intent_record(record: Any, new_intent: Mapping[str, Any], uid: str, fi
     stored = data.get("intent")
     if not isinstance(stored, Mapping):
         raise conflict("the id is taken by a request of another kind", field)
+    if new_intent.get("broker_account_id") is None:  # "my default": the stored intent holds what it bound to
+        stored = {k: v for k, v in stored.items() if k != "broker_account_id"}
+        new_intent = {k: v for k, v in new_intent.items() if k != "broker_account_id"}
     if _normalize(stored) != _normalize(new_intent):
         different = sorted(k for k in set(stored) | set(new_intent) if _norm(stored.get(k)) != _norm(new_intent.get(k)))
         raise conflict(f"fields differ from the first request: {', '.join(different)}", field)

@@ -31,6 +31,7 @@ from backend.api.idempotency import derived_id
 from backend.domain import ids
 from backend.domain.assets import AssetClass
 from backend.domain.group_rules import MAX_LEGS, MIN_LEGS
+from backend.domain.orders import OrderClass, OrderType, TimeInForce
 from backend.execution.group.aggregate import LEG_REQUEST_OPTIONAL, LEG_REQUEST_REQUIRED
 from backend.execution.group.states import GroupStatus, GroupVerdict
 from backend.ports.store import IntentStatus
@@ -54,6 +55,11 @@ AMOUNT_LIMIT = 10**15
 AMOUNT_STRING = r"^[0-9]{0,15}(\.[0-9]{0,18})?$"
 # Prefixes of the ids the HTTP API derives (backend/api/app.py: "k" intents, "g" groups).
 DERIVED_PREFIXES = ("k", "g")
+
+
+ACCOUNT_DESCRIPTION = ("The account to trade: an account id of the writer's tenant that lists the writer in "
+                       "owner_uids and is active or reduce_only (firestore.rules get() the account document; the "
+                       "trigger checks again). Omitted: the writer's default account.")
 
 
 def _ref(name: str, **extra: Any) -> dict[str, Any]:
@@ -94,23 +100,48 @@ def _single_intent() -> dict[str, Any]:
         "type": "object",
         "description": "One order (the body of POST /execute without intent_id, estimated_slippage and metadata, "
                        "which the rules refuse on documents).",
-        "required": ["strategy_id", "broker_account_id", "symbol", "side", "qty"],
+        "required": ["strategy_id", "symbol", "side", "qty"],
         "additionalProperties": False,
         "properties": {
             "strategy_id": _ref("Id"),
-            "broker_account_id": _ref("Id"),
+            "broker_account_id": _ref("Id", description=ACCOUNT_DESCRIPTION),
             "symbol": _symbol("Instrument symbol, e.g. AAPL, BTC/USD, EUR/USD."),
             "side": {"type": "string", "enum": ["buy", "sell"]},
             "qty": _ref("PositiveAmount", description="Quantity; a multiple of the instrument's lot size "
                                                       "(checked by the server)."),
             "asset_class": _asset_class(),
-            "order_type": {"type": "string", "enum": ["market", "limit"], "default": "market"},
-            "limit_price": _ref("PositiveAmount", description="Required for limit orders, refused on market "
-                                                              "orders; a multiple of the tick size."),
+            "order_type": {"type": "string", "enum": [t.value for t in OrderType], "default": "market"},
+            "limit_price": _ref("PositiveAmount", description="Required for limit and stop_limit orders (an oco's "
+                                                              "limit is take_profit.limit_price), refused otherwise; "
+                                                              "a multiple of the tick size."),
+            # issue 15: which venue and asset class take which combination is checked by the server
+            # (ORDER_TYPE_NOT_SUPPORTED, backend/domain/capabilities.py)
+            "time_in_force": {"type": "string", "enum": [t.value for t in TimeInForce],
+                              "description": "Omitted: gtc for crypto, day otherwise."},
+            "stop_price": _ref("PositiveAmount", description="Required for stop and stop_limit orders, refused "
+                                                             "otherwise; a multiple of the tick size."),
+            "trail_price": _ref("PositiveAmount", description="trailing_stop: the trail in price units."),
+            "trail_percent": _ref("PositiveAmount", description="trailing_stop: the trail in percent (below 100)."),
+            "order_class": {"type": "string", "enum": [c.value for c in OrderClass],
+                            "description": "Omitted: bracket with take_profit and stop_loss, oto with one, simple "
+                                           "with none; oco is always explicit."},
+            "take_profit": {"type": "object", "required": ["limit_price"], "additionalProperties": False,
+                            "properties": {"limit_price": _ref("PositiveAmount")}},
+            "stop_loss": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                          "properties": {"stop_price": _ref("PositiveAmount"), "limit_price": _ref("PositiveAmount"),
+                                         "trail_price": _ref("PositiveAmount")}},
         },
-        "if": {"required": ["order_type"], "properties": {"order_type": {"const": "limit"}}},
-        "then": {"required": ["limit_price"]},
-        "else": {"not": {"required": ["limit_price"]}},
+        "allOf": [
+            {"if": {"required": ["order_type"], "properties": {"order_type": {"enum": ["limit", "stop_limit"]}}},
+             "then": {"if": {"required": ["order_class"], "properties": {"order_class": {"const": "oco"}}},
+                      "then": {"not": {"required": ["limit_price"]}}, "else": {"required": ["limit_price"]}},
+             "else": {"not": {"required": ["limit_price"]}}},
+            {"if": {"required": ["order_type"], "properties": {"order_type": {"enum": ["stop", "stop_limit"]}}},
+             "then": {"required": ["stop_price"]}, "else": {"not": {"required": ["stop_price"]}}},
+            {"if": {"required": ["order_type"], "properties": {"order_type": {"const": "trailing_stop"}}},
+             "then": {"oneOf": [{"required": ["trail_price"]}, {"required": ["trail_percent"]}]},
+             "else": {"not": {"anyOf": [{"required": ["trail_price"]}, {"required": ["trail_percent"]}]}}},
+        ],
     }
 
 
@@ -163,8 +194,7 @@ def _multi_leg_request() -> dict[str, Any]:
             "max_group_slippage_pips": {"type": "number", "minimum": 0,
                                         "description": "A JSON number (the rules refuse a decimal string here)."},
             "allow_partial_fills": {"type": "boolean", "default": False},
-            "broker_account_id": _ref("Id", description="The account label whose limits the group counts "
-                                                        "against; default \"default\"."),
+            "broker_account_id": _ref("Id", description=ACCOUNT_DESCRIPTION),
         },
     }
 

@@ -29,8 +29,8 @@ Firestore appends the document id in the last field's direction. So these are se
 or without ``from``/``to``:
 
     no equality filter (single-field index on created_at)
-    exactly one of: symbol, strategy_id, status, uid
-    status + one of: symbol, strategy_id, uid
+    exactly one of: symbol, strategy_id, status, uid, broker_account_id (the account, issue 12)
+    status + one of: symbol, strategy_id, uid, broker_account_id
 
 Any other combination (two of symbol/strategy_id/uid, or three filters) is a 400
 ``UNSUPPORTED_FILTER`` naming a filter to drop, instead of a FAILED_PRECONDITION "needs an index"
@@ -55,17 +55,20 @@ from backend.api.history import Cursor
 from backend.api.http import ApiRequest, ApiResponse, StreamingResponse, bad_request
 
 PAGE_SIZE = 500
-EQUALITY_FILTERS = ("symbol", "strategy_id", "status", "uid")
+EQUALITY_FILTERS = ("symbol", "strategy_id", "status", "uid", "broker_account_id")
 INDEXED_FILTERS: frozenset[frozenset[str]] = frozenset(
     [frozenset()] + [frozenset({name}) for name in EQUALITY_FILTERS]
-    + [frozenset({"status", name}) for name in ("symbol", "strategy_id", "uid")])
+    + [frozenset({"status", name}) for name in ("symbol", "strategy_id", "uid", "broker_account_id")])
 
 CSV_COLUMNS = (
-    "ledger_id", "created_at", "trade_date", "status", "kind", "uid", "strategy_id", "broker_account_id", "symbol",
+    "ledger_id", "created_at", "trade_date", "status", "kind", "uid", "strategy_id", "broker_account_id",
+    "venue_account_id", "symbol",
     "asset_class", "side", "qty", "order_type", "limit_price", "filled_qty", "filled_avg_price", "notional", "fees",
     "reason_code", "reason", "spread_pct", "estimated_slippage", "arrival_mid", "actual_slippage_pct",
     "actual_slippage_ticks", "quote_bid", "quote_ask", "quote_mid", "quote_timestamp", "broker", "client_order_id",
     "broker_order_id", "order_status", "intent_id", "group_id", "leg_id",
+    # issue 13: a correction row (kind correction) names the row it corrects, why, and the corrected values
+    "corrects", "correction_reason", "correction_fields",
 )
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?([eE][+-]?\d+)?$")
 
@@ -82,8 +85,9 @@ def single_valued(query: Mapping[str, list[str]]) -> dict[str, str]:
 
 
 def require_tenant_admin(identity: Identity, tenant_id: str) -> None:
-    if not identity.is_admin:
-        raise forbidden("only a tenant_admin may read tenant data", "tenant_id")
+    """Tenant-wide reads: a tenant_admin or (issue 13) an auditor of ``tenant_id``."""
+    if not identity.can_read_tenant:
+        raise forbidden("only a tenant_admin or auditor may read tenant data", "tenant_id")
     if identity.tenant_id != tenant_id:
         raise forbidden("tenant_id is not the authenticated tenant", "tenant_id")
 
@@ -119,8 +123,8 @@ def check_indexed(equals: Mapping[str, str]) -> None:
         return
     others = sorted(n for n in names if n != "status")
     raise bad_request(others[-1], f"filters {' + '.join(sorted(names))} have no index; filter on one of "
-                                  f"symbol, strategy_id, status, uid, or on status plus one of symbol, strategy_id, "
-                                  f"uid", code="UNSUPPORTED_FILTER")
+                                  f"symbol, strategy_id, status, uid, broker_account_id, or on status plus one of "
+                                  f"symbol, strategy_id, uid, broker_account_id", code="UNSUPPORTED_FILTER")
 
 
 def handle(request: ApiRequest, identity: Identity, store: Any, tenant_id: str) -> ApiResponse:
@@ -178,8 +182,21 @@ def csv_chunks(store: Any, tenant_id: str, equals: Mapping[str, str], window: Ma
 
 def csv_record(doc_id: str, doc: Mapping[str, Any]) -> list[str]:
     quote = doc.get("quote") if isinstance(doc.get("quote"), Mapping) else {}
-    flat = {**doc, "ledger_id": doc_id, **{f"quote_{k}": v for k, v in quote.items()}}
+    correction = doc.get("correction") if isinstance(doc.get("correction"), Mapping) else {}
+    fields = correction.get("fields") if isinstance(correction.get("fields"), Mapping) else None
+    flat = {**doc, "ledger_id": doc_id, **{f"quote_{k}": v for k, v in quote.items()},
+            "correction_reason": correction.get("reason"),
+            "correction_fields": _correction_text(fields) if fields else None}
     return [_cell(flat.get(column)) for column in CSV_COLUMNS]
+
+
+def _correction_text(fields: Mapping[str, Any]) -> str:
+    """``qty: 10 -> 9; fees: 0 -> 1.5`` (the corrected values of a correction row, one CSV cell)."""
+    parts = []
+    for name, change in sorted(fields.items()):
+        change = change if isinstance(change, Mapping) else {}
+        parts.append(f"{name}: {_cell(change.get('from')) or '-'} -> {_cell(change.get('to')) or '-'}")
+    return "; ".join(parts)
 
 
 def _cell(value: Any) -> str:

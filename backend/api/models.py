@@ -133,7 +133,9 @@ _CLASS_DOC = ("Asset class (case-insensitive; FX is read as FOREX). Omitted: det
               "A class the symbol's form contradicts is a 400.")
 SymbolAssetClass = Annotated[AssetClassName | None, AfterValidator(_class_of_symbol), Field(description=_CLASS_DOC)]
 Side = Annotated[Literal["buy", "sell"], BeforeValidator(_lower)]
-OrderTypeName = Annotated[Literal["market", "limit"], BeforeValidator(_lower)]
+OrderTypeName = Annotated[Literal["market", "limit", "stop", "stop_limit", "trailing_stop"], BeforeValidator(_lower)]
+TimeInForceName = Annotated[Literal["day", "gtc", "ioc", "fok", "opg", "cls"], BeforeValidator(_lower)]
+OrderClassName = Annotated[Literal["simple", "bracket", "oto", "oco"], BeforeValidator(_lower)]
 SignalTypeName = Annotated[Literal["BUY", "SELL", "WAIT"], BeforeValidator(_upper)]
 
 
@@ -191,11 +193,37 @@ Metadata = Annotated[
 # ----------------------------------------------------------------------------------- requests
 
 
+class TakeProfitBody(_Input):
+    """A take-profit leg: a limit order on the other side."""
+
+    limit_price: PositiveDecimal
+
+
+class StopLossBody(_Input):
+    """A stop-loss leg: ``stop_price`` (+ ``limit_price`` for a stop-limit), or ``trail_price`` (a
+    trailing stop on fill, OANDA)."""
+
+    stop_price: PositiveDecimal | None = None
+    limit_price: PositiveDecimal | None = None
+    trail_price: PositiveDecimal | None = None
+
+    @model_validator(mode="after")
+    def _one_stop(self) -> "StopLossBody":
+        if (self.stop_price is None) == (self.trail_price is None):
+            raise ValueError("stop_price: exactly one of stop_price and trail_price")
+        if self.limit_price is not None and self.stop_price is None:
+            raise ValueError("limit_price: needs stop_price")
+        return self
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class ExecuteRequest(_Input):
     """POST /execute: one order intent (seed 001)."""
 
     strategy_id: Id
-    broker_account_id: Id
+    broker_account_id: Id | None = Field(None, description="The account to trade: an account id of the tenant that the caller owns; omitted = the caller's default account. Another user's (or an unknown) id is 403 ACCOUNT_NOT_OWNED; closed/halted/class not enabled is 400.")
     symbol: Symbol
     side: Side
     qty: PositiveDecimal
@@ -206,12 +234,33 @@ class ExecuteRequest(_Input):
     intent_id: Id | None = Field(None, description="Client idempotency id; prefer the Idempotency-Key header.")
     metadata: Metadata = None
 
+    # issue 15: order types, time in force and protective legs held at the venue. Which venue and
+    # asset class take which combination: backend/domain/capabilities.py (ORDER_TYPE_NOT_SUPPORTED).
+    time_in_force: TimeInForceName | None = Field(
+        None, description="day, gtc, ioc, fok, opg or cls where the venue takes it; omitted: gtc for crypto, "
+                          "day otherwise.")
+    stop_price: PositiveDecimal | None = Field(None, description="Required for stop and stop_limit orders, "
+                                                                 "refused otherwise; on the asset's tick.")
+    trail_price: PositiveDecimal | None = Field(None, description="trailing_stop: the trail in price units "
+                                                                  "(exactly one of trail_price, trail_percent).")
+    trail_percent: PositiveDecimal | None = Field(None, description="trailing_stop: the trail in percent "
+                                                                    "(1.5 = 1.5%), below 100.")
+    order_class: OrderClassName | None = Field(
+        None, description="simple, bracket (take_profit + stop_loss), oto (one of them) or oco (an exit: a limit "
+                          "order whose limit is take_profit.limit_price, with a stop_loss); omitted: bracket with "
+                          "both legs, oto with one, simple with none.")
+    take_profit: TakeProfitBody | None = None
+    stop_loss: StopLossBody | None = None
+
     @model_validator(mode="after")
     def _limit_needs_price(self) -> "ExecuteRequest":
-        if self.order_type == "limit" and self.limit_price is None:
-            raise ValueError("limit_price: is required for limit orders")
-        if self.order_type == "market" and self.limit_price is not None:
-            raise ValueError("limit_price: only limit orders take a limit price")
+        from backend.domain.orders import OrderClass, OrderType, check_order_prices
+
+        klass = OrderClass(self.order_class) if self.order_class is not None else OrderClass.SIMPLE
+        problem = check_order_prices(OrderType(self.order_type), self.limit_price, self.stop_price,
+                                     self.trail_price, self.trail_percent, klass)
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
         return self
 
 
@@ -238,8 +287,10 @@ class MultiLegRequest(_Input):
 
     strategy_id: Id
     legs: list[LegRequest] = Field(min_length=MIN_LEGS, max_length=MAX_LEGS)
-    broker_account_id: Id | None = Field(None, description="The account label whose position limits the group "
-                                                           "counts against; default \"default\".")
+    broker_account_id: Id | None = Field(None, description="The account the whole group trades: an account id "
+                                                           "of the tenant that the caller owns; omitted = the "
+                                                           "caller's default account. Every leg's asset class must "
+                                                           "be enabled on it.")
     rpm_output: dict[str, Any] = Field(
         description="The risk/portfolio manager's authorization for this group, e.g. {\"decision_id\": \"rpm-42\", "
                     "\"approved\": true, \"expires_at\": \"2024-12-22T10:09:00+00:00\", \"approved_legs\": "
@@ -307,7 +358,7 @@ class SignalRequest(_Input):
     """POST /signals: a strategy signal, cost-checked, and executed when it is still a BUY/SELL."""
 
     strategy_id: Id
-    broker_account_id: Id
+    broker_account_id: Id | None = Field(None, description="The account to trade: an account id of the tenant that the caller owns; omitted = the caller's default account. Another user's (or an unknown) id is 403 ACCOUNT_NOT_OWNED; closed/halted/class not enabled is 400.")
     signal_type: SignalTypeName
     symbol: Symbol
     asset_class: SymbolAssetClass = None
@@ -522,7 +573,8 @@ class HealthResponse(_Output):
 
 LEDGER_STATUSES = ("placed", "downgraded", "rejected", "dry_run", "fill", "group_fill", "rollback_fill",
                    # a group's decision row carries its final status (records.GROUP_DECISION_STATUSES)
-                   "filled", "partially_filled", "rolled_back", "failed_needs_attention")
+                   "filled", "partially_filled", "rolled_back", "failed_needs_attention",
+                   "correction")  # issue 13: an admin's correction of an earlier row (backend/api/admin_ledger.py)
 DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 Day = Annotated[str, Field(pattern=DAY_PATTERN, description="A calendar date, YYYY-MM-DD.")]
 
@@ -555,11 +607,17 @@ class TaxExportQuery(_Query):
         "json", description="json, csv, or txf (TXF V042 for desktop tax software: one record per Form 8949 row).")
     section: Literal["disposals", "open_lots"] | None = Field(
         None, description="CSV only: `disposals` (default; Form 8949 rows, then LOT_SHORTFALL rows) or `open_lots`.")
+    digital_assets: Literal["refuse", "omit"] | None = Field(
+        None, description="TXF only (issue 16): V042 has no reference number for the digital-asset boxes G-L. "
+                          "`refuse` (default): a year with such rows is a 400; `omit`: the file has the A-F rows "
+                          "only (header X-Omitted-Digital-Asset-Rows), the G-L rows come from the CSV/JSON export.")
 
     @model_validator(mode="after")
     def _section_is_csv_only(self) -> "TaxExportQuery":
         if self.section is not None and self.format != "csv":
             raise ValueError("section: only with format=csv (the JSON body has every section)")
+        if self.digital_assets is not None and self.format != "txf":
+            raise ValueError("digital_assets: only with format=txf")
         return self
 
 
@@ -572,6 +630,7 @@ class LedgerQuery(_Query):
     strategy_id: Id | None = None
     status: Literal[LEDGER_STATUSES] | None = None  # type: ignore[valid-type]
     uid: Id | None = None
+    broker_account_id: Id | None = Field(None, description="Only this account's rows (the tenant's account id).")
     limit: _query_int(1, 500) = 100
     cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = None
     format: Literal["json", "csv"] = "json"
@@ -824,3 +883,192 @@ class MetricsResponse(_Output):
     summary: MetricsSummaryOut
     by_strategy: dict[str, MetricsSummaryOut] | None = Field(
         description="Per strategy present in the period; null when strategy_id is given.")
+
+
+# --- issue 16: tax lot-method elections, corporate actions, the CSV reconcile query ---------------------
+LOT_METHODS = ("FIFO", "LIFO", "HIFO", "SPECIFIC")
+BOOK_PATTERN = r"^[A-Za-z0-9_-]{1,100}:[A-Za-z0-9_-]{1,100}$"
+
+
+def _aware(value: Any) -> Any:
+    from datetime import datetime
+
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+        except ValueError:
+            raise ValueError(f"expected an ISO-8601 time with an offset, got {value[:40]!r}") from None
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("expected an ISO-8601 time with an offset (e.g. 2026-01-02T14:30:00+00:00)")
+    return value
+
+
+AwareTime = Annotated[Any, BeforeValidator(_aware), WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+class TaxElectionRequest(_Input):
+    """POST /portfolio/tax-lots/election: one more lot-method election (backend/tax/election.py)."""
+
+    method: Literal[LOT_METHODS] = Field(  # type: ignore[valid-type]
+        description="The lot method for sales from effective_at on: FIFO, LIFO, HIFO, or SPECIFIC (each sale "
+                    "names its lots in metadata.lot_ids).")
+    effective_at: AwareTime | None = Field(
+        None, description="When the election takes effect (ISO-8601 with an offset): not before the server's now "
+                          "and not before an earlier election; omitted: now. At most 366 days ahead.")
+    broker_account_id: Id | None = Field(
+        None, description="Only this account of the caller's tenant (lot book '<tenant_id>:<broker_account_id>'); "
+                          "omitted: every account of the caller (an account's own election wins a tie).")
+    default_rule: Literal["FIFO", "LIFO", "HIFO"] | None = Field(
+        None, description="SPECIFIC only: the rule for a sale that names no lots (default FIFO).")
+
+
+class TaxElectionOut(_Output):
+    method: str
+    effective_at: str
+    recorded_at: str
+    account: str | None = None
+    default_rule: str | None = None
+
+
+class TaxElectionResponse(_Output):
+    election: TaxElectionOut = Field(description="The election recorded, or the earlier one this request repeats.")
+    replayed: bool
+
+
+class CorporateActionRequest(_Input):
+    """POST /tenants/{tenant_id}/corporate-actions (backend/tax/corporate.py)."""
+
+    action_id: Id = Field(description="The client's id of the action: the same id again is applied once.")
+    kind: Literal["SPLIT", "SYMBOL_CHANGE"] = Field(
+        description="SPLIT (a reverse split is a ratio below 1) or SYMBOL_CHANGE.")
+    symbol: Symbol
+    effective: Day = Field(description="The ex-date: lots acquired before it are adjusted.")
+    ratio: PositiveDecimal | None = Field(
+        None, description="SPLIT only: new units per old unit, an exact decimal (2 for 2-for-1, 0.1 for 1-for-10).")
+    new_symbol: Symbol | None = Field(None, description="SYMBOL_CHANGE only: the new symbol.")
+
+    @model_validator(mode="after")
+    def _fields_of_the_kind(self) -> "CorporateActionRequest":
+        if self.kind == "SPLIT" and self.ratio is None:
+            raise ValueError("ratio: required for SPLIT")
+        if self.kind == "SPLIT" and self.new_symbol is not None:
+            raise ValueError("new_symbol: only for SYMBOL_CHANGE")
+        if self.kind == "SYMBOL_CHANGE" and self.new_symbol is None:
+            raise ValueError("new_symbol: required for SYMBOL_CHANGE")
+        if self.kind == "SYMBOL_CHANGE" and self.ratio is not None:
+            raise ValueError("ratio: only for SPLIT")
+        return self
+
+
+class CorporateActionBooks(_Output):
+    applied: int = Field(description="The users' lot books that carry the action now.")
+    refused: int = Field(description="Books left unchanged, reasons in refusals.")
+
+
+class CorporateActionRecord(_Output):
+    """tenants/{tenant_id}/corporate_actions/{action_id} as stored (server timestamps left out)."""
+
+    action: dict[str, str]
+    status: Literal["APPLYING", "APPLIED"]
+    recorded_by: str
+    recorded_at: str
+    applied_at: str | None = None
+    books: CorporateActionBooks | None = None
+    refusals: list[dict[str, str]] = Field(
+        default_factory=list, description="At most 100 refused books: {uid, reason} with reason CODE: text "
+                                          "(MIXED_BOOK, DUPLICATE_ACTION, FILLS_AFTER_EX_DATE, TARGET_HAS_LOTS).")
+    replayed: bool = False
+
+
+class TaxReconcileCsvQuery(_Query):
+    """POST /portfolio/tax-lots/reconcile with a ``text/csv`` body: year and account in the query."""
+
+    year: _query_int(1900, 9999) = Field(description="Tax year (date sold).")
+    account: Annotated[str, Field(min_length=1, max_length=201, pattern=BOOK_PATTERN)] | None = None
+
+
+# --- issue 19 item 9: the caller's accounts, their positions and balances (backend/api/accounts_api.py) ---
+
+class MyAccountsQuery(_Query):
+    """GET /accounts query string."""
+
+    uid: Id | None = Field(None, description="tenant_admin or auditor: one member's accounts (a trader may name only "
+                                             "themself). Without it a tenant_admin/auditor lists every account.")
+    limit: _query_int(1, 200) = 50
+    cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+
+
+class MyAccountOut(_Output):
+    """One account of the tenant as its owner (or a tenant_admin/auditor) sees it."""
+
+    account_id: str
+    connection_id: str
+    venue: str | None = Field(description="The connection's venue (alpaca_broker, alpaca_trading, paper, oanda), "
+                                          "`deployment` for the deployment's own venues, null when the connection "
+                                          "document is missing.")
+    venue_account_id: str = Field(description="The venue's own id of this account.")
+    owner_uids: list[str]
+    status: Literal["active", "reduce_only", "halted", "closed"]
+    asset_classes: list[str]
+    limits: dict[str, Any] | None = Field(description="Per-account limits (decimals as exact strings), null when none.")
+    is_default: bool | None = Field(description="Whether it is the default account of the user listed (the caller, or "
+                                                "?uid=); null when a tenant_admin/auditor lists every account.")
+    default_for: list[str] = Field(description="Owners whose default account it is (a trader sees only themself).")
+    created_at: str
+    updated_at: str
+
+
+class MyAccountsPage(_Output):
+    items: list[MyAccountOut] = Field(description="Accounts by account_id ascending.")
+    next_cursor: str | None = Field(description="Pass as ?cursor= (same uid) for the next page; null at the end.")
+
+
+class MyAccountResponse(_Output):
+    account: MyAccountOut
+
+
+class AccountPositionOut(_Output):
+    """One symbol held at the venue or booked in the ledger (or both)."""
+
+    symbol: str = Field(description="As the venue spells it; the ledger's spelling for a symbol the venue does not hold.")
+    venue_name: str | None = Field(description="The adapter that reported it (null: only in the ledger).")
+    qty: QuantityOut = Field(description="Venue quantity, signed (negative: short); \"0\" when the venue holds none.")
+    avg_entry_price: PriceOut | None = Field(description="The venue's average entry price, when it gives one.")
+    market_value: MoneyOut | None = Field(description="The venue's market value (signed), when it gives one.")
+    ledger_qty: QuantityOut = Field(description="Net filled quantity of this account's ledger fill rows (buys positive).")
+    difference: QuantityOut = Field(description="qty - ledger_qty: non-zero is a break between venue and ledger.")
+
+
+class AccountPositionsResponse(_Output):
+    account_id: str
+    connection_id: str
+    venue: str
+    venue_account_id: str
+    as_of: str = Field(description="When the venue was read (ISO-8601 UTC); nothing is cached between requests.")
+    positions: list[AccountPositionOut] = Field(description="Every symbol of the venue or the ledger, by symbol.")
+    in_balance: bool = Field(description="True when every difference is zero.")
+    differences: int = Field(description="How many symbols differ.")
+    ledger_fill_rows: int = Field(description="Ledger rows of this account that carry a fill (order, fill, group_fill, "
+                                              "rollback_fill) and were summed.")
+
+
+class VenueBalanceOut(_Output):
+    venue_name: str = Field(description="The adapter (one entry per distinct venue of the account).")
+    currency: str
+    cash: MoneyOut
+    equity: MoneyOut
+    buying_power: MoneyOut
+
+
+class AccountBalanceResponse(_Output):
+    account_id: str
+    connection_id: str
+    venue: str
+    venue_account_id: str
+    as_of: str = Field(description="When the venue was read (ISO-8601 UTC); nothing is cached between requests.")
+    balances: list[VenueBalanceOut]
+    ledger_positions: list[AccountPositionOut] = Field(
+        description="The ledger's view beside the venue's: net filled quantity per symbol of this account's ledger "
+                    "rows with the venue's quantity and the difference (the ledger books no cash: deposits and "
+                    "transfers are the venue's, so cash has no ledger counterpart).")
+    in_balance: bool = Field(description="True when every position difference is zero.")

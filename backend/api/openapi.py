@@ -75,7 +75,7 @@ def _post(summary: str, request: str, ok: dict[str, dict[str, Any]], extra_error
 def build_openapi() -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
-    from backend.api import groups_list
+    from backend.api import accounts_api, admin_models, admin_openapi, groups_list
     from backend.api import models as m
     from backend.api.risk_approvals import RiskApprovalRequest
 
@@ -85,7 +85,12 @@ def build_openapi() -> dict[str, Any]:
          (m.GroupResponse, "serialization"), (m.GroupsPage, "serialization"), (m.HistoryPage, "serialization"), (m.ErrorResponse, "serialization"),
          (m.HealthResponse, "serialization"), (m.TaxExport, "serialization"), (m.LedgerPage, "serialization"),
          (m.MetricsResponse, "serialization"), (RiskApprovalRequest, "validation"),
-         (m.TaxReconcileRequest, "validation"), (m.TaxReconciliation, "serialization")],
+         (m.TaxReconcileRequest, "validation"), (m.TaxReconciliation, "serialization"),
+         (m.TaxElectionRequest, "validation"), (m.TaxElectionResponse, "serialization"),
+         (m.CorporateActionRequest, "validation"), (m.CorporateActionRecord, "serialization"),
+         (m.MyAccountsPage, "serialization"), (m.MyAccountResponse, "serialization"),  # issue 19 item 9
+         (m.AccountPositionsResponse, "serialization"), (m.AccountBalanceResponse, "serialization"),
+         *admin_models.OPENAPI_MODELS],  # issue 13: tenant administration
         ref_template=REF)
     components = schemas.get("$defs", {})
     execution_ok = {
@@ -110,6 +115,7 @@ def build_openapi() -> dict[str, Any]:
              "202": _json("SignalResponse", "Forwarded, pending (executed false until the outcome is known).")},
             ("409", "429", "503")),
         "/groups": groups_list.openapi_path(_error),
+        **accounts_api.openapi_paths(_error),  # issue 19 item 9: the caller's accounts, positions, balances
         "/groups/{group_id}": {"get": {
             "summary": "A multi-leg group of the caller's tenant", "security": [{"bearerAuth": []}],
             "parameters": [{"name": "group_id", "in": "path", "required": True,
@@ -137,12 +143,22 @@ def build_openapi() -> dict[str, Any]:
             "description": "Matches each statement row to a disposal sold in `year` (same date sold, asset and "
                            "quantity) and reports the differences (ours - statement) in proceeds, basis, wash-sale "
                            "adjustment and term with named reasons (e.g. WASH_SALE_ACROSS_ACCOUNTS), plus totals. "
-                           "CSV columns: backend/tax/reconcile.py. Writes nothing.",
+                           "CSV columns: backend/tax/reconcile.py. Writes nothing. The body is JSON "
+                           "(TaxReconcileRequest), or the statement itself as text/csv with year (and account) "
+                           "in the query; either is at most 65536 bytes (413 names the limit).",
             "security": [{"bearerAuth": []}],
-            "requestBody": _body("TaxReconcileRequest"),
+            "parameters": [
+                _query("year", {"type": "integer", "minimum": 1900, "maximum": 9999},
+                       "text/csv body only (required then): tax year (date sold)."),
+                _query("account", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}:[A-Za-z0-9_-]{1,100}$"},
+                       "text/csv body only: the lot book the statement covers, '<tenant_id>:<broker_account_id>'.")],
+            "requestBody": {"required": True, "content": {
+                **_body("TaxReconcileRequest")["content"],
+                **_csv("The statement CSV (UTF-8; columns: backend/tax/reconcile.py), at most 65536 bytes.")}},
             "responses": {"200": _json("TaxReconciliation", "One row per statement row and per unmatched "
                                                             "disposal, with totals."),
                           **{c: _error(c) for c in ("400", "401", "403", "413", "415", "429", "500")}}}},
+        **_tax_admin(),
         "/risk/approvals": {"post": {
             "summary": "Issue a risk approval (rpm_output) for a trader's group (role risk_manager)",
             "description": "Stores tenants/{tenant}/rpm_approvals/{decision_id} (server-only). A group's rpm_output "
@@ -152,6 +168,8 @@ def build_openapi() -> dict[str, Any]:
             "responses": {"201": {"description": "The approval as stored.",
                                   "content": {"application/json": {"schema": {"type": "object"}}}},
                           **{c: _error(c) for c in ("400", "401", "403", "409", "413", "415", "500")}}}},
+        **_risk_admin_paths(),  # issue 13: risk settings, kill switch, reconciliation
+        **admin_openapi.paths(_error),  # issue 13: members, tenants, connections, accounts, corrections, audit
         "/healthz": {"get": {"summary": "Liveness (no authentication)", "security": [],
                              "responses": {"200": _json("HealthResponse", "Alive.")}}},
         "/openapi.json": {"get": {"summary": "This document (no authentication)", "security": [],
@@ -185,9 +203,17 @@ def build_openapi() -> dict[str, Any]:
         "components": {"schemas": components,
                        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                                           "description": "A Firebase ID token with custom claims "
-                                                                         "tenant_id and role (trader or "
-                                                                         "tenant_admin)."}}},
+                                                                         "tenant_id and role (trader, "
+                                                                         "tenant_admin, risk_manager, auditor; "
+                                                                         "platform_operator has no tenant_id)."}}},
     }
+
+
+def _risk_admin_paths() -> dict[str, Any]:
+    """Issue 13: backend/api/risk_settings.py and backend/api/reconciliation_api.py describe their routes."""
+    from backend.api import reconciliation_api, risk_settings
+
+    return {**risk_settings.openapi_paths(_error), **reconciliation_api.openapi_paths(_error)}
 
 
 def _query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
@@ -210,7 +236,8 @@ def _read_models() -> dict[str, Any]:
     fmt = {"type": "string", "enum": ["json", "csv"], "default": "json"}
     tenant = {"name": "tenant_id", "in": "path", "required": True, "schema": ident,
               "description": "Must be the token's tenant_id."}
-    admin_403 = _error("403", "The token's role is not tenant_admin, or tenant_id is not the token's tenant.")
+    admin_403 = _error("403", "The token's role is not tenant_admin or auditor, or tenant_id is not the token's "
+                              "tenant, or the member is suspended (MEMBER_SUSPENDED).")
     combos = sorted(" + ".join(sorted(c)) or "(none)" for c in INDEXED_FILTERS)
     return {
         "/portfolio/tax-lots/export": {"get": {
@@ -229,7 +256,11 @@ def _read_models() -> dict[str, Any]:
                        "number per box and term, wash-sale amount; digital-asset boxes G-L, which V042 lacks, "
                        "use the number of the same part and reporting status)."),
                 _query("section", {"type": "string", "enum": ["disposals", "open_lots"]},
-                       "CSV only; default disposals.")],
+                       "CSV only; default disposals."),
+                _query("digital_assets", {"type": "string", "enum": ["refuse", "omit"]},
+                       "TXF only. V042 has no reference number for the digital-asset boxes G-L (tax year 2025 on): "
+                       "refuse (default) answers 400 for a year with such rows; omit writes the A-F rows only "
+                       "(header X-Omitted-Digital-Asset-Rows).")],
             "responses": {"200": {"description": "The export, streamed.",
                                   "content": {"application/json": {"schema": {"$ref": REF.format(model="TaxExport")}},
                                               **_csv("Form 8949 columns with Part and Box (or the open-lot "
@@ -268,6 +299,50 @@ def _read_models() -> dict[str, Any]:
                            _query("strategy_id", ident, "One strategy's summary.")],
             "responses": {"200": _json("MetricsResponse", "The summary."),
                           "400": _error("400"), "401": _error("401"), "403": admin_403, "500": _error("500")}}},
+    }
+
+
+def _tax_admin() -> dict[str, Any]:
+    """Issue 16: the caller's lot-method election and the tenant admin's corporate actions."""
+    from backend.api.models import ID_PATTERN
+
+    replay = {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]},
+                                      "description": "Present on a replay."}}
+    return {
+        "/portfolio/tax-lots/election": {"post": {
+            "summary": "Elect the caller's lot method from a time on (forward only)",
+            "description": "Appends an election to users/{uid}/config/tax: sales from effective_at on (for every "
+                           "account, or broker_account_id of the token's tenant) use the method; past disposals "
+                           "never change. effective_at before now or before an earlier election is a 400 "
+                           "(field effective_at). Idempotency-Key: the same key answers the recorded election; "
+                           "without one, repeating the latest election of the same scope changes nothing.",
+            "security": [{"bearerAuth": []}], "parameters": [_IDEMPOTENCY],
+            "requestBody": _body("TaxElectionRequest"),
+            "responses": {"200": _json("TaxElectionResponse", "The earlier election this request repeats.",
+                                       headers=replay),
+                          "201": _json("TaxElectionResponse", "The election was recorded."),
+                          **{c: _error(c) for c in ("400", "401", "403", "409", "413", "415", "429", "500",
+                                                    "503")}}}},
+        "/tenants/{tenant_id}/corporate-actions": {"post": {
+            "summary": "Record a split, reverse split or symbol change for the tenant's lot books (tenant_admin)",
+            "description": "Stores tenants/{tenant_id}/corporate_actions/{action_id} (server-only), then adjusts "
+                           "every lot book holding the symbol in the tenant's accounts: a split multiplies the "
+                           "quantity of lots acquired before the ex-date by ratio (total basis, dates and holding "
+                           "period unchanged: no taxable event); a symbol change moves the lots to the new "
+                           "symbol. Each book records the action in its history. The same action_id again is "
+                           "applied once (200); another action under it is a 409. Books that cannot be adjusted "
+                           "are listed in refusals with a coded reason.",
+            "security": [{"bearerAuth": []}],
+            "parameters": [{"name": "tenant_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": ID_PATTERN},
+                            "description": "Must be the token's tenant_id."}],
+            "requestBody": _body("CorporateActionRequest"),
+            "responses": {"200": _json("CorporateActionRecord", "This action_id was recorded before (applied once).",
+                                       headers=replay),
+                          "201": _json("CorporateActionRecord", "Recorded and applied."),
+                          "403": _error("403", "The token's role is not tenant_admin, or tenant_id is not the "
+                                               "token's tenant."),
+                          **{c: _error(c) for c in ("400", "401", "409", "413", "415", "429", "500", "503")}}}},
     }
 
 

@@ -38,7 +38,10 @@ Formats:
   proceeds given, the basis columns empty). No totals row: the file stays one uniform table.
 - ``csv`` + ``section=open_lots``: ``OPEN_LOTS_HEADER``, one row per open lot.
 - ``txf``: TXF V042 (``backend/tax/txf.py``), one record per Form 8949 row (shortfalls have no
-  basis and are left out: the JSON/CSV export lists them).
+  basis and are left out: the JSON/CSV export lists them). V042 has no reference number for the
+  digital-asset boxes G–L: for a year from 2025 the rows are counted first (one more paged pass),
+  and a year with G–L rows is a 400 naming the count, unless ``digital_assets=omit`` asks for the
+  A–F rows alone (header ``X-Omitted-Digital-Asset-Rows``).
 
 Streaming and paging: the handler returns a ``StreamingResponse`` whose body is produced while it
 is sent. Every read is a page of ``PAGE_SIZE`` documents (one query, ``start_after`` the last
@@ -58,7 +61,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from backend.api.auth import Identity
-from backend.api.http import ApiRequest, ApiResponse, StreamingResponse, dumps
+from backend.api.http import ApiRequest, ApiResponse, StreamingResponse, bad_request, dumps
 from backend.api.ledger_review import single_valued
 from backend.domain.assets import AssetClass
 from backend.domain.money import dec_str
@@ -74,9 +77,10 @@ from backend.tax import (
     write_form_8949_csv,
     write_open_lots_csv,
 )
-from backend.tax.boxes import BOX_PART, DEFAULT_PROFILE, ReportingProfile
+from backend.tax.boxes import BOX_PART, DEFAULT_PROFILE, DIGITAL_ASSET_BOXES_FROM, ReportingProfile
 from backend.tax.holding import resolve_tz, trade_date, wash_window_closes
 from backend.tax.state import disposal_doc_id, disposal_from_dict, lot_from_dict
+from backend.tax.txf import DIGITAL_ASSET_BOXES
 
 PAGE_SIZE = 500
 CHUNK_ROWS = 500
@@ -100,8 +104,17 @@ def handle(request: ApiRequest, identity: Identity, store: Any, now: datetime) -
         from backend.tax.txf import write_txf
 
         name = f"form-8949-{query.year}.txf"
-        return StreamingResponse(200, headers={"Content-Disposition": f'attachment; filename="{name}"'},
-                                 chunks=export.txf_chunks(write_txf), media_type="text/plain; charset=utf-8")
+        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        omitted = export.digital_asset_rows() if query.year >= DIGITAL_ASSET_BOXES_FROM else 0
+        if omitted and query.digital_assets != "omit":
+            raise bad_request("format", f"TXF V042 has no reference number for the Form 8949 digital-asset boxes "
+                                        f"G-L (tax year 2025 on), and {omitted} row(s) of {query.year} are in them: "
+                                        "use format=csv or json, or add digital_assets=omit for a TXF of the "
+                                        "other rows")
+        if omitted:
+            headers["X-Omitted-Digital-Asset-Rows"] = str(omitted)
+        return StreamingResponse(200, headers=headers, chunks=export.txf_chunks(write_txf),
+                                 media_type="text/plain; charset=utf-8")
     if query.format == "json":
         return StreamingResponse(200, chunks=export.json_chunks(), media_type="application/json")
     if query.section == "open_lots":
@@ -264,13 +277,20 @@ class TaxExport:
         for _, disposal in self.disposals():
             yield Form8949Row.from_disposal(disposal, self.profile)
 
+    def digital_asset_rows(self) -> int:
+        """How many of the year's rows fall in the digital-asset boxes G–L (a paged pass before a TXF
+        response starts: V042 has no number for them)."""
+        return sum(1 for row in self.rows() if row.box in DIGITAL_ASSET_BOXES)
+
     def txf_chunks(self, write_txf: Callable[..., int]) -> Iterator[bytes]:
-        """TXF V042 (``backend.tax.txf``): the Form 8949 rows only (shortfalls have no basis and
-        open lots are not sales; the JSON/CSV export lists them)."""
+        """TXF V042 (``backend.tax.txf``): the Form 8949 rows of boxes A–F only (shortfalls have no
+        basis, open lots are not sales, G–L rows have no V042 number; the JSON/CSV export lists
+        them)."""
         buf = io.StringIO()
         write_txf((), buf, exported_on=self.today, header=True)
         yield _drain(buf)
-        for batch in _batches(self.rows()):
+        rows = (row for row in self.rows() if row.box not in DIGITAL_ASSET_BOXES)
+        for batch in _batches(rows):
             write_txf(batch, buf, exported_on=self.today, header=False)
             yield _drain(buf)
 

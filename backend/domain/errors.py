@@ -62,6 +62,17 @@ class RejectCode(str, Enum):
     ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
     ACCOUNT_HALTED = "ACCOUNT_HALTED"
     ASSET_CLASS_NOT_ENABLED = "ASSET_CLASS_NOT_ENABLED"
+    MEMBER_SUSPENDED = "MEMBER_SUSPENDED"  # tenants/{t}/members/{uid}.status == suspended
+    # issue 13: a reduce-only state (operator, tenant or account) refused an order that would grow
+    # a position
+    REDUCE_ONLY = "REDUCE_ONLY"
+    # issue 19 item 2: instruments from the venue's metadata
+    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    NOT_TRADABLE = "NOT_TRADABLE"
+    # issue 15: order type / time in force the venue does not support for the asset class
+    ORDER_TYPE_NOT_SUPPORTED = "ORDER_TYPE_NOT_SUPPORTED"
+    # a venue's connection could not be built (credentials unavailable, connection missing)
+    VENUE_UNAVAILABLE = "VENUE_UNAVAILABLE"
 
 
 @dataclass(frozen=True)

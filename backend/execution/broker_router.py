@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from backend.domain.assets import AssetClass
 from backend.domain.errors import InvalidInput, RejectCode, Rejection
+from backend.domain.instruments import InstrumentInfo, InstrumentProvider
 from backend.domain.orders import BrokerError, BrokerErrorCode, Quote
 from backend.ports.broker import BrokerPort
 
@@ -122,6 +123,23 @@ class BrokerRouter:
 
     def get_recent_closes(self, symbol: str, asset_class: AssetClass, limit: int) -> Sequence[Decimal]:
         return self.broker_for(asset_class).get_recent_closes(symbol, asset_class, limit)
+
+    # instrument metadata (issue 19 item 2): the optional capability, passed through to the class's venue
+    @property
+    def instrument_classes(self) -> frozenset[AssetClass]:
+        """The classes whose venue offers instrument metadata (``InstrumentProvider``)."""
+        return frozenset(klass for klass, broker in self.routes.items()
+                         if isinstance(broker, InstrumentProvider) and klass in broker.instrument_classes)
+
+    def instrument(self, symbol: str, asset_class: AssetClass) -> InstrumentInfo | None:
+        """The class's venue's metadata for ``symbol`` (None: that venue does not list it);
+        ``BrokerError(UNSUPPORTED)`` when no venue trades the class or it has no metadata."""
+        klass = AssetClass.parse(asset_class)
+        venue = self.broker_for(klass)
+        if not isinstance(venue, InstrumentProvider) or klass not in venue.instrument_classes:
+            raise BrokerError(BrokerErrorCode.UNSUPPORTED,
+                              f"{getattr(venue, 'name', type(venue).__name__)} has no instrument metadata for {klass.value}")
+        return venue.instrument(symbol, klass)
 
     def describe(self) -> dict[str, str]:
         """Class → broker name, for logs and the health endpoint."""

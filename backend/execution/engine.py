@@ -13,6 +13,9 @@ Single-leg flow and its persistence (see docs/ARCHITECTURE.md):
 """
 from __future__ import annotations
 
+import copy
+import threading
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,8 +23,13 @@ from typing import Any
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import RejectCode, Rejection
 from backend.domain.money import ZERO
+from backend.execution.accounts import AUTO_DEFAULT_ACCOUNT_PREFIX, AccountBinder, Bound, stored_binding
+from backend.domain.capabilities import check_capability
 from backend.execution.client_ids import checked_order
+from backend.execution.instruments import check_instrument
 from backend.execution.intent import ExecutionContext, OrderIntent, client_order_id_for
+from backend.execution.pre_claim import (AccountHints, PrefetchedDocs, PreClaimRead, finish_paths, pre_claim_plan,
+                                         read_pre_claim)
 from backend.execution.preflight import check_intent_writes
 from backend.execution.records import ExecutionResult, fill_ledger_row, history_row, ledger_row, tax_fill
 from backend.execution.router import MarketDataProvider, RoutingDecision, SmartRouter
@@ -29,6 +37,7 @@ from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerErrorCode, BrokerOrder, BrokerPort, OrderRequest
 from backend.ports.store import (Claim, ClaimResult, ExecutionStore, FillUpdate, FillWrite, Finish, IntentRecord,
                                  IntentStatus)
+from backend.execution.store_rules import intent_path
 from backend.risk.gate import account_key_for
 from backend.risk.manager import RiskManager
 from backend.settings import ExecSettings
@@ -64,7 +73,8 @@ class ExecutionEngine:
     def __init__(self, broker: Any = None, router: SmartRouter | None = None, risk: RiskManager | None = None,
                  enable_smart_routing: bool = True, dry_run: bool | None = None, *,
                  store: ExecutionStore | None = None, clock: Clock | None = None,
-                 settings: ExecSettings | None = None):
+                 settings: ExecSettings | None = None, accounts: AccountBinder | None = None,
+                 venue_pool: Any = None, books_per_account: bool | None = None):
         from backend import bootstrap
 
         self.settings = settings or bootstrap.build_settings()
@@ -82,43 +92,101 @@ class ExecutionEngine:
         self._guarded: dict[int, Any] = {}
         self.store = store if store is not None else bootstrap.build_store()
         self.group_drive_seconds = 50.0  # per invocation; the sweeper continues a longer group
+        # issue 12: every new intent and group binds to an account (backend/execution/accounts.py);
+        # its venues come from the pool (one router per account, cached)
+        self.accounts = accounts if accounts is not None else AccountBinder(
+            self.store, self.clock, mode=self.settings.accounts_mode or "auto")
+        # books_per_account: the paper venue keeps one book per account — the default when the engine
+        # builds its own (embedded, deployed) venue; a venue instance passed in is one venue account
+        self._account_hints = AccountHints()  # which documents the pre-claim read fetches (issue 17)
+        self._finish_reads = threading.local()  # the pre-claim documents a placed trade's finish uses
+        self.venue_pool = venue_pool if venue_pool is not None else bootstrap.build_venue_pool(
+            None, None, self.clock, self.store, self.venues,
+            deployment_books=(broker is None) if books_per_account is None else books_per_account)
 
-    # --- venue selection -------------------------------------------------------------------
-    def broker_for(self, intent: OrderIntent) -> BrokerPort | Rejection:
+    # --- accounts and venue selection ---------------------------------------------------------
+    def bind_account(self, tenant_id: str, uid: str, account_id: str | None,
+                     asset_classes: Any) -> Bound | Rejection:
+        """The account a new intent or group of ``uid`` trades (or a coded refusal, nothing written)."""
+        return self.accounts.bind(tenant_id, uid, account_id, asset_classes)
+
+    def venues_for(self, tenant_id: str, binding: Any) -> Any:
+        """The router of a bound account's venues; the deployment's router for unbound (older) work."""
+        if binding is None:
+            return self.venues
+        return self.venue_pool.router_for(tenant_id, binding)
+
+    def broker_for(self, intent: OrderIntent, ctx: ExecutionContext | None = None) -> BrokerPort | Rejection:
         """The intent's venue, wrapped by the gate's dry-run guard (no submit while dry run is on)."""
-        return self.gate.route(self.venues, intent.asset_class, self._guarded)
+        venues = self.venues if ctx is None else self.venues_for(ctx.tenant_id, ctx.account)
+        return self.gate.route(venues, intent.asset_class, self._guarded)
 
     # --- the flow ----------------------------------------------------------------------------
     def execute_intent(self, intent: OrderIntent, context: ExecutionContext | None = None) -> ExecutionResult:
+        try:
+            return self._execute_intent(intent, context)
+        finally:
+            self._finish_reads.pending = None  # the pre-claim documents never outlive their request
+
+    def _execute_intent(self, intent: OrderIntent, context: ExecutionContext | None = None) -> ExecutionResult:
         ctx = intent.resolve_context(context, self.settings.default_tenant_id, self.settings.default_uid)
         check_intent_writes(intent, ctx, self.clock.now())  # every later write storable: refuse before any
         log_event("exec.intent_received", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
                   symbol=intent.symbol, asset_class=intent.asset_class.value, side=intent.side.value,
                   qty=intent.qty, strategy_id=intent.strategy_id)
-        existing = self.store.get_intent(ctx.tenant_id, intent.intent_id)
+        day = self.clock.now().date().isoformat()
+        # issue 17: the intent, the binding's documents, the risk documents + slot count and what the
+        # finish reads, in one round trip (backend/execution/pre_claim.py); None: a store without it
+        pre = self._read_pre_claim(intent, ctx, day)
+        existing = (self.store.get_intent(ctx.tenant_id, intent.intent_id) if pre is None
+                    else _record_of(ctx.tenant_id, intent.intent_id, pre.docs[intent_path(ctx.tenant_id,
+                                                                                          intent.intent_id)][0]))
         if existing is not None and existing.status.is_final:
             return self._replay(existing)
         if existing is not None and existing.status is IntentStatus.RESERVED:
             return self._resume(intent, ctx, existing)
+        if pre is not None:  # what this intent's finish reads, as read now (a moved document is re-read)
+            self._finish_reads.pending = (ctx.tenant_id, intent.intent_id, pre.subset(
+                [intent_path(ctx.tenant_id, intent.intent_id),
+                 *finish_paths(ctx.tenant_id, ctx.uid, intent.intent_id, intent.symbol, day)]))
 
-        venue = self.broker_for(intent)  # before the quote: FOREX must never reach a venue without FX
+        bound = self._bind(ctx, intent, pre)
+        if isinstance(bound, Rejection):  # not the caller's account (or closed, halted, ...): nothing written
+            return self._refused(intent, ctx, bound)
+        intent = intent.with_account(bound.account_id)
+        ctx = replace(ctx, account=bound.binding)
+        try:
+            venue = self.broker_for(intent, ctx)  # before the quote: FOREX must never reach a venue without FX
+        except Exception as exc:  # the account's venue cannot be built (connection, credentials)
+            return self._refused(intent, ctx, _venue_unavailable(exc))
         if isinstance(venue, Rejection):
             return self._finish_decision(intent, ctx, "rejected", None, venue)
+        # what the venue can hold for this class (order type, time in force, order class): the same
+        # table the paper venue enforces, before anything is read or sent
+        rejection = check_capability(venue.name, intent.asset_class, intent)
+        if rejection is not None:
+            return self._finish_decision(intent, ctx, "rejected", None, rejection)
+        # the venue's own instrument metadata (listed, tradable, lot, tick): before any quote is read
+        rejection = check_instrument(venue, intent.symbol, intent.asset_class, intent.qty, intent.limit_price)
+        if rejection is not None:
+            return self._finish_decision(intent, ctx, "rejected", None, rejection)
 
-        routing = self._route(intent)
+        routing = self._route(intent, ctx)
         if routing is not None and not routing.should_execute:
             status = "downgraded" if routing.downgraded else "rejected"
             return self._finish_decision(intent, ctx, status, routing, routing.rejection)
 
-        day = self.clock.now().date().isoformat()
         key = account_key(intent)
-        try:
-            snapshot = self.store.risk_snapshot(ctx.tenant_id, key, day)
+        try:  # read with the pre-claim documents unless the bound account was not the expected one
+            snapshot = (pre.snapshot_for(key) if pre is not None else None) or \
+                self.store.risk_snapshot(ctx.tenant_id, key, day)
         except Exception as exc:  # fail closed: no risk data, no trade
             rejection = Rejection(RejectCode.RISK_DATA_UNAVAILABLE, type(exc).__name__)
             log_event("exec.risk", severity="ERROR", intent_id=intent.intent_id, rejection=rejection)
             raise
-        rejection = self.gate.check(intent.signed_qty, snapshot, asset_class=intent.asset_class)
+        price = _unit_price(intent, routing)
+        rejection = self.gate.check(intent.signed_qty, snapshot, asset_class=intent.asset_class,
+                                    account=bound.account, price=price)
         log_event("exec.risk", intent_id=intent.intent_id, passed=rejection is None,
                   rejection=rejection, trades_today=snapshot.trades_today)
         if rejection is not None:
@@ -127,7 +195,7 @@ class ExecutionEngine:
             return self._finish_decision(intent, ctx, "dry_run", routing, None)
 
         coid = client_order_id_for(ctx.tenant_id, intent.intent_id, account=intent.broker_account_id)
-        limits = self.risk.effective_limits(snapshot)
+        limits = self.risk.effective_limits(snapshot, bound.account)
         now = self.clock.now()
         claim = Claim(
             tenant_id=ctx.tenant_id, intent_id=intent.intent_id, uid=ctx.uid, account_key=key, trade_day=day,
@@ -135,8 +203,10 @@ class ExecutionEngine:
             record=self._intent_record(intent, ctx, IntentStatus.RESERVED, routing, client_order_id=coid,
                                        broker_name=venue.name, trade_day=day),
             lease_until=now + timedelta(seconds=float(self.settings.lease_seconds)),
+            prefetched=None if pre is None else pre.subset([intent_path(ctx.tenant_id, intent.intent_id)]),
         )
         outcome = self.store.claim(claim)
+        self._after_claim(ctx.tenant_id, intent.intent_id, outcome)
         if outcome.result is ClaimResult.DUPLICATE:
             assert outcome.existing is not None
             if outcome.existing.status.is_final:
@@ -146,15 +216,41 @@ class ExecutionEngine:
             rejection = Rejection(RejectCode.DAILY_TRADE_LIMIT, f"count={outcome.trades_today} limit={limits.max_daily_trades}")
             log_event("exec.risk", intent_id=intent.intent_id, passed=False, rejection=rejection, stage="claim")
             return self._finish_decision(intent, ctx, "rejected", routing, rejection)
-        recheck = self.gate.check(intent.signed_qty, type(snapshot)(
-            global_kill_switch=snapshot.global_kill_switch, tenant_overrides=snapshot.tenant_overrides,
+        recheck = self.gate.check(intent.signed_qty, snapshot.with_counts(
             trades_today=outcome.trades_today, exposure=outcome.exposure), include_own_reservation=True,
-            asset_class=intent.asset_class)
+            asset_class=intent.asset_class, account=bound.account, price=price)
         if recheck is not None:
             log_event("exec.risk", intent_id=intent.intent_id, passed=False, rejection=recheck, stage="claim")
             return self._finish_decision(intent, ctx, "rejected", routing, recheck, claimed=True,
                                          claimed_slot=outcome.slot, client_order_id=coid)
         return self._submit(intent, ctx, routing, venue, coid, outcome.slot)
+
+    # --- batched pre-claim read (issue 17) -----------------------------------------------------------
+    def _read_pre_claim(self, intent: OrderIntent, ctx: ExecutionContext, day: str) -> PreClaimRead | None:
+        if not callable(getattr(self.store, "read_pre_claim", None)):
+            return None
+        auto = f"{AUTO_DEFAULT_ACCOUNT_PREFIX}{ctx.uid}" if getattr(self.accounts, "mode", None) == "auto" else None
+        plan = pre_claim_plan(ctx.tenant_id, ctx.uid, intent.intent_id, intent.broker_account_id, intent.symbol, day,
+                              self._account_hints, auto)
+        try:
+            return read_pre_claim(self.store, plan, ctx.tenant_id, day)
+        except Exception as exc:  # fail closed: no intent, account or risk data, no trade
+            rejection = Rejection(RejectCode.RISK_DATA_UNAVAILABLE, type(exc).__name__)
+            log_event("exec.risk", severity="ERROR", intent_id=intent.intent_id, rejection=rejection)
+            raise
+
+    def _bind(self, ctx: ExecutionContext, intent: OrderIntent, pre: PreClaimRead | None) -> Bound | Rejection:
+        """``bind_account`` reading through the pre-claim documents (what is missing is read)."""
+        if pre is None or not isinstance(self.accounts, AccountBinder):
+            return self.bind_account(ctx.tenant_id, ctx.uid, intent.broker_account_id, (intent.asset_class,))
+        binder = copy.copy(self.accounts)
+        binder.store = PrefetchedDocs(self.store, pre.docs)
+        bound = binder.bind(ctx.tenant_id, ctx.uid, intent.broker_account_id, (intent.asset_class,))
+        if not isinstance(bound, Rejection):
+            self._account_hints.learn(ctx.tenant_id, ctx.uid,
+                                      bound.account_id if intent.broker_account_id is None else None,
+                                      bound.account_id, bound.binding.connection_id)
+        return bound
 
     # --- multi-leg groups (seed 000) ------------------------------------------------------------
     def _groups(self) -> Any:
@@ -178,10 +274,16 @@ class ExecutionEngine:
         return self._groups().load(tenant_id, group_id)
 
     # --- steps ---------------------------------------------------------------------------------
-    def _route(self, intent: OrderIntent) -> RoutingDecision | None:
+    def _route(self, intent: OrderIntent, ctx: ExecutionContext | None = None) -> RoutingDecision | None:
         if not self.enable_smart_routing:
             return None
-        decision = self.router.analyze_intent(intent)
+        binding = ctx.account if ctx is not None else None
+        if binding is not None and binding.connection_id != "deployment":
+            # quotes from the account's own venue (a Broker API or OANDA connection)
+            decision = self.router.analyze_intent(intent, market_data=MarketDataProvider(
+                self.venues_for(ctx.tenant_id, binding)))
+        else:
+            decision = self.router.analyze_intent(intent)
         log_event("exec.smart_routing", intent_id=intent.intent_id, should_execute=decision.should_execute,
                   reason=decision.reason, spread_pct=decision.spread_pct,
                   estimated_slippage=decision.estimated_slippage, downgraded=decision.downgraded,
@@ -256,10 +358,17 @@ class ExecutionEngine:
         coid = data.get("client_order_id") or client_order_id_for(ctx.tenant_id, intent.intent_id,
                                                                   account=intent.broker_account_id)
         lease = data.get("lease_until")
-        venue = self.broker_for(intent)
+        ctx = replace(ctx, account=stored_binding(data.get("account")))  # the binding of the claim
+        if ctx.account is not None and intent.broker_account_id != ctx.account.account_id:
+            intent = intent.with_account(ctx.account.account_id)  # a retry resumes the stored binding
+        try:
+            venue = self.broker_for(intent, ctx)
+        except Exception as exc:  # the venue cannot be built now: stays reserved for the sweeper
+            log_event("exec.venue_unavailable", severity="ERROR", intent_id=intent.intent_id, error=str(exc)[:200])
+            return self._pending(intent, ctx, None, coid, None, None)
         if isinstance(venue, Rejection):
             return self._pending(intent, ctx, None, coid, None, None)
-        routing = self._route(intent) if self.enable_smart_routing else None
+        routing = self._route(intent, ctx) if self.enable_smart_routing else None
         try:
             order = venue.get_order_by_client_id(coid)
         except BrokerError as exc:
@@ -281,7 +390,8 @@ class ExecutionEngine:
         log_event("exec.resumed", intent_id=intent.intent_id, client_order_id=coid, found=False)
         snapshot = self.store.risk_snapshot(ctx.tenant_id, account_key(intent), data.get("trade_day") or
                                             now.date().isoformat())
-        if self.gate.halted(snapshot) is not None:  # halted since the claim: never send it now
+        account = self.store.get_account(ctx.tenant_id, ctx.account.account_id) if ctx.account is not None else None
+        if self.gate.halted(snapshot, account) is not None:  # halted since the claim: never send it now
             halt = Rejection(RejectCode.KILL_SWITCH, "trading halted before the order was sent")
             return self._finish_decision(intent, ctx, "rejected", routing, halt, claimed=True,
                                          claimed_slot=data.get("slot"), client_order_id=coid, broker_name=venue.name)
@@ -290,8 +400,9 @@ class ExecutionEngine:
     # --- outcomes --------------------------------------------------------------------------------
     def _intent_record(self, intent: OrderIntent, ctx: ExecutionContext, status: IntentStatus,
                        routing: RoutingDecision | None, **extra: Any) -> dict[str, Any]:
+        account = {"account": ctx.account.to_dict()} if ctx.account is not None else {}
         return {"intent": intent.to_dict(), "tenant_id": ctx.tenant_id, "uid": ctx.uid, "status": status.value,
-                "kind": "single", "updated_at": self.clock.now().isoformat(), **extra}
+                "kind": "single", "updated_at": self.clock.now().isoformat(), **account, **extra}
 
     def _finish_decision(self, intent: OrderIntent, ctx: ExecutionContext, status: str,
                          routing: RoutingDecision | None, rejection: Rejection | None, *,
@@ -313,6 +424,7 @@ class ExecutionEngine:
             reserved_signed_qty=intent.signed_qty if claimed else None,
             trade_day=now.date().isoformat() if claimed else None,
             release_slot=claimed_slot if claimed else None,
+            prefetched=self._take_finish_reads(ctx.tenant_id, intent.intent_id),
         )
         stored = self.store.finish(finish)
         if stored is not None and stored.data.get("result") and stored.data["result"].get("status") != status:
@@ -349,6 +461,7 @@ class ExecutionEngine:
             tax=tax_fill(trade_id=intent.intent_id, symbol=intent.symbol, asset_class=intent.asset_class.value,
                          side=intent.side.value, qty=order.filled_qty, price=order.filled_avg_price, fees=ZERO,
                          when=now, multiplier=intent.spec.multiplier, lot_ids=_lot_ids(intent)),
+            prefetched=self._take_finish_reads(ctx.tenant_id, intent.intent_id),
         )
         stored = self.store.finish(finish)
         if stored is not None and stored.data.get("result") and \
@@ -358,6 +471,27 @@ class ExecutionEngine:
                   broker_order_id=order.broker_order_id, client_order_id=coid, order_status=order.state.value,
                   filled_qty=order.filled_qty, filled_avg_price=order.filled_avg_price)
         return result
+
+    def _after_claim(self, tenant_id: str, intent_id: str, outcome: Any) -> None:
+        """The intent's version after the claim: the one it committed (or unknown: read again)."""
+        pending = getattr(self._finish_reads, "pending", None)
+        if pending is None or pending[:2] != (tenant_id, intent_id):
+            return
+        reads = dict(pending[2])
+        ip = intent_path(tenant_id, intent_id)
+        if outcome.result is ClaimResult.CLAIMED and outcome.token is not None:
+            reads[ip] = ({"status": IntentStatus.RESERVED.value}, outcome.token)
+        elif outcome.result is not ClaimResult.DAILY_LIMIT or outcome.token is not None:
+            reads.pop(ip, None)
+        self._finish_reads.pending = (tenant_id, intent_id, reads)
+
+    def _take_finish_reads(self, tenant_id: str, intent_id: str) -> dict[str, Any] | None:
+        """The pre-claim documents of this very intent (set by ``execute_intent`` for this thread), once."""
+        pending = getattr(self._finish_reads, "pending", None)
+        if pending is None or pending[:2] != (tenant_id, intent_id):
+            return None
+        self._finish_reads.pending = None
+        return pending[2]
 
     def _reconcile_at(self):
         return self.clock.now() + timedelta(seconds=10)
@@ -373,8 +507,12 @@ class ExecutionEngine:
         if record.status is not IntentStatus.PLACED or data.get("order_final"):
             return None
         intent = OrderIntent.from_dict({**data["intent"], "intent_id": intent_id})
-        ctx = ExecutionContext(tenant_id, data["uid"])
-        venue = self.broker_for(intent)
+        ctx = ExecutionContext(tenant_id, data["uid"], account=stored_binding(data.get("account")))
+        try:
+            venue = self.broker_for(intent, ctx)
+        except Exception as exc:  # the venue cannot be built now: the sweeper tries again
+            log_event("exec.reconcile_deferred", severity="WARNING", intent_id=intent_id, error=str(exc)[:200])
+            return None
         if isinstance(venue, Rejection):
             return None
         try:
@@ -434,6 +572,14 @@ class ExecutionEngine:
                                       price=increment.filled_avg_price, fees=ZERO, when=now,
                                       multiplier=intent.spec.multiplier))
 
+    def _refused(self, intent: OrderIntent, ctx: ExecutionContext, rejection: Rejection) -> ExecutionResult:
+        """A refusal before anything is written (the account binding): a coded result, no record, no
+        ledger row, nothing sent — the API answers it 403/400 (backend/execution/accounts.HTTP_STATUS)."""
+        log_event("exec.refused", severity="WARNING", intent_id=intent.intent_id, tenant_id=ctx.tenant_id,
+                  uid=ctx.uid, rejection=rejection)
+        return ExecutionResult(status="rejected", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
+                               trade_id=None, routing=None, rejection=rejection, extra={"persisted": False})
+
     def _pending(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None, coid: str,
                  broker_name: str | None, exc: BrokerError | None) -> ExecutionResult:
         rejection = exc.to_rejection() if exc is not None else None
@@ -463,15 +609,47 @@ class ExecutionEngine:
                                filled_avg_price=_dec(data.get("filled_avg_price")), rejection=rejection, replayed=True)
 
 
+def _record_of(tenant_id: str, intent_id: str, doc: Any) -> IntentRecord | None:
+    """The intent record from a pre-claim read's document (as the stores' ``get_intent`` answers it)."""
+    if doc is None:
+        return None
+    return IntentRecord(tenant_id, intent_id, IntentStatus(doc.get("status") or "new"), doc)
+
+
+def _venue_unavailable(exc: Exception) -> Rejection:
+    """The coded refusal of a venue that cannot be built (``VenueUnavailable.rejection``); never the
+    exception text of anything else (it could carry a credential)."""
+    rejection = getattr(exc, "rejection", None)
+    if isinstance(rejection, Rejection):
+        return rejection
+    code = getattr(exc, "code", None)
+    if isinstance(code, RejectCode):
+        return Rejection(code, str(getattr(exc, "reason", "")) or type(exc).__name__)
+    return Rejection(RejectCode.VENUE_UNAVAILABLE, type(exc).__name__)
+
+
+def _unit_price(intent: OrderIntent, routing: RoutingDecision | None) -> Decimal | None:
+    """One unit's price for the notional limit: the limit price, else the side's touch from the
+    router's quote (x the contract multiplier); None without either (the notional limit then waits
+    for the venue)."""
+    price = intent.limit_price
+    quote = routing.quote if routing is not None else None
+    if price is None and quote is not None:
+        price = quote.ask if intent.side.value == "buy" else quote.bid
+    return None if price is None else price * intent.spec.multiplier
+
+
 def _order_request(intent: OrderIntent, coid: str) -> OrderRequest:
-    return OrderRequest(client_order_id=coid, symbol=intent.symbol, asset_class=intent.asset_class,
-                        side=intent.side, qty=intent.qty, order_type=intent.order_type,
-                        limit_price=intent.limit_price,
-                        time_in_force="gtc" if intent.asset_class.value == "CRYPTO" else "day")
+    # issue 15: type, time in force (the class default when omitted), stop/trail and protective legs
+    return OrderRequest(client_order_id=coid, **intent.order_fields())
 
 
 def _resting(request: OrderRequest, routing: RoutingDecision | None) -> bool:
-    """A limit order the venue will rest: not marketable against the router's quote."""
+    """An order the venue will rest: a stop, stop-limit or trailing stop (waits for its trigger), an
+    OCO (two exits of an open position), or a limit order not marketable against the router's quote."""
+    if getattr(request.order_type, "value", None) in ("stop", "stop_limit", "trailing_stop") \
+            or getattr(getattr(request, "order_class", None), "value", None) == "oco":
+        return True
     quote = routing.quote if routing is not None else None
     if quote is None or request.limit_price is None or getattr(request.order_type, "value", None) != "limit":
         return False

@@ -22,11 +22,13 @@ from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput, RejectCode, Rejection
 from backend.domain.money import ZERO, dec_str
 from backend.execution import groups as g
+from backend.execution.accounts import AccountRefused, stored_binding
 from backend.execution.broker_router import as_router
 from backend.execution.client_ids import checked_order
+from backend.execution.instruments import check_instrument
 from backend.execution.intent import ExecutionContext, validate_id
 from backend.execution.preflight import check_group_writes
-from backend.execution.records import group_decision_row, group_fill_rows, tax_fill
+from backend.execution.records import group_decision_row, group_fill_rows, tax_fill, with_venue_account
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerOrder, BrokerPort, OrderState, Quote
 from backend.ports.store import (ClaimResult, FillWrite, GroupReservation, GroupSettlement, GroupSnapshot,
@@ -34,7 +36,7 @@ from backend.ports.store import (ClaimResult, FillWrite, GroupReservation, Group
 from backend.risk import approvals
 from backend.domain.ids import check_id
 from backend.execution.store_rules import exposure_from_doc, exposure_path
-from backend.risk.gate import DryRunBlocked, PreTradeGate, account_key_for, halt_flags, halt_paths
+from backend.risk.gate import DryRunBlocked, PreTradeGate, account_in, account_key_for, halt_flags, halt_paths
 from backend.risk.manager import Exposure, RiskSnapshot
 from backend.settings import ExecSettings
 
@@ -73,6 +75,9 @@ class _Run:
     approval_read: bool = False
     flags: RiskSnapshot | None = None
     trades_seen: int = 0
+    # the group's bound account as read with the halt flags (status, limits); None: unbound/absent
+    account: Any = None
+    account_missing: bool = False
 
 
 class GroupExecutor:
@@ -85,9 +90,15 @@ class GroupExecutor:
 
     def __init__(self, broker: Any, store: Any, clock: Clock, settings: ExecSettings,
                  group_settings: g.GroupSettings | None = None, *, kill_switches: Any = None,
-                 max_drive_seconds: float = 50.0, gate: PreTradeGate | None = None, risk_snapshot: Any = None):
+                 max_drive_seconds: float = 50.0, gate: PreTradeGate | None = None, risk_snapshot: Any = None,
+                 accounts: Any = None, venue_pool: Any = None):
         self.broker = broker
-        self.venues = as_router(broker)
+        self.venues = as_router(broker)  # the deployment's; a bound group trades its account's (_use_binding)
+        # issue 12: new groups bind to an account (backend/execution/accounts.py); None = a library
+        # caller's executor without accounts (groups keep their label and trade ``broker``)
+        self.accounts = accounts
+        self.venue_pool = venue_pool
+        self._deployment_venues = self.venues
         # the one pre-trade gate (dry run, kill switches, limits per class, daily count), shared
         # with the single-leg engine; every venue this executor uses is wrapped by its dry-run guard
         if gate is None:  # a library caller's executor: the composition root builds the same gate
@@ -117,7 +128,8 @@ class GroupExecutor:
         if unknown:
             raise InvalidInput(sorted(unknown)[0], "unknown field")
         group_id = validate_id(group_id or request.get("group_id") or f"g-{uuid.uuid4().hex}", "group_id")
-        account = validate_id(request.get("broker_account_id") or DEFAULT_GROUP_ACCOUNT, "broker_account_id")
+        requested = request.get("broker_account_id")
+        account = validate_id(requested or DEFAULT_GROUP_ACCOUNT, "broker_account_id")
         now = self.clock.now()
         group = g.ExecutionGroup.create(
             group_id=group_id, strategy_id=request.get("strategy_id"), tenant_id=ctx.tenant_id, uid=ctx.uid,
@@ -126,22 +138,46 @@ class GroupExecutor:
             max_group_slippage_pips=request.get("max_group_slippage_pips"),
             execution_priority=request.get("execution_priority"), rpm_output=request.get("rpm_output"))
         owner = uuid.uuid4().hex
-        doc = {**self._doc(group, owner, written=()), "_intent_doc": from_intent_doc, "_account": account}
+        doc = {**self._doc(group, owner, written=()), "_intent_doc": from_intent_doc, "_account": account,
+               "_binding": None}
         check_group_writes(doc, ctx.tenant_id)  # names/sizes of every later write: refused before any leg
+        if self.accounts is not None:  # one account per group: every leg's class enabled on it
+            bound = self.accounts.bind(ctx.tenant_id, ctx.uid, requested, [leg.asset_class for leg in group.legs])
+            if isinstance(bound, Rejection):
+                existing = self.store.load_group(ctx.tenant_id, group_id)
+                if existing is None or existing.doc.get("uid") != ctx.uid:
+                    raise AccountRefused(bound)  # nothing written, nothing sent
+                # a retry of a group bound before (e.g. halted since): it resumes with its own binding
+                return self._retry(ctx, group_id, existing)
+            account = bound.account_id
+            doc.update({"_account": account, "_binding": bound.binding.to_dict()})
+            check_group_writes(doc, ctx.tenant_id)  # the bound ids are valid ids: still storable
+            try:  # the account's venues, before the group exists: nothing to sweep if they cannot be built
+                self._use_binding(ctx.tenant_id, doc)
+            except Exception as exc:
+                rejection = getattr(exc, "rejection", None)
+                if not isinstance(rejection, Rejection):
+                    raise
+                raise AccountRefused(rejection) from None
         snapshot = self.store.create_group(ctx.tenant_id, group_id, doc,
                                            {"status": "accepted", "group_id": group_id} if from_intent_doc else None)
         if snapshot is None:  # a retry of the same group id
-            existing = self.store.load_group(ctx.tenant_id, group_id)
-            stored = g.ExecutionGroup.from_dict(_domain_doc(existing.doc))
-            if stored.uid != ctx.uid:
-                raise InvalidInput("group_id", "already used by another user")
-            log_event("exec.group_replayed", group_id=group_id, tenant_id=ctx.tenant_id, status=stored.status.value)
-            if stored.status.is_final:
-                return stored
-            return self.resume(ctx.tenant_id, group_id) or stored
+            return self._retry(ctx, group_id, self.store.load_group(ctx.tenant_id, group_id))
         log_event("exec.group_received", group_id=group_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
-                  legs=len(group.legs), strategy_id=group.strategy_id)
+                  legs=len(group.legs), strategy_id=group.strategy_id, account_id=account)
+        self._use_binding(ctx.tenant_id, snapshot.doc)
         return self._drive(_Run(snapshot, group), owner)
+
+    def _retry(self, ctx: ExecutionContext, group_id: str, existing: GroupSnapshot) -> g.ExecutionGroup:
+        """The same group id again: the stored group (final), or its resumption; another user's id is refused."""
+        stored = g.ExecutionGroup.from_dict(_domain_doc(existing.doc))
+        if stored.uid != ctx.uid:
+            raise InvalidInput("group_id", "already used by another user")
+        self._use_binding(ctx.tenant_id, existing.doc)
+        log_event("exec.group_replayed", group_id=group_id, tenant_id=ctx.tenant_id, status=stored.status.value)
+        if stored.status.is_final:
+            return stored
+        return self.resume(ctx.tenant_id, group_id) or stored
 
     def resume(self, tenant_id: str, group_id: str) -> g.ExecutionGroup | None:
         """Take an expired lease and continue; None when another worker holds it (or it is final)."""
@@ -152,7 +188,15 @@ class GroupExecutor:
             return None
         group = g.ExecutionGroup.from_dict(_domain_doc(snapshot.doc))
         log_event("exec.group_resumed", group_id=group_id, tenant_id=tenant_id, status=group.status.value)
+        self._use_binding(tenant_id, snapshot.doc)
         return self._drive(_Run(snapshot, group), owner)
+
+    def _use_binding(self, tenant_id: str, doc: Mapping[str, Any]) -> None:
+        """Trade the venues of the group's stored account binding (a group predating accounts keeps
+        the deployment's venues). The executor drives one group per call (bootstrap.group_executor)."""
+        binding = stored_binding(doc.get("_binding"))
+        self.venues = self._deployment_venues if binding is None or self.venue_pool is None \
+            else self.venue_pool.router_for(tenant_id, binding)
 
     def load(self, tenant_id: str, group_id: str) -> g.ExecutionGroup | None:
         snapshot = self.store.load_group(tenant_id, group_id)
@@ -304,12 +348,16 @@ class GroupExecutor:
         group = run.group
         # one batched read for the whole validation: halt flags, every leg's exposure, the approval
         flags, exposures = self._risk_reads(run, group.legs, approval=True)
-        rejection = self._halted(flags)
+        rejection = self._halted(flags, run)
         if rejection is None:
             for leg in group.legs:
                 venue = self._venue(leg.asset_class)
                 if isinstance(venue, Rejection):
                     rejection = Rejection(venue.code, f"{leg.leg_id} {leg.symbol}: {venue.detail}")
+                    break
+                problem = check_instrument(venue, leg.symbol, leg.asset_class, leg.units, None)  # venue metadata
+                if problem is not None:
+                    rejection = Rejection(problem.code, f"{leg.leg_id} {leg.symbol}: {problem.detail}")
                     break
         if rejection is None:
             quotes, closes = self._market(group.legs)
@@ -352,7 +400,9 @@ class GroupExecutor:
         approval the group references (kept on the run, see ``_rpm``)."""
         tenant = run.group.tenant_id
         keys = {leg.leg_id: exposure_path(tenant, self._leg_key(run, leg)) for leg in legs}
-        paths = [*halt_paths(tenant), *keys.values()]
+        binding = stored_binding(run.snapshot.doc.get("_binding"))
+        account_id = None if binding is None else binding.account_id
+        paths = [*halt_paths(tenant, account_id), *keys.values()]  # + the account: its status and limits
         approval_path = self._approval_path(run) if approval and not run.approval_read else None
         if approval_path is not None:
             paths.append(approval_path)
@@ -360,6 +410,9 @@ class GroupExecutor:
         if approval and not run.approval_read:
             run.approval = docs[approval_path][0] if approval_path is not None else None
             run.approval_read = True
+        if account_id is not None:
+            run.account = account_in(docs, tenant, account_id)
+            run.account_missing = run.account is None
         return halt_flags(docs, tenant), {leg_id: exposure_from_doc(docs[p][0]) for leg_id, p in keys.items()}
 
     @staticmethod
@@ -373,14 +426,16 @@ class GroupExecutor:
             return None
         return None if decision_id is None else f"tenants/{run.group.tenant_id}/rpm_approvals/{decision_id}"
 
-    def _halted(self, flags: RiskSnapshot) -> Rejection | None:
+    def _halted(self, flags: RiskSnapshot, run: _Run | None = None) -> Rejection | None:
         if self.settings.kill_switch:
             return Rejection(RejectCode.KILL_SWITCH, "trading halted (global)")
-        return self.gate.halted(flags)
+        if run is not None and run.account_missing:  # new work on a bound account whose document is gone
+            return Rejection(RejectCode.ACCOUNT_NOT_FOUND, "the group's account no longer exists")
+        return self.gate.halted(flags, run.account if run is not None else None)
 
     @staticmethod
     def _with_exposure(flags: RiskSnapshot, exposure: Exposure, trades_today: int = 0) -> RiskSnapshot:
-        return RiskSnapshot(flags.global_kill_switch, flags.tenant_overrides, trades_today, exposure)
+        return flags.with_counts(trades_today=trades_today, exposure=exposure)
 
     def _risk_check_legs(self, run: _Run, flags: RiskSnapshot, exposures: Mapping[str, Exposure]) -> Rejection | None:
         """Each leg through the gate (kill switches, position limit per class) and the day's count
@@ -393,10 +448,11 @@ class GroupExecutor:
         trades_today = run.trades_seen = self.store.count_trades(run.group.tenant_id, self._trade_day(run))
         for leg in run.group.legs:
             snapshot = self._with_exposure(flags, exposures[leg.leg_id], trades_today)
-            rejection = self.gate.check(leg.units * leg.direction, snapshot, asset_class=leg.asset_class)
+            rejection = self.gate.check(leg.units * leg.direction, snapshot, asset_class=leg.asset_class,
+                                        account=run.account)
             if rejection is not None:
                 return Rejection(rejection.code, f"{leg.leg_id} {leg.symbol}: {rejection.detail}")
-        limits = self.gate.risk.effective_limits(flags)
+        limits = self.gate.risk.effective_limits(flags, run.account)
         if trades_today + len(run.group.legs) > limits.max_daily_trades:
             return Rejection(RejectCode.DAILY_TRADE_LIMIT, f"count={trades_today} legs={len(run.group.legs)} "
                                                            f"limit={limits.max_daily_trades}")
@@ -412,7 +468,7 @@ class GroupExecutor:
                 continue
             snapshot = self._with_exposure(flags, exposures.get(self._leg_key(run, leg), Exposure()))
             rejection = self.gate.check(leg.units * leg.direction, snapshot, asset_class=leg.asset_class,
-                                        count_daily=False)
+                                        count_daily=False, account=run.account)
             if rejection is not None:
                 return Rejection(rejection.code, f"{leg.leg_id} {leg.symbol}: {rejection.detail}")
         return None
@@ -446,6 +502,7 @@ class GroupExecutor:
         """Adapter fields a save must keep (the group's account label and its reservation)."""
         doc = run.snapshot.doc
         return {"_intent_doc": bool(doc.get("_intent_doc")), "_account": doc.get("_account"),
+                "_binding": doc.get("_binding"),
                 "_reservation": doc.get("_reservation"), "_settled": bool(doc.get("_settled"))}
 
     def _settlement(self, run: _Run) -> GroupSettlement | None:
@@ -497,8 +554,10 @@ class GroupExecutor:
         if not run.snapshot.doc.get("_reservation"):
             return self._kill_switch(run.group.tenant_id)  # a group stored before reservations existed
         flags, exposures = self._risk_reads(run, (leg,))  # one round trip, halt flags read fresh
+        if run.account_missing:
+            return Rejection(RejectCode.ACCOUNT_NOT_FOUND, f"{leg.leg_id}: the group's account no longer exists")
         rejection = self.gate.check(leg.units * leg.direction, self._with_exposure(flags, exposures[leg.leg_id]),
-                                    asset_class=leg.asset_class, count_daily=False)
+                                    asset_class=leg.asset_class, count_daily=False, account=run.account)
         return None if rejection is None else Rejection(rejection.code, f"{leg.leg_id} {leg.symbol}: {rejection.detail}")
 
     def _harden(self, run: _Run, leg: g.ExecutionLeg) -> Rejection | None:
@@ -673,7 +732,8 @@ class GroupExecutor:
 
     def _flush(self, run: _Run, owner: str, *, final: bool = False, release: bool = False) -> None:
         written = tuple(run.snapshot.doc.get("_ledger_written") or ())
-        fills = tuple(f for f in self._fill_writes(run.group, self._account(run)) if f.trade_id not in written)
+        fills = tuple(f for f in self._fill_writes(run.group, self._account(run), self._venue_account(run))
+                      if f.trade_id not in written)
         if not run.dirty and not fills and not release and not final:
             return
         settlement = self._settlement(run)
@@ -689,9 +749,22 @@ class GroupExecutor:
                                              **({"settlement": settlement} if settlement is not None else {}))
         run.dirty = False
 
-    def _fill_writes(self, group: g.ExecutionGroup, account: str = DEFAULT_GROUP_ACCOUNT) -> list[FillWrite]:
+    @staticmethod
+    def _venue_account(run: _Run) -> str | None:
+        binding = stored_binding(run.snapshot.doc.get("_binding"))
+        return None if binding is None else binding.venue_account_id
+
+    def _fill_writes(self, group: g.ExecutionGroup, account: str = DEFAULT_GROUP_ACCOUNT,
+                     venue_account_id: str | None = None) -> list[FillWrite]:
         """Ledger + history rows for every final fill: each leg's entry and each rollback order, labelled
-        with the group's account (the lot book is per tenant and account)."""
+        with the group's account and its venue account id (the lot book is per tenant and account)."""
+        out = self._fill_rows(group, account)
+        for write in out:
+            with_venue_account(write.ledger, venue_account_id)
+            with_venue_account(write.history, venue_account_id)
+        return out
+
+    def _fill_rows(self, group: g.ExecutionGroup, account: str) -> list[FillWrite]:
         now = self.clock.now()
         out = []
         if group.status.is_final:  # every final group is one decision row (issue 19 item 7)

@@ -10,6 +10,7 @@ the field, before anything is written anywhere.
 """
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,10 +18,12 @@ from enum import Enum
 from typing import Any, Mapping, TypeVar
 
 from backend.domain.assets import AssetClass, AssetSpec, default_registry, normalize_symbol, resolve_asset_class
+from backend.domain.capabilities import default_time_in_force
 from backend.domain.errors import InvalidInput
 from backend.domain.ids import ID, LOT_ID, METADATA_KEY
 from backend.domain.money import dec_str, to_decimal
-from backend.domain.orders import OrderSide, OrderType
+from backend.domain.orders import (OrderClass, OrderSide, OrderType, StopLoss, TakeProfit, TimeInForce,
+                                   check_order_class, check_order_prices)
 from backend.execution.client_ids import single_client_order_id
 
 MAX_METADATA_KEYS = 64  # the API allows 32 from the client; a signal adds its own few
@@ -84,6 +87,9 @@ class ExecutionContext:
     tenant_id: str
     uid: str
     role: str = "trader"
+    # the account binding (``backend.ports.accounts.AccountBinding``) once the engine has bound the
+    # request to an account (issue 12); None before, and for records written before accounts existed
+    account: Any = None
 
     def __post_init__(self) -> None:
         validate_id(self.tenant_id, "tenant_id")
@@ -110,13 +116,63 @@ def _parse_side(value: Any) -> OrderSide:
 
 
 def _parse_order_type(value: Any) -> OrderType:
-    return _parse_choice(OrderType, value, "order_type", "'market' or 'limit'")
+    return _parse_choice(OrderType, value, "order_type", " / ".join(repr(t.value) for t in OrderType))
+
+
+def _parse_time_in_force(value: Any) -> TimeInForce | None:
+    if value is None:
+        return None
+    return _parse_choice(TimeInForce, value, "time_in_force", " / ".join(repr(t.value) for t in TimeInForce))
+
+
+def _parse_order_class(value: Any, take_profit: Any, stop_loss: Any) -> OrderClass:
+    """Omitted: BRACKET with both exits, OTO with one, SIMPLE with none (OCO is always explicit)."""
+    if value is None:
+        if take_profit is not None and stop_loss is not None:
+            return OrderClass.BRACKET
+        return OrderClass.OTO if take_profit is not None or stop_loss is not None else OrderClass.SIMPLE
+    return _parse_choice(OrderClass, value, "order_class", " / ".join(repr(c.value) for c in OrderClass))
+
+
+def _price(spec: AssetSpec, value: Any, field_name: str) -> Decimal | None:
+    """A tick-aligned positive price; one off the tick is refused, never rounded."""
+    return None if value is None else spec.quantize_price(value, field_name)
+
+
+def _parse_take_profit(spec: AssetSpec, value: Any) -> TakeProfit | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInput("take_profit", "must be an object {limit_price}")
+    extra = set(value) - {"limit_price"}
+    if extra:
+        raise InvalidInput(f"take_profit.{sorted(extra)[0]}", "unknown field")
+    if value.get("limit_price") is None:
+        raise InvalidInput("take_profit.limit_price", "is required")
+    return TakeProfit(limit_price=spec.quantize_price(value["limit_price"], "take_profit.limit_price"))
+
+
+def _parse_stop_loss(spec: AssetSpec, value: Any) -> StopLoss | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInput("stop_loss", "must be an object {stop_price, limit_price?} or {trail_price}")
+    extra = set(value) - {"stop_price", "limit_price", "trail_price"}
+    if extra:
+        raise InvalidInput(f"stop_loss.{sorted(extra)[0]}", "unknown field")
+    stop = _price(spec, value.get("stop_price"), "stop_loss.stop_price")
+    limit = _price(spec, value.get("limit_price"), "stop_loss.limit_price")
+    trail = _price(spec, value.get("trail_price"), "stop_loss.trail_price")
+    try:
+        return StopLoss(stop_price=stop, limit_price=limit, trail_price=trail)
+    except ValueError as exc:
+        raise InvalidInput("stop_loss", str(exc).removeprefix("stop_loss ")) from None
 
 
 @dataclass(frozen=True, init=False)
 class OrderIntent:
     strategy_id: str
-    broker_account_id: str
+    broker_account_id: str | None
     symbol: str
     side: OrderSide
     qty: Decimal
@@ -126,15 +182,26 @@ class OrderIntent:
     intent_id: str
     order_type: OrderType
     limit_price: Decimal | None
+    time_in_force: TimeInForce | None  # None: the class default (``effective_time_in_force``)
+    stop_price: Decimal | None
+    trail_price: Decimal | None
+    trail_percent: Decimal | None
+    order_class: OrderClass
+    take_profit: TakeProfit | None
+    stop_loss: StopLoss | None
     spec: AssetSpec = field(compare=False, repr=False)
 
     def __init__(self, strategy_id: str, broker_account_id: str, symbol: str, side: Any, qty: Any,
                  asset_class: Any = None, estimated_slippage: Any = None,
                  metadata: Mapping[str, Any] | None = None, *, intent_id: str | None = None,
-                 order_type: Any = "market", limit_price: Any = None):
+                 order_type: Any = "market", limit_price: Any = None, time_in_force: Any = None,
+                 stop_price: Any = None, trail_price: Any = None, trail_percent: Any = None,
+                 order_class: Any = None, take_profit: Any = None, stop_loss: Any = None):
         put = object.__setattr__
         put(self, "strategy_id", validate_id(strategy_id, "strategy_id"))
-        put(self, "broker_account_id", validate_id(broker_account_id, "broker_account_id"))
+        # the tenant's account id (issue 12); None = the caller's default account, bound by the engine
+        put(self, "broker_account_id", None if broker_account_id is None
+            else validate_id(broker_account_id, "broker_account_id"))
         sym = normalize_symbol(symbol)
         klass = resolve_asset_class(sym, asset_class)  # omitted: the symbol's class; contradicted: 400
         spec = default_registry().spec_for(sym, klass)
@@ -154,18 +221,56 @@ class OrderIntent:
             else f"i-{uuid.uuid4().hex}")
         otype = _parse_order_type(order_type)
         put(self, "order_type", otype)
-        if otype is OrderType.LIMIT:
-            if limit_price is None:
-                raise InvalidInput("limit_price", "is required for limit orders")
-            put(self, "limit_price", spec.quantize_price(limit_price, "limit_price"))
-        else:
-            if limit_price is not None:
-                raise InvalidInput("limit_price", "only limit orders take a limit price")
-            put(self, "limit_price", None)
+        put(self, "time_in_force", _parse_time_in_force(time_in_force))
+        klass_of_order = _parse_order_class(order_class, take_profit, stop_loss)
+        put(self, "order_class", klass_of_order)
+        # which price fields the type takes is checked first, so a stray field is named as such
+        present = {name: (None if value is None else Decimal(1)) for name, value in
+                   (("limit_price", limit_price), ("stop_price", stop_price), ("trail_price", trail_price),
+                    ("trail_percent", trail_percent))}
+        shape = check_order_prices(otype, present["limit_price"], present["stop_price"], present["trail_price"],
+                                   present["trail_percent"], klass_of_order)
+        if shape is not None:
+            raise InvalidInput(*shape)
+        put(self, "limit_price", _price(spec, limit_price, "limit_price"))
+        put(self, "stop_price", _price(spec, stop_price, "stop_price"))
+        put(self, "trail_price", _price(spec, trail_price, "trail_price"))
+        percent = None
+        if trail_percent is not None:
+            percent = to_decimal(trail_percent, "trail_percent")
+            if not Decimal(0) < percent < Decimal(100):
+                raise InvalidInput("trail_percent", f"must be a percent in (0, 100), got {percent}")
+        put(self, "trail_percent", percent)
+        tp = _parse_take_profit(spec, take_profit)
+        sl = _parse_stop_loss(spec, stop_loss)
+        put(self, "take_profit", tp)
+        put(self, "stop_loss", sl)
+        problem = check_order_class(klass_of_order, otype, self.side, self.limit_price, tp, sl)
+        if problem is not None:
+            raise InvalidInput(*problem)
+
+    @property
+    def effective_time_in_force(self) -> TimeInForce:
+        """The time in force sent to the venue: the caller's, or the asset class's default."""
+        return self.time_in_force or default_time_in_force(self.asset_class)
+
+    def order_fields(self) -> dict[str, Any]:
+        """The ``OrderRequest`` keyword arguments this intent decides (all but the client order id)."""
+        return dict(symbol=self.symbol, asset_class=self.asset_class, side=self.side, qty=self.qty,
+                    order_type=self.order_type, limit_price=self.limit_price,
+                    time_in_force=self.effective_time_in_force.value, stop_price=self.stop_price,
+                    trail_price=self.trail_price, trail_percent=self.trail_percent, order_class=self.order_class,
+                    take_profit=self.take_profit, stop_loss=self.stop_loss)
 
     @property
     def signed_qty(self) -> Decimal:
         return self.qty * self.side.direction
+
+    def with_account(self, account_id: str) -> "OrderIntent":
+        """This intent bound to ``account_id`` (the engine's account binding; same intent id)."""
+        bound = copy.copy(self)
+        object.__setattr__(bound, "broker_account_id", validate_id(account_id, "broker_account_id"))
+        return bound
 
     def resolve_context(self, context: ExecutionContext | None, settings_tenant: str | None = None,
                         settings_uid: str | None = None) -> ExecutionContext:
@@ -202,11 +307,33 @@ class OrderIntent:
             "asset_class": self.asset_class.value,
             "order_type": self.order_type.value,
             "limit_price": dec_str(self.limit_price),
+            **self._order_detail_dict(),
             "estimated_slippage": dec_str(self.estimated_slippage),
             "metadata": {k: v for k, v in self.metadata.items()
                          if isinstance(v, (str, int, bool)) or v is None
                          or (k == "lot_ids" and isinstance(v, dict))},
         }
+
+    def _order_detail_dict(self) -> dict[str, Any]:
+        """Issue 15's fields, present only when they say something: a market/limit day order's
+        document is exactly what it was before (stored intents, rules and replays stay unchanged)."""
+        out: dict[str, Any] = {}
+        if self.time_in_force is not None:
+            out["time_in_force"] = self.time_in_force.value
+        for name in ("stop_price", "trail_price", "trail_percent"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = dec_str(value)
+        if self.order_class is not OrderClass.SIMPLE:
+            out["order_class"] = self.order_class.value
+        if self.take_profit is not None:
+            out["take_profit"] = {"limit_price": dec_str(self.take_profit.limit_price)}
+        if self.stop_loss is not None:
+            out["stop_loss"] = {k: dec_str(v) for k, v in (("stop_price", self.stop_loss.stop_price),
+                                                            ("limit_price", self.stop_loss.limit_price),
+                                                            ("trail_price", self.stop_loss.trail_price))
+                                if v is not None}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "OrderIntent":
@@ -216,5 +343,8 @@ class OrderIntent:
             asset_class=data.get("asset_class"),
             estimated_slippage=data.get("estimated_slippage"), metadata=data.get("metadata") or {},
             intent_id=data.get("intent_id"), order_type=data.get("order_type", "market"),
-            limit_price=data.get("limit_price"),
+            limit_price=data.get("limit_price"), time_in_force=data.get("time_in_force"),
+            stop_price=data.get("stop_price"), trail_price=data.get("trail_price"),
+            trail_percent=data.get("trail_percent"), order_class=data.get("order_class"),
+            take_profit=data.get("take_profit"), stop_loss=data.get("stop_loss"),
         )

@@ -100,16 +100,21 @@ def actual_slippage(intent: OrderIntent, routing: RoutingDecision | None, fill_p
 # not apply to its kind) and every history row (users/{uid}/portfolio/history/trades) exactly
 # HISTORY_FIELDS, whatever wrote it; documented in docs/ARCHITECTURE.md ("Data model").
 
-LEDGER_KINDS = ("order", "fill", "group_fill", "rollback_fill", "group_decision")
+# "correction" (issue 13): an admin's correction of an earlier row (``corrects`` = its id, ``correction`` =
+# {reason, corrected values, actor}); the original row is never changed. Built by correction_row below.
+LEDGER_KINDS = ("order", "fill", "group_fill", "rollback_fill", "group_decision", "correction")
 LEDGER_FIELDS = (
     "schema_version", "kind", "trade_id", "intent_id", "group_id", "leg_id", "tenant_id", "uid", "strategy_id",
-    "broker_account_id", "symbol", "asset_class", "side", "qty", "order_type", "limit_price", "status",
+    "broker_account_id", "venue_account_id", "symbol", "asset_class", "side", "qty", "order_type", "limit_price",
+    "status",
     "reason_code", "reason", "quote", "spread_pct", "estimated_slippage", "arrival_mid", "intended_price",
     "broker", "client_order_id", "broker_order_id", "order_status", "filled_qty", "filled_avg_price", "notional",
     "fees", "actual_slippage_pct", "actual_slippage_ticks", "legs", "created_at", "trade_date",
+    "corrects", "correction",
 )
 HISTORY_FIELDS = (
-    "schema_version", "history_id", "trade_id", "tenant_id", "uid", "broker_account_id", "group_id", "leg_id",
+    "schema_version", "history_id", "trade_id", "tenant_id", "uid", "broker_account_id", "venue_account_id",
+    "group_id", "leg_id",
     "asset_class", "symbol", "side", "quantity", "ordered_quantity", "price", "notional", "cost_analysis", "tax",
     "strategy_id", "execution", "created_at",
 )
@@ -172,9 +177,22 @@ def with_cost_basis(history: Mapping[str, Any], closed: Mapping[str, str] | None
     return {**history, "tax": {**history["tax"], **stamped}}
 
 
+def venue_account_of(ctx: ExecutionContext) -> str | None:
+    """The venue's own account id of the intent's bound account (None before accounts existed)."""
+    return ctx.account.venue_account_id if getattr(ctx, "account", None) is not None else None
+
+
+def with_venue_account(row: dict[str, Any] | None, venue_account_id: str | None) -> dict[str, Any] | None:
+    """A group row (ledger or history) stamped with the group's venue account id."""
+    if row is not None and venue_account_id is not None:
+        row["venue_account_id"] = venue_account_id
+    return row
+
+
 def _intent_fields(intent: OrderIntent, ctx: ExecutionContext) -> dict[str, Any]:
     return {"intent_id": intent.intent_id, "tenant_id": ctx.tenant_id, "uid": ctx.uid,
             "strategy_id": intent.strategy_id, "broker_account_id": intent.broker_account_id,
+            "venue_account_id": venue_account_of(ctx),
             "symbol": intent.symbol, "asset_class": intent.asset_class.value, "side": intent.side.value,
             "order_type": intent.order_type.value, "limit_price": dec_str(intent.limit_price)}
 
@@ -231,6 +249,7 @@ def history_row(*, intent: OrderIntent, ctx: ExecutionContext, now: datetime, ro
                    "order_status": order.state.value, "intent_id": intent.intent_id},
         history_id=trade_id, trade_id=trade_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
         broker_account_id=intent.broker_account_id,  # history rows are labelled and filtered by account
+        venue_account_id=venue_account_of(ctx),
         asset_class=intent.asset_class.value, symbol=intent.symbol, ordered_quantity=dec_str(intent.qty),
         strategy_id=intent.strategy_id)
 
@@ -262,6 +281,24 @@ def group_fill_rows(*, group: Any, leg: Any, trade_id: str, kind: str, side: str
         ordered_quantity=dec_str(ordered_qty), strategy_id=group.strategy_id)
     return ledger, history
 
+
+# The fields a correction copies from the row it corrects (who, what, where), so it can be filtered
+# and read next to it; its own numbers stay null (it is not a fill: sums over fills are unchanged).
+CORRECTION_COPIED_FIELDS = ("intent_id", "group_id", "leg_id", "tenant_id", "uid", "strategy_id",
+                            "broker_account_id", "venue_account_id", "symbol", "asset_class")
+
+
+def correction_row(*, original_id: str, original: Mapping[str, Any], trade_id: str, reason: str,
+                   corrected: Mapping[str, Any], actor_uid: str, actor_role: str, now: datetime) -> dict[str, Any]:
+    """An admin's correction of ledger row ``original_id`` (``kind``/``status``: correction): the
+    original's identity fields, ``corrects`` = its id, ``correction`` = {reason, fields: {name: {from,
+    to}}, actor_uid, actor_role}; ``reason_code`` CORRECTION and ``reason`` the admin's text."""
+    copied = {name: original.get(name) for name in CORRECTION_COPIED_FIELDS if name in LEDGER_FIELDS}
+    fields = {name: {"from": original.get(name), "to": value} for name, value in sorted(corrected.items())}
+    return _ledger(kind="correction", status="correction", trade_id=trade_id, **copied, reason_code="CORRECTION",
+                   reason=reason, corrects=original_id,
+                   correction={"reason": reason, "fields": fields, "actor_uid": actor_uid, "actor_role": actor_role},
+                   created_at=now.isoformat(), trade_date=now.date().isoformat())
 
 GROUP_DECISION_STATUSES = ("filled", "partially_filled", "rejected", "rolled_back", "failed_needs_attention",
                            "dry_run")

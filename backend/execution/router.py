@@ -69,8 +69,39 @@ class RoutingDecision:
         }
 
 
+def order_type_rule(intent: OrderIntent, decision: RoutingDecision) -> RoutingDecision:
+    """Issue 15 item 5: the spread downgrade applies to orders that cross the spread now.
+
+    A market order, and a limit order marketable against the quote (a buy at or above the ask, a
+    sell at or below the bid), pays the spread at once: the cost rule decides as before. A limit
+    inside the spread or behind the touch rests and can never fill worse than its limit, so it is
+    never "slipped": a wide spread does not downgrade it (the reason says so). Stop, stop-limit and
+    trailing-stop orders (and an OCO exit, a resting take-profit limit with its stop) are conditional
+    orders that do nothing now: a protective order must never be withheld because today's spread
+    is wide, so they pass too. An unusable quote (a coded rejection) stays a rejection for all."""
+    from backend.domain.orders import OrderClass, OrderSide, OrderType
+
+    if not decision.downgraded or decision.quote is None:
+        return decision
+    quote = decision.quote
+    kind = intent.order_type
+    if kind in (OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TRAILING_STOP) or intent.order_class is OrderClass.OCO:
+        why = "an oco exit" if intent.order_class is OrderClass.OCO else f"a {kind.value} order"
+        return RoutingDecision(True, f"{why} rests until triggered; the spread rule does not hold it ({decision.reason})",
+                               decision.spread_pct, decision.estimated_slippage, quote)
+    if kind is OrderType.LIMIT and intent.limit_price is not None:
+        limit = intent.limit_price
+        marketable = limit >= quote.ask if intent.side is OrderSide.BUY else limit <= quote.bid
+        if not marketable:
+            return RoutingDecision(True, f"limit {limit} rests inside or behind the spread (bid {quote.bid}, ask "
+                                         f"{quote.ask}): never slipped ({decision.reason})",
+                                   decision.spread_pct, decision.estimated_slippage, quote)
+    return decision
+
+
 class SmartRouter:
-    """Downgrades an intent to WAIT when spread/price exceeds ``max_spread_pct`` (equal passes)."""
+    """Downgrades an intent to WAIT when spread/price exceeds ``max_spread_pct`` (equal passes);
+    orders that do not cross the spread now are exempt (``order_type_rule``)."""
 
     def __init__(self, max_spread_pct: Any = DEFAULT_MAX_SPREAD_PCT, market_data: MarketDataProvider | None = None,
                  *, max_quote_age_seconds: Any = 5, clock: Clock | None = None):
@@ -87,14 +118,16 @@ class SmartRouter:
             self.market_data = market_data
         self.clock = clock
 
-    def analyze_intent(self, intent: OrderIntent) -> RoutingDecision:
-        provider = self.market_data or MarketDataProvider()
+    def analyze_intent(self, intent: OrderIntent, market_data: MarketDataProvider | None = None) -> RoutingDecision:
+        """``market_data``: the quotes of the intent's own venue when it is not the bound provider's
+        (an account on a Broker API or OANDA connection)."""
+        provider = market_data or self.market_data or MarketDataProvider()
         try:
             quote = provider.quote(intent.symbol, intent.asset_class)
         except BrokerError as exc:
             rejection = Rejection(RejectCode.MARKET_DATA_UNAVAILABLE, exc.message or exc.code.value)
             return RoutingDecision(False, str(rejection), None, intent.estimated_slippage, None, rejection)
-        return self.analyze_quote(quote, now=self.clock.now())
+        return order_type_rule(intent, self.analyze_quote(quote, now=self.clock.now()))
 
     def analyze_quote(self, quote: Quote, now: datetime) -> RoutingDecision:
         problem = quote.problem()

@@ -149,8 +149,14 @@ def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
         return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count)
     reserve = reserve_increments(claim.signed_qty)
     ep = exposure_path(claim.tenant_id, claim.account_key)
+    # issue 17: the first probe commits on the intent as the pre-claim read saw it (a moved intent is a
+    # Conflict and every later probe reads it again)
+    prefetched = (claim.prefetched or {}).get(ip)
     for slot in slot_probe_order(count, claim.daily_limit):
-        doc, token = uow.get_all([ip])[ip]
+        if prefetched is not None:
+            (doc, token), prefetched = prefetched, None
+        else:
+            doc, token = uow.get_all([ip])[ip]
         if doc is not None and (doc.get("status") or "new") != IntentStatus.NEW.value:
             return ClaimOutcome(ClaimResult.DUPLICATE, existing=_record(claim.tenant_id, claim.intent_id, doc))
         record = {**claim.record, "slot": slot, "lease_until": claim.lease_until, "updated_server_at": SERVER_TIME}
@@ -160,11 +166,12 @@ def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
                                 {"intent_id": claim.intent_id, "uid": claim.uid, "taken_at": SERVER_TIME}),
                          Increment(ep, reserve)])
         try:
-            uow.commit(commit)
+            tokens = uow.commit(commit)
         except Conflict:
             continue  # the slot or the intent was taken meanwhile; the intent is re-read above
         exposure = exposure_from_doc(uow.get_all([ep])[ep][0])
-        return ClaimOutcome(ClaimResult.CLAIMED, slot=slot, exposure=exposure, trades_today=count + 1)
+        return ClaimOutcome(ClaimResult.CLAIMED, slot=slot, exposure=exposure, trades_today=count + 1,
+                            token=tokens[0] if tokens else None)
     doc = uow.get_all([ip])[ip][0]
     if doc is not None and (doc.get("status") or "new") != IntentStatus.NEW.value:
         return ClaimOutcome(ClaimResult.DUPLICATE, existing=_record(claim.tenant_id, claim.intent_id, doc))
@@ -178,10 +185,14 @@ def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -
     ip = intent_path(finish.tenant_id, finish.intent_id)
     reads = _Reads(finish.tenant_id, [(finish.ledger_id, finish.ledger)],
                    [(finish.uid, finish.tax, finish.ledger)] if finish.tax is not None else [])
+    prefetched = dict(finish.prefetched or {})  # issue 17: used by the first attempt only
     for attempt in range(FINISH_ATTEMPTS):
         if attempt:
             backoff(attempt)
-        docs = uow.get_all([ip, *reads.paths])  # one round trip: the intent, metrics shard, lot books
+        wanted = [ip, *reads.paths]
+        missing = [p for p in wanted if p not in prefetched]
+        docs = {**prefetched, **(uow.get_all(missing) if missing else {})}  # at most one round trip
+        prefetched = {}
         doc, token = docs[ip]
         if doc is not None and IntentStatus(doc.get("status") or "new").is_final:
             return _record(finish.tenant_id, finish.intent_id, doc)

@@ -78,6 +78,9 @@ class Claim:
     record: Mapping[str, Any]  # the RESERVED intent record fields
     lease_until: datetime
     trades_seen: int = 0  # the slot count the risk check just read: where probing for a free slot starts
+    # issue 17: the intent document as the engine's batched pre-claim read answered it, path ->
+    # (document or None, token); the first probe commits on it instead of reading it again
+    prefetched: Mapping[str, tuple[Any, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class ClaimOutcome:
     exposure: Exposure = Exposure()  # read after the reservation, including it
     existing: IntentRecord | None = None
     trades_today: int = 0
+    token: Any = None  # issue 17: the RESERVED intent record's version as committed (finish updates on it)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,10 @@ class Finish:
     trade_day: str | None = None
     release_slot: int | None = None  # give the daily slot back (no trade happened)
     tax: Any = None  # backend.tax.Fill: the user's lot book advances in the same commit
+    # issue 17: documents already read (path -> (document or None, token)): the intent as the claim
+    # committed it, the lot book, tax settings and metrics shard from the pre-claim read. The first
+    # attempt reads only what is missing; a moved document is a Conflict and the retry reads afresh.
+    prefetched: Mapping[str, tuple[Any, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,16 @@ class ExecutionStore(Protocol):
     def count_trades(self, tenant_id: str, trade_day: str) -> int:
         """The daily slots taken on ``trade_day`` (one count aggregation): the group path reads the halt
         flags, exposures and approval in one ``get_all`` and only the count here."""
+        ...
+
+    # --- batched pre-claim read (issue 17)
+    def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str,
+                       paths: Sequence[str]) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
+        """``get_all(paths)`` and ``risk_snapshot(tenant_id, account_key, trade_day)`` in ONE round trip:
+        one ``get_all`` of ``paths`` plus the risk documents (``ops/execution``, the tenant's
+        ``config/risk``, the exposure document), with the day's slot count sent concurrently. Answers
+        (path -> (document or None, token) for ``paths``, the snapshot exactly as ``risk_snapshot``
+        builds it). Nothing is cached: every call reads the kill switches afresh."""
         ...
 
     def claim(self, claim: Claim) -> ClaimOutcome: ...
@@ -313,8 +331,28 @@ class UnitOfWork(Protocol):
         ...
 
 
-class Store(ExecutionStore, GroupStore, UnitOfWork, Protocol):
-    """The write side the core uses (engine, group executor, sweeper, approvals)."""
+class TaxAdmin(Protocol):
+    """Issue 16: the tax settings users and tenant admins write (decided in backend/tax/admin_writes.py
+    over the unit of work)."""
+
+    def record_tax_election(self, uid: str, method: Any, *, now: datetime, effective_at: datetime | None = None,
+                            account: str | None = None, default_rule: Any = None,
+                            request_key: str | None = None) -> Any:
+        """One more forward-only lot-method election on ``users/<uid>/config/tax`` (an ElectionOutcome)."""
+        ...
+
+    def tax_books_for_symbol(self, symbol: str, *, after: str | None, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Every user's lot book of ``symbol`` as (path, document), by path, after the path ``after``."""
+        ...
+
+    def apply_corporate_action(self, tenant_id: str, action: Any, *, recorded_by: str,
+                               now: datetime) -> tuple[dict[str, Any], bool]:
+        """Record a corporate action and apply it once to the tenant's lot books: (record, replayed)."""
+        ...
+
+
+class Store(ExecutionStore, GroupStore, UnitOfWork, TaxAdmin, Protocol):
+    """The write side the core uses (engine, group executor, sweeper, approvals, tax settings)."""
 
 
 # --- read models (API pages: never used by the core's decisions) ------------------------------------

@@ -57,6 +57,8 @@ def handle_intent_document(engine: Any, tenant_id: str, intent_id: str, data: Ma
     except InvalidInput as exc:  # refused before anything was written or sent (an unstorable record)
         return _invalid(engine, tenant_id, intent_id, exc)
     _record(limiter, ctx)
+    if (result.extra or {}).get("persisted") is False and result.rejection is not None:
+        return _refused(engine, tenant_id, intent_id, result.rejection)  # the account binding said no
     return result.to_dict()
 
 
@@ -97,11 +99,24 @@ def _record(limiter: Any, ctx: ExecutionContext) -> None:
 def _group(engine: Any, ctx: ExecutionContext, intent_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
     # The document turns "accepted" in the commit that creates the group, and gets its outcome in
     # the commit that makes the group final (GroupExecutor, from_intent_doc): no gap to fall into.
+    from backend.execution.accounts import AccountRefused
+
     try:
         group = engine.execute_group(data["request"], ctx, group_id=intent_id, from_intent_doc=True)
     except InvalidInput as exc:  # a malformed leg: a coded rejection on the document, no order
         return _invalid(engine, ctx.tenant_id, intent_id, exc)
+    except AccountRefused as refused:  # not the caller's account (rules refuse it first): no group
+        return _refused(engine, ctx.tenant_id, intent_id, refused.rejection)
     return group.to_api_response()
+
+
+def _refused(engine: Any, tenant_id: str, intent_id: str, rejection: Any) -> dict[str, Any]:
+    """A refusal of the account binding (issue 12), written on the document; nothing else."""
+    error = {"code": rejection.code.value, "field": "broker_account_id", "reason": rejection.detail}
+    engine.store.annotate_intent(tenant_id, intent_id, {"status": "rejected", "result": {"error": error}},
+                                 only_if_status="new")
+    log_event("exec.trigger_refused", severity="WARNING", tenant_id=tenant_id, intent_id=intent_id, error=error)
+    return {"status": "rejected", "error": error}
 
 
 def _invalid(engine: Any, tenant_id: str, intent_id: str, exc: InvalidInput) -> dict[str, Any]:

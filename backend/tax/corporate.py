@@ -24,7 +24,7 @@ each lot's quantity before and after); an ``action_id`` already in the history i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Mapping
@@ -37,6 +37,10 @@ from backend.tax.model import Lot
 
 HISTORY_KEY = "corporate_actions"
 MAX_HISTORY = 200
+
+
+class CorporateActionConflict(Exception):
+    """An action id already recorded for a different action (HTTP 409)."""
 
 
 class ActionKind(str, Enum):
@@ -158,3 +162,91 @@ def apply_action_to_state(state: Mapping[str, Any] | None, action: CorporateActi
     new_state["last_fill_at"] = last
     new_state[HISTORY_KEY] = (history + [entry])[-MAX_HISTORY:]
     return ActionStep(new_state, action.target_symbol, entry)
+
+
+# --- a tenant admin's action on one user's stored book (backend/tax/admin_writes.py drives it) ------
+class Outcome(str, Enum):
+    APPLIED = "APPLIED"
+    ALREADY_APPLIED = "ALREADY_APPLIED"
+    NOT_THE_TENANTS = "NOT_THE_TENANTS"  # no lot or pending loss of the tenant's accounts: left alone
+    REFUSED = "REFUSED"
+
+
+@dataclass(frozen=True)
+class TenantStep:
+    outcome: Outcome
+    reason: str = ""  # REFUSED: CODE: text
+    state: dict[str, Any] | None = None  # APPLIED: the book's new state, stored under ``symbol``
+    symbol: str = ""
+    target_state: dict[str, Any] | None = None  # APPLIED SYMBOL_CHANGE: merged with the target's bookkeeping
+
+
+def _books_of(state: Mapping[str, Any]) -> list[str]:
+    return ([str(lot.get("book") or "") for lot in state.get("lots") or ()]
+            + [str((item.get("disposal") or {}).get("book") or "") for item in state.get("pending") or ()])
+
+
+def apply_tenant_action(state: Mapping[str, Any] | None, action: CorporateAction, tenant_id: str,
+                        target_state: Mapping[str, Any] | None = None, tz: Any = None) -> TenantStep:
+    """One user's book of ``action.symbol`` under a tenant admin's action. A book document holds the
+    lots of every account of the user (``<tenant>:<account>``), so the admin of one tenant changes
+    a book only when every lot and pending loss in it is of that tenant's accounts:
+
+    - ``ALREADY_APPLIED``: the action id is in the book's history (a retry, or a resumed request);
+    - ``NOT_THE_TENANTS``: nothing in the book is of the tenant (another tenant's user): untouched;
+    - ``REFUSED``: ``MIXED_BOOK`` (lots of other tenants' accounts, or from before accounts, share
+      the document: each tenant records the action for its own accounts, not for the others');
+      ``DUPLICATE_ACTION`` (a split, or a symbol change, of the symbol with the same ex-date is in
+      the history under another id: applying it again would split twice); ``FILLS_AFTER_EX_DATE`` (the book
+      has fills on or after the ex-date while lots from before it would change: those fills were
+      booked at pre-split quantities, and the book must be rebuilt, not adjusted);
+      ``TARGET_HAS_LOTS`` (a symbol change into a book with lots: a merger);
+    - ``APPLIED``: ``apply_action_to_state``; for a symbol change the new document keeps the
+      target document's trade-id memory, history and sequence (a target without lots may exist:
+      a book of the new symbol that was sold out)."""
+    from backend.tax.holding import resolve_tz, trade_date
+
+    current = dict(state or {})
+    history = list(current.get(HISTORY_KEY) or ())
+    if any(item.get("action_id") == action.action_id for item in history):
+        return TenantStep(Outcome.ALREADY_APPLIED, symbol=action.target_symbol)
+    books = _books_of(current)
+    prefix = f"{tenant_id}:"
+    if not any(book.startswith(prefix) for book in books):
+        return TenantStep(Outcome.NOT_THE_TENANTS)
+    others = sorted({book or "(before accounts)" for book in books if not book.startswith(prefix)})
+    if others:
+        return TenantStep(Outcome.REFUSED, f"MIXED_BOOK: {len(others)} other account(s) share this lot book")
+    key = {k: v for k, v in action.to_dict().items() if k in ("kind", "symbol", "effective")}
+    for item in history:
+        if {k: item.get(k) for k in key} == key:
+            return TenantStep(Outcome.REFUSED, f"DUPLICATE_ACTION: already applied as {item.get('action_id')}")
+    last = current.get("last_fill_at")
+    if action.kind is ActionKind.SPLIT and last:
+        last_day = trade_date(datetime.fromisoformat(last), resolve_tz(tz))
+        changes = any(date.fromisoformat(str(lot["acquired"])) < action.effective for lot in current.get("lots") or ())
+        if last_day >= action.effective and changes:
+            return TenantStep(Outcome.REFUSED,
+                              f"FILLS_AFTER_EX_DATE: the book's last fill is on {last_day.isoformat()}")
+    if action.kind is ActionKind.SYMBOL_CHANGE and target_state and (target_state.get("lots")
+                                                                      or target_state.get("pending")):
+        return TenantStep(Outcome.REFUSED, f"TARGET_HAS_LOTS: {action.new_symbol} already has lots: a merger")
+    step = apply_action_to_state(current, action, target_state)
+    new_state = {**current, **step.state}  # fields the store keeps beside the state stay (method, pending_disposals)
+    if action.kind is ActionKind.SYMBOL_CHANGE and target_state:
+        new_state = _merged_bookkeeping(new_state, target_state)
+    return TenantStep(Outcome.APPLIED, state=new_state, symbol=step.symbol)
+
+
+def _merged_bookkeeping(moved: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, Any]:
+    """The moved book plus what the (lot-less) target document remembered: its recent trade ids
+    (duplicate deliveries stay no-ops), its history, the larger sequence and the later last fill."""
+    out = dict(moved)
+    ids = list(target.get("recent_trade_ids") or []) + [i for i in moved.get("recent_trade_ids") or []
+                                                         if i not in (target.get("recent_trade_ids") or [])]
+    out["recent_trade_ids"] = ids[-50:]
+    out[HISTORY_KEY] = (list(target.get(HISTORY_KEY) or []) + list(moved.get(HISTORY_KEY) or []))[-MAX_HISTORY:]
+    out["next_seq"] = max(int(moved.get("next_seq", 0)), int(target.get("next_seq", 0)))
+    lasts = [x for x in (moved.get("last_fill_at"), target.get("last_fill_at")) if x]
+    out["last_fill_at"] = max(lasts, key=datetime.fromisoformat) if lasts else None
+    return out

@@ -25,7 +25,8 @@ Rules:
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from backend.domain.errors import InvalidInput
@@ -112,3 +113,62 @@ def add_election(config: Mapping[str, Any] | None, method: LotMethod | str, *, n
                       **({"default_rule": rule.value} if chosen is LotMethod.SPECIFIC else {})})
     current["elections"] = elections
     return current
+
+
+# --- recording an election (the writer behind POST /portfolio/tax-lots/election) -------------------
+MAX_AHEAD = timedelta(days=366)  # an election further ahead would block every change until then
+
+
+class ElectionConflict(Exception):
+    """The request key of an earlier election was reused for a different election (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class ElectionOutcome:
+    config: dict[str, Any] | None  # the new ``config/tax`` document; None when nothing is to be written
+    election: dict[str, Any]  # the election recorded now, or the earlier one this request repeats
+    replayed: bool
+
+
+def _same(item: Mapping[str, Any], method: LotMethod, account: str | None, rule: LotMethod | None,
+          effective: datetime | None) -> bool:
+    return (item.get("method") == method.value and (item.get("account") or None) == account
+            and (item.get("default_rule") or None) == (rule.value if method is LotMethod.SPECIFIC else None)
+            and (effective is None or _when(item.get("effective_at"), "effective_at") == effective))
+
+
+def record_election(config: Mapping[str, Any] | None, method: LotMethod | str, *, now: datetime,
+                    effective_at: datetime | None = None, account: str | None = None,
+                    default_rule: LotMethod | str | None = None, request_key: str | None = None) -> ElectionOutcome:
+    """``add_election`` made safe to retry. With ``request_key`` (from the client's Idempotency-Key):
+    the election already recorded under that key is answered again (``replayed``), and a different
+    election under the same key is an ``ElectionConflict``. Without a key: an election identical to
+    the latest one of the same scope (method, account, default rule, and ``effective_at`` when given)
+    changes nothing and is answered as a replay. ``effective_at`` more than ``MAX_AHEAD`` after
+    ``now`` is refused (it would block every later change until then)."""
+    now = _when(now, "now")
+    chosen = LotMethod.parse(method, "method")
+    rule = LotMethod.parse(default_rule, "default_rule") if default_rule is not None else None
+    effective = _when(effective_at, "effective_at") if effective_at is not None else None
+    if rule is not None and chosen is not LotMethod.SPECIFIC:
+        raise InvalidInput("default_rule", "only for SPECIFIC")
+    if rule is LotMethod.SPECIFIC:
+        raise InvalidInput("default_rule", "must be FIFO, LIFO or HIFO")
+    if rule is None and chosen is LotMethod.SPECIFIC:
+        rule = LotMethod.FIFO
+    elections = list((config or {}).get("elections") or [])
+    if request_key is not None:
+        for item in elections:
+            if item.get("request_key") == request_key:
+                if not _same(item, chosen, account, rule, effective):
+                    raise ElectionConflict("this Idempotency-Key was used for a different election")
+                return ElectionOutcome(None, dict(item), True)
+    scope = [item for item in elections if (item.get("account") or None) == account]
+    if scope and _same(scope[-1], chosen, account, rule, effective):
+        return ElectionOutcome(None, dict(scope[-1]), True)
+    if effective is not None and effective - now > MAX_AHEAD:
+        raise InvalidInput("effective_at", f"at most {MAX_AHEAD.days} days ahead")
+    new = add_election(config, chosen, now=now, effective_at=effective, account=account, default_rule=rule)
+    if request_key is not None:
+        new["elections"][-1]["request_key"] = request_key
+    return ElectionOutcome(new, dict(new["elections"][-1]), False)

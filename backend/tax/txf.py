@@ -22,10 +22,12 @@ Reference numbers (short-term / long-term): box A 321 / D 323 (basis reported on
 B 711 / E 713 (basis not reported), C 712 / F 714 (no 1099-B).
 
 V042 defines no reference numbers for the digital-asset boxes G–L (added to Form 8949 for tax year
-2025). Rows in G/H/I and J/K/L are written with the number of the same part and reporting status
-(G→321, H→711, I→712, J→323, K→713, L→714): the tax software files them under A–F, and the user
-must move them to G–L there (the JSON/CSV export names the right box). ``parse_txf`` gives such
-rows back with the A–F box.
+2025): its last revision (11/30/2011, "Added 7 new taxrefs to supplement cost basis reporting and
+Form 8949") predates them, and no later TXF version exists. Writing such a row under an A–F number
+would file a digital asset in a box the 2025 instructions forbid for it, so ``txf_record`` refuses
+it (``InvalidInput("box", …)``) and the export refuses a TXF of a year with G–L rows unless the
+caller asks to leave them out (``backend/api/tax_export.py``, ``digital_assets=omit``); the
+JSON/CSV export carries them with their box.
 
 Amounts are the rounded Form 8949 columns (dollars and cents, minus sign for negatives); lines end
 with ``\\n``. Provisional rows are written like final ones (TXF has no status field).
@@ -45,8 +47,8 @@ from backend.tax.holding import Term
 
 VERSION = "V042"
 PROGRAM = "exec-api tax-lots"
-REFNUM_BY_BOX = {"A": 321, "B": 711, "C": 712, "D": 323, "E": 713, "F": 714,
-                 "G": 321, "H": 711, "I": 712, "J": 323, "K": 713, "L": 714}
+REFNUM_BY_BOX = {"A": 321, "B": 711, "C": 712, "D": 323, "E": 713, "F": 714}
+DIGITAL_ASSET_BOXES = frozenset("GHIJKL")  # no V042 reference number: refused
 BOX_BY_REFNUM = {321: "A", 711: "B", 712: "C", 323: "D", 713: "E", 714: "F"}
 _DATE = re.compile(r"^(\d{2})/(\d{2})/(\d{4})$")
 _MONEY = re.compile(r"^-?\d+\.\d{2}$")
@@ -65,6 +67,9 @@ def write_txf(rows: Iterable[Form8949Row], stream: TextIO, *, exported_on: date,
 
 
 def txf_record(row: Form8949Row) -> str:
+    if row.box in DIGITAL_ASSET_BOXES:
+        raise InvalidInput("box", f"TXF V042 has no reference number for Form 8949 box {row.box} (digital assets, "
+                                  "tax year 2025 on): export it as CSV or JSON")
     if row.box not in REFNUM_BY_BOX:
         raise InvalidInput("box", f"a TXF record needs the Form 8949 box, got {row.box!r}")
     if "\n" in row.description or "\r" in row.description:

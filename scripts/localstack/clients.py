@@ -107,6 +107,12 @@ class FirestoreRest:
                                      json={"fields": encode_fields(data)},
                                      headers=self._headers(), timeout=30))
 
+    def set(self, path: str, data: Mapping[str, Any]) -> Reply:
+        """Create or replace the document at ``path`` (a PATCH without a field mask: the Admin SDK's
+        ``set``). Used with the emulator's ``owner`` token for the admin writes of the session."""
+        return _reply(self.http.patch(f"{self.base}/{path}", json={"fields": encode_fields(data)},
+                                      headers=self._headers(), timeout=30))
+
     def get(self, path: str) -> tuple[Reply, dict[str, Any] | None]:
         reply = _reply(self.http.get(f"{self.base}/{path}", headers=self._headers(), timeout=30))
         doc = None

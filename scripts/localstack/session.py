@@ -1,23 +1,41 @@
 """The scripted session of the local stack: every step an app would take, each with an expected
 outcome, then ready-to-use ID tokens and a curl line for every API route.
 
-Users with custom claims in the Auth emulator (a trader, a tenant admin and a risk manager of
-``acme_corp``); through the API with the trader's ID token: a placed trade, a downgraded one (wide
-spread), a rejected one (position limit), a replay with the same Idempotency-Key, a multi-leg pair
-approved by the risk manager and its read-back, a signal, the history page; through the Firestore
-REST API with the trader's token (rules apply): an intent document executed by the Firestore
-trigger, plus writes and reads the rules must refuse; the sweeper invoked as Cloud Scheduler would;
-the tenant ledger read with the admin's token.
+Users with custom claims in the Auth emulator (two traders, a tenant admin, a risk manager and an
+auditor of ``acme_corp``). Then the tenant's accounts, written with admin credentials (the
+emulator's ``owner`` token, as the admin API or the Admin SDK would): broker connections
+(``tenants/acme_corp/broker_connections``: ``demo_paper`` — the ``paper`` venue — by default, or
+``demo_alpaca`` — ``alpaca_broker`` on the local Alpaca-compatible server — with ``--alpaca``, and
+``demo_oanda`` — ``oanda`` on the local OANDA v20 server — for FOREX/COMMODITY), each with a
+``credentials_ref`` (``env:NAME``, the value only in the functions' environment, never in
+Firestore); one account per trader (``trader_main``, ``trader2_main``) plus the first trader's FX
+account ``trader_fx``; member documents whose ``default_account_id`` is the trader's account. The
+functions run with strict accounts (the deployed default: ``EXEC_ACCOUNTS`` unset), so only these
+documents count.
+
+Through the API with the first trader's ID token: a placed trade, a downgraded one (wide spread), a
+rejected one (position limit), a replay with the same Idempotency-Key, a multi-leg pair approved by
+the risk manager and its read-back, a signal, the history page. Two users, two accounts: the first
+trader buys SPY without naming an account (their default), the second sells SPY in theirs, the
+second naming the first's account and an invented account id are refused (``ACCOUNT_NOT_OWNED``),
+EUR/USD goes to the OANDA account; then the ledger rows (``broker_account_id``,
+``venue_account_id``), the venue's positions per account (read from the local servers) and the
+admin's reconciliation run (ledger = venue, per account). Through the Firestore REST API with the
+trader's token (rules apply): an intent document executed by the Firestore trigger, plus writes and
+reads the rules must refuse; the sweeper invoked as Cloud Scheduler would; the tenant ledger read
+with the admin's token.
 """
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from decimal import Decimal
+from typing import Any, Callable, Mapping
 
 from scripts.localstack.clients import (
     PASSWORD,
@@ -28,23 +46,38 @@ from scripts.localstack.clients import (
     invoke_scheduled,
     wait_for,
 )
-from scripts.localstack.suite import EmulatorSuite
-from tests.support.firestore_rest import encode_fields
+from scripts.localstack.suite import EmulatorSuite, StackError
+from tests.support.firestore_rest import Timestamp, encode_fields
 
 TENANT = "acme_corp"
+# The demo tenant's accounts (admin-written documents; see the module docstring)
+PAPER_CONNECTION = "demo_paper"
+ALPACA_CONNECTION = "demo_alpaca"
+OANDA_CONNECTION = "demo_oanda"
+ALPACA_CREDENTIALS_ENV = "DEMO_ALPACA_BROKER_CREDENTIALS"  # the functions' env only: {"key_id", "secret_key"}
+OANDA_CREDENTIALS_ENV = "DEMO_OANDA_CREDENTIALS"  # the functions' env only: {"token"}
+TRADER_ACCOUNT = "trader_main"
+TRADER2_ACCOUNT = "trader2_main"
+FX_ACCOUNT = "trader_fx"
+VENUE_SCENARIO = "wide_spread"  # the local venues' market, as EXEC_PAPER_SCENARIO for the paper venue
 
 # ----------------------------------------------------------------- request bodies (session and curl)
 
 FINAL_INTENT_STATUSES = {"placed", "downgraded", "rejected", "dry_run"}
 
 
-def execute_body(symbol: str = "SPY", side: str = "buy", qty: str = "10", **extra: Any) -> dict[str, Any]:
-    return {"strategy_id": "demo_momentum", "broker_account_id": "paper_main", "symbol": symbol, "side": side,
-            "qty": qty, **extra}
+def _account(account: str | None) -> dict[str, str]:
+    """The ``broker_account_id`` field, or nothing (the caller's default account)."""
+    return {} if account is None else {"broker_account_id": account}
 
 
-def pair_body(decision_id: str) -> dict[str, Any]:
-    return {"strategy_id": "pairs_demo",
+def execute_body(symbol: str = "SPY", side: str = "buy", qty: str = "10", account: str | None = TRADER_ACCOUNT,
+                 **extra: Any) -> dict[str, Any]:
+    return {"strategy_id": "demo_momentum", **_account(account), "symbol": symbol, "side": side, "qty": qty, **extra}
+
+
+def pair_body(decision_id: str, account: str | None = TRADER_ACCOUNT) -> dict[str, Any]:
+    return {"strategy_id": "pairs_demo", **_account(account),
             "legs": [{"leg_id": "long_spy", "symbol": "SPY", "direction": 1, "units": 10, "asset_class": "EQUITY"},
                      {"leg_id": "short_msft", "symbol": "MSFT", "direction": -1, "units": 5, "asset_class": "EQUITY"}],
             "rpm_output": {"decision_id": decision_id, "approved": True, "expires_at": "2099-01-01T00:00:00+00:00",
@@ -59,17 +92,147 @@ def approval_body(decision_id: str, for_uid: str) -> dict[str, Any]:
                      {"leg_id": "short_msft", "symbol": "MSFT", "direction": -1, "max_units": "5"}]}
 
 
-def signal_body() -> dict[str, Any]:
-    return {"strategy_id": "demo_signals", "broker_account_id": "paper_main", "signal_type": "BUY", "symbol": "SPY",
+def signal_body(account: str | None = TRADER_ACCOUNT) -> dict[str, Any]:
+    return {"strategy_id": "demo_signals", **_account(account), "signal_type": "BUY", "symbol": "SPY",
             "qty": "2", "confidence": 0.8, "reasoning": "breakout",
             "market_data": {"price": 520.0, "bid": 519.99, "ask": 520.01}}
 
 
-def intent_document(uid: str, symbol: str = "MSFT", qty: str = "3") -> dict[str, Any]:
-    """The document an app writes to tenants/<t>/order_intents/<id> (the shape firestore.rules accept)."""
+def intent_document(uid: str, symbol: str = "MSFT", qty: str = "3",
+                    account: str | None = TRADER_ACCOUNT) -> dict[str, Any]:
+    """The document an app writes to tenants/<t>/order_intents/<id> (the shape firestore.rules accept;
+    without ``account`` the trigger binds the member's default account)."""
     return {"uid": uid, "status": "new", "kind": "single",
-            "intent": {"strategy_id": "app_client", "broker_account_id": "paper_main", "symbol": symbol,
-                       "side": "buy", "qty": qty}}
+            "intent": {"strategy_id": "app_client", **_account(account), "symbol": symbol, "side": "buy", "qty": qty}}
+
+
+# ----------------------------------------------------------------- the demo tenant's venues and accounts
+
+
+@dataclass
+class DemoVenues:
+    """The local venue servers of a run (threads of this process) and the credentials the functions
+    get in their environment; the connection documents only name them (``env:NAME``).
+
+    ``oanda``: ``LocalOandaServer`` for FOREX/COMMODITY (always started: a thread, cheap).
+    ``alpaca``: the local Alpaca-compatible server, whose Broker API holds the traders' accounts
+    (``--alpaca``); without it the traders' accounts are on the ``paper`` venue, simulated inside the
+    functions. The credentials are random per run and exist only here and in the functions' env."""
+
+    alpaca: Any = None
+    oanda: Any = None
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def start(cls, *, alpaca: bool = False, oanda: bool = True, scenario: str = VENUE_SCENARIO) -> "DemoVenues":
+        venues = cls()
+        try:
+            if oanda:
+                from tests.support.oanda_server import LocalOandaServer
+
+                token = secrets.token_urlsafe(24)
+                venues.oanda = LocalOandaServer(scenario, token=token).start()
+                venues.credentials[OANDA_CREDENTIALS_ENV] = json.dumps({"token": token})
+            if alpaca:
+                from tests.support.alpaca_server import LocalAlpacaServer
+
+                venues.alpaca = LocalAlpacaServer(scenario).start()
+                venues.credentials[ALPACA_CREDENTIALS_ENV] = json.dumps(
+                    {"key_id": "PKDEMO" + secrets.token_hex(6).upper(), "secret_key": secrets.token_urlsafe(24)})
+        except BaseException:
+            venues.stop()
+            raise
+        return venues
+
+    @property
+    def functions_env(self) -> dict[str, str]:
+        """What ``EmulatorSuite(functions_env=...)`` adds to the functions' environment."""
+        return dict(self.credentials)
+
+    @property
+    def broker(self) -> str:
+        """The venue name the traders' main accounts answer with (``broker`` of a result)."""
+        return "alpaca_broker" if self.alpaca is not None else "paper"
+
+    def secret_values(self) -> list[str]:
+        """Every credential value (to check that none of them is in Firestore)."""
+        return [v for raw in self.credentials.values() for v in json.loads(raw).values()]
+
+    def describe(self) -> str:
+        parts = [f"traders' accounts on {ALPACA_CONNECTION} (alpaca_broker, local Alpaca-compatible server "
+                 f"{self.alpaca.url})" if self.alpaca is not None else
+                 f"traders' accounts on {PAPER_CONNECTION} (paper venue inside the functions)"]
+        if self.oanda is not None:
+            parts.append(f"FX on {OANDA_CONNECTION} (oanda, local OANDA v20 server {self.oanda.url})")
+        return "; ".join(parts)
+
+    def stop(self) -> None:
+        for name in ("alpaca", "oanda"):
+            server = getattr(self, name)
+            if server is not None:
+                setattr(self, name, None)
+                server.stop()
+
+
+def _rest_value(value: Any) -> Any:
+    """A document as the REST codec takes it (datetimes as ``Timestamp``)."""
+    if isinstance(value, datetime):
+        return Timestamp(value)
+    if isinstance(value, Mapping):
+        return {k: _rest_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rest_value(v) for v in value]
+    return value
+
+
+def write_connection(admin: FirestoreRest, connection: Any, tenant: str = TENANT) -> Any:
+    """``tenants/{t}/broker_connections/{id}`` as ``BrokerConnection.to_dict()`` (a reference only)."""
+    return admin.set(f"tenants/{tenant}/broker_connections/{connection.connection_id}",
+                     _rest_value(connection.to_dict()))
+
+
+def write_account(admin: FirestoreRest, account: Any, tenant: str = TENANT) -> Any:
+    return admin.set(f"tenants/{tenant}/accounts/{account.account_id}", _rest_value(account.to_dict()))
+
+
+def write_member(admin: FirestoreRest, user: User, default_account_id: str, at: datetime, tenant: str = TENANT) -> Any:
+    """``tenants/{t}/members/{uid}``: role and status, and the account trades without a named one use."""
+    return admin.set(f"tenants/{tenant}/members/{user.uid}", _rest_value({
+        "uid": user.uid, "role": user.claims.get("role", "trader"), "status": "active",
+        "default_account_id": default_account_id, "email": user.email, "created_at": at, "updated_at": at}))
+
+
+def paper_connection(at: datetime) -> Any:
+    from backend.domain.accounts import BrokerConnection
+
+    return BrokerConnection(connection_id=PAPER_CONNECTION, venue="paper", environment="paper", credentials_ref=None,
+                            created_at=at, updated_at=at)
+
+
+def trader_account(account_id: str, user: User, connection: Any, venue_account_id: str, at: datetime) -> Any:
+    """An active account of ``user`` on ``connection`` with every asset class that venue trades."""
+    from backend.domain.accounts import VENUE_ASSET_CLASSES, Account
+
+    classes = sorted(c.value for c in VENUE_ASSET_CLASSES[connection.venue])
+    account = Account(account_id=account_id, connection_id=connection.connection_id,
+                      venue_account_id=venue_account_id, owner_uids=(user.uid,), status="active",
+                      asset_classes=classes, created_at=at, updated_at=at)
+    account.check_connection(connection)
+    return account
+
+
+def provision_paper_trader(suite: EmulatorSuite, user: User, account_id: str, tenant: str = TENANT) -> Any:
+    """Give ``user`` an account of their own on the tenant's ``paper`` connection and make it their
+    default (admin writes: the connection, the account, the member document). Returns the account."""
+    admin = FirestoreRest(suite, "owner")
+    at = datetime.now(timezone.utc)
+    connection = paper_connection(at)
+    account = trader_account(account_id, user, connection, f"book-{account_id}", at)
+    for reply in (write_connection(admin, connection, tenant), write_account(admin, account, tenant),
+                  write_member(admin, user, account_id, at, tenant)):
+        if reply.status != 200:
+            raise StackError(f"admin write refused: HTTP {reply.status} {reply.body}")
+    return account
 
 
 # ----------------------------------------------------------------- the session
@@ -84,6 +247,7 @@ class Session:
     trader: User | None = None
     admin: User | None = None
     risk: User | None = None
+    auditor: User | None = None
     group_id: str | None = None
     intent_id: str | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
@@ -102,8 +266,9 @@ class Session:
         self.trader = auth.create_user("trader", "trader@acme.example", {"tenant_id": TENANT, "role": "trader"})
         self.admin = auth.create_user("admin", "admin@acme.example", {"tenant_id": TENANT, "role": "tenant_admin"})
         self.risk = auth.create_user("risk", "risk@acme.example", {"tenant_id": TENANT, "role": "risk_manager"})
+        self.auditor = auth.create_user("auditor", "auditor@acme.example", {"tenant_id": TENANT, "role": "auditor"})
         self.out("Users (Auth emulator, custom claims in the ID token):")
-        for user in (self.trader, self.admin, self.risk):
+        for user in (self.trader, self.admin, self.risk, self.auditor):
             self.out(f"  {user.name:7} {user.email:22} uid={user.uid}  {json.dumps(user.claims)}")
         self.api_steps()
         self.firestore_steps()
@@ -318,6 +483,15 @@ def curl_examples(suite: EmulatorSuite, session: Session) -> list[str]:
     return lines
 
 
+def print_console(suite: EmulatorSuite, session: Session, out: Callable[[str], None] = print) -> None:
+    """The web console's URL (Hosting emulator) and the demo users to sign in with."""
+    out(f"\nWeb console: {suite.console_url}/  (Hosting emulator; /api/** is the api function)")
+    out("Sign in with (email / password, Auth emulator):")
+    for user in (session.trader, session.admin, session.auditor, session.risk):
+        if user is not None:
+            out(f"  {user.email:24} {PASSWORD}   {user.claims.get('role')}")
+
+
 def print_access(suite: EmulatorSuite, session: Session, out: Callable[[str], None] = print) -> None:
     assert session.trader is not None and session.admin is not None
     out("\nReady-to-use ID tokens (Auth emulator; valid 1 h) and the endpoints:")
@@ -329,3 +503,4 @@ def print_access(suite: EmulatorSuite, session: Session, out: Callable[[str], No
     out("\ncurl examples (every API route, then Firestore, the scheduler, a token refresh):")
     for line in curl_examples(suite, session):
         out(line)
+    print_console(suite, session, out)

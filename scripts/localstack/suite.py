@@ -1,9 +1,10 @@
 """firebase-tools' emulator suite running OUR functions, and the scheduler it lacks.
 
-``EmulatorSuite`` runs ``firebase emulators:start --only auth,firestore,functions,pubsub`` for a
-``demo-*`` project: the official Firestore emulator with ``firestore.rules``, Auth, Pub/Sub (without
-it the Functions emulator ignores scheduled functions) and the Functions emulator running
-``functions/main.py``. It reuses the process plumbing of ``tests/support/emulators.py`` (free ports,
+``EmulatorSuite`` runs ``firebase emulators:start --only auth,firestore,functions,pubsub,hosting``
+for a ``demo-*`` project: the official Firestore emulator with ``firestore.rules``, Auth, Pub/Sub
+(without it the Functions emulator ignores scheduled functions), the Functions emulator running
+``functions/main.py`` and Hosting serving the web console (``web/dist``, ``/api/**`` rewritten to
+the ``api`` function, so page and API share an origin). It reuses the process plumbing of ``tests/support/emulators.py`` (free ports,
 the firebase-tools and Java lookups, process groups that die with their parent) and adds what only
 the whole suite needs: one config for every port, readiness of the three functions, the ordered
 Ctrl-C stop and the Java emulators firebase-tools detaches.
@@ -41,10 +42,10 @@ from tests.support.emulators import REPO_ROOT as ROOT
 
 PROJECT = "demo-exec"
 REGION = "us-central1"
-SERVICES = ("auth", "firestore", "functions", "pubsub")
+SERVICES = ("auth", "firestore", "functions", "pubsub", "hosting")
 FUNCTIONS = ("api", "on_order_intent_created", "sweep_stuck_work")
 # Every port the suite opens; the first four are in firebase.json, the rest are firebase-tools' defaults.
-DEFAULT_PORTS = {"auth": 9099, "firestore": 8080, "functions": 5001, "pubsub": 8085, "hub": 4400,
+DEFAULT_PORTS = {"auth": 9099, "firestore": 8080, "functions": 5001, "pubsub": 8085, "hosting": 5000, "hub": 4400,
                  "logging": 4500, "eventarc": 9299, "tasks": 9499, "firestore_ws": 9150}
 # The calling shell's settings for the engine never leak into the functions (the Functions emulator
 # passes its whole environment on); functions/.env.demo-exec and .env.local are the configuration.
@@ -80,7 +81,7 @@ def _alive(pid: int) -> bool:
 
 
 class EmulatorSuite:
-    """``firebase emulators:start --only auth,firestore,functions,pubsub`` for ``project``.
+    """``firebase emulators:start --only auth,firestore,functions,pubsub,hosting`` for ``project``.
 
     The firebase.json it runs is the repo's, with the emulator ports set, written into ``workdir``
     next to links to ``functions/`` and the rules (firebase-tools resolves both relative to its
@@ -113,6 +114,11 @@ class EmulatorSuite:
     @property
     def functions_url(self) -> str:
         return f"http://{self.host('functions')}/{self.project}/{REGION}"
+
+    @property
+    def console_url(self) -> str:
+        """The web console (web/dist) on the Hosting emulator; /api/** is rewritten to the api function."""
+        return f"http://{self.host('hosting')}"
 
     @property
     def api_url(self) -> str:
@@ -161,6 +167,7 @@ class EmulatorSuite:
             "firestore": {"host": LOOPBACK, "port": p["firestore"], "websocketPort": p["firestore_ws"]},
             "functions": {"host": LOOPBACK, "port": p["functions"]},
             "pubsub": {"host": LOOPBACK, "port": p["pubsub"]},
+            "hosting": {"host": LOOPBACK, "port": p["hosting"]},
             "hub": {"host": LOOPBACK, "port": p["hub"]},
             "logging": {"host": LOOPBACK, "port": p["logging"]},
             "eventarc": {"host": LOOPBACK, "port": p["eventarc"]},
@@ -170,6 +177,9 @@ class EmulatorSuite:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "firebase.json").write_text(json.dumps(config, indent=2) + "\n")
         links = {"functions": ROOT / "functions", "firestore.rules": ROOT / config["firestore"]["rules"]}
+        if "hosting" in config:  # the console's build output (scripts/setup.sh builds web/dist)
+            public_top = Path(config["hosting"]["public"]).parts[0]
+            links[public_top] = ROOT / public_top
         if "indexes" in config.get("firestore", {}):
             links["firestore.indexes.json"] = ROOT / config["firestore"]["indexes"]
         for name, target in links.items():
@@ -226,7 +236,8 @@ class EmulatorSuite:
                 if set(SERVICES) <= set(hub) and set(FUNCTIONS) <= loaded:
                     self._detached = {name: int(info["pid"]) for name, info in hub.items()
                                       if isinstance(info, dict) and info.get("pid")}
-                    if http.get(f"{self.api_url}/healthz", timeout=30).status_code == 200:
+                    if (http.get(f"{self.api_url}/healthz", timeout=30).status_code == 200
+                            and http.get(f"{self.console_url}/api/healthz", timeout=30).status_code == 200):
                         return
             except (requests.RequestException, ValueError):
                 pass

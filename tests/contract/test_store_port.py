@@ -1,6 +1,7 @@
 """The store port is complete: whatever the core and the API call on a store is declared by the
-write-side protocol (``Store``) or the read model (``ReadModel``), and both adapters implement every
-declared method with the same parameters."""
+write-side protocol (``Store``), the read model (``ReadModel``) or the account port (``AccountStore``,
+``AccountAdmin``: backend/ports/accounts.py), and both adapters implement every declared method with
+the same parameters."""
 from __future__ import annotations
 
 import ast
@@ -11,6 +12,7 @@ import pytest
 
 from backend.adapters.firestore_store import FirestoreStore
 from backend.adapters.memory_store import InMemoryStore
+from backend.ports.accounts import AccountAdmin, AccountStore
 from backend.ports.store import ReadModel, Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,12 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
 NOT_PORT = {"db", "transactional", "indexes", "rules", "py"}
 
 
+PORT_MODULES = ("backend.ports.store", "backend.ports.accounts")
+PROTOCOLS = (Store, ReadModel, AccountStore, AccountAdmin)
+
+
 def declared(protocol: type) -> set[str]:
-    return {name for cls in protocol.__mro__ if cls.__module__ == "backend.ports.store"
+    return {name for cls in protocol.__mro__ if cls.__module__ in PORT_MODULES
             for name, value in vars(cls).items() if callable(value) and not name.startswith("_")}
 
 
-PORT = declared(Store) | declared(ReadModel)
+PORT = set().union(*(declared(p) for p in PROTOCOLS))
 
 
 def store_calls() -> set[tuple[str, str]]:
@@ -31,7 +37,7 @@ def store_calls() -> set[tuple[str, str]]:
     found = set()
     for path in sorted([*(ROOT / "backend").rglob("*.py"), *(ROOT / "functions").rglob("*.py")]):
         rel = path.relative_to(ROOT).as_posix()
-        if rel.startswith("backend/adapters/") or rel == "backend/ports/store.py":
+        if rel.startswith("backend/adapters/") or rel in ("backend/ports/store.py", "backend/ports/accounts.py"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Attribute) or node.attr.startswith("_") or node.attr in NOT_PORT:
@@ -52,7 +58,7 @@ def test_every_store_method_the_core_and_api_call_is_declared_by_the_port():
 @pytest.mark.parametrize("adapter", [InMemoryStore, FirestoreStore])
 @pytest.mark.parametrize("name", sorted(PORT))
 def test_both_adapters_implement_every_port_method_with_its_parameters(adapter, name):
-    protocol = Store if name in declared(Store) else ReadModel
+    protocol = next(p for p in PROTOCOLS if name in declared(p))
     want = list(inspect.signature(getattr(protocol, name)).parameters)
     got = list(inspect.signature(getattr(adapter, name)).parameters)
 

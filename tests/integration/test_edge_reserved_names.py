@@ -162,6 +162,7 @@ def _env(firestore_emulator, auth_emulator) -> dict[str, str]:
     project = auth_emulator.project
     return {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host, "FIREBASE_AUTH_EMULATOR_HOST": auth_emulator.host,
             "GOOGLE_CLOUD_PROJECT": project, "GCLOUD_PROJECT": project, "EXEC_DRY_RUN": "0",
+           "EXEC_ACCOUNTS": "auto",  # legacy labels: one account per user (issue 12)
             "GOOGLE_APPLICATION_CREDENTIALS": "", "EXEC_PAPER_SCENARIO": "wide_spread"}
 
 

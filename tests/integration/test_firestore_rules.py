@@ -75,6 +75,11 @@ SEED: dict[str, dict[str, Any]] = {
     "tenants/A/exposure/acct-1_AAPL": {"position": "1", "reserved_long": "0"},
     "tenants/A/risk_days/2026-11-20/trade_slots/0": {"intent_id": "alice-1"},
     "tenants/A/rpm_approvals/rpm-1": {"for_uid": "alice", "issuer_uid": "rita", "approved": True},
+    # accounts (issue 12; written with admin credentials): an intent naming an account must name
+    # one of the writer's own (tests/integration/test_firestore_rules_accounts.py has the rest)
+    "tenants/A/accounts/acct-1": {"account_id": "acct-1", "owner_uids": ["alice"], "status": "active"},
+    "tenants/A/accounts/acct-bob": {"account_id": "acct-bob", "owner_uids": ["bob"], "status": "active"},
+    "tenants/A/accounts/acct-ada": {"account_id": "acct-ada", "owner_uids": ["ada"], "status": "active"},
     # tenant B (alice's uid appears here too: uid alone never opens another tenant)
     "tenants/B/ledger_trades/lt-1": {"uid": "carol", "symbol": "TSLA", "qty": "3"},
     "tenants/B/order_intents/carol-1": {"uid": "carol", "status": "new", "kind": "single"},
@@ -83,6 +88,7 @@ SEED: dict[str, dict[str, Any]] = {
     "tenants/B/execution_groups/g-alice/legs/leg-0": {"uid": "alice", "status": "filled"},
     "tenants/B/config/risk": {"kill_switch": False},
     "tenants/B/metrics/daily": {"trades": 7},
+    "tenants/B/accounts/acct-1": {"account_id": "acct-1", "owner_uids": ["carol"], "status": "active"},
     # operator
     "ops/global": {"kill_switch": False},
 }
@@ -292,8 +298,10 @@ ALLOWED_CREATES = [
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.qty": "0.0001"}), id="single-small-decimal-qty"),
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"created_at": SERVER_TIMESTAMP}),
                  id="single-created-at-server-timestamp"),
-    pytest.param(BOB, "A", changed(VALID_SINGLE, {"uid": "bob"}), id="single-by-another-trader"),
-    pytest.param(ADMIN_A, "A", changed(VALID_SINGLE, {"uid": "ada"}), id="single-by-tenant-admin"),
+    pytest.param(BOB, "A", changed(VALID_SINGLE, {"uid": "bob", "intent.broker_account_id": "acct-bob"}),
+                 id="single-by-another-trader"),
+    pytest.param(ADMIN_A, "A", changed(VALID_SINGLE, {"uid": "ada", "intent.broker_account_id": "acct-ada"}),
+                 id="single-by-tenant-admin"),
     pytest.param(CAROL, "B", changed(VALID_SINGLE, {"uid": "carol"}), id="single-in-tenant-B"),
     pytest.param(ALICE, "A", VALID_MULTI, id="multi-leg-minimal"),
     pytest.param(ALICE, "A", changed(VALID_MULTI, {
@@ -360,7 +368,7 @@ DENIED_CREATES = [
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.strategy_id": 7}), id="strategy-id-not-string"),
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.symbol": "A" * 33}), id="symbol-too-long"),
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.asset_class": "X" * 33}), id="asset-class-too-long"),
-    pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.order_type": "stop"}), id="order-type-stop"),
+    pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.order_type": "stop_loss"}), id="order-type-stop"),
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.limit_price": 0}), id="limit-price-zero"),
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.limit_price": "-1.5"}), id="limit-price-negative"),
     # multi-leg request

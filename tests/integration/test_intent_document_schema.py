@@ -14,6 +14,11 @@ Every schema-valid example is accepted by the rules and passes intake's input ch
 write-back matches ``$defs/StoredIntentDocument``. Every example the rules refuse is schema-invalid.
 Where the rules are looser than intake, the schema follows intake: those examples are accepted by
 the rules and then rejected by the server, never executed.
+
+An example that names an account (``broker_account_id``) names one of its writer's own: the rules
+``get()`` the account document (issue 12), so the fixtures provision those documents with admin
+credentials (``ACCOUNTS``), in the emulator and in intake's in-memory store alike. Who may name
+which account is tested in tests/integration/test_firestore_rules_accounts.py.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from jsonschema import Draft202012Validator
 from backend.adapters.memory_store import InMemoryStore
 from backend.adapters.paper_broker import PaperBroker
 from backend.api import intent_schema
+from backend.domain.accounts import Account
 from backend.domain.clock import ManualClock
 from backend.execution.engine import ExecutionEngine
 from backend.domain.group_rules import MAX_LEGS, MIN_LEGS
@@ -52,6 +58,24 @@ SCHEMA = json.loads(intent_schema.DOC_PATH.read_text(encoding="utf-8"))
 
 def token(uid: str, tenant: str = TENANT, role: str = "trader") -> str:
     return fake_id_token(uid, PROJECT, tenant_id=tenant, role=role)
+
+
+# The accounts the examples name, owned by their writers (written with admin credentials).
+ACCOUNTS = {"acct-1": ("alice",), "acct-ada": ("ada",)}
+ACCOUNT_AT = dt.datetime(2026, 1, 5, 14, 0, tzinfo=dt.timezone.utc)
+
+
+def account(account_id: str, owners: tuple[str, ...]) -> Account:
+    return Account(account_id=account_id, connection_id="deployment", venue_account_id=f"{TENANT}-{account_id}",
+                   owner_uids=owners, status="active", asset_classes=["EQUITY", "CRYPTO", "FOREX", "OPTIONS"],
+                   created_at=ACCOUNT_AT, updated_at=ACCOUNT_AT)
+
+
+def provision_account(client: RulesClient, account_id: str, owners: tuple[str, ...]) -> None:
+    """The account document as the admin API writes it (admin credentials bypass the rules)."""
+    doc = {k: Timestamp(v) if isinstance(v, dt.datetime) else v for k, v in account(account_id, owners).to_dict().items()}
+    reply = client.patch(f"tenants/{TENANT}/accounts/{account_id}", doc, token=OWNER)
+    assert reply.ok, f"provisioning {account_id}: {reply}"
 
 
 def validator(definition: str | None = None) -> Draft202012Validator:
@@ -146,10 +170,21 @@ VALID = {
     "single-symbol-lower-case": Example(single(symbol="aapl")),
     "single-occ-option-symbol": Example(single(symbol="AAPL  240119C00190000", asset_class="OPTIONS")),
     "single-with-server-timestamp": Example({**single(), "created_at": SERVER_TIMESTAMP}),
-    "single-by-tenant-admin": Example({**single(), "uid": "ada"}, writer="ada", role="tenant_admin"),
+    "single-by-tenant-admin": Example({**single(broker_account_id="acct-ada"), "uid": "ada"}, writer="ada",
+                                      role="tenant_admin"),
     "single-id-leading-underscore": Example(single(), doc_id=f"_{uuid.uuid4().hex[:10]}-x"),
     "single-id-100-chars": Example(single(), doc_id=uuid.uuid4().hex + "a" * 68),
     "single-id-like-derived-but-uppercase": Example(single(), doc_id="k-" + uuid.uuid4().hex.upper() + "ABCDEF0123456789"),
+    # issue 15: order types, time in force and protective legs
+    "single-stop-gtc": Example(single(order_type="stop", stop_price="150.00", time_in_force="gtc")),
+    "single-stop-limit": Example(single(order_type="stop_limit", stop_price="150.00", limit_price="151.00")),
+    "single-trailing-percent": Example(single(order_type="trailing_stop", trail_percent="1.5")),
+    "single-bracket": Example(single(order_type="limit", limit_price="100.00", order_class="bracket",
+                                     take_profit={"limit_price": "110.00"},
+                                     stop_loss={"stop_price": "95.00", "limit_price": "94.50"})),
+    "single-oco": Example(single(side="sell", order_type="limit", order_class="oco",
+                                 take_profit={"limit_price": "110.00"}, stop_loss={"stop_price": "95.00"})),
+    "single-fx-trailing-stop-on-fill": Example(single(symbol="EUR/USD", qty=1000, stop_loss={"trail_price": "0.002"})),
     "multi-minimal-two-legs": Example(multi(MIN_LEGS)),
     "multi-max-legs-every-option": Example(multi(MAX_LEGS, rpm_output=RPM, max_group_slippage_pips=2.5,
                                                  allow_partial_fills=True, broker_account_id="acct-1")),
@@ -191,6 +226,11 @@ REFUSED_BY_RULES = {
     "intent-estimated-slippage": Example(single(estimated_slippage="0.001")),
     "intent-intent-id": Example(single(intent_id="abc")),
     "intent-not-a-map": Example({**single(), "intent": "buy 2 AAPL"}),
+    "time-in-force-weekly": Example(single(time_in_force="weekly")),
+    "order-class-otoco": Example(single(order_class="otoco")),
+    "take-profit-extra-field": Example(single(take_profit={"limit_price": "110.00", "qty": "1"})),
+    "stop-loss-empty": Example(single(stop_loss={})),
+    "stop-price-zero": Example(single(order_type="stop", stop_price="0")),
     "qty-boolean": Example(single(qty=True)),
     "qty-negative-string": Example(single(qty="-1")),
     "qty-zero-string": Example(single(qty="0.00")),
@@ -200,11 +240,13 @@ REFUSED_BY_RULES = {
     "qty-16-integer-digits": Example(single(qty="1" * 16)),
     "side-upper-case": Example(single(side="BUY")),
     "side-hold": Example(single(side="hold")),
-    "order-type-stop": Example(single(order_type="stop")),
+    "order-type-stop": Example(single(order_type="stop_loss")),
     "limit-price-zero": Example(single(order_type="limit", limit_price="0")),
     "strategy-id-empty": Example(single(strategy_id="")),
     "strategy-id-101-chars": Example(single(strategy_id="s" * 101)),
     "account-number": Example(single(broker_account_id=7)),
+    # not an id, so no account document can have it (the rules get() the account: issue 12)
+    "account-with-slash": Example(single(broker_account_id="acct/1")),
     "symbol-33-chars": Example(single(symbol="A" * 33)),
     "symbol-32-astral-characters": Example(single(symbol="\U0001F600" * 32)),  # size() counts UTF-16 units
     "asset-class-33-chars": Example(single(asset_class="E" * 33)),
@@ -229,7 +271,6 @@ REFUSED_BY_RULES = {
 REFUSED_AT_INTAKE = {
     "strategy-id-with-space": (Example(single(strategy_id="momo 1")), "strategy_id"),
     "strategy-id-reserved-name": (Example(single(strategy_id="__x__")), "strategy_id"),
-    "account-with-slash": (Example(single(broker_account_id="acct/1")), "broker_account_id"),
     "market-order-with-limit-price": (Example(single(limit_price="190")), "limit_price"),
     "limit-order-without-price": (Example(single(order_type="limit")), "limit_price"),
     "unknown-asset-class": (Example(single(asset_class="BONDS")), "asset_class"),
@@ -255,6 +296,8 @@ def rules_client(firestore_emulator: FirestoreEmulator) -> RulesClient:
     client = RulesClient(firestore_emulator.base_url, PROJECT)
     probe = client.get("ops/probe", token=OWNER, timeout=120)  # the first request compiles the rules
     assert probe.status in (200, 404), f"firestore.rules not usable: {probe}"
+    for account_id, owners in ACCOUNTS.items():
+        provision_account(client, account_id, owners)
     return client
 
 
@@ -269,6 +312,8 @@ def intake(doc_id: str, doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
                              settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0", **GROUP_LIMITS_ENV}))
     stored = {k: v for k, v in doc.items() if not isinstance(v, ServerTimestamp)}
     path = f"tenants/{TENANT}/order_intents/{doc_id}"
+    for account_id, owners in ACCOUNTS.items():
+        engine.store.put_account(TENANT, account(account_id, owners))
     engine.store.set_doc(path, stored)
     out = handle_intent_document(engine, TENANT, doc_id, stored)
     return out, engine.store.get(path)
@@ -421,6 +466,9 @@ def test_documents_generated_from_the_schema_are_accepted_by_the_rules(rules_cli
     assert schema_problems(example.doc_id, example.doc, example.writer) == []  # the generator follows the schema
     path = f"tenants/{TENANT}/order_intents/{example.doc_id}"
     rules_client.delete(path, token=OWNER)  # ids may repeat across examples
+    body = example.doc.get("intent") or example.doc.get("request")
+    if "broker_account_id" in body:  # the writer's own account, as an admin would have bound it
+        provision_account(rules_client, body["broker_account_id"], (example.writer,))
 
     reply = create(rules_client, example)
 

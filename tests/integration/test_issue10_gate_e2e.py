@@ -45,7 +45,7 @@ def _env(firestore_emulator, auth_emulator, venue, **extra: str) -> dict[str, st
     return {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host, "FIREBASE_AUTH_EMULATOR_HOST": auth_emulator.host,
             "GOOGLE_CLOUD_PROJECT": project, "GCLOUD_PROJECT": project, "GOOGLE_APPLICATION_CREDENTIALS": "",
             "EXEC_BROKER_ROUTES": "EQUITY=alpaca", "ALPACA_URL_OVERRIDE": venue.url, "ALPACA_API_KEY": "PKLOCALTEST",
-            "ALPACA_SECRET_KEY": "local-secret", **extra}
+            "ALPACA_SECRET_KEY": "local-secret", "EXEC_ACCOUNTS": "auto", **extra}  # legacy labels (issue 12)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_eight_groups_over_http_stop_at_the_position_limit_and_the_daily_count(l
     assert_no_group_fills_beyond_limits(FirestoreStore(db), "acme", position_limit=D("100"), daily_limit=5)
     # the group's exposure is the one single orders see: 60 SPY held, +50 would pass 100
     status, _, single = call(limit_server, token, "POST", "/execute",
-                             {"strategy_id": "s1", "broker_account_id": "default", "symbol": "SPY", "side": "buy",
+                             {"strategy_id": "s1", "symbol": "SPY", "side": "buy",  # the groups' default account
                               "qty": "50"})
     assert status == 201 and single["status"] == "rejected" and single["rejection"]["code"] in (
         "POSITION_LIMIT", "DAILY_TRADE_LIMIT"), single
@@ -249,5 +249,5 @@ def test_concurrent_groups_on_the_emulator_cannot_exceed_the_position_limit(db):
 
     assert sum(g.status is GroupStatus.FILLED for g in groups) <= 2 and all(g.status.is_final for g in groups)
     assert_no_group_fills_beyond_limits(world.store, "acme", position_limit=D("100"), daily_limit=1000)
-    exposure = db.document("tenants/acme/exposure/default__EURUSD").get().to_dict()
+    exposure = db.document("tenants/acme/exposure/main-u1__EURUSD").get().to_dict()  # the default account
     assert exposure.get("reserved_long_nanos", 0) == 0  # every reservation settled or released

@@ -32,6 +32,7 @@ def server(firestore_emulator, auth_emulator):
     project = auth_emulator.project
     env = {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host, "FIREBASE_AUTH_EMULATOR_HOST": auth_emulator.host,
            "GOOGLE_CLOUD_PROJECT": project, "GCLOUD_PROJECT": project, "EXEC_DRY_RUN": "0",
+           "EXEC_ACCOUNTS": "auto",  # legacy labels: one account per user (issue 12)
            "GOOGLE_APPLICATION_CREDENTIALS": "", "EXEC_AUTH_STATE_CACHE_SECONDS": "0",
            "EXEC_RATE_LIMIT_USER_PER_MIN": str(USER_LIMIT), "EXEC_RATE_LIMIT_TENANT_PER_MIN": str(TENANT_LIMIT),
            "EXEC_RATE_LIMIT_SHARDS": str(SHARDS), "EXEC_MAX_DAILY_TRADES": "1000"}

@@ -276,6 +276,7 @@ def test_over_real_http_the_exports_are_chunked_streams(firestore_emulator, auth
     project = auth.project
     env = {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host, "FIREBASE_AUTH_EMULATOR_HOST": auth.host,
            "GOOGLE_CLOUD_PROJECT": project, "GCLOUD_PROJECT": project, "EXEC_DRY_RUN": "0",
+           "EXEC_ACCOUNTS": "auto",  # legacy labels: one account per user (issue 12)
            "GOOGLE_APPLICATION_CREDENTIALS": ""}
     tokens = {}
     for name, role in (("trader", "trader"), ("admin", "tenant_admin")):

@@ -10,7 +10,10 @@ background thread, HTTP/1.0: one connection per request).
 
 Routes (the ones alpaca-py 0.44 calls): ``POST/GET/DELETE /v2/orders``, ``GET/DELETE /v2/orders/{id}``,
 ``GET /v2/orders:by_client_order_id``, ``GET/DELETE /v2/positions``, ``GET/DELETE /v2/positions/{symbol}``
-(crypto as ``BTCUSD``), ``GET /v2/account``, ``GET /v2/clock``, ``GET /v2/assets/{symbol}``, latest quotes
+(crypto as ``BTCUSD``), ``GET /v2/account``, ``GET /v2/clock``, ``GET /v2/assets/{symbol}`` and
+``GET /v2/options/contracts/{symbol}`` (the venue's listed symbols — the scenario's ``symbols`` and
+``instruments``; any other symbol is 404 ``40410000``; ``"tradable": false`` in the scenario answers a
+non-tradable asset), latest quotes
 (``/v2/stocks/quotes/latest``, ``/v1beta3/crypto/us/latest/quotes``, ``/v1beta1/options/quotes/latest``)
 and daily bars (``/v2/stocks/bars``, ``/v1beta3/crypto/us/bars``, ``/v1beta1/options/bars``).
 Any ``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY`` (or ``Authorization``) header is accepted; trading and
@@ -21,7 +24,8 @@ book per account of the venue (``server.open_account(uuid)``; an unknown account
 ``POST/GET/DELETE /v1/trading/accounts/{account_id}/orders``, ``GET .../orders:by_client_order_id``,
 ``GET/DELETE .../orders/{order_id}``, ``GET/DELETE .../positions``, ``GET/DELETE .../positions/{symbol}``,
 ``GET .../account`` (the trade account), ``GET/PATCH .../account/configurations`` (``suspend_trade``: a
-suspended account answers 403 ``40310000`` to new orders) and ``GET /v1/accounts/{account_id}``. The
+suspended account answers 403 ``40310000`` to new orders), ``GET /v1/accounts/{account_id}`` and
+``GET /v1/assets/{symbol}`` (the same asset records as ``/v2/assets``). The
 Trading API's ``/v2`` routes trade the venue's default account. A client order id is unique per
 account: the same id in two accounts is two orders; twice in one account → 422 ``40010001``. Faults
 are injected the same way (``server.inject("POST /v1/trading/accounts/*/orders", "500")``).
@@ -49,7 +53,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from backend.adapters.sim_venue import (
     LegRequest,
@@ -64,6 +68,8 @@ from backend.domain.assets import AssetClass, detect_asset_class, normalize_symb
 from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput
 from backend.domain.money import ZERO, round_to_step, to_decimal
+from backend.domain.capabilities import check_capability
+from backend.domain.orders import OrderClass, ReplaceRequest, StopLoss, TakeProfit
 from backend.ports.broker import BrokerError, BrokerErrorCode, OrderRequest, OrderSide, OrderState, OrderType
 from tests.support.local_venue_server import STATUS_KIND, Drop, LocalVenueServer, RequestRecord
 
@@ -236,6 +242,7 @@ class _AlpacaApi:
             ("GET", re.compile(r"^/v2/orders:by_client_order_id$"), self.order_by_client_id),
             ("GET", re.compile(r"^/v2/orders/(?P<order_id>[^/]+)$"), self.get_order),
             ("DELETE", re.compile(r"^/v2/orders/(?P<order_id>[^/]+)$"), self.cancel_order),
+            ("PATCH", re.compile(r"^/v2/orders/(?P<order_id>[^/]+)$"), self.replace_order),
             ("GET", re.compile(r"^/v2/positions$"), self.list_positions),
             ("DELETE", re.compile(r"^/v2/positions$"), self.close_all),
             ("GET", re.compile(rf"^/v2/positions/{sym}$"), self.get_position),
@@ -243,6 +250,7 @@ class _AlpacaApi:
             ("GET", re.compile(r"^/v2/account$"), self.account),
             ("GET", re.compile(r"^/v2/clock$"), self.market_clock),
             ("GET", re.compile(rf"^/v2/assets/{sym}$"), self.asset),
+            ("GET", re.compile(rf"^/v2/options/contracts/{sym}$"), self.option_contract),
             ("GET", re.compile(r"^/v2/stocks/quotes/latest$"), self._quotes(AssetClass.EQUITY)),
             ("GET", re.compile(r"^/v1beta3/crypto/us/latest/quotes$"), self._quotes(AssetClass.CRYPTO)),
             ("GET", re.compile(r"^/v1beta1/options/quotes/latest$"), self._quotes(AssetClass.OPTIONS)),
@@ -258,6 +266,7 @@ class _AlpacaApi:
             ("GET", re.compile(rf"{acct}/orders:by_client_order_id$"), self.order_by_client_id),
             ("GET", re.compile(rf"{acct}/orders/(?P<order_id>[^/]+)$"), self.get_order),
             ("DELETE", re.compile(rf"{acct}/orders/(?P<order_id>[^/]+)$"), self.cancel_order),
+            ("PATCH", re.compile(rf"{acct}/orders/(?P<order_id>[^/]+)$"), self.replace_order),
             ("GET", re.compile(rf"{acct}/positions$"), self.list_positions),
             ("DELETE", re.compile(rf"{acct}/positions$"), self.close_all),
             ("GET", re.compile(rf"{acct}/positions/{sym}$"), self.get_position),
@@ -266,6 +275,7 @@ class _AlpacaApi:
             ("GET", re.compile(rf"{acct}/account/configurations$"), self.trade_configuration),
             ("PATCH", re.compile(rf"{acct}/account/configurations$"), self.update_trade_configuration),
             ("GET", re.compile(r"^/v1/accounts/(?P<account_id>[^/]+)$"), self.broker_account),
+            ("GET", re.compile(rf"^/v1/assets/{sym}$"), self.asset),  # Broker API: the same asset records
         ]
 
     def handle(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, Any]:
@@ -304,14 +314,13 @@ class _AlpacaApi:
         if not tif:
             raise _HttpError(422, 40010001, "time_in_force is required")
         limit = _decimal_field(data, "limit_price")
-        if order_type is OrderType.LIMIT and limit is None:
-            raise _HttpError(422, 40010001, "limit_price is required for limit orders")
-        if order_type is OrderType.MARKET and limit is not None:
-            raise _HttpError(422, 40010001, "limit_price must not be given for market orders")
-        if str(data.get("order_class") or "simple") == "mleg":
+        order_class = str(data.get("order_class") or "simple")
+        if order_class == "mleg":
+            if (order_type is OrderType.LIMIT) != (limit is not None) or order_type not in (OrderType.MARKET,
+                                                                                         OrderType.LIMIT):
+                raise _HttpError(422, 40010001, "mleg orders are market, or limit with a limit_price")
             return 200, self._order_json(self._submit_mleg(data, client_id, order_type, limit, tif, account_id))
-        if data.get("order_class") not in (None, "", "simple"):
-            raise _HttpError(422, 42210000, f"order_class {data.get('order_class')!r} is not supported here")
+        klass_of_order = _enum(order_class, OrderClass, "order_class")
         symbol = data.get("symbol")
         if not isinstance(symbol, str) or not symbol:
             raise _HttpError(422, 40010001, "symbol is required")
@@ -330,10 +339,18 @@ class _AlpacaApi:
             if qty <= ZERO:
                 raise _HttpError(422, 40010001, f"notional {notional} is below the minimum order size")
         try:
+            take_profit, stop_loss = _protective_legs(data)
             request = OrderRequest(client_order_id=client_id, symbol=symbol, asset_class=klass, side=side,
-                                   qty=qty, order_type=order_type, limit_price=limit, time_in_force=tif)
+                                   qty=qty, order_type=order_type, limit_price=limit, time_in_force=tif,
+                                   stop_price=_decimal_field(data, "stop_price"),
+                                   trail_price=_decimal_field(data, "trail_price"),
+                                   trail_percent=_decimal_field(data, "trail_percent"),
+                                   order_class=klass_of_order, take_profit=take_profit, stop_loss=stop_loss)
         except ValueError as exc:
             raise _HttpError(422, 40010001, str(exc)) from None
+        refused = check_capability("alpaca", klass, request)  # what Alpaca itself refuses (issue 15)
+        if refused is not None:
+            raise _HttpError(422, 42210000, refused.detail)
         order = self.venue.submit_order(request, on_duplicate="raise", account_id=account_id)
         return 200, self._order_json(order, notional=notional)
 
@@ -408,6 +425,26 @@ class _AlpacaApi:
         if before.state.is_final or after.state is not OrderState.CANCELED:
             raise _HttpError(422, 42210000, f'order is already in "{after.state.value}" state')
         return 204, None
+
+    def replace_order(self, query: dict[str, str], body: bytes, order_id: str,
+                      account_id: str | None = None) -> tuple[int, Any]:
+        """PATCH: qty, limit_price, stop_price, trail, time_in_force, client_order_id → the new order."""
+        data = _json_body(body)
+        client_id = data.get("client_order_id") or self.venue.new_client_order_id()
+        if not isinstance(client_id, str) or len(client_id) > 48:
+            raise _HttpError(422, 40010001, "client_order_id must be no more than 48 characters")
+        try:
+            request = ReplaceRequest(client_order_id=client_id, qty=_decimal_field(data, "qty"),
+                                     limit_price=_decimal_field(data, "limit_price"),
+                                     stop_price=_decimal_field(data, "stop_price"), trail=_decimal_field(data, "trail"),
+                                     time_in_force=data.get("time_in_force") or None)
+        except ValueError as exc:
+            raise _HttpError(422, 40010001, str(exc)) from None
+        try:
+            self.venue.peek_order(order_id, account_id=account_id)
+        except BrokerError:
+            raise _HttpError(404, 40410000, "order not found") from None
+        return 200, self._order_json(self.venue.replace_order(order_id, request, account_id=account_id))
 
     def cancel_all(self, query: dict[str, str], body: bytes, account_id: str | None = None) -> tuple[int, Any]:
         out = []
@@ -557,17 +594,48 @@ class _AlpacaApi:
         return 200, {"timestamp": _ts(now), "is_open": True, "next_open": _ts(now + timedelta(days=1)),
                      "next_close": _ts(now + timedelta(hours=6))}
 
+    def _listed(self, symbol: str) -> tuple[Any, AssetClass]:
+        """The venue's listing of a path symbol (``BTCUSD``, ``BTC%2FUSDT``, ``AAPL``): the scenario's
+        symbols and instruments; anything else is Alpaca's 404 ``40410000``."""
+        text = unquote(symbol)
+        klass = _alpaca_tradable(text)
+        info = self.venue.instrument(text, klass)
+        if info is None:
+            raise _HttpError(404, 40410000, f"asset not found for {text}")
+        return info, klass
+
     def asset(self, query: dict[str, str], body: bytes, symbol: str) -> tuple[int, Any]:
-        klass = _alpaca_tradable(symbol)
-        key, _ = self.venue.market.resolve(symbol, klass)
-        spec = self.venue.market.spec(key, klass)
-        return 200, {
-            "id": _asset_id(key.replace("/", "") if klass is AssetClass.CRYPTO else key),
-            "class": _ALPACA_CLASS[klass], "exchange": _EXCHANGE[klass], "symbol": key, "name": key,
-            "status": "active", "tradable": True, "marginable": klass is not AssetClass.CRYPTO,
+        """``GET /v2/assets/{symbol}`` (and the Broker API's ``/v1/assets/{symbol}``): Alpaca's asset
+        record; crypto carries its increments as strings, stocks only ``fractionable``."""
+        info, klass = self._listed(symbol)
+        record: dict[str, Any] = {
+            "id": _asset_id(info.symbol.replace("/", "") if klass is AssetClass.CRYPTO else info.symbol),
+            "class": _ALPACA_CLASS[klass], "exchange": _EXCHANGE[klass], "symbol": info.symbol, "name": info.symbol,
+            "status": info.status or "active", "tradable": info.tradable, "marginable": klass is not AssetClass.CRYPTO,
             "shortable": klass is AssetClass.EQUITY, "easy_to_borrow": klass is AssetClass.EQUITY,
-            "fractionable": spec.lot_size < 1, "min_trade_increment": float(spec.lot_size),
-            "price_increment": float(spec.tick_size),
+            "fractionable": bool(info.fractionable), "attributes": [],
+        }
+        if klass is AssetClass.CRYPTO:
+            record.update({"min_order_size": _num(info.min_qty or info.lot_step),
+                           "min_trade_increment": _num(info.lot_step), "price_increment": _num(info.tick_size)})
+        else:
+            record["maintenance_margin_requirement"] = 30
+        return 200, record
+
+    def option_contract(self, query: dict[str, str], body: bytes, symbol: str) -> tuple[int, Any]:
+        """``GET /v2/options/contracts/{symbol}``: the contract record of a listed OCC symbol."""
+        info, klass = self._listed(symbol)
+        if klass is not AssetClass.OPTIONS:
+            raise _HttpError(404, 40410000, f"option contract not found for {info.symbol}")
+        root, expiry, kind, strike = _OCC.match(info.symbol).groups()  # type: ignore[union-attr]
+        return 200, {
+            "id": _asset_id(info.symbol), "symbol": info.symbol, "name": info.symbol,
+            "status": info.status or "active", "tradable": info.tradable,
+            "expiration_date": f"20{expiry[:2]}-{expiry[2:4]}-{expiry[4:]}", "root_symbol": root,
+            "underlying_symbol": root, "underlying_asset_id": _asset_id(root),
+            "type": "call" if kind == "C" else "put", "style": "american",
+            "strike_price": _num(Decimal(strike) / 1000), "multiplier": "100", "size": "100",
+            "open_interest": None, "open_interest_date": None, "close_price": None, "close_price_date": None,
         }
 
     # -- market data
@@ -623,20 +691,25 @@ class _AlpacaApi:
             "created_at": _ts(order.created_at), "updated_at": _ts(order.updated_at),
             "submitted_at": _ts(order.created_at), "filled_at": _ts(order.filled_at),
             "expired_at": None, "canceled_at": _ts(order.canceled_at), "failed_at": _ts(order.failed_at),
-            "replaced_at": None, "replaced_by": None, "replaces": None,
+            "replaced_at": _ts(order.canceled_at) if order.replaced_by else None,
+            "replaced_by": order.replaced_by, "replaces": order.replaces,
             "asset_id": "" if mleg_parent else _asset_id(symbol.replace("/", "")),
             "symbol": "" if mleg_parent else symbol,
             "asset_class": "" if mleg_parent else _ALPACA_CLASS.get(klass, "us_equity"),
             "notional": _num(notional), "qty": _num(order.qty), "filled_qty": _num(order.filled_qty),
             "filled_avg_price": _num(order.filled_avg_price),
-            "order_class": order.order_class if not leg else "mleg",
+            "order_class": "mleg" if leg and order.order_class == "simple" else order.order_class,
             "order_type": order.order_type.value, "type": order.order_type.value,
             "side": "" if mleg_parent else order.side.value,
             "position_intent": order.position_intent or ("" if mleg_parent else None),
-            "time_in_force": order.time_in_force, "limit_price": _num(order.limit_price), "stop_price": None,
-            "status": order.state.value, "extended_hours": order.extended_hours,
+            "time_in_force": order.time_in_force, "limit_price": _num(order.limit_price),
+            "stop_price": _num(order.stop_price),
+            "status": "replaced" if order.replaced_by else (
+                "held" if order.held and not order.state.is_final else order.state.value),
+            "extended_hours": order.extended_hours,
             "legs": [self._order_json(child, leg=True) for child in order.legs] if order.legs else None,
-            "trail_percent": None, "trail_price": None, "hwm": None,
+            "trail_percent": _num(order.trail_percent), "trail_price": _num(order.trail_price),
+            "hwm": _num(order.hwm),
             "ratio_qty": str(order.ratio_qty) if order.ratio_qty is not None else None,
             "subtag": None, "source": None,
         }
@@ -676,6 +749,25 @@ def _json_body(body: bytes) -> dict[str, Any]:
     return data
 
 
+def _protective_legs(data: Mapping[str, Any]) -> tuple[TakeProfit | None, StopLoss | None]:
+    """A bracket's / oto's / oco's ``take_profit`` {limit_price} and ``stop_loss`` {stop_price, limit_price}."""
+    take, stop = data.get("take_profit"), data.get("stop_loss")
+    for name, raw in (("take_profit", take), ("stop_loss", stop)):
+        if raw is not None and not isinstance(raw, dict):
+            raise _HttpError(422, 40010001, f"{name} must be an object")
+    take_profit = None
+    if take is not None:
+        price = _decimal_field(take, "limit_price")
+        if price is None:
+            raise _HttpError(422, 40010001, "take_profit.limit_price is required")
+        take_profit = TakeProfit(limit_price=price)
+    stop_loss = None
+    if stop is not None:
+        stop_loss = StopLoss(stop_price=_decimal_field(stop, "stop_price"),
+                             limit_price=_decimal_field(stop, "limit_price"))
+    return take_profit, stop_loss
+
+
 def _decimal_field(data: Mapping[str, Any], name: str) -> Decimal | None:
     raw = data.get(name)
     if raw is None or raw == "":
@@ -711,6 +803,9 @@ def _alpaca_tradable(symbol: str) -> AssetClass:
     if klass not in _ALPACA_CLASS:
         raise _HttpError(422, 42210000, f'asset "{symbol}" not found')
     return klass
+
+
+_OCC = re.compile(r"^([A-Z]{1,6})(\d{6})([CP])(\d{8})$")
 
 
 def _symbols(query: Mapping[str, str]) -> list[str]:

@@ -180,8 +180,8 @@ def make_stack(*, limits: RiskLimits = RiskLimits(max_position_qty=Decimal("1000
 
 
 def execute_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"strategy_id": "s1", "broker_account_id": "acct1", "symbol": "AAPL", "side": "buy",
-                            "qty": "10"}
+    # no broker_account_id: each user trades their own default account (issue 12)
+    body: dict[str, Any] = {"strategy_id": "s1", "symbol": "AAPL", "side": "buy", "qty": "10"}
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
 
@@ -201,7 +201,7 @@ def multileg_body(**overrides: Any) -> dict[str, Any]:
 
 
 def signal_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"strategy_id": "momo", "broker_account_id": "acct1", "signal_type": "BUY",
+    body: dict[str, Any] = {"strategy_id": "momo", "signal_type": "BUY",
                             "symbol": "AAPL", "qty": "5", "confidence": 0.85, "reasoning": "momentum",
                             "market_data": {"symbol": "AAPL", "price": 190.0, "bid": 189.99, "ask": 190.01}}
     body.update(overrides)

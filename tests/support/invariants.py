@@ -13,6 +13,11 @@ After a run (and at most one sweep):
         is derived from that tenant's namespace (tenant + group + leg [+ seq], tenant + account + intent),
         and every venue order a tenant's ledger row, history row, group leg, rollback order or intent
         record names carries one of that tenant's client ids (issue 10).
+    (f) per account (issue 12): the ledger's net position per (venue account, symbol) — rows keyed by
+        their ``venue_account_id`` — equals that venue account's holdings; every row names its account
+        (``broker_account_id``) and each (tenant, account) maps to one venue account. On a
+        single-account venue (deployment accounts trading one ``AlpacaBroker``) rows whose venue
+        account id the venue does not hold count for its one (default) account, so (f) is (d) there.
 
 ``check(...)`` returns a ``Verdict`` listing every breach (so a failing chaos case shows all of them at
 once); ``assert_invariants(...)`` fails the test with that list. Both read Firestore (a ``FirestoreStore``,
@@ -75,10 +80,11 @@ def pair_request(now: datetime, pair: tuple = EQUITY_PAIR, *, strategy_id: str =
 
 
 def intent_fields(symbol: str = "AAPL", side: str = "buy", qty: str = "3", asset_class: str = "EQUITY",
-                  *, strategy_id: str = "s1", account: str = "acct") -> dict[str, Any]:
-    """A single-leg intent's fields (the ``intent`` map of an intent document; ``OrderIntent.from_dict``)."""
-    return {"strategy_id": strategy_id, "broker_account_id": account, "symbol": symbol, "side": side,
-            "qty": qty, "asset_class": asset_class}
+                  *, strategy_id: str = "s1", account: str | None = None) -> dict[str, Any]:
+    """A single-leg intent's fields (the ``intent`` map of an intent document; ``OrderIntent.from_dict``).
+    ``account`` None: none named, the user's default account (the one their groups trade)."""
+    fields = {"strategy_id": strategy_id, "symbol": symbol, "side": side, "qty": qty, "asset_class": asset_class}
+    return fields if account is None else {**fields, "broker_account_id": account}
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,11 +137,17 @@ class Verdict:
     foreign_orders: list[str] = field(default_factory=list)  # (e) orders adopted from another tenant
     ledger_net: dict[str, Decimal] = field(default_factory=dict)
     venue_net: dict[str, Decimal] = field(default_factory=dict)
+    # (f) (venue account, symbol) -> (ledger, venue); rows without an account or with two venue accounts
+    account_position_breaks: dict[tuple[str, str], tuple[Decimal, Decimal]] = field(default_factory=dict)
+    account_mapping_problems: list[str] = field(default_factory=list)
+    ledger_net_by_account: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    venue_net_by_account: dict[tuple[str, str], Decimal] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not (self.lost or self.duplicate_orders or self.unrecorded_orders or self.non_final_groups
-                    or self.position_breaks or self.foreign_orders)
+                    or self.position_breaks or self.foreign_orders or self.account_position_breaks
+                    or self.account_mapping_problems)
 
     def problems(self) -> list[str]:
         out = []
@@ -151,6 +163,10 @@ class Verdict:
             out.append(f"(d) ledger vs venue net position: {self.position_breaks}")
         if self.foreign_orders:
             out.append(f"(e) orders adopted from another tenant: {self.foreign_orders}")
+        if self.account_position_breaks:
+            out.append(f"(f) ledger vs venue net position per (venue account, symbol): {self.account_position_breaks}")
+        if self.account_mapping_problems:
+            out.append(f"(f) ledger rows and their accounts: {self.account_mapping_problems}")
         return out
 
 
@@ -221,17 +237,81 @@ def ledger_net_positions(store: Any, venue: Any) -> dict[str, Decimal]:
 
 
 def venue_net_positions(venue: Any) -> dict[str, Decimal]:
-    """(d) The venue's net position per symbol (holdings, cross-checked against its fills)."""
-    from_fills: dict[str, Decimal] = defaultdict(Decimal)
+    """(d) The venue's net position per symbol, summed over its accounts (holdings, cross-checked
+    against its fills)."""
+    out: dict[str, Decimal] = defaultdict(Decimal)
+    for (_, symbol), held in venue_account_net_positions(venue).items():
+        out[symbol] += held
+    return {s: q for s, q in out.items() if q}
+
+
+def _venue_accounts(venue: Any) -> list[str | None]:
+    """The venue's account ids (a venue without accounts: its one account, None)."""
+    ids = getattr(venue, "account_ids", None)
+    return list(ids()) if callable(ids) else [None]
+
+
+def _default_venue_account(venue: Any) -> str | None:
+    from backend.adapters.sim.orders import DEFAULT_ACCOUNT_ID
+
+    return DEFAULT_ACCOUNT_ID if callable(getattr(venue, "account_ids", None)) else None
+
+
+def venue_account_net_positions(venue: Any) -> dict[tuple[str | None, str], Decimal]:
+    """(f) The venue's net position per (venue account, symbol): each account's holdings, cross-checked
+    against that account's fills."""
+    from_fills: dict[tuple[str | None, str], Decimal] = defaultdict(Decimal)
+    default = _default_venue_account(venue)
     for fill in venue.fills():
-        from_fills[fill.symbol] += fill.side.direction * fill.qty
+        from_fills[(getattr(fill, "account_id", default), fill.symbol)] += fill.side.direction * fill.qty
     out = {}
-    for symbol in from_fills:
-        held = venue.net_position(symbol)
-        assert held == from_fills[symbol], f"venue holdings {held} and fills {from_fills[symbol]} disagree on {symbol}"
+    for (account, symbol), filled in from_fills.items():
+        held = venue.net_position(symbol) if account is None else venue.net_position(symbol, account_id=account)
+        assert held == filled, (f"venue holdings {held} and fills {filled} disagree on {symbol} "
+                                f"in venue account {account}")
         if held:
-            out[symbol] = held
+            out[(account, symbol)] = held
     return out
+
+
+def ledger_account_net_positions(store: Any, venue: Any) -> tuple[dict[tuple[str | None, str], Decimal], list[str]]:
+    """(f) Net filled quantity per (venue account, venue symbol) from the ledger rows (buy +, sell -),
+    keyed by each row's ``venue_account_id`` — or the venue's default account when the venue does not
+    hold that id (a single-account venue traded by deployment accounts). Also returns the problems: a
+    filled row naming no account (``broker_account_id``), and a (tenant, account) whose rows name more
+    than one venue account."""
+    accounts = set(_venue_accounts(venue))
+    default = _default_venue_account(venue)
+    net: dict[tuple[str | None, str], Decimal] = defaultdict(Decimal)
+    venue_ids: dict[tuple[str | None, str], set[str]] = defaultdict(set)
+    problems: list[str] = []
+    for path, row in _docs(store, "ledger_trades"):
+        if row.get("kind") not in LEDGER_KINDS:
+            continue
+        filled = Decimal(str(row.get("filled_qty") or "0"))
+        if not filled:
+            continue
+        account, venue_account = row.get("broker_account_id"), row.get("venue_account_id")
+        if not account:
+            problems.append(f"{path}: a filled {row.get('kind')} row without broker_account_id")
+        venue_ids[(_tenant_of(path), account)].add(str(venue_account))
+        key = venue_account if venue_account in accounts else default
+        symbol, _ = venue.market.resolve(row["symbol"], row.get("asset_class"))
+        net[(key, symbol)] += filled if row["side"] == "buy" else -filled
+    problems += [f"tenants/{t}/accounts/{a}: ledger rows name venue accounts {sorted(ids)}"
+                 for (t, a), ids in sorted(venue_ids.items(), key=str) if len(ids) > 1]
+    return {k: q for k, q in net.items() if q}, problems
+
+
+def account_position_breaks(store: Any, venue: Any) -> tuple[dict[tuple[str | None, str], tuple[Decimal, Decimal]],
+                                                             list[str], dict, dict]:
+    """(f) (breaks, mapping problems, ledger net by account, venue net by account)."""
+    ledger, problems = ledger_account_net_positions(store, venue)
+    held = venue_account_net_positions(venue)
+    zero = Decimal(0)
+    breaks = {k: (ledger.get(k, zero), held.get(k, zero)) for k in set(ledger) | set(held)
+              if ledger.get(k, zero) != held.get(k, zero)}
+    return breaks, problems, ledger, held
 
 
 def _tenant_of(path: str) -> str | None:
@@ -319,7 +399,10 @@ def check(store: Any, venue: Any, *, tenant_id: str, group_ids: Iterable[str] = 
     held = venue_net_positions(venue)
     breaks = {s: (ledger.get(s, Decimal(0)), held.get(s, Decimal(0)))
               for s in set(ledger) | set(held) if ledger.get(s, Decimal(0)) != held.get(s, Decimal(0))}
+    by_account, mapping, ledger_by_account, venue_by_account = account_position_breaks(store, venue)
     return Verdict(
+        account_position_breaks=by_account, account_mapping_problems=mapping,
+        ledger_net_by_account=ledger_by_account, venue_net_by_account=venue_by_account,
         lost=lost_outcomes(store, tenant_id=tenant_id, group_ids=group_ids, intent_ids=intent_ids,
                            intent_doc_ids=intent_doc_ids),
         duplicate_orders=duplicate_orders(venue),
@@ -340,7 +423,8 @@ def assert_invariants(store: Any, venue: Any, *, tenant_id: str, group_ids: Iter
 
 __all__ = ["Verdict", "check", "assert_invariants", "lost_outcomes", "duplicate_orders", "unrecorded_orders",
            "non_final_groups", "ledger_net_positions", "venue_net_positions", "recorded_client_order_ids",
-           "foreign_adoptions", "tenant_client_order_ids",
+           "foreign_adoptions", "tenant_client_order_ids", "venue_account_net_positions",
+           "ledger_account_net_positions", "account_position_breaks",
            "scenario", "pair_request", "intent_fields", "EQUITY_PAIR", "CRYPTO_PAIR", "PAIRS", "SYMBOLS"]
 
 

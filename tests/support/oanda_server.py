@@ -55,6 +55,7 @@ from backend.domain.assets import METALS, AssetClass
 from backend.domain.clock import Clock
 from backend.domain.errors import InvalidInput
 from backend.domain.money import ZERO
+from backend.domain.orders import OrderClass, StopLoss, TakeProfit
 from backend.ports.broker import BrokerError, BrokerErrorCode, OrderRequest, OrderSide, OrderState, OrderType
 from tests.support.local_venue_server import STATUS_KIND, Drop, LocalVenueServer, RequestRecord
 
@@ -90,7 +91,7 @@ _Drop = Drop
 @dataclass
 class _Order:
     id: str
-    type: str  # MARKET | LIMIT
+    type: str  # MARKET | LIMIT | STOP
     instrument: str
     units: Decimal  # signed
     time_in_force: str
@@ -398,7 +399,7 @@ class _OandaApi:
         if not isinstance(raw, dict):
             raise _error(400, "Invalid value specified for 'order'", "INVALID_ORDER")
         kind = str(raw.get("type") or "MARKET")
-        if kind not in ("MARKET", "LIMIT"):
+        if kind not in ("MARKET", "LIMIT", "STOP"):
             raise _error(400, f"Order type {kind} is not supported here", "INVALID_ORDER_TYPE")
         instrument = str(raw.get("instrument") or "")
         if not re.match(r"^[A-Z]{3}_[A-Z]{3}$", instrument):
@@ -423,10 +424,14 @@ class _OandaApi:
         if tif not in ("FOK", "IOC", "GTC", "GFD"):
             return self._reject(raw, kind, "TIME_IN_FORCE_INVALID")
         price = None
-        if kind == "LIMIT":
+        if kind in ("LIMIT", "STOP"):
             if not isinstance(raw.get("price"), str):
                 return self._reject(raw, kind, "PRICE_MISSING")
             price = Decimal(raw["price"])
+        try:  # issue 15: protective orders OANDA creates on the trade when this order fills
+            on_fill = _on_fill(raw)
+        except (ArithmeticError, ValueError, TypeError):
+            return self._reject(raw, kind, "ON_FILL_INVALID")
         extensions = raw.get("clientExtensions") or {}
         if not isinstance(extensions, dict):
             return self._reject(raw, kind, "CLIENT_EXTENSIONS_INVALID")
@@ -445,7 +450,8 @@ class _OandaApi:
                            timeInForce=tif, positionFill=str(raw.get("positionFill") or "DEFAULT"),
                            price=None if price is None else self._price(price, meta),
                            priceBound=raw.get("priceBound"), reason="CLIENT_ORDER",
-                           clientExtensions=extensions or None)
+                           clientExtensions=extensions or None,
+                           **{k: raw[k] for k in _ON_FILL if isinstance(raw.get(k), dict)})
         order = _Order(id=create["id"], type=kind, instrument=instrument, units=units, time_in_force=tif,
                        client_extensions=extensions, create_time=now, price=price)
         self.orders[order.id] = order
@@ -456,11 +462,21 @@ class _OandaApi:
             self._cancel_record(order, forced)
         else:
             sim_tif = {"FOK": "fok", "IOC": "ioc", "GTC": "gtc", "GFD": "day"}[tif]
-            request = OrderRequest(client_order_id=self.venue.new_client_order_id(),
-                                   symbol=instrument.replace("_", "/"),
-                                   asset_class=AssetClass.COMMODITY if meta.type == "METAL" else AssetClass.FOREX,
-                                   side=OrderSide.BUY if units > ZERO else OrderSide.SELL, qty=abs(units),
-                                   order_type=OrderType(kind.lower()), limit_price=price, time_in_force=sim_tif)
+            try:
+                request = OrderRequest(client_order_id=self.venue.new_client_order_id(),
+                                       symbol=instrument.replace("_", "/"),
+                                       asset_class=AssetClass.COMMODITY if meta.type == "METAL" else AssetClass.FOREX,
+                                       side=OrderSide.BUY if units > ZERO else OrderSide.SELL, qty=abs(units),
+                                       order_type=OrderType(kind.lower()),
+                                       limit_price=price if kind == "LIMIT" else None,
+                                       stop_price=price if kind == "STOP" else None, time_in_force=sim_tif,
+                                       **on_fill)
+            except ValueError:  # e.g. a take profit on the losing side: OANDA rejects the order
+                del self.orders[order.id]
+                if cid and self.by_client.get(cid) == order.id:
+                    del self.by_client[cid]
+                self.txns.remove(create)
+                return self._reject(raw, kind, "ON_FILL_INVALID")
             try:
                 venue_order = self.venue.submit_order(request, on_duplicate="raise")
             except LostResponse:
@@ -711,6 +727,28 @@ def _venue_error(exc: BrokerError) -> _HttpError:
     if exc.code is BrokerErrorCode.NOT_FOUND:
         return _error(404, exc.message or None)
     return _error(400, exc.message or exc.code.value)
+
+
+_ON_FILL = ("takeProfitOnFill", "stopLossOnFill", "trailingStopLossOnFill")
+
+
+def _on_fill(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``takeProfitOnFill`` {price}, ``stopLossOnFill`` {price}, ``trailingStopLossOnFill`` {distance} →
+    the simulated venue's protective legs (held until the entry fills, then one cancels the other)."""
+    take, stop, trail = (raw.get(k) for k in _ON_FILL)
+    take_profit = TakeProfit(Decimal(str(take["price"]))) if isinstance(take, dict) else None
+    stop_loss = None
+    if isinstance(stop, dict):
+        stop_loss = StopLoss(stop_price=Decimal(str(stop["price"])))
+    if isinstance(trail, dict):
+        if stop_loss is not None:
+            raise ValueError("one stop loss on fill")
+        stop_loss = StopLoss(trail_price=Decimal(str(trail["distance"])))
+    if take_profit is None and stop_loss is None:
+        return {}
+    both = take_profit is not None and stop_loss is not None
+    return {"order_class": OrderClass.BRACKET if both else OrderClass.OTO, "take_profit": take_profit,
+            "stop_loss": stop_loss}
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

@@ -17,9 +17,9 @@ def test_an_empty_execute_body_reports_every_missing_field_in_one_response(stack
     err = response.json()["error"]
     assert response.status == 400 and err["code"] == "VALIDATION_ERROR"
     assert err["errors"] == [{"field": name, "reason": "field required"}
-                             for name in ("strategy_id", "broker_account_id", "symbol", "side", "qty")]
+                             for name in ("strategy_id", "symbol", "side", "qty")]  # no account = the default
     assert (err["field"], err["reason"]) == ("strategy_id", "field required")
-    assert err["message"] == "strategy_id: field required (and 4 more errors)"
+    assert err["message"] == "strategy_id: field required (and 3 more errors)"
     assert stack.store.docs == before
 
 

@@ -15,16 +15,21 @@ from tests.support.api_stack import make_stack
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 ENDPOINTS = {
     "/portfolio/history": ["limit", "cursor"],
-    "/portfolio/tax-lots/export": ["year", "format", "section"],
+    "/portfolio/tax-lots/export": ["year", "format", "section", "digital_assets"],
     "/tenants/acme/ledger": ["from", "to", "symbol", "strategy_id", "status", "uid", "limit", "cursor", "format"],
     "/tenants/acme/metrics": ["from", "to", "strategy_id"],
     "/groups/g-1": [],
+    # issue 13: tenant administration reads
+    "/tenants/acme/members": ["role", "status", "limit", "cursor"],
+    "/tenants/acme/connections": ["limit", "cursor"],
+    "/tenants/acme/accounts": ["owner_uid", "status", "limit", "cursor"],
+    "/tenants/acme/audit-log": ["action", "actor_uid", "target", "from", "to", "limit", "cursor"],
 }
 values = st.one_of(
     st.text(max_size=30), st.integers(-10**12, 10**12).map(str),
     st.sampled_from(["2026", "2026-01-05", "2026-13-40", "csv", "json", "xml", "open_lots", "disposals", "0", "-1",
                      "501", "100", "AAPL", "placed", "downgraded", "rejected", "", "\u0000", "%", "x" * 300,
-                     "eyJhIjoxfQ==", "bad-cursor!", "1e9", "NaN", "__rt__", ".", "..", "١٠",
+                     "eyJhIjoxfQ==", "bad-cursor!", "1e9", "NaN", "__rt__", ".", "..", "١٠", "txf", "omit", "refuse",
                      # cursors naming Firestore-reserved document ids (issue 10 item 5)
                      "eyJjIjoiMjAyNi0wMS0wNSIsImkiOiJfX3hfXyJ9", "eyJjIjoiMjAyNi0wMS0wNSIsImkiOiIuLiJ9",
                      "eyJjIjoiXHVkODAwIiwiaSI6ImExIn0"]))

@@ -13,8 +13,10 @@ def stack(quiet_logs):
 
 def place(stack, n, token="tok-alice", prefix="t"):
     ids = []
+    account = "acct1" if token == "tok-alice" else f"acct-{token}"  # each user trades their own account
     for i in range(n):
-        response = stack.post("/execute", execute_body(intent_id=f"{prefix}{i:02d}"), token=token)
+        response = stack.post("/execute", execute_body(intent_id=f"{prefix}{i:02d}", broker_account_id=account),
+                              token=token)
         assert response.status == 201
         ids.append(response.json()["intent_id"])
         stack.clock.advance(1)

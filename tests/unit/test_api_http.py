@@ -49,7 +49,8 @@ def error_of(response):
     ({"Authorization": "Bearer a b"}, 401, "malformed bearer token"),
     ({"Authorization": "Bearer tok-notenant"}, 403, "token has no tenant_id claim"),
     ({"Authorization": "Bearer tok-norole"}, 403, "token has no role claim"),
-    ({"Authorization": "Bearer tok-badrole"}, 403, "role claim must be one of ['risk_manager', 'tenant_admin', 'trader']"),
+    ({"Authorization": "Bearer tok-badrole"}, 403,
+     "role claim must be one of ['auditor', 'platform_operator', 'risk_manager', 'tenant_admin', 'trader']"),
 ])
 @pytest.mark.parametrize("method, path", [("POST", "/execute"), ("POST", "/execute/multi-leg"),
                                           ("POST", "/signals"), ("GET", "/groups/g1"),
@@ -205,7 +206,7 @@ def test_query_parameters_on_a_post_are_refused(stack):
 
 @pytest.mark.parametrize("change, field, reason_part", [
     ({"strategy_id": None}, "strategy_id", "field required"),
-    ({"broker_account_id": None}, "broker_account_id", "field required"),
+    ({"broker_account_id": "a b"}, "broker_account_id", "pattern"),
     ({"symbol": None}, "symbol", "field required"),
     ({"side": None}, "side", "field required"),
     ({"qty": None}, "qty", "field required"),
@@ -230,7 +231,7 @@ def test_query_parameters_on_a_post_are_refused(stack):
     ({"qty": "0.00001"}, "qty", "not a multiple of"),  # the core's lot size
     ({"qty": 0.30000000000000004}, "qty", "not a multiple of"),  # float noise is refused, not rounded
     ({"asset_class": "BONDS"}, "asset_class", "Input should be"),
-    ({"order_type": "stop"}, "order_type", "Input should be"),
+    ({"order_type": "stop_loss"}, "order_type", "Input should be"),
     ({"order_type": "limit"}, "limit_price", "required for limit orders"),
     ({"limit_price": "190"}, "limit_price", "only limit orders"),
     ({"order_type": "limit", "limit_price": "190.001"}, "limit_price", "not a multiple of"),
@@ -384,7 +385,8 @@ def test_same_key_different_body_is_a_409_and_changes_nothing(stack, change, dif
 
 def test_the_same_key_of_two_users_names_two_intents(stack):
     a = stack.post("/execute", execute_body(), headers={"Idempotency-Key": "same"})
-    b = stack.post("/execute", execute_body(), headers={"Idempotency-Key": "same"}, token="tok-bob")
+    b = stack.post("/execute", execute_body(broker_account_id="acct-bob"), headers={"Idempotency-Key": "same"},
+                   token="tok-bob")
     assert a.status == b.status == 201 and a.json()["intent_id"] != b.json()["intent_id"]
 
 
@@ -392,7 +394,7 @@ def test_a_body_intent_id_is_per_user_so_a_colleague_neither_squats_nor_learns_i
     first = stack.post("/execute", execute_body(intent_id="my-intent-1"))
     assert first.status == 201 and first.json()["intent_id"] == derived_id("k", "acme", "alice", "my-intent-1")
     assert stack.post("/execute", execute_body(intent_id="my-intent-1")).status == 200
-    other = stack.post("/execute", execute_body(intent_id="my-intent-1"), token="tok-bob")
+    other = stack.post("/execute", execute_body(intent_id="my-intent-1", broker_account_id="acct-bob"), token="tok-bob")
     assert other.status == 201 and other.json()["uid"] == "bob"  # bob's own intent, not alice's replayed
     assert other.json()["broker_order_id"] != first.json()["broker_order_id"]
     changed = stack.post("/execute", execute_body(intent_id="my-intent-1", qty="11"))

@@ -124,7 +124,7 @@ def test_every_indexed_combination_has_its_composite_index():
               and ix["fields"][-1] == {"fieldPath": "created_at", "order": "DESCENDING"}
               and all(f["order"] == "ASCENDING" for f in ix["fields"][:-1])}
     needed = {combo for combo in ledger_review.INDEXED_FILTERS if combo}  # none: the single-field index
-    assert needed <= ledger and len(needed) == 7
+    assert needed <= ledger and len(needed) == 9
 
 
 # ------------------------------------------------------------------------------- pagination

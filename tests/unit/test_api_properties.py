@@ -20,13 +20,29 @@ scalars = st.one_of(
                      "EQUITY", "limit", "market", "AAPL", "EUR/USD", "acme", "globex", "alice", "0.1", "10",
                      "x" * 200, "\u0000", "leg_001",
                      # Firestore-reserved names and non-ASCII / underscored amounts (issue 10 items 5, 11)
-                     "__rt__", "__x.y__", ".", "..", "__name__", "١٠", "1_000", "１０"]),
+                     "__rt__", "__x.y__", ".", "..", "__name__", "١٠", "1_000", "１０",
+                     # issue 15: order types, time in force, order classes, off-tick prices
+                     "stop", "stop_limit", "trailing_stop", "gtc", "ioc", "fok", "opg", "cls", "bracket", "oto",
+                     "oco", "simple", "100.005", "99", "101"]),
 )
 keys = st.one_of(st.text(max_size=12), st.sampled_from(["__x__", ".", "..", "__name__", "a.b", "lot_ids"]))
 json_values = st.recursive(scalars, lambda children: st.one_of(
     st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=4)), max_leaves=12)
 
 VALID = {"/execute": execute_body(), "/signals": signal_body(), "/execute/multi-leg": multileg_body()}
+# issue 15: /execute bodies with every new field, mutated like the others (posted to /execute)
+ORDER_BODIES = [
+    execute_body(order_type="stop", stop_price="150.00", time_in_force="gtc"),
+    execute_body(order_type="stop_limit", stop_price="150.00", limit_price="151.00", time_in_force="day"),
+    execute_body(order_type="trailing_stop", trail_percent="1.5"),
+    execute_body(order_type="trailing_stop", trail_price="2.00", time_in_force="gtc"),
+    execute_body(order_type="limit", limit_price="100.00", take_profit={"limit_price": "110.00"},
+                 stop_loss={"stop_price": "95.00", "limit_price": "94.50"}),
+    execute_body(side="sell", order_type="limit", order_class="oco", take_profit={"limit_price": "110.00"},
+                 stop_loss={"stop_price": "95.00"}),
+    execute_body(symbol="EUR/USD", qty="1000", order_type="stop", stop_price="1.10000",
+                 stop_loss={"trail_price": "0.00200"}),
+]
 
 
 def _paths(body, prefix=()):
@@ -41,8 +57,8 @@ def _paths(body, prefix=()):
 
 @st.composite
 def mutated_bodies(draw):
-    path = draw(st.sampled_from(sorted(VALID)))
-    body = copy.deepcopy(VALID[path])
+    path, body = draw(st.sampled_from(sorted(VALID.items()) + [("/execute", b) for b in ORDER_BODIES]))
+    body = copy.deepcopy(body)
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         where = draw(st.sampled_from(list(_paths(body))))
         action = draw(st.sampled_from(["replace", "delete", "add"]))

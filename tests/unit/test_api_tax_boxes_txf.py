@@ -48,7 +48,7 @@ def test_an_account_set_to_no_1099_files_its_rows_under_box_c(stack, monkeypatch
 def test_txf_export_is_v042_and_parses_back_into_the_json_rows(stack):
     mixed_year(stack.store)
 
-    response = export(stack, format="txf")
+    response = export(stack, format="txf", digital_assets="omit")
     body = export(stack).json()
     parsed = parse_txf(response.text())
 
@@ -56,9 +56,20 @@ def test_txf_export_is_v042_and_parses_back_into_the_json_rows(stack):
     assert 'filename="form-8949-2025.txf"' in response.headers["Content-Disposition"]
     assert response.text().startswith("V042\n")
     back = sorted((r.description, str(r.proceeds), str(r.cost_basis), str(r.gain_or_loss), r.box) for r in parsed.rows)
-    # the digital-asset row (H) has no V042 number: it comes back as B (same part, basis not reported)
-    assert back == sorted((d["description"], d["proceeds"], d["cost_basis"], d["gain_or_loss"],
-                           {"H": "B"}.get(d["box"], d["box"])) for d in body["disposals"])
+    # the digital-asset row (H) has no V042 number: left out on request, and counted in a header
+    assert back == sorted((d["description"], d["proceeds"], d["cost_basis"], d["gain_or_loss"], d["box"])
+                          for d in body["disposals"] if d["box"] not in "GHIJKL")
+    assert response.headers["X-Omitted-Digital-Asset-Rows"] == "1"
+
+
+def test_txf_of_a_year_with_digital_asset_rows_is_refused_naming_them(stack):
+    mixed_year(stack.store)
+
+    response = stack.get(EXPORT, token="tok-alice", query={"year": "2025", "format": "txf"})
+
+    error = response.json()["error"]
+    assert response.status == 400 and error["field"] == "format"
+    assert "G-L" in error["reason"] and "1 row(s)" in error["reason"] and "digital_assets=omit" in error["reason"]
 
 
 def test_section_with_txf_is_refused(stack):

@@ -43,8 +43,15 @@ def ledger(store, tenant="acme"):
     return store.collection(f"tenants/{tenant}/ledger_trades")
 
 
+def _bound(engine, store):
+    """The user's account exists (provisioned once in auto mode): the commits below are the trade's."""
+    engine.bind_account("acme", "u1", "acct1", ())
+    store.commits = 0
+
+
 def test_places_a_trade_and_writes_ledger_and_history_in_one_commit():
     engine, broker, store = make()
+    _bound(engine, store)
     result = engine.execute_intent(intent(), CTX)
     assert result.status == "placed" and result.broker_order_id and result.filled_qty == Decimal("10")
     row = store.get("tenants/acme/ledger_trades/i1")
@@ -58,6 +65,7 @@ def test_places_a_trade_and_writes_ledger_and_history_in_one_commit():
 
 def test_wide_spread_is_downgraded_and_recorded_without_an_order():
     engine, broker, store = make()
+    _bound(engine, store)
     result = engine.execute_intent(intent(symbol="WIDE"), CTX)
     assert result.status == "downgraded" and result.routing.reason == "Spread 0.40% exceeds threshold 0.10%"
     assert broker.submits == []
@@ -229,6 +237,8 @@ def test_structured_log_lines_are_json_with_severity():
     finally:
         logs.set_stream(None)
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    # the user's first order provisions their account and builds its venue router first
+    events = [e for e in events if e["event"] != "exec.account_provisioned" and not e["event"].startswith("venues.")]
     names = [e["event"] for e in events]
     assert names[:2] == ["exec.intent_received", "exec.smart_routing"] and "exec.downgraded" in names
     routing = events[1]

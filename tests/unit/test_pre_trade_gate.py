@@ -222,7 +222,7 @@ def test_a_rejected_group_releases_its_reservation_and_its_slots():
     group = run(world.engine(), request, "g0")
 
     assert group.status is GroupStatus.ROLLED_BACK
-    exposure = world.store.get("tenants/acme/exposure/default__EURUSD")
+    exposure = world.store.get("tenants/acme/exposure/main-u1__EURUSD")  # the user's default account
     assert {k: exposure.get(k, 0) for k in ("position_nanos", "reserved_long_nanos", "reserved_short_nanos")} == {
         "position_nanos": 0, "reserved_long_nanos": 0, "reserved_short_nanos": 0}  # bought, rolled back
     slots = world.store.collection("tenants/acme/risk_days/" + world.clock.now().date().isoformat() + "/trade_slots")
@@ -258,7 +258,6 @@ def test_a_one_leg_group_is_refused_before_anything_is_written():
 # ------------------------------------------------------------------------------ item 4: accounts
 
 
-@pytest.mark.xfail(strict=True, reason="accounts issue 12")
 def test_account_labels_do_not_multiply_the_position_limit():
     world = World(EXEC_MAX_POSITION_QTY="100")
     engine = world.engine()

@@ -114,7 +114,7 @@ def test_history_labels_and_filters_rows_by_tenant_and_account_and_books_stay_ap
         stack = make_stack()
         stack.verifier.add("tok-mo-a", uid="mo", tenant_id="acme")
         stack.verifier.add("tok-mo-b", uid="mo", tenant_id="globex")
-        assert stack.post("/execute", execute_body(qty="3"), token="tok-mo-a").status == 201
+        assert stack.post("/execute", execute_body(qty="3", broker_account_id="acct1"), token="tok-mo-a").status == 201
         stack.clock.advance(60)
         assert stack.post("/execute", execute_body(side="sell", qty="2", broker_account_id="acct2"),
                           token="tok-mo-b").status == 201

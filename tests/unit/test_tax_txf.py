@@ -40,6 +40,11 @@ def rows_2025():
     return [Form8949Row.from_disposal(d, profile) for d in disposals if d.sold.year == 2025]
 
 
+def stock_rows():
+    """The 2025 rows TXF V042 can carry: every box but the digital-asset G–L (the BTC row is H)."""
+    return [row for row in rows_2025() if row.box not in "GHIJKL"]
+
+
 def txf_text(rows):
     buffer = io.StringIO()
     count = write_txf(rows, buffer, exported_on=EXPORTED)
@@ -51,11 +56,11 @@ RECORD_5 = [r"TD", r"N(321|323|711|712|713|714)", r"C1", r"L1", r"P.+", r"D\d{2}
 
 
 def test_file_follows_the_v042_layout_header_then_one_format_5_record_per_row():
-    rows = rows_2025()
+    rows = stock_rows()
     text, count = txf_text(rows)
     lines = text.split("\n")
 
-    assert count == len(rows) == 5
+    assert count == len(rows) == 4
     assert lines[:4] == ["V042", "Aexec-api tax-lots", "D02/01/2026", "^"] and text.endswith("^\n")
     records = "\n".join(lines[4:]).strip("\n").split("\n^")
     records = [r.strip("\n").split("\n") for r in records if r.strip("\n")]
@@ -70,11 +75,21 @@ def test_file_follows_the_v042_layout_header_then_one_format_5_record_per_row():
 def test_reference_numbers_per_box_and_term():
     rows = rows_2025()
 
-    found = {(row.description, row.box, row.term.value): REFNUM_BY_BOX[row.box] for row in rows}
+    found = {(row.description, row.box, row.term.value): REFNUM_BY_BOX.get(row.box) for row in rows}
 
     assert found == {("10 AAPL", "D", "LONG"): 323, ("2 AAPL", "A", "SHORT"): 321, ("10 MSFT", "A", "SHORT"): 321,
-                     ("3 SPY", "C", "SHORT"): 712, ("0.5 BTC", "H", "SHORT"): 711}
+                     ("3 SPY", "C", "SHORT"): 712, ("0.5 BTC", "H", "SHORT"): None}
     assert {box: REFNUM_BY_BOX[box] for box in "BEF"} == {"B": 711, "E": 713, "F": 714}
+
+
+@pytest.mark.parametrize("box", list("GHIJKL"))
+def test_a_digital_asset_row_has_no_v042_number_and_is_refused(box):
+    row = replace(next(r for r in rows_2025() if r.box == "H"), box=box)
+
+    with pytest.raises(InvalidInput) as refused:
+        txf_text([row])
+
+    assert refused.value.field == "box" and f"box {box}" in refused.value.reason
 
 
 def test_wash_sale_row_carries_the_disallowed_loss_as_the_third_amount():
@@ -86,13 +101,12 @@ def test_wash_sale_row_carries_the_disallowed_loss_as_the_third_amount():
 
 
 def test_txf_parses_back_into_the_same_rows_and_totals():
-    rows = rows_2025()
+    rows = stock_rows()
     text, _ = txf_text(rows)
 
     parsed = parse_txf(text)
 
-    # V042 has no G–L numbers: the digital-asset row (H) comes back under B, the same part and status
-    expected = [replace(row, provisional=False, box={"H": "B"}.get(row.box, row.box)) for row in rows]
+    expected = [replace(row, provisional=False) for row in rows]
     assert parsed.rows == expected and parsed.exported_on == EXPORTED
     for column in ("proceeds", "cost_basis", "adjustment_amount", "gain_or_loss"):
         assert sum(getattr(r, column) for r in parsed.rows) == sum(getattr(r, column) for r in rows)
@@ -107,7 +121,7 @@ def test_txf_parses_back_into_the_same_rows_and_totals():
     lambda t: t[: t.rindex("^")],
 ])
 def test_parser_refuses_a_file_off_the_layout(damage):
-    text, _ = txf_text(rows_2025())
+    text, _ = txf_text(stock_rows())
 
     with pytest.raises(InvalidInput):
         parse_txf(damage(text))

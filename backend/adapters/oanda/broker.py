@@ -55,12 +55,14 @@ from backend.adapters.oanda.instruments import (
     InstrumentInfo,
     cross_check,
     from_instrument,
+    instrument_asset_class,
     to_instrument,
 )
 from backend.adapters.venue_common import AssetClassGate, resubmit_wait
 from backend.domain.assets import AssetClass, AssetSpecRegistry, default_registry
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import InvalidInput
+from backend.domain.instruments import InstrumentInfo as VenueInstrument
 from backend.domain.money import ZERO
 from backend.domain.orders import (
     Account,
@@ -68,6 +70,7 @@ from backend.domain.orders import (
     BrokerError,
     BrokerErrorCode,
     BrokerOrder,
+    OrderClass,
     OrderRequest,
     OrderSide,
     OrderState,
@@ -81,7 +84,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUPPORTED_ASSET_CLASSES = frozenset({AssetClass.FOREX, AssetClass.COMMODITY})
-ORDER_CREATE_TYPES = frozenset({"MARKET_ORDER", "LIMIT_ORDER"})
+ORDER_CREATE_TYPES = frozenset({"MARKET_ORDER", "LIMIT_ORDER", "STOP_ORDER"})
 _EXPIRED_REASONS = frozenset({"TIME_IN_FORCE_EXPIRED"})
 _CANCELED_REASONS = frozenset({"CLIENT_REQUEST", "CLIENT_REQUEST_REPLACED"})
 
@@ -91,6 +94,8 @@ _LIMIT_TIF = {"day": "GFD", "gtc": "GTC", "ioc": "IOC", "fok": "FOK"}
 _instruments_lock = threading.Lock()
 _INSTRUMENTS: dict[tuple[str, str], dict[str, InstrumentInfo]] = {}
 _CHECKED: set[tuple[str, str, str]] = set()
+_FETCHED_AT: dict[tuple[str, str], float] = {}  # when each table was fetched (monotonic)
+INSTRUMENT_MISS_REFRESH_SECONDS = 60.0  # instrument(): an unknown name refetches the list at most this often
 
 
 def forget_instruments() -> None:
@@ -98,6 +103,7 @@ def forget_instruments() -> None:
     with _instruments_lock:
         _INSTRUMENTS.clear()
         _CHECKED.clear()
+        _FETCHED_AT.clear()
 
 
 def order_body(request: OrderRequest, info: InstrumentInfo) -> dict[str, Any]:
@@ -110,21 +116,45 @@ def order_body(request: OrderRequest, info: InstrumentInfo) -> dict[str, Any]:
     price = None
     if request.order_type is OrderType.MARKET:
         order_type, oanda_tif = "MARKET", ("IOC" if tif == "ioc" else "FOK")
-    else:
-        order_type = "LIMIT"
+    elif request.order_type in (OrderType.LIMIT, OrderType.STOP):
+        # a STOP entry (issue 15) fills at market once its price trades; GFD/GTC/IOC/FOK like a limit
+        order_type = request.order_type.value.upper()
         if tif not in _LIMIT_TIF:
-            raise InvalidInput("time_in_force", f"OANDA limit orders take day, gtc, ioc or fok, got {tif!r}")
+            raise InvalidInput("time_in_force", f"OANDA {request.order_type.value} orders take day, gtc, ioc or "
+                                                f"fok, got {tif!r}")
         oanda_tif = _LIMIT_TIF[tif]
-        assert request.limit_price is not None
-        if request.limit_price % info.price_increment != ZERO:
-            raise InvalidInput("limit_price", f"{request.limit_price} is not a multiple of {info.price_increment} "
-                                              f"(displayPrecision {info.display_precision} for {info.name})")
-        price = info.format_price(request.limit_price)
+        field = "limit_price" if request.order_type is OrderType.LIMIT else "stop_price"
+        price = _oanda_price(info, getattr(request, field), field)
+    else:
+        raise InvalidInput("order_type", f"OANDA takes market, limit and stop entries, not {request.order_type.value}")
+    on_fill: dict[str, str | None] = {}
+    if request.order_class not in (OrderClass.SIMPLE, OrderClass.BRACKET, OrderClass.OTO):
+        raise InvalidInput("order_class", f"OANDA has no {request.order_class.value} orders")
+    if request.take_profit is not None:
+        on_fill["take_profit_price"] = _oanda_price(info, request.take_profit.limit_price, "take_profit.limit_price")
+    stop_loss = request.stop_loss
+    if stop_loss is not None:
+        if stop_loss.limit_price is not None:
+            raise InvalidInput("stop_loss.limit_price", "an OANDA stop loss takes no limit price")
+        if stop_loss.trail_price is not None:
+            on_fill["trailing_stop_distance"] = _oanda_price(info, stop_loss.trail_price, "stop_loss.trail_price")
+        else:
+            on_fill["stop_loss_price"] = _oanda_price(info, stop_loss.stop_price, "stop_loss.stop_price")
     try:
         return m.build_order_body(order_type=order_type, instrument=info.name, units=info.format_units(units),
-                                  time_in_force=oanda_tif, client_id=request.client_order_id, price=price)
+                                  time_in_force=oanda_tif, client_id=request.client_order_id, price=price,
+                                  **on_fill)
     except ValueError as exc:
         raise InvalidInput("order", str(exc)) from None
+
+
+def _oanda_price(info: InstrumentInfo, value: Decimal | None, field: str) -> str:
+    """A price on the instrument's displayPrecision, refused (never rounded) when off it."""
+    assert value is not None
+    if value % info.price_increment != ZERO:
+        raise InvalidInput(field, f"{value} is not a multiple of {info.price_increment} "
+                                  f"(displayPrecision {info.display_precision} for {info.name})")
+    return info.format_price(value)
 
 
 class OandaBroker(AssetClassGate, AssetSpecMixin):
@@ -155,9 +185,45 @@ class OandaBroker(AssetClassGate, AssetSpecMixin):
     def instrument_info(self, symbol: str) -> InstrumentInfo:
         """The venue's metadata for ``symbol`` (cached per process and account)."""
         name = _guard(lambda: to_instrument(symbol))
+        info = self._instrument_table(name).get(name)
+        if info is None:
+            raise BrokerError(BrokerErrorCode.INVALID, f"{name} is not tradeable in OANDA account "
+                                                       f"{self.config.account_id}")
+        self._cross_check(info)
+        return info
+
+    @property
+    def instrument_classes(self) -> frozenset[AssetClass]:
+        return self.supported
+
+    def instrument(self, symbol: str, asset_class: AssetClass) -> VenueInstrument | None:
+        """The port's instrument capability (issue 19 item 2): the account's instrument list as an
+        ``InstrumentInfo`` (limit prices on ``displayPrecision``, units on ``tradeUnitsPrecision``,
+        ``minimumTradeSize``); None for a symbol that is not a pair, not in the account's list, or
+        listed under the other class (a metal asked as FOREX). OANDA lists only instruments the
+        account can trade, so a listed one is tradable."""
+        klass = self._require(asset_class)
+        try:
+            name = to_instrument(symbol)
+        except InvalidInput:
+            return None
+        info = self._instrument_table(name, miss_refresh_seconds=INSTRUMENT_MISS_REFRESH_SECONDS).get(name)
+        if info is None or instrument_asset_class(name) is not klass:
+            return None
+        self._cross_check(info)
+        return VenueInstrument(symbol=from_instrument(name), asset_class=klass, tradable=True,
+                               tick_size=info.price_increment, lot_step=info.units_step,
+                               min_qty=info.minimum_trade_size, fractionable=info.trade_units_precision > 0,
+                               source="oanda:instruments", status="listed")
+
+    def _instrument_table(self, name: str, *, miss_refresh_seconds: float = 0.0) -> dict[str, InstrumentInfo]:
+        """The account's instruments, fetched once per process and refetched when ``name`` is missing
+        (at most once per ``miss_refresh_seconds``, so unknown symbols cannot make every check a fetch)."""
         key = (self.config.url, self.config.account_id)
         table = _INSTRUMENTS.get(key)
-        if table is None or name not in table:
+        fetched = _FETCHED_AT.get(key)
+        recent = fetched is not None and self._clock.monotonic() - fetched < miss_refresh_seconds
+        if table is None or (name not in table and not recent):
             reply = self._read("instruments", "GET", f"{self._http.account_path}/instruments")
             parsed = _parse("instruments", lambda: m.InstrumentsResponse.model_validate(reply))
             fresh = {i.name: InstrumentInfo(name=i.name, type=i.type, pip_location=i.pip_location,
@@ -168,13 +234,9 @@ class OandaBroker(AssetClassGate, AssetSpecMixin):
                      for i in parsed.instruments}
             with _instruments_lock:
                 _INSTRUMENTS[key] = fresh
+                _FETCHED_AT[key] = self._clock.monotonic()
             table = fresh
-        info = table.get(name)
-        if info is None:
-            raise BrokerError(BrokerErrorCode.INVALID, f"{name} is not tradeable in OANDA account "
-                                                       f"{self.config.account_id}")
-        self._cross_check(info)
-        return info
+        return table
 
     def _cross_check(self, info: InstrumentInfo) -> None:
         marker = (self.config.url, self.config.account_id, info.name)

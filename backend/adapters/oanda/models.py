@@ -214,14 +214,16 @@ class InstrumentsResponse(_Response):
     last_transaction_id: str | None = Field(None, alias="lastTransactionID")
 
 
-ORDER_TYPES = ("MARKET", "LIMIT")
+ORDER_TYPES = ("MARKET", "LIMIT", "STOP")
 TIME_IN_FORCE = ("FOK", "IOC", "GTC", "GFD", "GTD")
 POSITION_FILL = ("DEFAULT", "REDUCE_FIRST", "REDUCE_ONLY", "OPEN_ONLY")
 
 
 def build_order_body(*, order_type: str, instrument: str, units: str, time_in_force: str, client_id: str,
                      price: str | None = None, price_bound: str | None = None, position_fill: str = "DEFAULT",
-                     tag: str | None = None, comment: str | None = None) -> dict[str, Any]:
+                     tag: str | None = None, comment: str | None = None,
+                     take_profit_price: str | None = None, stop_loss_price: str | None = None,
+                     trailing_stop_distance: str | None = None) -> dict[str, Any]:
     """The ``{"order": {...}}`` body of ``POST /v3/accounts/{id}/orders``; refuses what OANDA would."""
     if order_type not in ORDER_TYPES:
         raise ValueError(f"order type must be one of {ORDER_TYPES}, got {order_type!r}")
@@ -231,8 +233,10 @@ def build_order_body(*, order_type: str, instrument: str, units: str, time_in_fo
         raise ValueError("a MARKET order takes timeInForce FOK or IOC")
     if position_fill not in POSITION_FILL:
         raise ValueError(f"positionFill must be one of {POSITION_FILL}, got {position_fill!r}")
-    if (order_type == "LIMIT") != (price is not None):
-        raise ValueError("price is required for LIMIT orders and only for them")
+    if (order_type in ("LIMIT", "STOP")) != (price is not None):
+        raise ValueError("price is required for LIMIT and STOP orders and only for them")
+    if stop_loss_price is not None and trailing_stop_distance is not None:
+        raise ValueError("one stop loss on fill: stopLossOnFill or trailingStopLossOnFill")
     if not client_id or len(client_id) > 128:
         raise ValueError("clientExtensions.id must be 1..128 characters")
     extensions: dict[str, str] = {"id": client_id}
@@ -247,4 +251,12 @@ def build_order_body(*, order_type: str, instrument: str, units: str, time_in_fo
         order["price"] = price
     if price_bound is not None:
         order["priceBound"] = price_bound
+    # protective orders OANDA creates on the trade once the order fills (issue 15); GTC: they live
+    # with the trade, not with the day
+    if take_profit_price is not None:
+        order["takeProfitOnFill"] = {"price": take_profit_price, "timeInForce": "GTC"}
+    if stop_loss_price is not None:
+        order["stopLossOnFill"] = {"price": stop_loss_price, "timeInForce": "GTC"}
+    if trailing_stop_distance is not None:
+        order["trailingStopLossOnFill"] = {"distance": trailing_stop_distance, "timeInForce": "GTC"}
     return {"order": order}

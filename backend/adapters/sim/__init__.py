@@ -16,6 +16,7 @@ from backend.adapters.sim.scenario import (
     FaultSpec,
     FillModel,
     FillSpec,
+    InstrumentSpec,
     Scenario,
     ScenarioError,
     SymbolSpec,
@@ -26,6 +27,6 @@ from backend.adapters.sim.venue import TIME_IN_FORCE, DuplicatePolicy, LostRespo
 
 __all__ = [
     "DEFAULT_ACCOUNT_ID", "FAULT_OPERATIONS", "SCENARIOS_DIR", "TIME_IN_FORCE", "AccountSpec", "DuplicatePolicy", "FaultKind", "FaultSpec",
-    "Fill", "FillModel", "FillSpec", "LegRequest", "LostResponse", "MarketSimulator", "MlegRequest", "Scenario",
+    "Fill", "FillModel", "FillSpec", "InstrumentSpec", "LegRequest", "LostResponse", "MarketSimulator", "MlegRequest", "Scenario",
     "ScenarioError", "SimulatedVenue", "SymbolSpec", "VenueOrder", "canonical_symbol", "derived_uuid",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -99,7 +99,7 @@ class MarketSimulator:
 
     def _new_state(self, symbol: str, klass: AssetClass) -> _SymbolState:
         seed = self._scenario.seed
-        spec = self._specs.spec_for(symbol, klass)
+        spec = self.listed_spec(symbol, klass)
         config = self._scenario.symbols.get(symbol)
         if config is None:
             config = self._default_config(symbol, klass, spec)
@@ -107,6 +107,16 @@ class MarketSimulator:
         spread = config.spread if config.spread is not None else self._default_spread(mid, spec)
         return _SymbolState(symbol=symbol, asset_class=klass, spec=spec, config=config, mid=mid, spread=spread,
                             rng=random.Random(derived_int(seed, symbol, "walk")))
+
+    def listed_spec(self, symbol: str, klass: AssetClass) -> AssetSpec:
+        """The spec table's spec for a canonical symbol, with the tick and lot the scenario's
+        ``instruments`` give it (the venue's own metadata governs its market too)."""
+        spec = self._specs.spec_for(symbol, klass)
+        listing = self._scenario.instruments.get(symbol)
+        if listing is not None and (listing.tick_size is not None or listing.lot_size is not None):
+            spec = replace(spec, tick_size=listing.tick_size or spec.tick_size,
+                           lot_size=listing.lot_size or spec.lot_size)
+        return spec
 
     def _default_config(self, symbol: str, klass: AssetClass, spec: AssetSpec) -> SymbolSpec:
         low, high = _DEFAULT_RANGES[klass]

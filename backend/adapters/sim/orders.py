@@ -98,10 +98,24 @@ class VenueOrder:
     position_intent: str | None = None
     extended_hours: bool = False
     account_id: str = DEFAULT_ACCOUNT_ID
+    # issue 15: stops and protective legs (``legs`` then holds a bracket's / oto's / oco's legs)
+    stop_price: Decimal | None = None  # a trailing stop: its current stop
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    hwm: Decimal | None = None  # a trailing stop's best price so far (high for a sell, low for a buy)
+    held: bool = False  # a protective leg waiting for its entry to fill ("held" at Alpaca)
+    replaces: str | None = None
+    replaced_by: str | None = None
 
     @property
     def remaining_qty(self) -> Decimal:
         return self.qty - self.filled_qty
+
+    @property
+    def venue_status(self) -> str:
+        if self.replaced_by is not None:
+            return "replaced"
+        return "held" if self.held and not self.state.is_final else self.state.value
 
     def to_broker_order(self) -> BrokerOrder:
         """An mleg parent reports the legs' underlying as its symbol."""
@@ -110,7 +124,8 @@ class VenueOrder:
             broker_order_id=self.broker_order_id, client_order_id=self.client_order_id, symbol=symbol,
             side=self.side, qty=self.qty, state=self.state, filled_qty=self.filled_qty,
             filled_avg_price=self.filled_avg_price, submitted_at=self.created_at, updated_at=self.updated_at,
-            venue_status=self.state.value, legs=tuple(leg.to_broker_order() for leg in self.legs))
+            venue_status=self.venue_status, legs=tuple(leg.to_broker_order() for leg in self.legs),
+            replaces=self.replaces, replaced_by=self.replaced_by)
 
 
 @dataclass
@@ -141,6 +156,33 @@ class WorkingOrder:
     ratio_qty: int | None = None
     position_intent: str | None = None
     account_id: str = DEFAULT_ACCOUNT_ID
+    # issue 15: stop, stop-limit and trailing stop orders rest until their stop trades (``triggered``);
+    # a bracket / oto / oco keeps its protective legs in ``children`` (each also a working order of
+    # the book, ``parent_id`` set), held until the entry fills; one leg filling cancels the other
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    hwm: Decimal | None = None
+    triggered: bool = False
+    order_class: str = "simple"
+    children: list["WorkingOrder"] = field(default_factory=list)
+    parent_id: str | None = None
+    held: bool = False
+    replaces: str | None = None  # issue 15 item 6: replace = cancel + a new order that names the old
+    replaced_by: str | None = None
+
+    @property
+    def armed_stop(self) -> Decimal | None:
+        """The price that triggers this order now (a trailing stop's follows ``hwm``); None if none."""
+        if self.trail_price is None and self.trail_percent is None:
+            return self.stop_price
+        if self.hwm is None:
+            return None
+        sign = -1 if self.side is OrderSide.SELL else 1
+        if self.trail_price is not None:
+            return self.hwm + sign * self.trail_price
+        assert self.trail_percent is not None
+        return self.hwm * (1 + sign * self.trail_percent / 100)
 
     def snapshot(self) -> VenueOrder:
         avg = self.filled_value / self.filled_qty if self.filled_qty else None
@@ -151,8 +193,11 @@ class WorkingOrder:
             filled_qty=self.filled_qty, filled_avg_price=avg, created_at=self.created_at,
             updated_at=self.updated_at, filled_at=self.filled_at, canceled_at=self.canceled_at,
             failed_at=self.failed_at, reject_reason=self.reject_reason,
-            order_class="mleg" if self.legs else "simple", legs=tuple(leg.snapshot() for leg in self.legs),
-            ratio_qty=self.ratio_qty, position_intent=self.position_intent, account_id=self.account_id)
+            order_class="mleg" if self.legs else self.order_class,
+            legs=tuple(leg.snapshot() for leg in (self.legs or self.children)),
+            ratio_qty=self.ratio_qty, position_intent=self.position_intent, account_id=self.account_id,
+            stop_price=self.armed_stop, trail_price=self.trail_price, trail_percent=self.trail_percent,
+            hwm=self.hwm, held=self.held, replaces=self.replaces, replaced_by=self.replaced_by)
 
 
 @dataclass

@@ -13,9 +13,22 @@ Format (JSON or dict; decimals as strings or ints, floats refused; unknown keys 
                                    "latency_seconds": 0, "step_seconds": 0,
                                    "slippage_ticks": 0, "reject_reason": "..."}}},
      "faults": [{"operation": "submit_order", "kind": "unavailable", "after_calls": 0,
-                 "count": 1, "retry_after": 1}]}
+                 "count": 1, "retry_after": 1}],
+     "instruments": {"DOGE/USD": {"asset_class": "CRYPTO", "tradable": true, "tick_size": "0.00001",
+                                  "lot_size": "1", "min_qty": "10", "fractionable": false},
+                     "GME": {"asset_class": "EQUITY", "tradable": false}},
+     "instruments_from": "default"}
 
 Every key but ``symbols.*.mid`` is optional; ``market.py`` gives unlisted symbols a default market.
+
+Instruments (what the venue lists, issue 19 item 2): every symbol in ``symbols`` is listed and
+tradable, with the spec table's tick and lot (``asset_specs.json``). ``instruments`` lists more
+symbols (they get a default market) or gives listed ones the venue's own metadata: ``tradable``
+(false: listed but refused ``NOT_TRADABLE``), ``tick_size``, ``lot_size``, ``min_qty``,
+``fractionable``; a tick or lot given here is the market's too. ``instruments_from`` names another
+scenario (a name or a path) whose listed symbols this one lists as well (its own entries win), so a
+scenario that shapes a few markets still lists the usual universe. A symbol no listing names is
+``UNKNOWN_SYMBOL`` to ``SimulatedVenue.instrument``.
 ``Scenario.load`` is the only I/O of the ``sim`` package. Fill models and faults are described in
 ``venue.py``, where they act.
 """
@@ -58,7 +71,7 @@ class FaultKind(str, Enum):
 FAULT_OPERATIONS = frozenset({
     "*", "submit_order", "submit_mleg", "get_order", "get_order_by_client_id", "cancel_order",
     "close_position", "get_positions", "get_account", "get_latest_quote", "get_recent_closes",
-    "list_orders",
+    "list_orders", "instrument",
 })
 
 
@@ -103,6 +116,18 @@ class FaultSpec:
 
 
 @dataclass(frozen=True)
+class InstrumentSpec:
+    """A listed symbol's venue metadata; ``None`` fields fall back to the spec table."""
+
+    asset_class: AssetClass | None = None
+    tradable: bool = True
+    tick_size: Decimal | None = None
+    lot_size: Decimal | None = None
+    min_qty: Decimal | None = None
+    fractionable: bool | None = None
+
+
+@dataclass(frozen=True)
 class Scenario:
     seed: int = 7
     account: AccountSpec = field(default_factory=AccountSpec)
@@ -111,12 +136,14 @@ class Scenario:
     faults: tuple[FaultSpec, ...] = ()
     step_seconds: float = 0.0
     description: str = ""
+    # listed beyond ``symbols`` or with the venue's own metadata (own entries, then instruments_from's)
+    instruments: Mapping[str, InstrumentSpec] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Scenario":
+    def from_dict(cls, data: Mapping[str, Any], *, _inheriting: tuple[str, ...] = ()) -> "Scenario":
         _expect_mapping(data, "scenario")
         _check_keys(data, {"seed", "account", "symbols", "default_fill", "faults", "step_seconds",
-                           "description", "_comment"}, "scenario")
+                           "description", "_comment", "instruments", "instruments_from"}, "scenario")
         seed = _int(data.get("seed", 7), "seed")
         account = _account(data.get("account", {}))
         default_fill = _fill(data["default_fill"], "default_fill") if "default_fill" in data else FillSpec()
@@ -140,15 +167,18 @@ class Scenario:
         description = data.get("description", "")
         if not isinstance(description, str):
             raise ScenarioError("description", "expected a string")
+        instruments = _instruments(data.get("instruments", {}), symbols)
+        if "instruments_from" in data:
+            inherited = _inherited_instruments(data["instruments_from"], _inheriting)
+            instruments = {**{k: v for k, v in inherited.items() if k not in symbols}, **instruments}
         return cls(seed=seed, account=account, symbols=symbols, default_fill=default_fill, faults=faults,
-                   step_seconds=_seconds(data.get("step_seconds", 0), "step_seconds"), description=description)
+                   step_seconds=_seconds(data.get("step_seconds", 0), "step_seconds"), description=description,
+                   instruments=instruments)
 
     @classmethod
-    def load(cls, path_or_name: str | Path) -> "Scenario":
+    def load(cls, path_or_name: str | Path, *, _inheriting: tuple[str, ...] = ()) -> "Scenario":
         """Load a JSON file; a bare name such as ``"default"`` means ``backend/config/scenarios/<name>.json``."""
-        path = Path(path_or_name)
-        if not path.suffix and not path.exists() and "/" not in str(path_or_name):
-            path = SCENARIOS_DIR / f"{path_or_name}.json"
+        path = _scenario_path(path_or_name)
         try:
             with open(path, encoding="utf-8") as handle:
                 data = json.load(handle)
@@ -156,7 +186,13 @@ class Scenario:
             raise ScenarioError("scenario", f"no scenario file {path}") from None
         except json.JSONDecodeError as exc:
             raise ScenarioError("scenario", f"{path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(data, _inheriting=_inheriting)
+
+    def listed(self) -> dict[str, InstrumentSpec]:
+        """Every symbol this venue lists, canonical key → its instrument metadata."""
+        out = {key: InstrumentSpec(asset_class=spec.asset_class) for key, spec in self.symbols.items()}
+        out.update(self.instruments)
+        return out
 
     @classmethod
     def resolve(cls, scenario: "Scenario | Mapping[str, Any] | str | Path | None") -> "Scenario":
@@ -173,6 +209,63 @@ class Scenario:
 
     def with_seed(self, seed: int) -> "Scenario":
         return replace(self, seed=_int(seed, "seed"))
+
+
+def _scenario_path(path_or_name: str | Path) -> Path:
+    path = Path(path_or_name)
+    if not path.suffix and not path.exists() and "/" not in str(path_or_name):
+        path = SCENARIOS_DIR / f"{path_or_name}.json"
+    return path
+
+
+def _inherited_instruments(raw: Any, inheriting: tuple[str, ...]) -> dict[str, InstrumentSpec]:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ScenarioError("instruments_from", "expected a scenario name or path")
+    marker = str(_scenario_path(raw.strip()).resolve())
+    if marker in inheriting:
+        raise ScenarioError("instruments_from", f"{raw!r} inherits its instruments from itself")
+    return Scenario.load(raw.strip(), _inheriting=(*inheriting, marker)).listed()
+
+
+_INSTRUMENT_KEYS = {"asset_class", "tradable", "tick_size", "lot_size", "min_qty", "fractionable"}
+
+
+def _instruments(raw: Any, symbols: Mapping[str, SymbolSpec]) -> dict[str, InstrumentSpec]:
+    _expect_mapping(raw, "instruments")
+    out: dict[str, InstrumentSpec] = {}
+    for name, entry in raw.items():
+        where = f"instruments.{name}"
+        _expect_mapping(entry, where)
+        _check_keys(entry, _INSTRUMENT_KEYS, where)
+        klass = None
+        if "asset_class" in entry:
+            try:
+                klass = AssetClass.parse(entry["asset_class"], f"{where}.asset_class")
+            except InvalidInput as exc:
+                raise ScenarioError(exc.field, exc.reason) from None
+        try:
+            key, _ = canonical_symbol(name, klass)
+        except InvalidInput as exc:
+            raise ScenarioError(where, exc.reason) from None
+        if key in out:
+            raise ScenarioError(where, f"listed twice (as {key})")
+        market = symbols.get(key)
+        if market is not None and klass is not None and market.asset_class not in (None, klass):
+            raise ScenarioError(f"{where}.asset_class", f"contradicts symbols.{key}.asset_class")
+        flags = {}
+        for flag in ("tradable", "fractionable"):
+            if flag in entry:
+                if not isinstance(entry[flag], bool):
+                    raise ScenarioError(f"{where}.{flag}", f"expected true or false, got {entry[flag]!r}")
+                flags[flag] = entry[flag]
+        out[key] = InstrumentSpec(
+            asset_class=klass or (market.asset_class if market is not None else None),
+            tick_size=_dec(entry["tick_size"], f"{where}.tick_size", positive=True) if "tick_size" in entry else None,
+            lot_size=_dec(entry["lot_size"], f"{where}.lot_size", positive=True) if "lot_size" in entry else None,
+            min_qty=_dec(entry["min_qty"], f"{where}.min_qty", non_negative=True) if "min_qty" in entry else None,
+            **flags,
+        )
+    return out
 
 
 def _expect_mapping(raw: Any, where: str) -> None:

@@ -20,6 +20,8 @@ what did not fill at submission, ``fok`` cancels unless everything filled at sub
 Multi-leg option orders (``submit_mleg``) fill every leg together at one net price per unit
 (positive a debit), by the first leg's fill model.
 
+Stops and protective legs (bracket / oto / oco): ``protective.py`` (issue 15).
+
 Account: ``cash`` moves by each fill's notional; ``buying_power`` is margin based: an order needs
 ``AssetSpec.margin(qty, price)`` of it, opening exposure uses that margin at the entry price,
 closing releases it and realized P&L is added; ``equity`` is the starting equity plus the cash
@@ -42,19 +44,24 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+from backend.adapters.sim import protective
 from backend.adapters.sim.accounts import Book, Books
+from backend.adapters.sim.instruments import listed_instrument
 from backend.adapters.sim.market import MarketSimulator
 from backend.adapters.sim.orders import ActiveFault, Fill, LegRequest, MlegRequest, VenueOrder, WorkingOrder
+from backend.adapters.sim.replace import ReplaceOrders
 from backend.adapters.sim.scenario import (AccountSpec, FaultKind, FaultSpec, FillModel, Scenario, derived_uuid,
                                            parse_fault)
 from backend.domain.assets import AssetClass, AssetSpec, AssetSpecRegistry, default_registry
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import InvalidInput
+from backend.domain.instruments import InstrumentInfo
 from backend.domain.money import ONE, ZERO, round_to_step
 from backend.domain.orders import (
     Account,
     BrokerError,
     BrokerErrorCode,
+    OrderClass,
     OrderRequest,
     OrderSide,
     OrderState,
@@ -73,7 +80,7 @@ class LostResponse(BrokerError):
         super().__init__(BrokerErrorCode.UNAVAILABLE, message, retry_after=retry_after)
 
 
-class SimulatedVenue:
+class SimulatedVenue(protective.ProtectiveOrders, ReplaceOrders):
     """Orders, fills, positions and account over a ``MarketSimulator``; see the module docstring."""
 
     def __init__(self, scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
@@ -185,14 +192,19 @@ class SimulatedVenue:
             symbol, klass = self.market.resolve(request.symbol, request.asset_class)
             spec = self.market.spec(symbol, klass)
             qty = spec.quantize_qty(request.qty)
-            limit = spec.quantize_price(request.limit_price, "limit_price") if request.limit_price else None
         except InvalidInput as exc:
             raise BrokerError(BrokerErrorCode.INVALID, str(exc)) from None
+        prices = protective.quantized_prices(request, spec)
+        limit, stop = prices["limit"], prices["stop"]
         tif = _tif(request.time_in_force)
+        if request.order_class is OrderClass.OCO:
+            limit = prices["take"]  # an OCO is its take-profit limit order, with the stop-loss as its leg
         quote = self.market.quote(symbol, klass)
         price = quote.ask if request.side is OrderSide.BUY else quote.bid
         if limit is not None:
             price = limit
+        elif stop is not None:
+            price = stop
         self._check_buying_power(book, symbol, request.side, qty, price, spec)
         now = self.clock.now()
         fill = self.market.fill_spec(symbol, klass)
@@ -200,7 +212,10 @@ class SimulatedVenue:
             broker_order_id=self._next_id("order"), client_order_id=request.client_order_id, symbol=symbol,
             asset_class=klass, side=request.side, qty=qty, order_type=request.order_type, limit_price=limit,
             time_in_force=tif, fill=fill, lot=spec.lot_size, created_at=now, updated_at=now,
-            eligible_at=now + timedelta(seconds=fill.latency_seconds), account_id=book.account_id)
+            eligible_at=now + timedelta(seconds=fill.latency_seconds), account_id=book.account_id,
+            stop_price=stop, trail_price=prices["trail"], trail_percent=request.trail_percent,
+            order_class=request.order_class.value)
+        order.children = protective.protective_legs(order, request, spec, prices["take"], self._next_id)
         self._accept(book, order)
         return order.snapshot()
 
@@ -259,30 +274,6 @@ class SimulatedVenue:
             raise BrokerError(BrokerErrorCode.DUPLICATE, "client_order_id must be unique")
         return book.orders[broker_id].snapshot()
 
-    def _accept(self, book: Book, order: WorkingOrder) -> None:
-        self._orders[order.broker_order_id] = order
-        book.orders[order.broker_order_id] = order
-        book.by_client[order.client_order_id] = order.broker_order_id
-        if order.time_in_force == "fok" and not self._fills_at_once(order):
-            self._cancel(order)  # fill or kill: nothing fills unless everything can, now
-            return
-        self._progress(order, observe=False)
-        if not order.state.is_final and order.time_in_force in ("ioc", "fok"):
-            self._cancel(order)
-
-    def _fills_at_once(self, order: WorkingOrder) -> bool:
-        fill = order.fill
-        if self.clock.now() < order.eligible_at:
-            return False
-        if fill.model is FillModel.REJECT:
-            return True  # let the progression reject it
-        if fill.model is FillModel.NEVER or (fill.model is FillModel.PARTIAL and fill.ratios[0] < ONE):
-            return False
-        if order.legs:
-            return all(self._fill_price(leg, None) is not None for leg in order.legs) and (
-                order.limit_price is None or self._mleg_net_price(order.legs) <= order.limit_price)
-        return self._fill_price(order, order.limit_price) is not None
-
     def _check_buying_power(self, book: Book, symbol: str, side: OrderSide, qty: Decimal, price: Decimal,
                             spec: AssetSpec) -> None:
         holding = book.holdings.get(symbol)
@@ -299,12 +290,14 @@ class SimulatedVenue:
 
     # -- progression
 
-    def _progress(self, order: WorkingOrder, *, observe: bool) -> None:
+    def _progress_one(self, order: WorkingOrder, *, observe: bool) -> None:
         """Apply whatever the fill model says is due by now (one more partial step when observed)."""
-        if order.state.is_final:
+        if order.state.is_final or order.held:
             return
         now = self.clock.now()
         if now < order.eligible_at:
+            return
+        if not self._triggered(order):
             return
         model = order.fill.model
         if model is FillModel.NEVER:
@@ -430,8 +423,9 @@ class SimulatedVenue:
             lost = self._check_faults("list_orders")
             book = self._book(account_id)
             out = []
+            for order in [o for o in book.orders.values() if o.parent_id is None]:
+                self._progress(order, observe=True)  # a parent observes its protective legs
             for order in book.orders.values():
-                self._progress(order, observe=True)
                 if status == "all" or (status == "open") != order.state.is_final:
                     out.append(order.snapshot())
             self._raise_lost("list_orders", lost)
@@ -441,8 +435,8 @@ class SimulatedVenue:
         """Observe every working order of every account once (one partial step each); returns the ones
         still working."""
         with self._lock:
-            for order in self._orders.values():
-                self._progress(order, observe=True)
+            for order in [o for o in self._orders.values() if o.parent_id is None]:
+                self._progress(order, observe=True)  # a parent observes its protective legs
             return [o.snapshot() for o in self._orders.values() if not o.state.is_final]
 
     def step(self, n: int = 1) -> None:
@@ -461,15 +455,6 @@ class SimulatedVenue:
                 self._cancel(order)
             self._raise_lost("cancel_order", lost)
             return order.snapshot()
-
-    def _cancel(self, order: WorkingOrder) -> None:
-        now = self.clock.now()
-        order.state = OrderState.CANCELED
-        order.canceled_at = order.updated_at = now
-        for leg in order.legs:
-            if not leg.state.is_final:
-                leg.state = OrderState.CANCELED
-                leg.canceled_at = leg.updated_at = now
 
     def _find(self, broker_order_id: str, account_id: str | None) -> WorkingOrder:
         """The order with that id in that account; another account's order is not found."""
@@ -564,6 +549,16 @@ class SimulatedVenue:
             closes = self.market.recent_closes(symbol, n, asset_class)
             self._raise_lost("get_recent_closes", lost)
             return closes
+
+    # -- instruments (issue 19 item 2)
+
+    def instrument(self, symbol: str, asset_class: AssetClass | str | None = None) -> InstrumentInfo | None:
+        """The scenario's listing of ``symbol`` (``sim/instruments.py``); None when it is not listed."""
+        with self._lock:
+            lost = self._check_faults("instrument")
+            info = listed_instrument(self.scenario, self.market, symbol, asset_class)
+            self._raise_lost("instrument", lost)
+            return info
 
     # -- invariant checks (no progression, no faults)
 

@@ -1,0 +1,359 @@
+"""What an app user waits for: ``POST /execute`` over real HTTP against the floor of the same run.
+
+Setup (all real parts, nothing faked): the official Firestore emulator, firebase-tools' Auth
+emulator (real ID tokens with custom claims), ``functions-framework --target api --source
+functions/main.py`` as a child process (paper broker, ``EXEC_ACCOUNTS=auto``, live — not dry run),
+and this process as the client (``http.client`` keep-alive connections, one per simulated user).
+
+Measured, in one run:
+
+- **floor** = one read round trip + two commit round trips on the same emulator (a
+  ``google-cloud-firestore`` client in this process: ``DocumentReference.get`` of one document,
+  ``WriteBatch.commit`` of one document) + one HTTP round trip to ``GET /healthz`` of the same
+  server (no auth, no I/O). Each is the median of ``floor_samples`` samples, interleaved with the
+  measured requests (before, between and after the phases) so machine drift hits both sides.
+- **first request**: the first ``POST /execute`` after the server process started (readiness is
+  probed by a TCP connect, so no request warms the process before it), ÷ the warm sequential p50.
+- **single orders** (an AAPL-like market buy of 1 share; the paper venue fills it at once) and
+  **2-leg groups** (SPY long / MSFT short, an approval issued per group by a risk manager before
+  the timed call): sequential (one user), then ``users`` concurrent users (a thread each, each
+  sending its requests back to back). p50 / p90 / p99 are nearest-rank over all requests of the
+  phase; the ratio is p50 ÷ floor.
+
+Every request must answer 200 with status ``placed`` (single) or ``FILLED`` (group): a latency of
+a failed request is not a latency. Rate limits, daily trade and position limits are raised for the
+run (they are not what is measured).
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+from bench.common import Figure, Mode, percentile, rounded
+
+PROJECT = "demo-bench-http"
+SINGLE_SYMBOL = "SPY"
+
+
+def _env(firestore_host: str, auth_host: str) -> dict[str, str]:
+    return {"FIRESTORE_EMULATOR_HOST": firestore_host, "FIREBASE_AUTH_EMULATOR_HOST": auth_host,
+            "GOOGLE_CLOUD_PROJECT": PROJECT, "GCLOUD_PROJECT": PROJECT, "EXEC_DRY_RUN": "0",
+            "EXEC_ACCOUNTS": "auto", "GOOGLE_APPLICATION_CREDENTIALS": "",
+            "EXEC_RATE_LIMIT_USER_PER_MIN": "1000000", "EXEC_RATE_LIMIT_TENANT_PER_MIN": "1000000",
+            "EXEC_MAX_DAILY_TRADES": "100000", "EXEC_MAX_POSITION_QTY": "100000000"}
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection (as an app's HTTP client keeps one)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any, float]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in (0, 1):
+            try:
+                started = time.perf_counter()
+                self.conn.request(method, path, body=data, headers=headers)
+                resp = self.conn.getresponse()
+                payload = resp.read()
+                elapsed = time.perf_counter() - started
+                break
+            except (http.client.HTTPException, OSError):
+                if attempt:
+                    raise
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            decoded = json.loads(payload) if payload else None
+        except ValueError:
+            decoded = payload.decode(errors="replace")
+        return resp.status, decoded, elapsed
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _wait_tcp(port: int, proc: Any, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"functions-framework exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("functions-framework did not listen in time")
+
+
+def _start_server(env: dict[str, str]) -> Any:
+    """functions-framework as tests/support/api_stack.FunctionsServer runs it, readiness by TCP only."""
+    from tests.support.api_stack import FunctionsServer
+
+    server = FunctionsServer(env)
+
+    def start_tcp_only(timeout: float = 90.0) -> Any:
+        import subprocess
+        import sys
+        import tempfile
+        from pathlib import Path
+
+        from tests.support.emulators import REPO_ROOT, free_port
+
+        server.port = free_port()
+        fd, log = tempfile.mkstemp(prefix="bench-ff-", suffix=".log")
+        os.close(fd)
+        server.log_path = Path(log)
+        server._log = open(server.log_path, "ab")  # noqa: SIM115 - closed by server.stop()
+        binary = Path(sys.executable).parent / "functions-framework"
+        cmd = [str(binary), "--target", "api", "--source", "functions/main.py", "--port", str(server.port),
+               "--host", "127.0.0.1"]
+        child_env = {**os.environ, **server.env, "PYTHONUNBUFFERED": "1"}
+        child_env.pop("PYTHONPATH", None)
+        server.proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), env=child_env, stdin=subprocess.DEVNULL,
+                                       stdout=server._log, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_tcp(server.port, server.proc, timeout)
+        return server
+
+    return start_tcp_only()
+
+
+class _Floor:
+    """One read, one commit (this process's Firestore client on the emulator), one /healthz."""
+
+    def __init__(self, port: int):
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import firestore
+
+        self.db = firestore.Client(project=PROJECT, credentials=AnonymousCredentials())
+        self.doc = self.db.collection("bench_floor").document("probe")
+        self.doc.set({"n": 0})
+        self.http = _Conn(port)
+        self.reads: list[float] = []
+        self.commits: list[float] = []
+        self.https: list[float] = []
+
+    def sample(self, n: int) -> None:
+        for i in range(n):
+            t0 = time.perf_counter()
+            self.doc.get()
+            t1 = time.perf_counter()
+            batch = self.db.batch()
+            batch.set(self.doc, {"n": i})
+            batch.commit()
+            t2 = time.perf_counter()
+            status, _, elapsed = self.http.call("GET", "/healthz")
+            if status != 200:
+                raise RuntimeError(f"/healthz answered {status}")
+            self.reads.append(t1 - t0)
+            self.commits.append(t2 - t1)
+            self.https.append(elapsed)
+
+    def summary(self) -> dict[str, float]:
+        read, commit, hz = (percentile(v, 50) * 1e3 for v in (self.reads, self.commits, self.https))
+        return {"read_ms": read, "commit_ms": commit, "healthz_ms": hz, "floor_ms": read + 2 * commit + hz,
+                "samples": len(self.reads)}
+
+    def close(self) -> None:
+        self.http.close()
+        self.db.close()
+
+
+def _summary(latencies: list[float]) -> dict[str, float]:
+    ms = [x * 1e3 for x in latencies]
+    return {"n": len(ms), "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90),
+            "p99_ms": percentile(ms, 99), "max_ms": max(ms)}
+
+
+def _single_body() -> dict[str, Any]:
+    return {"strategy_id": "bench", "symbol": SINGLE_SYMBOL, "side": "buy", "qty": "1", "asset_class": "EQUITY"}
+
+
+def _group_body(decision_id: str) -> dict[str, Any]:
+    return {"strategy_id": "pairs_bench",
+            "legs": [{"leg_id": "long_spy", "symbol": "SPY", "direction": 1, "units": 2, "asset_class": "EQUITY"},
+                     {"leg_id": "short_msft", "symbol": "MSFT", "direction": -1, "units": 1,
+                      "asset_class": "EQUITY"}],
+            "rpm_output": {"decision_id": decision_id, "approved": True, "expires_at": "2099-01-01T00:00:00+00:00",
+                           "approved_legs": {"long_spy": 2, "short_msft": 1}},
+            "max_group_slippage_pips": 1000, "allow_partial_fills": True}
+
+
+class _Users:
+    def __init__(self, auth: Any):
+        self.auth = auth
+        self.risk_token = self._user("risk", "risk_manager")[1]
+
+    def _user(self, name: str, role: str) -> tuple[str, str]:
+        email = f"{name}-{uuid.uuid4().hex[:8]}@example.com"
+        uid, _ = self.auth.sign_up(email, "bench-pw-1")
+        self.auth.set_claims(uid, {"tenant_id": "acme", "role": role})
+        return uid, self.auth.sign_in(email, "bench-pw-1")
+
+    def trader(self, name: str) -> tuple[str, str]:
+        return self._user(name, "trader")
+
+
+def _approve(conn: _Conn, risk_token: str, uid: str, decision_id: str) -> None:
+    body = _group_body(decision_id)
+    legs = [{"leg_id": leg["leg_id"], "symbol": leg["symbol"], "direction": leg["direction"],
+             "max_units": str(leg["units"])} for leg in body["legs"]]
+    status, reply, _ = conn.call("POST", "/risk/approvals", {"decision_id": decision_id, "for_uid": uid,
+                                                              "expires_at": body["rpm_output"]["expires_at"],
+                                                              "legs": legs}, risk_token)
+    if status not in (200, 201):
+        raise RuntimeError(f"approval refused: {status} {reply}")
+
+
+def _single(conn: _Conn, token: str) -> float:
+    status, reply, elapsed = conn.call("POST", "/execute", _single_body(), token)
+    if status not in (200, 201) or not isinstance(reply, dict) or reply.get("status") != "placed":
+        raise RuntimeError(f"POST /execute answered {status}: {str(reply)[:400]}")
+    return elapsed
+
+
+def _group(conn: _Conn, token: str, uid: str, risk_conn: _Conn, risk_token: str) -> float:
+    decision = f"d-{uuid.uuid4().hex[:12]}"
+    _approve(risk_conn, risk_token, uid, decision)  # untimed
+    status, reply, elapsed = conn.call("POST", "/execute/multi-leg", _group_body(decision), token)
+    if status not in (200, 201) or not isinstance(reply, dict) or reply.get("status") != "FILLED":
+        raise RuntimeError(f"POST /execute/multi-leg answered {status}: {str(reply)[:400]}")
+    return elapsed
+
+
+def _concurrent(users: list[tuple[str, str]], per_user: int, port: int,
+                one: Callable[[_Conn, str, str], float]) -> list[float]:
+    out: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(users))
+
+    def worker(uid: str, token: str) -> None:
+        conn = _Conn(port)
+        try:
+            barrier.wait()
+            for _ in range(per_user):
+                elapsed = one(conn, token, uid)
+                with lock:
+                    out.append(elapsed)
+        except BaseException as exc:  # noqa: BLE001 - reported after the join
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=u, daemon=True) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} concurrent user(s) failed: {errors[0]}")
+    return out
+
+
+def run(mode: Mode, *, users: int | None = None) -> dict[str, Any]:
+    from tests.support.emulators import AuthEmulator, FirestoreEmulator
+
+    n_single = mode.pick(5, 40, 60)
+    n_group = mode.pick(3, 15, 30)
+    n_users = users or mode.pick(3, 20, 20)
+    per_user_single = mode.pick(2, 5, 8)
+    per_user_group = mode.pick(1, 2, 3)
+    floor_samples = mode.pick(5, 20, 30)
+
+    firestore_emu = FirestoreEmulator().start()
+    auth_emu = AuthEmulator(PROJECT).start()
+    server = None
+    floor = None
+    saved = {k: os.environ.get(k) for k in ("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
+    try:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = firestore_emu.host
+        os.environ["GOOGLE_CLOUD_PROJECT"] = PROJECT
+        people = _Users(auth_emu)
+        traders = [people.trader(f"trader{i}") for i in range(n_users)]
+        uid0, token0 = traders[0]
+
+        started = time.perf_counter()
+        server = _start_server(_env(firestore_emu.host, auth_emu.host))
+        listen_s = time.perf_counter() - started
+        conn = _Conn(server.port)
+        first = _single(conn, token0)  # the first request of the process
+
+        floor = _Floor(server.port)
+        floor.sample(floor_samples // 3)
+        seq_single = [_single(conn, token0) for _ in range(n_single)]
+        floor.sample(floor_samples // 3)
+        risk_conn = _Conn(server.port)
+        _group(conn, token0, uid0, risk_conn, people.risk_token)  # the group path's own first use: untimed
+        seq_group = [_group(conn, token0, uid0, risk_conn, people.risk_token) for _ in range(n_group)]
+        conc_single = _concurrent(traders, per_user_single, server.port, lambda c, t, u: _single(c, t))
+
+        def group_of(c: _Conn, t: str, u: str) -> float:
+            rc = _Conn(server.port)
+            try:
+                return _group(c, t, u, rc, people.risk_token)
+            finally:
+                rc.close()
+
+        conc_group = _concurrent(traders, per_user_group, server.port, group_of)
+        floor.sample(floor_samples - 2 * (floor_samples // 3))
+        conn.close()
+        risk_conn.close()
+        errors = [line for line in server.log_lines() if line.get("severity") in ("ERROR", "CRITICAL")]
+    finally:
+        if floor is not None:
+            floor.close()
+        if server is not None:
+            server.stop()
+        auth_emu.stop()
+        firestore_emu.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    fl = floor.summary()
+    phases = {"single_sequential": _summary(seq_single), "group_sequential": _summary(seq_group),
+              "single_concurrent": _summary(conc_single), "group_concurrent": _summary(conc_group)}
+    warm = phases["single_sequential"]["p50_ms"]
+    first_ms = first * 1e3
+    figures = [
+        Figure("http.single.p50_over_floor", "POST /execute p50 ÷ floor (sequential, single order)",
+               rounded(warm / fl["floor_ms"]), "×", 2.0, "<=",
+               note=f"p50 {rounded(warm)} ms; floor {rounded(fl['floor_ms'])} ms = read {rounded(fl['read_ms'])} "
+                    f"+ 2 × commit {rounded(fl['commit_ms'])} + GET /healthz {rounded(fl['healthz_ms'])} ms"),
+        Figure("http.first_over_warm", "First POST /execute after process start ÷ warm p50", rounded(first_ms / warm),
+               "×", 3.0, "<=", note=f"first {rounded(first_ms)} ms, warm p50 {rounded(warm)} ms"),
+        Figure("http.floor_ms", "Floor: 1 read + 2 commits + 1 HTTP round trip", rounded(fl["floor_ms"]), "ms"),
+    ]
+    labels = {"single_sequential": "single order, sequential", "group_sequential": "2-leg group, sequential",
+              "single_concurrent": f"single order, {n_users} concurrent users",
+              "group_concurrent": f"2-leg group, {n_users} concurrent users"}
+    for key, label in labels.items():
+        s = phases[key]
+        figures.append(Figure(f"http.{key}.p50_ms", f"POST {label}: p50 / p90 / p99", rounded(s["p50_ms"]), "ms",
+                              note=f"p90 {rounded(s['p90_ms'])} ms, p99 {rounded(s['p99_ms'])} ms, n={s['n']}; "
+                                   f"p50 ÷ floor {rounded(s['p50_ms'] / fl['floor_ms'])}"))
+    details = {"floor": fl, "phases": phases, "first_request_ms": first_ms, "server_listen_s": listen_s,
+               "users": n_users, "errors_logged": len(errors), "env": _env("<emulator>", "<auth>")}
+    return {"figures": [f.to_dict() for f in figures], "details": details}
+
+
+if __name__ == "__main__":
+    import sys
+
+    from bench.common import FULL, QUICK
+
+    print(json.dumps(run(QUICK if "--quick" in sys.argv else FULL), indent=1, default=str))
