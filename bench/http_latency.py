@@ -97,7 +97,7 @@ def _wait_tcp(port: int, proc: Any, timeout: float = 90.0) -> None:
     raise RuntimeError("functions-framework did not listen in time")
 
 
-def _start_server(env: dict[str, str]) -> Any:
+def _start_server(env: dict[str, str], source: str = "functions/main.py") -> Any:
     """functions-framework as tests/support/api_stack.FunctionsServer runs it, readiness by TCP only."""
     from tests.support.api_stack import FunctionsServer
 
@@ -117,7 +117,7 @@ def _start_server(env: dict[str, str]) -> Any:
         server.log_path = Path(log)
         server._log = open(server.log_path, "ab")  # noqa: SIM115 - closed by server.stop()
         binary = Path(sys.executable).parent / "functions-framework"
-        cmd = [str(binary), "--target", "api", "--source", "functions/main.py", "--port", str(server.port),
+        cmd = [str(binary), "--target", "api", "--source", source, "--port", str(server.port),
                "--host", "127.0.0.1"]
         child_env = {**os.environ, **server.env, "PYTHONUNBUFFERED": "1"}
         child_env.pop("PYTHONPATH", None)
@@ -132,14 +132,14 @@ def _start_server(env: dict[str, str]) -> Any:
 class _Floor:
     """One read, one commit (this process's Firestore client on the emulator), one /healthz."""
 
-    def __init__(self, port: int):
+    def __init__(self) -> None:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import firestore
 
         self.db = firestore.Client(project=PROJECT, credentials=AnonymousCredentials())
         self.doc = self.db.collection("bench_floor").document("probe")
         self.doc.set({"n": 0})
-        self.http = _Conn(port)
+        self.http: _Conn | None = None
         self.reads: list[float] = []
         self.commits: list[float] = []
         self.https: list[float] = []
@@ -165,9 +165,34 @@ class _Floor:
         return {"read_ms": read, "commit_ms": commit, "healthz_ms": hz, "floor_ms": read + 2 * commit + hz,
                 "samples": len(self.reads)}
 
+    def warm_emulator(self, n: int) -> None:
+        """Reads and commits before the server starts: the emulator's JVM answers its first requests
+        ~1 s slower (JIT), which is the emulator's cold start, not the function's."""
+        for i in range(n):
+            self.doc.get()
+            self.doc.set({"n": i})
+
     def close(self) -> None:
-        self.http.close()
+        if self.http is not None:
+            self.http.close()
         self.db.close()
+
+
+def _provision(db: Any, uids: list[str]) -> None:
+    """Each trader's first account, as auto mode provisions it on their first order (one commit per
+    user, outside the measured requests): the first request measures the process, not the user."""
+    from backend.adapters.firestore_store import FirestoreStore
+    from backend.domain.clock import SystemClock
+    from backend.execution.accounts import AccountBinder
+
+    from bench.common import quiet_backend_logs
+
+    binder = AccountBinder(FirestoreStore(db), SystemClock(), mode="auto")
+    with quiet_backend_logs():
+        for uid in uids:
+            bound = binder.bind("acme", uid, None, ())
+            if not hasattr(bound, "account_id"):
+                raise RuntimeError(f"provisioning {uid}: {bound}")
 
 
 def _summary(latencies: list[float]) -> dict[str, float]:
@@ -262,38 +287,24 @@ def _concurrent(users: list[tuple[str, str]], per_user: int, port: int,
     return out
 
 
-def run(mode: Mode, *, users: int | None = None) -> dict[str, Any]:
-    from tests.support.emulators import AuthEmulator, FirestoreEmulator
-
-    n_single = mode.pick(5, 40, 60)
-    n_group = mode.pick(3, 15, 30)
-    n_users = users or mode.pick(3, 20, 20)
-    per_user_single = mode.pick(2, 5, 8)
-    per_user_group = mode.pick(1, 2, 3)
-    floor_samples = mode.pick(5, 20, 30)
-
-    firestore_emu = FirestoreEmulator().start()
-    auth_emu = AuthEmulator(PROJECT).start()
-    server = None
-    floor = None
-    saved = {k: os.environ.get(k) for k in ("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
+def _measure(source: str, env: dict[str, str], traders: list[tuple[str, str]], people: "_Users", floor: "_Floor",
+             mode: Mode) -> dict[str, Any]:
+    """One server process (``source``): its first request, then the four phases; floor samples between."""
+    n_single, n_group = mode.pick(5, 40, 60), mode.pick(3, 15, 30)
+    per_user_single, per_user_group = mode.pick(2, 5, 8), mode.pick(1, 2, 3)
+    floor_samples = mode.pick(2, 6, 10)
+    uid0, token0 = traders[0]
+    started = time.perf_counter()
+    server = _start_server(env, source)
     try:
-        os.environ["FIRESTORE_EMULATOR_HOST"] = firestore_emu.host
-        os.environ["GOOGLE_CLOUD_PROJECT"] = PROJECT
-        people = _Users(auth_emu)
-        traders = [people.trader(f"trader{i}") for i in range(n_users)]
-        uid0, token0 = traders[0]
-
-        started = time.perf_counter()
-        server = _start_server(_env(firestore_emu.host, auth_emu.host))
         listen_s = time.perf_counter() - started
         conn = _Conn(server.port)
         first = _single(conn, token0)  # the first request of the process
-
-        floor = _Floor(server.port)
-        floor.sample(floor_samples // 3)
+        second = _single(conn, token0)
+        floor.http = _Conn(server.port)
+        floor.sample(floor_samples)
         seq_single = [_single(conn, token0) for _ in range(n_single)]
-        floor.sample(floor_samples // 3)
+        floor.sample(floor_samples)
         risk_conn = _Conn(server.port)
         _group(conn, token0, uid0, risk_conn, people.risk_token)  # the group path's own first use: untimed
         seq_group = [_group(conn, token0, uid0, risk_conn, people.risk_token) for _ in range(n_group)]
@@ -307,15 +318,48 @@ def run(mode: Mode, *, users: int | None = None) -> dict[str, Any]:
                 rc.close()
 
         conc_group = _concurrent(traders, per_user_group, server.port, group_of)
-        floor.sample(floor_samples - 2 * (floor_samples // 3))
+        floor.sample(floor_samples)
+        floor.http.close()
+        floor.http = None
         conn.close()
         risk_conn.close()
         errors = [line for line in server.log_lines() if line.get("severity") in ("ERROR", "CRITICAL")]
     finally:
+        server.stop()
+    return {"source": source, "first_request_ms": first * 1e3, "second_request_ms": second * 1e3,
+            "server_listen_s": listen_s, "errors_logged": len(errors),
+            "phases": {"single_sequential": _summary(seq_single), "group_sequential": _summary(seq_group),
+                       "single_concurrent": _summary(conc_single), "group_concurrent": _summary(conc_group)}}
+
+
+SOURCES = {"batched": "functions/main.py", "baseline": "bench/http_baseline_main.py"}
+
+
+def run(mode: Mode, *, users: int | None = None, baseline: bool = True) -> dict[str, Any]:
+    """``baseline``: also measure the read path as it was before issue 17 (bench/http_baseline_main.py)
+    in the same run, on the same emulators, against the same floor."""
+    from tests.support.emulators import AuthEmulator, FirestoreEmulator
+
+    n_users = users or mode.pick(3, 20, 20)
+    firestore_emu = FirestoreEmulator().start()
+    auth_emu = AuthEmulator(PROJECT).start()
+    floor = None
+    saved = {k: os.environ.get(k) for k in ("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
+    variants: dict[str, dict[str, Any]] = {}
+    try:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = firestore_emu.host
+        os.environ["GOOGLE_CLOUD_PROJECT"] = PROJECT
+        people = _Users(auth_emu)
+        traders = [people.trader(f"trader{i}") for i in range(n_users)]
+        floor = _Floor()
+        floor.warm_emulator(mode.pick(5, 50, 50))
+        _provision(floor.db, [uid for uid, _ in traders])  # each trader's account exists (auto mode's first use)
+        env = _env(firestore_emu.host, auth_emu.host)
+        for name in (("baseline", "batched") if baseline else ("batched",)):
+            variants[name] = _measure(SOURCES[name], env, traders, people, floor, mode)
+    finally:
         if floor is not None:
             floor.close()
-        if server is not None:
-            server.stop()
         auth_emu.stop()
         firestore_emu.stop()
         for key, value in saved.items():
@@ -324,9 +368,11 @@ def run(mode: Mode, *, users: int | None = None) -> dict[str, Any]:
             else:
                 os.environ[key] = value
 
+    main = variants["batched"]
+    phases, first = main["phases"], main["first_request_ms"] / 1e3
+    second, listen_s, errors = main["second_request_ms"] / 1e3, main["server_listen_s"], main["errors_logged"]
+    n_users = n_users
     fl = floor.summary()
-    phases = {"single_sequential": _summary(seq_single), "group_sequential": _summary(seq_group),
-              "single_concurrent": _summary(conc_single), "group_concurrent": _summary(conc_group)}
     warm = phases["single_sequential"]["p50_ms"]
     first_ms = first * 1e3
     figures = [
@@ -346,8 +392,19 @@ def run(mode: Mode, *, users: int | None = None) -> dict[str, Any]:
         figures.append(Figure(f"http.{key}.p50_ms", f"POST {label}: p50 / p90 / p99", rounded(s["p50_ms"]), "ms",
                               note=f"p90 {rounded(s['p90_ms'])} ms, p99 {rounded(s['p99_ms'])} ms, n={s['n']}; "
                                    f"p50 ÷ floor {rounded(s['p50_ms'] / fl['floor_ms'])}"))
-    details = {"floor": fl, "phases": phases, "first_request_ms": first_ms, "server_listen_s": listen_s,
-               "users": n_users, "errors_logged": len(errors), "env": _env("<emulator>", "<auth>")}
+    base = variants.get("baseline")
+    if base is not None:
+        bw = base["phases"]["single_sequential"]["p50_ms"]
+        figures.append(Figure("http.baseline.single.p50_over_floor",
+                              "Same run, read path before issue 17: POST /execute p50 ÷ floor",
+                              rounded(bw / fl["floor_ms"]), "×",
+                              note=f"p50 {rounded(bw)} ms, first request {rounded(base['first_request_ms'])} ms; "
+                                   f"group p50 {rounded(base['phases']['group_sequential']['p50_ms'])} ms; "
+                                   f"{n_users} users: single p50 "
+                                   f"{rounded(base['phases']['single_concurrent']['p50_ms'])} ms"))
+    details = {"floor": fl, "phases": phases, "first_request_ms": first_ms, "second_request_ms": second * 1e3,
+               "server_listen_s": listen_s, "users": n_users, "errors_logged": errors,
+               "variants": variants, "env": _env("<emulator>", "<auth>")}
     return {"figures": [f.to_dict() for f in figures], "details": details}
 
 
@@ -356,4 +413,5 @@ if __name__ == "__main__":
 
     from bench.common import FULL, QUICK
 
-    print(json.dumps(run(QUICK if "--quick" in sys.argv else FULL), indent=1, default=str))
+    print(json.dumps(run(QUICK if "--quick" in sys.argv else FULL, baseline="--no-baseline" not in sys.argv),
+                     indent=1, default=str))

@@ -17,6 +17,7 @@ and ``commit`` (one ``WriteBatch``, preconditions as ``create`` / ``last_update_
 from __future__ import annotations
 
 import os
+from concurrent.futures import wait
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
@@ -27,7 +28,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from backend.domain.accounts import Account, BrokerConnection
 from backend.execution import account_writes, store_writes
-from backend.execution.store_rules import exposure_from_doc
+from backend.execution.store_rules import account_slots_collection, exposure_from_doc
 from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
                                             Conflict, Create, Delete, Inc, Increment, Set, Update)
 from backend.ports.accounts import AccountRead
@@ -113,6 +114,19 @@ class FirestoreStore:
     def count_trades(self, tenant_id: str, trade_day: str) -> int:
         return self._count_slots(tenant_id, trade_day)
 
+    def _count_account_slots(self, tenant_id: str, day: str, account_id: str) -> int:
+        result = self.db.collection(account_slots_collection(tenant_id, day, account_id)).count().get()
+        return int(result[0][0].value)
+
+    def day_trade_counts(self, tenant_id: str, trade_day: str, account_id: str) -> tuple[int, int]:
+        """Both count aggregations in flight at once (one round trip)."""
+        counted = _read_pool().submit(self._count_account_slots, tenant_id, trade_day, account_id)
+        try:
+            trades = self._count_slots(tenant_id, trade_day)
+        finally:
+            wait([counted])
+        return trades, counted.result()
+
     def kill_switches(self, tenant_id: str) -> RiskSnapshot:
         """Only the halt flags (global and tenant): what a group checks before each leg."""
         refs = [self.db.collection("ops").document("execution"),
@@ -120,24 +134,32 @@ class FirestoreStore:
         snaps = {s.reference.path: s for s in self.db.get_all(refs)}
         return snapshot_from_docs(snaps[refs[0].path].to_dict(), snaps[refs[1].path].to_dict())
 
-    def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot:
-        """The risk documents in one ``get_all`` and the day's slot count sent concurrently (one round trip)."""
-        return self.read_pre_claim(tenant_id, account_key, trade_day, ())[1]
+    def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str,
+                      account_id: str | None = None) -> RiskSnapshot:
+        """The risk documents in one ``get_all`` and the day's slot counts sent concurrently (one round trip)."""
+        return self.read_pre_claim(tenant_id, account_key, trade_day, (), account_id)[1]
 
     # --- batched pre-claim read (issue 17) ----------------------------------------------------------
-    def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str,
-                       paths: Sequence[str]) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
+    def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str, paths: Sequence[str],
+                       account_id: str | None = None
+                       ) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
         """``paths`` and the risk documents in ONE ``BatchGetDocuments``, the day's slot count (a count
-        aggregation) in flight at the same time on a worker thread: one round trip (backend.ports.store)."""
+        aggregation; with ``account_id`` the account's too) in flight at the same time on worker
+        threads: one round trip (backend.ports.store)."""
         ops_path, cfg_path = "ops/execution", f"tenants/{tenant_id}/config/risk"
         exp_path = self._exposure_ref(tenant_id, account_key).path
         counted = _read_pool().submit(self._count_slots, tenant_id, trade_day)
+        account_counted = (None if account_id is None else
+                           _read_pool().submit(self._count_account_slots, tenant_id, trade_day, account_id))
         try:
             docs = self.get_all([*paths, ops_path, cfg_path, exp_path])
-        finally:
-            trades = counted.result()  # waited for even when the get_all failed (no stray RPC left behind)
+        finally:  # waited for even when the get_all failed (no stray RPC left behind)
+            wait([f for f in (counted, account_counted) if f is not None])
+        trades = counted.result()
+        account_trades = None if account_counted is None else account_counted.result()
         snapshot = snapshot_from_docs(docs[ops_path][0] or {}, docs[cfg_path][0],  # cfg None: no overrides
-                                      trades_today=trades, exposure=_exposure(docs[exp_path][0] or {}))
+                                      trades_today=trades, exposure=_exposure(docs[exp_path][0] or {}),
+                                      account_trades_today=account_trades)
         return {p: docs[p] for p in paths}, snapshot
 
     # --- claim and finish (decided in the core: backend.execution.store_writes) --------------------

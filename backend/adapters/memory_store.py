@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from backend.domain.accounts import Account, BrokerConnection
 from backend.execution import account_writes, store_writes
-from backend.execution.store_rules import exposure_from_doc
+from backend.execution.store_rules import account_slots_collection, exposure_from_doc
 from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
                                             Conflict, Create, Delete, Inc, Increment, Set, Update, no_backoff)
 from backend.ports.accounts import AccountRead
@@ -144,28 +144,41 @@ class InMemoryStore:
     def _taken_slots(self, tenant_id: str, day: str) -> set[int]:
         return {int(p.rsplit("/", 1)[1]) for p in self.collection(f"tenants/{tenant_id}/risk_days/{day}/trade_slots")}
 
+    def _account_slot_count(self, tenant_id: str, day: str, account_id: str) -> int:
+        return len(self.collection(account_slots_collection(tenant_id, day, account_id)))
+
     def count_trades(self, tenant_id: str, trade_day: str) -> int:
         with self._lock:
             return len(self._taken_slots(tenant_id, trade_day))
+
+    def day_trade_counts(self, tenant_id: str, trade_day: str, account_id: str) -> tuple[int, int]:
+        with self._lock:
+            return (len(self._taken_slots(tenant_id, trade_day)),
+                    self._account_slot_count(tenant_id, trade_day, account_id))
 
     def kill_switches(self, tenant_id: str) -> RiskSnapshot:
         with self._lock:
             return snapshot_from_docs(copy.deepcopy(self.docs.get("ops/execution")),
                                       copy.deepcopy(self.docs.get(f"tenants/{tenant_id}/config/risk")))
 
-    def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot:
+    def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str,
+                      account_id: str | None = None) -> RiskSnapshot:
         with self._lock:
             return snapshot_from_docs(copy.deepcopy(self.docs.get("ops/execution")),
                                       copy.deepcopy(self.docs.get(f"tenants/{tenant_id}/config/risk")),
                                       trades_today=len(self._taken_slots(tenant_id, trade_day)),
-                                      exposure=self._exposure(tenant_id, account_key))
+                                      exposure=self._exposure(tenant_id, account_key),
+                                      account_trades_today=(None if account_id is None else
+                                                            self._account_slot_count(tenant_id, trade_day,
+                                                                                     account_id)))
 
     # --- batched pre-claim read (issue 17) ----------------------------------------------------------
-    def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str,
-                       paths: Sequence[str]) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
+    def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str, paths: Sequence[str],
+                       account_id: str | None = None
+                       ) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
         """``get_all(paths)`` and ``risk_snapshot`` read together under the lock (one consistent view)."""
         with self._lock:
-            return self.get_all(paths), self.risk_snapshot(tenant_id, account_key, trade_day)
+            return self.get_all(paths), self.risk_snapshot(tenant_id, account_key, trade_day, account_id)
 
     # --- claim and finish (decided in the core: backend.execution.store_writes) --------------------
     def claim(self, claim: Claim) -> ClaimOutcome:

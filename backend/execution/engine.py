@@ -35,8 +35,8 @@ from backend.execution.records import ExecutionResult, fill_ledger_row, history_
 from backend.execution.router import MarketDataProvider, RoutingDecision, SmartRouter
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerErrorCode, BrokerOrder, BrokerPort, OrderRequest
-from backend.ports.store import (Claim, ClaimResult, ExecutionStore, FillUpdate, FillWrite, Finish, IntentRecord,
-                                 IntentStatus)
+from backend.ports.store import (ACCOUNT_LIMIT, Claim, ClaimResult, ExecutionStore, FillUpdate, FillWrite, Finish,
+                                 IntentRecord, IntentStatus)
 from backend.execution.store_rules import intent_path
 from backend.risk.gate import account_key_for
 from backend.risk.manager import RiskManager
@@ -179,7 +179,7 @@ class ExecutionEngine:
         key = account_key(intent)
         try:  # read with the pre-claim documents unless the bound account was not the expected one
             snapshot = (pre.snapshot_for(key) if pre is not None else None) or \
-                self.store.risk_snapshot(ctx.tenant_id, key, day)
+                self.store.risk_snapshot(ctx.tenant_id, key, day, account_id=bound.account_id)
         except Exception as exc:  # fail closed: no risk data, no trade
             rejection = Rejection(RejectCode.RISK_DATA_UNAVAILABLE, type(exc).__name__)
             log_event("exec.risk", severity="ERROR", intent_id=intent.intent_id, rejection=rejection)
@@ -200,6 +200,8 @@ class ExecutionEngine:
         claim = Claim(
             tenant_id=ctx.tenant_id, intent_id=intent.intent_id, uid=ctx.uid, account_key=key, trade_day=day,
             daily_limit=limits.max_daily_trades, signed_qty=intent.signed_qty, trades_seen=snapshot.trades_today,
+            account_id=bound.account_id, account_daily_limit=limits.max_daily_trades_account,
+            account_trades_seen=snapshot.account_trades_today or 0,
             record=self._intent_record(intent, ctx, IntentStatus.RESERVED, routing, client_order_id=coid,
                                        broker_name=venue.name, trade_day=day),
             lease_until=now + timedelta(seconds=float(self.settings.lease_seconds)),
@@ -213,7 +215,10 @@ class ExecutionEngine:
                 return self._replay(outcome.existing)
             return self._pending(intent, ctx, routing, coid, venue.name, None)
         if outcome.result is ClaimResult.DAILY_LIMIT:
-            rejection = Rejection(RejectCode.DAILY_TRADE_LIMIT, f"count={outcome.trades_today} limit={limits.max_daily_trades}")
+            detail = (f"account {bound.account_id} count={outcome.account_trades_today} "
+                      f"limit={limits.max_daily_trades_account}" if outcome.limit_scope == ACCOUNT_LIMIT
+                      else f"count={outcome.trades_today} limit={limits.max_daily_trades}")
+            rejection = Rejection(RejectCode.DAILY_TRADE_LIMIT, detail)
             log_event("exec.risk", intent_id=intent.intent_id, passed=False, rejection=rejection, stage="claim")
             return self._finish_decision(intent, ctx, "rejected", routing, rejection)
         recheck = self.gate.check(intent.signed_qty, snapshot.with_counts(

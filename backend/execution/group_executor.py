@@ -31,8 +31,8 @@ from backend.execution.preflight import check_group_writes
 from backend.execution.records import group_decision_row, group_fill_rows, tax_fill, with_venue_account
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerOrder, BrokerPort, OrderState, Quote
-from backend.ports.store import (ClaimResult, FillWrite, GroupReservation, GroupSettlement, GroupSnapshot,
-                                 LeaseLost, LegReservation)
+from backend.ports.store import (ACCOUNT_LIMIT, ClaimResult, FillWrite, GroupReservation, GroupSettlement,
+                                 GroupSnapshot, LeaseLost, LegReservation)
 from backend.risk import approvals
 from backend.domain.ids import check_id
 from backend.execution.store_rules import exposure_from_doc, exposure_path
@@ -75,6 +75,7 @@ class _Run:
     approval_read: bool = False
     flags: RiskSnapshot | None = None
     trades_seen: int = 0
+    account_trades_seen: int = 0  # the bound account's slot count (read only when it has a daily limit)
     # the group's bound account as read with the halt flags (status, limits); None: unbound/absent
     account: Any = None
     account_missing: bool = False
@@ -445,18 +446,37 @@ class GroupExecutor:
         if run.snapshot.doc.get("_reservation"):
             return self._recheck_reserved(run, {self._leg_key(run, leg): exposures[leg.leg_id]
                                                 for leg in run.group.legs})
-        trades_today = run.trades_seen = self.store.count_trades(run.group.tenant_id, self._trade_day(run))
+        limits = self.gate.risk.effective_limits(flags, run.account)
+        account_id = self._bound_account_id(run)
+        account_today = None  # issue 12: the account's own count, read with the tenant's when it has a limit
+        if account_id is not None and limits.max_daily_trades_account is not None:
+            trades_today, account_today = self.store.day_trade_counts(run.group.tenant_id, self._trade_day(run),
+                                                                      account_id)
+            run.account_trades_seen = account_today
+        else:
+            trades_today = self.store.count_trades(run.group.tenant_id, self._trade_day(run))
+        run.trades_seen = trades_today
         for leg in run.group.legs:
-            snapshot = self._with_exposure(flags, exposures[leg.leg_id], trades_today)
+            snapshot = self._with_exposure(flags, exposures[leg.leg_id], trades_today).with_counts(
+                account_trades_today=account_today)
             rejection = self.gate.check(leg.units * leg.direction, snapshot, asset_class=leg.asset_class,
                                         account=run.account)
             if rejection is not None:
                 return Rejection(rejection.code, f"{leg.leg_id} {leg.symbol}: {rejection.detail}")
-        limits = self.gate.risk.effective_limits(flags, run.account)
-        if trades_today + len(run.group.legs) > limits.max_daily_trades:
-            return Rejection(RejectCode.DAILY_TRADE_LIMIT, f"count={trades_today} legs={len(run.group.legs)} "
+        legs = len(run.group.legs)
+        if trades_today + legs > limits.max_daily_trades:
+            return Rejection(RejectCode.DAILY_TRADE_LIMIT, f"count={trades_today} legs={legs} "
                                                            f"limit={limits.max_daily_trades}")
+        if account_today is not None and account_today + legs > limits.max_daily_trades_account:
+            return Rejection(RejectCode.DAILY_TRADE_LIMIT, f"account {account_id} count={account_today} legs={legs} "
+                                                           f"limit={limits.max_daily_trades_account}")
         return None
+
+    @staticmethod
+    def _bound_account_id(run: _Run) -> str | None:
+        """The account id of the group's stored binding (None: a group without one counts no account slots)."""
+        binding = stored_binding(run.snapshot.doc.get("_binding"))
+        return None if binding is None else binding.account_id
 
     def _recheck_reserved(self, run: _Run, exposures: Mapping[str, Exposure]) -> Rejection | None:
         """After the reservation is visible: every leg's worst case, its own reservation included
@@ -480,15 +500,22 @@ class GroupExecutor:
         if run.snapshot.doc.get("_reservation"):
             return None  # reserved by an earlier run (resumed): _risk_check_legs re-checked it
         group = run.group
-        limits = self.gate.risk.effective_limits(run.flags or RiskSnapshot())  # the validation's read
+        limits = self.gate.risk.effective_limits(run.flags or RiskSnapshot(), run.account)  # as validated
+        account_id = self._bound_account_id(run)
         reservation = GroupReservation(
             uid=group.uid, trade_day=self._trade_day(run), daily_limit=limits.max_daily_trades,
             broker_account_id=self._account(run), trades_seen=run.trades_seen,
             legs=tuple(LegReservation(leg.leg_id, self._leg_key(run, leg), leg.units * leg.direction)
-                       for leg in group.legs))
+                       for leg in group.legs),
+            account_id=account_id, account_daily_limit=limits.max_daily_trades_account if account_id else None,
+            account_trades_seen=run.account_trades_seen)
         doc = {**self._doc(group, run.snapshot.doc.get("_lease_owner"), tuple(run.snapshot.doc.get("_ledger_written") or ())),
                **self._carried(run)}
         outcome = self.store.reserve_group(run.snapshot, doc, reservation)
+        if outcome.result is ClaimResult.DAILY_LIMIT and outcome.limit_scope == ACCOUNT_LIMIT:
+            return Rejection(RejectCode.DAILY_TRADE_LIMIT, f"account {account_id} count={outcome.account_trades_today} "
+                                                           f"legs={len(group.legs)} "
+                                                           f"limit={limits.max_daily_trades_account}")
         if outcome.result is ClaimResult.DAILY_LIMIT:
             return Rejection(RejectCode.DAILY_TRADE_LIMIT, f"count={outcome.trades_today} legs={len(group.legs)} "
                                                            f"limit={limits.max_daily_trades}")

@@ -150,5 +150,6 @@ def read_pre_claim(store: Any, plan: PreClaimPlan, tenant_id: str, day: str) -> 
     first), and the documents alone come back."""
     if plan.account_key is None:
         return PreClaimRead(plan, store.get_all(list(plan.paths)), None)
-    docs, snapshot = store.read_pre_claim(tenant_id, plan.account_key, day, list(plan.paths))
+    docs, snapshot = store.read_pre_claim(tenant_id, plan.account_key, day, list(plan.paths),
+                                          account_id=plan.account_id)  # + the account's slot count
     return PreClaimRead(plan, docs, snapshot)

@@ -8,6 +8,10 @@ here, and the contract suite (``tests/contract``) runs both adapters through the
   (``position_nanos``, ``reserved_long_nanos``, ``reserved_short_nanos``): they only move by blind
   increments, which must be exact.
 - A claim probes daily slots starting at the count the risk check just read, then wraps around.
+  A trade bound to an account also creates that account's slot in the same commit
+  (``account_slot_path``, numbered below the account's own daily limit, or — with no account limit —
+  the tenant slot's number); both are created with a create-if-absent precondition and given back
+  together, so both counts stay exact under concurrency.
 - Metrics increments of a ledger row go to one shard document of the day; per-strategy counters
   are bounded by ``MAX_STRATEGIES_PER_SHARD`` (``backend.execution.metrics``).
 """
@@ -180,6 +184,49 @@ def exposure_path(tenant_id: str, account_key: str) -> str:
 
 def slot_path(tenant_id: str, day: str, slot: int) -> str:
     return f"tenants/{tenant_id}/risk_days/{day}/trade_slots/{slot}"
+
+
+def account_slots_collection(tenant_id: str, day: str, account_id: str) -> str:
+    """An account's daily slots (issue 12): created in the same commit as the tenant's slot of the same
+    trade and given back with it, so their count is the account's trades of the day."""
+    return f"tenants/{tenant_id}/risk_days/{day}/accounts/{account_id}/trade_slots"
+
+
+def account_slot_path(tenant_id: str, day: str, account_id: str, slot: int) -> str:
+    return f"{account_slots_collection(tenant_id, day, account_id)}/{slot}"
+
+
+@dataclass(frozen=True)
+class AccountSlot:
+    """The account slot a claim took next to its tenant slot, as its intent record stores it
+    (``account_slot`` = {account_id, day, slot}): what a release gives back."""
+
+    account_id: str
+    day: str
+    slot: int
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"account_id": self.account_id, "day": self.day, "slot": self.slot}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "AccountSlot | None":
+        if not isinstance(doc, Mapping) or doc.get("account_id") is None or doc.get("slot") is None:
+            return None
+        return cls(str(doc["account_id"]), str(doc["day"]), int(doc["slot"]))
+
+    def path(self, tenant_id: str) -> str:
+        return account_slot_path(tenant_id, self.day, self.account_id, self.slot)
+
+
+def reserved_account_slots(reservation: Mapping[str, Any] | None, tenant_slots: Collection[int]) -> list[AccountSlot]:
+    """The account slots a group's stored ``_reservation`` holds next to the tenant slots ``tenant_slots``
+    (the legs whose tenant slot a settlement gives back); none for a reservation without an account."""
+    if not reservation or reservation.get("account_id") is None:
+        return []
+    wanted = {int(s) for s in tenant_slots}
+    return [AccountSlot(str(reservation["account_id"]), str(reservation["trade_day"]), int(leg["account_slot"]))
+            for leg in reservation.get("legs") or ()
+            if leg.get("account_slot") is not None and int(leg["slot"]) in wanted]
 
 
 def metrics_path(tenant_id: str, row_id: str, row: Mapping[str, Any]) -> str:

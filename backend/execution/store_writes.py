@@ -13,15 +13,17 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from backend.execution.records import with_cost_basis, with_lot_method
-from backend.execution.store_rules import (choose_free_slots, disposal_path, exposure_from_doc, exposure_path,
+from backend.execution.store_rules import (AccountSlot, account_slot_path, account_slots_collection,
+                                           choose_free_slots, disposal_path, exposure_from_doc, exposure_path,
                                            group_path, history_path, intent_path, ledger_path, metrics_path,
-                                           metrics_write, plan_tax, reserve_increments, settle_increments, slot_path,
-                                           slot_probe_order, tax_reads)
+                                           metrics_write, plan_tax, reserve_increments, reserved_account_slots,
+                                           settle_increments, slot_path, slot_probe_order, tax_reads)
 from backend.execution.unit_of_work import (EXISTS_ALREADY, SERVER_TIME, ArrayUnion, Backoff, Commit, Conflict, Create,
                                             Delete, Inc, Increment, Op, Set, Update, jitter_backoff)
-from backend.ports.store import (Claim, ClaimOutcome, ClaimResult, FillUpdate, FillWrite, Finish, GroupReservation,
-                                 GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentMissing, IntentRecord,
-                                 IntentStatus, LeaseLost, StoreContention, UnitOfWork)
+from backend.ports.store import (ACCOUNT_LIMIT, TENANT_LIMIT, Claim, ClaimOutcome, ClaimResult, FillUpdate,
+                                 FillWrite, Finish, GroupReservation, GroupReserveOutcome, GroupSettlement,
+                                 GroupSnapshot, IntentMissing, IntentRecord, IntentStatus, LeaseLost, StoreContention,
+                                 UnitOfWork)
 
 FINISH_ATTEMPTS = 12  # a retry only when a lot book moved under us (another trade of this user)
 
@@ -137,45 +139,125 @@ def metrics_ops(uow: UnitOfWork, tenant_id: str, row_id: str, row: Mapping[str, 
     return _metrics_ops(tenant_id, row_id, row, _admitted(reads, docs))
 
 # --- single-leg intents ------------------------------------------------------------------------------
+CLAIM_EXTRA_PROBES = 8  # probes of a pair that turned out free (the intent moved, or a slot was given back)
+
+
 def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
     """Probe daily slots (``slot_probe_order``): one commit per probe — the intent record RESERVED
-    with its lease (create, or update on the version read), the slot created, the exposure reserved
-    by a blind increment. A taken slot or a moved intent is a ``Conflict``: the intent is re-read."""
+    with its lease (create, or update on the version read), the slot created (and, for a claim bound
+    to an account, the account's slot: ``_AccountProbe``), the exposure reserved by a blind increment.
+    A taken slot or a moved intent is a ``Conflict``: the intent is re-read."""
     ip = intent_path(claim.tenant_id, claim.intent_id)
     # The risk check counted the slots a moment ago; a stale count only shifts where probing starts
     # (the create precondition on each slot keeps the limit exact), so it is not counted again.
     count = claim.trades_seen
     if count >= claim.daily_limit:
         return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count)
+    account = _AccountProbe.of(claim)
+    if account is not None and account.full:
+        return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count, account_trades_today=account.seen,
+                            limit_scope=ACCOUNT_LIMIT)
     reserve = reserve_increments(claim.signed_qty)
     ep = exposure_path(claim.tenant_id, claim.account_key)
     # issue 17: the first probe commits on the intent as the pre-claim read saw it (a moved intent is a
     # Conflict and every later probe reads it again)
-    prefetched = (claim.prefetched or {}).get(ip)
-    for slot in slot_probe_order(count, claim.daily_limit):
-        if prefetched is not None:
-            (doc, token), prefetched = prefetched, None
+    pending = (claim.prefetched or {}).get(ip)
+    order = slot_probe_order(count, claim.daily_limit)
+    at, spare = 0, CLAIM_EXTRA_PROBES
+    while at < len(order) and (account is None or not account.exhausted):
+        slot = order[at]
+        if pending is not None:
+            (doc, token), pending = pending, None
         else:
             doc, token = uow.get_all([ip])[ip]
         if doc is not None and (doc.get("status") or "new") != IntentStatus.NEW.value:
             return ClaimOutcome(ClaimResult.DUPLICATE, existing=_record(claim.tenant_id, claim.intent_id, doc))
+        held = None if account is None else account.slot_for(slot)
         record = {**claim.record, "slot": slot, "lease_until": claim.lease_until, "updated_server_at": SERVER_TIME}
-        commit = Commit([Update(ip, record, token) if doc is not None
+        if held is not None:
+            record["account_slot"] = held.to_doc()
+        ops: list[Op] = [Update(ip, record, token) if doc is not None
                          else Create(ip, {**record, "created_server_at": SERVER_TIME}),
                          Create(slot_path(claim.tenant_id, claim.trade_day, slot),
-                                {"intent_id": claim.intent_id, "uid": claim.uid, "taken_at": SERVER_TIME}),
-                         Increment(ep, reserve)])
+                                {"intent_id": claim.intent_id, "uid": claim.uid, "taken_at": SERVER_TIME})]
+        if held is not None:
+            ops.append(Create(held.path(claim.tenant_id), {"intent_id": claim.intent_id, "uid": claim.uid,
+                                                           "tenant_slot": slot, "taken_at": SERVER_TIME}))
+        ops.append(Increment(ep, reserve))
         try:
-            tokens = uow.commit(commit)
+            tokens = uow.commit(Commit(ops))
         except Conflict:
-            continue  # the slot or the intent was taken meanwhile; the intent is re-read above
+            if account is None:
+                at += 1
+                continue  # the slot or the intent was taken meanwhile; the intent is re-read above
+            # which of the two slots was taken decides what to probe next (read with the intent)
+            sp = slot_path(claim.tenant_id, claim.trade_day, slot)
+            docs = uow.get_all([ip, sp, held.path(claim.tenant_id)])
+            pending = docs[ip]
+            moved = account.advance(tenant_taken=docs[sp][0] is not None,
+                                    account_taken=docs[held.path(claim.tenant_id)][0] is not None)
+            if moved:
+                at += 1
+            elif not account.moved_last:
+                spare -= 1  # neither slot is taken now: the intent moved (re-read) or a slot was given back
+                if spare < 0:
+                    raise StoreContention(f"intent {claim.intent_id}: daily slots kept being taken concurrently")
+            continue
         exposure = exposure_from_doc(uow.get_all([ep])[ep][0])
         return ClaimOutcome(ClaimResult.CLAIMED, slot=slot, exposure=exposure, trades_today=count + 1,
-                            token=tokens[0] if tokens else None)
+                            token=tokens[0] if tokens else None,
+                            account_slot=None if held is None else held.slot,
+                            account_trades_today=None if account is None else account.seen + 1)
     doc = uow.get_all([ip])[ip][0]
     if doc is not None and (doc.get("status") or "new") != IntentStatus.NEW.value:
         return ClaimOutcome(ClaimResult.DUPLICATE, existing=_record(claim.tenant_id, claim.intent_id, doc))
-    return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=claim.daily_limit)
+    if account is not None and account.exhausted:
+        return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count, account_trades_today=account.limit,
+                            limit_scope=ACCOUNT_LIMIT)
+    return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=claim.daily_limit,
+                        account_trades_today=None if account is None else account.seen)
+
+
+class _AccountProbe:
+    """Which account slot a bound claim creates next to tenant slot ``n``. With an account limit: its
+    own probe order below that limit (``slot_probe_order`` from the account's count), advanced
+    independently of the tenant's when a conflict shows its slot taken. Without one: the tenant
+    slot's number (unique while the tenant slot is held), so a taken account slot of that number
+    (one taken while the account had a limit) moves the tenant probe on too."""
+
+    def __init__(self, account_id: str, day: str, limit: int | None, seen: int):
+        self.account_id, self.day, self.limit, self.seen = account_id, day, limit, seen
+        self.order = slot_probe_order(seen, limit) if limit is not None else None
+        self.at = 0
+        self.moved_last = False  # the last ``advance`` moved the account probe alone
+
+    @classmethod
+    def of(cls, claim: Claim) -> "_AccountProbe | None":
+        if claim.account_id is None:
+            return None
+        return cls(claim.account_id, claim.trade_day, claim.account_daily_limit, claim.account_trades_seen)
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.seen >= self.limit
+
+    @property
+    def exhausted(self) -> bool:
+        return self.order is not None and self.at >= len(self.order)
+
+    def slot_for(self, tenant_slot: int) -> AccountSlot:
+        number = tenant_slot if self.order is None else self.order[self.at]
+        return AccountSlot(self.account_id, self.day, number)
+
+    def advance(self, *, tenant_taken: bool, account_taken: bool) -> bool:
+        """Move past what a conflict showed taken; True when the tenant probe moves on."""
+        self.moved_last = False
+        if self.order is None:
+            return tenant_taken or account_taken
+        if account_taken:
+            self.at += 1
+            self.moved_last = not tenant_taken
+        return tenant_taken
 
 
 def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -> IntentRecord | None:
@@ -186,6 +268,11 @@ def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -
     reads = _Reads(finish.tenant_id, [(finish.ledger_id, finish.ledger)],
                    [(finish.uid, finish.tax, finish.ledger)] if finish.tax is not None else [])
     prefetched = dict(finish.prefetched or {})  # issue 17: used by the first attempt only
+    pre_read = prefetched.get(ip, (None, None))[0]
+    if finish.release_slot is not None and pre_read is not None and "slot" not in pre_read:
+        # the record as pre-read does not say which slots it holds (the claim's account slot among
+        # them): it is read with the rest of the plan (one round trip)
+        prefetched.pop(ip, None)
     for attempt in range(FINISH_ATTEMPTS):
         if attempt:
             backoff(attempt)
@@ -209,6 +296,9 @@ def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -
                 ops.append(Increment(exposure_path(finish.tenant_id, finish.account_key), changes))
         if finish.release_slot is not None and finish.trade_day is not None:
             ops.append(Delete(slot_path(finish.tenant_id, finish.trade_day, finish.release_slot)))
+            held = AccountSlot.from_doc((doc or {}).get("account_slot"))  # issue 12: taken with it by the claim
+            if held is not None:
+                ops.append(Delete(held.path(finish.tenant_id)))
         try:
             uow.commit(Commit(ops))
             return None
@@ -273,7 +363,10 @@ def create_group(uow: UnitOfWork, tenant_id: str, group_id: str, doc: Mapping[st
     return GroupSnapshot(tenant_id, group_id, dict(doc), tokens[0])
 
 
-def _settlement_ops(tenant_id: str, settlement: GroupSettlement | None) -> list[Op]:
+def _settlement_ops(tenant_id: str, settlement: GroupSettlement | None,
+                    reservation: Mapping[str, Any] | None = None) -> list[Op]:
+    """``reservation``: the group's stored ``_reservation`` — the account slots it names for the legs
+    whose tenant slots are given back are given back too."""
     if settlement is None:
         return []
     ops: list[Op] = []
@@ -282,6 +375,7 @@ def _settlement_ops(tenant_id: str, settlement: GroupSettlement | None) -> list[
         if changes:
             ops.append(Increment(exposure_path(tenant_id, key), changes))
     ops.extend(Delete(slot_path(tenant_id, settlement.trade_day, slot)) for slot in settlement.release_slots)
+    ops.extend(Delete(held.path(tenant_id)) for held in reserved_account_slots(reservation, settlement.release_slots))
     return ops
 
 
@@ -300,7 +394,7 @@ def save_group(uow: UnitOfWork, snapshot: GroupSnapshot, doc: Mapping[str, Any],
         ops: list[Op] = [Update(gp, {**doc, "_updated_server_at": SERVER_TIME}, snapshot.token),
                          *_leg_ops(tenant_id, group_id, doc), *fill_ops(uow, tenant_id, fills),
                          *_intent_update_op(tenant_id, group_id, intent_update),
-                         *_settlement_ops(tenant_id, settlement)]
+                         *_settlement_ops(tenant_id, settlement, snapshot.doc.get("_reservation"))]
         try:
             tokens = uow.commit(Commit(ops))
         except Conflict as exc:
@@ -321,12 +415,14 @@ RESERVE_ATTEMPTS = 20
 def reserve_group(uow: UnitOfWork, snapshot: GroupSnapshot, doc: Mapping[str, Any], reservation: GroupReservation,
                   backoff: Backoff = jitter_backoff) -> GroupReserveOutcome:
     """One commit: the group doc with ``_reservation`` (only if unchanged since ``snapshot``), one
-    created slot per leg, exposure increments. A slot taken meanwhile (``Conflict`` EXISTS) lists the
-    taken slots and chooses again; a moved group document is ``LeaseLost``."""
+    created slot per leg (and, bound to an account, one account slot per leg: ``_GroupSlots``),
+    exposure increments. A slot taken meanwhile (``Conflict`` EXISTS) lists the taken slots and
+    chooses again; a moved group document is ``LeaseLost``."""
     tenant_id, group_id = snapshot.tenant_id, snapshot.group_id
     gp = group_path(tenant_id, group_id)
     slots_col = f"tenants/{tenant_id}/risk_days/{reservation.trade_day}/trade_slots"
     limit = reservation.daily_limit
+    choice = _GroupSlots(tenant_id, reservation)
     for attempt in range(RESERVE_ATTEMPTS):
         if attempt:
             backoff(attempt)
@@ -336,19 +432,26 @@ def reserve_group(uow: UnitOfWork, snapshot: GroupSnapshot, doc: Mapping[str, An
             taken = set(range(min(reservation.trades_seen, limit)))
         else:
             taken = {int(i) for i in uow.list_ids(slots_col, limit + 1000) if i.isdigit() and int(i) < limit}
-        chosen = choose_free_slots(taken, limit, len(reservation.legs))
+        chosen, account_chosen, scope = choice.choose(uow, taken, listed=attempt > 0)
         if chosen is None and attempt == 0:
             continue  # the count says full: list the slots to be sure (one may have been given back)
         if chosen is None:
-            return GroupReserveOutcome(ClaimResult.DAILY_LIMIT, trades_today=len(taken))
+            return GroupReserveOutcome(ClaimResult.DAILY_LIMIT, trades_today=len(taken),
+                                       account_trades_today=choice.account_count, limit_scope=scope)
         slots = {leg.leg_id: slot for leg, slot in zip(reservation.legs, chosen)}
-        stored = {**doc, "_reservation": reservation.to_doc(slots)}
+        account_slots = (None if account_chosen is None
+                         else {leg.leg_id: slot for leg, slot in zip(reservation.legs, account_chosen)})
+        stored = {**doc, "_reservation": reservation.to_doc(slots, account_slots)}
         ops: list[Op] = [Update(gp, {**stored, "_updated_server_at": SERVER_TIME}, snapshot.token),
                          *_leg_ops(tenant_id, group_id, stored)]
         for leg in reservation.legs:
-            ops.append(Create(slot_path(tenant_id, reservation.trade_day, slots[leg.leg_id]),
-                              {"intent_id": group_id, "group_id": group_id, "leg_id": leg.leg_id,
-                               "uid": reservation.uid, "taken_at": SERVER_TIME}))
+            taken_by = {"intent_id": group_id, "group_id": group_id, "leg_id": leg.leg_id, "uid": reservation.uid,
+                        "taken_at": SERVER_TIME}
+            ops.append(Create(slot_path(tenant_id, reservation.trade_day, slots[leg.leg_id]), taken_by))
+            if account_slots is not None:
+                ops.append(Create(account_slot_path(tenant_id, reservation.trade_day, str(reservation.account_id),
+                                                    account_slots[leg.leg_id]),
+                                  {**taken_by, "tenant_slot": slots[leg.leg_id]}))
             ops.append(Increment(exposure_path(tenant_id, leg.account_key), reserve_increments(leg.signed_qty)))
         try:
             tokens = uow.commit(Commit(ops))
@@ -359,8 +462,47 @@ def reserve_group(uow: UnitOfWork, snapshot: GroupSnapshot, doc: Mapping[str, An
         paths = [exposure_path(tenant_id, leg.account_key) for leg in reservation.legs]
         docs = uow.get_all(paths)
         exposures = {leg.account_key: exposure_from_doc(docs[p][0]) for leg, p in zip(reservation.legs, paths)}
+        legs = len(reservation.legs)
         return GroupReserveOutcome(ClaimResult.CLAIMED, GroupSnapshot(tenant_id, group_id, stored, tokens[0]),
-                                   exposures, len(taken) + len(reservation.legs))
+                                   exposures, len(taken) + legs,
+                                   None if choice.account_count is None else choice.account_count + legs)
     # slots kept being taken by concurrent claims: not a "no" (the day may have room); the group
     # stays VALIDATING with its lease, and a retry or the sweeper reserves again
     raise StoreContention(f"group {group_id}: daily slots kept being taken concurrently")
+
+
+class _GroupSlots:
+    """The slot numbers a group reservation tries: the tenant's (``choose_free_slots`` below the
+    tenant limit) and, bound to an account, the account's — below its own limit, chosen apart; with no
+    account limit, the tenant slot numbers themselves (avoiding account slots of those numbers taken
+    while the account had a limit). The account's taken slots are guessed from its count on the
+    first try and listed on every later one, like the tenant's."""
+
+    def __init__(self, tenant_id: str, reservation: GroupReservation):
+        self.reservation = reservation
+        self.account_id = reservation.account_id
+        self.limit = reservation.account_daily_limit
+        self.collection = (None if self.account_id is None
+                           else account_slots_collection(tenant_id, reservation.trade_day, self.account_id))
+        self.account_count: int | None = None if self.account_id is None else reservation.account_trades_seen
+
+    def choose(self, uow: UnitOfWork, taken: set[int], *, listed: bool
+               ) -> tuple[list[int] | None, list[int] | None, str]:
+        """(tenant slots, account slots or None, the scope that is full when the tenant slots are None)."""
+        n, limit = len(self.reservation.legs), self.reservation.daily_limit
+        if self.collection is None:
+            return choose_free_slots(taken, limit, n), None, TENANT_LIMIT
+        bound = self.limit if self.limit is not None else limit
+        if listed:
+            ids = uow.list_ids(self.collection, bound + 1000)
+            self.account_count = len(ids)
+            account_taken = {int(i) for i in ids if i.isdigit() and int(i) < bound}
+        else:
+            account_taken = set(range(min(self.reservation.account_trades_seen, bound)))
+        if self.limit is None:
+            chosen = choose_free_slots(taken | account_taken, limit, n)
+            return chosen, chosen, TENANT_LIMIT
+        account_chosen = choose_free_slots(account_taken, self.limit, n)
+        if account_chosen is None:
+            return None, None, ACCOUNT_LIMIT
+        return choose_free_slots(taken, limit, n), account_chosen, TENANT_LIMIT

@@ -66,6 +66,10 @@ class ClaimResult(str, Enum):
     DAILY_LIMIT = "daily_limit"
 
 
+TENANT_LIMIT = "tenant"  # which daily limit a DAILY_LIMIT outcome hit (``limit_scope``)
+ACCOUNT_LIMIT = "account"
+
+
 @dataclass(frozen=True)
 class Claim:
     tenant_id: str
@@ -81,6 +85,13 @@ class Claim:
     # issue 17: the intent document as the engine's batched pre-claim read answered it, path ->
     # (document or None, token); the first probe commits on it instead of reading it again
     prefetched: Mapping[str, tuple[Any, Any]] | None = None
+    # issue 12: the bound account. With it, the claim also creates the account's daily slot
+    # (``store_rules.account_slot_path``) in the same commit — always, so a limit set later in the day
+    # counts the trades before it. ``account_daily_limit``: the account's own limit (None: the account
+    # has none; its slot then takes the tenant slot's number); ``account_trades_seen``: its count as read.
+    account_id: str | None = None
+    account_daily_limit: int | None = None
+    account_trades_seen: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,9 @@ class ClaimOutcome:
     existing: IntentRecord | None = None
     trades_today: int = 0
     token: Any = None  # issue 17: the RESERVED intent record's version as committed (finish updates on it)
+    account_slot: int | None = None  # the account's slot taken with ``slot`` (a claim bound to an account)
+    account_trades_today: int | None = None  # the account's count (None: the claim names no account)
+    limit_scope: str = TENANT_LIMIT  # DAILY_LIMIT: the tenant's limit or the account's (ACCOUNT_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -108,7 +122,9 @@ class Finish:
     reserved_signed_qty: Decimal | None = None  # the reservation to release
     filled_signed_qty: Decimal = Decimal(0)  # the position change to apply
     trade_day: str | None = None
-    release_slot: int | None = None  # give the daily slot back (no trade happened)
+    # give the daily slot back (no trade happened); the account slot the claim took with it (named by
+    # the stored intent record's ``account_slot``) is given back in the same commit
+    release_slot: int | None = None
     tax: Any = None  # backend.tax.Fill: the user's lot book advances in the same commit
     # issue 17: documents already read (path -> (document or None, token)): the intent as the claim
     # committed it, the lot book, tax settings and metrics shard from the pre-claim read. The first
@@ -155,7 +171,12 @@ class ExecutionStore(Protocol):
         """Placed intents whose order was still working, due for reconciliation."""
         ...
 
-    def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str) -> RiskSnapshot: ...
+    def risk_snapshot(self, tenant_id: str, account_key: str, trade_day: str,
+                      account_id: str | None = None) -> RiskSnapshot:
+        """Halt flags, tenant overrides, the day's slot count and the exposure of ``account_key``; with
+        ``account_id`` also that account's slot count (``account_trades_today``; else None), all in one
+        round trip."""
+        ...
 
     def kill_switches(self, tenant_id: str) -> RiskSnapshot:
         """The global and tenant halt flags only (a snapshot without counts or exposure)."""
@@ -166,12 +187,18 @@ class ExecutionStore(Protocol):
         flags, exposures and approval in one ``get_all`` and only the count here."""
         ...
 
+    def day_trade_counts(self, tenant_id: str, trade_day: str, account_id: str) -> tuple[int, int]:
+        """The tenant's and the account's slots taken on ``trade_day``: both counts in one round trip
+        (the group path, when the bound account has a daily limit of its own)."""
+        ...
+
     # --- batched pre-claim read (issue 17)
-    def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str,
-                       paths: Sequence[str]) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
-        """``get_all(paths)`` and ``risk_snapshot(tenant_id, account_key, trade_day)`` in ONE round trip:
-        one ``get_all`` of ``paths`` plus the risk documents (``ops/execution``, the tenant's
-        ``config/risk``, the exposure document), with the day's slot count sent concurrently. Answers
+    def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str, paths: Sequence[str],
+                       account_id: str | None = None
+                       ) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
+        """``get_all(paths)`` and ``risk_snapshot(tenant_id, account_key, trade_day, account_id)`` in ONE
+        round trip: one ``get_all`` of ``paths`` plus the risk documents (``ops/execution``, the tenant's
+        ``config/risk``, the exposure document), with the day's slot counts sent concurrently. Answers
         (path -> (document or None, token) for ``paths``, the snapshot exactly as ``risk_snapshot``
         builds it). Nothing is cached: every call reads the kill switches afresh."""
         ...
@@ -248,12 +275,26 @@ class GroupReservation:
     legs: tuple[LegReservation, ...]
     broker_account_id: str = "default"
     trades_seen: int = 0  # the slot count the risk check just read: the first choice avoids the taken ones
+    # issue 12: the bound account (as for ``Claim``): one account slot per leg in the same commit;
+    # ``account_daily_limit`` None = the account has no limit of its own (still counted)
+    account_id: str | None = None
+    account_daily_limit: int | None = None
+    account_trades_seen: int = 0
 
-    def to_doc(self, slots: Mapping[str, int]) -> dict[str, Any]:
-        """The ``_reservation`` field a group document carries once its legs are reserved."""
-        return {"trade_day": self.trade_day, "broker_account_id": self.broker_account_id,
-                "legs": [{"leg_id": leg.leg_id, "account_key": leg.account_key, "signed_qty": str(leg.signed_qty),
-                          "slot": slots[leg.leg_id]} for leg in self.legs]}
+    def to_doc(self, slots: Mapping[str, int], account_slots: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """The ``_reservation`` field a group document carries once its legs are reserved (with an
+        account: ``account_id`` and each leg's ``account_slot``, what the settlement gives back)."""
+        legs = []
+        for leg in self.legs:
+            entry: dict[str, Any] = {"leg_id": leg.leg_id, "account_key": leg.account_key,
+                                     "signed_qty": str(leg.signed_qty), "slot": slots[leg.leg_id]}
+            if account_slots is not None:
+                entry["account_slot"] = account_slots[leg.leg_id]
+            legs.append(entry)
+        doc: dict[str, Any] = {"trade_day": self.trade_day, "broker_account_id": self.broker_account_id, "legs": legs}
+        if self.account_id is not None:
+            doc["account_id"] = self.account_id
+        return doc
 
 
 @dataclass(frozen=True)
@@ -262,13 +303,16 @@ class GroupReserveOutcome:
     snapshot: GroupSnapshot | None = None  # the group document after the commit (with ``_reservation``)
     exposures: Mapping[str, Exposure] | None = None  # per account key, read after the commit (including it)
     trades_today: int = 0
+    account_trades_today: int | None = None  # with an account: its count (after the commit when CLAIMED)
+    limit_scope: str = TENANT_LIMIT  # DAILY_LIMIT: the tenant's limit or the account's (ACCOUNT_LIMIT)
 
 
 @dataclass(frozen=True)
 class GroupSettlement:
     """On a group's final state, in the same commit as the final save: each leg's filled units (net
     of rollback fills) move into the position, its whole reservation is released, and the daily
-    slots of legs that filled nothing are given back."""
+    slots of legs that filled nothing are given back (with the account slots the stored
+    ``_reservation`` names for those legs)."""
 
     trade_day: str
     exposure: tuple[tuple[str, Decimal, Decimal], ...]  # (account_key, filled_signed, released_signed)

@@ -80,6 +80,14 @@ def test_a_trader_places_a_trade_sees_a_downgrade_watches_a_group_fill_and_downl
     assert "SPY" in live_legs and "MSFT" in live_legs and live_legs.count("FILLED") == 2
     shoot(page, "trader-group-filled")
 
+    # accounts and positions: the venue's and the ledger's quantities agree
+    page.get_by_role("link", name="Accounts & positions").click()
+    positions = page.get_by_test_id("positions-table")
+    positions.wait_for()
+    assert "SPY" in positions.inner_text() and "MSFT" in positions.inner_text()
+    assert page.get_by_text("Venue and ledger agree.").count() == 1
+    shoot(page, "trader-positions")
+
     # trade history shows the trades and the group legs
     page.get_by_role("link", name="Trade history").click()
     history = page.get_by_test_id("history-table")
@@ -293,7 +301,7 @@ def test_sign_in_works_from_the_keyboard_and_every_control_has_a_label(console, 
         page.keyboard.type(stack.PASSWORD)
         page.keyboard.press("Enter")
         page.get_by_test_id("who").wait_for()
-        for screen in ("ticket", "group", "history", "tax"):
+        for screen in ("ticket", "group", "positions", "history", "tax"):
             page.goto(f"{console.console_url}/#/{screen}")
             page.wait_for_function("() => !document.querySelector('main').textContent.includes('Loading')")
             assert page.evaluate(_UNLABELLED) == [], screen

@@ -350,3 +350,24 @@ def test_a_rollback_in_account_a_killed_around_group_commit_n_leaves_account_b_u
 
     world.check(before, f"killed: {fired} (calls {store.calls}); sweep {report.to_dict()}")
     assert not report.errors
+
+
+def test_the_per_account_invariant_sees_a_fill_booked_to_the_wrong_account(accounts_world):
+    """(f) has teeth: one of B's ledger rows relabelled as A's leaves the totals (d) equal and breaks
+    ledger = venue for both venue accounts."""
+    from tests.support.invariants import check
+
+    world = accounts_world
+    world.take_positions_in_b_and_c()
+    assert check(world.store(), world.venue, tenant_id="acme").ok
+    rows = world.db.collection("tenants/acme/ledger_trades").stream()
+    row = next(r for r in rows if r.to_dict().get("broker_account_id") == "b-main"
+               and Decimal(str(r.to_dict().get("filled_qty") or "0")))
+    row.reference.update({"venue_account_id": world.venue_ids[A]})
+
+    verdict = check(world.store(), world.venue, tenant_id="acme")
+
+    assert not verdict.position_breaks  # the totals still agree
+    assert {acct for acct, _ in verdict.account_position_breaks} == {world.venue_ids[A], world.venue_ids[B]}
+    assert verdict.account_mapping_problems  # b-main's rows now name two venue accounts
+    assert not verdict.ok

@@ -32,7 +32,10 @@ Scenarios:
 - a leg refused by the venue, rolled back flat through a fault at the rollback order (broker down,
   answer lost, killed before / after it);
 - the trigger delivered three times, one after the other and at once, single-leg and multi-leg;
-- two groups of one user whose fills commit out of time order (the per-user lot books).
+- two groups of one user whose fills commit out of time order (the per-user lot books);
+- per account (issue 12), in ``tests/chaos/test_account_faults.py``: two accounts of one tenant and one
+  of another on the local server's Broker API; a group rolled back in account A under these faults and
+  kills never moves account B's (or C's) position in the same symbol, and ledger = venue per account.
 
 Bugs found are pinned by ``xfail(strict=True)`` tests whose reason says what is wrong; once fixed they
 stay here as regression tests (their docstrings name the fixing commit).

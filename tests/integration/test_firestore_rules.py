@@ -289,6 +289,8 @@ def changed(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 ALLOWED_CREATES = [
     pytest.param(ALICE, "A", VALID_SINGLE, id="single-minimal"),
+    # no account named: the trigger binds the writer's default account (issue 12)
+    pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.broker_account_id": DROP}), id="single-default-account"),
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {
         "intent.qty": 2.5, "intent.side": "sell", "intent.asset_class": "EQUITY",
         "intent.order_type": "limit", "intent.limit_price": "189.95"}), id="single-all-optional-fields"),
@@ -346,8 +348,6 @@ DENIED_CREATES = [
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent": DROP}), id="intent-missing"),
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent": "buy 10 AAPL"}), id="intent-not-a-map"),
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.strategy_id": DROP}), id="strategy-id-missing"),
-    pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.broker_account_id": DROP}),
-                 id="broker-account-missing"),
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.symbol": DROP}), id="symbol-missing"),
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.side": DROP}), id="side-missing"),
     pytest.param(ALICE, "A", changed(VALID_SINGLE, {"intent.qty": DROP}), id="qty-missing"),

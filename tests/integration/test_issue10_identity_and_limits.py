@@ -84,7 +84,7 @@ def fresh_window(margin: float = 20.0) -> None:
 
 
 def post(server, token: str, body: dict[str, Any] | None = None, path: str = "/execute"):
-    body = body or {"strategy_id": "s1", "broker_account_id": "acct1", "symbol": "SPY", "side": "buy", "qty": "1"}
+    body = body or {"strategy_id": "s1", "symbol": "SPY", "side": "buy", "qty": "1"}  # each user's default account
     return http_call("POST", server.url + path, body, {"Authorization": f"Bearer {token}"})
 
 
