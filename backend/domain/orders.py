@@ -274,9 +274,14 @@ class OrderRequest:
     order_class: OrderClass = OrderClass.SIMPLE
     take_profit: TakeProfit | None = None
     stop_loss: StopLoss | None = None
+    # the worst fill price a market order accepts (OANDA ``priceBound``: the venue cancels the order
+    # with BOUNDS_VIOLATION instead of filling beyond it); venues without such a field ignore it
+    price_bound: Decimal | None = None
 
     def __post_init__(self) -> None:
         check_client_order_id(self.client_order_id)
+        if self.price_bound is not None and (self.order_type is not OrderType.MARKET or self.price_bound <= ZERO):
+            raise ValueError("price_bound: only a market order takes one, and it must be positive")
         if self.qty <= ZERO:
             raise ValueError("qty must be positive")
         problem = (check_order_prices(self.order_type, self.limit_price, self.stop_price, self.trail_price,

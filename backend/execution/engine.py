@@ -297,7 +297,7 @@ class ExecutionEngine:
 
     def _submit(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None,
                 venue: BrokerPort, coid: str, slot: int | None) -> ExecutionResult:
-        request = _order_request(intent, coid)
+        request = _order_request(intent, coid, price_bound=_price_bound(intent, routing, self.router))
         try:
             order = venue.submit_order(request)
         except BrokerError as exc:
@@ -644,9 +644,24 @@ def _unit_price(intent: OrderIntent, routing: RoutingDecision | None) -> Decimal
     return None if price is None else price * intent.spec.multiplier
 
 
-def _order_request(intent: OrderIntent, coid: str) -> OrderRequest:
+def _order_request(intent: OrderIntent, coid: str, *, price_bound: Decimal | None = None) -> OrderRequest:
     # issue 15: type, time in force (the class default when omitted), stop/trail and protective legs
-    return OrderRequest(client_order_id=coid, **intent.order_fields())
+    return OrderRequest(client_order_id=coid, **intent.order_fields(), price_bound=price_bound)
+
+
+def _price_bound(intent: OrderIntent, routing: RoutingDecision | None, router: Any) -> Decimal | None:
+    """A market order's worst acceptable price (issue 14, OANDA ``priceBound``): the touch the smart
+    router just judged, moved by the cost threshold (the spread share of the mid it accepts) — a fill
+    beyond it would cost more than the check allowed. None without a quote (routing off) or for other
+    order types."""
+    quote = routing.quote if routing is not None else None
+    threshold = getattr(router, "max_spread_pct", None)
+    if intent.order_type.value != "market" or quote is None or threshold is None or quote.mid is None:
+        return None
+    allowance = quote.mid * Decimal(str(threshold))
+    if intent.side.value == "buy":
+        return None if quote.ask is None else quote.ask + allowance
+    return None if quote.bid is None else max(quote.bid - allowance, Decimal("1e-12"))
 
 
 def _resting(request: OrderRequest, routing: RoutingDecision | None) -> bool:

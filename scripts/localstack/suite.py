@@ -43,7 +43,7 @@ from tests.support.emulators import REPO_ROOT as ROOT
 PROJECT = "demo-exec"
 REGION = "us-central1"
 SERVICES = ("auth", "firestore", "functions", "pubsub", "hosting")
-FUNCTIONS = ("api", "on_order_intent_created", "sweep_stuck_work")
+FUNCTIONS = ("api", "on_order_intent_created", "sweep_stuck_work", "reconcile_daily")
 # Every port the suite opens; the first four are in firebase.json, the rest are firebase-tools' defaults.
 DEFAULT_PORTS = {"auth": 9099, "firestore": 8080, "functions": 5001, "pubsub": 8085, "hosting": 5000, "hub": 4400,
                  "logging": 4500, "eventarc": 9299, "tasks": 9499, "firestore_ws": 9150}

@@ -121,9 +121,9 @@ def test_the_bundle_has_no_tests_venv_caches_or_credentials(bundle: Path):
     assert offenders == []
 
 
-def test_main_imports_from_the_bundle_alone_and_declares_the_three_functions(discovered: dict):
+def test_main_imports_from_the_bundle_alone_and_declares_the_four_functions(discovered: dict):
     endpoints = discovered["spec"]["endpoints"]
-    assert sorted(endpoints) == ["api", "on_order_intent_created", "sweep_stuck_work"]
+    assert sorted(endpoints) == ["api", "on_order_intent_created", "reconcile_daily", "sweep_stuck_work"]
 
     assert endpoints["api"]["httpsTrigger"] == {}
     trigger = endpoints["on_order_intent_created"]["eventTrigger"]

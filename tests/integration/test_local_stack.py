@@ -63,7 +63,7 @@ def _ledger_rows(server, intent_id: str) -> list[dict]:
 def test_the_suite_runs_our_three_functions_with_the_demo_env(suite):
     backends = stack._http().get(f"http://{suite.host('functions')}/backends", timeout=10).json()
     triggers = {t["name"]: t for b in backends["backends"] for t in b["functionTriggers"]}
-    assert set(triggers) == {"api", "on_order_intent_created", "sweep_stuck_work"}
+    assert set(triggers) == {"api", "on_order_intent_created", "sweep_stuck_work", "reconcile_daily"}
     assert "httpsTrigger" in triggers["api"]
     assert triggers["on_order_intent_created"]["eventTrigger"]["eventType"] == \
         "google.cloud.firestore.document.v1.created"

@@ -313,3 +313,34 @@ def test_when_the_client_id_lookup_lags_the_order_is_found_in_the_transactions_s
     assert any(r.path.endswith("/transactions/sinceid") for r in srv.requests)
     assert created(srv) == 1
     assert_one_order(srv)
+
+
+# ------------------------------------------------------------------------------- priceBound (issue 14)
+
+
+def test_a_market_order_carries_its_price_bound_and_fills_within_it(oanda):
+    srv, broker, _ = oanda()
+    ask = broker.get_latest_quote("EUR/USD", FX).ask
+    order = broker.submit_order(buy(price_bound=ask + D("0.00013")))
+
+    assert order.state is OrderState.FILLED and order.filled_avg_price <= ask + D("0.00013")
+    sent = [t for t in srv.transactions() if t["type"] == "MARKET_ORDER"][-1]
+    # outward to the instrument's 5 decimals: a buy's bound rounds up, never below the touch
+    assert D(sent["priceBound"]) == (ask + D("0.00013")).quantize(D("0.00001"))
+    assert_one_order(srv)
+
+
+def test_a_market_order_beyond_its_price_bound_is_cancelled_by_the_venue_not_filled(oanda):
+    srv, broker, _ = oanda()
+    ask = broker.get_latest_quote("EUR/USD", FX).ask
+    with pytest.raises(BrokerError) as refused:  # the touch is already worse than the bound
+        broker.submit_order(buy(price_bound=ask - D("0.0005")))
+
+    assert refused.value.code is BrokerErrorCode.REJECTED and "BOUNDS_VIOLATION" in refused.value.message
+    assert srv.venue.net_position("EUR/USD") == 0
+    assert any(t.get("reason") == "BOUNDS_VIOLATION" for t in srv.transactions() if t["type"] == "ORDER_CANCEL")
+
+
+def test_only_a_market_order_takes_a_price_bound():
+    with pytest.raises(ValueError, match="price_bound"):
+        buy(order_type=OrderType.LIMIT, limit_price=D("1.1"), price_bound=D("1.2"))

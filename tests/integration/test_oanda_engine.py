@@ -75,6 +75,9 @@ def test_paper_and_oanda_give_identical_domain_results_for_single_orders():
 
         assert on_oanda == on_paper
         assert venue_net_positions(srv.venue) == venue_net_positions(paper.venue)
+        # issue 14: every market order went out with a priceBound (the touch moved by the 0.1% threshold)
+        markets = [t for t in srv.transactions() if t["type"] == "MARKET_ORDER"]
+        assert markets and all(D(t["priceBound"]) > 0 for t in markets)
     by_key = {row[0]: row for row in on_paper}
     assert by_key["a"][1:5] == ("placed", "filled", D("10000"), D("1.0851"))
     assert by_key["b"][4] == D("1.2698")  # sold one pip through the bid

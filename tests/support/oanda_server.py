@@ -445,6 +445,13 @@ class _OandaApi:
                     return self._reject(raw, kind, "CLIENT_ORDER_ID_ALREADY_EXISTS")
         if forced is None and instrument in self.halted:
             forced = "MARKET_HALTED"
+        if forced is None and kind == "MARKET" and isinstance(raw.get("priceBound"), str):
+            # like OANDA: a market order that would fill beyond its priceBound is cancelled, not filled
+            touch = self.venue.get_latest_quote(instrument.replace("_", "/"),
+                                                AssetClass.COMMODITY if meta.type == "METAL" else AssetClass.FOREX)
+            bound = Decimal(raw["priceBound"])
+            if (units > ZERO and touch.ask > bound) or (units < ZERO and touch.bid < bound):
+                forced = "BOUNDS_VIOLATION"
         now = self.venue.clock.now()
         create = self._txn(f"{kind}_ORDER", instrument=instrument, units=self._units(units, meta),
                            timeInForce=tif, positionFill=str(raw.get("positionFill") or "DEFAULT"),

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from decimal import Decimal
+from decimal import Decimal, ROUND_CEILING, ROUND_FLOOR
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from backend.adapters.oanda import models as m
@@ -140,10 +140,15 @@ def order_body(request: OrderRequest, info: InstrumentInfo) -> dict[str, Any]:
             on_fill["trailing_stop_distance"] = _oanda_price(info, stop_loss.trail_price, "stop_loss.trail_price")
         else:
             on_fill["stop_loss_price"] = _oanda_price(info, stop_loss.stop_price, "stop_loss.stop_price")
+    bound = None
+    if request.order_type is OrderType.MARKET and request.price_bound is not None:
+        # outward to the instrument's precision: a bound between two ticks never refuses the touch
+        rounding = ROUND_CEILING if request.side is OrderSide.BUY else ROUND_FLOOR
+        bound = format(request.price_bound.quantize(info.price_increment, rounding=rounding), "f")
     try:
         return m.build_order_body(order_type=order_type, instrument=info.name, units=info.format_units(units),
                                   time_in_force=oanda_tif, client_id=request.client_order_id, price=price,
-                                  **on_fill)
+                                  price_bound=bound, **on_fill)
     except ValueError as exc:
         raise InvalidInput("order", str(exc)) from None
 
