@@ -30,7 +30,7 @@ from backend.domain.accounts import Account, BrokerConnection
 from backend.execution import account_writes, store_writes
 from backend.execution.store_rules import account_slots_collection, exposure_from_doc
 from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
-                                            Conflict, Create, Delete, Inc, Increment, Set, Update)
+                                            CommitResult, Conflict, Create, Delete, Inc, Increment, Set, Update)
 from backend.ports.accounts import AccountRead
 from backend.ports.store import (Claim, ClaimOutcome, FillUpdate, FillWrite, Finish, GroupReservation,
                                  GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentRecord, IntentStatus,
@@ -186,6 +186,7 @@ class FirestoreStore:
         batch = self.db.batch()
         for op in commit.ops:
             self._add_op(batch, op)
+        writes = list(getattr(batch, "_write_pbs", None) or [])  # the batch forgets them once committed
         try:
             results = _commit(batch)
         except gexc.AlreadyExists as exc:
@@ -194,7 +195,8 @@ class FirestoreStore:
             raise Conflict(str(exc), CHANGED) from exc
         except gexc.NotFound as exc:
             raise Conflict(str(exc), MISSING) from exc
-        return [getattr(r, "update_time", None) for r in results]
+        return CommitResult([getattr(r, "update_time", None) for r in results],
+                            _increments_after(writes, results))
 
     def _add_op(self, batch: Any, op: Any) -> None:
         ref = self.db.document(op.path)
@@ -488,6 +490,31 @@ class FirestoreStore:
 
         return admin_writes.apply_corporate_action(self, tenant_id, action, recorded_by=recorded_by, now=now,
                                                    backoff=_backoff)
+
+def _increments_after(writes: list[Any], results: Sequence[Any]) -> dict[str, dict[str, int]]:
+    """issue 17: each incremented field's value after the commit, from the write results'
+    transform results (in the order of the write's ``update_transforms``). Empty when the
+    library's batch does not expose its writes (the caller then reads the document back)."""
+    if len(writes) != len(results):
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for write, result in zip(writes, results):
+        write = getattr(write, "_pb", write)
+        transforms = list(write.update_transforms) if write.HasField("update") else []
+        values = [getattr(v, "_pb", v) for v in (getattr(result, "transform_results", ()) or ())]
+        if not transforms or len(transforms) != len(values):
+            continue
+        fields: dict[str, int] = {}
+        for transform, value in zip(transforms, values):
+            # increments of integer counters only (server timestamps, array unions are not counters)
+            if transform.WhichOneof("transform_type") == "increment" \
+                    and value.WhichOneof("value_type") == "integer_value":
+                fields[transform.field_path] = int(value.integer_value)
+        if fields:
+            path = write.update.name.split("/documents/", 1)[-1]
+            out.setdefault(path, {}).update(fields)
+    return out
+
 
 _POOL: Any = None
 _POOL_LOCK = __import__("threading").Lock()

@@ -21,7 +21,8 @@ from backend.domain.accounts import Account, BrokerConnection
 from backend.execution import account_writes, store_writes
 from backend.execution.store_rules import account_slots_collection, exposure_from_doc
 from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
-                                            Conflict, Create, Delete, Inc, Increment, Set, Update, no_backoff)
+                                            CommitResult, Conflict, Create, Delete, Inc, Increment, Set, Update,
+                                            no_backoff)
 from backend.ports.accounts import AccountRead
 from backend.ports.store import (Claim, ClaimOutcome, FillUpdate, FillWrite, Finish, GroupReservation,
                                  GroupReserveOutcome, GroupSettlement, GroupSnapshot, IntentRecord, IntentStatus)
@@ -235,7 +236,10 @@ class InMemoryStore:
                 else:
                     self._set(path, doc)
             self.commits += 1
-            return [None if isinstance(op, Delete) else self._version(op.path) for op in commit.ops]
+            increments = {op.path: {k: int((self.docs.get(op.path) or {}).get(k) or 0) for k in op.fields}
+                          for op in commit.ops if isinstance(op, Increment) and op.fields}
+            return CommitResult([None if isinstance(op, Delete) else self._version(op.path) for op in commit.ops],
+                                increments)
 
     # --- single steps of the commits above (tests drive them alone) --------------------------------
     def _apply_tax(self, fills: list[tuple[Any, ...]]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -42,6 +43,9 @@ from backend.domain.orders import (
     Position,
     Quote,
     ReplaceRequest,
+    VenueActivities,
+    VenueFill,
+    quote_currency,
 )
 
 
@@ -147,6 +151,22 @@ class PaperBroker(AssetClassGate, AssetSpecMixin):
             raise BrokerError(BrokerErrorCode.INVALID, f"limit must be >= 0, got {limit}")
         with _coded():
             return self.venue.get_recent_closes(symbol, limit, klass)
+
+    def get_activities(self, day: date) -> VenueActivities:
+        """This account's fills of the UTC ``day`` as the simulated venue recorded them (reconciliation;
+        the venue charges no fees). Reads only: nothing progresses."""
+        start = datetime.combine(day, time.min, tzinfo=timezone.utc)
+        end = start + timedelta(days=1)
+        fills = []
+        for fill in self.venue.fills(self.account_id):
+            when = fill.timestamp if fill.timestamp.tzinfo else fill.timestamp.replace(tzinfo=timezone.utc)
+            if not start <= when < end:
+                continue
+            fills.append(VenueFill(
+                fill_id=fill.fill_id, symbol=fill.symbol, side=fill.side, qty=fill.qty, price=fill.price, time=when,
+                currency=quote_currency(fill.symbol), multiplier=self.specs.spec_for(fill.symbol).multiplier,
+                order_id=fill.broker_order_id, client_order_id=fill.client_order_id))
+        return VenueActivities(fills=tuple(fills))
 
     # -- instruments (issue 19 item 2): the scenario's listed symbols; any other symbol is unknown
 

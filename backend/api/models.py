@@ -574,7 +574,8 @@ class HealthResponse(_Output):
 LEDGER_STATUSES = ("placed", "downgraded", "rejected", "dry_run", "fill", "group_fill", "rollback_fill",
                    # a group's decision row carries its final status (records.GROUP_DECISION_STATUSES)
                    "filled", "partially_filled", "rolled_back", "failed_needs_attention",
-                   "correction")  # issue 13: an admin's correction of an earlier row (backend/api/admin_ledger.py)
+                   "correction",  # issue 13: an admin's correction of an earlier row (backend/api/admin_ledger.py)
+                   "canceled", "replaced")  # issue 15: order management events (backend/execution/order_management.py)
 DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 Day = Annotated[str, Field(pattern=DAY_PATTERN, description="A calendar date, YYYY-MM-DD.")]
 

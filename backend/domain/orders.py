@@ -366,6 +366,64 @@ class Account:
     currency: str = "USD"
 
 
+def quote_currency(symbol: str) -> str:
+    """The currency a symbol's price is quoted in: the part after ``/`` or ``_`` of a pair (``EUR/USD``,
+    ``EUR_USD``, ``ETH/BTC``), USD otherwise (equities, options, ``BTCUSD``)."""
+    text = str(symbol or "").strip().upper().replace("_", "/")
+    if "/" in text:
+        quote = text.rsplit("/", 1)[1]
+        if quote:
+            return quote
+    return "USD"
+
+
+@dataclass(frozen=True)
+class VenueFill:
+    """One execution as the venue's own records report it (account activities, transactions), for the
+    daily cash reconciliation (``backend/risk/reconciliation.py``). ``qty`` > 0 in units (contracts for
+    options), ``price`` per unit in ``currency``, ``multiplier`` the contract size, ``fees`` what the
+    venue charged for this execution (commission), positive = a cost."""
+
+    fill_id: str
+    symbol: str
+    side: OrderSide
+    qty: Decimal
+    price: Decimal
+    time: datetime
+    currency: str = "USD"
+    multiplier: Decimal = Decimal(1)
+    fees: Decimal = ZERO
+    order_id: str | None = None
+    client_order_id: str | None = None
+
+    @property
+    def cash_effect(self) -> Decimal:
+        """−side × qty × price × multiplier − fees: what the execution did to the account's cash."""
+        return -self.side.direction * self.qty * self.price * self.multiplier - self.fees
+
+
+@dataclass(frozen=True)
+class VenueFee:
+    """A cash movement the venue booked for trading that is not one execution (Alpaca ``FEE``/``CFEE``/
+    ``PTC`` activities; OANDA financing). ``amount`` is signed as the venue books it: negative = charged."""
+
+    fee_id: str
+    amount: Decimal
+    time: datetime
+    currency: str = "USD"
+    kind: str = "FEE"
+    symbol: str | None = None
+
+
+@dataclass(frozen=True)
+class VenueActivities:
+    """A venue account's executions and trade-related fees of one UTC day (the optional broker
+    capability ``ActivityProvider.get_activities``)."""
+
+    fills: tuple[VenueFill, ...] = ()
+    fees: tuple[VenueFee, ...] = ()
+
+
 class BrokerErrorCode(str, Enum):
     INSUFFICIENT_BUYING_POWER = "INSUFFICIENT_BUYING_POWER"
     REJECTED = "REJECTED"

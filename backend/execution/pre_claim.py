@@ -18,8 +18,9 @@ Nothing is cached between requests: the "expected" default account and connectio
 documents to fetch*. Every decision uses the documents read in this very request and is checked
 against them (the member's ``default_account_id``, the account's ``connection_id``); a wrong guess
 costs the read it would have cost anyway (``PrefetchedDocs.get_all`` fetches what is missing).
-Kill switches are read afresh by every request (staleness budget: none beyond the request itself —
-they are read before the quote instead of after it, and checked again by nothing later, as before).
+Kill switches are read afresh by every request (staleness budget: none beyond the request itself;
+they are now read before the quote instead of after it, so the window between their read and the
+claim grows by the quote's own time; the post-claim re-check uses that same read, as before).
 
 Documents taken from this read later than the claim: the lot book (updated only on the version read,
 so a moved book is a conflict and is read again), the metrics shard (its ``strategies`` list bounds

@@ -102,7 +102,10 @@ def actual_slippage(intent: OrderIntent, routing: RoutingDecision | None, fill_p
 
 # "correction" (issue 13): an admin's correction of an earlier row (``corrects`` = its id, ``correction`` =
 # {reason, corrected values, actor}); the original row is never changed. Built by correction_row below.
-LEDGER_KINDS = ("order", "fill", "group_fill", "rollback_fill", "group_decision", "correction")
+# "cancel" / "replace" (issue 15 item 6): order-management events of a working single order (built by
+# order_event_row below; ``replaces`` links a replacement to the venue order it replaced). Neither is a
+# fill: their ``filled_qty`` stays null, so sums over fills are unchanged.
+LEDGER_KINDS = ("order", "fill", "group_fill", "rollback_fill", "group_decision", "correction", "cancel", "replace")
 LEDGER_FIELDS = (
     "schema_version", "kind", "trade_id", "intent_id", "group_id", "leg_id", "tenant_id", "uid", "strategy_id",
     "broker_account_id", "venue_account_id", "symbol", "asset_class", "side", "qty", "order_type", "limit_price",
@@ -110,7 +113,7 @@ LEDGER_FIELDS = (
     "reason_code", "reason", "quote", "spread_pct", "estimated_slippage", "arrival_mid", "intended_price",
     "broker", "client_order_id", "broker_order_id", "order_status", "filled_qty", "filled_avg_price", "notional",
     "fees", "actual_slippage_pct", "actual_slippage_ticks", "legs", "created_at", "trade_date",
-    "corrects", "correction",
+    "corrects", "correction", "replaces",
 )
 HISTORY_FIELDS = (
     "schema_version", "history_id", "trade_id", "tenant_id", "uid", "broker_account_id", "venue_account_id",
@@ -340,3 +343,26 @@ def tax_fill(*, trade_id: str, symbol: str, asset_class: str, side: str, qty: De
     return Fill(trade_id=trade_id, symbol=symbol, side=side, qty=qty, price=price, timestamp=when,
                 asset_class=asset_class, fees=fees, multiplier=multiplier if asset_class == "OPTIONS" else None,
                 lot_ids=named)
+
+
+ORDER_EVENT_STATUSES = {"cancel": "canceled", "replace": "replaced"}
+
+
+def order_event_row(*, kind: str, trade_id: str, intent: OrderIntent, ctx: ExecutionContext, now: datetime,
+                    broker_name: str | None, client_order_id: str | None, broker_order_id: str | None,
+                    order_status: str | None, qty: Decimal | None, reason: str,
+                    replaces: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A cancel or a replace of a working single order (issue 15 item 6; ``backend/execution/
+    order_management.py``). ``cancel``: ``qty`` = the unfilled remainder the venue canceled, ids of the
+    canceled order. ``replace``: ids and ``qty`` of the NEW venue order, ``replaces`` = the replaced
+    order {broker_order_id, client_order_id, qty, filled_qty, limit_price, stop_price}. The intent's
+    fields (``limit_price`` …) are those of the order after the event. ``filled_qty`` stays null: fills
+    are their own rows (``kind: fill``), folded in before the event."""
+    if kind not in ORDER_EVENT_STATUSES:
+        raise ValueError(f"order event row: unknown kind {kind!r}")
+    return _ledger(kind=kind, trade_id=trade_id, **_intent_fields(intent, ctx), qty=dec_str(qty),
+                   status=ORDER_EVENT_STATUSES[kind], reason_code=f"ORDER_{kind.upper()}", reason=reason,
+                   broker=broker_name, client_order_id=client_order_id, broker_order_id=broker_order_id,
+                   order_status=order_status, replaces=None if replaces is None else dict(replaces),
+                   created_at=now.isoformat(), trade_date=now.date().isoformat())
+

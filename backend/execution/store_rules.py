@@ -218,6 +218,49 @@ class AccountSlot:
         return account_slot_path(tenant_id, self.day, self.account_id, self.slot)
 
 
+class AccountSlotProbe:
+    """Which account slot a bound claim creates next to tenant slot ``n``. With an account limit: its
+    own probe order below that limit (``slot_probe_order`` from the account's count), advanced
+    independently of the tenant's when a conflict shows its slot taken. Without one: the tenant
+    slot's number (unique while the tenant slot is held), so a taken account slot of that number
+    (one taken while the account had a limit) moves the tenant probe on too."""
+
+    def __init__(self, account_id: str, day: str, limit: int | None, seen: int):
+        self.account_id, self.day, self.limit, self.seen = account_id, day, limit, seen
+        self.order = slot_probe_order(seen, limit) if limit is not None else None
+        self.at = 0
+        self.moved_last = False  # the last ``advance`` moved the account probe alone
+
+    @classmethod
+    def of(cls, claim: Any) -> "AccountSlotProbe | None":
+        """The probe of a ``backend.ports.store.Claim`` bound to an account (None: unbound)."""
+        if claim.account_id is None:
+            return None
+        return cls(claim.account_id, claim.trade_day, claim.account_daily_limit, claim.account_trades_seen)
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.seen >= self.limit
+
+    @property
+    def exhausted(self) -> bool:
+        return self.order is not None and self.at >= len(self.order)
+
+    def slot_for(self, tenant_slot: int) -> AccountSlot:
+        number = tenant_slot if self.order is None else self.order[self.at]
+        return AccountSlot(self.account_id, self.day, number)
+
+    def advance(self, *, tenant_taken: bool, account_taken: bool) -> bool:
+        """Move past what a conflict showed taken; True when the tenant probe moves on."""
+        self.moved_last = False
+        if self.order is None:
+            return tenant_taken or account_taken
+        if account_taken:
+            self.at += 1
+            self.moved_last = not tenant_taken
+        return tenant_taken
+
+
 def reserved_account_slots(reservation: Mapping[str, Any] | None, tenant_slots: Collection[int]) -> list[AccountSlot]:
     """The account slots a group's stored ``_reservation`` holds next to the tenant slots ``tenant_slots``
     (the legs whose tenant slot a settlement gives back); none for a reservation without an account."""

@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from backend.execution.records import with_cost_basis, with_lot_method
-from backend.execution.store_rules import (AccountSlot, account_slot_path, account_slots_collection,
-                                           choose_free_slots, disposal_path, exposure_from_doc, exposure_path,
-                                           group_path, history_path, intent_path, ledger_path, metrics_path,
-                                           metrics_write, plan_tax, reserve_increments, reserved_account_slots,
-                                           settle_increments, slot_path, slot_probe_order, tax_reads)
+from backend.execution.store_rules import (POSITION, RESERVED_LONG, RESERVED_SHORT, AccountSlot, AccountSlotProbe,
+                                           account_slot_path, account_slots_collection, choose_free_slots,
+                                           disposal_path, exposure_from_doc, exposure_path, group_path, history_path,
+                                           intent_path, ledger_path, metrics_path, metrics_write, plan_tax,
+                                           reserve_increments, reserved_account_slots, settle_increments, slot_path,
+                                           slot_probe_order, tax_reads)
 from backend.execution.unit_of_work import (EXISTS_ALREADY, SERVER_TIME, ArrayUnion, Backoff, Commit, Conflict, Create,
                                             Delete, Inc, Increment, Op, Set, Update, jitter_backoff)
 from backend.ports.store import (ACCOUNT_LIMIT, TENANT_LIMIT, Claim, ClaimOutcome, ClaimResult, FillUpdate,
@@ -142,10 +143,20 @@ def metrics_ops(uow: UnitOfWork, tenant_id: str, row_id: str, row: Mapping[str, 
 CLAIM_EXTRA_PROBES = 8  # probes of a pair that turned out free (the intent moved, or a slot was given back)
 
 
+_COUNTERS = (POSITION, RESERVED_LONG, RESERVED_SHORT)
+
+
+def _all_counters(signed_qty: Any) -> dict[str, int]:
+    """A reservation's increments with the other exposure counters moved by zero: the commit then
+    answers the whole exposure document as it left it (issue 17: no read back after a reservation;
+    a store whose commit cannot answer it is read back instead)."""
+    return {**{name: 0 for name in _COUNTERS}, **reserve_increments(signed_qty)}
+
+
 def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
     """Probe daily slots (``slot_probe_order``): one commit per probe — the intent record RESERVED
     with its lease (create, or update on the version read), the slot created (and, for a claim bound
-    to an account, the account's slot: ``_AccountProbe``), the exposure reserved by a blind increment.
+    to an account, the account's slot: ``AccountSlotProbe``), the exposure reserved by a blind increment.
     A taken slot or a moved intent is a ``Conflict``: the intent is re-read."""
     ip = intent_path(claim.tenant_id, claim.intent_id)
     # The risk check counted the slots a moment ago; a stale count only shifts where probing starts
@@ -153,11 +164,11 @@ def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
     count = claim.trades_seen
     if count >= claim.daily_limit:
         return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count)
-    account = _AccountProbe.of(claim)
+    account = AccountSlotProbe.of(claim)
     if account is not None and account.full:
         return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count, account_trades_today=account.seen,
                             limit_scope=ACCOUNT_LIMIT)
-    reserve = reserve_increments(claim.signed_qty)
+    reserve = _all_counters(claim.signed_qty)
     ep = exposure_path(claim.tenant_id, claim.account_key)
     # issue 17: the first probe commits on the intent as the pre-claim read saw it (a moved intent is a
     # Conflict and every later probe reads it again)
@@ -203,7 +214,9 @@ def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
                 if spare < 0:
                     raise StoreContention(f"intent {claim.intent_id}: daily slots kept being taken concurrently")
             continue
-        exposure = exposure_from_doc(uow.get_all([ep])[ep][0])
+        after = getattr(tokens, "increments", {}).get(ep)
+        exposure = exposure_from_doc(after if after is not None and set(reserve) <= set(after)
+                                     else uow.get_all([ep])[ep][0])
         return ClaimOutcome(ClaimResult.CLAIMED, slot=slot, exposure=exposure, trades_today=count + 1,
                             token=tokens[0] if tokens else None,
                             account_slot=None if held is None else held.slot,
@@ -216,48 +229,6 @@ def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
                             limit_scope=ACCOUNT_LIMIT)
     return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=claim.daily_limit,
                         account_trades_today=None if account is None else account.seen)
-
-
-class _AccountProbe:
-    """Which account slot a bound claim creates next to tenant slot ``n``. With an account limit: its
-    own probe order below that limit (``slot_probe_order`` from the account's count), advanced
-    independently of the tenant's when a conflict shows its slot taken. Without one: the tenant
-    slot's number (unique while the tenant slot is held), so a taken account slot of that number
-    (one taken while the account had a limit) moves the tenant probe on too."""
-
-    def __init__(self, account_id: str, day: str, limit: int | None, seen: int):
-        self.account_id, self.day, self.limit, self.seen = account_id, day, limit, seen
-        self.order = slot_probe_order(seen, limit) if limit is not None else None
-        self.at = 0
-        self.moved_last = False  # the last ``advance`` moved the account probe alone
-
-    @classmethod
-    def of(cls, claim: Claim) -> "_AccountProbe | None":
-        if claim.account_id is None:
-            return None
-        return cls(claim.account_id, claim.trade_day, claim.account_daily_limit, claim.account_trades_seen)
-
-    @property
-    def full(self) -> bool:
-        return self.limit is not None and self.seen >= self.limit
-
-    @property
-    def exhausted(self) -> bool:
-        return self.order is not None and self.at >= len(self.order)
-
-    def slot_for(self, tenant_slot: int) -> AccountSlot:
-        number = tenant_slot if self.order is None else self.order[self.at]
-        return AccountSlot(self.account_id, self.day, number)
-
-    def advance(self, *, tenant_taken: bool, account_taken: bool) -> bool:
-        """Move past what a conflict showed taken; True when the tenant probe moves on."""
-        self.moved_last = False
-        if self.order is None:
-            return tenant_taken or account_taken
-        if account_taken:
-            self.at += 1
-            self.moved_last = not tenant_taken
-        return tenant_taken
 
 
 def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -> IntentRecord | None:
@@ -452,7 +423,7 @@ def reserve_group(uow: UnitOfWork, snapshot: GroupSnapshot, doc: Mapping[str, An
                 ops.append(Create(account_slot_path(tenant_id, reservation.trade_day, str(reservation.account_id),
                                                     account_slots[leg.leg_id]),
                                   {**taken_by, "tenant_slot": slots[leg.leg_id]}))
-            ops.append(Increment(exposure_path(tenant_id, leg.account_key), reserve_increments(leg.signed_qty)))
+            ops.append(Increment(exposure_path(tenant_id, leg.account_key), _all_counters(leg.signed_qty)))
         try:
             tokens = uow.commit(Commit(ops))
         except Conflict as exc:
@@ -460,7 +431,9 @@ def reserve_group(uow: UnitOfWork, snapshot: GroupSnapshot, doc: Mapping[str, An
                 continue  # a slot was taken meanwhile: choose again
             raise LeaseLost(f"group {group_id} changed since it was read") from exc
         paths = [exposure_path(tenant_id, leg.account_key) for leg in reservation.legs]
-        docs = uow.get_all(paths)
+        after = getattr(tokens, "increments", {})  # issue 17: the exposures as the commit left them
+        unread = [p for p in paths if not set(_COUNTERS) <= set(after.get(p) or {})]
+        docs = {**{p: (after[p], None) for p in paths if p not in unread}, **(uow.get_all(unread) if unread else {})}
         exposures = {leg.account_key: exposure_from_doc(docs[p][0]) for leg, p in zip(reservation.legs, paths)}
         legs = len(reservation.legs)
         return GroupReserveOutcome(ClaimResult.CLAIMED, GroupSnapshot(tenant_id, group_id, stored, tokens[0]),
@@ -506,3 +479,50 @@ class _GroupSlots:
         if account_chosen is None:
             return None, None, ACCOUNT_LIMIT
         return choose_free_slots(taken, limit, n), account_chosen, TENANT_LIMIT
+
+
+# --- order management (issue 15 item 6): cancel / replace events of a working single order -------------
+def update_intent_if_unchanged(uow: UnitOfWork, tenant_id: str, intent_id: str, token: Any,
+                               fields: Mapping[str, Any]) -> Any:
+    """Merge ``fields`` into the intent record only if it is unchanged since ``token`` was read (the
+    marker a cancel or a replace persists before it reaches the venue). The new token, or None on
+    ``Conflict`` (another request changed the record first)."""
+    try:
+        tokens = uow.commit(Commit([Update(intent_path(tenant_id, intent_id),
+                                           {**fields, "updated_server_at": SERVER_TIME}, token)]))
+    except Conflict:
+        return None
+    return tokens[0] if tokens else None
+
+
+def order_event_exposure(filled_signed: Any, reserved_delta: Any, direction: int) -> dict[str, int]:
+    """Exposure increments of an order event: the position moves by ``filled_signed``; the order's
+    reservation (reserved long for a buy, short for a sell: ``direction``) grows by ``reserved_delta``
+    units (negative: released)."""
+    from backend.execution.store_rules import to_nanos
+
+    out: dict[str, int] = {}
+    if filled_signed:
+        out[POSITION] = to_nanos(filled_signed)
+    if reserved_delta:
+        nanos = to_nanos(abs(reserved_delta))
+        out[RESERVED_LONG if direction > 0 else RESERVED_SHORT] = nanos if reserved_delta > 0 else -nanos
+    return out
+
+
+def record_order_event(uow: UnitOfWork, tenant_id: str, intent_id: str, token: Any, record: Mapping[str, Any],
+                       ledger_id: str, ledger: Mapping[str, Any], fills: Sequence[FillWrite] = (),
+                       exposure: tuple[str, Mapping[str, int]] | None = None) -> bool:
+    """One commit: the intent record merged (only if unchanged since ``token``), the fills the venue
+    reported before the event (rows, lot books, metrics), the event's ledger row (create-only: recorded
+    once) and the exposure change. False on ``Conflict`` (nothing written: the caller re-reads)."""
+    ops: list[Op] = [Update(intent_path(tenant_id, intent_id), {**record, "updated_server_at": SERVER_TIME}, token)]
+    ops.extend(fill_ops(uow, tenant_id, fills))
+    ops.append(Create(ledger_path(tenant_id, ledger_id), {**ledger, "recorded_at": SERVER_TIME}))
+    if exposure is not None and exposure[1]:
+        ops.append(Increment(exposure_path(tenant_id, exposure[0]), dict(exposure[1])))
+    try:
+        uow.commit(Commit(ops))
+    except Conflict:
+        return False
+    return True

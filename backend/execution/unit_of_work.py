@@ -110,6 +110,17 @@ class Commit:
         return self
 
 
+class CommitResult(list):
+    """What an adapter's ``commit`` answers: the tokens (one per op, as before) and, issue 17, the
+    values the ``Increment`` ops left (path -> {field: value after this commit}), exact and atomic
+    with the commit (Firestore: the write results' transform results) — so a caller needs no read
+    back of a document it just incremented. A plain list (no ``increments``) means "read it"."""
+
+    def __init__(self, tokens: Any = (), increments: Mapping[str, Mapping[str, int]] | None = None):
+        super().__init__(tokens)
+        self.increments: dict[str, dict[str, int]] = {k: dict(v) for k, v in (increments or {}).items()}
+
+
 # The protocol an adapter implements (``get_all``, ``list_ids``, ``commit``) is declared by the port:
 # ``backend.ports.store.UnitOfWork``, part of ``Store``.
 

@@ -39,7 +39,8 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def console():
+def console(request):
+    """The stack; when a test failed, its emulator log is kept as .tools/browser-failures/emulators.log."""
     if not (ROOT / "web/dist/index.html").is_file():
         pytest.fail("web/dist is missing: run scripts/setup.sh (npm ci and the web build)")
     suite = stack.EmulatorSuite(free_ports=True)
@@ -47,6 +48,10 @@ def console():
     try:
         yield suite
     finally:
+        if request.session.testsfailed:
+            out = ROOT / ".tools/browser-failures"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "emulators.log").write_text(suite.log_text())
         suite.stop()
 
 

@@ -195,7 +195,8 @@ class AccountsWorld:
                 self.store(), self.venue, tenant_id=tenant, context=context,
                 group_ids=[gid for (ctx, gid) in self.groups if ctx.tenant_id == tenant],
                 intent_ids=[iid for (ctx, iid) in self.intents if ctx.tenant_id == tenant]))
-            assert_no_group_fills_beyond_limits(self.store(), tenant, position_limit=ENGINE_ENV["EXEC_MAX_POSITION_QTY"],
+            assert_no_group_fills_beyond_limits(self.store(), tenant,
+                                                position_limit=ENGINE_ENV["EXEC_MAX_POSITION_QTY"],
                                                 daily_limit=int(ENGINE_ENV["EXEC_MAX_DAILY_TRADES"]), context=context)
         assert self.positions_of_b_and_c() == before, f"{context}: A's work moved B's or C's venue book"
         for (ctx, gid), pair in self.groups.items():

@@ -191,7 +191,8 @@ def _call(server, token, method, path, body=None, headers=None):
 
 
 def _execute(**overrides):
-    return {"strategy_id": "s1", "broker_account_id": "acct1", "symbol": "SPY", "side": "buy", "qty": "3", **overrides}
+    # no account named: each user trades their own default account (issue 12)
+    return {"strategy_id": "s1", "symbol": "SPY", "side": "buy", "qty": "3", **overrides}
 
 
 def _group(**overrides):

@@ -24,8 +24,10 @@ from tests.support.group_harness import TENANT, World, assert_flat, scenario
 # validation get_all (2 halt flags + 2 exposures + the approval = 5) + slot count (1), the
 # reservation's read-back of 2 exposures (2), and per submit 2 halt flags + the leg's exposure (2 × 3).
 # Before: 35 billed reads in 17 read round trips (a full risk snapshot per leg, 3 times per leg).
-GATE_READS_2_LEGS = 14
-GATE_READ_ROUND_TRIPS_2_LEGS = 5  # get_all, count, reservation read-back, one get_all per submit (2)
+# issue 12 added the account: the binding (member + default account: 2 round trips, 2 reads) and the
+# account document in each batched risk read (its status and limits are read fresh, like the switches)
+GATE_READS_2_LEGS = 17
+GATE_READ_ROUND_TRIPS_2_LEGS = 7  # binding (2), get_all, count, reservation read-back, one get_all per submit (2)
 WRITE_SIDE_OPS = {"create_group", "save_group"}  # the group document, fills and settlement (not the gate)
 
 
@@ -57,6 +59,8 @@ def test_a_clean_two_leg_group_reads_the_gate_in_batched_round_trips(db):
     venue = SimulatedVenue(scenario(None), clock=clock)
     store = counting_store_class()(instrument(db, log), log)
     world = World(store, venue, clock, lambda **kw: PaperBroker(venue=venue))
+    world.engine().bind_account(TENANT, "u1", None, ())  # the user's account exists (auto mode made it once)
+    log.events.clear()
 
     group = world.execute()
 

@@ -206,8 +206,6 @@ def test_the_operator_level_is_set_by_a_platform_operator_only_and_halts_every_t
     assert outcome(order(server, trader, "sell", "1")) == "placed"
 
 
-@pytest.mark.xfail(strict=True, reason="the stores' risk_snapshot/kill_switches must build the snapshot with "
-                                       "backend.risk.manager.snapshot_from_docs (operator_state); coordinator")
 def test_an_operator_reduce_only_state_refuses_orders_that_grow_a_position(server, users, tenant, db):
     uid, trader = users("tom", tenant, "trader")
     _, operator = users("op", None, "platform_operator")

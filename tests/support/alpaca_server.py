@@ -25,7 +25,10 @@ book per account of the venue (``server.open_account(uuid)``; an unknown account
 ``GET/DELETE .../orders/{order_id}``, ``GET/DELETE .../positions``, ``GET/DELETE .../positions/{symbol}``,
 ``GET .../account`` (the trade account), ``GET/PATCH .../account/configurations`` (``suspend_trade``: a
 suspended account answers 403 ``40310000`` to new orders), ``GET /v1/accounts/{account_id}`` and
-``GET /v1/assets/{symbol}`` (the same asset records as ``/v2/assets``). The
+``GET /v1/assets/{symbol}`` (the same asset records as ``/v2/assets``), ``GET /v1/accounts/activities``
+(one ``FILL`` activity per venue fill, with Alpaca's fields, plus the non-trade activities booked with
+``server.add_fee(account_id, "-0.02")``; filters ``account_id``, ``activity_types``, ``date`` / ``after`` /
+``until``, ``page_size``, ``page_token``, as alpaca-py's ``get_account_activities`` pages them). The
 Trading API's ``/v2`` routes trade the venue's default account. A client order id is unique per
 account: the same id in two accounts is two orders; twice in one account → 422 ``40010001``. Faults
 are injected the same way (``server.inject("POST /v1/trading/accounts/*/orders", "500")``).
@@ -118,6 +121,14 @@ class LocalAlpacaServer(LocalVenueServer):
     def open_account(self, account_id: str | None = None, spec: Any = None) -> str:
         """Open a Broker API account on the venue (a new UUID unless given); returns its id."""
         return self.venue.open_account(account_id or str(uuid.uuid4()), spec)
+
+    def add_fee(self, account_id: str, net_amount: str, *, day: Any = None, activity_type: str = "FEE",
+                description: str = "REG fee", symbol: str | None = None) -> str:
+        """Book a non-trade activity (a regulatory ``FEE``, ``CFEE``, ``PTC``...) on a Broker API account, as
+        Alpaca does after fills; ``net_amount`` signed (negative = charged), ``day`` a date (default
+        today, venue clock). Returns the activity id."""
+        return self._api.add_fee(account_id, net_amount, day=day, activity_type=activity_type,
+                                 description=description, symbol=symbol)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -234,6 +245,7 @@ class _AlpacaApi:
 
     def __init__(self, venue: SimulatedVenue):
         self.venue = venue
+        self._fees: list[dict[str, Any]] = []  # non-trade activities booked by add_fee
         sym = r"(?P<symbol>[^/]+)"
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
             ("POST", re.compile(r"^/v2/orders$"), self.submit_order),
@@ -274,6 +286,7 @@ class _AlpacaApi:
             ("GET", re.compile(rf"{acct}/account$"), self.account),
             ("GET", re.compile(rf"{acct}/account/configurations$"), self.trade_configuration),
             ("PATCH", re.compile(rf"{acct}/account/configurations$"), self.update_trade_configuration),
+            ("GET", re.compile(r"^/v1/accounts/activities$"), self.activities),
             ("GET", re.compile(r"^/v1/accounts/(?P<account_id>[^/]+)$"), self.broker_account),
             ("GET", re.compile(rf"^/v1/assets/{sym}$"), self.asset),  # Broker API: the same asset records
         ]
@@ -588,6 +601,88 @@ class _AlpacaApi:
             "last_equity": _num(self.venue.account_spec(account_id).equity),
             "created_at": _ts(datetime(2024, 1, 2, tzinfo=timezone.utc)),
         }
+
+    # -- account activities (Broker API): what BrokerClient.get_account_activities calls
+
+    def add_fee(self, account_id: str, net_amount: str, *, day: Any, activity_type: str, description: str,
+                symbol: str | None) -> str:
+        if not self.venue.has_account(account_id):
+            raise KeyError(f"no account {account_id}")
+        now = self.venue.clock.now()
+        on = day or now.astimezone(timezone.utc).date()
+        activity_id = f"{on:%Y%m%d}{now:%H%M%S}{now.microsecond // 1000:03d}::{uuid.uuid4()}"
+        self._fees.append({"id": activity_id, "account_id": account_id, "activity_type": activity_type,
+                           "date": on.isoformat(), "net_amount": _num(to_decimal(net_amount, "net_amount")),
+                           "description": description, "status": "executed", "symbol": symbol,
+                           "qty": None, "price": None, "per_share_amount": None})
+        return activity_id
+
+    def _fill_activities(self, account_id: str | None) -> list[dict[str, Any]]:
+        """One ``FILL`` activity per venue fill of the Broker API accounts (the Trading API's default book
+        is not a Broker API account), with Alpaca's fields: cum/leaves qty and the order status then."""
+        out = []
+        cumulative: dict[str, Decimal] = {}
+        for fill in self.venue.fills(account_id):
+            if account_id is None and fill.account_id == "default":
+                continue
+            cum = cumulative[fill.broker_order_id] = cumulative.get(fill.broker_order_id, ZERO) + fill.qty
+            try:
+                ordered = self.venue.peek_order(fill.broker_order_id, account_id=fill.account_id).qty
+            except BrokerError:  # an mleg leg is not a book order of its own: its fills are its quantity
+                ordered = cum
+            leaves = max(ordered - cum, ZERO)
+            at = fill.timestamp.astimezone(timezone.utc)
+            activity_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"local-alpaca:activity:{fill.fill_id}")
+            out.append({"id": f"{at:%Y%m%d%H%M%S}{at.microsecond // 1000:03d}::{activity_uuid}",
+                        "account_id": fill.account_id, "activity_type": "FILL", "transaction_time": _ts(at),
+                        "type": "partial_fill" if leaves > ZERO else "fill", "price": _num(fill.price),
+                        "qty": _num(fill.qty), "side": fill.side.value, "symbol": fill.symbol,
+                        "leaves_qty": _num(leaves), "order_id": fill.broker_order_id, "cum_qty": _num(cum),
+                        "order_status": "partially_filled" if leaves > ZERO else "filled"})
+        return out
+
+    def activities(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        """``GET /v1/accounts/activities``: ``account_id`` (else every Broker API account),
+        ``activity_types`` (comma list), ``date`` (a day: every match, no page limit) or ``after`` /
+        ``until`` (exclusive bounds), ``direction`` (desc by default), ``page_size`` (≤ 100 without
+        ``date``), ``page_token`` (the id after which — in the direction — the page starts)."""
+        account_id = query.get("account_id") or None
+        if account_id is not None and not self.venue.has_account(account_id):
+            raise _HttpError(404, 40410000, "account not found")
+        if query.get("date") and (query.get("after") or query.get("until")):
+            raise _HttpError(422, 40010001, "date cannot be combined with after or until")
+        types = {t.strip().upper() for t in (query.get("activity_types") or "").split(",") if t.strip()}
+        items = self._fill_activities(account_id) + [dict(f) for f in self._fees
+                                                      if account_id is None or f["account_id"] == account_id]
+        if types:
+            items = [a for a in items if a["activity_type"] in types]
+
+        def when(activity: dict[str, Any]) -> datetime:
+            if activity.get("transaction_time"):
+                return _parse_ts(activity["transaction_time"])
+            return _parse_ts(activity["date"])
+
+        try:
+            if query.get("date"):
+                day = _parse_ts(query["date"][:10]).date()
+                items = [a for a in items if when(a).date() == day]
+            if query.get("after"):
+                after = _parse_ts(query["after"])
+                items = [a for a in items if when(a) > after]
+            if query.get("until"):
+                until = _parse_ts(query["until"])
+                items = [a for a in items if when(a) < until]
+        except ValueError:
+            raise _HttpError(422, 40010001, "invalid date, after or until") from None
+        descending = "asc" not in (query.get("direction") or "desc").lower()
+        items.sort(key=lambda a: a["id"], reverse=descending)
+        token = query.get("page_token")
+        if token:
+            items = [a for a in items if (a["id"] < token if descending else a["id"] > token)]
+        size = int(query.get("page_size") or (0 if query.get("date") else 100))
+        if not query.get("date"):
+            size = min(size, 100)
+        return 200, items[:size] if size else items
 
     def market_clock(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
         now = self.venue.clock.now()
