@@ -202,11 +202,11 @@ def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
                 at += 1
                 continue  # the slot or the intent was taken meanwhile; the intent is re-read above
             # which of the two slots was taken decides what to probe next (read with the intent)
-            sp = slot_path(claim.tenant_id, claim.trade_day, slot)
-            docs = uow.get_all([ip, sp, held.path(claim.tenant_id)])
+            assert held is not None
+            sp, ap = slot_path(claim.tenant_id, claim.trade_day, slot), held.path(claim.tenant_id)
+            docs = uow.get_all([ip, sp, ap])
             pending = docs[ip]
-            moved = account.advance(tenant_taken=docs[sp][0] is not None,
-                                    account_taken=docs[held.path(claim.tenant_id)][0] is not None)
+            moved = account.advance(tenant_taken=docs[sp][0] is not None, account_taken=docs[ap][0] is not None)
             if moved:
                 at += 1
             elif not account.moved_last:
@@ -266,7 +266,10 @@ def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -
             if changes:
                 ops.append(Increment(exposure_path(finish.tenant_id, finish.account_key), changes))
         if finish.release_slot is not None and finish.trade_day is not None:
-            ops.append(Delete(slot_path(finish.tenant_id, finish.trade_day, finish.release_slot)))
+            # the day the claim took the slot on (stored with it): a claim just before midnight and
+            # refused just after gives back its own slot, never slot n of the new day
+            claimed_day = (doc or {}).get("trade_day") or finish.trade_day
+            ops.append(Delete(slot_path(finish.tenant_id, claimed_day, finish.release_slot)))
             held = AccountSlot.from_doc((doc or {}).get("account_slot"))  # issue 12: taken with it by the claim
             if held is not None:
                 ops.append(Delete(held.path(finish.tenant_id)))

@@ -260,8 +260,9 @@ class RiskManager:
             if snapshot.account_trades_today is None:
                 return Rejection(RejectCode.RISK_DATA_UNAVAILABLE, "the account's daily trade count was not read")
             if snapshot.account_trades_today >= limits.max_daily_trades_account:
-                return Rejection(RejectCode.DAILY_TRADE_LIMIT, f"account count={snapshot.account_trades_today} "
-                                                               f"limit={limits.max_daily_trades_account}")
+                return Rejection(RejectCode.DAILY_TRADE_LIMIT,
+                                 f"account {getattr(account, 'account_id', '?')} count={snapshot.account_trades_today} "
+                                 f"limit={limits.max_daily_trades_account}")
         if price is not None and limits.max_order_notional is not None:
             notional = abs(signed_qty) * price
             if notional > limits.max_order_notional:

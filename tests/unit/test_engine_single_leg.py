@@ -273,3 +273,28 @@ def test_a_sale_can_name_its_lots_and_specific_without_names_falls_back_to_fifo(
     left = {lot["source_trade_id"]: Decimal(lot["qty"]) for lot in book["lots"]}
     assert left == {"b1": Decimal(4), "b2": Decimal(3)}
     assert store.get("tenants/acme/ledger_trades/s2")["status"] == "placed"
+
+
+def test_a_reserved_intent_refused_after_midnight_gives_back_the_slot_of_its_own_day():
+    """The claim took slot n of day D; the venue was down, the operator halted, and the resume runs
+    on day D+1: it must delete D's slot (its own), never slot n of D+1 (someone else's)."""
+    from datetime import datetime, timezone
+
+    from backend.ports.broker import BrokerError, BrokerErrorCode
+
+    clock = ManualClock(datetime(2026, 3, 2, 23, 59, 50, tzinfo=timezone.utc))
+    broker = StubBroker(quotes=dict(TIGHT), now=clock.now, fail_submit=BrokerError(BrokerErrorCode.UNAVAILABLE, "down"))
+    engine, _, store = make(broker, clock=clock)
+    assert engine.execute_intent(intent(), CTX).status == "pending"
+    day_d = "tenants/acme/risk_days/2026-03-02/trade_slots"
+    slot = store.get("tenants/acme/order_intents/i1")["slot"]
+    assert f"{day_d}/{slot}" in store.collection(day_d)
+    store.set_doc(f"tenants/acme/risk_days/2026-03-03/trade_slots/{slot}", {"intent_id": "someone-else"})
+
+    clock.advance(3600)  # the next UTC day, lease expired
+    store.set_doc("ops/execution", {"kill_switch": True})
+    result = engine.execute_intent(intent(), CTX)
+
+    assert result.status == "rejected"
+    assert store.collection(day_d) == {}  # its own slot released
+    assert store.get(f"tenants/acme/risk_days/2026-03-03/trade_slots/{slot}") == {"intent_id": "someone-else"}

@@ -236,7 +236,7 @@ def test_the_accounts_daily_limit_counts_the_accounts_own_trades():
 
     assert g.check(D("1"), snap(trades=40, account_trades=2), asset_class=EQ, account=acct) is None
     refused = g.check(D("1"), snap(trades=10, account_trades=3), asset_class=EQ, account=acct)
-    assert code(refused) is RejectCode.DAILY_TRADE_LIMIT and "account count=3 limit=3" in refused.detail
+    assert code(refused) is RejectCode.DAILY_TRADE_LIMIT and "account acct-1 count=3 limit=3" in refused.detail
     # the slot is held already (a leg re-checked at submit): the count is not judged again
     assert g.check(D("1"), snap(account_trades=3), asset_class=EQ, account=acct, count_daily=False) is None
 
