@@ -19,12 +19,14 @@ if str(_FUNCTIONS) not in sys.path:
 from backend.adapters import firestore_store as _fs  # noqa: E402  (through functions/backend, as deployed)
 
 
-def _sequential_risk_snapshot(self, tenant_id, account_key, trade_day):  # noqa: ANN001, ANN202
+def _sequential_risk_snapshot(self, tenant_id, account_key, trade_day, account_id=None):  # noqa: ANN001, ANN202
     paths = ["ops/execution", f"tenants/{tenant_id}/config/risk", self._exposure_ref(tenant_id, account_key).path]
     docs = self.get_all(paths)
     ops, cfg, exp = (docs[p][0] for p in paths)
-    return _fs.snapshot_from_docs(ops or {}, cfg, trades_today=self._count_slots(tenant_id, trade_day),
-                                  exposure=_fs._exposure(exp or {}))
+    trades = self._count_slots(tenant_id, trade_day)
+    account_trades = None if account_id is None else self._count_account_slots(tenant_id, trade_day, account_id)
+    return _fs.snapshot_from_docs(ops or {}, cfg, trades_today=trades, exposure=_fs._exposure(exp or {}),
+                                  account_trades_today=account_trades)
 
 
 _fs.FirestoreStore.read_pre_claim = None  # the engine's check: not callable -> the sequential path

@@ -287,49 +287,76 @@ def _concurrent(users: list[tuple[str, str]], per_user: int, port: int,
     return out
 
 
-def _measure(source: str, env: dict[str, str], traders: list[tuple[str, str]], people: "_Users", floor: "_Floor",
-             mode: Mode) -> dict[str, Any]:
-    """One server process (``source``): its first request, then the four phases; floor samples between."""
-    n_single, n_group = mode.pick(5, 40, 60), mode.pick(3, 15, 30)
-    per_user_single, per_user_group = mode.pick(2, 5, 8), mode.pick(1, 2, 3)
-    floor_samples = mode.pick(2, 6, 10)
+def _measure_all(sources: dict[str, str], env: dict[str, str], traders: list[tuple[str, str]], people: "_Users",
+                 floor: "_Floor", mode: Mode) -> dict[str, dict[str, Any]]:
+    """One server process per variant, all up at once. Each one's first request right after it
+    listens; then the sequential phases with the variants' requests interleaved one by one (A, B,
+    A, B, ...: the machine's load hits every variant alike) and floor samples between the rounds;
+    then the concurrent phases, in alternating rounds per variant."""
+    n_single, n_group = mode.pick(4, 40, 60), mode.pick(2, 15, 30)
+    per_user_single, per_user_group = mode.pick(2, 4, 8), mode.pick(1, 2, 3)
+    rounds = mode.pick(1, 2, 2)
+    floor_every = mode.pick(2, 5, 5)
     uid0, token0 = traders[0]
-    started = time.perf_counter()
-    server = _start_server(env, source)
+    names = list(sources)
+    servers: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {n: {"source": sources[n], "phases": {}} for n in names}
     try:
-        listen_s = time.perf_counter() - started
-        conn = _Conn(server.port)
-        first = _single(conn, token0)  # the first request of the process
-        second = _single(conn, token0)
-        floor.http = _Conn(server.port)
-        floor.sample(floor_samples)
-        seq_single = [_single(conn, token0) for _ in range(n_single)]
-        floor.sample(floor_samples)
-        risk_conn = _Conn(server.port)
-        _group(conn, token0, uid0, risk_conn, people.risk_token)  # the group path's own first use: untimed
-        seq_group = [_group(conn, token0, uid0, risk_conn, people.risk_token) for _ in range(n_group)]
-        conc_single = _concurrent(traders, per_user_single, server.port, lambda c, t, u: _single(c, t))
+        for name in names:
+            started = time.perf_counter()
+            servers[name] = _start_server(env, sources[name])
+            out[name]["server_listen_s"] = time.perf_counter() - started
+            conn = _Conn(servers[name].port)
+            out[name]["first_request_ms"] = _single(conn, token0) * 1e3  # the first request of the process
+            out[name]["second_request_ms"] = _single(conn, token0) * 1e3
+            conn.close()
+        conns = {n: _Conn(servers[n].port) for n in names}
+        risk = {n: _Conn(servers[n].port) for n in names}
+        floor.http = _Conn(servers[names[-1]].port)
+        seq: dict[str, dict[str, list[float]]] = {n: {"single": [], "group": []} for n in names}
+        for i in range(n_single):
+            for n in (names if i % 2 == 0 else names[::-1]):
+                seq[n]["single"].append(_single(conns[n], token0))
+            if i % floor_every == 0:
+                floor.sample(1)
+        for n in names:
+            _group(conns[n], token0, uid0, risk[n], people.risk_token)  # the group path's first use: untimed
+        for i in range(n_group):
+            for n in (names if i % 2 == 0 else names[::-1]):
+                seq[n]["group"].append(_group(conns[n], token0, uid0, risk[n], people.risk_token))
+            if i % floor_every == 0:
+                floor.sample(1)
+        conc: dict[str, dict[str, list[float]]] = {n: {"single": [], "group": []} for n in names}
+        for r in range(rounds):
+            for n in (names if r % 2 == 0 else names[::-1]):
+                port = servers[n].port
+                conc[n]["single"] += _concurrent(traders, max(1, per_user_single // rounds), port,
+                                                 lambda c, t, u: _single(c, t))
 
-        def group_of(c: _Conn, t: str, u: str) -> float:
-            rc = _Conn(server.port)
-            try:
-                return _group(c, t, u, rc, people.risk_token)
-            finally:
-                rc.close()
+                def group_of(c: _Conn, t: str, u: str, port: int = port) -> float:
+                    rc = _Conn(port)
+                    try:
+                        return _group(c, t, u, rc, people.risk_token)
+                    finally:
+                        rc.close()
 
-        conc_group = _concurrent(traders, per_user_group, server.port, group_of)
-        floor.sample(floor_samples)
+                conc[n]["group"] += _concurrent(traders, max(1, per_user_group // rounds), port, group_of)
+                floor.sample(1)
+        for n in names:
+            conns[n].close()
+            risk[n].close()
+            out[n]["phases"] = {"single_sequential": _summary(seq[n]["single"]),
+                                "group_sequential": _summary(seq[n]["group"]),
+                                "single_concurrent": _summary(conc[n]["single"]),
+                                "group_concurrent": _summary(conc[n]["group"])}
+            out[n]["errors_logged"] = len([line for line in servers[n].log_lines()
+                                           if line.get("severity") in ("ERROR", "CRITICAL")])
         floor.http.close()
         floor.http = None
-        conn.close()
-        risk_conn.close()
-        errors = [line for line in server.log_lines() if line.get("severity") in ("ERROR", "CRITICAL")]
     finally:
-        server.stop()
-    return {"source": source, "first_request_ms": first * 1e3, "second_request_ms": second * 1e3,
-            "server_listen_s": listen_s, "errors_logged": len(errors),
-            "phases": {"single_sequential": _summary(seq_single), "group_sequential": _summary(seq_group),
-                       "single_concurrent": _summary(conc_single), "group_concurrent": _summary(conc_group)}}
+        for server in servers.values():
+            server.stop()
+    return out
 
 
 SOURCES = {"batched": "functions/main.py", "baseline": "bench/http_baseline_main.py"}
@@ -355,8 +382,8 @@ def run(mode: Mode, *, users: int | None = None, baseline: bool = True) -> dict[
         floor.warm_emulator(mode.pick(5, 50, 50))
         _provision(floor.db, [uid for uid, _ in traders])  # each trader's account exists (auto mode's first use)
         env = _env(firestore_emu.host, auth_emu.host)
-        for name in (("baseline", "batched") if baseline else ("batched",)):
-            variants[name] = _measure(SOURCES[name], env, traders, people, floor, mode)
+        chosen = ("baseline", "batched") if baseline else ("batched",)
+        variants = _measure_all({n: SOURCES[n] for n in chosen}, env, traders, people, floor, mode)
     finally:
         if floor is not None:
             floor.close()

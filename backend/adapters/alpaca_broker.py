@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
@@ -94,7 +94,10 @@ from backend.domain.orders import (
     OrderType,
     Position,
     Quote,
+    VenueActivities,
+    VenueFill,
     check_client_order_id,
+    quote_currency,
 )
 
 log = logging.getLogger(__name__)
@@ -297,6 +300,44 @@ class AlpacaBroker(AssetClassGate, AssetSpecMixin):
             cash=to_decimal(raw.get("cash", "0"), "cash"),
             currency=str(raw.get("currency") or "USD"),
         ))
+
+    # ---------------------------------------------------------------- capability: activities
+
+    ORDERS_LOOKBACK_DAYS = 7  # a GTC order submitted up to a week before may fill on the day
+    ORDERS_PAGE = 500  # Alpaca's maximum ``limit`` for GET /v2/orders
+
+    def get_activities(self, day: date) -> VenueActivities:
+        """The fills of the UTC ``day`` from the account's closed orders (alpaca-py 0.44's ``TradingClient``
+        has no account-activities call): every order (and nested leg) with a fill whose ``filled_at``
+        (``updated_at`` for a canceled partial fill) falls on the day counts with its ``filled_qty`` at
+        ``filled_avg_price``. Orders are the venue's own records, but coarser than activities: an order
+        filled across two days counts on the day of its last fill, and the venue's fees are not in them."""
+        start = datetime.combine(day, time.min, tzinfo=timezone.utc)
+        day_end = start + timedelta(days=1)
+        after = start - timedelta(days=self.ORDERS_LOOKBACK_DAYS)  # submitted after (Alpaca: exclusive)
+        seen: dict[str, Any] = {}
+        until = day_end  # submitted before; narrowed page by page
+        while True:
+            def fetch(c: AlpacaClients, until: datetime = until) -> Any:
+                from alpaca.trading.enums import QueryOrderStatus
+                from alpaca.trading.requests import GetOrdersRequest
+
+                return c.trading.get_orders(GetOrdersRequest(status=QueryOrderStatus.CLOSED, after=after, until=until,
+                                                             limit=self.ORDERS_PAGE, nested=True))
+
+            page = self._call("get_activities", fetch, retry_reads=True) or []
+            fresh = [o for o in page if isinstance(o, Mapping) and str(o.get("id")) not in seen]
+            for order in fresh:
+                seen[str(order.get("id"))] = order
+            if len(page) < self.ORDERS_PAGE or not fresh:
+                break
+            # Alpaca answers newest first: the next page ends at the oldest order seen (inclusive, so an
+            # order sharing its instant is not skipped; the ones already seen are dropped above)
+            until = read_reply("closed orders", lambda: min(
+                parse_timestamp(o.get("submitted_at") or o.get("created_at")) for o in fresh)) \
+                + timedelta(microseconds=1)
+        return read_reply("closed orders", lambda: VenueActivities(fills=tuple(
+            fill for order in seen.values() for fill in _order_fills(order, start, end_of_day=day_end))))
 
     # ---------------------------------------------------------------- port: market data
 
@@ -540,6 +581,30 @@ class AlpacaBroker(AssetClassGate, AssetSpecMixin):
             # a loopback override (the local test server) must never go through an env proxy
             harden_client(client, self.timeout_seconds, trust_env=not is_loopback_url(url))
         return AlpacaClients(trading, stock, crypto, option)
+
+
+def _order_fills(order: Mapping[str, Any], start: datetime, *, end_of_day: datetime) -> list[VenueFill]:
+    """One ``VenueFill`` per order or nested leg (Alpaca order JSON) filled within [start, end_of_day)."""
+    from backend.domain.assets import default_registry
+
+    out = []
+    symbol = str(order.get("symbol") or "")
+    filled = order.get("filled_qty")
+    price = order.get("filled_avg_price")
+    when_raw = order.get("filled_at") or (order.get("updated_at") if filled not in (None, "", "0") else None)
+    if symbol and filled not in (None, "", "0") and price not in (None, "") and when_raw:
+        when = parse_timestamp(when_raw)
+        qty = to_decimal(filled, "filled_qty")
+        if qty > 0 and start <= when < end_of_day:
+            out.append(VenueFill(
+                fill_id=str(order.get("id")), symbol=domain_symbol(symbol), side=OrderSide(str(order["side"]).lower()),
+                qty=qty, price=to_decimal(price, "filled_avg_price"), time=when, currency=quote_currency(symbol),
+                multiplier=default_registry().spec_for(domain_symbol(symbol)).multiplier,
+                order_id=str(order.get("id")), client_order_id=order.get("client_order_id")))
+    for leg in order.get("legs") or ():
+        if isinstance(leg, Mapping):
+            out.extend(_order_fills(leg, start, end_of_day=end_of_day))
+    return out
 
 
 def harden_client(client: Any, timeout_seconds: float, *, trust_env: bool = True) -> None:

@@ -32,15 +32,25 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from typing import Any
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, Iterable
 
-from backend.adapters.alpaca_broker import AlpacaBroker, AlpacaClients, harden_client
+from backend.adapters.alpaca_broker import AlpacaBroker, AlpacaClients, harden_client, read_reply
 from backend.adapters.venue_common import is_loopback_url
 from backend.domain.assets import AssetClass, AssetSpecRegistry
 from backend.domain.clock import Clock
-from backend.domain.orders import BrokerError, BrokerErrorCode
+from backend.domain.money import to_decimal
+from backend.domain.orders import (
+    BrokerError,
+    BrokerErrorCode,
+    OrderSide,
+    VenueActivities,
+    VenueFee,
+    VenueFill,
+    quote_currency,
+)
 
-__all__ = ["AlpacaBrokerApiAccount", "AlpacaBrokerApiConnection", "clear_client_cache"]
+__all__ = ["AlpacaBrokerApiAccount", "AlpacaBrokerApiConnection", "activities_from_alpaca", "clear_client_cache"]
 
 _CACHE: dict[tuple[Any, ...], "_ConnectionClients"] = {}
 _CACHE_LOCK = threading.Lock()
@@ -193,6 +203,26 @@ class AlpacaBrokerApiAccount(AlpacaBroker):
                                                shared.stock, shared.crypto, shared.option)
             return self._clients_cache
 
+    def get_activities(self, day: date) -> VenueActivities:
+        """The account's ``FILL`` activities and trade fees (``FEE``, ``CFEE``, ``PTC``) of the UTC ``day``
+        (``BrokerClient.get_account_activities``, every page; ``after``/``until`` around the day, then the
+        day's records kept by ``transaction_time`` — a fee by its ``date``). alpaca-py parses numbers to
+        floats; they are read back with ``repr`` (the venue's shortest decimal string), exact."""
+        start = datetime.combine(day, time.min, tzinfo=timezone.utc)
+        end = start + timedelta(days=1)
+
+        def fetch(c: AlpacaClients) -> Any:
+            from alpaca.broker.requests import GetAccountActivitiesRequest
+            from alpaca.trading.enums import ActivityType
+
+            request = GetAccountActivitiesRequest(
+                account_id=self.account_id, after=start - timedelta(seconds=1), until=end,
+                activity_types=[ActivityType.FILL, ActivityType.FEE, ActivityType.CFEE, ActivityType.PTC])
+            return self.connection.clients().broker.get_account_activities(request)
+
+        raw = self._call("get_activities", fetch, retry_reads=True) or []
+        return read_reply("account activities", lambda: activities_from_alpaca(raw, start, end))
+
     def trade_suspended(self) -> bool:
         raw = self._call("get_trade_configuration",
                          lambda c: self.connection.clients().broker.get_trade_configuration_for_account(
@@ -214,3 +244,43 @@ class AlpacaBrokerApiAccount(AlpacaBroker):
         if bool((raw or {}).get("suspend_trade")) is not bool(suspended):
             raise BrokerError(BrokerErrorCode.UNAVAILABLE,
                               f"set_trade_suspension: the venue did not apply suspend_trade={bool(suspended)}")
+
+
+def _value(obj: Any, name: str) -> Any:
+    value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+    return getattr(value, "value", value)  # alpaca-py enums → their wire value
+
+
+def activities_from_alpaca(activities: Iterable[Any], start: datetime, end: datetime) -> VenueActivities:
+    """Alpaca account activities (alpaca-py ``TradeActivity`` / ``NonTradeActivity`` or their JSON) in
+    [start, end) as ``VenueActivities``: each ``FILL`` a ``VenueFill`` (contract multiplier from the
+    symbol's spec: OCC options ×100), each fee a ``VenueFee`` (``net_amount`` as booked: negative = charged)."""
+    from backend.domain.assets import default_registry
+
+    fills, fees = [], []
+    for activity in activities:
+        kind = str(_value(activity, "activity_type") or "").upper()
+        if kind == "FILL":
+            when = _value(activity, "transaction_time")
+            when = datetime.fromisoformat(str(when).replace("Z", "+00:00")) if isinstance(when, str) else when
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            if not start <= when < end:
+                continue
+            symbol = str(_value(activity, "symbol"))
+            fills.append(VenueFill(
+                fill_id=str(_value(activity, "id")), symbol=symbol,
+                side=OrderSide(str(_value(activity, "side")).lower()),
+                qty=to_decimal(_value(activity, "qty"), "qty"), price=to_decimal(_value(activity, "price"), "price"),
+                time=when, currency=quote_currency(symbol), multiplier=default_registry().spec_for(symbol).multiplier,
+                order_id=str(_value(activity, "order_id")) if _value(activity, "order_id") is not None else None))
+        elif kind:
+            on = _value(activity, "date")
+            on = date.fromisoformat(str(on)[:10]) if isinstance(on, str) else on
+            if not start.date() <= on < end.date():
+                continue
+            fees.append(VenueFee(fee_id=str(_value(activity, "id")), kind=kind,
+                                 amount=to_decimal(_value(activity, "net_amount"), "net_amount"),
+                                 time=datetime.combine(on, time.min, tzinfo=timezone.utc),
+                                 symbol=_value(activity, "symbol")))
+    return VenueActivities(fills=tuple(fills), fees=tuple(fees))

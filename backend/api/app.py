@@ -135,6 +135,11 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/accounts/{account_id}", "_accounts_get"),
     _route("GET", "/accounts/{account_id}/positions", "_accounts_positions"),
     _route("GET", "/accounts/{account_id}/balance", "_accounts_balance"),
+    # --- the caller's orders: list, read, cancel, replace (issue 15 item 6): backend/api/orders_api.py
+    _route("GET", "/orders", "_orders_list"),
+    _route("GET", "/orders/{intent_id}", "_orders_get"),
+    _route("DELETE", "/orders/{intent_id}", "_orders_cancel"),
+    _route("PATCH", "/orders/{intent_id}", "_orders_replace"),
     _route("GET", "/healthz", "_healthz", auth=False),
     _route("GET", "/openapi.json", "_openapi", auth=False),
 )
@@ -740,6 +745,27 @@ class ApiApp:
 
         _same_tenant(identity, tenant_id)
         return audit.handle_list(request, identity, self._engine().store)
+
+    # --- the caller's orders (issue 15 item 6) ---------------------------------------------------
+    def _orders_list(self, request: ApiRequest, identity: Identity) -> ApiResponse:
+        from backend.api import orders_api
+
+        return orders_api.list_orders(request, identity, self._engine())
+
+    def _orders_get(self, request: ApiRequest, identity: Identity, intent_id: str) -> ApiResponse:
+        from backend.api import orders_api
+
+        return orders_api.get_order(request, identity, self._engine(), intent_id)
+
+    def _orders_cancel(self, request: ApiRequest, identity: Identity, intent_id: str) -> ApiResponse:
+        from backend.api import orders_api
+
+        return orders_api.cancel_order(request, identity, self._engine(), intent_id)
+
+    def _orders_replace(self, request: ApiRequest, identity: Identity, intent_id: str) -> ApiResponse:
+        from backend.api import orders_api
+
+        return orders_api.replace_order(request, identity, self._engine(), intent_id)
 
     # --- shared ----------------------------------------------------------------------------
     def _run_intent(self, intent: Any, identity: Identity, *, id_source: str | None, engine: Any = None) -> Any:

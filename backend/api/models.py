@@ -612,6 +612,11 @@ class TaxExportQuery(_Query):
         None, description="TXF only (issue 16): V042 has no reference number for the digital-asset boxes G-L. "
                           "`refuse` (default): a year with such rows is a 400; `omit`: the file has the A-F rows "
                           "only (header X-Omitted-Digital-Asset-Rows), the G-L rows come from the CSV/JSON export.")
+    as_of: Day | None = Field(
+        None, description="Issue 16: the open lots held at the end of this day (tax time zone, up to today), "
+                          "reconstructed from the stored lot books, their corporate-action history and the final "
+                          "disposals (backend/tax/as_of.py); JSON or CSV section=open_lots only. A 409 "
+                          "AS_OF_NOT_RECONSTRUCTIBLE names what the records cannot give exactly.")
 
     @model_validator(mode="after")
     def _section_is_csv_only(self) -> "TaxExportQuery":
@@ -619,6 +624,8 @@ class TaxExportQuery(_Query):
             raise ValueError("section: only with format=csv (the JSON body has every section)")
         if self.digital_assets is not None and self.format != "txf":
             raise ValueError("digital_assets: only with format=txf")
+        if self.as_of is not None and not (self.format == "json" or self.section == "open_lots"):
+            raise ValueError("as_of: only for the open lots (format=json, or format=csv with section=open_lots)")
         return self
 
 
@@ -813,7 +820,10 @@ class TaxExport(_Output):
     as_of: str = Field(description="Today in the tax time zone (America/New_York), YYYY-MM-DD.")
     disposals: list[Form8949RowOut]
     shortfalls: list[ShortfallOut]
-    open_lots: list[OpenLotOut] = Field(description="Every open lot now (not filtered by year).")
+    open_lots_as_of: str | None = Field(
+        None, description="With ?as_of=: the day (YYYY-MM-DD) the open lots are of, reconstructed; absent otherwise.")
+    open_lots: list[OpenLotOut] = Field(description="Every open lot now (not filtered by year), or at the end of "
+                                                    "open_lots_as_of.")
     totals: TaxTotals
     provisional: bool
 
@@ -1073,3 +1083,105 @@ class AccountBalanceResponse(_Output):
                     "rows with the venue's quantity and the difference (the ledger books no cash: deposits and "
                     "transfers are the venue's, so cash has no ledger counterpart).")
     in_balance: bool = Field(description="True when every position difference is zero.")
+
+
+# --- issue 15 item 6: the caller's working orders, cancel and replace (backend/api/orders_api.py) ---
+
+ORDER_WORKING_STATES = ("pending_new", "new", "partially_filled")
+
+
+class OrdersQuery(_Query):
+    """GET /orders query string."""
+
+    account: Id | None = Field(None, description="Only orders of this account (the tenant's account id).")
+    symbol: Symbol | None = Field(None, description="Only orders of this symbol, as the order named it.")
+    status: Literal[ORDER_WORKING_STATES] | None = Field(  # type: ignore[valid-type]
+        None, description="The venue order's state as last recorded: pending_new, new or partially_filled.")
+    limit: _query_int(1, 200) = 50
+    cursor: Id | None = Field(None, description="next_cursor of the previous page (same filters).")
+
+
+class ReplaceOrderRequest(_Input):
+    """PATCH /orders/{intent_id}: what the replacement changes (at least one field; the rest is kept)."""
+
+    qty: PositiveDecimal | None = Field(None, description="The new order's whole quantity, at most the unfilled "
+                                                          "remainder of the order it replaces; on the lot.")
+    limit_price: PositiveDecimal | None = Field(None, description="limit and stop_limit orders; on the tick.")
+    stop_price: PositiveDecimal | None = Field(None, description="stop and stop_limit orders; on the tick.")
+    trail: PositiveDecimal | None = Field(None, description="trailing_stop orders: the new trail_price or "
+                                                            "trail_percent (whichever the order has).")
+    time_in_force: TimeInForceName | None = Field(None, description="Where the venue takes it for the order.")
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "ReplaceOrderRequest":
+        if all(getattr(self, name) is None for name in ("qty", "limit_price", "stop_price", "trail", "time_in_force")):
+            raise ValueError("a replace changes at least one of qty, limit_price, stop_price, trail, time_in_force")
+        return self
+
+
+class ReplacedOrderOut(_Output):
+    broker_order_id: str
+    client_order_id: str | None
+    qty: QuantityOut | None
+    filled_qty: QuantityOut | None
+    filled_avg_price: PriceOut | None
+    limit_price: PriceOut | None
+    stop_price: PriceOut | None
+    replaced_by: str | None
+    replaced_at: str | None
+
+
+class OrderCancelOut(_Output):
+    at: str
+    ledger_id: str
+    order_status: str | None
+    canceled_qty: QuantityOut | None
+    filled_qty: QuantityOut | None
+
+
+class OrderOut(_Output):
+    """One order of the caller: its intent record tenants/{t}/order_intents/{intent_id} (listen to it with
+    onSnapshot for updates), as the API answers it."""
+
+    intent_id: str
+    uid: str | None
+    tenant_id: str | None
+    account_id: str | None
+    strategy_id: str | None
+    symbol: str | None
+    asset_class: str | None
+    side: str | None
+    order_type: str | None
+    time_in_force: str | None
+    order_class: str
+    qty: QuantityOut | None = Field(description="The working venue order's quantity (after a replace: the new one's).")
+    limit_price: PriceOut | None
+    stop_price: PriceOut | None
+    trail_price: PriceOut | None
+    trail_percent: RatioOut | None
+    status: str | None = Field(description="The intent's status (placed, reserved, rejected, ...).")
+    working: bool = Field(description="True while the order works at the venue (placed, not final).")
+    order_status: str | None = Field(description="The venue order's state as last recorded.")
+    filled_qty: QuantityOut | None = Field(description="Filled over every venue order of this intent (replaced ones "
+                                                       "included); equal to the sum of its ledger fill rows.")
+    filled_avg_price: PriceOut | None
+    broker: str | None
+    broker_order_id: str | None = Field(description="The working venue order (after a replace: the new one).")
+    client_order_id: str | None
+    replaced_orders: list[ReplacedOrderOut] = Field(description="Venue orders this one replaced, oldest first.")
+    cancel: OrderCancelOut | None = Field(description="The recorded cancel (ledger row ledger_id), null if none.")
+    updated_at: str | None
+
+
+class OrdersPage(_Output):
+    items: list[OrderOut] = Field(description="The caller's working orders by intent_id.")
+    next_cursor: str | None = Field(description="Pass as ?cursor= (same filters) for the next page; null at the end.")
+
+
+class OrderResponse(_Output):
+    order: OrderOut
+    outcome: Literal["order", "canceled", "pending", "replaced"] = Field(
+        description="order: a read; canceled: the venue confirmed the cancel (the ledger holds its row); pending: "
+                    "the cancel was sent and the venue has not confirmed yet (retry or listen); replaced: a new venue "
+                    "order replaced the old one (the ledger links them).")
+    replayed: bool = Field(description="True when this is the stored outcome of an earlier request.")

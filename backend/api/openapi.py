@@ -75,7 +75,7 @@ def _post(summary: str, request: str, ok: dict[str, dict[str, Any]], extra_error
 def build_openapi() -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
-    from backend.api import accounts_api, admin_models, admin_openapi, groups_list
+    from backend.api import accounts_api, admin_models, admin_openapi, groups_list, orders_api
     from backend.api import models as m
     from backend.api.risk_approvals import RiskApprovalRequest
 
@@ -90,6 +90,8 @@ def build_openapi() -> dict[str, Any]:
          (m.CorporateActionRequest, "validation"), (m.CorporateActionRecord, "serialization"),
          (m.MyAccountsPage, "serialization"), (m.MyAccountResponse, "serialization"),  # issue 19 item 9
          (m.AccountPositionsResponse, "serialization"), (m.AccountBalanceResponse, "serialization"),
+         (m.OrdersPage, "serialization"), (m.OrderResponse, "serialization"),  # issue 15 item 6: orders
+         (m.ReplaceOrderRequest, "validation"),
          *admin_models.OPENAPI_MODELS],  # issue 13: tenant administration
         ref_template=REF)
     components = schemas.get("$defs", {})
@@ -116,6 +118,7 @@ def build_openapi() -> dict[str, Any]:
             ("409", "429", "503")),
         "/groups": groups_list.openapi_path(_error),
         **accounts_api.openapi_paths(_error),  # issue 19 item 9: the caller's accounts, positions, balances
+        **orders_api.openapi_paths(_error),  # issue 15 item 6: the caller's orders, cancel and replace
         "/groups/{group_id}": {"get": {
             "summary": "A multi-leg group of the caller's tenant", "security": [{"bearerAuth": []}],
             "parameters": [{"name": "group_id", "in": "path", "required": True,

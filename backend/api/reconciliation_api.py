@@ -1,5 +1,6 @@
-"""Daily reconciliation over HTTP and on a schedule (issue 13 item 7). The comparison itself is the
-pure ``backend.risk.reconciliation``; this module only finds each account's venues and answers.
+"""Daily reconciliation over HTTP and on a schedule (issue 13 item 7): positions and the day's cash per
+account. The comparison itself is the pure ``backend.risk.reconciliation``; this module only finds each
+account's venues (positions; their optional ``get_activities`` capability for cash) and answers.
 
 - ``POST /tenants/{t}/reconciliation`` — a tenant_admin of ``t`` runs it now (no body): the report of
   today (UTC) is written (replacing an earlier run of the day; ``since`` of a persisting break is kept)
@@ -11,7 +12,7 @@ pure ``backend.risk.reconciliation``; this module only finds each account's venu
   tenant with a ``tenants/{t}`` document (written when a platform operator creates a tenant).
 
 An account's venues: ``VenuePool.router_for(tenant, AccountBinding.of(account, connection))`` — the
-same resolver orders use, so positions are read from exactly the account's venue account.
+same resolver orders use, so positions and activities are read from exactly the account's venue account.
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def run(request: ApiRequest, identity: Identity, engine: Any, tenant_id: str) ->
     engine.store.commit(Commit([audit_op(
         identity, tenant_id=tenant_id, action="reconciliation.run", target_type="reconciliation",
         target_id=report["day"], before=None,
-        after={"status": report["status"], "break_count": report["break_count"]},
+        after={"status": report["status"], "break_count": report["break_count"],
+               "cash_break_count": report["cash_break_count"]},
         request_id=request_id_of(request), now=now)]))
     return ApiResponse(200, report)
 
@@ -104,8 +106,11 @@ def openapi_paths(error: Any) -> dict[str, Any]:
     param = [{"name": "tenant_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     return {"/tenants/{tenant_id}/reconciliation": {
         "post": {"summary": "Run today's reconciliation of every account of the tenant (tenant_admin)",
-                 "description": "Ledger net position per account and symbol vs the venue's positions; breaks "
-                                "are reported and logged at ERROR, never corrected.",
+                 "description": "Ledger net position per account and symbol vs the venue's positions, and the "
+                                "ledger's cash effect of the day (fills and fees) per account and currency vs "
+                                "the venue's account activities of the day (cash: unavailable when the venue "
+                                "reports none; the report is then incomplete); breaks and cash_breaks are "
+                                "reported and logged at ERROR, never corrected.",
                  "security": [{"bearerAuth": []}], "parameters": param,
                  "responses": {"200": {"description": "The report as stored.", "content": obj},
                                **{c: error(c) for c in ("400", "401", "403", "429", "500")}}},

@@ -16,7 +16,11 @@ Sources: the documents the stores write in the same commit as each history row
   two reads) is reported once, as the final document;
 - ``LOT_SHORTFALL`` records (same collection, range query on ``trade_date`` in the year): sells
   that found no lot. Reported, never dropped: their basis is unknown;
-- open lots: every lot of the books now, as of today (not filtered by year).
+- open lots: every lot of the books now, as of today (not filtered by year); with ``as_of=YYYY-MM-DD``
+  (a day up to today, tax time zone) the lots held at the end of that day, reconstructed from these
+  same documents (``backend/tax/as_of.py``: the books, their corporate-action history and the final
+  disposals sold from 60 days before it): JSON and ``section=open_lots`` only. Records that cannot
+  give that day exactly are a 409 ``AS_OF_NOT_RECONSTRUCTIBLE`` naming why, before any byte is sent.
 
 Rows are ``Form8949Row.from_disposal``: the tax core's formatting (money half-up to cents, dates
 MM/DD/YYYY, column (h) computed from the rounded columns), in order of date sold then document id,
@@ -30,7 +34,8 @@ defaults.
 
 Formats:
 - ``json``: ``{"year", "as_of", "disposals": [...], "shortfalls": [...], "open_lots": [...],
-  "totals": {...}, "provisional": bool}`` (``models.TaxExport``). Totals add the rounded columns,
+  "totals": {...}, "provisional": bool}`` (``models.TaxExport``; ``"open_lots_as_of"`` before
+  ``open_lots`` when ``as_of`` was given: ``as_of`` stays today, which decides PROVISIONAL). Totals add the rounded columns,
   so they are what the rows add up to, overall, per term and per box (``totals.boxes``, what
   Schedule D lines 1b–3 / 8b–10 take); ``provisional`` is true when any row is.
 - ``csv`` + ``section=disposals``: ``FORM_8949_HEADER``, one row per disposal (Status FINAL or
@@ -61,7 +66,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from backend.api.auth import Identity
-from backend.api.http import ApiRequest, ApiResponse, StreamingResponse, bad_request, dumps
+from backend.api.http import ApiError, ApiRequest, ApiResponse, StreamingResponse, bad_request, dumps
 from backend.api.ledger_review import single_valued
 from backend.domain.assets import AssetClass
 from backend.domain.money import dec_str
@@ -100,6 +105,8 @@ def handle(request: ApiRequest, identity: Identity, store: Any, now: datetime) -
     export = TaxExport(store, identity.uid, query.year, trade_date(now, resolve_tz(None)),
                        profile=reporting_profile(store, identity.uid))
     export.load_pending()
+    if query.as_of is not None:
+        export.reconstruct_open_lots(_as_of_day(query.as_of, export.today))
     if query.format == "txf":
         from backend.tax.txf import write_txf
 
@@ -118,11 +125,22 @@ def handle(request: ApiRequest, identity: Identity, store: Any, now: datetime) -
     if query.format == "json":
         return StreamingResponse(200, chunks=export.json_chunks(), media_type="application/json")
     if query.section == "open_lots":
-        name, chunks = f"open-lots-{export.today.isoformat()}.csv", export.open_lots_csv()
+        name, chunks = f"open-lots-{export.lots_day.isoformat()}.csv", export.open_lots_csv()
     else:
         name, chunks = f"form-8949-{query.year}.csv", export.disposals_csv()
     return StreamingResponse(200, headers={"Content-Disposition": f'attachment; filename="{name}"'},
                              chunks=chunks, media_type="text/csv; charset=utf-8")
+
+
+def _as_of_day(text: str, today: date) -> date:
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise bad_request("as_of", f"not a calendar date: {text!r}") from None
+    if day > today:
+        raise bad_request("as_of", f"after today ({today.isoformat()} in the tax time zone): the records do not "
+                                   "reach it yet")
+    return day
 
 
 def reporting_profile(store: Any, uid: str) -> ReportingProfile:
@@ -203,6 +221,24 @@ class TaxExport:
         self.page_size = page_size or PAGE_SIZE
         self.first, self.last = f"{year:04d}-01-01", f"{year:04d}-12-31"
         self.pending: list[tuple[tuple[str, str], Disposal]] = []
+        self.lots_day = today  # the day the open lots are of
+        self.lots_as_of: list[OpenLotRow] | None = None  # reconstructed (``as_of``), else read now
+
+    def reconstruct_open_lots(self, day: date) -> None:
+        """The lots held at the end of ``day`` (``backend.tax.as_of``), before the response starts: a
+        refusal is a clean 409."""
+        from backend.tax.as_of import AsOfUnavailable, disposals_from, open_lots_as_of
+
+        disposals = paged(self.store.tax_disposals_page, "sold", self.page_size, uid=self.uid,
+                          sold_from=disposals_from(day).isoformat(), sold_to="9999-12-31")
+        try:
+            lots = open_lots_as_of(paged(self.store.tax_books_page, None, self.page_size, uid=self.uid),
+                                   disposals, day)
+        except AsOfUnavailable as refused:
+            raise ApiError(409, "AS_OF_NOT_RECONSTRUCTIBLE", f"as_of: {refused.reason}", field="as_of",
+                           reason=refused.reason) from None
+        self.lots_day = day
+        self.lots_as_of = list(open_lot_rows(lots, day))
 
     # --- reads ---------------------------------------------------------------------------------
     def books(self) -> Iterator[dict[str, Any]]:
@@ -244,6 +280,9 @@ class TaxExport:
                 yield doc
 
     def open_lots(self) -> Iterator[OpenLotRow]:
+        if self.lots_as_of is not None:
+            yield from self.lots_as_of
+            return
         for book in self.books():
             yield from open_lot_rows((lot_from_dict(lot) for lot in book.get("lots") or ()), self.today)
 
@@ -255,6 +294,8 @@ class TaxExport:
                                for doc_id, disposal in self.disposals())
         yield b',"shortfalls":'
         yield from _json_array(_shortfall_json(doc, totals) for doc in self.shortfalls())
+        if self.lots_as_of is not None:
+            yield f',"open_lots_as_of":"{self.lots_day.isoformat()}"'.encode()
         yield b',"open_lots":'
         yield from _json_array(_open_lot_json(row, totals) for row in self.open_lots())
         yield (',"totals":' + dumps(totals.to_json()) + ',"provisional":'

@@ -422,6 +422,7 @@ class VenueActivities:
 
     fills: tuple[VenueFill, ...] = ()
     fees: tuple[VenueFee, ...] = ()
+    financing: tuple[VenueFee, ...] = ()  # carry (OANDA): reported, not part of the cash comparison
 
 
 class BrokerErrorCode(str, Enum):

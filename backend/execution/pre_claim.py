@@ -30,7 +30,6 @@ flight applies from the next fill).
 """
 from __future__ import annotations
 
-import copy
 import threading
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -116,7 +115,7 @@ class PrefetchedDocs:
     def get_all(self, paths: Sequence[str]) -> dict[str, tuple[Any, Any]]:
         missing = [p for p in paths if p not in self.docs]
         fetched = self.store.get_all(missing) if missing else {}
-        return {p: (copy.deepcopy(self.docs[p]) if p in self.docs else fetched[p]) for p in paths}
+        return {p: (self.docs[p] if p in self.docs else fetched[p]) for p in paths}  # parsed, never mutated
 
     def read_account_binding(self, tenant_id: str, uid: str, account_id: str | None) -> AccountRead:
         from backend.execution import account_writes

@@ -16,7 +16,6 @@ here so ``from backend.ports.broker import OrderSide`` keeps working.
 """
 from __future__ import annotations
 
-from datetime import date
 from decimal import Decimal
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -39,7 +38,7 @@ from backend.domain.orders import (
 )
 
 __all__ = [
-    "Account", "ActivityProvider", "AssetSpecMixin", "BrokerError", "BrokerErrorCode", "BrokerOrder", "BrokerPort",
+    "Account", "AssetSpecMixin", "BrokerError", "BrokerErrorCode", "BrokerOrder", "BrokerPort",
     "OrderRequest", "OrderSide", "OrderState", "OrderType", "Position", "Quote", "VenueActivities", "VenueFee",
     "VenueFill",
 ]
@@ -68,14 +67,3 @@ class BrokerPort(Protocol):
     def get_latest_quote(self, symbol: str, asset_class: AssetClass) -> Quote: ...
 
     def get_recent_closes(self, symbol: str, asset_class: AssetClass, limit: int) -> Sequence[Decimal]: ...
-
-
-@runtime_checkable
-class ActivityProvider(Protocol):
-    """Optional capability (daily reconciliation, issue 13 item 7): the account's executions and
-    trade-related fees of one UTC day, as the venue's own records report them — Alpaca Broker API
-    account activities (``FILL``, ``FEE``...), Alpaca Trading API closed orders (alpaca-py 0.44's
-    ``TradingClient`` has no activities call), OANDA ``ORDER_FILL`` transactions, the simulated
-    venue's fills. A venue without it is reported ``cash: unavailable``, never clean."""
-
-    def get_activities(self, day: date) -> VenueActivities: ...

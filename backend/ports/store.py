@@ -411,6 +411,18 @@ class ReadModel(Protocol):
         """The metrics shard documents of days in [from_day, to_day] (``backend.execution.metrics``)."""
         ...
 
+    def admin_page(self, tenant_id: str, collection: str, *, equals: Mapping[str, str],
+                   contains: tuple[str, str] | None = None, after: str | None,
+                   limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """A tenant admin collection (members, accounts, connections) by document id (issue 13)."""
+        ...
+
+    def audit_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
+                   created_before: str | None, after: tuple[str, str] | None,
+                   limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """``tenants/{t}/audit_log`` newest first, filtered like the ledger (issue 13)."""
+        ...
+
     def ledger_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
                     created_before: str | None, after: tuple[str, str] | None, limit: int) -> list[Row]:
         """Ledger rows newest first by (created_at, id), equality filters, created_at in [from, before)."""

@@ -23,12 +23,12 @@ venues and their ``get_positions()``, writes the report in one commit and logs e
 Cash (the second half of the comparison): per account, the ledger's cash effect of the day — Σ over
 the fill rows of that account whose ``trade_date`` is the day of −side × filled_qty × filled_avg_price ×
 multiplier − fees (:func:`ledger_cash_effects`) — against the venue's records of the same UTC day: each
-venue's optional ``ActivityProvider.get_activities(day)`` (``backend/ports/broker.py``: Alpaca Broker API
+venue's optional ``ActivityProvider.get_activities(day)`` (``backend/ports/activities.py``: Alpaca Broker API
 account activities, Alpaca Trading API closed orders, OANDA ``ORDER_FILL`` transactions, the simulated
 venue's fills), whose fills and fees give :func:`venue_cash_effects`. Amounts are kept per currency (the
 price currency of each fill: ``EUR/USD`` → USD, ``USD/JPY`` → JPY, equities and options USD), exact
 Decimals. The report lists per account ``cash`` — [{currency, ledger, venue, difference, ledger_fills,
-venue_fills}] — or ``"unavailable"`` with ``cash_unavailable_reason`` when a venue lacks the capability or
+venue_fills}] (and ``venue_financing``, OANDA's carry, shown beside it, not compared) — or ``"unavailable"`` with ``cash_unavailable_reason`` when a venue lacks the capability or
 could not be read (the report is then ``incomplete``, never clean), and ``cash_breaks`` [account_id,
 venue_account_id, currency, ledger, venue, difference, since] for every currency whose two sums differ.
 A fill the ledger never saw is a position break AND a cash break of its cash effect; a price or fee
@@ -105,17 +105,18 @@ class CashTally:
 
 
 def _multiplier(symbol: str, asset_class: Any) -> Decimal:
+    """The contract multiplier of the row's instrument (options ×100) from the spec registry."""
     from backend.domain.assets import AssetClass, default_registry
 
     klass = None
     if asset_class:
         try:
             klass = AssetClass.parse(asset_class)
-        except Exception:  # noqa: BLE001 - an unknown class is detected from the symbol
+        except ValueError:  # an unknown class: detected from the symbol
             klass = None
     try:
         return default_registry().spec_for(symbol, klass).multiplier
-    except Exception:  # noqa: BLE001 - a symbol no spec knows has no contract multiplier
+    except (ValueError, KeyError):  # a symbol no spec knows has no contract multiplier
         return Decimal(1)
 
 
@@ -159,6 +160,15 @@ def venue_cash_effects(activities: Iterable[Any]) -> dict[str, CashTally]:
             tally.fills += 1
         for fee in day.fees:
             out.setdefault(fee.currency, CashTally()).amount += fee.amount
+    return out
+
+
+def venue_financing(activities: Iterable[Any]) -> dict[str, Decimal]:
+    """currency → the venue's financing (carry) of the day: reported beside the cash, not compared."""
+    out: dict[str, Decimal] = {}
+    for day in activities:
+        for item in getattr(day, "financing", ()):
+            out[item.currency] = out.get(item.currency, ZERO) + item.amount
     return out
 
 
@@ -272,6 +282,9 @@ def build_report(tenant_id: str, day: str, now: datetime, results: Sequence[Mapp
             unavailable.append({"account_id": account_id, "reason": reason})
         else:
             entry["cash"] = [_cash_json(line) for line in cash]
+            if result.get("financing"):
+                entry["venue_financing"] = [{"currency": c, "amount": dec_str(a)}
+                                            for c, a in sorted(result["financing"].items())]
             for line in cash:
                 if line["difference"] != ZERO:
                     cash_breaks.append({"account_id": account_id, "venue_account_id": venue_account_id,
@@ -340,7 +353,7 @@ def _ledger_books(store: Any, tenant_id: str, day: str) -> tuple[dict[str, dict[
 
 def venue_activities(venues: Sequence[Any], day: date) -> tuple[list[Any] | None, str | None]:
     """Every venue's ``get_activities(day)``; (None, reason) when one lacks the capability or fails."""
-    from backend.ports.broker import ActivityProvider
+    from backend.ports.activities import ActivityProvider
 
     out = []
     for venue in venues:
@@ -385,7 +398,8 @@ def reconcile_tenant(store: Any, venues_for: Callable[[str, Any], Sequence[Any]]
                         "diffs": compare(books.get(account.account_id, {}), positions),
                         "cash": None if activities is None else compare_cash(booked_cash,
                                                                              venue_cash_effects(activities)),
-                        "cash_unavailable": missing})
+                        "cash_unavailable": missing,
+                        "financing": venue_financing(activities) if activities is not None else {}})
     yesterday = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
     previous_paths = [report_path(tenant_id, day), report_path(tenant_id, yesterday)]
     previous = store.get_all(previous_paths)

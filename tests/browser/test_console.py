@@ -3,7 +3,7 @@
 A trader places a trade that is placed (SPY, tight) and one that is downgraded (AAPL: 0.26% wide in
 the demo's ``wide_spread`` paper scenario, above the 0.10% threshold), sees an API field error,
 watches a multi-leg group fill through the Firestore listener (approved by a risk manager in their
-own window), and downloads the tax export (CSV and TXF). A tenant admin reviews the ledger page by
+own window), downloads the tax export (CSV and TXF), and replaces then cancels a resting limit order. A tenant admin reviews the ledger page by
 page (no row twice, none missed), the group inspector and metrics; halts the tenant (the trader's
 next order, in their own window, is refused), resumes it, reads both changes in the audit log and
 invites a member. An auditor sees every review page but no admin control, and admin calls forged
@@ -120,6 +120,30 @@ def test_a_trader_places_a_trade_sees_a_downgrade_watches_a_group_fill_and_downl
     assert "Saved" in page.get_by_test_id("download-progress").inner_text()
 
 
+def test_a_trader_replaces_and_cancels_a_working_limit_order(page_as, users, shoot):
+    page = page_as(users["trader"])
+    page.get_by_label("Order type", exact=True).select_option("limit")
+    page.get_by_label("Limit price", exact=True).fill("500.00")  # below SPY's bid: rests at the venue
+    page.get_by_label("Time in force", exact=True).select_option("gtc")
+    assert _place(page, "SPY", "2") == "placed"
+    assert "(order new" in page.get_by_test_id("verdict").inner_text() or \
+        "(order accepted" in page.get_by_test_id("verdict").inner_text(), page.get_by_test_id("verdict").inner_text()
+
+    page.get_by_role("link", name="Open orders").click()
+    orders = page.get_by_test_id("orders-table")
+    orders.wait_for()
+    row = orders.locator("tbody tr", has_text="500")
+    assert row.count() == 1, orders.inner_text()
+    row.get_by_label("New limit", exact=True).fill("501.00")
+    row.get_by_role("button", name="Replace").click()
+    page.wait_for_function("() => document.querySelector('[data-testid=order-outcome]')?.textContent.includes('replaced')")
+    page.wait_for_function("() => document.querySelector('[data-testid=orders-table]')?.textContent.includes('501')")
+    shoot(page, "trader-open-orders")
+    orders.locator("tbody tr", has_text="501").get_by_role("button", name="Cancel").click()
+    page.wait_for_function("() => document.querySelector('[data-testid=order-outcome]')?.textContent.includes('canceled')")
+    page.wait_for_function("() => !document.querySelector('[data-testid=orders-table] tbody')")  # no working order left
+
+
 def _ledger_ids(page) -> list[str]:
     table = page.get_by_test_id("ledger-table")
     table.wait_for()
@@ -231,6 +255,13 @@ def test_a_tenant_admin_halts_the_tenant_the_traders_next_trade_is_refused_and_t
     admin.wait_for_function(f"() => document.querySelector('[data-testid=members-table]')?.textContent.includes('{email}')")
     shoot(admin, "admin-members")
 
+    # the daily reconciliation, run on demand (its status is what the page shows; breaks are listed)
+    admin.get_by_role("link", name="Reconciliation").click()
+    admin.get_by_role("button", name="Run reconciliation now").click()
+    admin.get_by_test_id("recon-status").wait_for()
+    assert admin.get_by_test_id("recon-status").inner_text().lower() in {"clean", "breaks", "incomplete"}
+    shoot(admin, "admin-reconciliation")
+
 
 _TOKEN_FROM_SESSION = """async () => {
   const db = await new Promise((ok, fail) => { const r = indexedDB.open('firebaseLocalStorageDb'); r.onsuccess = () => ok(r.result); r.onerror = fail; });
@@ -315,7 +346,7 @@ def test_sign_in_works_from_the_keyboard_and_every_control_has_a_label(console, 
         page.keyboard.type(stack.PASSWORD)
         page.keyboard.press("Enter")
         page.get_by_test_id("who").wait_for()
-        for screen in ("ticket", "group", "positions", "history", "tax"):
+        for screen in ("ticket", "orders", "group", "positions", "history", "tax"):
             page.goto(f"{console.console_url}/#/{screen}")
             page.wait_for_function("() => !document.querySelector('main').textContent.includes('Loading')")
             assert page.evaluate(_UNLABELLED) == [], screen

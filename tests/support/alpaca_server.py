@@ -407,6 +407,13 @@ class _AlpacaApi:
             orders = [o for o in orders if o.symbol in symbols or o.symbol.replace("/", "") in symbols]
         if query.get("side"):
             orders = [o for o in orders if o.side.value == query["side"]]
+        try:  # submitted after / until these instants, both exclusive (Alpaca's GET /orders)
+            if query.get("after"):
+                orders = [o for o in orders if o.created_at > _parse_ts(query["after"])]
+            if query.get("until"):
+                orders = [o for o in orders if o.created_at < _parse_ts(query["until"])]
+        except ValueError:
+            raise _HttpError(422, 40010001, "invalid after or until") from None
         if (query.get("direction") or "desc") == "desc":
             orders.reverse()
         limit = int(query.get("limit") or 50)

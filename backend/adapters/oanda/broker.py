@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dt_time
 from decimal import Decimal, ROUND_CEILING, ROUND_FLOOR
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
@@ -63,7 +65,7 @@ from backend.domain.assets import AssetClass, AssetSpecRegistry, default_registr
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import InvalidInput
 from backend.domain.instruments import InstrumentInfo as VenueInstrument
-from backend.domain.money import ZERO
+from backend.domain.money import ZERO, to_decimal
 from backend.domain.orders import (
     Account,
     AssetSpecMixin,
@@ -77,6 +79,10 @@ from backend.domain.orders import (
     OrderType,
     Position,
     Quote,
+    VenueActivities,
+    VenueFee,
+    VenueFill,
+    quote_currency,
 )
 from backend.logs import log_event
 
@@ -507,6 +513,69 @@ class OandaBroker(AssetClassGate, AssetSpecMixin):
         account = _parse("summary", lambda: m.AccountSummaryResponse.model_validate(reply).account)
         return Account(buying_power=account.margin_available, equity=account.nav, cash=account.balance,
                        currency=account.currency)
+
+    # ---------------------------------------------------------------- capability: activities
+
+    TRANSACTIONS_PAGE = 1000  # what one ``transactions/sinceid`` answer holds at most
+
+    def get_activities(self, day: date) -> VenueActivities:
+        """The account's ``ORDER_FILL`` transactions of the UTC ``day`` (reconciliation): signed ``units``
+        at ``fullVWAP`` (else ``price``) in the instrument's quote currency; ``commission`` and
+        ``guaranteedExecutionFee`` (positive = charged, in the account's home currency) as fees; financing
+        (``ORDER_FILL.financing``, ``DAILY_FINANCING``) reported apart, not compared (the ledger books no
+        carry). Read with ``transactions/sinceid`` from the first transaction, page by page, until the
+        day is past: proportional to the account's history."""
+        start = datetime.combine(day, dt_time.min, tzinfo=timezone.utc)
+        end = start + timedelta(days=1)
+        fills: list[VenueFill] = []
+        fees: list[VenueFee] = []
+        financing: list[VenueFee] = []
+        home: list[str] = []  # the account's currency, read once when a fee needs it
+
+        def home_currency() -> str:
+            if not home:
+                home.append(self.get_account().currency)
+            return home[0]
+
+        since = "0"
+        while True:
+            reply = self._read("get_activities", "GET", f"{self._http.account_path}/transactions/sinceid",
+                               params={"id": since})
+            raw = list(reply.get("transactions") or ())
+            parsed = _parse("transactions", lambda: m.TransactionsResponse.model_validate(reply).transactions)
+            for item, txn in zip(raw, parsed):
+                if txn.time is None or not start <= txn.time < end:
+                    continue
+                _parse("transaction", lambda: self._activity(item, txn, fills, fees, financing, home_currency))
+            if len(raw) < self.TRANSACTIONS_PAGE or not parsed or (parsed[-1].time is not None
+                                                                  and parsed[-1].time >= end):
+                break
+            since = parsed[-1].id
+        return VenueActivities(fills=tuple(fills), fees=tuple(fees), financing=tuple(financing))
+
+    @staticmethod
+    def _activity(item: Mapping[str, Any], txn: m.Transaction, fills: list[VenueFill], fees: list[VenueFee],
+                  financing: list[VenueFee], home_currency: Callable[[], str]) -> None:
+        """Add one transaction (of the day, ``txn.time`` set) to the fills, fees and financing."""
+        def amount(name: str) -> Decimal:
+            value = item.get(name)
+            return ZERO if value in (None, "") else to_decimal(value, name)
+
+        when = txn.time or datetime.min.replace(tzinfo=timezone.utc)
+        if txn.type == "ORDER_FILL" and txn.units and txn.fill_price is not None and txn.instrument:
+            symbol = from_instrument(txn.instrument)
+            fills.append(VenueFill(
+                fill_id=txn.id, symbol=symbol, side=OrderSide.BUY if txn.units > ZERO else OrderSide.SELL,
+                qty=abs(txn.units), price=txn.fill_price, time=when, currency=quote_currency(symbol),
+                order_id=txn.order_id, client_order_id=txn.client_order_id))
+            charged = amount("commission") + amount("guaranteedExecutionFee")
+            if charged != ZERO:
+                fees.append(VenueFee(fee_id=txn.id, amount=-charged, time=when, currency=home_currency(),
+                                     kind="COMMISSION", symbol=symbol))
+        if txn.type in ("ORDER_FILL", "DAILY_FINANCING") and amount("financing") != ZERO:
+            financing.append(VenueFee(fee_id=txn.id, amount=amount("financing"), time=when,
+                                      currency=home_currency(), kind="FINANCING",
+                                      symbol=from_instrument(txn.instrument) if txn.instrument else None))
 
     # ---------------------------------------------------------------- market data
 

@@ -1,0 +1,498 @@
+"""Order management of working single orders (issue 15 item 6): list, read, cancel, replace.
+
+The order document is the intent record ``tenants/{t}/order_intents/{intent_id}`` the engine already
+writes (its owner reads it — ``firestore.rules`` — and apps listen to it with ``onSnapshot``). This
+module adds what the API needs around it; ``backend/api/orders_api.py`` only translates HTTP.
+
+- **List** (``list_orders``): the caller's working orders = their intent records with ``status ==
+  placed`` and ``order_final == false`` — one indexed query (uid, status, order_final; document id
+  order; firestore.indexes.json). The account, symbol and venue-state filters are applied here on
+  that set (a user's working orders are few; a page scans at most ``SCAN_BUDGET`` records and may
+  then hold fewer than ``limit`` rows — ``next_cursor`` still continues).
+- **Read** (``get_order``): one record of the caller (``kind`` single); another user's record and a
+  missing one are the same ``OrderNotFound``.
+- **Cancel** (``cancel``): persisted first (``cancel_requested_at``), then ``cancel_order`` at the
+  venue, then the engine's ``reconcile_intent`` folds every fill the venue reports (fills that
+  arrived before the cancel reach the ledger first: ledger = venue) and, once the venue says the
+  order is final, releases the unfilled remainder's reservation. Then one commit records the cancel
+  (ledger row ``{intent}--cancel``, kind ``cancel``; create-only, so a retry records it once) on the
+  record (``cancel``). A venue that has not confirmed yet answers ``pending`` (the sweeper and a
+  retry finish it); an order that filled before the cancel reached the venue is ``ORDER_NOT_CANCELABLE``
+  with its fills in the ledger.
+- **Replace** (``replace``, Idempotency-Key required): the venue's ``replace_order`` cancels the
+  working order and places a new one under a client id derived from (tenant, account, intent, key),
+  persisted on the record (``pending_replace``) before the call; a retry with the same key finds the
+  new order by that client id instead of replacing twice. One commit then folds the old order's last
+  fills, rewrites the record to the new venue order (``intent`` = the working order's fields; the
+  first request stays in ``requested_intent``; ``replaced_orders`` keeps each old order with its
+  fills), adjusts the reservation to the new quantity and writes the ledger row ``{intent}--r{n}``
+  (kind ``replace``, ``replaces`` = the old order). The new quantity may not exceed the old order's
+  unfilled remainder (an increase would need the pre-trade gate: place a new order instead).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace as dc_replace
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, Mapping
+
+from backend.domain.errors import InvalidInput, Rejection
+from backend.domain.money import ZERO, dec_str
+from backend.domain.orders import BrokerError, BrokerErrorCode, BrokerOrder, OrderState, ReplaceRequest
+from backend.execution import store_writes
+from backend.execution.accounts import stored_binding
+from backend.execution.client_ids import single_client_order_id
+from backend.execution.intent import ExecutionContext, OrderIntent
+from backend.execution.records import fill_ledger_row, history_row, order_event_row, tax_fill
+from backend.logs import log_event
+from backend.risk.gate import account_key_for
+from backend.ports.store import FillWrite, IntentStatus
+
+WORKING_STATES = ("pending_new", "new", "partially_filled")
+SCAN_BUDGET = 500  # intent records one list page reads at most
+PAGE_READ = 100
+ATTEMPTS = 4  # re-reads when the record moved under us (a fill folded by the sweeper meanwhile)
+
+
+class OrderNotFound(Exception):
+    """No order of the caller with this id (another user's record answers the same)."""
+
+
+class OrderConflict(Exception):
+    """The order is not in a state this action applies to (HTTP 409): ``code`` + message."""
+
+    def __init__(self, code: str, message: str, view: Mapping[str, Any] | None = None):
+        super().__init__(message)
+        self.code, self.message, self.view = code, message, view
+
+
+class VenueBusy(Exception):
+    """The venue did not answer (``BROKER_UNAVAILABLE``) or is rate limiting: nothing is lost, the
+    marker stays and a retry (same Idempotency-Key for a replace) continues."""
+
+    def __init__(self, code: str, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.code, self.message, self.retry_after = code, message, retry_after
+
+
+class ReplaceRefused(Exception):
+    """The replacement is invalid (HTTP 400): ``field`` + ``reason`` (nothing sent, nothing changed)."""
+
+    def __init__(self, field: str | None, reason: str):
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field, self.reason = field, reason
+
+
+@dataclass(frozen=True)
+class ReplaceChanges:
+    """What ``PATCH /orders/{id}`` asks to change (None: keep)."""
+
+    qty: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    trail: Decimal | None = None
+    time_in_force: str | None = None
+
+    def fingerprint(self) -> str:
+        return "|".join(f"{name}={dec_str(value) if isinstance(value, Decimal) else value}"
+                        for name, value in sorted(self.__dict__.items()))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """``status``: canceled, pending (the venue has not confirmed yet), replaced; ``replayed`` when
+    the stored outcome of an earlier request is answered."""
+
+    status: str
+    view: Mapping[str, Any]
+    replayed: bool = False
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value in (None, "") else Decimal(str(value))
+
+
+# --------------------------------------------------------------------------------------- views
+def order_view(intent_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The API's view of one order record (decimals as exact strings)."""
+    intent = data.get("intent") or {}
+    result = data.get("result") or {}
+    replaced = list(data.get("replaced_orders") or [])
+    filled = sum((_dec(o.get("filled_qty")) or ZERO for o in replaced), ZERO) + (_dec(result.get("filled_qty")) or ZERO)
+    notional = sum(((_dec(o.get("filled_qty")) or ZERO) * (_dec(o.get("filled_avg_price")) or ZERO) for o in replaced),
+                   ZERO) + (_dec(result.get("filled_qty")) or ZERO) * (_dec(result.get("filled_avg_price")) or ZERO)
+    account = data.get("account") or {}
+    working = data.get("status") == IntentStatus.PLACED.value and not data.get("order_final")
+    return {
+        "intent_id": intent_id, "uid": data.get("uid"), "tenant_id": data.get("tenant_id"),
+        "account_id": account.get("account_id") or intent.get("broker_account_id"),
+        "strategy_id": intent.get("strategy_id"), "symbol": intent.get("symbol"),
+        "asset_class": intent.get("asset_class"), "side": intent.get("side"),
+        "order_type": intent.get("order_type"), "time_in_force": intent.get("time_in_force"),
+        "order_class": intent.get("order_class") or "simple", "qty": intent.get("qty"),
+        "limit_price": intent.get("limit_price"), "stop_price": intent.get("stop_price"),
+        "trail_price": intent.get("trail_price"), "trail_percent": intent.get("trail_percent"),
+        "status": data.get("status"), "working": working, "order_status": result.get("order_status"),
+        "filled_qty": dec_str(filled), "filled_avg_price": dec_str(notional / filled) if filled else None,
+        "broker": data.get("broker") or result.get("broker"), "broker_order_id": data.get("broker_order_id"),
+        "client_order_id": data.get("client_order_id"),
+        "replaced_orders": [dict(o) for o in replaced],
+        "cancel": dict(data["cancel"]) if isinstance(data.get("cancel"), Mapping) else None,
+        "updated_at": data.get("updated_at"),
+    }
+
+
+def _matches(data: Mapping[str, Any], account: str | None, symbol: str | None, state: str | None) -> bool:
+    intent = data.get("intent") or {}
+    if data.get("kind", "single") != "single":
+        return False
+    if account is not None and ((data.get("account") or {}).get("account_id")
+                                or intent.get("broker_account_id")) != account:
+        return False
+    if symbol is not None and intent.get("symbol") != symbol:
+        return False
+    return state is None or (data.get("result") or {}).get("order_status") == state
+
+
+class OrderManager:
+    """Order management over the engine's store, venues and ``reconcile_intent``."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.store = engine.store
+        self.clock = engine.clock
+
+    # --- reads ---------------------------------------------------------------------------------
+    def list_orders(self, tenant_id: str, uid: str, *, account: str | None = None, symbol: str | None = None,
+                    state: str | None = None, after: str | None = None, limit: int = 50
+                    ) -> tuple[list[dict[str, Any]], str | None]:
+        """(views by intent id ascending, the cursor of the next page or None)."""
+        equals = {"uid": uid, "status": IntentStatus.PLACED.value, "order_final": False}
+        items: list[dict[str, Any]] = []
+        scanned, cursor = 0, after
+        while scanned < SCAN_BUDGET:
+            rows = self.store.admin_page(tenant_id, "order_intents", equals=equals, after=cursor, limit=PAGE_READ)
+            for doc_id, doc in rows:
+                scanned += 1
+                cursor = doc_id
+                if _matches(doc, account, symbol, state):
+                    if len(items) == limit:
+                        return items, items[-1]["intent_id"]
+                    items.append(order_view(doc_id, doc))
+                if scanned >= SCAN_BUDGET:
+                    return items, cursor  # the budget ran out: the next page continues after the last read
+            if len(rows) < PAGE_READ:
+                return items, None
+        return items, cursor
+
+    def _own(self, tenant_id: str, uid: str, intent_id: str) -> tuple[Any, Any]:
+        got = self.store.get_intent_with_token(tenant_id, intent_id)
+        if got is None or got[0].data.get("uid") != uid or got[0].data.get("kind", "single") != "single" \
+                or not isinstance(got[0].data.get("intent"), Mapping):
+            raise OrderNotFound(intent_id)
+        return got
+
+    def get_order(self, tenant_id: str, uid: str, intent_id: str) -> dict[str, Any]:
+        record, _ = self._own(tenant_id, uid, intent_id)
+        return order_view(intent_id, record.data)
+
+    # --- shared --------------------------------------------------------------------------------
+    def _context(self, tenant_id: str, intent_id: str, data: Mapping[str, Any]) -> tuple[OrderIntent, ExecutionContext, Any]:
+        intent = OrderIntent.from_dict({**data["intent"], "intent_id": intent_id})
+        ctx = ExecutionContext(tenant_id, data["uid"], account=stored_binding(data.get("account")))
+        try:
+            venue = self.engine.broker_for(intent, ctx)
+        except Exception as exc:  # the account's venue cannot be built now
+            raise VenueBusy("VENUE_UNAVAILABLE", f"the account's venue cannot be reached ({type(exc).__name__})",
+                            30) from None
+        if isinstance(venue, Rejection):
+            raise VenueBusy("VENUE_UNAVAILABLE", "no venue trades this order's asset class now", 30)
+        return intent, ctx, venue
+
+    @staticmethod
+    def _working_or_conflict(data: Mapping[str, Any], intent_id: str) -> None:
+        status = data.get("status")
+        if status == IntentStatus.RESERVED.value:
+            raise OrderConflict("ORDER_NOT_PLACED", "the order's outcome is not known yet; retry shortly",
+                                order_view(intent_id, data))
+        if status != IntentStatus.PLACED.value:
+            raise OrderConflict("ORDER_NOT_WORKING", f"the intent was {status}: no order works at the venue",
+                                order_view(intent_id, data))
+
+    def _fold(self, tenant_id: str, intent_id: str) -> None:
+        """The engine's reconcile: later fills to the ledger; the remainder released once final."""
+        self.engine.reconcile_intent(tenant_id, intent_id)
+
+    @staticmethod
+    def _busy(exc: BrokerError) -> VenueBusy:
+        code = "BROKER_RATE_LIMITED" if exc.code is BrokerErrorCode.RATE_LIMITED else "BROKER_UNAVAILABLE"
+        return VenueBusy(code, "the venue did not answer; retry", exc.retry_after)
+
+    # --- cancel --------------------------------------------------------------------------------
+    def cancel(self, tenant_id: str, uid: str, intent_id: str) -> Outcome:
+        record, token = self._own(tenant_id, uid, intent_id)
+        data = record.data
+        self._working_or_conflict(data, intent_id)
+        if data.get("order_final"):
+            return self._cancel_outcome(tenant_id, uid, intent_id, replayed=True)
+        intent, ctx, venue = self._context(tenant_id, intent_id, data)
+        if not data.get("cancel_requested_at"):  # the request is persisted before the venue is asked
+            token = store_writes.update_intent_if_unchanged(self.store, tenant_id, intent_id, token, {
+                "cancel_requested_at": self.clock.now().isoformat()})
+            if token is None:
+                return self.cancel(tenant_id, uid, intent_id)  # moved meanwhile (a fill folded): read again
+        try:
+            venue.cancel_order(data["broker_order_id"])
+        except BrokerError as exc:
+            if exc.retryable:
+                raise self._busy(exc) from None
+            # NOT_FOUND / INVALID: the venue no longer holds it working (filled or canceled already);
+            # what it did is read below
+            log_event("orders.cancel_refused_by_venue", severity="WARNING", intent_id=intent_id,
+                      tenant_id=tenant_id, code=exc.code.value)
+        self._fold(tenant_id, intent_id)
+        log_event("orders.cancel_sent", intent_id=intent_id, tenant_id=tenant_id,
+                  broker_order_id=data["broker_order_id"])
+        return self._cancel_outcome(tenant_id, uid, intent_id, replayed=False)
+
+    def _cancel_outcome(self, tenant_id: str, uid: str, intent_id: str, *, replayed: bool) -> Outcome:
+        for _ in range(ATTEMPTS):
+            record, token = self._own(tenant_id, uid, intent_id)
+            data = record.data
+            result = data.get("result") or {}
+            state = result.get("order_status")
+            if not data.get("order_final"):
+                self._fold(tenant_id, intent_id)  # the venue may have confirmed since
+                record, token = self._own(tenant_id, uid, intent_id)
+                data = record.data
+                if not data.get("order_final"):
+                    return Outcome("pending", order_view(intent_id, data), replayed)
+                result, state = data.get("result") or {}, (data.get("result") or {}).get("order_status")
+            if state not in (OrderState.CANCELED.value, OrderState.EXPIRED.value):
+                raise OrderConflict("ORDER_NOT_CANCELABLE", f"the order is {state}: nothing left to cancel",
+                                    order_view(intent_id, data))
+            if isinstance(data.get("cancel"), Mapping):
+                return Outcome("canceled", order_view(intent_id, data), replayed)
+            if self._record_cancel(tenant_id, intent_id, data, token):
+                record, _ = self._own(tenant_id, uid, intent_id)
+                return Outcome("canceled", order_view(intent_id, record.data), replayed)
+        raise VenueBusy("STORE_CONTENDED", "the order kept changing; retry", 1)
+
+    def _record_cancel(self, tenant_id: str, intent_id: str, data: Mapping[str, Any], token: Any) -> bool:
+        intent, ctx, _ = self._context_quiet(tenant_id, intent_id, data)
+        now = self.clock.now()
+        result = data.get("result") or {}
+        remainder = (_dec(intent.qty) or ZERO) - (_dec(result.get("filled_qty")) or ZERO)
+        row = order_event_row(kind="cancel", trade_id=f"{intent_id}--cancel", intent=intent, ctx=ctx, now=now,
+                              broker_name=data.get("broker"), client_order_id=data.get("client_order_id"),
+                              broker_order_id=data.get("broker_order_id"), order_status=result.get("order_status"),
+                              qty=max(remainder, ZERO),
+                              reason="canceled at the caller's request" if data.get("cancel_requested_at")
+                              else "canceled by the venue")
+        cancel = {"at": now.isoformat(), "ledger_id": f"{intent_id}--cancel", "order_status": result.get("order_status"),
+                  "canceled_qty": dec_str(max(remainder, ZERO)), "filled_qty": result.get("filled_qty")}
+        ok = store_writes.record_order_event(self.store, tenant_id, intent_id, token,
+                                             {"cancel": cancel, "updated_at": now.isoformat()},
+                                             f"{intent_id}--cancel", row)
+        if ok:
+            log_event("orders.canceled", intent_id=intent_id, tenant_id=tenant_id, canceled_qty=remainder)
+        return ok
+
+    def _context_quiet(self, tenant_id: str, intent_id: str, data: Mapping[str, Any]) -> tuple[OrderIntent, ExecutionContext, None]:
+        intent = OrderIntent.from_dict({**data["intent"], "intent_id": intent_id})
+        return intent, ExecutionContext(tenant_id, data["uid"], account=stored_binding(data.get("account"))), None
+
+    # --- replace -------------------------------------------------------------------------------
+    def replace(self, tenant_id: str, uid: str, intent_id: str, changes: ReplaceChanges, key: str) -> Outcome:
+        record, token = self._own(tenant_id, uid, intent_id)
+        data = record.data
+        key_id = hashlib.sha256(f"{tenant_id}\x00{uid}\x00{intent_id}\x00{key}".encode()).hexdigest()[:32]
+        fingerprint = changes.fingerprint()
+        for done in data.get("replacements") or []:
+            if done.get("key_id") == key_id:
+                if done.get("fingerprint") != fingerprint:
+                    raise OrderConflict("IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with another body")
+                return Outcome("replaced", order_view(intent_id, data), replayed=True)
+        self._working_or_conflict(data, intent_id)
+        if data.get("order_final"):
+            raise OrderConflict("ORDER_NOT_WORKING", "the order is final: nothing to replace",
+                                order_view(intent_id, data))
+        if data.get("cancel_requested_at"):
+            raise OrderConflict("ORDER_CANCEL_PENDING", "a cancel of this order was requested",
+                                order_view(intent_id, data))
+        if self.engine.dry_run:
+            raise OrderConflict("DRY_RUN", "dry run is on: no order is sent, a replacement neither")
+        intent, ctx, venue = self._context(tenant_id, intent_id, data)
+        if getattr(venue, "replace_order", None) is None:
+            raise OrderConflict("REPLACE_NOT_SUPPORTED", f"{venue.name} does not replace orders: cancel and place a new one")
+        pending = data.get("pending_replace")
+        if isinstance(pending, Mapping) and pending.get("key_id") != key_id:
+            found = self._lookup(venue, pending["client_order_id"])
+            if found is not None:  # an earlier replace reached the venue: record it first
+                self._complete(tenant_id, uid, intent_id, dict(pending), found, venue)
+                return self.replace(tenant_id, uid, intent_id, changes, key)
+        if isinstance(pending, Mapping) and pending.get("key_id") == key_id \
+                and pending.get("fingerprint") != fingerprint:
+            raise OrderConflict("IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with another body")
+        new_intent = self._replacement_intent(intent, data, changes, venue.name)
+        coid = single_client_order_id(tenant_id, f"{intent_id}--replace--{key_id}", prefix="r",
+                                      account=intent.broker_account_id)
+        marker = {"key_id": key_id, "fingerprint": fingerprint, "client_order_id": coid,
+                  "old_broker_order_id": data["broker_order_id"], "old_client_order_id": data.get("client_order_id"),
+                  "intent": new_intent.to_dict(), "requested_at": self.clock.now().isoformat()}
+        if not (isinstance(pending, Mapping) and pending.get("key_id") == key_id):
+            token = store_writes.update_intent_if_unchanged(self.store, tenant_id, intent_id, token,
+                                                            {"pending_replace": marker})
+            if token is None:
+                return self.replace(tenant_id, uid, intent_id, changes, key)  # moved meanwhile: read again
+        else:
+            marker = dict(pending)
+        request = ReplaceRequest(client_order_id=coid, qty=_dec(marker["intent"]["qty"]),
+                                 limit_price=changes.limit_price and new_intent.limit_price,
+                                 stop_price=changes.stop_price and new_intent.stop_price,
+                                 trail=(new_intent.trail_price or new_intent.trail_percent) if changes.trail else None,
+                                 time_in_force=changes.time_in_force)
+        try:
+            new_order = venue.replace_order(data["broker_order_id"], request)
+        except BrokerError as exc:
+            if exc.retryable:
+                raise self._busy(exc) from None
+            if exc.code is BrokerErrorCode.DUPLICATE:
+                new_order = self._lookup(venue, coid)
+                if new_order is None:
+                    raise self._busy(exc) from None
+            else:
+                store_writes.update_intent_if_unchanged(self.store, tenant_id, intent_id, token, {"pending_replace": None})
+                self._fold(tenant_id, intent_id)  # e.g. it filled meanwhile: its fills reach the ledger
+                raise ReplaceRefused(None, f"the venue refused the replacement: {exc.message or exc.code.value}") from None
+        self._complete(tenant_id, uid, intent_id, marker, new_order, venue)
+        record, _ = self._own(tenant_id, uid, intent_id)
+        return Outcome("replaced", order_view(intent_id, record.data))
+
+    @staticmethod
+    def _lookup(venue: Any, client_order_id: str) -> BrokerOrder | None:
+        try:
+            return venue.get_order_by_client_id(client_order_id)
+        except BrokerError as exc:
+            if exc.retryable:
+                raise OrderManager._busy(exc) from None
+            return None
+
+    def _replacement_intent(self, intent: OrderIntent, data: Mapping[str, Any], changes: ReplaceChanges,
+                            venue_name: str) -> OrderIntent:
+        """The working order after the replace, validated like a new intent (tick, lot, price fields)."""
+        fields = dict(data["intent"])
+        result = data.get("result") or {}
+        remaining = intent.qty - (_dec(result.get("filled_qty")) or ZERO)
+        fields["qty"] = dec_str(changes.qty) if changes.qty is not None else dec_str(remaining)
+        if changes.limit_price is not None:
+            if intent.limit_price is None:
+                raise ReplaceRefused("limit_price", f"a {intent.order_type.value} order has no limit price")
+            fields["limit_price"] = dec_str(changes.limit_price)
+        if changes.stop_price is not None:
+            if intent.stop_price is None:
+                raise ReplaceRefused("stop_price", f"a {intent.order_type.value} order has no stop price")
+            fields["stop_price"] = dec_str(changes.stop_price)
+        if changes.trail is not None:
+            name = "trail_price" if intent.trail_price is not None else "trail_percent"
+            if intent.trail_price is None and intent.trail_percent is None:
+                raise ReplaceRefused("trail", f"a {intent.order_type.value} order has no trail")
+            fields[name] = dec_str(changes.trail)
+        if changes.time_in_force is not None:
+            fields["time_in_force"] = changes.time_in_force
+        try:
+            new = OrderIntent.from_dict({**fields, "intent_id": intent.intent_id})
+        except InvalidInput as exc:
+            raise ReplaceRefused(exc.field, exc.reason) from None
+        if new.qty > remaining:
+            raise ReplaceRefused("qty", f"may not exceed the unfilled remainder {dec_str(remaining)} (an increase needs "
+                                        "the pre-trade gate: place a new order)")
+        from backend.domain.capabilities import check_capability
+
+        refused = check_capability(venue_name, new.asset_class, new)  # e.g. a time in force the venue lacks
+        if refused is not None:
+            raise ReplaceRefused("time_in_force", str(refused))
+        return new
+
+    def _complete(self, tenant_id: str, uid: str, intent_id: str, marker: Mapping[str, Any], new_order: BrokerOrder,
+                  venue: Any) -> None:
+        """Record a replacement the venue made (see the module docstring); then fold the new order's fills."""
+        for _ in range(ATTEMPTS):
+            record, token = self._own(tenant_id, uid, intent_id)
+            data = record.data
+            if any(d.get("key_id") == marker["key_id"] for d in data.get("replacements") or []):
+                return
+            old_intent, ctx, _ = self._context_quiet(tenant_id, intent_id, data)
+            result = dict(data.get("result") or {})
+            try:
+                old = venue.get_order(marker["old_broker_order_id"])
+            except BrokerError as exc:
+                raise self._busy(exc) if exc.retryable else VenueBusy("BROKER_UNAVAILABLE", str(exc), 5) from None
+            recorded = _dec(result.get("filled_qty")) or ZERO
+            delta = max(old.filled_qty - recorded, ZERO)
+            seq = int(data.get("fill_seq") or 0)
+            fills = []
+            if delta > 0 and old.filled_avg_price is not None:
+                seq += 1
+                price = ((old.filled_avg_price * old.filled_qty - (_dec(result.get("filled_avg_price")) or ZERO)
+                          * recorded) / delta).quantize(Decimal("1e-12")).normalize()
+                increment = dc_replace(old, filled_qty=delta, filled_avg_price=price, legs=())
+                fills.append(self._fill_write(old_intent, ctx, f"{intent_id}--f{seq}", increment, venue.name,
+                                              data.get("client_order_id")))
+            new_intent = OrderIntent.from_dict({**marker["intent"], "intent_id": intent_id})
+            if new_order.qty != new_intent.qty:  # the venue made another quantity: it is what works now
+                new_intent = OrderIntent.from_dict({**marker["intent"], "qty": dec_str(new_order.qty),
+                                                    "intent_id": intent_id})
+            direction = old_intent.side.direction
+            reserved_before = old_intent.qty - recorded
+            reserved_delta = new_order.qty - reserved_before
+            now = self.clock.now()
+            n = len(data.get("replacements") or []) + 1
+            old_entry = {"broker_order_id": old.broker_order_id, "client_order_id": data.get("client_order_id"),
+                         "qty": dec_str(old_intent.qty), "filled_qty": dec_str(old.filled_qty),
+                         "filled_avg_price": dec_str(old.filled_avg_price), "limit_price": dec_str(old_intent.limit_price),
+                         "stop_price": dec_str(old_intent.stop_price), "replaced_by": new_order.broker_order_id,
+                         "replaced_at": now.isoformat()}
+            row = order_event_row(kind="replace", trade_id=f"{intent_id}--r{n}", intent=new_intent, ctx=ctx, now=now,
+                                  broker_name=venue.name, client_order_id=new_order.client_order_id,
+                                  broker_order_id=new_order.broker_order_id, order_status=new_order.state.value,
+                                  qty=new_order.qty, reason="replaced at the caller's request",
+                                  replaces={k: old_entry[k] for k in ("broker_order_id", "client_order_id", "qty",
+                                                                      "filled_qty", "limit_price", "stop_price")})
+            update = {
+                "intent": new_intent.to_dict(), "requested_intent": data.get("requested_intent") or data["intent"],
+                "client_order_id": new_order.client_order_id, "broker_order_id": new_order.broker_order_id,
+                "result": {**result, "client_order_id": new_order.client_order_id,
+                           "broker_order_id": new_order.broker_order_id, "order_status": new_order.state.value,
+                           "filled_qty": "0", "filled_avg_price": None},
+                "order_final": False, "fill_seq": seq, "pending_replace": None,
+                "replaced_orders": [*(data.get("replaced_orders") or []), old_entry],
+                "replacements": [*(data.get("replacements") or []),
+                                 {"key_id": marker["key_id"], "fingerprint": marker["fingerprint"],
+                                  "ledger_id": f"{intent_id}--r{n}", "broker_order_id": new_order.broker_order_id,
+                                  "at": now.isoformat()}],
+                "reconcile_after": now + timedelta(seconds=10), "updated_at": now.isoformat()}
+            exposure = store_writes.order_event_exposure(delta * direction, reserved_delta, direction)
+            if store_writes.record_order_event(self.store, tenant_id, intent_id, token, update, f"{intent_id}--r{n}",
+                                               row, fills, (account_key_for(old_intent.broker_account_id, old_intent.symbol),
+                                                            exposure)):
+                log_event("orders.replaced", intent_id=intent_id, tenant_id=tenant_id,
+                          old_broker_order_id=old.broker_order_id, broker_order_id=new_order.broker_order_id)
+                self._fold(tenant_id, intent_id)  # the new order's own fills (a marketable replacement)
+                return
+        raise VenueBusy("STORE_CONTENDED", "the order kept changing; retry with the same Idempotency-Key", 1)
+
+    def _fill_write(self, intent: OrderIntent, ctx: ExecutionContext, trade_id: str, increment: BrokerOrder,
+                    broker_name: str, coid: str | None) -> FillWrite:
+        """A fill increment of the replaced order (as the engine's reconcile writes one)."""
+        now = self.clock.now()
+        return FillWrite(
+            trade_id=trade_id, uid=ctx.uid,
+            ledger=fill_ledger_row(intent=intent, ctx=ctx, trade_id=trade_id, now=now, increment=increment,
+                                   broker_name=broker_name, client_order_id=coid),
+            history=history_row(intent=intent, ctx=ctx, now=now, routing=None, order=increment,
+                                broker_name=broker_name, client_order_id=coid or "", trade_id=trade_id, kind="fill"),
+            tax=tax_fill(trade_id=trade_id, symbol=intent.symbol, asset_class=intent.asset_class.value,
+                         side=intent.side.value, qty=increment.filled_qty, price=increment.filled_avg_price,
+                         fees=ZERO, when=now, multiplier=intent.spec.multiplier))
