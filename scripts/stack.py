@@ -2,7 +2,7 @@
 scripted session against it over HTTP, as an app would use it.
 
     bash scripts/run.sh              # installs what is missing, then runs this file
-    bash scripts/run.sh --alpaca     # equities/crypto/options through the local Alpaca-compatible server
+    bash scripts/run.sh --alpaca     # the traders' accounts on the local Alpaca-compatible server's Broker API
     bash scripts/run.sh --once       # exit after the session (also when not on a terminal, e.g. CI)
     bash scripts/run.sh --stay | tee log   # stay up after the session even when piped, until Ctrl-C
 
@@ -11,20 +11,31 @@ What runs (project ``demo-exec``, offline, nothing deployed):
   (the wrapper jar scripts/setup.sh builds) with ``firestore.rules`` loaded, the Auth emulator, the
   Pub/Sub emulator (without it the Functions emulator ignores scheduled functions) and the Functions
   emulator running ``functions/main.py`` (``api``, ``on_order_intent_created``, ``sweep_stuck_work``)
-  with ``functions/venv``. Function env: ``functions/.env.demo-exec`` (paper broker, dry run off,
-  the ``wide_spread`` paper scenario), overridable in ``functions/.env.local``. EXEC_*/ALPACA_* vars
-  of the calling shell are NOT passed on, so a run does not depend on the shell.
-- ``--alpaca``: ``LocalAlpacaServer`` (tests/support/alpaca_server.py) in a thread of this process;
-  the functions get ``EXEC_BROKER_ROUTES`` (EQUITY/CRYPTO/OPTIONS to alpaca, FOREX/COMMODITY to
-  paper), ``ALPACA_URL_OVERRIDE`` and placeholder keys.
+  with ``functions/venv``. Function env: ``functions/.env.demo-exec`` (dry run off, the
+  ``wide_spread`` paper scenario, strict accounts — ``EXEC_ACCOUNTS`` unset, as deployed),
+  overridable in ``functions/.env.local``. EXEC_*/ALPACA_* vars of the calling shell are NOT passed
+  on, so a run does not depend on the shell.
+- Venues and accounts (``DemoVenues`` in scripts/localstack/session.py): the demo tenant
+  ``acme_corp`` gets, written with admin credentials, broker connections, one account per trader
+  and member documents with default accounts — only such documents count. ``LocalOandaServer``
+  (tests/support/oanda_server.py) always runs in a thread of this process: connection
+  ``demo_oanda`` (venue ``oanda``) and the first trader's FX account ``trader_fx``. The traders'
+  accounts (``trader_main``, ``trader2_main``) are on connection ``demo_paper`` (the ``paper`` venue,
+  simulated inside the functions) or, with ``--alpaca``, on ``demo_alpaca`` (venue
+  ``alpaca_broker``: ``LocalAlpacaServer``'s Broker API, one venue account per trader). Connection
+  documents hold only ``credentials_ref`` = ``env:DEMO_...``; the values (random per run) are
+  passed to the functions' environment, never written to Firestore.
 
 The session (each step has an expected outcome; the exit code is 0 only if all of them held):
 users with custom claims in the Auth emulator (a trader and a tenant admin of ``acme_corp``); through
 the API with the trader's ID token: a placed trade, a downgraded one (wide spread), a rejected one
 (position limit), a replay with the same Idempotency-Key, a multi-leg pair and its read-back, a
-signal, the history page; through the Firestore REST API with the trader's token (rules apply): an
-intent document created as the app would, executed by the Firestore trigger, plus two writes and
-reads the rules must refuse; the sweeper invoked as Cloud Scheduler would; the tenant ledger read
+signal, the history page; two users, two accounts: each trader's SPY trade lands in their own
+account (ledger rows with ``broker_account_id``/``venue_account_id``, the venue's position per
+account, the admin's reconciliation), another user's or an invented account is refused
+(``ACCOUNT_NOT_OWNED``), GBP/USD goes to the OANDA account; through the Firestore REST API with the
+trader's token (rules apply): an intent document created as the app would, executed by the
+Firestore trigger, plus two writes and reads the rules must refuse; the sweeper invoked as Cloud Scheduler would; the tenant ledger read
 with the admin's token. Then ID tokens and a curl line for every API route, and the stack stays up
 until Ctrl-C — on a terminal, or anywhere with ``--stay``. When it exits after the session instead
 (``--once``, stdin/stdout not a terminal such as ``| tee log``, ``CI`` set) it says which.
@@ -69,8 +80,14 @@ from scripts.localstack.clients import (  # noqa: E402 - after the sys.path line
     wait_for,
 )
 from scripts.localstack.session import (  # noqa: E402
+    ALPACA_CREDENTIALS_ENV,
     FINAL_INTENT_STATUSES,
+    FX_ACCOUNT,
+    OANDA_CREDENTIALS_ENV,
     TENANT,
+    TRADER2_ACCOUNT,
+    TRADER_ACCOUNT,
+    DemoVenues,
     Session,
     approval_body,
     curl_examples,
@@ -78,6 +95,7 @@ from scripts.localstack.session import (  # noqa: E402
     intent_document,
     pair_body,
     print_access,
+    provision_paper_trader,
     signal_body,
 )
 from scripts.localstack.suite import (  # noqa: E402
@@ -95,13 +113,12 @@ from tests.support.emulators import EmulatorError  # noqa: E402
 _http = loopback_session  # the name tests/integration/test_local_stack.py uses
 
 __all__ = [
-    "FINAL_INTENT_STATUSES", "FUNCTIONS", "PASSWORD", "PROJECT", "REGION", "SERVICES", "TENANT", "ApiClient",
-    "AuthClient", "EmulatorSuite", "FirestoreRest", "Reply", "SchedulerTicker", "Session", "StackError", "User",
-    "approval_body", "curl_examples", "execute_body", "intent_document", "invoke_scheduled", "main", "pair_body",
-    "print_access", "signal_body", "stay_up", "wait_for",
+    "ALPACA_CREDENTIALS_ENV", "OANDA_CREDENTIALS_ENV", "FINAL_INTENT_STATUSES", "FUNCTIONS", "FX_ACCOUNT", "PASSWORD", "PROJECT", "REGION", "SERVICES", "TENANT",
+    "TRADER2_ACCOUNT", "TRADER_ACCOUNT", "ApiClient", "AuthClient", "DemoVenues", "EmulatorSuite", "FirestoreRest",
+    "Reply", "SchedulerTicker", "Session", "StackError", "User", "approval_body", "curl_examples", "execute_body",
+    "intent_document", "invoke_scheduled", "main", "pair_body", "print_access", "provision_paper_trader",
+    "signal_body", "stay_up", "wait_for",
 ]
-
-ALPACA_ROUTES = "EQUITY=alpaca,CRYPTO=alpaca,OPTIONS=alpaca,FOREX=paper,COMMODITY=paper"
 
 
 def stay_up(once: bool, stay: bool, stdin_tty: bool, stdout_tty: bool, ci: bool) -> tuple[bool, str]:
@@ -127,7 +144,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                       help="stay up after the session until Ctrl-C or SIGTERM, also when not on a terminal "
                            "(e.g. `bash scripts/run.sh --stay | tee log`)")
     parser.add_argument("--alpaca", action="store_true",
-                        help="route equities/crypto/options to the local Alpaca-compatible server")
+                        help="put the traders' accounts on the local Alpaca-compatible server's Broker API "
+                             "(connection demo_alpaca, venue alpaca_broker) instead of the paper venue")
     parser.add_argument("--schedule-seconds", type=float, default=60.0, metavar="S",
                         help="call the scheduled sweeper (sweep_stuck_work) every S seconds while the stack is "
                              "up, as Cloud Scheduler does every minute (default 60; 0: never)")
@@ -143,25 +161,15 @@ def main(argv: Iterable[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
 
-    env: dict[str, str] = {}
-    alpaca = None
-    if args.alpaca:
-        from tests.support.alpaca_server import LocalAlpacaServer
-
-        alpaca = LocalAlpacaServer("wide_spread").start()
-        env = {"EXEC_BROKER_ROUTES": ALPACA_ROUTES, "ALPACA_URL_OVERRIDE": alpaca.url,
-               "ALPACA_API_KEY": "PKLOCALDEMO", "ALPACA_SECRET_KEY": "local-demo-placeholder"}
-
+    venues = DemoVenues.start(alpaca=args.alpaca)  # the local venue servers and their credentials (env only)
     workdir = ROOT / ".tools/stack"
     shutil.rmtree(workdir, ignore_errors=True)
-    suite = EmulatorSuite(workdir=workdir, functions_env=env)
-    broker = "alpaca" if args.alpaca else "paper"
+    suite = EmulatorSuite(workdir=workdir, functions_env=venues.functions_env)
     code = 1
     ticker: SchedulerTicker | None = None
     try:
-        print(f"Local stack: project {PROJECT}, broker {broker}"
-              + (f" (local Alpaca-compatible server {alpaca.url}, routes {ALPACA_ROUTES})" if alpaca else
-                 " (embedded paper broker)") + ", functions/.env.demo-exec")
+        print(f"Local stack: project {PROJECT}, tenant {TENANT}, strict accounts: {venues.describe()}; "
+              "functions/.env.demo-exec")
         print(f"Starting firebase emulators ({', '.join(SERVICES)}) offline ...", flush=True)
         suite.start()
         since_run = ""
@@ -181,7 +189,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             print(f"  Scheduler: sweep_stuck_work every {args.schedule_seconds:g} s, as Cloud Scheduler would "
                   "(the Functions emulator does not run schedules).")
         print()
-        session = Session(suite, broker=broker, out=lambda line: print(line, flush=True))
+        session = Session(suite, venues=venues, out=lambda line: print(line, flush=True))
         try:
             session.run()
         except (requests.RequestException, StackError) as exc:
@@ -212,8 +220,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             ticker.stop()
             print(f"Scheduler stopped after {ticker.ticks} tick(s), {ticker.failures} failed.", flush=True)
         suite.stop()
-        if alpaca is not None:
-            alpaca.stop()
+        venues.stop()
         print(f"Stopped in {time.monotonic() - started:.1f} s.", flush=True)
     return code
 

@@ -363,8 +363,11 @@ class ApiApp:
                     if request.query and media not in route.media:
                         name = sorted(request.query)[0]
                         raise bad_request(name, "this endpoint takes no query parameters")
-                    limiter = (self._rate_limiter_factory() if self._rate_limiter_factory
-                               and route.method == "POST" and not route.handler.startswith("_admin_") else None)
+                    # order requests: every POST but administration, and a cancel / replace (issue 15: they
+                    # reach a venue too)
+                    limited = (route.method == "POST" and not route.handler.startswith("_admin_")) \
+                        or route.handler in ("_orders_cancel", "_orders_replace")
+                    limiter = self._rate_limiter_factory() if self._rate_limiter_factory and limited else None
                     if limiter is not None:  # 429 + Retry-After before anything is parsed or written
                         rate_limit.admit(limiter, identity.tenant_id, identity.uid)
             response = getattr(self, route.handler)(request, identity, **params)
@@ -774,13 +777,25 @@ class ApiApp:
         concurrent request may have won the race) after."""
         engine = engine or self._engine()
         if id_source is not None:
-            check_intent_record(engine.store.get_intent(identity.tenant_id, intent.intent_id), intent.to_dict(),
-                                identity.uid, id_source)
+            check_intent_record(_as_requested(engine.store.get_intent(identity.tenant_id, intent.intent_id)),
+                                intent.to_dict(), identity.uid, id_source)
         result = engine.execute_intent(intent, identity.context())
         if id_source is not None and (result.replayed or result.status == "pending"):
-            check_intent_record(engine.store.get_intent(identity.tenant_id, intent.intent_id), intent.to_dict(),
-                                identity.uid, id_source)
+            check_intent_record(_as_requested(engine.store.get_intent(identity.tenant_id, intent.intent_id)),
+                                intent.to_dict(), identity.uid, id_source)
         return result
+
+
+def _as_requested(record: Any) -> Any:
+    """The stored record as first requested: a replaced order (PATCH /orders/{id}, issue 15) holds the
+    working order in ``intent`` and the first request in ``requested_intent``; a retry of that first
+    request is compared with the latter."""
+    requested = record.data.get("requested_intent") if record is not None else None
+    if not isinstance(requested, Mapping):
+        return record
+    from dataclasses import replace as _replace
+
+    return _replace(record, data={**record.data, "intent": requested})
 
 
 def _clock_of(engine: Any) -> Any:

@@ -18,7 +18,8 @@ owner — and the tenant's admins — read it, nobody else); these endpoints are
        ``ORDER_NOT_CANCELABLE`` (it filled before the cancel reached the venue; its fills are in the
        ledger), ``ORDER_CANCEL_PENDING``, ``REPLACE_NOT_SUPPORTED`` (the venue, e.g. OANDA),
        ``DRY_RUN``, ``IDEMPOTENCY_KEY_REUSED`` — the body carries the order as recorded when known
-429    ``BROKER_RATE_LIMITED``; 503 ``BROKER_UNAVAILABLE`` / ``VENUE_UNAVAILABLE`` /
+429    ``RATE_LIMITED`` (a cancel or a replace counts as an order request: ``backend.api.rate_limit``),
+       ``BROKER_RATE_LIMITED``; 503 ``BROKER_UNAVAILABLE`` / ``VENUE_UNAVAILABLE`` /
        ``STORE_CONTENDED``: retry (``Retry-After``; a replace with the same Idempotency-Key)
 =====  =========================  ===============================================================
 """
@@ -145,7 +146,8 @@ def openapi_paths(error: Any) -> dict[str, Any]:
     conflict = error("409", "ORDER_NOT_PLACED, ORDER_NOT_WORKING, ORDER_NOT_CANCELABLE, ORDER_CANCEL_PENDING, "
                             "REPLACE_NOT_SUPPORTED, DRY_RUN or IDEMPOTENCY_KEY_REUSED; the body's `order` is the "
                             "order as recorded.")
-    venue = {"429": error("429", "BROKER_RATE_LIMITED: retry after Retry-After seconds."),
+    venue = {"429": error("429", "RATE_LIMITED (a cancel or a replace is an order request of the caller's and the "
+                                 "tenant's limit) or BROKER_RATE_LIMITED: retry after Retry-After seconds."),
              "503": error("503", "BROKER_UNAVAILABLE, VENUE_UNAVAILABLE or STORE_CONTENDED: retry after Retry-After "
                                  "seconds (a replace with the same Idempotency-Key).")}
     replayed = {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]},

@@ -39,10 +39,11 @@ from typing import Any, Mapping
 
 from backend.domain.errors import InvalidInput, Rejection
 from backend.domain.money import ZERO, dec_str
-from backend.domain.orders import BrokerError, BrokerErrorCode, BrokerOrder, OrderState, ReplaceRequest
+from backend.domain.orders import (BrokerError, BrokerErrorCode, BrokerOrder, OrderRequest, OrderState,
+                                   ReplaceRequest)
 from backend.execution import store_writes
 from backend.execution.accounts import stored_binding
-from backend.execution.client_ids import single_client_order_id
+from backend.execution.client_ids import checked_order, single_client_order_id
 from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.execution.records import fill_ledger_row, history_row, order_event_row, tax_fill
 from backend.logs import log_event
@@ -198,9 +199,14 @@ class OrderManager:
         return order_view(intent_id, record.data)
 
     # --- shared --------------------------------------------------------------------------------
+    @staticmethod
+    def _intent_ctx(tenant_id: str, intent_id: str, data: Mapping[str, Any]) -> tuple[OrderIntent, ExecutionContext]:
+        """The working order as an intent and its context (the stored account binding, never re-bound)."""
+        return (OrderIntent.from_dict({**data["intent"], "intent_id": intent_id}),
+                ExecutionContext(tenant_id, data["uid"], account=stored_binding(data.get("account"))))
+
     def _context(self, tenant_id: str, intent_id: str, data: Mapping[str, Any]) -> tuple[OrderIntent, ExecutionContext, Any]:
-        intent = OrderIntent.from_dict({**data["intent"], "intent_id": intent_id})
-        ctx = ExecutionContext(tenant_id, data["uid"], account=stored_binding(data.get("account")))
+        intent, ctx = self._intent_ctx(tenant_id, intent_id, data)
         try:
             venue = self.engine.broker_for(intent, ctx)
         except Exception as exc:  # the account's venue cannot be built now
@@ -234,8 +240,8 @@ class OrderManager:
         record, token = self._own(tenant_id, uid, intent_id)
         data = record.data
         self._working_or_conflict(data, intent_id)
-        if data.get("order_final"):
-            return self._cancel_outcome(tenant_id, uid, intent_id, replayed=True)
+        if data.get("order_final"):  # already final: the recorded cancel (replayed), or the venue's own cancel
+            return self._cancel_outcome(tenant_id, uid, intent_id, replayed=isinstance(data.get("cancel"), Mapping))
         intent, ctx, venue = self._context(tenant_id, intent_id, data)
         if not data.get("cancel_requested_at"):  # the request is persisted before the venue is asked
             token = store_writes.update_intent_if_unchanged(self.store, tenant_id, intent_id, token, {
@@ -279,8 +285,21 @@ class OrderManager:
                 return Outcome("canceled", order_view(intent_id, record.data), replayed)
         raise VenueBusy("STORE_CONTENDED", "the order kept changing; retry", 1)
 
+    def settle_requested_cancel(self, tenant_id: str, intent_id: str) -> bool:
+        """For the sweeper's working-order loop (after ``engine.reconcile_intent``): a cancel that answered
+        ``pending`` and that the venue confirmed since gets its ledger row even if the caller never asks again."""
+        got = self.store.get_intent_with_token(tenant_id, intent_id)
+        if got is None:
+            return False
+        data = got[0].data
+        if not data.get("cancel_requested_at") or isinstance(data.get("cancel"), Mapping) \
+                or not data.get("order_final") or (data.get("result") or {}).get("order_status") not in (
+                    OrderState.CANCELED.value, OrderState.EXPIRED.value):
+            return False
+        return self._record_cancel(tenant_id, intent_id, data, got[1])
+
     def _record_cancel(self, tenant_id: str, intent_id: str, data: Mapping[str, Any], token: Any) -> bool:
-        intent, ctx, _ = self._context_quiet(tenant_id, intent_id, data)
+        intent, ctx = self._intent_ctx(tenant_id, intent_id, data)
         now = self.clock.now()
         result = data.get("result") or {}
         remainder = (_dec(intent.qty) or ZERO) - (_dec(result.get("filled_qty")) or ZERO)
@@ -298,10 +317,6 @@ class OrderManager:
         if ok:
             log_event("orders.canceled", intent_id=intent_id, tenant_id=tenant_id, canceled_qty=remainder)
         return ok
-
-    def _context_quiet(self, tenant_id: str, intent_id: str, data: Mapping[str, Any]) -> tuple[OrderIntent, ExecutionContext, None]:
-        intent = OrderIntent.from_dict({**data["intent"], "intent_id": intent_id})
-        return intent, ExecutionContext(tenant_id, data["uid"], account=stored_binding(data.get("account"))), None
 
     # --- replace -------------------------------------------------------------------------------
     def replace(self, tenant_id: str, uid: str, intent_id: str, changes: ReplaceChanges, key: str) -> Outcome:
@@ -327,14 +342,14 @@ class OrderManager:
         if getattr(venue, "replace_order", None) is None:
             raise OrderConflict("REPLACE_NOT_SUPPORTED", f"{venue.name} does not replace orders: cancel and place a new one")
         pending = data.get("pending_replace")
-        if isinstance(pending, Mapping) and pending.get("key_id") != key_id:
-            found = self._lookup(venue, pending["client_order_id"])
-            if found is not None:  # an earlier replace reached the venue: record it first
-                self._complete(tenant_id, uid, intent_id, dict(pending), found, venue)
-                return self.replace(tenant_id, uid, intent_id, changes, key)
         if isinstance(pending, Mapping) and pending.get("key_id") == key_id \
                 and pending.get("fingerprint") != fingerprint:
             raise OrderConflict("IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with another body")
+        if isinstance(pending, Mapping):
+            found = self._lookup(venue, pending["client_order_id"])
+            if found is not None:  # an earlier replace (a lost answer) reached the venue: record it first
+                self._complete(tenant_id, uid, intent_id, dict(pending), found, venue)
+                return self.replace(tenant_id, uid, intent_id, changes, key)  # this key's: now a replay
         new_intent = self._replacement_intent(intent, data, changes, venue.name)
         coid = single_client_order_id(tenant_id, f"{intent_id}--replace--{key_id}", prefix="r",
                                       account=intent.broker_account_id)
@@ -366,6 +381,11 @@ class OrderManager:
                 store_writes.update_intent_if_unchanged(self.store, tenant_id, intent_id, token, {"pending_replace": None})
                 self._fold(tenant_id, intent_id)  # e.g. it filled meanwhile: its fills reach the ledger
                 raise ReplaceRefused(None, f"the venue refused the replacement: {exc.message or exc.code.value}") from None
+        if checked_order(OrderRequest(client_order_id=coid, symbol=new_intent.symbol, asset_class=new_intent.asset_class,
+                                      side=new_intent.side, qty=new_order.qty), new_order, tenant_id=tenant_id,
+                         where="orders.replace", intent_id=intent_id, uid=uid) is not None:
+            raise VenueBusy("CLIENT_ORDER_ID_MISMATCH", "the venue answered with an order that is not the "
+                                                        "replacement; not adopted (an alert was raised)", 60)
         self._complete(tenant_id, uid, intent_id, marker, new_order, venue)
         record, _ = self._own(tenant_id, uid, intent_id)
         return Outcome("replaced", order_view(intent_id, record.data))
@@ -423,7 +443,7 @@ class OrderManager:
             data = record.data
             if any(d.get("key_id") == marker["key_id"] for d in data.get("replacements") or []):
                 return
-            old_intent, ctx, _ = self._context_quiet(tenant_id, intent_id, data)
+            old_intent, ctx = self._intent_ctx(tenant_id, intent_id, data)
             result = dict(data.get("result") or {})
             try:
                 old = venue.get_order(marker["old_broker_order_id"])

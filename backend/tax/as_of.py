@@ -29,7 +29,10 @@ back exactly; lots acquired after D are left out), then each event after D is un
   so it is identified among the washed losses sold within 30 days of the lot's purchase by the
   holding period it tacked on (``acquired − (loss sold − loss holding start)``) and the amount;
   a lot bought 30 or more days before D is decided without looking (any loss that can wash it
-  was sold by D). Losses still pending at D that a purchase after D washed change only lots
+  was sold by D). A piece split off for a wash sale whose loss is still in doubt is placed by its
+  number ``n``: the book numbers these splits in booking order, so one at or below a split known
+  to be made by D was made by D, one at or above a split made after D (e.g. of a lot bought after
+  D) was after it. Losses still pending at D that a purchase after D washed change only lots
   bought after D, which are not in the answer.
 
 Refused (``AsOfUnavailable``, the API's 409), never guessed: a book of another state version,
@@ -130,11 +133,17 @@ class _Loss:
     quantity: Decimal
     loss: Decimal  # cost basis − proceeds of the sold shares
 
-    def per_unit_matches(self, piece: _Piece) -> bool:
+    def per_unit_matches(self, piece: _Piece, splits: Iterable[tuple[date, Fraction]]) -> bool:
         """The book prorates a loss by quantity, so a replacement piece carries the sold shares' loss
-        per unit: ``wash = loss × qty / quantity`` up to the 1e-8 rounding of each proration
-        (``_arith.prorate``); ``PER_UNIT_TOLERANCE`` covers 10,000 of them."""
-        expected = Fraction(self.loss) * Fraction(piece.qty) / Fraction(self.quantity)
+        per unit: ``wash = loss × qty / (quantity × F)`` up to the 1e-8 rounding of each proration
+        (``_arith.prorate``; ``PER_UNIT_TOLERANCE`` covers 10,000 of them). ``F``: the ratios of the
+        splits after the sale up to the piece's sale (or now): one before the wash scaled the pending
+        loss's quantity, one after it the replacement lot's."""
+        factor = Fraction(1)
+        for effective, ratio in splits:
+            if self.sold < effective and (piece.sold is None or effective <= piece.sold):
+                factor *= ratio
+        expected = Fraction(self.loss) * Fraction(piece.qty) / (Fraction(self.quantity) * factor)
         return abs(Fraction(piece.wash) - expected) <= PER_UNIT_TOLERANCE
 
     def can_have_washed(self, piece: _Piece) -> bool:
@@ -174,8 +183,17 @@ class _Reader:
         self.plain: dict[tuple[str, str, str, str], _Piece] = {}  # the others, added up per lot
         self.pending: dict[str, _Piece] = {}  # disposal doc id -> piece (a final document replaces it)
         self.actions: list[_Action] = []
-        self.losses: list[_Loss] = []
-        self.loss_ids: set[str] = set()
+        self.losses: dict[str, _Loss] = {}  # disposal doc id -> washed loss (a final document wins)
+        # wash-split numbers (``<lot>-W<n>``: the book's counter, in booking order) known to be after D
+        # (lowest) and by D (highest), per symbol
+        self.split_after: dict[str, int] = {}
+        self.split_by: dict[str, int] = {}
+
+    def _split_after(self, symbol: str, source: str, lot_id: str) -> None:
+        """A piece of a lot bought after D: if it was split off for a wash sale, that was after D."""
+        number = _wash_split_number(source, lot_id)
+        if number is not None:
+            self.split_after[symbol] = min(number, self.split_after.get(symbol, number))
 
     # --- books ---------------------------------------------------------------------------------
     def book(self, doc_id: str, doc: Mapping[str, Any]) -> None:
@@ -217,6 +235,7 @@ class _Reader:
     def _open_lot(self, lot: Mapping[str, Any], asset_class: AssetClass) -> None:
         acquired = _day(lot["acquired"], f"lot {lot['lot_id']}")
         if acquired > self.as_of:
+            self._split_after(str(lot["symbol"]), str(lot["source_trade_id"]), str(lot["lot_id"]))
             return
         wash = Decimal(str(lot.get("wash_adjustment", "0")))
         holding = _day(lot["holding_start"], f"lot {lot['lot_id']}")
@@ -239,12 +258,13 @@ class _Reader:
     def _disposal(self, doc_id: str, doc: Mapping[str, Any], *, disallowed: Decimal, pending: bool) -> None:
         sold = _day(doc["sold"], f"disposal {doc_id}")
         position = Position(doc["position"])
-        if disallowed > ZERO and position is Position.LONG and doc_id not in self.loss_ids:
-            self.loss_ids.add(doc_id)
-            self.losses.append(_Loss(str(doc["symbol"]), str(doc.get("book") or ""), str(doc["opening_trade_id"]),
-                                     sold, datetime.fromisoformat(doc["closed_at"]),
-                                     _day(doc["holding_start"], doc_id), disallowed, Decimal(str(doc["quantity"])),
-                                     _arith.sub(Decimal(str(doc["cost_basis"])), Decimal(str(doc["proceeds"])))))
+        if disallowed > ZERO and position is Position.LONG and not (pending and doc_id in self.losses):
+            self.losses[doc_id] = _Loss(
+                symbol=str(doc["symbol"]), book=str(doc.get("book") or ""), source=str(doc["opening_trade_id"]),
+                sold=sold, closed_at=datetime.fromisoformat(doc["closed_at"]),
+                holding_start=_day(doc["holding_start"], doc_id), disallowed=disallowed,
+                quantity=Decimal(str(doc["quantity"])),
+                loss=_arith.sub(Decimal(str(doc["cost_basis"])), Decimal(str(doc["proceeds"]))))
         if not pending:
             self.pending.pop(doc_id, None)  # became final: the document wins
         if sold <= self.as_of:
@@ -257,6 +277,7 @@ class _Reader:
             acquired = trade_date(opened_at, self.tz)
             holding, basis = acquired, Decimal(str(doc["proceeds"]))
         if acquired > self.as_of:
+            self._split_after(str(doc["symbol"]), str(doc["opening_trade_id"]), str(doc["lot_id"]))
             return
         source, lot_id = str(doc["opening_trade_id"]), str(doc["lot_id"])
         marked = lot_id != source or holding != acquired
@@ -286,6 +307,7 @@ class _Reader:
         renames = [a for a in after if a.kind == "SYMBOL_CHANGE"]
         splits = [a for a in after if a.kind == "SPLIT"]
         groups: dict[tuple[str, str, str, str, str], list[_Piece]] = {}
+        self._learn_split_numbers([*self.pieces, *self.pending.values()], renames)
         for piece in [*self.pieces, *self.plain.values(), *self.pending.values()]:
             symbol = self._symbol_at(piece, renames)
             stood = self._wash_stood(piece, renames)
@@ -307,10 +329,16 @@ class _Reader:
         return symbol
 
     def _names(self, piece: _Piece, renames: list[_Action]) -> set[str]:
+        """Every symbol the piece's lot went by (its losses were booked under the name of their day)."""
         names = {piece.symbol, self._symbol_at(piece, renames)}
-        for action in renames:
-            if action.symbol in names or action.new_symbol in names:
-                names |= {action.symbol, action.new_symbol}
+        changes = [a for a in self.actions if a.kind == "SYMBOL_CHANGE"]
+        grown = True
+        while grown:
+            before = len(names)
+            for action in changes:
+                if action.symbol in names or action.new_symbol in names:
+                    names |= {action.symbol, action.new_symbol}
+            grown = len(names) > before
         return names
 
     def _wash_stood(self, piece: _Piece, renames: list[_Action]) -> bool | None:
@@ -320,17 +348,47 @@ class _Reader:
         if self.as_of >= piece.acquired + timedelta(days=WASH_WINDOW_DAYS):
             return True  # every loss that can wash it was sold by D
         names = self._names(piece, renames)
-        split_dates = [a.effective for a in self.actions if a.kind == "SPLIT" and a.symbol in names]
-        found = {loss.sold <= self.as_of for loss in self.losses
-                 if loss.symbol in names and loss.can_have_washed(piece)
-                 # a split since the earlier of the two changed the units of one of them: no per-unit test
-                 and (any(day > min(loss.sold, piece.acquired) - timedelta(days=WASH_WINDOW_DAYS)
-                          for day in split_dates) or loss.per_unit_matches(piece))}
+        splits = [(a.effective, a.ratio) for a in self.actions if a.kind == "SPLIT" and a.symbol in names]
+        found = {loss.sold <= self.as_of for loss in self.losses.values()
+                 if loss.symbol in names and loss.can_have_washed(piece) and loss.per_unit_matches(piece, splits)}
+        if len(found) == 2:
+            ordered = self._by_split_number(piece, names)
+            if ordered is not None:
+                return ordered
         if len(found) != 1:
             what = "no washed loss matches it" if not found else "washed losses before and after the date match it"
             raise AsOfUnavailable(f"{piece.origin}: lot {piece.lot_id} of {piece.symbol} carries a wash-sale "
                                   f"adjustment and {what}: cannot tell whether it stood on {self.as_of.isoformat()}")
         return found.pop()
+
+    def _by_split_number(self, piece: _Piece, names: set[str]) -> bool | None:
+        """A piece split off for a wash sale (``<lot>-W<n>``) is ordered by its number among the book's
+        other wash splits: at or below one made by D it was made by D, at or above one made after D it
+        was after. Only for a symbol that never changed (one book document, one counter)."""
+        number = _wash_split_number(piece.source, piece.lot_id)
+        if number is None or len(names) != 1 or any(a.kind == "SYMBOL_CHANGE" and {a.symbol, a.new_symbol} & names
+                                                     for a in self.actions):
+            return None
+        if number <= self.split_by.get(piece.symbol, 0):
+            return True
+        if number >= self.split_after.get(piece.symbol, number + 1):
+            return False
+        return None
+
+    def _learn_split_numbers(self, pieces: list[_Piece], renames: list[_Action]) -> None:
+        """The highest wash-split number made by D: pieces decided without the numbers."""
+        for piece in pieces:
+            number = _wash_split_number(piece.source, piece.lot_id)
+            if number is None:
+                continue
+            try:
+                stood = self._wash_stood(piece, renames)
+            except AsOfUnavailable:
+                continue
+            if stood:
+                self.split_by[piece.symbol] = max(number, self.split_by.get(piece.symbol, 0))
+            elif stood is False:
+                self.split_after[piece.symbol] = min(number, self.split_after.get(piece.symbol, number))
 
     def _factor(self, piece: _Piece, splits: list[_Action], since: date | None = None) -> Fraction:
         """The product of the ratios of the splits after D (after ``since``) applied to the piece."""
@@ -370,6 +428,7 @@ class _Reader:
                 wash = _arith.add(wash, piece.wash)
                 starts.add(piece.holding_start)
         first = min(pieces, key=lambda p: p.acquired_at)
+        replacement = bool(starts)
         if len(starts) > 1:
             raise AsOfUnavailable(f"lot {lot_id} of {symbol}: its pieces disagree on the holding period start")
         if qty <= 0:
@@ -378,12 +437,18 @@ class _Reader:
                    qty=_fraction_to_decimal(qty, f"lot {lot_id} of {symbol}"), basis=basis,
                    acquired_at=first.acquired_at, acquired=first.acquired,
                    holding_start=starts.pop() if starts else first.acquired, source_trade_id=source, seq=(),
-                   wash_adjustment=wash, wash_replacement=bool(starts) or wash > ZERO, book=book)
+                   wash_adjustment=wash, wash_replacement=replacement, book=book)
+
+
+def _wash_split_number(source: str, lot_id: str) -> int | None:
+    """``n`` of a piece split off lot ``source`` for a wash sale (``<source>-W<n>``), else None."""
+    suffix = lot_id[len(source) + 2:]
+    return int(suffix) if lot_id != source and lot_id.startswith(f"{source}-W") and suffix.isdigit() else None
 
 
 def _order(lot: Lot) -> tuple[Any, ...]:
-    suffix = lot.lot_id[len(lot.source_trade_id) + 2:] if lot.lot_id != lot.source_trade_id else ""
-    split_order = (0, int(suffix)) if suffix.isdigit() else (1, 0)
+    number = _wash_split_number(lot.source_trade_id, lot.lot_id)
+    split_order = (1, 0) if number is None else (0, number)
     return (book_key(lot.symbol), lot.acquired_at, lot.source_trade_id, lot.book, split_order, lot.lot_id)
 
 

@@ -240,17 +240,27 @@ def provision_paper_trader(suite: EmulatorSuite, user: User, account_id: str, te
 
 @dataclass
 class Session:
+    """``venues``: the run's local venue servers (``DemoVenues``); None: paper accounts only, no FX
+    account. ``broker``: the venue name the traders' main accounts answer with (from ``venues``)."""
+
     suite: EmulatorSuite
     broker: str = "paper"
     out: Callable[[str], None] = print
     results: list[tuple[str, bool, str]] = field(default_factory=list)
+    venues: DemoVenues | None = None
     trader: User | None = None
+    trader2: User | None = None
     admin: User | None = None
     risk: User | None = None
     auditor: User | None = None
     group_id: str | None = None
     intent_id: str | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    accounts: dict[str, Any] = field(default_factory=dict)  # account id → Account, as written
+
+    def __post_init__(self) -> None:
+        if self.venues is not None:
+            self.broker = self.venues.broker
 
     def check(self, label: str, ok: bool, detail: str) -> bool:
         self.results.append((label, ok, detail))
@@ -264,17 +274,73 @@ class Session:
     def run(self) -> bool:
         auth = AuthClient(self.suite)
         self.trader = auth.create_user("trader", "trader@acme.example", {"tenant_id": TENANT, "role": "trader"})
+        self.trader2 = auth.create_user("trader2", "trader2@acme.example", {"tenant_id": TENANT, "role": "trader"})
         self.admin = auth.create_user("admin", "admin@acme.example", {"tenant_id": TENANT, "role": "tenant_admin"})
         self.risk = auth.create_user("risk", "risk@acme.example", {"tenant_id": TENANT, "role": "risk_manager"})
         self.auditor = auth.create_user("auditor", "auditor@acme.example", {"tenant_id": TENANT, "role": "auditor"})
         self.out("Users (Auth emulator, custom claims in the ID token):")
-        for user in (self.trader, self.admin, self.risk, self.auditor):
+        for user in (self.trader, self.trader2, self.admin, self.risk, self.auditor):
             self.out(f"  {user.name:7} {user.email:22} uid={user.uid}  {json.dumps(user.claims)}")
+        self.provision()
         self.api_steps()
+        self.accounts_steps()
         self.firestore_steps()
         self.scheduler_steps()
         self.ledger()
         return self.ok
+
+    # ---- the tenant's accounts, written by an admin ------------------------------------------------
+    def provision(self) -> None:
+        """Connections, one account per trader (+ the FX account), member documents with defaults."""
+        from backend.domain.accounts import BrokerConnection
+
+        assert self.trader is not None and self.trader2 is not None
+        admin = FirestoreRest(self.suite, "owner")  # the emulator's admin credentials (rules bypassed)
+        at = datetime.now(timezone.utc)
+        venues = self.venues or DemoVenues()
+        self.out(f"\nTenant {TENANT}'s accounts, written with admin credentials (strict accounts: only admin-written "
+                 "documents count):")
+        if venues.alpaca is not None:
+            main = BrokerConnection(connection_id=ALPACA_CONNECTION, venue="alpaca_broker", environment="sandbox",
+                                    base_url=venues.alpaca.url, credentials_ref=f"env:{ALPACA_CREDENTIALS_ENV}",
+                                    created_at=at, updated_at=at)
+        else:
+            main = paper_connection(at)
+        connections = [main]
+        if venues.oanda is not None:
+            connections.append(BrokerConnection(
+                connection_id=OANDA_CONNECTION, venue="oanda", environment="paper", base_url=venues.oanda.url,
+                credentials_ref=f"env:{OANDA_CREDENTIALS_ENV}", created_at=at, updated_at=at))
+        for connection in connections:
+            r = write_connection(admin, connection)
+            ref = connection.credentials_ref.text if connection.credentials_ref is not None else "no credentials"
+            self.check(f"broker_connections/{connection.connection_id}", r.status == 200,
+                       f"{r.status} {connection.venue.value} {connection.environment.value} "
+                       f"{connection.base_url or '(simulated in the functions)'} {ref}")
+        wanted = [(self.trader, TRADER_ACCOUNT, main), (self.trader2, TRADER2_ACCOUNT, main)]
+        if venues.oanda is not None:
+            wanted.append((self.trader, FX_ACCOUNT, connections[1]))
+        for user, account_id, connection in wanted:
+            if connection.venue.value == "alpaca_broker":
+                venue_account_id = venues.alpaca.open_account()  # a Broker API account (UUID) at the venue
+            elif connection.venue.value == "oanda":
+                venue_account_id = venues.oanda.account_id
+            else:
+                venue_account_id = f"book-{account_id}"  # a paper book of the connection's simulated venue
+            account = trader_account(account_id, user, connection, venue_account_id, at)
+            r = write_account(admin, account)
+            self.accounts[account_id] = account
+            self.check(f"accounts/{account_id}", r.status == 200,
+                       f"{r.status} owner {user.name}, {connection.connection_id} venue account {venue_account_id}, "
+                       f"{'/'.join(sorted(c.value for c in account.asset_classes))}")
+        for user, account_id in ((self.trader, TRADER_ACCOUNT), (self.trader2, TRADER2_ACCOUNT)):
+            r = write_member(admin, user, account_id, at)
+            self.check(f"members/<{user.name}>", r.status == 200, f"{r.status} default_account_id={account_id}")
+        r, rows = admin.list(f"tenants/{TENANT}/broker_connections")
+        stored = json.dumps([row for _, row in rows], default=str)
+        leaked = [v for v in venues.secret_values() if v in stored]
+        self.check("no credential in Firestore (references only)", r.status == 200 and not leaked and bool(rows),
+                   f"{r.status} {len(rows)} connection documents; the values live in the functions' env only")
 
     # ---- through the HTTP API -----------------------------------------------------------------
     def api_steps(self) -> None:
@@ -343,6 +409,94 @@ class Session:
         r = api.call("POST", "/execute", execute_body("SPY"), token="not-a-token")
         self.check("POST /execute with a bad token", r.status == 401, f"{r.status} {(r.get('error') or {}).get('code')}")
 
+    # ---- two users, two accounts ----------------------------------------------------------------------
+    def accounts_steps(self) -> None:
+        """Two traders' trades land in their own accounts: the ledger rows name the account and the
+        venue's account, each venue account holds exactly its owner's position, and the admin's
+        reconciliation finds ledger = venue for every account."""
+        from backend.risk.reconciliation import ledger_net_positions, position_key
+
+        assert self.trader is not None and self.trader2 is not None and self.admin is not None
+        api1, api2 = ApiClient(self.suite, self.trader.token), ApiClient(self.suite, self.trader2.token)
+        self.out(f"\nTwo users, two accounts ({TRADER_ACCOUNT} of trader, {TRADER2_ACCOUNT} of trader2):")
+        placed: list[str] = []
+
+        def trade(api: ApiClient, label: str, body: dict[str, Any], broker: str) -> None:
+            r = api.call("POST", "/execute", body)
+            if r.get("intent_id"):
+                placed.append(r.get("intent_id"))
+            self.check(label, r.status == 201 and r.get("status") == "placed" and r.get("broker") == broker,
+                       f"{r.status} {r.get('status')} via {r.get('broker')} {_fill(r.body)}")
+
+        trade(api1, "trader: buy 6 SPY, no account named (default)", execute_body("SPY", qty="6", account=None),
+              self.broker)
+        trade(api2, f"trader2: sell 4 SPY in {TRADER2_ACCOUNT}", execute_body("SPY", side="sell", qty="4",
+                                                                                account=TRADER2_ACCOUNT), self.broker)
+        for label, account in ((f"trader2 names {TRADER_ACCOUNT} (trader's)", TRADER_ACCOUNT),
+                               ("trader2 names an invented account", "acct0")):
+            r = api2.call("POST", "/execute", execute_body("SPY", qty="1", account=account))
+            error = r.get("error") or {}
+            self.check(label, r.status == 403 and error.get("code") == "ACCOUNT_NOT_OWNED"
+                       and error.get("field") == "broker_account_id",
+                       f"{r.status} {error.get('code')} field={error.get('field')} (nothing written, nothing sent)")
+        fx = self.accounts.get(FX_ACCOUNT)
+        if fx is not None:
+            trade(api1, f"trader: buy 50 GBP/USD in {FX_ACCOUNT}",
+                  execute_body("GBP/USD", qty="50", account=FX_ACCOUNT, asset_class="FOREX"), "oanda")
+
+        # the ledger, read with the admin's token: every row names the account and the venue's account
+        r, rows = FirestoreRest(self.suite, self.admin.token).list(f"tenants/{TENANT}/ledger_trades")
+        mine = [row for _, row in rows if row.get("intent_id") in placed]
+        self.out(f"  ledger rows of these trades (tenants/{TENANT}/ledger_trades):")
+        for row in mine:
+            self.out(f"    {str(row.get('broker_account_id')):13} venue account {str(row.get('venue_account_id')):38} "
+                     f"{str(row.get('side')):4} {str(row.get('filled_qty')):>8} {str(row.get('symbol')):8} "
+                     f"{row.get('status')}")
+        rows_ok = len(mine) == len(placed) and all(
+            row.get("venue_account_id") == getattr(self.accounts.get(row.get("broker_account_id")),
+                                                  "venue_account_id", None) for row in mine)
+        self.check("ledger rows carry broker_account_id + venue_account_id", r.status == 200 and rows_ok,
+                   f"{r.status} {len(mine)}/{len(placed)} rows, each with its account's venue account id")
+
+        # per account: the ledger's net position and the venue's (read from the local servers)
+        ledger = ledger_net_positions([row for _, row in rows])
+        shown = [(TRADER_ACCOUNT, "SPY"), (TRADER2_ACCOUNT, "SPY")] + ([(FX_ACCOUNT, "GBP/USD")] if fx else [])
+        self.out(f"  {'account':13} {'owner':8} {'venue':14} {'venue account':38} {'symbol':8} {'ledger':>8} "
+                 f"{'venue':>8}")
+        agree = True
+        for account_id, symbol in shown:
+            account = self.accounts[account_id]
+            owner = "trader" if self.trader.uid in account.owner_uids else "trader2"
+            net = ledger.get(account_id, {}).get(position_key(symbol), Decimal(0))
+            venue_qty = self._venue_position(account, symbol)
+            agree = agree and (venue_qty is None or venue_qty == net)
+            self.out(f"  {account_id:13} {owner:8} {account.connection_id:14} {account.venue_account_id:38} "
+                     f"{symbol:8} {_signed(net):>8} {'(inside)' if venue_qty is None else _signed(venue_qty):>8}")
+        self.check("each venue account holds its owner's position", agree and bool(ledger.get(TRADER2_ACCOUNT)),
+                   "ledger = venue per account" + ("" if self.venues and self.venues.alpaca else
+                                                   "; the paper venue is read by the reconciliation below"))
+
+        r = ApiClient(self.suite, self.admin.token).call("POST", f"/tenants/{TENANT}/reconciliation")
+        ours = set(self.accounts)
+        breaks = [b for b in (r.get("breaks") or []) if b.get("account_id") in ours]
+        errors = [e for e in (r.get("errors") or []) if e.get("account_id") in ours]
+        self.check(f"POST /tenants/{TENANT}/reconciliation (admin)", r.status == 200 and not breaks and not errors,
+                   f"{r.status} {r.get('accounts_checked')} accounts checked, {len(breaks)} breaks and "
+                   f"{len(errors)} errors in {', '.join(sorted(ours))}"
+                   + (f": {breaks or errors}" if breaks or errors else ""))
+
+    def _venue_position(self, account: Any, symbol: str) -> Decimal | None:
+        """The venue's net position of ``account`` read from the local server; None for the paper
+        venue (it lives inside the functions)."""
+        venues = self.venues
+        if venues is None:
+            return None
+        if account.connection_id == ALPACA_CONNECTION and venues.alpaca is not None:
+            return venues.alpaca.venue.net_position(symbol, account_id=account.venue_account_id)
+        if account.connection_id == OANDA_CONNECTION and venues.oanda is not None:
+            return venues.oanda.venue.net_position(symbol)
+        return None
+
     # ---- through Firestore, as the app would ----------------------------------------------------
     def firestore_steps(self) -> None:
         assert self.trader is not None and self.admin is not None
@@ -396,14 +550,19 @@ class Session:
                    and any(self.intent_id and row.get("intent_id") == self.intent_id for _, row in rows),
                    f"{r.status} {len(rows)} rows: {', '.join(str(s) for s in statuses)}")
         self.out(f"\nTenant ledger tenants/{TENANT}/ledger_trades (read with the admin's token):")
-        self.out(f"  {'time':8} {'symbol':7} {'side':4} {'qty':>10} {'status':12} {'price':>10} {'broker':6}  "
-                 f"{'intent / trade':34} reason")
+        self.out(f"  {'time':8} {'account':13} {'symbol':7} {'side':4} {'qty':>10} {'status':12} {'price':>10} "
+                 f"{'broker':13}  {'intent / trade':34} reason")
         for trade_id, row in sorted(rows, key=lambda item: (str(item[1].get("created_at")), item[0])):
             created = str(row.get("created_at") or "")[11:19]
             reason = row.get("reason_code") or row.get("reason") or ""
-            self.out(f"  {created:8} {str(row.get('symbol')):7} {str(row.get('side')):4} {str(row.get('qty')):>10} "
+            self.out(f"  {created:8} {str(row.get('broker_account_id') or '-'):13} {str(row.get('symbol')):7} "
+                     f"{str(row.get('side')):4} {str(row.get('qty')):>10} "
                      f"{str(row.get('status')):12} {str(row.get('filled_avg_price') or '-'):>10} "
-                     f"{str(row.get('broker') or '-'):6}  {trade_id[:34]:34} {reason}")
+                     f"{str(row.get('broker') or '-'):13}  {trade_id[:34]:34} {reason}")
+
+
+def _signed(qty: Decimal) -> str:
+    return f"{qty.normalize():+f}" if qty else "0"
 
 
 def _fill(body: Any) -> str:
@@ -418,6 +577,7 @@ POST_EXAMPLES: dict[str, Callable[[], Any]] = {
     "/execute": lambda: execute_body("SPY", qty="1"),
     "/execute/multi-leg": lambda: pair_body("rpm-curl-1"),
     "/signals": signal_body,
+    "/tenants/{tenant_id}/reconciliation": lambda: None,  # takes no body: ledger vs venue per account, now
 }
 
 
@@ -445,7 +605,11 @@ def _q(text: str) -> str:
 
 def curl_examples(suite: EmulatorSuite, session: Session) -> list[str]:
     lines = []
-    values = {"group_id": session.group_id or "GROUP_ID", "tenant_id": TENANT}
+    main = session.accounts.get(TRADER_ACCOUNT)
+    values = {"group_id": session.group_id or "GROUP_ID", "tenant_id": TENANT, "account_id": TRADER_ACCOUNT,
+              "uid": session.trader.uid if session.trader is not None else "UID",
+              "connection_id": main.connection_id if main is not None else PAPER_CONNECTION,
+              "intent_id": session.intent_id or "INTENT_ID"}
     queries = _query_examples()
     for method, route, needs_token in _api_routes():
         path = re.sub(r"<(\w+)>|\{(\w+)\}", lambda m: values.get(m.group(1) or m.group(2), "ID"), route)
@@ -459,14 +623,27 @@ def curl_examples(suite: EmulatorSuite, session: Session) -> list[str]:
             parts.append(f'-H "Authorization: Bearer ${"ADMIN_TOKEN" if admin else "TRADER_TOKEN"}"')
         if method == "POST":
             body = POST_EXAMPLES.get(route, lambda: {})()
-            parts.append("-H 'Content-Type: application/json'")
+            if body is not None:
+                parts.append("-H 'Content-Type: application/json'")
             if route.startswith("/execute"):
                 parts.append(f"-H 'Idempotency-Key: curl-{uuid.uuid4().hex[:8]}'")
-            parts.append(f"-d {_q(json.dumps(body, separators=(',', ':')))}")
+            if body is not None:
+                parts.append(f"-d {_q(json.dumps(body, separators=(',', ':')))}")
         lines.append(" ".join(parts))
     doc = {"fields": encode_fields(intent_document("$TRADER_UID"))}
     doc_json = json.dumps(doc, separators=(",", ":")).replace('"$TRADER_UID"', '"\'"$TRADER_UID"\'"')
     lines += [
+        f"# accounts: {TRADER_ACCOUNT} is the trader's (and their default: leave broker_account_id out to use it), "
+        f"{TRADER2_ACCOUNT} trader2's; naming another user's account is 403 ACCOUNT_NOT_OWNED:",
+        f"curl -s -X POST \"$API/execute\" -H \"Authorization: Bearer $TRADER2_TOKEN\" -H 'Content-Type: application/json' "
+        f"-H 'Idempotency-Key: curl-{uuid.uuid4().hex[:8]}' "
+        f"-d {_q(json.dumps(execute_body('SPY', side='sell', qty='1', account=TRADER2_ACCOUNT), separators=(',', ':')))}",
+        f"curl -s -X POST \"$API/execute\" -H \"Authorization: Bearer $TRADER2_TOKEN\" -H 'Content-Type: application/json' "
+        f"-d {_q(json.dumps(execute_body('SPY', qty='1', account=TRADER_ACCOUNT), separators=(',', ':')))}",
+        *([f"curl -s -X POST \"$API/execute\" -H \"Authorization: Bearer $TRADER_TOKEN\" "
+           "-H 'Content-Type: application/json' "
+           f"-d {_q(json.dumps(execute_body('GBP/USD', qty='10', account=FX_ACCOUNT, asset_class='FOREX'), separators=(',', ':')))}"]
+          if FX_ACCOUNT in session.accounts else []),
         "# an intent document written as the app would (rules apply), then read back with its result:",
         f"curl -s -X POST \"$FS/tenants/{TENANT}/order_intents?documentId=curl-1\" "
         f"-H \"Authorization: Bearer $TRADER_TOKEN\" -H 'Content-Type: application/json' -d '{doc_json}'",
@@ -487,7 +664,7 @@ def print_console(suite: EmulatorSuite, session: Session, out: Callable[[str], N
     """The web console's URL (Hosting emulator) and the demo users to sign in with."""
     out(f"\nWeb console: {suite.console_url}/  (Hosting emulator; /api/** is the api function)")
     out("Sign in with (email / password, Auth emulator):")
-    for user in (session.trader, session.admin, session.auditor, session.risk):
+    for user in (session.trader, session.trader2, session.admin, session.auditor, session.risk):
         if user is not None:
             out(f"  {user.email:24} {PASSWORD}   {user.claims.get('role')}")
 
@@ -499,6 +676,8 @@ def print_access(suite: EmulatorSuite, session: Session, out: Callable[[str], No
     out(f"export FS='{suite.documents_url}'")
     out(f"export TRADER_UID={session.trader.uid}")
     out(f"export TRADER_TOKEN={session.trader.token}")
+    if session.trader2 is not None:
+        out(f"export TRADER2_TOKEN={session.trader2.token}")
     out(f"export ADMIN_TOKEN={session.admin.token}")
     out("\ncurl examples (every API route, then Firestore, the scheduler, a token refresh):")
     for line in curl_examples(suite, session):

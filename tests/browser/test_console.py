@@ -277,7 +277,8 @@ _FORGE = """async ([url, method, token, body]) => {
 
 ADMIN_CONTROLS = ("Set trading state", "Save limits", "Add member", "Set role", "Set default account", "Suspend",
                   "Re-activate", "Append correction",
-                  "Create account", "Run reconciliation now", "Place order", "Execute group", "Issue approval")
+                  "Create account", "Run reconciliation now", "Place order", "Execute group", "Issue approval",
+                  "Limits and state", "Save account limits", "Set account trading state")
 
 
 def test_an_auditor_sees_no_admin_controls_and_forged_admin_calls_from_their_session_are_refused(
@@ -297,6 +298,8 @@ def test_an_auditor_sees_no_admin_controls_and_forged_admin_calls_from_their_ses
         assert page.get_by_test_id("api-error").count() == 0, (link, page.locator("main").inner_text()[:500])
         if link in ("Members", "Accounts"):
             assert page.get_by_text("Read-only").count() == 1, link
+        if link == "Accounts":  # each account's own limits and status, read-only
+            assert "Own limits" in page.get_by_test_id("accounts-table").inner_text()
         if link == "Audit log":
             assert "member.add" in page.get_by_test_id("audit-table").inner_text()  # the fixture's provisioning
             shoot(page, "auditor-audit-log")
@@ -346,7 +349,7 @@ def test_sign_in_works_from_the_keyboard_and_every_control_has_a_label(console, 
         page.keyboard.type(stack.PASSWORD)
         page.keyboard.press("Enter")
         page.get_by_test_id("who").wait_for()
-        for screen in ("ticket", "orders", "group", "positions", "history", "tax"):
+        for screen in ("ticket", "orders", "group", "positions", "history", "tax", "taxtools"):
             page.goto(f"{console.console_url}/#/{screen}")
             page.wait_for_function("() => !document.querySelector('main').textContent.includes('Loading')")
             assert page.evaluate(_UNLABELLED) == [], screen

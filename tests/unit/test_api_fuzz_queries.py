@@ -24,6 +24,11 @@ ENDPOINTS = {
     "/tenants/acme/connections": ["limit", "cursor"],
     "/tenants/acme/accounts": ["owner_uid", "status", "limit", "cursor"],
     "/tenants/acme/audit-log": ["action", "actor_uid", "target", "from", "to", "limit", "cursor"],
+    # issue 19 item 9: the caller's accounts, positions and balances
+    "/accounts": ["uid", "limit", "cursor"],
+    "/accounts/a1": [],
+    "/accounts/a1/positions": [],
+    "/accounts/a1/balance": [],
 }
 values = st.one_of(
     st.text(max_size=30), st.integers(-10**12, 10**12).map(str),
@@ -49,7 +54,7 @@ def queries(draw):
 @st.composite
 def odd_paths(draw):
     segment = draw(st.one_of(st.text(min_size=0, max_size=40), st.sampled_from(["__x__", "..", ".", "__name__"])))
-    base = draw(st.sampled_from(["/groups/", "/tenants/", "/tenants/acme/", "/portfolio/", "/"]))
+    base = draw(st.sampled_from(["/groups/", "/tenants/", "/tenants/acme/", "/portfolio/", "/", "/accounts/"]))
     return base + segment
 
 

@@ -325,3 +325,111 @@ def test_fuzzed_replace_and_cancel_requests_never_500(stack, body, segment):
     for response in responses:
         assert response.status in (400, 404, 405), response.json()
         assert response.json()["error"]["code"]
+
+
+# ------------------------------------------------------------------ a venue that confirms later / cannot replace
+def test_a_cancel_the_venue_has_not_confirmed_is_202_and_a_retry_records_it_once():
+    stack = make_stack()  # the recording stub venue: orders rest, a cancel is only recorded
+    stack.broker.fill_ratio = Decimal(0)
+    intent_id = place(stack, body=execute_body(order_type="limit", limit_price="189.00"))
+    coid = stack.get(f"/orders/{intent_id}").json()["order"]["client_order_id"]
+
+    pending = stack.request("DELETE", f"/orders/{intent_id}")
+    stack.broker.orders[coid] = stack.broker.orders[coid].with_state(OrderState.CANCELED)  # the venue confirms
+    done = stack.request("DELETE", f"/orders/{intent_id}")
+    again = stack.request("DELETE", f"/orders/{intent_id}")
+
+    assert pending.status == 202 and pending.json()["outcome"] == "pending"
+    assert ("cancel", pending.json()["order"]["broker_order_id"]) in stack.broker.calls
+    assert stack.store.get_intent("acme", intent_id).data["cancel_requested_at"]
+    assert done.status == 200 and done.json()["outcome"] == "canceled"
+    assert again.status == 200 and again.json()["replayed"] is True
+    assert [k for k in ledger(stack, intent_id) if k.endswith("--cancel")] == [f"{intent_id}--cancel"]
+    assert exposure(stack, symbol="AAPL")["reserved_long_nanos"] == 0
+
+
+def test_a_venue_without_replace_is_refused_409_and_nothing_is_sent():
+    stack = make_stack()
+    stack.broker.fill_ratio = Decimal(0)
+    intent_id = place(stack, body=execute_body(order_type="limit", limit_price="189.00"))
+    submits = len(stack.broker.submits)
+
+    response = stack.request("PATCH", f"/orders/{intent_id}", {"limit_price": "189.50"},
+                             headers={"Idempotency-Key": "r1"})
+
+    assert response.status == 409 and response.json()["error"]["code"] == "REPLACE_NOT_SUPPORTED"
+    assert len(stack.broker.submits) == submits
+    assert "pending_replace" not in stack.store.get_intent("acme", intent_id).data
+
+
+def test_a_retry_of_the_first_request_after_a_replace_replays_it(stack):
+    intent_id = place(stack)
+    stack.request("PATCH", f"/orders/{intent_id}", {"limit_price": "101"}, headers={"Idempotency-Key": "r1"})
+
+    retry = stack.post("/execute", resting_limit(), headers={"Idempotency-Key": "o1"})
+    other = stack.post("/execute", resting_limit(limit_price="99.00"), headers={"Idempotency-Key": "o1"})
+
+    assert retry.status == 200 and retry.json()["intent_id"] == intent_id and retry.json()["replayed"] is True
+    assert other.status == 409
+    assert len(stack.broker.venue.list_orders(status="open", account_id=stack.broker.account_id)) == 1
+
+
+def test_a_replace_whose_answer_was_lost_is_recorded_once_by_the_retry(stack, monkeypatch):
+    from backend.domain.orders import BrokerError, BrokerErrorCode
+
+    intent_id = place(stack)
+    calls = []
+    real = stack.broker.replace_order
+
+    def lost_answer(broker_order_id, request):  # the venue replaces, the answer never arrives
+        calls.append(request.client_order_id)
+        real(broker_order_id, request)
+        raise BrokerError(BrokerErrorCode.UNAVAILABLE, "connection reset")
+
+    monkeypatch.setattr(stack.broker, "replace_order", lost_answer)
+    first = stack.request("PATCH", f"/orders/{intent_id}", {"limit_price": "101"}, headers={"Idempotency-Key": "r1"})
+    monkeypatch.setattr(stack.broker, "replace_order", real)
+    retry = stack.request("PATCH", f"/orders/{intent_id}", {"limit_price": "101"}, headers={"Idempotency-Key": "r1"})
+
+    assert first.status == 503 and first.json()["error"]["code"] == "BROKER_UNAVAILABLE"
+    assert retry.status == 200 and retry.json()["order"]["limit_price"] == "101.00"
+    assert len(calls) == 1  # replaced once at the venue
+    open_orders = stack.broker.venue.list_orders(status="open", account_id=stack.broker.account_id)
+    assert [o.client_order_id for o in open_orders] == calls
+    assert sorted(k for k in ledger(stack, intent_id) if "--r" in k) == [f"{intent_id}--r1"]
+
+
+def test_cancel_and_replace_count_as_order_requests_for_the_rate_limit(stack):
+    from backend.adapters.rate_counters import MemoryRateCounters
+    from backend.risk.rate_limit import RateLimiter
+
+    intent_id = place(stack)
+    limiter = RateLimiter(user_per_min=2, tenant_per_min=100, counters=MemoryRateCounters(), shards=4)
+    stack.app._rate_limiter_factory = lambda: limiter
+
+    replace = stack.request("PATCH", f"/orders/{intent_id}", {"limit_price": "101"}, headers={"Idempotency-Key": "a"})
+    read = stack.get(f"/orders/{intent_id}")  # reads are not order requests
+    cancel = stack.request("DELETE", f"/orders/{intent_id}")
+    refused = stack.request("DELETE", f"/orders/{intent_id}")
+
+    assert [replace.status, read.status, cancel.status, refused.status] == [200, 200, 200, 429]
+    assert refused.json()["error"]["code"] == "RATE_LIMITED"
+
+
+def test_a_pending_cancel_the_venue_confirms_later_is_recorded_by_the_sweep_step():
+    from backend.execution.order_management import OrderManager
+
+    stack = make_stack()
+    stack.broker.fill_ratio = Decimal(0)
+    intent_id = place(stack, body=execute_body(order_type="limit", limit_price="189.00"))
+    coid = stack.get(f"/orders/{intent_id}").json()["order"]["client_order_id"]
+    assert stack.request("DELETE", f"/orders/{intent_id}").status == 202
+    stack.broker.orders[coid] = stack.broker.orders[coid].with_state(OrderState.CANCELED)
+
+    stack.engine.reconcile_intent("acme", intent_id)  # what the sweeper's working-order loop runs, then:
+    settled = OrderManager(stack.engine).settle_requested_cancel("acme", intent_id)
+    again = OrderManager(stack.engine).settle_requested_cancel("acme", intent_id)
+
+    assert (settled, again) == (True, False)
+    assert f"{intent_id}--cancel" in ledger(stack, intent_id)
+    assert stack.request("DELETE", f"/orders/{intent_id}").json()["replayed"] is True

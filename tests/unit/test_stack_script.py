@@ -70,3 +70,77 @@ def test_the_first_tick_waits_one_interval():
     ticker = stack.SchedulerTicker(tick, interval=60).start()
     ticker.stop()
     assert tick.calls == 0
+
+
+# ---- issue 12 item 7 / issue 14 item 7: the run command's tenant, accounts and venues ------------------
+
+def test_the_demo_venues_give_the_functions_credentials_by_reference_only():
+    import json
+
+    from backend.domain.accounts import CREDENTIAL_FIELDS, Venue
+
+    venues = stack.DemoVenues.start(alpaca=True)
+    try:
+        env = venues.functions_env
+        assert set(env) == {stack.ALPACA_CREDENTIALS_ENV, stack.OANDA_CREDENTIALS_ENV}
+        assert set(json.loads(env[stack.ALPACA_CREDENTIALS_ENV])) == set(CREDENTIAL_FIELDS[Venue.ALPACA_BROKER])
+        assert set(json.loads(env[stack.OANDA_CREDENTIALS_ENV])) == set(CREDENTIAL_FIELDS[Venue.OANDA])
+        assert venues.broker == "alpaca_broker" and venues.alpaca.url in venues.describe()
+        assert venues.oanda.token == json.loads(env[stack.OANDA_CREDENTIALS_ENV])["token"]  # the server checks it
+        assert all(secret not in repr(venues) for secret in venues.secret_values())
+    finally:
+        venues.stop()
+    assert venues.alpaca is None and venues.oanda is None
+    assert stack.DemoVenues().broker == "paper" and stack.DemoVenues().functions_env == {}
+
+
+def test_the_stack_runs_strict_accounts_as_deployed():
+    from tests.support.stack_script import ROOT
+
+    settings = [line.split("=", 1)[0] for line in (ROOT / "functions/.env.demo-exec").read_text().splitlines()
+                if line and not line.startswith("#")]
+    assert "EXEC_ACCOUNTS" not in settings and "EXEC_SECRET_MANAGER" in settings
+    assert not any(name.startswith("EXEC_") for name in stack.DemoVenues().functions_env)
+
+
+def test_the_demo_account_documents_parse_strictly_and_hold_no_credentials():
+    from datetime import datetime, timezone
+
+    from backend.domain.accounts import Account, BrokerConnection
+
+    at = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    user = stack.User("trader", "trader@acme.example", "uid-1", "token", {"tenant_id": stack.TENANT, "role": "trader"})
+    connection = stack.session_paper_connection(at)
+    account = stack.trader_account(stack.TRADER_ACCOUNT, user, connection, "book-trader_main", at)
+
+    assert BrokerConnection.from_dict(connection.to_dict()) == connection and connection.credentials_ref is None
+    assert Account.from_dict(account.to_dict(), connection) == account
+    assert account.owner_uids == ("uid-1",) and len(account.asset_classes) == 5
+
+
+def test_request_bodies_name_the_traders_account_or_leave_it_to_the_default():
+    assert stack.execute_body()["broker_account_id"] == stack.TRADER_ACCOUNT
+    assert "broker_account_id" not in stack.execute_body(account=None)
+    assert stack.pair_body("d1", account=stack.TRADER2_ACCOUNT)["broker_account_id"] == stack.TRADER2_ACCOUNT
+    assert stack.signal_body()["broker_account_id"] == stack.TRADER_ACCOUNT
+    assert "broker_account_id" not in stack.intent_document("u1", account=None)["intent"]
+    assert stack.intent_document("u1")["intent"]["broker_account_id"] == stack.TRADER_ACCOUNT
+
+
+def test_the_curl_examples_name_accounts():
+    from types import SimpleNamespace
+
+    suite = SimpleNamespace(api_url="http://api", documents_url="http://fs", auth_url="http://auth",
+                            function_url=lambda name: f"http://fn/{name}")
+    session = SimpleNamespace(group_id="g-1", intent_id="app-1", trader=SimpleNamespace(uid="uid-1"),
+                              accounts={stack.FX_ACCOUNT: None})
+
+    curls = stack.curl_examples(suite, session)
+
+    execute = [c for c in curls if '"$API/execute"' in c]
+    assert execute and all('"broker_account_id":' in c for c in execute)
+    assert any("$TRADER2_TOKEN" in c and f'"broker_account_id":"{stack.TRADER_ACCOUNT}"' in c for c in execute)
+    assert any(f'"broker_account_id":"{stack.FX_ACCOUNT}"' in c and "GBP/USD" in c for c in execute)
+    assert any(f"/accounts/{stack.TRADER_ACCOUNT}/positions" in c for c in curls)
+    reconcile = [c for c in curls if "-X POST" in c and c.split()[4].endswith('/reconciliation"')]
+    assert reconcile and all(" -d " not in c for c in reconcile)  # the endpoint takes no body

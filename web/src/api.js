@@ -52,6 +52,12 @@ export async function apiSend(method, path, body, extraHeaders = {}) {
   return parse(await fetch(`${API_BASE}${path}`, init));
 }
 
+/** POST a text body (e.g. a statement as ``text/csv``) with query parameters. */
+export async function apiSendText(method, path, params, text, contentType) {
+  const init = { method, headers: await headers({ "Content-Type": contentType }), body: text };
+  return parse(await fetch(`${API_BASE}${path}${query(params)}`, init));
+}
+
 /** Streams a download (CSV/TXF exports), reporting bytes as they arrive, then saves it as a file. */
 export async function download(path, params, filename, onProgress = () => {}) {
   const response = await fetch(`${API_BASE}${path}${query(params)}`, { headers: await headers() });

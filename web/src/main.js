@@ -1,6 +1,6 @@
 // The console: sign-in, then the screens the user's role (ID token claim) allows. Hash routes.
 //   trader        ticket, open orders (cancel, replace), group builder (live status), accounts and
-//                 positions, history, tax lots
+//                 positions, history, tax lots, lot-method election and 1099-B reconciliation
 //   tenant_admin  ledger, groups, metrics, and administration with its controls: trading state and
 //                 limits, members, accounts, audit log, reconciliation
 //   auditor       the same pages read-only (no admin control is rendered), except trading state and
@@ -13,6 +13,7 @@ import { renderMyAccounts } from "./views/accounts.js";
 import { renderOrders } from "./views/orders.js";
 import { renderGroupBuilder, renderGroupInspector } from "./views/groups.js";
 import { renderHistory, renderTax } from "./views/portfolio.js";
+import { renderTaxTools } from "./views/tax_tools.js";
 import { renderLedger } from "./views/ledger.js";
 import { renderMetrics } from "./views/metrics.js";
 import { renderApprovals } from "./views/risk.js";
@@ -26,6 +27,7 @@ const SCREENS = {
   group: ["Multi-leg group", renderGroupBuilder],
   history: ["Trade history", renderHistory],
   tax: ["Tax lots", renderTax],
+  taxtools: ["Tax election & 1099-B", renderTaxTools],
   ledger: ["Ledger", renderLedger],
   groups: ["Groups", renderGroupInspector],
   metrics: ["Metrics", renderMetrics],
@@ -38,7 +40,7 @@ const SCREENS = {
 };
 
 export const ROLE_SCREENS = {
-  trader: ["ticket", "orders", "group", "positions", "history", "tax"],
+  trader: ["ticket", "orders", "group", "positions", "history", "tax", "taxtools"],
   tenant_admin: ["ledger", "groups", "metrics", "trading", "members", "accounts", "audit", "recon"],
   auditor: ["ledger", "groups", "metrics", "members", "accounts", "audit", "recon"],
   risk_manager: ["approvals"],

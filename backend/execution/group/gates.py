@@ -8,9 +8,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterable, Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from backend.domain.errors import InvalidInput, RejectCode, Rejection
 from backend.domain.money import ZERO
@@ -18,6 +16,9 @@ from backend.execution.group.aggregate import ExecutionGroup
 from backend.execution.group.codec import aware, dt_str, fmt
 from backend.execution.group.fills import touch_price
 from backend.execution.group.leg import ExecutionLeg
+
+if TYPE_CHECKING:  # numpy loads on the first correlation check, not with the engine (issue 17: first request)
+    import numpy as np
 from backend.execution.group.rpm import parse_rpm_output
 from backend.execution.group.settings import GroupSettings
 from backend.execution.group.states import LegStatus
@@ -122,7 +123,9 @@ def margin_problem(required: Decimal, buying_power: Decimal, settings: GroupSett
     return None
 
 
-def _log_returns(closes: Sequence[Any] | None) -> np.ndarray | None:
+def _log_returns(closes: Sequence[Any] | None) -> "np.ndarray | None":
+    import numpy as np
+
     if closes is None:
         return None
     try:
@@ -153,6 +156,8 @@ def check_correlation(group: ExecutionGroup, closes_by_symbol: Mapping[str, Sequ
     legs = group.legs
     if len(legs) < 2:
         return None
+    import numpy as np
+
     closes_by_symbol = closes_by_symbol or {}
     returns: dict[str, np.ndarray] = {}
     for leg in legs:

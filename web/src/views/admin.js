@@ -5,6 +5,7 @@
 import { apiGet, apiSend } from "../api.js";
 import { errorBox } from "../errors.js";
 import { field, formValues, h, replace, select, shortId, table, when } from "../dom.js";
+import { limitsText, renderAccountRisk } from "./account_risk.js";
 
 const isAdmin = (ctx) => ctx.user.role === "tenant_admin";
 const base = (ctx) => `/tenants/${encodeURIComponent(ctx.user.tenantId)}`;
@@ -161,8 +162,12 @@ export function renderAccounts(root, ctx) {
   const box = h("div");
   const out = h("div");
   const columns = [["Account", (a) => a.account_id], ["Connection", (a) => a.connection_id], ["Venue account", (a) => a.venue_account_id],
-    ["Owners", (a) => a.owner_uids.map((u) => shortId(u, 8))], ["Status", (a) => a.status], ["Classes", (a) => a.asset_classes.join(", ")]];
+    ["Owners", (a) => a.owner_uids.map((u) => shortId(u, 8))], ["Status", (a) => a.status], ["Classes", (a) => a.asset_classes.join(", ")],
+    ["Own limits", (a) => limitsText(a.limits)]];
+  const riskBox = h("div");
   if (isAdmin(ctx)) {
+    columns.push(["Risk", (a) => h("button", { type: "button", class: "secondary", "aria-label": `Limits and state of ${a.account_id}`,
+      onclick: () => renderAccountRisk(riskBox, base(ctx), a.account_id, () => list.reload()) }, "Limits and state")]);
     columns.push(["Set status", (a) => h("span", {}, ["active", "reduce_only", "halted", "closed"].filter((s) => s !== a.status)
       .map((s) => h("button", { type: "button", class: "secondary", onclick: () => act("PUT", `/accounts/${a.account_id}/status`, { status: s },
         `Account ${a.account_id} is now ${s}.`) }, s)))]);
@@ -192,7 +197,7 @@ export function renderAccounts(root, ctx) {
   } else {
     parts.push(h("p", { class: "readonly-note" }, "Read-only: auditors cannot change accounts."));
   }
-  replace(root, ...parts, out, box);
+  replace(root, ...parts, out, box, riskBox);
   list.reload();
 }
 
@@ -228,11 +233,36 @@ export function renderReconciliation(root, ctx) {
     h("button", { type: "submit" }, "Show report"),
     isAdmin(ctx) ? h("button", { type: "button", class: "secondary", onclick: () => run() }, "Run reconciliation now") : null);
   function show(r) {
+    const cashBreaks = r.cash_breaks || [];
+    const positionBreaks = r.breaks || [];
+    const unavailable = r.cash_unavailable || [];
+    const cashLines = (r.accounts || []).flatMap((a) => (Array.isArray(a.cash)
+      ? (a.cash.length ? a.cash.map((c) => ({ ...c, account_id: a.account_id, venue_account_id: a.venue_account_id }))
+        : [{ account_id: a.account_id, venue_account_id: a.venue_account_id, currency: "–", note: "no cash movement on either side" }])
+      : [{ account_id: a.account_id, venue_account_id: a.venue_account_id, currency: "–", note: `unavailable: ${a.cash_unavailable_reason || "the venue reports no activities"}` }]));
+    const count = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
     replace(box, h("p", {}, "Status ", h("strong", { class: "status-word", "data-testid": "recon-status" }, r.status),
-      ` · ${r.accounts_checked} accounts checked · ${r.break_count} breaks · run ${r.run_at}`),
+      ` · ${r.accounts_checked} accounts checked · `,
+      h("span", { "data-testid": "recon-counts" }, `${count(r.break_count ?? positionBreaks.length, "position break")} · `
+        + `${count(r.cash_break_count ?? cashBreaks.length, "cash break")}`
+        + (unavailable.length ? ` · cash unavailable for ${count(unavailable.length, "account")}` : "")),
+      ` · run ${r.run_at}`),
+    h("h2", {}, "Position breaks"),
     table([["Account", (b) => b.account_id], ["Venue account", (b) => b.venue_account_id], ["Symbol", (b) => b.symbol],
       ["Ledger qty", (b) => b.ledger_qty, "num"], ["Venue qty", (b) => b.venue_qty, "num"], ["Difference", (b) => b.difference, "num"],
-      ["Since", (b) => b.since]], r.breaks || [], { testid: "recon-breaks", empty: "No breaks." }),
+      ["Since", (b) => b.since]], positionBreaks, { testid: "recon-breaks", empty: "No position breaks." }),
+    h("h2", {}, "Cash breaks"),
+    table([["Account", (b) => b.account_id], ["Venue account", (b) => b.venue_account_id], ["Currency", (b) => b.currency],
+      ["Ledger cash", (b) => b.ledger, "num"], ["Venue cash", (b) => b.venue, "num"], ["Difference (venue − ledger)", (b) => b.difference, "num"],
+      ["Since", (b) => b.since]], cashBreaks, { testid: "recon-cash-breaks", empty: "No cash breaks." }),
+    unavailable.length ? h("p", { class: "error", role: "alert", "data-testid": "recon-cash-unavailable" },
+      "Cash not compared (the report is incomplete, never clean): ",
+      unavailable.map((u) => `${u.account_id}: ${u.reason}`).join("; ")) : null,
+    h("h2", {}, "Cash per account (the day's fills and fees)"),
+    table([["Account", (c) => c.account_id], ["Venue account", (c) => c.venue_account_id], ["Currency", (c) => c.currency],
+      ["Ledger", (c) => c.note ?? c.ledger, "num"], ["Venue", (c) => c.venue, "num"], ["Difference", (c) => c.difference, "num"],
+      ["Ledger fills", (c) => c.ledger_fills, "num"], ["Venue fills", (c) => c.venue_fills, "num"]],
+    cashLines, { testid: "recon-cash", empty: "No accounts in the report." }),
     (r.errors || []).length ? table([["Account", (x) => x.account_id], ["Error", (x) => x.reason]], r.errors) : null);
   }
   async function load() {
@@ -253,6 +283,6 @@ export function renderReconciliation(root, ctx) {
   }
   form.addEventListener("submit", (e) => { e.preventDefault(); load(); });
   replace(root, h("h1", {}, "Daily reconciliation"),
-    h("p", { class: "muted" }, "Ledger net positions against the venue's, per account; a break is reported, never auto-corrected."), form, box);
+    h("p", { class: "muted" }, "Per account: ledger net positions against the venue's, and the day's ledger cash (fills and fees) against the venue's activities; a break is reported, never auto-corrected."), form, box);
   load();
 }

@@ -1,5 +1,6 @@
 // Tenant admin / auditor: execution-quality metrics (GET /tenants/{t}/metrics) with inline-SVG
-// charts: decisions by strategy, downgrade rate by day, estimated vs actual slippage, asset classes.
+// charts: decisions by strategy, downgrade rate by day, estimated vs actual slippage and cost savings
+// by day and by strategy, decisions by asset class.
 import { apiGet } from "../api.js";
 import { errorBox } from "../errors.js";
 import { field, formValues, h, pct, replace } from "../dom.js";
@@ -39,6 +40,57 @@ export function barChart(title, rows, { format = (v) => String(v), width = 520 }
   return h("figure", {}, svg, h("figcaption", { class: "muted" }, title));
 }
 
+/** Grouped horizontal bars around a zero line (negative values go left): rows [{label, bars: [{name,
+ *  value (number or null: no data), color}]}]. Every bar has its value in a <title> and as text. */
+export function groupedChart(title, rows, { format = (v) => String(v), width = 620, testid } = {}) {
+  const barH = 12;
+  const labelW = 140;
+  const valueW = 86;
+  const perRow = Math.max(1, ...rows.map((r) => r.bars.length));
+  const rowH = perRow * barH + 8;
+  const values = rows.flatMap((r) => r.bars.map((b) => b.value)).filter((v) => v !== null && Number.isFinite(v));
+  const lo = Math.min(0, ...values);
+  const hi = Math.max(0, ...values);
+  const span = Math.max(1e-12, hi - lo);
+  const plotW = width - labelW - valueW;
+  const zero = labelW + ((0 - lo) / span) * plotW;
+  const names = [...new Map(rows.flatMap((r) => r.bars.map((b) => [b.name, b.color]))).entries()];
+  const height = rows.length * rowH + 30;
+  const svg = s("svg", { width, height, role: "img", "aria-label": title, viewBox: `0 0 ${width} ${height}`, "data-testid": testid },
+    s("title", {}, title));
+  rows.forEach((row, i) => {
+    const y0 = i * rowH + 4;
+    svg.append(s("text", { x: 0, y: y0 + rowH / 2 + 2 }, row.label.length > 20 ? `${row.label.slice(0, 19)}…` : row.label));
+    row.bars.forEach((bar, j) => {
+      const y = y0 + j * barH;
+      const text = bar.value === null || !Number.isFinite(bar.value) ? "–" : format(bar.value);
+      if (text !== "–") {
+        const x = labelW + ((Math.min(0, bar.value) - lo) / span) * plotW;
+        const w = (Math.abs(bar.value) / span) * plotW;
+        svg.append(s("rect", { x, y, width: Math.max(1, w), height: barH - 2, fill: bar.color, "data-series": bar.name },
+          s("title", {}, `${row.label} ${bar.name}: ${text}`)));
+      }
+      svg.append(s("text", { x: width - valueW + 4, y: y + barH - 3, "data-series": bar.name }, text));
+    });
+  });
+  svg.append(s("line", { x1: zero, x2: zero, y1: 0, y2: rows.length * rowH + 4, stroke: "#4a4a4a" }));
+  names.forEach(([name, color], i) => {
+    const x = labelW + i * 150;
+    svg.append(s("rect", { x, y: height - 16, width: 10, height: 10, fill: color }), s("text", { x: x + 14, y: height - 7 }, name));
+  });
+  return h("figure", {}, svg, h("figcaption", { class: "muted" }, title));
+}
+
+const num = (v) => (v === null || v === undefined || v === "" ? null : Number(v));
+const share = (v) => `${(v * 100).toFixed(3)}%`;
+const money = (v) => v.toFixed(2);
+
+/** Estimated vs actual slippage (of the same fills) and cost savings for one labelled summary. */
+function slippageBars(x) {
+  return [{ name: "estimated (filled)", value: num(x?.tca?.avg_estimated_slippage_of_filled), color: C.est },
+    { name: "actual", value: num(x?.tca?.avg_actual_slippage), color: C.act }];
+}
+
 const C = { placed: "#1b7f3b", downgraded: "#b86200", rejected: "#b3261e", est: "#6b7fa8", act: "#0b4fa8" };
 
 function isoDay(d) { return d.toISOString().slice(0, 10); }
@@ -76,12 +128,22 @@ export function renderMetrics(root, ctx) {
             { name: "rejected", value: x.rejected, color: C.rejected }] }))),
         barChart("Downgrade rate by day", daily.map(([day, x]) => ({ label: day,
           parts: [{ name: "downgrade rate", value: Number(x.downgrade_rate || 0), color: C.downgraded }] })), { format: (v) => `${(v * 100).toFixed(1)}%` }),
-        barChart("Estimated vs actual slippage by strategy (share of price)", strategies.flatMap(([name, x]) => [
-          { label: `${name} est.`, parts: [{ name: "estimated", value: Number(x.tca?.avg_estimated_slippage_of_filled || 0), color: C.est }] },
-          { label: `${name} actual`, parts: [{ name: "actual", value: Number(x.tca?.avg_actual_slippage || 0), color: C.act }] }]),
-        { format: (v) => `${(v * 100).toFixed(3)}%` }),
+        h("h2", {}, "Slippage and cost savings"),
+        groupedChart("Estimated vs actual slippage by day (share of price; negative = better than the arrival mid)",
+          daily.map(([day, x]) => ({ label: day, bars: slippageBars(x) })), { format: share, testid: "chart-slippage-day" }),
+        groupedChart("Estimated vs actual slippage by strategy (share of price)",
+          strategies.map(([name, x]) => ({ label: name, bars: slippageBars(x) })), { format: share, testid: "chart-slippage-strategy" }),
+        groupedChart("Cost savings by day (spread cost avoided by downgrades, quote currency)",
+          daily.map(([day, x]) => ({ label: day, bars: [{ name: "cost savings", value: num(x.cost_savings), color: C.placed }] })),
+          { format: money, testid: "chart-savings-day" }),
+        groupedChart("Cost savings by strategy (quote currency)",
+          strategies.map(([name, x]) => ({ label: name, bars: [{ name: "cost savings", value: num(x.cost_savings), color: C.placed }] })),
+          { format: money, testid: "chart-savings-strategy" }),
+        h("h2", {}, "By asset class"),
         barChart("Decisions by asset class", Object.entries(sm.asset_class_distribution || {}).map(([cls, x]) => ({ label: cls,
           parts: [{ name: "placed", value: x.placed || 0, color: C.placed }, { name: "other decisions", value: (x.decisions || 0) - (x.placed || 0), color: "#8a8f98" }] }))),
+        h("p", { class: "muted", "data-testid": "asset-class-note" }, "Per asset class the metrics API counts decisions and placed trades; ",
+          "it keeps no slippage or cost-savings counters per class, so those are charted by day and strategy only."),
         h("p", { class: "muted" }, `${m.shard_documents} metric shard documents read (never ledger rows).`));
     } catch (err) {
       replace(box, errorBox(err));
