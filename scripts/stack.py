@@ -15,7 +15,7 @@ What runs (project ``demo-exec``, offline, nothing deployed):
   ``wide_spread`` paper scenario, strict accounts — ``EXEC_ACCOUNTS`` unset, as deployed),
   overridable in ``functions/.env.local``. EXEC_*/ALPACA_* vars of the calling shell are NOT passed
   on, so a run does not depend on the shell.
-- Venues and accounts (``DemoVenues`` in scripts/localstack/session.py): the demo tenant
+- Venues and accounts (scripts/localstack/demo_tenant.py): the demo tenant
   ``acme_corp`` gets, written with admin credentials, broker connections, one account per trader
   and member documents with default accounts — only such documents count. ``LocalOandaServer``
   (tests/support/oanda_server.py) always runs in a thread of this process: connection
@@ -48,8 +48,9 @@ Logs: ``.tools/stack/emulators.log`` (firebase-tools + the functions' JSON log l
 The test tests/integration/test_local_stack.py starts the same ``EmulatorSuite`` on free ports.
 
 This file is the command line; the parts live in ``scripts/localstack/``: ``suite.py`` (the
-emulator suite and the scheduler ticker), ``clients.py`` (Auth, API and Firestore REST clients)
-and ``session.py`` (the scripted session, tokens and curl examples). Their names are re-exported
+emulator suite and the scheduler ticker), ``clients.py`` (Auth, API and Firestore REST clients),
+``demo_tenant.py`` (the local venue servers and the tenant's connection, account and member
+documents) and ``session.py`` (the scripted session, tokens and curl examples). Their names are re-exported
 here for the tests that load this file.
 """
 from __future__ import annotations
@@ -79,15 +80,20 @@ from scripts.localstack.clients import (  # noqa: E402 - after the sys.path line
     invoke_scheduled,
     wait_for,
 )
-from scripts.localstack.session import (  # noqa: E402
+from scripts.localstack.demo_tenant import (  # noqa: E402
     ALPACA_CREDENTIALS_ENV,
-    FINAL_INTENT_STATUSES,
     FX_ACCOUNT,
     OANDA_CREDENTIALS_ENV,
     TENANT,
     TRADER2_ACCOUNT,
     TRADER_ACCOUNT,
     DemoVenues,
+    paper_connection,
+    provision_paper_trader,
+    trader_account,
+)
+from scripts.localstack.session import (  # noqa: E402
+    FINAL_INTENT_STATUSES,
     Session,
     approval_body,
     curl_examples,
@@ -95,7 +101,6 @@ from scripts.localstack.session import (  # noqa: E402
     intent_document,
     pair_body,
     print_access,
-    provision_paper_trader,
     signal_body,
 )
 from scripts.localstack.suite import (  # noqa: E402
@@ -113,11 +118,12 @@ from tests.support.emulators import EmulatorError  # noqa: E402
 _http = loopback_session  # the name tests/integration/test_local_stack.py uses
 
 __all__ = [
-    "ALPACA_CREDENTIALS_ENV", "OANDA_CREDENTIALS_ENV", "FINAL_INTENT_STATUSES", "FUNCTIONS", "FX_ACCOUNT", "PASSWORD", "PROJECT", "REGION", "SERVICES", "TENANT",
-    "TRADER2_ACCOUNT", "TRADER_ACCOUNT", "ApiClient", "AuthClient", "DemoVenues", "EmulatorSuite", "FirestoreRest",
-    "Reply", "SchedulerTicker", "Session", "StackError", "User", "approval_body", "curl_examples", "execute_body",
-    "intent_document", "invoke_scheduled", "main", "pair_body", "print_access", "provision_paper_trader",
-    "signal_body", "stay_up", "wait_for",
+    "ALPACA_CREDENTIALS_ENV", "FINAL_INTENT_STATUSES", "FUNCTIONS", "FX_ACCOUNT", "OANDA_CREDENTIALS_ENV", "PASSWORD",
+    "PROJECT", "REGION", "SERVICES", "TENANT", "TRADER2_ACCOUNT", "TRADER_ACCOUNT", "ApiClient", "AuthClient",
+    "DemoVenues", "EmulatorSuite", "FirestoreRest", "Reply", "SchedulerTicker", "Session", "StackError", "User",
+    "approval_body", "curl_examples", "execute_body", "intent_document", "invoke_scheduled", "main", "pair_body",
+    "paper_connection", "print_access",
+    "provision_paper_trader", "signal_body", "stay_up", "trader_account", "wait_for",
 ]
 
 

@@ -331,6 +331,7 @@ def position_from_raw(raw: Mapping[str, Any]) -> Position:
         symbol=domain_symbol(str(raw["symbol"]), raw.get("asset_class")),
         qty=qty,
         avg_entry_price=_dec_or_none(raw.get("avg_entry_price"), "avg_entry_price"),
+        market_value=_dec_or_none(raw.get("market_value"), "market_value"),
     )
 
 

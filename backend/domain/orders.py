@@ -356,6 +356,7 @@ class Position:
     symbol: str
     qty: Decimal  # signed: negative is short
     avg_entry_price: Decimal | None = None
+    market_value: Decimal | None = None  # signed, in the quote currency, as the venue values it (None: not given)
 
 
 @dataclass(frozen=True)

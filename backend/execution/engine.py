@@ -452,7 +452,7 @@ class ExecutionEngine:
         record = self._intent_record(intent, ctx, IntentStatus.PLACED, routing, result=result.to_dict(),
                                      client_order_id=coid, broker_order_id=order.broker_order_id,
                                      order_final=order.state.is_final, broker=venue.name, fill_seq=0,
-                                     reconcile_after=None if order.state.is_final else self._reconcile_at())
+                                     reconcile_after=self._follow_at(intent, order))
         finish = Finish(
             tenant_id=ctx.tenant_id, intent_id=intent.intent_id, uid=ctx.uid, record=record,
             ledger_id=intent.intent_id,
@@ -500,6 +500,15 @@ class ExecutionEngine:
 
     def _reconcile_at(self):
         return self.clock.now() + timedelta(seconds=10)
+
+    def _follow_at(self, intent: OrderIntent, order: BrokerOrder):
+        """When the sweeper looks at this order again: while it works, and — for a bracket / OTO whose
+        entry is final — while its exit legs may still fill at the venue (backend/execution/exit_legs.py
+        clears it once both exits are final). None: nothing left to follow."""
+        order_class = getattr(getattr(intent, "order_class", None), "value", None)
+        if not order.state.is_final or (order_class in ("bracket", "oto") and order.filled_qty > 0):
+            return self._reconcile_at()
+        return None
 
     def reconcile_intent(self, tenant_id: str, intent_id: str) -> ExecutionResult | None:
         """Fold later fills of a placed, still-working order into the ledger (one row per increment),
@@ -554,7 +563,7 @@ class ExecutionEngine:
         update = FillUpdate(
             tenant_id=tenant_id, intent_id=intent_id, uid=ctx.uid, token=token,
             record={"result": merged, "order_final": order.state.is_final, "fill_seq": seq,
-                    "reconcile_after": None if order.state.is_final else self._reconcile_at(),
+                    "reconcile_after": self._follow_at(intent, order),
                     "updated_at": self.clock.now().isoformat()},
             fills=tuple(fills), account_key=account_key(intent), filled_signed_qty=delta * direction,
             released_signed_qty=release * direction)

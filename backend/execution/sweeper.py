@@ -80,10 +80,17 @@ class Sweeper:
                 report.intents_final += int(result.status != "pending")
             except Exception as exc:
                 report.errors.append(f"intent {tenant_id}/{intent_id}: {type(exc).__name__}: {exc}")
+        from backend.execution.exit_legs import follow_exit_legs
+        from backend.execution.order_management import OrderManager
+
         for tenant_id, intent_id in self.store.find_working_intents(now, self.batch):
             report.working_found += 1
             try:
                 report.working_updated += int(self.engine.reconcile_intent(tenant_id, intent_id) is not None)
+                # issue 15: a filled bracket/OTO entry's exits fill at the venue while no function runs;
+                # a cancel that answered 202 gets its ledger row once the venue confirms it
+                report.working_updated += int(follow_exit_legs(self.engine, tenant_id, intent_id) > 0)
+                OrderManager(self.engine).settle_requested_cancel(tenant_id, intent_id)
             except Exception as exc:
                 report.errors.append(f"working {tenant_id}/{intent_id}: {type(exc).__name__}: {exc}")
         from backend.service.intake import handle_intent_document

@@ -1,5 +1,6 @@
 """The scripted session of the local stack: every step an app would take, each with an expected
-outcome, then ready-to-use ID tokens and a curl line for every API route.
+outcome, then ready-to-use ID tokens and a curl line for every API route. The demo tenant's venues
+and account documents are built by ``scripts/localstack/demo_tenant.py``.
 
 Users with custom claims in the Auth emulator (two traders, a tenant admin, a risk manager and an
 auditor of ``acme_corp``). Then the tenant's accounts, written with admin credentials (the
@@ -29,13 +30,12 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from scripts.localstack.clients import (
     PASSWORD,
@@ -46,20 +46,23 @@ from scripts.localstack.clients import (
     invoke_scheduled,
     wait_for,
 )
-from scripts.localstack.suite import EmulatorSuite, StackError
-from tests.support.firestore_rest import Timestamp, encode_fields
-
-TENANT = "acme_corp"
-# The demo tenant's accounts (admin-written documents; see the module docstring)
-PAPER_CONNECTION = "demo_paper"
-ALPACA_CONNECTION = "demo_alpaca"
-OANDA_CONNECTION = "demo_oanda"
-ALPACA_CREDENTIALS_ENV = "DEMO_ALPACA_BROKER_CREDENTIALS"  # the functions' env only: {"key_id", "secret_key"}
-OANDA_CREDENTIALS_ENV = "DEMO_OANDA_CREDENTIALS"  # the functions' env only: {"token"}
-TRADER_ACCOUNT = "trader_main"
-TRADER2_ACCOUNT = "trader2_main"
-FX_ACCOUNT = "trader_fx"
-VENUE_SCENARIO = "wide_spread"  # the local venues' market, as EXEC_PAPER_SCENARIO for the paper venue
+from scripts.localstack.demo_tenant import (
+    ALPACA_CONNECTION,
+    FX_ACCOUNT,
+    OANDA_CONNECTION,
+    PAPER_CONNECTION,
+    TENANT,
+    TRADER2_ACCOUNT,
+    TRADER_ACCOUNT,
+    DemoVenues,
+    paper_connection,
+    trader_account,
+    write_account,
+    write_connection,
+    write_member,
+)
+from scripts.localstack.suite import EmulatorSuite
+from tests.support.firestore_rest import encode_fields
 
 # ----------------------------------------------------------------- request bodies (session and curl)
 
@@ -104,135 +107,6 @@ def intent_document(uid: str, symbol: str = "MSFT", qty: str = "3",
     without ``account`` the trigger binds the member's default account)."""
     return {"uid": uid, "status": "new", "kind": "single",
             "intent": {"strategy_id": "app_client", **_account(account), "symbol": symbol, "side": "buy", "qty": qty}}
-
-
-# ----------------------------------------------------------------- the demo tenant's venues and accounts
-
-
-@dataclass
-class DemoVenues:
-    """The local venue servers of a run (threads of this process) and the credentials the functions
-    get in their environment; the connection documents only name them (``env:NAME``).
-
-    ``oanda``: ``LocalOandaServer`` for FOREX/COMMODITY (always started: a thread, cheap).
-    ``alpaca``: the local Alpaca-compatible server, whose Broker API holds the traders' accounts
-    (``--alpaca``); without it the traders' accounts are on the ``paper`` venue, simulated inside the
-    functions. The credentials are random per run and exist only here and in the functions' env."""
-
-    alpaca: Any = None
-    oanda: Any = None
-    credentials: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def start(cls, *, alpaca: bool = False, oanda: bool = True, scenario: str = VENUE_SCENARIO) -> "DemoVenues":
-        venues = cls()
-        try:
-            if oanda:
-                from tests.support.oanda_server import LocalOandaServer
-
-                token = secrets.token_urlsafe(24)
-                venues.oanda = LocalOandaServer(scenario, token=token).start()
-                venues.credentials[OANDA_CREDENTIALS_ENV] = json.dumps({"token": token})
-            if alpaca:
-                from tests.support.alpaca_server import LocalAlpacaServer
-
-                venues.alpaca = LocalAlpacaServer(scenario).start()
-                venues.credentials[ALPACA_CREDENTIALS_ENV] = json.dumps(
-                    {"key_id": "PKDEMO" + secrets.token_hex(6).upper(), "secret_key": secrets.token_urlsafe(24)})
-        except BaseException:
-            venues.stop()
-            raise
-        return venues
-
-    @property
-    def functions_env(self) -> dict[str, str]:
-        """What ``EmulatorSuite(functions_env=...)`` adds to the functions' environment."""
-        return dict(self.credentials)
-
-    @property
-    def broker(self) -> str:
-        """The venue name the traders' main accounts answer with (``broker`` of a result)."""
-        return "alpaca_broker" if self.alpaca is not None else "paper"
-
-    def secret_values(self) -> list[str]:
-        """Every credential value (to check that none of them is in Firestore)."""
-        return [v for raw in self.credentials.values() for v in json.loads(raw).values()]
-
-    def describe(self) -> str:
-        parts = [f"traders' accounts on {ALPACA_CONNECTION} (alpaca_broker, local Alpaca-compatible server "
-                 f"{self.alpaca.url})" if self.alpaca is not None else
-                 f"traders' accounts on {PAPER_CONNECTION} (paper venue inside the functions)"]
-        if self.oanda is not None:
-            parts.append(f"FX on {OANDA_CONNECTION} (oanda, local OANDA v20 server {self.oanda.url})")
-        return "; ".join(parts)
-
-    def stop(self) -> None:
-        for name in ("alpaca", "oanda"):
-            server = getattr(self, name)
-            if server is not None:
-                setattr(self, name, None)
-                server.stop()
-
-
-def _rest_value(value: Any) -> Any:
-    """A document as the REST codec takes it (datetimes as ``Timestamp``)."""
-    if isinstance(value, datetime):
-        return Timestamp(value)
-    if isinstance(value, Mapping):
-        return {k: _rest_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_rest_value(v) for v in value]
-    return value
-
-
-def write_connection(admin: FirestoreRest, connection: Any, tenant: str = TENANT) -> Any:
-    """``tenants/{t}/broker_connections/{id}`` as ``BrokerConnection.to_dict()`` (a reference only)."""
-    return admin.set(f"tenants/{tenant}/broker_connections/{connection.connection_id}",
-                     _rest_value(connection.to_dict()))
-
-
-def write_account(admin: FirestoreRest, account: Any, tenant: str = TENANT) -> Any:
-    return admin.set(f"tenants/{tenant}/accounts/{account.account_id}", _rest_value(account.to_dict()))
-
-
-def write_member(admin: FirestoreRest, user: User, default_account_id: str, at: datetime, tenant: str = TENANT) -> Any:
-    """``tenants/{t}/members/{uid}``: role and status, and the account trades without a named one use."""
-    return admin.set(f"tenants/{tenant}/members/{user.uid}", _rest_value({
-        "uid": user.uid, "role": user.claims.get("role", "trader"), "status": "active",
-        "default_account_id": default_account_id, "email": user.email, "created_at": at, "updated_at": at}))
-
-
-def paper_connection(at: datetime) -> Any:
-    from backend.domain.accounts import BrokerConnection
-
-    return BrokerConnection(connection_id=PAPER_CONNECTION, venue="paper", environment="paper", credentials_ref=None,
-                            created_at=at, updated_at=at)
-
-
-def trader_account(account_id: str, user: User, connection: Any, venue_account_id: str, at: datetime) -> Any:
-    """An active account of ``user`` on ``connection`` with every asset class that venue trades."""
-    from backend.domain.accounts import VENUE_ASSET_CLASSES, Account
-
-    classes = sorted(c.value for c in VENUE_ASSET_CLASSES[connection.venue])
-    account = Account(account_id=account_id, connection_id=connection.connection_id,
-                      venue_account_id=venue_account_id, owner_uids=(user.uid,), status="active",
-                      asset_classes=classes, created_at=at, updated_at=at)
-    account.check_connection(connection)
-    return account
-
-
-def provision_paper_trader(suite: EmulatorSuite, user: User, account_id: str, tenant: str = TENANT) -> Any:
-    """Give ``user`` an account of their own on the tenant's ``paper`` connection and make it their
-    default (admin writes: the connection, the account, the member document). Returns the account."""
-    admin = FirestoreRest(suite, "owner")
-    at = datetime.now(timezone.utc)
-    connection = paper_connection(at)
-    account = trader_account(account_id, user, connection, f"book-{account_id}", at)
-    for reply in (write_connection(admin, connection, tenant), write_account(admin, account, tenant),
-                  write_member(admin, user, account_id, at, tenant)):
-        if reply.status != 200:
-            raise StackError(f"admin write refused: HTTP {reply.status} {reply.body}")
-    return account
 
 
 # ----------------------------------------------------------------- the session
@@ -632,18 +506,21 @@ def curl_examples(suite: EmulatorSuite, session: Session) -> list[str]:
         lines.append(" ".join(parts))
     doc = {"fields": encode_fields(intent_document("$TRADER_UID"))}
     doc_json = json.dumps(doc, separators=(",", ":")).replace('"$TRADER_UID"', '"\'"$TRADER_UID"\'"')
+    def post(token: str, body: dict[str, Any], key: bool = False) -> str:
+        idem = f" -H 'Idempotency-Key: curl-{uuid.uuid4().hex[:8]}'" if key else ""
+        return (f"curl -s -X POST \"$API/execute\" -H \"Authorization: Bearer ${token}\" "
+                f"-H 'Content-Type: application/json'{idem} -d {_q(json.dumps(body, separators=(',', ':')))}")
+
+    account_examples = [
+        post("TRADER2_TOKEN", execute_body("SPY", side="sell", qty="1", account=TRADER2_ACCOUNT), True),
+        post("TRADER2_TOKEN", execute_body("SPY", qty="1", account=TRADER_ACCOUNT))]
+    if FX_ACCOUNT in session.accounts:
+        account_examples.append(post("TRADER_TOKEN", execute_body("GBP/USD", qty="10", account=FX_ACCOUNT,
+                                                                  asset_class="FOREX"), True))
     lines += [
         f"# accounts: {TRADER_ACCOUNT} is the trader's (and their default: leave broker_account_id out to use it), "
         f"{TRADER2_ACCOUNT} trader2's; naming another user's account is 403 ACCOUNT_NOT_OWNED:",
-        f"curl -s -X POST \"$API/execute\" -H \"Authorization: Bearer $TRADER2_TOKEN\" -H 'Content-Type: application/json' "
-        f"-H 'Idempotency-Key: curl-{uuid.uuid4().hex[:8]}' "
-        f"-d {_q(json.dumps(execute_body('SPY', side='sell', qty='1', account=TRADER2_ACCOUNT), separators=(',', ':')))}",
-        f"curl -s -X POST \"$API/execute\" -H \"Authorization: Bearer $TRADER2_TOKEN\" -H 'Content-Type: application/json' "
-        f"-d {_q(json.dumps(execute_body('SPY', qty='1', account=TRADER_ACCOUNT), separators=(',', ':')))}",
-        *([f"curl -s -X POST \"$API/execute\" -H \"Authorization: Bearer $TRADER_TOKEN\" "
-           "-H 'Content-Type: application/json' "
-           f"-d {_q(json.dumps(execute_body('GBP/USD', qty='10', account=FX_ACCOUNT, asset_class='FOREX'), separators=(',', ':')))}"]
-          if FX_ACCOUNT in session.accounts else []),
+        *account_examples,
         "# an intent document written as the app would (rules apply), then read back with its result:",
         f"curl -s -X POST \"$FS/tenants/{TENANT}/order_intents?documentId=curl-1\" "
         f"-H \"Authorization: Bearer $TRADER_TOKEN\" -H 'Content-Type: application/json' -d '{doc_json}'",

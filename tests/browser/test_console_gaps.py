@@ -99,8 +99,8 @@ def test_metrics_chart_estimated_vs_actual_slippage_and_cost_savings_by_day_and_
     assert savings and float(savings["cost savings"]) > 0, savings  # the AAPL downgrade's spread cost avoided
     assert float(_series_values(page, "chart-savings-day", today)["cost savings"]) > 0
     assert page.locator("[data-testid=chart-slippage-day] rect[data-series=actual]").count() >= 1
-    page.get_by_role("heading", name="Slippage and cost savings").scroll_into_view_if_needed()
-    page.evaluate("() => window.scrollBy(0, -10)")
+    page.evaluate("() => [...document.querySelectorAll('main h2')].find((x) => x.textContent === 'Slippage and cost savings')"
+                  ".scrollIntoView({ block: 'start' })")
     shoot(page, "admin-metrics-slippage")
 
 
@@ -223,6 +223,8 @@ def test_a_trader_elects_a_lot_method_and_reconciles_a_1099b_statement(console, 
     assert page.get_by_test_id("statement-matched").inner_text() == "1"
     rows = page.get_by_test_id("statement-rows-table").inner_text()
     assert "NOT_IN_LEDGER" in rows and "PROCEEDS_DIFFER" in rows and "DIFFERENT" in rows, rows
+    page.evaluate("() => [...document.querySelectorAll('main h2')].find((x) => x.textContent.startsWith('1099-B'))"
+                  ".scrollIntoView({ block: 'start' })")
     shoot(page, "trader-tax-statement")
 
     # a statement without its required columns names the problem

@@ -212,7 +212,8 @@ def test_the_scripted_session_of_run_sh_passes_every_step(suite, venues, server)
     by_account = {}
     for _, row in rows:
         if row.get("status") == "placed":
-            by_account.setdefault(row.get("broker_account_id"), set()).add((row.get("uid"), row.get("venue_account_id")))
+            owners = by_account.setdefault(row.get("broker_account_id"), set())
+            owners.add((row.get("uid"), row.get("venue_account_id")))
     assert by_account[stack.TRADER_ACCOUNT] == {(session.trader.uid, f"book-{stack.TRADER_ACCOUNT}")}
     assert by_account[stack.TRADER2_ACCOUNT] == {(session.trader2.uid, f"book-{stack.TRADER2_ACCOUNT}")}
     assert by_account[stack.FX_ACCOUNT] == {(session.trader.uid, venues.oanda.account_id)}

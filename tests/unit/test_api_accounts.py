@@ -197,6 +197,8 @@ def test_positions_after_trades_equal_the_ledger_view_per_account(stack):
     venue = {p.symbol: p for p in venue_of(stack, "acme", "a-alice").get_positions()}
     assert aapl["qty"] == decimal_out(venue["AAPL"].qty, "quantity")
     assert aapl["avg_entry_price"] == decimal_out(venue["AAPL"].avg_entry_price, "price")
+    # the venue's valuation (qty x mid x multiplier on the paper venue), never recomputed here
+    assert venue["AAPL"].market_value is not None and D(aapl["market_value"]) == venue["AAPL"].market_value
     for row in alice["positions"]:
         for name in ("qty", "ledger_qty", "difference", "avg_entry_price"):
             assert re.fullmatch(RESPONSE_DECIMAL_PATTERN, row[name]), (name, row[name])

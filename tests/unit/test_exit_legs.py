@@ -72,3 +72,24 @@ def test_an_entry_that_is_not_a_bracket_or_oto_is_not_followed():
 
     assert follow_exit_legs(engine, "acme", "m1") == 0
     assert follow_exit_legs(engine, "acme", "missing") == 0
+
+
+def test_the_scheduled_sweep_finds_the_filled_bracket_and_records_its_stop_once():
+    """The whole path: the entry filled at placement (the record stays findable for its exits), the
+    stop fires overnight, the next sweeps (delivered twice) record it once and then stop looking."""
+
+    from backend.execution.sweeper import Sweeper
+
+    engine, broker, stop = engine_with_bracket({})
+    assert engine.store.get_intent("acme", "b1").data["reconcile_after"] is not None
+    broker.venue.market.set_mid("SPY", stop - D("0.50"), AssetClass.EQUITY)
+    broker.venue.poll()
+
+    for _ in range(2):
+        engine.clock.advance(30)
+        Sweeper(engine).sweep()
+
+    exits = [k for k in rows(engine, "tenants/acme/ledger_trades/") if "--x" in k]
+    assert len(exits) == 1
+    record = engine.store.get_intent("acme", "b1").data
+    assert record["exits_final"] is True and record["reconcile_after"] is None  # nothing left to follow

@@ -95,9 +95,7 @@ def test_the_demo_venues_give_the_functions_credentials_by_reference_only():
 
 
 def test_the_stack_runs_strict_accounts_as_deployed():
-    from tests.support.stack_script import ROOT
-
-    settings = [line.split("=", 1)[0] for line in (ROOT / "functions/.env.demo-exec").read_text().splitlines()
+    settings = [line.split("=", 1)[0] for line in (stack.ROOT / "functions/.env.demo-exec").read_text().splitlines()
                 if line and not line.startswith("#")]
     assert "EXEC_ACCOUNTS" not in settings and "EXEC_SECRET_MANAGER" in settings
     assert not any(name.startswith("EXEC_") for name in stack.DemoVenues().functions_env)
@@ -110,7 +108,7 @@ def test_the_demo_account_documents_parse_strictly_and_hold_no_credentials():
 
     at = datetime(2026, 12, 1, tzinfo=timezone.utc)
     user = stack.User("trader", "trader@acme.example", "uid-1", "token", {"tenant_id": stack.TENANT, "role": "trader"})
-    connection = stack.session_paper_connection(at)
+    connection = stack.paper_connection(at)
     account = stack.trader_account(stack.TRADER_ACCOUNT, user, connection, "book-trader_main", at)
 
     assert BrokerConnection.from_dict(connection.to_dict()) == connection and connection.credentials_ref is None
@@ -141,6 +139,6 @@ def test_the_curl_examples_name_accounts():
     assert execute and all('"broker_account_id":' in c for c in execute)
     assert any("$TRADER2_TOKEN" in c and f'"broker_account_id":"{stack.TRADER_ACCOUNT}"' in c for c in execute)
     assert any(f'"broker_account_id":"{stack.FX_ACCOUNT}"' in c and "GBP/USD" in c for c in execute)
-    assert any(f"/accounts/{stack.TRADER_ACCOUNT}/positions" in c for c in curls)
+    assert all("/accounts/ID" not in c for c in curls)  # account routes name the trader's account
     reconcile = [c for c in curls if "-X POST" in c and c.split()[4].endswith('/reconciliation"')]
     assert reconcile and all(" -d " not in c for c in reconcile)  # the endpoint takes no body

@@ -469,7 +469,9 @@ class SimulatedVenue(protective.ProtectiveOrders, ReplaceOrders):
         with self._lock:
             lost = self._check_faults("get_positions")
             book = self._book(account_id)
-            out = [Position(symbol=s, qty=h.qty, avg_entry_price=h.avg_entry) for s, h in book.holdings.items()]
+            out = [Position(symbol=s, qty=h.qty, avg_entry_price=h.avg_entry,
+                            market_value=h.qty * self.market.mid(s, h.asset_class)
+                            * self.market.spec(s, h.asset_class).multiplier) for s, h in book.holdings.items()]
             self._raise_lost("get_positions", lost)
             return out
 

@@ -67,8 +67,8 @@ function reconciliationView(r) {
     table([["Status", (x) => h("span", { class: `s-${x.status}` }, x.status)],
       ["Description", (x) => x.statement?.description ?? x.ours?.description],
       ["Sold", (x) => x.statement?.date_sold ?? x.ours?.date_sold],
-      ["Proceeds (ours / statement)", (x) => `${x.ours?.proceeds ?? "–"} / ${x.statement?.proceeds ?? "–"}`],
-      ["Basis (ours / statement)", (x) => `${x.ours?.cost_basis ?? "–"} / ${x.statement?.cost_basis ?? "–"}`],
+      ["Proceeds (ours / statement)", (x) => `${x.ours?.proceeds || "–"} / ${x.statement?.proceeds || "–"}`],
+      ["Basis (ours / statement)", (x) => `${x.ours?.cost_basis || "–"} / ${x.statement?.cost_basis || "–"}`],
       ["Differences", (x) => Object.entries(x.differences || {}).map(([k, v]) => `${k} ${v}`).join(" · ") || null],
       ["Reasons", (x) => (x.reasons || []).join(", ") || null]],
     r.rows || [], { testid: "statement-rows-table", empty: "Nothing to compare: no statement rows and no disposals." }));
