@@ -48,8 +48,10 @@ from scripts.localstack.clients import (
 )
 from scripts.localstack.demo_tenant import (
     ALPACA_CONNECTION,
+    ALPACA_CREDENTIALS_ENV,
     FX_ACCOUNT,
     OANDA_CONNECTION,
+    OANDA_CREDENTIALS_ENV,
     PAPER_CONNECTION,
     TENANT,
     TRADER2_ACCOUNT,
