@@ -195,6 +195,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, app: LocalAlpacaServer, method: str, path: str, status: int, payload: Any,
               headers: Mapping[str, str] | None = None) -> None:
         data = b"" if payload is None else json.dumps(payload, default=_json_default).encode()
+        # logged before the response goes out: the log's order is the order the client saw answers in
+        app._record(method, path, status)
         try:
             self.send_response(status)
             if data:
@@ -207,7 +209,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        app._record(method, path, status)
 
     def _drop(self, app: LocalAlpacaServer, method: str, path: str) -> None:
         self.close_connection = True

@@ -230,6 +230,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, app: LocalOandaServer, method: str, path: str, status: int, payload: Any,
               headers: Mapping[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
+        # logged before the response goes out: the log's order is the order the client saw answers in
+        app._record(method, path, status)
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -241,7 +243,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass
-        app._record(method, path, status)
 
     def _drop(self, app: LocalOandaServer, method: str, path: str) -> None:
         self.close_connection = True
