@@ -8,8 +8,10 @@ inclusive; ``store.read_metrics``). The ledger is never scanned: the cost is at 
 days x ``SHARDS`` small documents, and the period is capped at ``MAX_DAYS`` so it stays bounded.
 
 Without ``strategy_id`` the body also has ``by_strategy``: one summary per strategy present in the
-shards' ``by_strategy`` maps of the period. With it, ``summary`` is that strategy's and
-``by_strategy`` is null.
+shards' ``by_strategy`` maps of the period, and ``by_asset_class``: one summary per asset class
+present in their ``by_asset_class`` maps (at most the five ``AssetClass`` values; slippage
+estimated vs actual and cost savings per class). With it, ``summary`` is that strategy's and both
+breakdowns are null (the per-class counters are the tenant's, not split per strategy).
 """
 from __future__ import annotations
 
@@ -25,17 +27,19 @@ MAX_DAYS = 366
 def handle(request: ApiRequest, identity: Identity, store: Any, tenant_id: str) -> ApiResponse:
     from backend.api.app import parse_model
     from backend.api.models import MetricsQuery, MetricsResponse
-    from backend.execution.metrics import summarize
+    from backend.execution.metrics import asset_classes_present, summarize
 
     require_tenant_admin(identity, tenant_id)
     query = parse_model(MetricsQuery, single_valued(request.query))
     check_day_range(query.from_, query.to, max_days=MAX_DAYS)
     docs = store.read_metrics(tenant_id, query.from_, query.to)
-    by_strategy = None
+    by_strategy = by_asset_class = None
     if query.strategy_id is None:
         names = sorted({name for doc in docs for name in (doc.get("by_strategy") or {})})
         by_strategy = {name: summarize(docs, name) for name in names}
+        by_asset_class = {klass: summarize(docs, asset_class=klass) for klass in asset_classes_present(docs)}
     body = MetricsResponse.model_validate({
         "tenant_id": tenant_id, "from": query.from_, "to": query.to, "strategy_id": query.strategy_id,
-        "shard_documents": len(docs), "summary": summarize(docs, query.strategy_id), "by_strategy": by_strategy})
+        "shard_documents": len(docs), "summary": summarize(docs, query.strategy_id), "by_strategy": by_strategy,
+        "by_asset_class": by_asset_class})
     return ApiResponse(200, body.model_dump(mode="json", by_alias=True))

@@ -894,6 +894,12 @@ class MetricsResponse(_Output):
     summary: MetricsSummaryOut
     by_strategy: dict[str, MetricsSummaryOut] | None = Field(
         description="Per strategy present in the period; null when strategy_id is given.")
+    by_asset_class: dict[str, MetricsSummaryOut] | None = Field(
+        description="Per asset class (EQUITY, FOREX, CRYPTO, OPTIONS, COMMODITY) with counters in the period: "
+                    "decisions and rates of single orders, avg_estimated_slippage, cost_savings and tca "
+                    "(avg_actual_slippage vs avg_estimated_slippage_of_filled) of that class's orders and fills. "
+                    "Multi-leg group decisions count in summary only (a group may span classes); their leg "
+                    "fills count in their leg's class. Null when strategy_id is given.")
 
 
 # --- issue 16: tax lot-method elections, corporate actions, the CSV reconcile query ---------------------

@@ -295,7 +295,8 @@ def _read_models() -> dict[str, Any]:
         "/tenants/{tenant_id}/metrics": {"get": {
             "summary": "Execution-quality metrics of the tenant (tenant_admin of that tenant)",
             "description": "From the sharded day counters (never the ledger). Without strategy_id, "
-                           f"by_strategy has one summary per strategy present. At most {MAX_DAYS} days.",
+                           "by_strategy has one summary per strategy present and by_asset_class one per asset "
+                           f"class present. At most {MAX_DAYS} days.",
             "security": [{"bearerAuth": []}],
             "parameters": [tenant, _query("from", day, "First trade day (inclusive).", required=True),
                            _query("to", day, "Last trade day (inclusive).", required=True),

@@ -15,6 +15,13 @@ So a shard document's size does not depend on how many strategy ids a tenant's u
 (issue 10 item 6: 5,000 ids once grew a shard to Firestore's 1 MiB limit and the next finish
 write failed after its order had filled); the tenant totals stay exact either way.
 
+Per asset class the same counters (minus the ``decisions_<class>``/``placed_<class>`` names, which
+would repeat the key) live under ``by_asset_class.<class>``, written in the same commit. The keys
+are the ``AssetClass`` enum values (``ASSET_CLASSES``), so the map has at most five entries whatever
+the traffic; a row without a known class (a ``group_decision`` row: a group may span classes) adds
+to the tenant totals only. Shards written before these counters existed have no such map, so a
+period that starts earlier shows per-class figures from the day they were first written.
+
 Metrics (``summarize``):
 - downgrade_rate = downgraded / decisions; rejection_rate likewise;
 - avg_estimated_slippage (share of price) over routed decisions;
@@ -32,7 +39,10 @@ import hashlib
 from decimal import Decimal
 from typing import Any, Collection, Iterable, Mapping
 
+from backend.domain.assets import AssetClass
+
 SHARDS = 8
+ASSET_CLASSES = tuple(klass.value for klass in AssetClass)  # the bounded keys of ``by_asset_class``
 MAX_STRATEGIES_PER_SHARD = 100
 OTHER_STRATEGIES = "(other)"
 MICRO = Decimal("1e6")
@@ -49,6 +59,17 @@ def strategy_bucket(strategy_id: str, admitted: Collection[str], cap: int = MAX_
     if strategy_id in admitted or len(admitted) < cap:
         return strategy_id
     return OTHER_STRATEGIES
+
+
+def asset_class_bucket(row: Mapping[str, Any]) -> str | None:
+    """The ``by_asset_class`` key of a ledger row: its asset class when it is one of ``ASSET_CLASSES``."""
+    klass = row.get("asset_class")
+    return klass if klass in ASSET_CLASSES else None
+
+
+def asset_class_increments(inc: Mapping[str, int]) -> dict[str, int]:
+    """``increments`` of a row as counted under its class (the per-class distribution names dropped)."""
+    return {k: v for k, v in inc.items() if not k.startswith(("decisions_", "placed_"))}
 
 
 def _d(value: Any) -> Decimal | None:
@@ -117,11 +138,27 @@ def merge(totals: dict[str, int], doc: Mapping[str, Any]) -> None:
             totals[key] = totals.get(key, 0) + value
 
 
-def summarize(docs: Iterable[Mapping[str, Any]], strategy_id: str | None = None) -> dict[str, Any]:
+def summarize(docs: Iterable[Mapping[str, Any]], strategy_id: str | None = None,
+              asset_class: str | None = None) -> dict[str, Any]:
+    """The summary of the tenant's totals, of one strategy's (``by_strategy``) or of one asset
+    class's (``by_asset_class``; at most one of the two)."""
+    if strategy_id and asset_class:
+        raise ValueError("summarize: strategy_id or asset_class, not both")
     totals: dict[str, int] = {}
     for doc in docs:
-        merge(totals, (doc.get("by_strategy") or {}).get(strategy_id, {}) if strategy_id else doc)
+        if strategy_id:
+            merge(totals, (doc.get("by_strategy") or {}).get(strategy_id, {}))
+        elif asset_class:
+            merge(totals, (doc.get("by_asset_class") or {}).get(asset_class, {}))
+        else:
+            merge(totals, doc)
     return summary_from_totals(totals)
+
+
+def asset_classes_present(docs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The asset classes with per-class counters in ``docs``, in ``ASSET_CLASSES`` order."""
+    seen = {name for doc in docs for name in (doc.get("by_asset_class") or {})}
+    return [name for name in ASSET_CLASSES if name in seen]
 
 
 def _ratio(num: int, den: int, unit: Decimal = Decimal(1)) -> str | None:

@@ -13,7 +13,8 @@ here, and the contract suite (``tests/contract``) runs both adapters through the
   the tenant slot's number); both are created with a create-if-absent precondition and given back
   together, so both counts stay exact under concurrency.
 - Metrics increments of a ledger row go to one shard document of the day; per-strategy counters
-  are bounded by ``MAX_STRATEGIES_PER_SHARD`` (``backend.execution.metrics``).
+  are bounded by ``MAX_STRATEGIES_PER_SHARD`` (``backend.execution.metrics``); per-asset-class
+  counters (``by_asset_class``) by the ``AssetClass`` enum.
 """
 from __future__ import annotations
 
@@ -79,6 +80,8 @@ class MetricsWrite:
     increments: Mapping[str, int]
     strategy_bucket: str | None = None  # the ``by_strategy`` key the same increments go under
     admit: str | None = None  # a strategy id to append to the shard's ``strategies`` list
+    asset_class: str | None = None  # the ``by_asset_class`` key (an ``AssetClass`` value)
+    asset_class_increments: Mapping[str, int] | None = None  # what goes under it
 
 
 def metrics_doc_id(row_id: str, row: Mapping[str, Any]) -> str:
@@ -90,18 +93,20 @@ def metrics_doc_id(row_id: str, row: Mapping[str, Any]) -> str:
 def metrics_write(row_id: str, row: Mapping[str, Any], admitted: Collection[str]) -> MetricsWrite | None:
     """``admitted``: the shard document's current ``strategies`` list (read only when the row names
     a strategy). None when the row adds nothing."""
-    from backend.execution.metrics import increments, strategy_bucket
+    from backend.execution.metrics import asset_class_bucket, asset_class_increments, increments, strategy_bucket
 
     inc = increments(row)
     if not inc:
         return None
     day = row.get("trade_date") or "unknown"
+    klass = asset_class_bucket(row)
+    by_class = {"asset_class": klass, "asset_class_increments": asset_class_increments(inc)} if klass else {}
     strategy = row.get("strategy_id")
     if not strategy:
-        return MetricsWrite(metrics_doc_id(row_id, row), day, inc)
+        return MetricsWrite(metrics_doc_id(row_id, row), day, inc, **by_class)
     bucket = strategy_bucket(strategy, admitted)
     admit = strategy if bucket == strategy and strategy not in admitted else None
-    return MetricsWrite(metrics_doc_id(row_id, row), day, inc, bucket, admit)
+    return MetricsWrite(metrics_doc_id(row_id, row), day, inc, bucket, admit, **by_class)
 
 
 # --- lot books: what a commit that carries tax fills reads, and what it writes --------------------------

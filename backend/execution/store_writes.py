@@ -90,6 +90,8 @@ def _metrics_ops(tenant_id: str, row_id: str, row: Mapping[str, Any], admitted: 
         current.append(write.admit)
     if write.strategy_bucket is not None:
         doc["by_strategy"] = {write.strategy_bucket: {k: Inc(v) for k, v in write.increments.items()}}
+    if write.asset_class is not None and write.asset_class_increments:
+        doc["by_asset_class"] = {write.asset_class: {k: Inc(v) for k, v in write.asset_class_increments.items()}}
     return [Set(path, doc, merge=True)]
 
 

@@ -2,7 +2,7 @@
 
 - the order ticket's bracket / OTO / OCO exits: a bracket that is placed, and one the venue cannot hold
   (bracket with time in force ioc) refused with its code ORDER_TYPE_NOT_SUPPORTED;
-- metrics: estimated vs actual slippage and cost savings by day and by strategy (inline SVG);
+- metrics: estimated vs actual slippage and cost savings by day, by strategy and by asset class (inline SVG);
 - per-account limits and trading state (admin only; the halted account's next trade is refused);
 - the reconciliation report's cash section and cash breaks (a ``breaks`` report with only cash breaks
   never reads "0 breaks");
@@ -82,10 +82,33 @@ def _series_values(page, testid: str, label: str) -> dict[str, str]:
     }""", [testid, label])
 
 
-def test_metrics_chart_estimated_vs_actual_slippage_and_cost_savings_by_day_and_strategy(console, page_as, users, shoot):
+def _fx_trader_token(console, users) -> str:
+    """A second trader with a FOREX account of their own (the first trader keeps exactly one account)."""
+    auth = stack.AuthClient(console)
+    run = users["trader"].uid[:6]
+    fx = auth.create_user("trader", f"fx-trader-{run}@acme.example", {"tenant_id": TENANT, "role": "trader"})
+    admin = stack.ApiClient(console, users["tenant_admin"].token)
+    account = f"web-fx-{run}"
+    for method, path, body in (
+            ("POST", f"/tenants/{TENANT}/members", {"uid": fx.uid, "role": "trader"}),
+            ("POST", f"/tenants/{TENANT}/accounts", {"account_id": account, "connection_id": "deployment",
+                                                    "venue_account_id": f"book-{account}", "owner_uids": [fx.uid],
+                                                    "asset_classes": ["FOREX"]}),
+            ("PUT", f"/tenants/{TENANT}/members/{fx.uid}/default-account", {"account_id": account})):
+        reply = admin.call(method, path, body)
+        assert reply.status in (200, 201), (method, path, reply.status, reply.body)
+    return auth.sign_in(fx.email)
+
+
+def test_metrics_chart_estimated_vs_actual_slippage_and_cost_savings_by_day_strategy_and_class(
+        console, page_as, users, shoot):
     token = users["trader"].token
     assert _execute(console, token, strategy_id="web_tca", symbol="SPY")["status"] == "placed"
     assert _execute(console, token, strategy_id="web_tca", symbol="AAPL")["status"] == "downgraded"
+    # EUR/USD is wider than the threshold in this market: a FOREX downgrade with its own cost savings
+    fx = _execute(console, _fx_trader_token(console, users), strategy_id="web_fx", symbol="EUR/USD",
+                  asset_class="FOREX", qty="10000")
+    assert fx["status"] == "downgraded", fx
     today = datetime.now(timezone.utc).date().isoformat()
 
     page = page_as(users["tenant_admin"])
@@ -99,9 +122,20 @@ def test_metrics_chart_estimated_vs_actual_slippage_and_cost_savings_by_day_and_
     assert savings and float(savings["cost savings"]) > 0, savings  # the AAPL downgrade's spread cost avoided
     assert float(_series_values(page, "chart-savings-day", today)["cost savings"]) > 0
     assert page.locator("[data-testid=chart-slippage-day] rect[data-series=actual]").count() >= 1
+    # by asset class (the API's by_asset_class): the trades were EQUITY; the old "not available" note is gone
+    equity = _series_values(page, "chart-slippage-class", "EQUITY")
+    assert equity and re.fullmatch(r"-?\d+\.\d{3}%", equity["estimated (filled)"]) and equity["actual"] != "–", equity
+    assert float(_series_values(page, "chart-savings-class", "EQUITY")["cost savings"]) > 0
+    forex = _series_values(page, "chart-savings-class", "FOREX")
+    assert forex and float(forex["cost savings"]) > 0, forex  # counted in its own class, not EQUITY's
+    assert _series_values(page, "chart-slippage-class", "FOREX") is not None
+    assert page.get_by_test_id("asset-class-note").count() == 0
     page.evaluate("() => [...document.querySelectorAll('main h2')].find((x) => x.textContent === 'Slippage and cost savings')"
                   ".scrollIntoView({ block: 'start' })")
     shoot(page, "admin-metrics-slippage")
+    page.evaluate("() => [...document.querySelectorAll('main h2')].find((x) => x.textContent === 'By asset class')"
+                  ".scrollIntoView({ block: 'start' })")
+    shoot(page, "admin-metrics-asset-class")
 
 
 def test_an_admin_sets_an_accounts_limits_and_halts_it_the_traders_next_trade_is_refused(console, page_as, users, shoot):

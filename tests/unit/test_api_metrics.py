@@ -75,9 +75,27 @@ def test_the_body_is_metrics_summarize_of_the_shards_of_the_period(stack, sessio
     assert body["shard_documents"] == len(docs)
 
 
+def test_each_asset_class_has_its_own_slippage_and_cost_savings(stack, session):
+    docs = stack.store.read_metrics("acme", "2026-01-01", "2026-01-31")
+
+    body = get(stack, **JANUARY).json()
+
+    by_class = body["by_asset_class"]
+    assert list(by_class) == ["EQUITY", "FOREX"]  # the AssetClass order, only classes that traded
+    equity, forex = by_class["EQUITY"], by_class["FOREX"]
+    assert (equity["decisions"], equity["placed"], equity["downgraded"], equity["rejected"]) == (4, 2, 1, 1)
+    assert (forex["decisions"], forex["placed"], forex["downgraded"]) == (1, 1, 0)
+    assert equity["cost_savings"] == body["summary"]["cost_savings"] != "0" and forex["cost_savings"] == "0"
+    assert (equity["tca"]["fills"], forex["tca"]["fills"]) == (2, 1)
+    for klass in (equity, forex):
+        assert klass["avg_estimated_slippage"] is not None and klass["tca"]["avg_actual_slippage"] is not None
+    assert forex["tca"]["avg_estimated_slippage_of_filled"] != equity["tca"]["avg_estimated_slippage_of_filled"]
+    assert forex == summarize(docs, asset_class="FOREX")
+
+
 def test_one_strategy_only(stack, session):
     body = get(stack, strategy_id="s2", **JANUARY).json()
-    assert body["strategy_id"] == "s2" and body["by_strategy"] is None
+    assert body["strategy_id"] == "s2" and body["by_strategy"] is None and body["by_asset_class"] is None
     assert (body["summary"]["decisions"], body["summary"]["rejected"]) == (2, 1)
 
 
@@ -91,6 +109,7 @@ def test_the_period_selects_trade_days(stack, session):
     before = get(stack, **{"from": "2025-12-01", "to": "2026-01-04"}).json()
     assert day2["summary"]["decisions"] == 1 and set(day2["by_strategy"]) == {"s1"}
     assert before["summary"]["decisions"] == 0 and before["by_strategy"] == {} and before["shard_documents"] == 0
+    assert before["by_asset_class"] == {} and set(day2["by_asset_class"]) == {"EQUITY"}
 
 
 def test_other_tenants_counters_are_separate(stack, session):

@@ -2,6 +2,8 @@
 summarized from day shards, without reading the ledger."""
 from decimal import Decimal
 
+import pytest
+
 from backend.adapters.memory_store import InMemoryStore
 from backend.adapters.paper_broker import PaperBroker
 from backend.domain.clock import ManualClock
@@ -61,3 +63,33 @@ def test_metrics_are_spread_over_shards():
 def test_empty_range_has_no_rates():
     summary = metrics.summarize([])
     assert summary["decisions"] == 0 and summary["downgrade_rate"] is None
+
+
+def test_each_asset_class_has_its_own_slippage_and_cost_savings():
+    store = run()
+    docs = store.read_metrics("acme", "2026-01-05", "2026-01-05")
+
+    assert metrics.asset_classes_present(docs) == ["EQUITY", "CRYPTO"]
+    equity, crypto = metrics.summarize(docs, asset_class="EQUITY"), metrics.summarize(docs, asset_class="CRYPTO")
+    assert (equity["decisions"], equity["placed"], equity["downgraded"], equity["rejected"]) == (3, 1, 1, 1)
+    assert (crypto["decisions"], crypto["placed"], crypto["downgraded"]) == (1, 1, 0)
+    assert equity["cost_savings"] == "5" and crypto["cost_savings"] == "0"  # the downgraded WIDE was EQUITY
+    assert equity["tca"]["fills"] == 1 and crypto["tca"]["fills"] == 1
+    assert equity["tca"]["avg_actual_slippage"] is not None and equity["avg_estimated_slippage"] is not None
+    # the classes add up to the tenant's totals
+    total = metrics.summarize(docs)
+    assert Decimal(total["tca"]["implementation_shortfall"]) == (Decimal(equity["tca"]["implementation_shortfall"])
+                                                                 + Decimal(crypto["tca"]["implementation_shortfall"]))
+    assert equity["asset_class_distribution"] == {}  # the per-class map does not repeat its own key
+
+
+def test_only_enum_asset_classes_get_a_bucket():
+    assert metrics.asset_class_bucket({"asset_class": "FOREX"}) == "FOREX"
+    assert metrics.asset_class_bucket({"asset_class": None}) is None  # a group decision: may span classes
+    assert metrics.asset_class_bucket({"asset_class": "x" * 90}) is None
+    assert set(metrics.ASSET_CLASSES) == {"EQUITY", "FOREX", "CRYPTO", "OPTIONS", "COMMODITY"}
+
+
+def test_summarize_takes_a_strategy_or_an_asset_class_not_both():
+    with pytest.raises(ValueError):
+        metrics.summarize([], "mom", asset_class="EQUITY")

@@ -32,3 +32,18 @@ def test_five_thousand_strategy_ids_leave_every_shard_bounded_and_totals_exact()
     assert summary["decisions"] == summary["rejected"] == 5000
     other = metrics.summarize(docs, metrics.OTHER_STRATEGIES)
     assert other["decisions"] == 5000 - metrics.SHARDS * metrics.MAX_STRATEGIES_PER_SHARD
+
+
+def test_the_per_asset_class_map_has_at_most_the_enums_keys_whatever_the_rows_claim():
+    store = InMemoryStore()
+    classes = [*metrics.ASSET_CLASSES, "NOT_A_CLASS", "x" * 90, None]
+    for i in range(400):
+        row = {"kind": "order", "status": "downgraded", "asset_class": classes[i % len(classes)],
+               "trade_date": "2026-01-05", "qty": "1", "arrival_mid": "10", "estimated_slippage": "0.01"}
+        store._add_metrics("acme", f"row-{i}", row)
+    docs = store.read_metrics("acme", "2026-01-05", "2026-01-05")
+
+    assert all(set(doc["by_asset_class"]) <= set(metrics.ASSET_CLASSES) for doc in docs)
+    assert metrics.asset_classes_present(docs) == list(metrics.ASSET_CLASSES)
+    per_class = sum(metrics.summarize(docs, asset_class=k)["decisions"] for k in metrics.ASSET_CLASSES)
+    assert per_class == 5 * 400 // len(classes) and metrics.summarize(docs)["decisions"] == 400

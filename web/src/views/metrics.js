@@ -1,6 +1,6 @@
 // Tenant admin / auditor: execution-quality metrics (GET /tenants/{t}/metrics) with inline-SVG
 // charts: decisions by strategy, downgrade rate by day, estimated vs actual slippage and cost savings
-// by day and by strategy, decisions by asset class.
+// by day, by strategy and by asset class, decisions by asset class.
 import { apiGet } from "../api.js";
 import { errorBox } from "../errors.js";
 import { field, formValues, h, pct, replace } from "../dom.js";
@@ -91,6 +91,23 @@ function slippageBars(x) {
     { name: "actual", value: num(x?.tca?.avg_actual_slippage), color: C.act }];
 }
 
+/** Slippage and cost-savings charts of the API's by_asset_class breakdown (null when a strategy is
+ *  chosen: the per-class counters are the tenant's, not split per strategy). */
+function assetClassCharts(m) {
+  if (!m.by_asset_class) {
+    return [h("p", { class: "muted", "data-testid": "asset-class-note" },
+      "Slippage and cost savings by asset class cover the whole tenant: clear the strategy to see them.")];
+  }
+  const classes = Object.entries(m.by_asset_class);
+  return [
+    groupedChart("Estimated vs actual slippage by asset class (share of price)",
+      classes.map(([cls, x]) => ({ label: cls, bars: slippageBars(x) })), { format: share, testid: "chart-slippage-class" }),
+    groupedChart("Cost savings by asset class (spread cost avoided by downgrades, quote currency)",
+      classes.map(([cls, x]) => ({ label: cls, bars: [{ name: "cost savings", value: num(x.cost_savings), color: C.placed }] })),
+      { format: money, testid: "chart-savings-class" }),
+  ];
+}
+
 const C = { placed: "#1b7f3b", downgraded: "#b86200", rejected: "#b3261e", est: "#6b7fa8", act: "#0b4fa8" };
 
 function isoDay(d) { return d.toISOString().slice(0, 10); }
@@ -142,8 +159,7 @@ export function renderMetrics(root, ctx) {
         h("h2", {}, "By asset class"),
         barChart("Decisions by asset class", Object.entries(sm.asset_class_distribution || {}).map(([cls, x]) => ({ label: cls,
           parts: [{ name: "placed", value: x.placed || 0, color: C.placed }, { name: "other decisions", value: (x.decisions || 0) - (x.placed || 0), color: "#8a8f98" }] }))),
-        h("p", { class: "muted", "data-testid": "asset-class-note" }, "Per asset class the metrics API counts decisions and placed trades; ",
-          "it keeps no slippage or cost-savings counters per class, so those are charted by day and strategy only."),
+        ...assetClassCharts(m),
         h("p", { class: "muted" }, `${m.shard_documents} metric shard documents read (never ledger rows).`));
     } catch (err) {
       replace(box, errorBox(err));
