@@ -25,6 +25,7 @@ from backend.domain.money import dec_str, to_decimal
 from backend.domain.orders import (OrderClass, OrderSide, OrderType, StopLoss, TakeProfit, TimeInForce,
                                    check_order_class, check_order_prices)
 from backend.execution.client_ids import single_client_order_id
+from backend.execution.wide_spread import WideSpread, parse_wide_spread
 
 MAX_METADATA_KEYS = 64  # the API allows 32 from the client; a signal adds its own few
 MAX_METADATA_TEXT = 500
@@ -190,13 +191,20 @@ class OrderIntent:
     take_profit: TakeProfit | None
     stop_loss: StopLoss | None
     spec: AssetSpec = field(compare=False, repr=False)
+    # issue 15 item 5 (backend/execution/wide_spread.py): what a cost downgrade does — WAIT, or a limit
+    # at the touch / mid canceled after ``limit_timeout_seconds``; ``wide_spread_fallback`` is set on
+    # the limit intent the engine placed instead of a WAIT (its record keeps the deadline)
+    wide_spread: WideSpread = WideSpread.WAIT
+    limit_timeout_seconds: int | None = None
+    wide_spread_fallback: Any = field(default=None, compare=False, repr=False)
 
     def __init__(self, strategy_id: str, broker_account_id: str, symbol: str, side: Any, qty: Any,
                  asset_class: Any = None, estimated_slippage: Any = None,
                  metadata: Mapping[str, Any] | None = None, *, intent_id: str | None = None,
                  order_type: Any = "market", limit_price: Any = None, time_in_force: Any = None,
                  stop_price: Any = None, trail_price: Any = None, trail_percent: Any = None,
-                 order_class: Any = None, take_profit: Any = None, stop_loss: Any = None):
+                 order_class: Any = None, take_profit: Any = None, stop_loss: Any = None,
+                 wide_spread: Any = None, limit_timeout_seconds: Any = None):
         put = object.__setattr__
         put(self, "strategy_id", validate_id(strategy_id, "strategy_id"))
         # the tenant's account id (issue 12); None = the caller's default account, bound by the engine
@@ -248,6 +256,11 @@ class OrderIntent:
         problem = check_order_class(klass_of_order, otype, self.side, self.limit_price, tp, sl)
         if problem is not None:
             raise InvalidInput(*problem)
+        mode, timeout = parse_wide_spread(wide_spread, limit_timeout_seconds, order_type=otype,
+                                          order_class=klass_of_order, time_in_force=self.time_in_force)
+        put(self, "wide_spread", mode)
+        put(self, "limit_timeout_seconds", timeout)
+        put(self, "wide_spread_fallback", None)
 
     @property
     def effective_time_in_force(self) -> TimeInForce:
@@ -271,6 +284,19 @@ class OrderIntent:
         bound = copy.copy(self)
         object.__setattr__(bound, "broker_account_id", validate_id(account_id, "broker_account_id"))
         return bound
+
+    def as_wide_spread_limit(self, fallback: Any) -> "OrderIntent":
+        """This market intent as the limit order placed instead of a WAIT (same intent id):
+        ``fallback`` is a ``wide_spread.LimitFallback``; the result stores as a plain limit order."""
+        limit = copy.copy(self)
+        put = object.__setattr__
+        put(limit, "order_type", OrderType.LIMIT)
+        put(limit, "limit_price", self.spec.quantize_price(fallback.limit_price, "limit_price"))
+        put(limit, "time_in_force", fallback.time_in_force)
+        put(limit, "wide_spread", WideSpread.WAIT)
+        put(limit, "limit_timeout_seconds", None)
+        put(limit, "wide_spread_fallback", fallback)
+        return limit
 
     def resolve_context(self, context: ExecutionContext | None, settings_tenant: str | None = None,
                         settings_uid: str | None = None) -> ExecutionContext:
@@ -333,6 +359,9 @@ class OrderIntent:
                                                             ("limit_price", self.stop_loss.limit_price),
                                                             ("trail_price", self.stop_loss.trail_price))
                                 if v is not None}
+        if self.wide_spread is not WideSpread.WAIT:
+            out["wide_spread"] = self.wide_spread.value
+            out["limit_timeout_seconds"] = self.limit_timeout_seconds
         return out
 
     @classmethod
@@ -347,4 +376,5 @@ class OrderIntent:
             stop_price=data.get("stop_price"), trail_price=data.get("trail_price"),
             trail_percent=data.get("trail_percent"), order_class=data.get("order_class"),
             take_profit=data.get("take_profit"), stop_loss=data.get("stop_loss"),
+            wide_spread=data.get("wide_spread"), limit_timeout_seconds=data.get("limit_timeout_seconds"),
         )
