@@ -434,7 +434,8 @@ class ApiApp:
                              stop_price=body.stop_price, trail_price=body.trail_price,
                              trail_percent=body.trail_percent, order_class=body.order_class,
                              take_profit=body.take_profit.model_dump() if body.take_profit else None,
-                             stop_loss=body.stop_loss.to_mapping() if body.stop_loss else None)
+                             stop_loss=body.stop_loss.to_mapping() if body.stop_loss else None,
+                             wide_spread=body.wide_spread, limit_timeout_seconds=body.limit_timeout_seconds)
         result = self._run_intent(intent, identity, id_source=_id_source(key, intent_id))
         return _result_response(result)
 

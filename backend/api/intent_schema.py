@@ -130,6 +130,16 @@ def _single_intent() -> dict[str, Any]:
             "stop_loss": {"type": "object", "minProperties": 1, "additionalProperties": False,
                           "properties": {"stop_price": _ref("PositiveAmount"), "limit_price": _ref("PositiveAmount"),
                                          "trail_price": _ref("PositiveAmount")}},
+            # issue 15 item 5: a limit instead of WAIT when the spread is too wide (backend/execution/wide_spread.py)
+            "wide_spread": {"type": "string", "enum": ["wait", "limit_at_touch", "limit_at_mid"], "default": "wait",
+                            "description": "A market order whose spread fails the cost check: wait (downgraded, "
+                                           "nothing sent), limit_at_touch (a passive limit at the bid for a buy, the "
+                                           "ask for a sell) or limit_at_mid, canceled after limit_timeout_seconds. "
+                                           "Simple market orders with time_in_force day or gtc only."},
+            "limit_timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 604800,
+                                      "description": "Required with limit_at_touch / limit_at_mid, refused "
+                                                     "otherwise: the limit is canceled this long after it was "
+                                                     "placed (fills before are kept)."},
         },
         "allOf": [
             {"if": {"required": ["order_type"], "properties": {"order_type": {"enum": ["limit", "stop_limit"]}}},
@@ -141,6 +151,13 @@ def _single_intent() -> dict[str, Any]:
             {"if": {"required": ["order_type"], "properties": {"order_type": {"const": "trailing_stop"}}},
              "then": {"oneOf": [{"required": ["trail_price"]}, {"required": ["trail_percent"]}]},
              "else": {"not": {"anyOf": [{"required": ["trail_price"]}, {"required": ["trail_percent"]}]}}},
+            {"if": {"required": ["wide_spread"], "properties": {"wide_spread": {"enum": ["limit_at_touch",
+                                                                                         "limit_at_mid"]}}},
+             "then": {"required": ["limit_timeout_seconds"],
+                      "properties": {"order_type": {"const": "market"}, "order_class": {"const": "simple"},
+                                     "time_in_force": {"enum": ["day", "gtc"]}},
+                      "not": {"anyOf": [{"required": ["take_profit"]}, {"required": ["stop_loss"]}]}},
+             "else": {"not": {"required": ["limit_timeout_seconds"]}}},
         ],
     }
 
@@ -292,6 +309,16 @@ def _stored_document() -> dict[str, Any]:
             "group_id": {"type": "string", "readOnly": True, "description": "multi_leg: = the document id."},
             "updated_at": {"type": "string", "readOnly": True},
             "order_final": {"type": "boolean", "readOnly": True},
+            "wide_spread_limit": {
+                "type": "object", "readOnly": True,
+                "description": "single, wide_spread limit_at_touch / limit_at_mid, when the spread was too wide: the "
+                               "limit placed instead of WAIT (intent then holds that limit order, requested_intent "
+                               "the market order as written) — mode, limit_price, time_in_force, timeout_seconds, "
+                               "deadline (ISO time after which the sweeper cancels it), reason, "
+                               "requested_order_type."},
+            "requested_intent": {"type": "object", "readOnly": True,
+                                 "description": "The intent as first requested, when intent holds another order "
+                                                "(a wide-spread limit, or a replace)."},
             "result": {
                 "type": "object", "readOnly": True,
                 "description": "The outcome, as the HTTP API answers it: for single intents an ExecutionResponse, "

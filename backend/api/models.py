@@ -137,6 +137,7 @@ OrderTypeName = Annotated[Literal["market", "limit", "stop", "stop_limit", "trai
 TimeInForceName = Annotated[Literal["day", "gtc", "ioc", "fok", "opg", "cls"], BeforeValidator(_lower)]
 OrderClassName = Annotated[Literal["simple", "bracket", "oto", "oco"], BeforeValidator(_lower)]
 SignalTypeName = Annotated[Literal["BUY", "SELL", "WAIT"], BeforeValidator(_upper)]
+WideSpreadName = Annotated[Literal["wait", "limit_at_touch", "limit_at_mid"], BeforeValidator(_lower)]
 
 
 def _direction(value: Any) -> int:
@@ -251,6 +252,15 @@ class ExecuteRequest(_Input):
                           "both legs, oto with one, simple with none.")
     take_profit: TakeProfitBody | None = None
     stop_loss: StopLossBody | None = None
+    # issue 15 item 5 (backend/execution/wide_spread.py): what a spread too wide for the cost check does
+    wide_spread: WideSpreadName = Field(
+        "wait", description="A market order whose spread fails the cost check: wait (downgraded, nothing sent), "
+                            "limit_at_touch (a passive limit at the bid for a buy, the ask for a sell) or "
+                            "limit_at_mid (at the mid, rounded to the tick away from the far side), canceled "
+                            "after limit_timeout_seconds; simple market orders with time_in_force day/gtc only.")
+    limit_timeout_seconds: Annotated[int, Field(ge=1, le=604800, strict=True)] | None = Field(
+        None, description="Required with wide_spread limit_at_touch / limit_at_mid: the sweeper cancels the "
+                          "limit this many seconds after it was placed (fills before are kept).")
 
     @model_validator(mode="after")
     def _limit_needs_price(self) -> "ExecuteRequest":

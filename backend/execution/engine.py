@@ -33,6 +33,8 @@ from backend.execution.pre_claim import (AccountHints, PrefetchedDocs, PreClaimR
 from backend.execution.preflight import check_intent_writes
 from backend.execution.records import ExecutionResult, fill_ledger_row, history_row, ledger_row, tax_fill
 from backend.execution.router import MarketDataProvider, RoutingDecision, SmartRouter
+from backend.execution.wide_spread import (RECORD_FIELD, expired_before_sent, fallback_from_record, limit_capability,
+                                           limit_instead_of_wait, record_fields, timeout_due)
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerErrorCode, BrokerOrder, BrokerPort, OrderRequest
 from backend.ports.store import (ACCOUNT_LIMIT, Claim, ClaimResult, ExecutionStore, FillUpdate, FillWrite, Finish,
@@ -163,7 +165,7 @@ class ExecutionEngine:
             return self._finish_decision(intent, ctx, "rejected", None, venue)
         # what the venue can hold for this class (order type, time in force, order class): the same
         # table the paper venue enforces, before anything is read or sent
-        rejection = check_capability(venue.name, intent.asset_class, intent)
+        rejection = check_capability(venue.name, intent.asset_class, intent) or limit_capability(venue.name, intent)
         if rejection is not None:
             return self._finish_decision(intent, ctx, "rejected", None, rejection)
         # the venue's own instrument metadata (listed, tradable, lot, tick): before any quote is read
@@ -172,6 +174,15 @@ class ExecutionEngine:
             return self._finish_decision(intent, ctx, "rejected", None, rejection)
 
         routing = self._route(intent, ctx)
+        fallback = limit_instead_of_wait(intent, routing, self.clock.now()) if routing is not None else None
+        if fallback is not None:  # issue 15 item 5: the intent opted in to a limit instead of WAIT
+            intent = intent.as_wide_spread_limit(fallback)
+            routing = replace(routing, should_execute=True, reason=fallback.reason)
+            log_event("exec.wide_spread_limit", intent_id=intent.intent_id, reason=fallback.reason,
+                      limit_price=fallback.limit_price, deadline=fallback.deadline.isoformat())
+            rejection = check_instrument(venue, intent.symbol, intent.asset_class, intent.qty, intent.limit_price)
+            if rejection is not None:
+                return self._finish_decision(intent, ctx, "rejected", routing, rejection)
         if routing is not None and not routing.should_execute:
             status = "downgraded" if routing.downgraded else "rejected"
             return self._finish_decision(intent, ctx, status, routing, routing.rejection)
@@ -366,6 +377,10 @@ class ExecutionEngine:
         ctx = replace(ctx, account=stored_binding(data.get("account")))  # the binding of the claim
         if ctx.account is not None and intent.broker_account_id != ctx.account.account_id:
             intent = intent.with_account(ctx.account.account_id)  # a retry resumes the stored binding
+        fallback = fallback_from_record(data)
+        if fallback is not None:  # the limit claimed instead of a WAIT (not the caller's market order)
+            intent = OrderIntent.from_dict({**data["intent"], "intent_id": intent.intent_id}) \
+                .as_wide_spread_limit(fallback)
         try:
             venue = self.broker_for(intent, ctx)
         except Exception as exc:  # the venue cannot be built now: stays reserved for the sweeper
@@ -374,6 +389,8 @@ class ExecutionEngine:
         if isinstance(venue, Rejection):
             return self._pending(intent, ctx, None, coid, None, None)
         routing = self._route(intent, ctx) if self.enable_smart_routing else None
+        if routing is not None and fallback is not None:
+            routing = replace(routing, reason=fallback.reason)
         try:
             order = venue.get_order_by_client_id(coid)
         except BrokerError as exc:
@@ -400,6 +417,10 @@ class ExecutionEngine:
             halt = Rejection(RejectCode.KILL_SWITCH, "trading halted before the order was sent")
             return self._finish_decision(intent, ctx, "rejected", routing, halt, claimed=True,
                                          claimed_slot=data.get("slot"), client_order_id=coid, broker_name=venue.name)
+        if fallback is not None and now >= fallback.deadline:  # never sent, and its time is over: WAIT after all
+            expired = expired_before_sent(fallback, routing)
+            return self._finish_decision(intent, ctx, "downgraded", expired, None, claimed=True,
+                                         claimed_slot=data.get("slot"), client_order_id=coid, broker_name=venue.name)
         return self._submit(intent, ctx, routing, venue, coid, data.get("slot"))
 
     # --- outcomes --------------------------------------------------------------------------------
@@ -407,7 +428,8 @@ class ExecutionEngine:
                        routing: RoutingDecision | None, **extra: Any) -> dict[str, Any]:
         account = {"account": ctx.account.to_dict()} if ctx.account is not None else {}
         return {"intent": intent.to_dict(), "tenant_id": ctx.tenant_id, "uid": ctx.uid, "status": status.value,
-                "kind": "single", "updated_at": self.clock.now().isoformat(), **account, **extra}
+                "kind": "single", "updated_at": self.clock.now().isoformat(), **account, **record_fields(intent),
+                **extra}
 
     def _finish_decision(self, intent: OrderIntent, ctx: ExecutionContext, status: str,
                          routing: RoutingDecision | None, rejection: Rejection | None, *,
@@ -537,6 +559,9 @@ class ExecutionEngine:
         if checked_order(_order_request(intent, data.get("client_order_id") or "?"), order, tenant_id=tenant_id,
                          where="engine.reconcile", intent_id=intent_id, uid=ctx.uid) is not None:
             return None  # not the order we placed: never folded in (ALERT raised; a human looks)
+        expired = not order.state.is_final and timeout_due(data, self.clock.now())
+        if expired:  # a wide-spread limit past its deadline
+            order = self._cancel_expired_limit(venue, intent_id, order)
         prior = data["result"]
         old_qty = _dec(prior.get("filled_qty")) or ZERO
         old_avg = _dec(prior.get("filled_avg_price")) or ZERO
@@ -564,7 +589,9 @@ class ExecutionEngine:
             tenant_id=tenant_id, intent_id=intent_id, uid=ctx.uid, token=token,
             record={"result": merged, "order_final": order.state.is_final, "fill_seq": seq,
                     "reconcile_after": self._follow_at(intent, order),
-                    "updated_at": self.clock.now().isoformat()},
+                    "updated_at": self.clock.now().isoformat(),
+                    **({RECORD_FIELD: {**data[RECORD_FIELD], "expired_at": self.clock.now().isoformat()}}
+                       if expired and order.state.is_final else {})},
             fills=tuple(fills), account_key=account_key(intent), filled_signed_qty=delta * direction,
             released_signed_qty=release * direction)
         if not self.store.apply_fill_update(update):
@@ -572,6 +599,20 @@ class ExecutionEngine:
         log_event("exec.reconciled", intent_id=intent_id, tenant_id=tenant_id, new_fill=delta,
                   order_status=order.state.value)
         return result
+
+    def _cancel_expired_limit(self, venue: BrokerPort, intent_id: str, order: BrokerOrder) -> BrokerOrder:
+        """Cancel a limit placed instead of a WAIT once its ``limit_timeout_seconds`` have passed and
+        answer the order as the venue holds it now (fills before the cancel are kept; the caller
+        releases the remainder once it is final). A venue error leaves it for the next sweep."""
+        try:
+            venue.cancel_order(order.broker_order_id)
+            after = venue.get_order(order.broker_order_id)
+        except BrokerError as exc:
+            log_event("exec.reconcile_deferred", severity="WARNING", intent_id=intent_id, error=str(exc))
+            return order
+        log_event("exec.wide_spread_limit_expired", intent_id=intent_id, broker_order_id=order.broker_order_id,
+                  order_status=after.state.value, filled_qty=after.filled_qty)
+        return after
 
     def _fill_write(self, intent: OrderIntent, ctx: ExecutionContext, trade_id: str, increment: BrokerOrder,
                     broker_name: str, coid: str | None) -> FillWrite:

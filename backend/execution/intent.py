@@ -11,6 +11,7 @@ the field, before anything is written anywhere.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -288,6 +289,8 @@ class OrderIntent:
     def as_wide_spread_limit(self, fallback: Any) -> "OrderIntent":
         """This market intent as the limit order placed instead of a WAIT (same intent id):
         ``fallback`` is a ``wide_spread.LimitFallback``; the result stores as a plain limit order."""
+        if fallback.requested_intent is None:
+            fallback = dataclasses.replace(fallback, requested_intent=self.to_dict())
         limit = copy.copy(self)
         put = object.__setattr__
         put(limit, "order_type", OrderType.LIMIT)

@@ -8,6 +8,8 @@ It finds, with indexed queries whose cost is proportional to what is stuck (not 
   order is found and recorded, or sent exactly once under a fresh lease);
 - placed single-leg orders that were still working → later fills appended to the ledger, the
   reservation of an unfilled remainder released once the order is final;
+- venue event feeds (OANDA transactions, Alpaca Broker API trade events) since a stored cursor →
+  the intents they name are folded now, not when due (backend/execution/event_ingest.py);
 - intent documents an app wrote whose trigger died before claiming them (``new``):
   firebase_functions 0.6 deploys Firestore triggers without retry, so the sweeper is the
   redelivery. Racing a live trigger is safe: the claim (single leg) and the group creation
@@ -41,6 +43,8 @@ class SweepReport:
     working_updated: int = 0
     unstarted_found: int = 0
     unstarted_handled: int = 0
+    events_read: int = 0  # venue event feeds (backend/execution/event_ingest.py)
+    event_intents_folded: int = 0
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,9 +84,14 @@ class Sweeper:
                 report.intents_final += int(result.status != "pending")
             except Exception as exc:
                 report.errors.append(f"intent {tenant_id}/{intent_id}: {type(exc).__name__}: {exc}")
+        from backend.execution.event_ingest import ingest_venue_events
         from backend.execution.exit_legs import follow_exit_legs
         from backend.execution.order_management import OrderManager
 
+        # issue 15 item 7: the venues' event feeds name the intents to fold now (idempotent folding)
+        events = ingest_venue_events(self.engine)
+        report.events_read, report.event_intents_folded = events.events_read, events.intents_folded
+        report.errors.extend(events.errors)
         for tenant_id, intent_id in self.store.find_working_intents(now, self.batch):
             report.working_found += 1
             try:

@@ -71,8 +71,8 @@ def parse_wide_spread(value: Any, timeout: Any, *, order_type: OrderType, order_
                                             f"day or gtc (or none)")
     if timeout is None:
         raise InvalidInput("limit_timeout_seconds", f"is required with wide_spread {mode.value}")
-    if isinstance(timeout, bool):
-        raise InvalidInput("limit_timeout_seconds", "must be a whole number of seconds")
+    if isinstance(timeout, (bool, str)):
+        raise InvalidInput("limit_timeout_seconds", "must be a whole number of seconds (a JSON integer)")
     seconds = to_decimal(timeout, "limit_timeout_seconds")
     if seconds != seconds.to_integral_value() or not 1 <= seconds <= MAX_LIMIT_TIMEOUT_SECONDS:
         raise InvalidInput("limit_timeout_seconds", f"must be whole seconds in [1, {MAX_LIMIT_TIMEOUT_SECONDS}]")
@@ -122,6 +122,7 @@ class LimitFallback:
     timeout_seconds: int
     deadline: datetime
     reason: str
+    requested_intent: Mapping[str, Any] | None = None  # the caller's market intent (``OrderIntent.to_dict``)
 
     def record(self) -> dict[str, Any]:
         return {"mode": self.mode.value, "limit_price": dec_str(self.limit_price),
@@ -150,9 +151,16 @@ def limit_instead_of_wait(intent: Any, decision: Any, now: datetime) -> LimitFal
 
 
 def record_fields(intent: Any) -> dict[str, Any]:
-    """The intent record's ``wide_spread_limit`` entry of a converted intent (empty otherwise)."""
+    """The intent record's fields of a converted intent (empty otherwise): ``wide_spread_limit`` and
+    ``requested_intent`` — the caller's market intent, which an idempotent retry is compared with
+    (``intent`` holds the limit order placed, as after a replace)."""
     fallback = getattr(intent, "wide_spread_fallback", None)
-    return {RECORD_FIELD: fallback.record()} if fallback is not None else {}
+    if fallback is None:
+        return {}
+    out: dict[str, Any] = {RECORD_FIELD: fallback.record()}
+    if fallback.requested_intent is not None:
+        out["requested_intent"] = dict(fallback.requested_intent)
+    return out
 
 
 def timeout_due(record: Mapping[str, Any], now: datetime) -> bool:
@@ -164,12 +172,29 @@ def timeout_due(record: Mapping[str, Any], now: datetime) -> bool:
     return now >= deadline
 
 
-def next_look(record_entry: Mapping[str, Any] | None, usual: datetime | None) -> datetime | None:
-    """When the sweeper looks again: the usual time, but no later than the fallback's deadline."""
-    if usual is None or not isinstance(record_entry, Mapping) or not record_entry.get("deadline"):
-        return usual
-    return min(usual, datetime.fromisoformat(str(record_entry["deadline"])))
+def expired_before_sent(fallback: LimitFallback, routing: Any) -> Any:
+    """The routing decision of a claimed fallback limit that was never sent (the venue was unreachable)
+    and whose deadline has passed: a WAIT after all (downgraded, nothing sent)."""
+    from backend.execution.router import RoutingDecision
+
+    reason = f"{fallback.mode.label} expired before it was sent (deadline {fallback.deadline.isoformat()}): WAIT"
+    if routing is None:
+        return RoutingDecision(False, reason, None, None)
+    return RoutingDecision(False, reason, routing.spread_pct, routing.estimated_slippage, routing.quote)
+
+
+def fallback_from_record(record: Mapping[str, Any]) -> LimitFallback | None:
+    """The ``LimitFallback`` stored on an intent record (None for any other record)."""
+    entry = record.get(RECORD_FIELD)
+    if not isinstance(entry, Mapping) or not entry.get("deadline"):
+        return None
+    requested = record.get("requested_intent")
+    return LimitFallback(WideSpread(entry["mode"]), Decimal(str(entry["limit_price"])),
+                         TimeInForce(entry["time_in_force"]), int(entry["timeout_seconds"]),
+                         datetime.fromisoformat(str(entry["deadline"])), str(entry.get("reason") or ""),
+                         dict(requested) if isinstance(requested, Mapping) else None)
 
 
 __all__ = ["WideSpread", "LimitFallback", "parse_wide_spread", "limit_capability", "limit_instead_of_wait",
-           "limit_price_for", "record_fields", "timeout_due", "next_look", "RECORD_FIELD"]
+           "limit_price_for", "record_fields", "timeout_due", "fallback_from_record", "expired_before_sent",
+           "RECORD_FIELD"]

@@ -75,6 +75,7 @@ SEED: dict[str, dict[str, Any]] = {
     "tenants/A/exposure/acct-1_AAPL": {"position": "1", "reserved_long": "0"},
     "tenants/A/risk_days/2026-11-20/trade_slots/0": {"intent_id": "alice-1"},
     "tenants/A/rpm_approvals/rpm-1": {"for_uid": "alice", "issuer_uid": "rita", "approved": True},
+    "tenants/A/venue_cursors/conn__acct-1": {"cursor": "42", "venue": "oanda"},  # issue 15: server only
     # accounts (issue 12; written with admin credentials): an intent naming an account must name
     # one of the writer's own (tests/integration/test_firestore_rules_accounts.py has the rest)
     "tenants/A/accounts/acct-1": {"account_id": "acct-1", "owner_uids": ["alice"], "status": "active"},
@@ -197,6 +198,8 @@ DENIED_READS = [
     pytest.param(ALICE, "ops/global", id="trader-reads-ops"),
     pytest.param(ALICE, "tenants/A/rpm_approvals/rpm-1", id="trader-reads-rpm-approval"),
     pytest.param(RISK_A, "tenants/A/rpm_approvals/rpm-1", id="risk-manager-reads-rpm-approval-directly"),
+    pytest.param(ADMIN_A, "tenants/A/venue_cursors/conn__acct-1", id="admin-reads-venue-cursor"),
+    pytest.param(ALICE, "tenants/A/venue_cursors/conn__acct-1", id="trader-reads-venue-cursor"),
 ]
 
 
@@ -501,6 +504,7 @@ SERVER_OWNED = [
     pytest.param(ADMIN_A, "tenants/A/risk_days/2026-11-20/trade_slots/0", id="risk-day-slot-by-admin"),
     pytest.param(ALICE, "tenants/A/rpm_approvals/rpm-1", id="rpm-approval-by-the-trader-it-is-for"),
     pytest.param(RISK_A, "tenants/A/rpm_approvals/rpm-1", id="rpm-approval-by-risk-manager"),
+    pytest.param(ADMIN_A, "tenants/A/venue_cursors/conn__acct-1", id="venue-cursor-by-admin"),
     pytest.param(ADMIN_A, "tenants/A/metrics/daily", id="metrics-by-admin"),
     pytest.param(ADMIN_A, "ops/global", id="ops-by-admin"),
 ]
@@ -526,6 +530,7 @@ SERVER_OWNED_NEW = [
     pytest.param(ALICE, "tenants/A/rpm_approvals/{new}", id="rpm-approval-by-trader"),
     pytest.param(ADMIN_A, "tenants/A/rpm_approvals/{new}", id="rpm-approval-by-admin"),
     pytest.param(RISK_A, "tenants/A/rpm_approvals/{new}", id="rpm-approval-by-risk-manager"),
+    pytest.param(ADMIN_A, "tenants/A/venue_cursors/{new}", id="venue-cursor-by-admin"),
     pytest.param(ADMIN_A, "tenants/{new}", id="tenant-doc-by-admin"),
     pytest.param(ADMIN_A, "ops/{new}", id="ops-by-admin"),
 ]

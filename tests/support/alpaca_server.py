@@ -32,6 +32,8 @@ suspended account answers 403 ``40310000`` to new orders), ``GET /v1/accounts/{a
 Trading API's ``/v2`` routes trade the venue's default account. A client order id is unique per
 account: the same id in two accounts is two orders; twice in one account → 422 ``40010001``. Faults
 are injected the same way (``server.inject("POST /v1/trading/accounts/*/orders", "500")``).
+``GET /v1/events/trades?since_id=`` answers the Broker API trade events (SSE, then closes; see
+``_AlpacaApi.trade_events``).
 
 Errors use Alpaca's bodies: 422 ``40010001`` duplicate client order id, 404 ``40410000`` not found,
 403 ``40310000`` insufficient buying power, 422 ``42210000`` invalid or not cancelable, 429 ``42910000``
@@ -194,13 +196,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, app: LocalAlpacaServer, method: str, path: str, status: int, payload: Any,
               headers: Mapping[str, str] | None = None) -> None:
-        data = b"" if payload is None else json.dumps(payload, default=_json_default).encode()
+        stream = isinstance(payload, EventStream)
+        data = payload.body() if stream else (
+            b"" if payload is None else json.dumps(payload, default=_json_default).encode())
         # logged before the response goes out: the log's order is the order the client saw answers in
         app._record(method, path, status)
         try:
             self.send_response(status)
             if data:
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/event-stream" if stream else "application/json")
             self.send_header("Content-Length", str(len(data)))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
@@ -213,6 +217,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _drop(self, app: LocalAlpacaServer, method: str, path: str) -> None:
         self.close_connection = True
         app._record(method, path, None)
+
+
+class EventStream:
+    """A ``text/event-stream`` answer (SSE): one ``data:`` line of JSON per event, a heartbeat comment
+    first, then the connection closes (HTTP/1.0) — the events up to now, as Alpaca's stream delivers them
+    before it waits for live ones."""
+
+    def __init__(self, events: list[dict[str, Any]]):
+        self.events = events
+
+    def body(self) -> bytes:
+        lines = [": heartbeat\n\n"] + [f"data: {json.dumps(e, default=_json_default)}\n\n" for e in self.events]
+        return "".join(lines).encode()
 
 
 def _json_default(value: Any) -> Any:
@@ -247,6 +264,11 @@ class _AlpacaApi:
     def __init__(self, venue: SimulatedVenue):
         self.venue = venue
         self._fees: list[dict[str, Any]] = []  # non-trade activities booked by add_fee
+        # trade events (GET /v1/events/trades): the log, and what of each order it already holds
+        self._events: list[dict[str, Any]] = []
+        self._event_fill_ids: set[str] = set()
+        self._event_filled: dict[str, Decimal] = {}
+        self._event_final: dict[str, str] = {}
         sym = r"(?P<symbol>[^/]+)"
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
             ("POST", re.compile(r"^/v2/orders$"), self.submit_order),
@@ -290,6 +312,7 @@ class _AlpacaApi:
             ("GET", re.compile(r"^/v1/accounts/activities$"), self.activities),
             ("GET", re.compile(r"^/v1/accounts/(?P<account_id>[^/]+)$"), self.broker_account),
             ("GET", re.compile(rf"^/v1/assets/{sym}$"), self.asset),  # Broker API: the same asset records
+            ("GET", re.compile(r"^/v1/events/trades$"), self.trade_events),  # issue 15: SSE, see trade_events
         ]
 
     def handle(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, Any]:
@@ -691,6 +714,55 @@ class _AlpacaApi:
         if not query.get("date"):
             size = min(size, 100)
         return 200, items[:size] if size else items
+
+    def trade_events(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+        """``GET /v1/events/trades`` (Broker API trade events, SSE): every Broker API account's order events
+        with Alpaca's v1 fields (``event_id`` increasing integers, ``event`` fill / partial_fill / canceled /
+        expired / rejected / replaced, ``account_id``, ``at``, ``order``, and for fills ``price``, ``qty``,
+        ``execution_id``). ``since_id`` / ``until_id`` (exclusive / inclusive). The venue's fills and final
+        states are logged as events when first seen (each once, so a read never reorders the log); the
+        stream then closes — a client reads it with a bounded read either way."""
+        try:
+            since = int(query["since_id"]) if query.get("since_id") else None
+            until = int(query["until_id"]) if query.get("until_id") else None
+        except ValueError:
+            raise _HttpError(422, 40010001, "since_id and until_id must be integers") from None
+        if until is not None and since is None:
+            raise _HttpError(422, 40010001, "since_id is required if until_id is specified")
+        self._log_trade_events()
+        if since is None:
+            return 200, EventStream([])  # no since_id: no history, only live events (none while we answer)
+        return 200, EventStream([e for e in self._events if e["event_id"] > since
+                                 and (until is None or e["event_id"] <= until)])
+
+    def _log_trade_events(self) -> None:
+        pending: dict[str, list[Any]] = {}
+        for fill in self.venue.fills():
+            if fill.account_id != "default" and fill.fill_id not in self._event_fill_ids:
+                pending.setdefault(fill.broker_order_id, []).append(fill)
+        for account_id in self.venue.account_ids():
+            if account_id == "default":
+                continue  # the Trading API's book is not a Broker API account
+            for order in self.venue.list_orders(status="all", account_id=account_id):
+                oid = order.broker_order_id
+                cum = self._event_filled.get(oid, ZERO)
+                for fill in pending.get(oid, ()):
+                    cum += fill.qty
+                    self._event_fill_ids.add(fill.fill_id)
+                    self._add_event(account_id, "fill" if cum >= order.qty else "partial_fill", order,
+                                    fill.timestamp, price=_num(fill.price), qty=_num(fill.qty),
+                                    execution_id=str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                                                f"local-alpaca:execution:{fill.fill_id}")))
+                self._event_filled[oid] = cum
+                final = "replaced" if order.replaced_by else order.state.value
+                if final in ("canceled", "expired", "rejected", "replaced") and oid not in self._event_final:
+                    self._event_final[oid] = final
+                    self._add_event(account_id, final, order, order.canceled_at or order.updated_at)
+
+    def _add_event(self, account_id: str, kind: str, order: VenueOrder, at: datetime | None, **fields: Any) -> None:
+        at = at or self.venue.clock.now()
+        self._events.append({"event_id": len(self._events) + 1, "account_id": account_id, "event": kind,
+                             "at": _ts(at), "timestamp": _ts(at), "order": self._order_json(order), **fields})
 
     def market_clock(self, query: dict[str, str], body: bytes) -> tuple[int, Any]:
         now = self.venue.clock.now()

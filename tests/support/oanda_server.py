@@ -618,6 +618,8 @@ class _OandaApi:
         raw = query.get("id") or ""
         if not raw.isdigit():
             raise _error(400, "Invalid value specified for 'id'")
+        for order in list(self.orders.values()):  # a pending order that filled or ended at the venue since
+            self._sync(order)                      # appears in the stream as it does at OANDA (issue 15)
         after = [t for t in self.txns if int(t["id"]) > int(raw)][:1000]
         return 200, {"transactions": after, "lastTransactionID": self.last_id}
 

@@ -553,6 +553,25 @@ class OandaBroker(AssetClassGate, AssetSpecMixin):
             since = parsed[-1].id
         return VenueActivities(fills=tuple(fills), fees=tuple(fees), financing=tuple(financing))
 
+    def events_since(self, cursor: str | None) -> Any:
+        """Issue 15 item 7, capability "event feed": the account's order events after transaction
+        ``cursor`` (None: from the start), one ``transactions/sinceid`` page, oldest first, as a
+        ``VenueEventPage`` (backend/execution/event_ingest.py): ``ORDER_FILL`` → ``fill``,
+        ``ORDER_CANCEL`` → ``canceled`` with ``clientOrderID`` / ``orderID``. The page's cursor is its last
+        transaction id (every type), so transactions that are not order events are read once."""
+        from backend.execution.event_ingest import VenueEvent, VenueEventPage
+
+        since = str(cursor) if cursor else "0"
+        reply = self._read("events_since", "GET", f"{self._http.account_path}/transactions/sinceid",
+                           params={"id": since})
+        raw = list(reply.get("transactions") or ())
+        parsed = _parse("transactions", lambda: m.TransactionsResponse.model_validate(reply).transactions)
+        kinds = {"ORDER_FILL": "fill", "ORDER_CANCEL": "canceled"}
+        events = tuple(VenueEvent(event_id=txn.id, kind=kinds[txn.type], client_order_id=txn.client_order_id,
+                                  broker_order_id=txn.order_id) for txn in parsed if txn.type in kinds)
+        return VenueEventPage(events=events, cursor=parsed[-1].id if parsed else cursor,
+                              more=len(raw) >= self.TRANSACTIONS_PAGE)
+
     @staticmethod
     def _activity(item: Mapping[str, Any], txn: m.Transaction, fills: list[VenueFill], fees: list[VenueFee],
                   financing: list[VenueFee], home_currency: Callable[[], str]) -> None:
