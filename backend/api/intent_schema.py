@@ -169,6 +169,10 @@ def _leg() -> dict[str, Any]:
         "direction": {"type": "integer", "enum": [1, -1], "description": "1 = buy (long), -1 = sell (short)."},
         "units": _ref("PositiveAmount", description="Size; a multiple of the instrument's lot size."),
         "asset_class": _asset_class(),
+        "stop_loss": {"type": ["object", "null"], "required": ["stop_price"], "additionalProperties": False,
+                      "description": "Optional protective stop, placed once the group is FILLED (issue 15 item 3).",
+                      "properties": {"stop_price": _ref("PositiveAmount", description="A multiple of the tick size: "
+                                                        "below the intended price for a long, above for a short.")}},
     }
     if set(properties) != {*LEG_REQUEST_REQUIRED, *LEG_REQUEST_OPTIONAL}:
         raise RuntimeError("the leg fields intake takes (backend/execution/group/aggregate.py) changed")

@@ -274,16 +274,31 @@ class ExecuteRequest(_Input):
         return self
 
 
+class LegStopLossRequest(_Input):
+    """A leg's protective stop (issue 15 item 3), placed at the venue once the whole group is FILLED."""
+
+    stop_price: PositiveDecimal = Field(description="A multiple of the instrument's tick size (never rounded), below "
+                                                    "the leg's intended price for a long (direction 1), above it for "
+                                                    "a short; else the group is refused (STOP_PRICE_WRONG_SIDE).")
+
+
 class LegRequest(_Input):
     leg_id: Id
     symbol: Symbol
     direction: Direction
     units: PositiveDecimal
     asset_class: SymbolAssetClass = None
+    stop_loss: LegStopLossRequest | None = Field(
+        None, description="Optional: once the group is FILLED, one stop order for the leg's filled units on the "
+                          "opposite side (gtc), where the venue and class take stop orders (else recorded as "
+                          "refused with ORDER_TYPE_NOT_SUPPORTED; the group stays FILLED). Never on a partial, "
+                          "rejected or rolled-back group.")
 
     def to_engine_leg(self) -> dict[str, Any]:
         """The leg as the engine takes it; an omitted class is the symbol's (so a replay compares equal)."""
         leg = self.model_dump()
+        if leg["stop_loss"] is None:
+            del leg["stop_loss"]  # absent, as before stops existed (a replay compares equal)
         if leg["asset_class"] is None:
             try:
                 leg["asset_class"] = resolve_asset_class(self.symbol).value

@@ -73,6 +73,8 @@ class RejectCode(str, Enum):
     ORDER_TYPE_NOT_SUPPORTED = "ORDER_TYPE_NOT_SUPPORTED"
     # a venue's connection could not be built (credentials unavailable, connection missing)
     VENUE_UNAVAILABLE = "VENUE_UNAVAILABLE"
+    # issue 15 item 3: a leg's stop_loss at or beyond its intended price (it would fire at once)
+    STOP_PRICE_WRONG_SIDE = "STOP_PRICE_WRONG_SIDE"
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,13 @@ def rollback_client_order_id(group_id: str, leg_id: str, seq: int, *, tenant_id:
     return f"mlrb-{_digest('rollback', tenant, acct, group_id, leg_id)[:38]}-{_check_seq(seq)}"
 
 
+def leg_stop_client_order_id(group_id: str, leg_id: str, *, tenant_id: str, account: str | None = None) -> str:
+    """A group leg's protective stop, placed once the group is FILLED (``mlst-`` + 40 hex = 45 chars):
+    tenant, account, group, leg. A resume looks it up by this id before it sends anything."""
+    tenant, acct = _scope(tenant_id, account)
+    return "mlst-" + _digest("stop", tenant, acct, group_id, leg_id)[:40]
+
+
 def legacy_leg_client_order_id(group_id: str, leg_id: str) -> str:
     """Scheme 1 (before tenant namespacing): only for group documents stored with it."""
     return "mleg-" + _legacy_digest("leg", group_id, leg_id)[:29]
@@ -189,6 +196,6 @@ def checked_order(request: OrderRequest, order: BrokerOrder, *, tenant_id: str, 
 
 
 __all__ = ["CLIENT_ID_SCHEME", "LEGACY_CLIENT_ID_SCHEME", "CLIENT_ID_SCHEMES", "MISMATCH_EVENT",
-           "single_client_order_id", "leg_client_order_id", "rollback_client_order_id",
+           "single_client_order_id", "leg_client_order_id", "rollback_client_order_id", "leg_stop_client_order_id",
            "legacy_leg_client_order_id", "legacy_rollback_client_order_id", "group_leg_client_order_id",
            "group_rollback_client_order_id", "venue_order_mismatch", "checked_order", "alert_mismatch"]

@@ -24,7 +24,9 @@ from backend.domain.money import ZERO, dec_str
 from backend.execution import groups as g
 from backend.execution.accounts import AccountRefused, stored_binding
 from backend.execution.broker_router import as_router
-from backend.execution.client_ids import checked_order
+from backend.domain.capabilities import check_capability
+from backend.execution.client_ids import checked_order, leg_stop_client_order_id
+from backend.execution.group import leg_stop as stops
 from backend.execution.instruments import check_instrument
 from backend.execution.intent import ExecutionContext, validate_id
 from backend.execution.preflight import check_group_writes
@@ -210,6 +212,7 @@ class GroupExecutor:
             while True:
                 step = g.next_step(run.group, self.gsettings)
                 if step.kind is g.StepKind.DONE:
+                    self._leg_stops(run, owner)  # a FILLED group's protective stops (issue 15 item 3)
                     self._flush(run, owner, final=True)
                     log_event("exec.group_done", group_id=run.group.group_id, status=run.group.status.value,
                               verdict=run.group.verdict.value if run.group.verdict else None,
@@ -366,6 +369,7 @@ class GroupExecutor:
             now = self.clock.now()  # judge the quotes at the time they were received, not before fetching
             rejection, rpm = self._rpm(run, now)
             rejection = rejection or g.validate_group(group, quotes, buying_power, closes, rpm, now, self.gsettings)
+            rejection = rejection or stops.stop_sides_rejection(group, quotes)  # a stop that would fire at once
         if rejection is None:
             rejection = self._risk_check_legs(run, flags, exposures)  # limits per leg before anything is reserved
         if rejection is None and self.gate.dry_run:
@@ -745,13 +749,88 @@ class GroupExecutor:
             now=self.clock.now(), rejection=rejection))
         return True
 
+    # --- protective stops per leg (issue 15 item 3; the pure part is group/leg_stop.py) -------------
+    def _leg_stops(self, run: _Run, owner: str) -> None:
+        """On a final group: place the stops of a FILLED group's legs (REQUESTED -> PLANNED -> WORKING),
+        then read each working stop once (a stop that filled or was canceled at the venue becomes
+        final; its fill is one ledger/history row in the next flush). Runs on every resume of a final
+        group the sweeper finds (``_final`` stays false while a stop is open, see ``_doc``)."""
+        for leg_id in stops.stops_to_place(run.group):
+            self._place_stop(run, owner, leg_id)
+        for leg_id in stops.stops_working(run.group):
+            self._follow_stop(run, leg_id)
+
+    @staticmethod
+    def _stop_request(leg: g.ExecutionLeg, stop: stops.LegStop) -> Any:
+        return stops.stop_order_request(stop, symbol=leg.symbol, asset_class=leg.asset_class, direction=leg.direction)
+
+    def _set_stop(self, run: _Run, leg_id: str, stop: stops.LegStop) -> None:
+        self._set(run, stops.with_stop(run.group, leg_id, stop))
+
+    def _place_stop(self, run: _Run, owner: str, leg_id: str) -> None:
+        """One stop for exactly the leg's filled units, opposite side. The capability table first (a
+        refused stop is recorded REFUSED, the group stays FILLED); the plan with its client id is
+        persisted before the submit; a PLANNED stop (a crash after that write) is looked up by its
+        client id before anything is sent again."""
+        group, leg = run.group, run.group.leg(leg_id)
+        venue = self._leg_venue(leg)
+        order = None
+        if leg.stop_loss.status is stops.LegStopStatus.REQUESTED:
+            client_id = leg_stop_client_order_id(group.group_id, leg_id, tenant_id=group.tenant_id)
+            planned = stops.plan(leg.stop_loss, client_id, leg.filled_units)
+            refused = check_capability(str(getattr(venue, "name", "")), leg.asset_class,
+                                       self._stop_request(leg, planned))
+            if refused is not None:
+                self._set_stop(run, leg_id, stops.refuse(planned, refused))
+                log_event("exec.group_stop_refused", group_id=group.group_id, leg_id=leg_id, rejection=refused)
+                return
+            self._set_stop(run, leg_id, planned)
+            self._flush(run, owner)  # the plan (its client id) is stored before the stop exists
+        else:
+            try:
+                order = venue.get_order_by_client_id(leg.stop_loss.client_order_id)
+            except BrokerError as exc:
+                raise _Stop(f"{leg_id} stop lookup: {exc}") from exc
+        stop = run.group.leg(leg_id).stop_loss
+        request = self._stop_request(leg, stop)
+        if order is None:
+            try:
+                order = venue.submit_order(request)
+            except BrokerError as exc:
+                if exc.retryable:
+                    raise _Stop(f"{leg_id} stop: {exc}") from exc  # PLANNED: looked up by client id next time
+                self._set_stop(run, leg_id, stops.refuse(stop, exc.to_rejection()))
+                return
+        self._adopt_stop_order(run, leg_id, request, order, "stop")
+        log_event("exec.group_stop_placed", group_id=group.group_id, leg_id=leg_id,
+                  client_order_id=stop.client_order_id, broker_order_id=order.broker_order_id)
+
+    def _follow_stop(self, run: _Run, leg_id: str) -> None:
+        leg = run.group.leg(leg_id)
+        try:
+            order = self._leg_venue(leg).get_order(leg.stop_loss.broker_order_id)
+        except BrokerError as exc:
+            raise _Stop(f"{leg_id} stop poll: {exc}") from exc
+        self._adopt_stop_order(run, leg_id, self._stop_request(leg, leg.stop_loss), order, "stop_poll")
+
+    def _adopt_stop_order(self, run: _Run, leg_id: str, request: Any, order: BrokerOrder, stage: str) -> None:
+        """The venue's stop order, once it passed the client-id check (a foreign order: REFUSED)."""
+        stop = run.group.leg(leg_id).stop_loss
+        rejection = checked_order(request, order, tenant_id=run.group.tenant_id, where=f"group.{stage}",
+                                  group_id=run.group.group_id, leg_id=leg_id, uid=run.group.uid)
+        updated = stops.refuse(stop, rejection) if rejection is not None else stops.apply_order(stop, order)
+        if updated != stop:
+            self._set_stop(run, leg_id, updated)
+
     # --- persistence -----------------------------------------------------------------------------
     def _lease_until(self) -> datetime:
         return self.clock.now() + timedelta(seconds=float(self.settings.lease_seconds))
 
     def _doc(self, group: g.ExecutionGroup, owner: str | None, written: tuple[str, ...], *,
              release: bool = False) -> dict[str, Any]:
-        final = group.status.is_final
+        # a final group with a stop to place or follow stays findable by the sweeper (``_final`` false;
+        # its lease is released by the run's last flush, ``_flush(final=True)``)
+        final = group.status.is_final and not stops.stops_open(group)
         return {**group.to_dict(), "_final": final, "_kind": "multi_leg",
                 "_lease_owner": None if (final or release) else owner,
                 "_lease_until": None if final else (self.clock.now() if release else self._lease_until()),
@@ -764,17 +843,40 @@ class GroupExecutor:
         if not run.dirty and not fills and not release and not final:
             return
         settlement = self._settlement(run)
-        doc = {**self._doc(run.group, owner, written + tuple(f.trade_id for f in fills), release=release),
+        doc = {**self._doc(run.group, owner, written + tuple(f.trade_id for f in fills), release=release or final),
                **self._carried(run)}
         if settlement is not None:
             doc["_settled"] = True
+        settlement = self._with_stop_fills(run, settlement, fills)
         intent_update = None
-        if doc["_intent_doc"] and run.group.status.is_final and not run.snapshot.doc.get("_final"):
+        if doc["_intent_doc"] and run.group.status.is_final and not run.snapshot.doc.get("_final") \
+                and not run.snapshot.doc.get("_outcome_written"):
             response = run.group.to_api_response()
             intent_update = {"status": response["status"].lower(), "result": response}
+        if run.group.status.is_final:
+            doc["_outcome_written"] = True  # the intent's outcome once, also while a stop is followed
         run.snapshot = self.store.save_group(run.snapshot, doc, fills, intent_update,
                                              **({"settlement": settlement} if settlement is not None else {}))
         run.dirty = False
+
+    def _with_stop_fills(self, run: _Run, settlement: GroupSettlement | None,
+                         fills: tuple[FillWrite, ...]) -> GroupSettlement | None:
+        """A protective stop's fill (``{group}--{leg}--stop``, first written now) moves the leg's
+        exposure in the same commit as its ledger row: the position the group settled shrinks by it."""
+        moves = []
+        for fill in fills:
+            group_id, _, rest = fill.trade_id.partition("--")
+            leg_id, _, suffix = rest.partition("--")
+            if suffix != "stop" or fill.ledger is None:
+                continue
+            qty = Decimal(str(fill.ledger.get("filled_qty") or "0"))
+            signed = qty if fill.ledger.get("side") == "buy" else -qty
+            moves.append((self._leg_key(run, run.group.leg(leg_id)), signed, ZERO))
+        if not moves:
+            return settlement
+        if settlement is None:
+            return GroupSettlement(self._trade_day(run), tuple(moves), ())
+        return GroupSettlement(settlement.trade_day, settlement.exposure + tuple(moves), settlement.release_slots)
 
     @staticmethod
     def _venue_account(run: _Run) -> str | None:
@@ -807,6 +909,13 @@ class GroupExecutor:
                 out.append(_fill_write(group, leg, f"{group.group_id}--{leg.leg_id}--rb{order.seq}", order.side.value,
                                        order.filled_qty, order.fill_price, order.client_order_id,
                                        order.broker_order_id, "rollback_fill", now, None, account, order.qty))
+        for leg in group.legs:  # a protective stop that filled at the venue (final: counted once)
+            stop = leg.stop_loss
+            if stop is not None and stop.status.is_final and stop.filled_qty > 0 and stop.fill_price is not None:
+                side = "sell" if leg.direction > 0 else "buy"
+                out.append(_fill_write(group, leg, f"{group.group_id}--{leg.leg_id}--stop", side, stop.filled_qty,
+                                       stop.fill_price, stop.client_order_id or "", stop.broker_order_id,
+                                       "fill", now, None, account, stop.qty))  # as exit_legs' exits
         return out
 
 

@@ -25,7 +25,7 @@ SCHEMA_VERSION = 1
 # the leg fields of a request from a library caller or an intent document (the HTTP edge validates
 # its body with pydantic first: backend/api/models.py LegRequest); asset_class may be omitted
 LEG_REQUEST_REQUIRED = ("leg_id", "symbol", "direction", "units")
-LEG_REQUEST_OPTIONAL = ("asset_class",)
+LEG_REQUEST_OPTIONAL = ("asset_class", "stop_loss")
 
 
 def check_scheme(value: Any, name: str) -> None:
@@ -130,6 +130,7 @@ class ExecutionGroup:
         for i, raw in enumerate(legs):
             check_keys(raw, LEG_REQUEST_REQUIRED, LEG_REQUEST_OPTIONAL, f"legs[{i}]")
             built.append(ExecutionLeg.create(tenant_id=tenant_id, group_id=group_id, registry=registry,
+                                             stop_where=f"legs[{i}].stop_loss",
                                              **{k: raw.get(k) for k in LEG_REQUEST_REQUIRED + LEG_REQUEST_OPTIONAL}))
         if len(built) < MIN_LEGS:  # after the legs, so a malformed single leg names its own field
             raise InvalidInput("legs", f"a group has {MIN_LEGS}..{MAX_LEGS} legs, got {len(built)}")

@@ -34,6 +34,7 @@ from backend.domain.ids import GROUP_PART_ID
 from backend.domain.money import ZERO, dec_str, to_decimal
 
 _KEY = "group_codec"
+_OMIT_NONE = "group_codec_omit_none"
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,11 +248,14 @@ def check_text(value: Any, name: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def stored(codec: Codec, default: Any = MISSING, *, missing: Any = MISSING, kw_only: bool = False) -> Any:
+def stored(codec: Codec, default: Any = MISSING, *, missing: Any = MISSING, kw_only: bool = False,
+           omit_none: bool = False) -> Any:
     """A dataclass field stored with ``codec``. ``default=None`` makes it nullable (and optional in a
     document); ``missing`` is the value of a legacy document that lacks the key. Keys are written in
-    field order; ``kw_only`` lets a defaulted field stand before required ones to keep that order."""
-    return dataclasses.field(default=default, kw_only=kw_only, metadata={_KEY: (codec, missing)})
+    field order; ``kw_only`` lets a defaulted field stand before required ones to keep that order.
+    ``omit_none``: a None value is not written at all (a field added later, e.g. a leg's
+    ``stop_loss``, so documents without it serialize exactly as before)."""
+    return dataclasses.field(default=default, kw_only=kw_only, metadata={_KEY: (codec, missing), _OMIT_NONE: omit_none})
 
 
 @dataclass(frozen=True)
@@ -295,6 +299,8 @@ def encode(obj: Any, derived: Sequence[Derived] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f, codec, _ in _fields(type(obj)):
         value = getattr(obj, f.name)
+        if value is None and f.metadata.get(_OMIT_NONE):
+            continue
         out[f.name] = None if value is None else codec.dump(value)
         for d in after.get(f.name, ()):
             out[d.key] = d.value(obj)

@@ -16,6 +16,7 @@ from backend.execution import client_ids
 from backend.execution.group.codec import ASSET_CLASS, PLAIN, REJECTION, SPEC, TIMESTAMP, Derived, aware, \
     check_fields, check_part_id, check_text, dec, decode, encode, enum_of, rule, stored
 from backend.execution.group.fills import fill_ratio
+from backend.execution.group.leg_stop import LEG_STOP, LegStop, parse_stop_loss
 from backend.execution.group.states import LegEvent, LegStatus, leg_transition
 from backend.domain.orders import OrderSide
 
@@ -69,6 +70,8 @@ class ExecutionLeg:
     submitted_timestamp: datetime | None = stored(TIMESTAMP, None)
     updated_timestamp: datetime | None = stored(TIMESTAMP, None)
     completed_timestamp: datetime | None = stored(TIMESTAMP, None)
+    # issue 15 item 3: the protective stop placed once the group is FILLED (leg_stop.py)
+    stop_loss: LegStop | None = stored(LEG_STOP, None, omit_none=True)
 
     # written for queries, ignored on load
     DERIVED = (Derived("slippage_pips", "fill_price", lambda leg: dec_str(leg.slippage_pips)),)
@@ -82,7 +85,8 @@ class ExecutionLeg:
 
     @classmethod
     def create(cls, *, tenant_id: str, group_id: str, leg_id: str, symbol: str, direction: int, units: Any,
-               asset_class: Any, registry: AssetSpecRegistry | None = None) -> "ExecutionLeg":
+               asset_class: Any, registry: AssetSpecRegistry | None = None, stop_loss: Any = None,
+               stop_where: str = "stop_loss") -> "ExecutionLeg":
         """A new PENDING leg from request values; units are quantized (never rounded) by the spec.
         Its client order id is derived from the tenant, the group and the leg (scheme 2)."""
         check_text(tenant_id, "tenant_id")
@@ -95,8 +99,9 @@ class ExecutionLeg:
             asset_class.value if isinstance(asset_class, Enum) else str(asset_class).strip())
         spec = (registry or default_registry()).spec_for(sym, klass)
         qty = spec.quantize_qty(units, "units")
+        stop = parse_stop_loss(stop_loss, spec, stop_where)  # tick-aligned, never rounded
         return cls(leg_id=leg_id, symbol=sym, direction=direction, units=qty, asset_class=klass,
-                   asset_class_label=label, spec=spec,
+                   asset_class_label=label, spec=spec, stop_loss=stop,
                    client_order_id=client_ids.leg_client_order_id(group_id, leg_id, tenant_id=tenant_id))
 
     # -- derived values ---------------------------------------------------------------------
@@ -154,4 +159,5 @@ class ExecutionLeg:
             "fill_price": decimal_out(self.fill_price, "price"),
             "slippage_pips": decimal_out(self.slippage_pips, "ticks"),
             "rejection": None if self.rejection is None else self.rejection.to_dict(),
+            **({} if self.stop_loss is None else {"stop_loss": self.stop_loss.to_api_response()}),
         }
