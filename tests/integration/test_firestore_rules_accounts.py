@@ -3,8 +3,7 @@
 - ``tenants/{t}/accounts/{id}``: read by its owners (uid in ``owner_uids``, token ``tenant_id`` = t)
   and by the tenant's ``tenant_admin`` / ``auditor``; never written by a client.
 - ``tenants/{t}/broker_connections/{id}``: read only by the tenant's admins and auditors.
-- ``tenants/{t}/members/{uid}``: read by that member (in this tenant) and the tenant's admins and
-  auditors.
+- ``tenants/{t}/members/{uid}``: read only by the tenant's admins and auditors (issue 13).
 - An app-written intent (single or group) that names ``broker_account_id`` must name an account of
   the caller's tenant that lists the caller among its owners and is ``active`` or ``reduce_only``
   (the rules ``get()`` it); one that names none is allowed (the trigger binds the default).
@@ -128,7 +127,6 @@ ALLOWED_READS = [
     pytest.param(AUDITOR_A, "tenants/A/accounts/bob-main", id="auditor-reads-an-account"),
     pytest.param(ADMIN_A, "tenants/A/broker_connections/alpaca-main", id="admin-reads-connection"),
     pytest.param(AUDITOR_A, "tenants/A/broker_connections/alpaca-main", id="auditor-reads-connection"),
-    pytest.param(ALICE, "tenants/A/members/alice", id="member-reads-own-member-doc"),
     pytest.param(ADMIN_A, "tenants/A/members/bob", id="admin-reads-member-doc"),
     pytest.param(AUDITOR_A, "tenants/A/members/bob", id="auditor-reads-member-doc"),
     pytest.param(CAROL, "tenants/B/accounts/carol-main", id="owner-in-B-reads-own-account"),
@@ -141,6 +139,7 @@ DENIED_READS = [
     pytest.param(RISK_A, "tenants/A/accounts/alice-main", id="risk-manager-reads-account-not-owned"),
     pytest.param(BOB, "tenants/A/members/alice", id="colleague-reads-member-doc"),
     pytest.param(ALICE, "tenants/A/members/bob", id="member-reads-colleagues-member-doc"),
+    pytest.param(ALICE, "tenants/A/members/alice", id="member-reads-own-member-doc"),  # admins/auditors only
     # a user of another tenant, and alice's own uid with another tenant's claims or none
     pytest.param(CAROL, "tenants/A/accounts/alice-main", id="user-of-B-reads-A-account"),
     pytest.param(ADMIN_B, "tenants/A/accounts/alice-main", id="admin-of-B-reads-A-account"),
