@@ -14,10 +14,22 @@ own venue client id; ``orders_for_client_id`` counts what a client id produced).
 Routes (under ``/v3``): ``POST accounts/{a}/orders``, ``GET accounts/{a}/orders/{id|@clientID}``,
 ``PUT accounts/{a}/orders/{spec}/cancel``, ``GET accounts/{a}/transactions/{id}``,
 ``GET accounts/{a}/transactions/sinceid?id=N``, ``GET accounts/{a}/pricing?instruments=``,
+``GET accounts/{a}/trades/{tradeID}``,
 ``GET accounts/{a}/openPositions``, ``PUT accounts/{a}/positions/{instrument}/close``,
 ``GET accounts/{a}/summary``, ``GET accounts/{a}/instruments``,
 ``GET instruments/{instrument}/candles?count=&granularity=&price=M``. A bearer token is required
 (``token=`` pins it); another account id answers 403.
+
+Orders on fill (issue 15): an entry with ``takeProfitOnFill`` / ``stopLossOnFill`` /
+``trailingStopLossOnFill`` opens a trade when it fills, as OANDA does: its ``ORDER_FILL`` carries
+``tradeOpened`` (trade id = the fill's id), the entry order shows ``tradeOpenedID``, and the trade's
+dependent orders are created in the fill's batch (``TAKE_PROFIT_ORDER`` / ``STOP_LOSS_ORDER`` /
+``TRAILING_STOP_LOSS_ORDER`` transactions, reason ``ON_FILL``, each with ``tradeID``), held at the
+simulated venue as the entry's protective legs. When one fills, its ``ORDER_FILL`` carries
+``tradesClosed`` and the trade's other dependent orders are canceled with reason
+``LINKED_TRADE_CLOSED`` at once. ``GET trades/{id}`` answers the trade with ``takeProfitOrder`` /
+``stopLossOrder`` / ``trailingStopLossOrder`` (kept after the trade closed here; the adapter also
+reads ``closingTransactionIDs``, which OANDA always keeps).
 
 Instrument metadata is derived from the venue's asset specs (pip = tick, units step = lot,
 marginRate = margin% / 100, displayPrecision one digit past the pip); ``instruments=`` overrides
@@ -104,6 +116,10 @@ class _Order:
     cancel_txn: str | None = None
     filled_time: datetime | None = None
     cancelled_time: datetime | None = None
+    on_fill: dict[str, Any] = field(default_factory=dict)  # the entry's takeProfitOnFill / ... as sent
+    trade_opened: str | None = None  # an entry: the trade its fill opened (when it carried on-fill orders)
+    trade_id: str | None = None  # a dependent exit (TAKE_PROFIT / STOP_LOSS / TRAILING_STOP_LOSS): its trade
+    distance: Decimal | None = None  # a trailing stop loss's distance
 
     @property
     def client_id(self) -> str | None:
@@ -302,6 +318,7 @@ class _OandaApi:
         self.txns: list[dict[str, Any]] = []
         self.orders: dict[str, _Order] = {}
         self.by_client: dict[str, str] = {}  # client id → newest order id
+        self.trades: dict[str, dict[str, Any]] = {}  # trade id → {instrument, units, price, orders, ...}
         self.halted: set[str] = set()
         self._next = 6000 + (self.venue.scenario.seed % 1000) * 10
         self._overrides = instrument_overrides
@@ -312,6 +329,7 @@ class _OandaApi:
             ("PUT", re.compile(acc + r"/orders/(?P<spec>[^/]+)/cancel$"), self.cancel_order),
             ("GET", re.compile(acc + r"/transactions/sinceid$"), self.transactions_since),
             ("GET", re.compile(acc + r"/transactions/(?P<txn>\d+)$"), self.get_transaction),
+            ("GET", re.compile(acc + r"/trades/(?P<trade>\d+)$"), self.get_trade),
             ("GET", re.compile(acc + r"/pricing$"), self.pricing),
             ("GET", re.compile(acc + r"/openPositions$"), self.open_positions),
             ("PUT", re.compile(acc + r"/positions/(?P<instrument>[A-Z0-9]+_[A-Z0-9]+)/close$"), self.close_position),
@@ -461,7 +479,8 @@ class _OandaApi:
                            clientExtensions=extensions or None,
                            **{k: raw[k] for k in _ON_FILL if isinstance(raw.get(k), dict)})
         order = _Order(id=create["id"], type=kind, instrument=instrument, units=units, time_in_force=tif,
-                       client_extensions=extensions, create_time=now, price=price)
+                       client_extensions=extensions, create_time=now, price=price,
+                       on_fill={k: dict(raw[k]) for k in _ON_FILL if isinstance(raw.get(k), dict)})
         self.orders[order.id] = order
         if cid:
             self.by_client[cid] = order.id
@@ -532,7 +551,7 @@ class _OandaApi:
         txn = self._txn("ORDER_CANCEL", orderID=order.id, clientOrderID=order.client_id, reason=reason)
         order.state, order.cancel_txn, order.cancelled_time = "CANCELLED", txn["id"], self.venue.clock.now()
 
-    def _apply(self, order: _Order, snap: VenueOrder) -> None:
+    def _apply(self, order: _Order, snap: VenueOrder, *, cancel_reason: str | None = None) -> None:
         """Turn the venue's view of the order into OANDA transactions (once, when it becomes final)."""
         if order.state != "PENDING" or not snap.state.is_final:
             return
@@ -546,6 +565,12 @@ class _OandaApi:
                              fullVWAP=price, reason=f"{order.type}_ORDER", pl="0.0000", financing="0.0000",
                              commission="0.0000", accountBalance=_plain(self.venue.get_account().cash))
             order.fill_txn, order.filled_time, order.state = fill["id"], now, "FILLED"
+            if order.trade_id is not None:
+                fill["reason"] = order.type + "_ORDER"
+                fill["tradesClosed"] = [{"tradeID": order.trade_id, "units": fill["units"], "price": price}]
+                self._close_trade(order, fill)
+            elif order.on_fill and snap.legs:
+                self._open_trade(order, fill, snap, meta)
         if snap.filled_qty < snap.qty:
             if snap.state is OrderState.REJECTED:
                 reason = "MARKET_HALTED" if "halt" in (snap.reject_reason or "").lower() else "INTERNAL_SERVER_ERROR"
@@ -553,12 +578,80 @@ class _OandaApi:
                 reason = "TIME_IN_FORCE_EXPIRED"
             elif order.time_in_force in ("FOK", "IOC"):
                 reason = "INSUFFICIENT_LIQUIDITY"
+            elif cancel_reason is not None:
+                reason = cancel_reason
+            elif order.trade_id is not None:
+                reason = "LINKED_TRADE_CLOSED"  # the venue canceled a dependent order: its trade closed
             else:
                 reason = "CLIENT_REQUEST"
             state = order.state
             self._cancel_record(order, reason)
             if state == "FILLED":
                 order.state = "FILLED"  # a partial IOC fill: the order is FILLED, its remainder canceled
+
+    def _open_trade(self, entry: _Order, fill: dict[str, Any], snap: VenueOrder, meta: _Meta) -> None:
+        """The entry's fill opens a trade; its on-fill orders become the trade's dependent orders (the
+        venue's protective legs), created in the fill's batch."""
+        trade_id = fill["id"]
+        fill["tradeOpened"] = {"tradeID": trade_id, "units": fill["units"], "price": fill["price"]}
+        entry.trade_opened = trade_id
+        kinds = {OrderType.LIMIT: ("TAKE_PROFIT", "takeProfitOrder"), OrderType.STOP: ("STOP_LOSS", "stopLossOrder"),
+                 OrderType.TRAILING_STOP: ("TRAILING_STOP_LOSS", "trailingStopLossOrder")}
+        orders: dict[str, str] = {}
+        for leg in snap.legs:
+            kind, slot = kinds[leg.order_type]
+            distance = leg.trail_price if leg.order_type is OrderType.TRAILING_STOP else None
+            price = leg.limit_price if leg.order_type is OrderType.LIMIT else (
+                None if distance is not None else leg.stop_price)
+            txn = self._txn(f"{kind}_ORDER", tradeID=trade_id, timeInForce="GTC", triggerCondition="DEFAULT",
+                            price=None if price is None else self._price(price, meta),
+                            distance=None if distance is None else self._price(distance, meta),
+                            reason="ON_FILL", batchID=fill["batchID"])
+            exit_order = _Order(id=txn["id"], type=kind, instrument=entry.instrument, units=-entry.units,
+                                time_in_force="GTC", client_extensions={}, create_time=self.venue.clock.now(),
+                                venue_id=leg.broker_order_id, price=price, trade_id=trade_id, distance=distance)
+            self.orders[exit_order.id] = exit_order
+            orders[slot] = exit_order.id
+        self.trades[trade_id] = {"id": trade_id, "instrument": entry.instrument, "price": fill["price"],
+                                 "openTime": fill["time"], "initialUnits": fill["units"], "units": fill["units"],
+                                 "orders": orders, "closing": [], "closeTime": None}
+
+    def _close_trade(self, exit_order: _Order, fill: dict[str, Any]) -> None:
+        """A dependent order filled: the trade closes and OANDA cancels its other dependent orders."""
+        trade = self.trades.get(exit_order.trade_id or "")
+        if trade is None:
+            return
+        trade["closing"].append(fill["id"])
+        trade["closeTime"] = fill["time"]
+        trade["units"] = "0"
+        for sibling_id in trade["orders"].values():
+            sibling = self.orders.get(sibling_id)
+            if sibling is None or sibling is exit_order or sibling.state != "PENDING":
+                continue
+            snap = self.venue.get_order(sibling.venue_id) if sibling.venue_id is not None else None
+            if snap is not None and not snap.state.is_final:
+                snap = self.venue.cancel_order(sibling.venue_id)
+            if snap is not None:
+                self._apply(sibling, snap, cancel_reason="LINKED_TRADE_CLOSED")
+            if sibling.state == "PENDING":
+                self._cancel_record(sibling, "LINKED_TRADE_CLOSED")
+
+    def get_trade(self, query: dict[str, str], body: bytes, trade: str) -> tuple[int, Any]:
+        found = self.trades.get(trade)
+        if found is None:
+            raise _error(404, "The Trade specified does not exist", "NO_SUCH_TRADE", lastTransactionID=self.last_id)
+        for order_id in found["orders"].values():
+            self._sync(self.orders[order_id])
+        open_ = not found["closing"]
+        out: dict[str, Any] = {"id": found["id"], "instrument": found["instrument"], "price": found["price"],
+                               "openTime": found["openTime"], "state": "OPEN" if open_ else "CLOSED",
+                               "initialUnits": found["initialUnits"], "currentUnits": found["units"],
+                               "realizedPL": "0.0000", "financing": "0.0000"}
+        if not open_:
+            out.update(closingTransactionIDs=list(found["closing"]), closeTime=found["closeTime"])
+        for slot, order_id in found["orders"].items():
+            out[slot] = self.render_order(self.orders[order_id], sync=False)
+        return 200, {"trade": out, "lastTransactionID": self.last_id}
 
     def _sync(self, order: _Order) -> None:
         if order.state == "PENDING" and order.venue_id is not None:
@@ -582,10 +675,18 @@ class _OandaApi:
             self._sync(order)
         meta = self.meta(order.instrument)
         out: dict[str, Any] = {"id": order.id, "createTime": _ts(order.create_time), "type": order.type,
-                               "instrument": order.instrument, "units": self._units(order.units, meta),
-                               "timeInForce": order.time_in_force, "positionFill": "DEFAULT", "state": order.state}
+                               "timeInForce": order.time_in_force, "state": order.state}
+        if order.trade_id is None:
+            out.update(instrument=order.instrument, units=self._units(order.units, meta), positionFill="DEFAULT",
+                       **order.on_fill)
+        else:  # a dependent order closes its trade: no instrument or units of its own, as at OANDA
+            out.update(tradeID=order.trade_id, triggerCondition="DEFAULT")
+        if order.trade_opened:
+            out["tradeOpenedID"] = order.trade_opened
         if order.price is not None:
             out["price"] = self._price(order.price, meta)
+        if order.distance is not None:
+            out["distance"] = self._price(order.distance, meta)
         if order.client_extensions:
             out["clientExtensions"] = dict(order.client_extensions)
         if order.fill_txn:
@@ -605,7 +706,7 @@ class _OandaApi:
             raise _error(404, "The Order specified does not exist", "ORDER_DOESNT_EXIST",
                          orderCancelRejectTransaction=txn, lastTransactionID=self.last_id)
         if order.venue_id is not None:
-            self._apply(order, self.venue.cancel_order(order.venue_id))
+            self._apply(order, self.venue.cancel_order(order.venue_id), cancel_reason="CLIENT_REQUEST")
         if order.state == "PENDING":
             self._cancel_record(order, "CLIENT_REQUEST")
         return 200, {"orderCancelTransaction": self._find_txn(order.cancel_txn or ""),

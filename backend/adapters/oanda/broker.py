@@ -10,6 +10,13 @@ Orders
     INSUFFICIENT_MARGIN, MARKET_HALTED, ...) and an order it refuses (400
     ``orderRejectTransaction``) surface as coded ``BrokerError``s.
 
+Exits on fill (issue 15 items 3 and 7)
+    Take-profit / stop-loss / trailing stop go out as ``takeProfitOnFill`` / ``stopLossOnFill`` /
+    ``trailingStopLossOnFill``; OANDA creates them as the dependent orders of the trade the fill opens
+    and cancels the others (``LINKED_TRADE_CLOSED``) when one closes the trade. ``get_order`` of such a
+    filled entry answers them as ``legs`` (``_exit_legs``: ``GET trades/{tradeOpenedID}``), so the
+    sweeper's ``follow_exit_legs`` and the transaction feed fold an exit that fired overnight once.
+
 Idempotency (submit)
     OANDA refuses a duplicate client id only while the first order is *pending*; a market order
     fills at once, so a blind retry could execute twice. Therefore:
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dt_time
 from decimal import Decimal, ROUND_CEILING, ROUND_FLOOR
@@ -92,7 +100,7 @@ T = TypeVar("T")
 SUPPORTED_ASSET_CLASSES = frozenset({AssetClass.FOREX, AssetClass.COMMODITY})
 ORDER_CREATE_TYPES = frozenset({"MARKET_ORDER", "LIMIT_ORDER", "STOP_ORDER"})
 _EXPIRED_REASONS = frozenset({"TIME_IN_FORCE_EXPIRED"})
-_CANCELED_REASONS = frozenset({"CLIENT_REQUEST", "CLIENT_REQUEST_REPLACED"})
+_CANCELED_REASONS = frozenset({"CLIENT_REQUEST", "CLIENT_REQUEST_REPLACED", "LINKED_TRADE_CLOSED"})
 
 _LIMIT_TIF = {"day": "GFD", "gtc": "GTC", "ioc": "IOC", "fok": "FOK"}
 
@@ -410,7 +418,33 @@ class OandaBroker(AssetClassGate, AssetSpecMixin):
     def _get(self, order_id: str, deadline: float | None = None) -> BrokerOrder:
         reply = self._read("get_order", "GET", f"{self._http.account_path}/orders/{order_id}", deadline=deadline)
         order = _parse("order", lambda: m.OrderResponse.model_validate(reply).order)
-        return self._to_broker_order(order, deadline)
+        found = self._to_broker_order(order, deadline)
+        if found.state is OrderState.FILLED and order.trade_opened_id and order.has_orders_on_fill:
+            found = replace(found, legs=self._exit_legs(order.trade_opened_id, found, deadline))
+        return found
+
+    def _exit_legs(self, trade_id: str, entry: BrokerOrder, deadline: float | None) -> tuple[BrokerOrder, ...]:
+        """Issue 15 item 7: the exits of a filled entry placed with take-profit / stop-loss / trailing stop
+        on fill are the dependent orders OANDA created on the trade the fill opened (``GET trades/{id}``:
+        ``takeProfitOrder`` / ``stopLossOrder`` / ``trailingStopLossOrder``), plus the order of each
+        closing ``ORDER_FILL`` (OANDA keeps ``closingTransactionIDs`` after the trade closed, when the
+        dependent orders may no longer be listed). Each leg is the entry's opposite side for the trade's
+        units, in the state of its own fill or cancel (a sibling canceled because the trade closed is
+        CANCELED), so ``follow_exit_legs`` and the event feed fold them as any venue's bracket legs."""
+        reply = self._read("get_trade", "GET", f"{self._http.account_path}/trades/{trade_id}", deadline=deadline)
+        trade = _parse("trade", lambda: m.TradeResponse.model_validate(reply).trade)
+        orders: dict[str, m.Order] = {o.id: o for o in trade.dependent_orders}
+        for txn_id in trade.closing_transaction_ids:
+            txn = self._transaction(txn_id, deadline)
+            if txn.type == "ORDER_FILL" and txn.order_id and txn.order_id != entry.broker_order_id \
+                    and txn.order_id not in orders:
+                reply = self._read("get_order", "GET", f"{self._http.account_path}/orders/{txn.order_id}",
+                                   deadline=deadline)
+                orders[txn.order_id] = _parse("order", lambda: m.OrderResponse.model_validate(reply).order)
+        qty = abs(trade.initial_units) if trade.initial_units is not None else entry.filled_qty
+        side = OrderSide.SELL if entry.side is OrderSide.BUY else OrderSide.BUY
+        return tuple(self._to_broker_order(o, deadline, qty=qty, side=side, symbol=entry.symbol)
+                     for o in orders.values())
 
     def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
         return self._lookup(client_order_id)
@@ -427,8 +461,13 @@ class OandaBroker(AssetClassGate, AssetSpecMixin):
                     return
             raise
 
-    def _to_broker_order(self, order: m.Order, deadline: float | None = None) -> BrokerOrder:
+    def _to_broker_order(self, order: m.Order, deadline: float | None = None, *, qty: Decimal | None = None,
+                         side: OrderSide | None = None, symbol: str | None = None) -> BrokerOrder:
+        """``qty`` / ``side`` / ``symbol``: a dependent order (take profit, stop loss) has no units or
+        instrument of its own; its trade's are given."""
         units = order.units or ZERO
+        if side is not None and qty is not None:
+            units = qty if side is OrderSide.BUY else -qty
         qty = abs(units)
         filled, price = ZERO, None
         if order.filling_transaction_id:
@@ -452,7 +491,7 @@ class OandaBroker(AssetClassGate, AssetSpecMixin):
         cid = order.client_extensions.id if order.client_extensions and order.client_extensions.id else ""
         return BrokerOrder(
             broker_order_id=order.id, client_order_id=cid,
-            symbol=from_instrument(order.instrument) if order.instrument else "",
+            symbol=from_instrument(order.instrument) if order.instrument else (symbol or ""),
             side=OrderSide.BUY if units > ZERO else OrderSide.SELL, qty=qty, state=state, filled_qty=filled,
             filled_avg_price=price, submitted_at=order.create_time,
             updated_at=order.filled_time or order.cancelled_time or order.create_time,

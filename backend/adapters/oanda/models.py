@@ -112,6 +112,43 @@ class Order(_Response):
     filling_transaction_id: str | None = Field(None, alias="fillingTransactionID")
     cancelling_transaction_id: str | None = Field(None, alias="cancellingTransactionID")
     client_extensions: ClientExtensions | None = Field(None, alias="clientExtensions")
+    # issue 15: an entry's orders on fill and the trade its fill opened; a dependent order's trade
+    take_profit_on_fill: dict[str, Any] | None = Field(None, alias="takeProfitOnFill")
+    stop_loss_on_fill: dict[str, Any] | None = Field(None, alias="stopLossOnFill")
+    trailing_stop_loss_on_fill: dict[str, Any] | None = Field(None, alias="trailingStopLossOnFill")
+    trade_opened_id: str | None = Field(None, alias="tradeOpenedID")
+    trade_id: str | None = Field(None, alias="tradeID")
+
+    @property
+    def has_orders_on_fill(self) -> bool:
+        return any(x is not None for x in (self.take_profit_on_fill, self.stop_loss_on_fill,
+                                           self.trailing_stop_loss_on_fill))
+
+
+class Trade(_Response):
+    """``GET trades/{id}``: a trade and its dependent orders (present while they exist) and, once it
+    closed, the transactions that closed it."""
+
+    id: str
+    instrument: str | None = None
+    price: Dec | None = None
+    state: str | None = None
+    initial_units: Dec | None = Field(None, alias="initialUnits")
+    current_units: Dec | None = Field(None, alias="currentUnits")
+    take_profit_order: Order | None = Field(None, alias="takeProfitOrder")
+    stop_loss_order: Order | None = Field(None, alias="stopLossOrder")
+    trailing_stop_loss_order: Order | None = Field(None, alias="trailingStopLossOrder")
+    closing_transaction_ids: list[str] = Field(default_factory=list, alias="closingTransactionIDs")
+
+    @property
+    def dependent_orders(self) -> list[Order]:
+        return [o for o in (self.take_profit_order, self.stop_loss_order, self.trailing_stop_loss_order)
+                if o is not None]
+
+
+class TradeResponse(_Response):
+    trade: Trade
+    last_transaction_id: str | None = Field(None, alias="lastTransactionID")
 
 
 class OrderResponse(_Response):
