@@ -358,16 +358,22 @@ class InMemoryStore:
     def groups_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
                     created_before: str | None, after: tuple[str, str] | None,
                     limit: int) -> list[tuple[str, dict[str, Any]]]:
-        prefix = f"tenants/{tenant_id}/execution_groups"
+        # group documents only, not their ``legs/`` projection
+        return self._newest_first(f"tenants/{tenant_id}/execution_groups", "created_timestamp", equals, created_from,
+                                  created_before, after, limit, only=lambda doc: isinstance(doc.get("legs"), list))
 
+    def _newest_first(self, prefix: str, field: str, equals: Mapping[str, str], created_from: str | None,
+                      created_before: str | None, after: tuple[str, str] | None, limit: int,
+                      only: Any = None) -> list[tuple[str, dict[str, Any]]]:
+        """One collection, equality filters, ``field`` in [created_from, created_before), paged by
+        (field, doc id) descending — what the Firestore store's ``_newest_first`` query answers."""
         def keep(doc: Mapping[str, Any]) -> bool:
-            created = doc["created_timestamp"]
-            return (isinstance(doc.get("legs"), list)  # group documents, not their ``legs/`` projection
-                    and all(doc.get(k) == v for k, v in equals.items())
+            created = doc[field]
+            return ((only is None or only(doc)) and all(doc.get(k) == v for k, v in equals.items())
                     and (created_from is None or created >= created_from)
                     and (created_before is None or created < created_before))
 
-        return self._ordered_page(prefix, keep, "created_timestamp", after, limit, descending=True)
+        return self._ordered_page(prefix, keep, field, after, limit, descending=True)
 
     def history_page(self, uid: str, *, equals: Mapping[str, str], after: tuple[str, str] | None,
                      limit: int) -> list[tuple[str, dict[str, Any]]]:
@@ -392,14 +398,8 @@ class InMemoryStore:
     def ledger_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
                     created_before: str | None, after: tuple[str, str] | None,
                     limit: int) -> list[tuple[str, dict[str, Any]]]:
-        def keep(doc: Mapping[str, Any]) -> bool:
-            created = doc["created_at"]
-            return (all(doc.get(k) == v for k, v in equals.items())
-                    and (created_from is None or created >= created_from)
-                    and (created_before is None or created < created_before))
-
-        return self._ordered_page(f"tenants/{tenant_id}/ledger_trades", keep, "created_at", after, limit,
-                                  descending=True)
+        return self._newest_first(f"tenants/{tenant_id}/ledger_trades", "created_at", equals, created_from,
+                                  created_before, after, limit)
 
     # --- tax elections and corporate actions (issue 16) ------------------------------------------
     # Decided in backend/tax/admin_writes.py over get_all/commit (the same code the Firestore store runs).
@@ -440,14 +440,8 @@ class InMemoryStore:
     def audit_page(self, tenant_id: str, *, equals: Mapping[str, str], created_from: str | None,
                    created_before: str | None, after: tuple[str, str] | None,
                    limit: int) -> list[tuple[str, dict[str, Any]]]:
-        def keep(doc: Mapping[str, Any]) -> bool:
-            created = doc["created_at"]
-            return (all(doc.get(k) == v for k, v in equals.items())
-                    and (created_from is None or created >= created_from)
-                    and (created_before is None or created < created_before))
-
-        return self._ordered_page(f"tenants/{tenant_id}/audit_log", keep, "created_at", after, limit,
-                                  descending=True)
+        return self._newest_first(f"tenants/{tenant_id}/audit_log", "created_at", equals, created_from,
+                                  created_before, after, limit)
 
 
 

@@ -24,6 +24,7 @@ from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import RejectCode, Rejection
 from backend.domain.money import ZERO
 from backend.execution.accounts import AUTO_DEFAULT_ACCOUNT_PREFIX, AccountBinder, Bound, stored_binding
+from backend.ports.accounts import VenueUnavailable
 from backend.domain.capabilities import check_capability
 from backend.execution.client_ids import checked_order
 from backend.execution.instruments import check_instrument
@@ -159,8 +160,8 @@ class ExecutionEngine:
         ctx = replace(ctx, account=bound.binding)
         try:
             venue = self.broker_for(intent, ctx)  # before the quote: FOREX must never reach a venue without FX
-        except Exception as exc:  # the account's venue cannot be built (connection, credentials)
-            return self._refused(intent, ctx, _venue_unavailable(exc))
+        except VenueUnavailable as exc:  # the account's venue cannot be built (connection, credentials)
+            return self._refused(intent, ctx, exc.rejection)
         if isinstance(venue, Rejection):
             return self._finish_decision(intent, ctx, "rejected", None, venue)
         # what the venue can hold for this class (order type, time in force, order class): the same
@@ -669,18 +670,6 @@ def _record_of(tenant_id: str, intent_id: str, doc: Any) -> IntentRecord | None:
     if doc is None:
         return None
     return IntentRecord(tenant_id, intent_id, IntentStatus(doc.get("status") or "new"), doc)
-
-
-def _venue_unavailable(exc: Exception) -> Rejection:
-    """The coded refusal of a venue that cannot be built (``VenueUnavailable.rejection``); never the
-    exception text of anything else (it could carry a credential)."""
-    rejection = getattr(exc, "rejection", None)
-    if isinstance(rejection, Rejection):
-        return rejection
-    code = getattr(exc, "code", None)
-    if isinstance(code, RejectCode):
-        return Rejection(code, str(getattr(exc, "reason", "")) or type(exc).__name__)
-    return Rejection(RejectCode.VENUE_UNAVAILABLE, type(exc).__name__)
 
 
 def _unit_price(intent: OrderIntent, routing: RoutingDecision | None) -> Decimal | None:

@@ -250,3 +250,26 @@ def test_a_group_intent_document_for_another_users_account_is_rejected_on_the_do
 
     assert out["error"]["code"] == "ACCOUNT_NOT_OWNED" and world.venue.orders() == []
     assert world.store.get("tenants/acme/execution_groups/gdoc") is None
+
+
+def test_an_account_whose_venue_cannot_be_built_is_refused_with_nothing_written():
+    """The connection exists but its credentials cannot be read: VENUE_UNAVAILABLE, no record, no order,
+    and the refusal names the connection, never a credential."""
+    from backend.domain.accounts import BrokerConnection
+
+    world = World("strict")
+    world.store.put_connection("acme", BrokerConnection(
+        connection_id="broker-1", venue="alpaca_broker", environment="sandbox",
+        credentials_ref="env:ISSUE12_CREDENTIALS_THAT_ARE_NOT_SET", base_url="http://127.0.0.1:9",
+        created_at=T0, updated_at=T0))
+    account = Account(account_id="a1", connection_id="broker-1", venue_account_id="0f0f0f0f-0000-4000-8000-000000000001",
+                      owner_uids=("u1",), status="active", asset_classes=(AssetClass.EQUITY,),
+                      created_at=T0, updated_at=T0)
+    world.store.put_account("acme", account)
+
+    result = world.engine().execute_intent(buy("a1", intent_id="v1"), U1)
+
+    assert result.status == "rejected" and result.rejection.code is RejectCode.VENUE_UNAVAILABLE
+    assert result.extra == {"persisted": False}
+    assert world.store.get("tenants/acme/order_intents/v1") is None and world.ledger() == {}
+    assert world.venue.orders() == []
