@@ -10,7 +10,8 @@ Fixtures (one stack and one browser for the whole package):
                            Auth emulator (email + password, custom claims)
     browser      session   Chromium (headless)
     page_as      function  ``page_as(user)`` → a signed-in Page in a fresh context (own storage)
-    shoot        session   ``shoot(page, name)`` → docs/screenshots/<name>.png
+    shoot        session   ``shoot(page, name)`` → build/screenshots/<name>.png (docs/screenshots/ with
+                           UPDATE_SCREENSHOTS=1)
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ import pytest
 from tests.support.stack_script import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs/screenshots"
+# A run writes its screenshots under build/ (ignored); UPDATE_SCREENSHOTS=1 writes the README's
+# committed ones in docs/screenshots/ (a deliberate update, never a side effect of the test command)
+SCREENSHOTS = ROOT / ("docs/screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else "build/screenshots")
 VIEWPORT = {"width": 1180, "height": 760}
 stack = load_stack()
 TENANT = stack.TENANT
@@ -139,7 +142,7 @@ def page_as(browser, console, request) -> Iterator[Callable]:
 
 @pytest.fixture(scope="session")
 def shoot() -> Callable:
-    """``shoot(page, name)``: a PNG of the viewport (small: no full-page captures) under docs/screenshots/."""
+    """``shoot(page, name)``: a PNG of the viewport (small: no full-page captures) under ``SCREENSHOTS``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     def take(page, name: str) -> Path:

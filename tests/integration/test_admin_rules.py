@@ -15,24 +15,17 @@ Clients are unsigned ID tokens (tests/support/rules_client.py); documents are se
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any
 
 import pytest
 
-from tests.integration.test_firestore_rules import RULES_PATH
 from tests.support.emulators import FirestoreEmulator
-from tests.support.rules_client import OWNER, RulesClient, fake_id_token
+from tests.support.rules_client import OWNER, RulesClient, new_id, open_rules_project, token_minter
 
 pytestmark = pytest.mark.emulator
 
 PROJECT = f"demo-rules-admin-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-
-
-def token(uid: str, tenant: str | None = None, role: str | None = None) -> str:
-    claims = {k: v for k, v in (("tenant_id", tenant), ("role", role)) if v is not None}
-    return fake_id_token(uid, PROJECT, **claims)
-
+token = token_minter(PROJECT)  # token(uid, tenant=None, role=None): claims given as None are left out
 
 ALICE = token("alice", "A", "trader")
 ADMIN_A = token("ada", "A", "tenant_admin")
@@ -66,19 +59,7 @@ SEED: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def client(firestore_emulator: FirestoreEmulator) -> RulesClient:
-    firestore_emulator.reset(PROJECT)
-    firestore_emulator.set_rules(PROJECT, RULES_PATH.read_text(encoding="utf-8"))
-    rest_client = RulesClient(firestore_emulator.base_url, PROJECT)
-    probe = rest_client.get("ops/probe", token=OWNER, timeout=120)  # the first request compiles the rules
-    assert probe.status in (200, 404), f"firestore.rules not usable: {probe}"
-    for path, data in SEED.items():
-        reply = rest_client.patch(path, data, token=OWNER)
-        assert reply.ok, f"seeding {path}: {reply}"
-    return rest_client
-
-
-def new_id() -> str:
-    return f"e-{uuid.uuid4().hex[:12]}"
+    return open_rules_project(firestore_emulator, PROJECT, SEED)
 
 
 # ---- reads ---------------------------------------------------------------------------------------
@@ -148,7 +129,7 @@ WRITERS = [pytest.param(w, id=i) for w, i in ((ADMIN_A, "admin"), (AUDITOR_A, "a
 
 @pytest.mark.parametrize("who", WRITERS)
 def test_no_client_creates_an_audit_entry(client: RulesClient, who: str | None) -> None:
-    entry_id = new_id()
+    entry_id = new_id("e")
     reply = client.create(f"tenants/A/audit_log/{entry_id}", {**ENTRY, "audit_id": entry_id}, token=who)
     assert reply.denied, reply
     assert client.get(f"tenants/A/audit_log/{entry_id}", token=OWNER).status == 404
@@ -179,6 +160,6 @@ def test_no_client_writes_a_member_or_the_tenant_roster(client: RulesClient, who
 
 @pytest.mark.parametrize("who", [pytest.param(AUDITOR_A, id="auditor"), pytest.param(ADMIN_A, id="admin")])
 def test_no_client_writes_a_ledger_correction(client: RulesClient, who: str) -> None:
-    row_id = new_id()
+    row_id = new_id("e")
     reply = client.create(f"tenants/A/ledger_trades/{row_id}", {"kind": "correction", "corrects": "lt-1"}, token=who)
     assert reply.denied, reply

@@ -5,45 +5,27 @@ Stack as tests/integration/test_issue12_accounts.py: ``functions-framework --tar
 (functions/main.py, ``EXEC_ACCOUNTS`` strict), the official Firestore emulator, the Auth emulator
 with real ID tokens, and the local Alpaca-compatible server's Broker API (one book per account)
 driven by alpaca-py's ``BrokerClient`` through an ``alpaca_broker`` connection whose credentials
-are in a secret source (only the reference is in Firestore).
+are in a secret source (only the reference is in Firestore). The shared set-up (the venue and server
+fixtures, sign-up, connection / account / member documents) is tests/support/accounts_stack.py.
 """
 from __future__ import annotations
 
 import json
 import re
 import uuid
-from datetime import datetime, timezone
 from decimal import Decimal as D
 
 import pytest
 
-from backend.domain.accounts import Account, BrokerConnection
 from backend.domain.wire import RESPONSE_DECIMAL_PATTERN
-from tests.support.alpaca_server import LocalAlpacaServer
-from tests.support.api_stack import FunctionsServer, http_call
+from tests.support.accounts_stack import (bearer, broker_api_account, broker_api_connection, broker_api_fixtures,
+                                          member_doc, sign_up)
+from tests.support.api_stack import http_call
 
 pytestmark = pytest.mark.slow
 
 KEY, SECRET = "PKACCOUNTSHTTP01", "accounts-http-secret-Qz8-never-shown"
-T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
-
-
-@pytest.fixture(scope="module")
-def venue():
-    with LocalAlpacaServer("default") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def server(firestore_emulator, auth_emulator, venue):
-    project = auth_emulator.project
-    env = {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host, "FIREBASE_AUTH_EMULATOR_HOST": auth_emulator.host,
-           "GOOGLE_CLOUD_PROJECT": project, "GCLOUD_PROJECT": project, "GOOGLE_APPLICATION_CREDENTIALS": "",
-           "EXEC_DRY_RUN": "0", "EXEC_FILL_WAIT_SECONDS": "1", "EXEC_MAX_POSITION_QTY": "1000",
-           "EXEC_MAX_DAILY_TRADES": "1000", "EXEC_SECRET_MANAGER": "0", "EXEC_AUTH_STATE_CACHE_SECONDS": "0",
-           "BROKER_API_CREDS": json.dumps({"key_id": KEY, "secret_key": SECRET})}
-    with FunctionsServer(env) as srv:
-        yield srv
+venue, server = broker_api_fixtures(KEY, SECRET)  # module-scoped: the local Alpaca server, the function
 
 
 @pytest.fixture
@@ -57,23 +39,16 @@ def world(db, auth, venue):
             self.venue_ids: dict[str, str] = {}
 
         def user(self, name: str, role: str = "trader") -> str:
-            email = f"{name}-{uuid.uuid4().hex[:8]}@example.com"
-            uid, _ = auth.sign_up(email, "secret-pw-1")
-            auth.set_claims(uid, {"tenant_id": "acme", "role": role})
-            self.tokens[name] = auth.sign_in(email, "secret-pw-1")
+            uid, self.tokens[name] = sign_up(auth, name, "acme", role)
             self.uids[name] = uid
-            db.document(f"tenants/acme/members/{uid}").set(
-                {"uid": uid, "role": role, "status": "active", "default_account_id": None, "email": None,
-                 "created_at": T0, "updated_at": T0})
+            db.document(f"tenants/acme/members/{uid}").set(member_doc(uid, role, None))
             return uid
 
         def account(self, account_id: str, owner: str) -> str:
             venue_id = venue.open_account(str(uuid.uuid4()))
             self.venue_ids[account_id] = venue_id
             uid = self.uids[owner]
-            account = Account(account_id=account_id, connection_id="broker-1", venue_account_id=venue_id,
-                              owner_uids=[uid], status="active", asset_classes=["EQUITY", "CRYPTO"],
-                              created_at=T0, updated_at=T0)
+            account = broker_api_account(account_id, venue_id, [uid])
             db.document(f"tenants/acme/accounts/{account_id}").set(account.to_dict())
             db.document(f"tenants/acme/members/{uid}").update({"default_account_id": account_id})
             return venue_id
@@ -82,19 +57,14 @@ def world(db, auth, venue):
     for name in ("u1", "u2"):
         w.user(name)
     w.user("adm", role="tenant_admin")
-    conn = BrokerConnection(connection_id="broker-1", venue="alpaca_broker", environment="sandbox",
-                            credentials_ref="env:BROKER_API_CREDS", base_url=venue.url, created_at=T0, updated_at=T0)
-    db.document("tenants/acme/broker_connections/broker-1").set(conn.to_dict())
+    db.document("tenants/acme/broker_connections/broker-1").set(broker_api_connection(venue.url).to_dict())
     w.account("a1", "u1")
     w.account("a2", "u2")
     return w
 
 
 def call(server, world, who: str, method: str, path: str, body: dict | None = None, key: str | None = None):
-    headers = {"Authorization": f"Bearer {world.tokens[who]}"}
-    if key:
-        headers["Idempotency-Key"] = key
-    return http_call(method, server.url + path, body, headers)
+    return http_call(method, server.url + path, body, bearer(world.tokens[who], key))
 
 
 def place(server, world, who: str, symbol: str, side: str, qty: str, key: str) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -22,25 +20,23 @@ import pytest
 from tests.support.emulators import FirestoreEmulator
 from tests.support.rules_client import (
     OWNER,
+    RULES_PATH,
     SERVER_TIMESTAMP,
     RulesClient,
     Timestamp,
-    fake_id_token,
+    new_id,
+    rules_compile_error,
+    seed_documents,
+    token_minter,
 )
 
 pytestmark = pytest.mark.emulator
 
-RULES_PATH = Path(__file__).resolve().parents[2] / "firestore.rules"
 PROJECT = "demo-rules"
 # C1-only JIT: this short-lived emulator starts and compiles the rules faster (measured on a
 # busy 2-CPU machine: 2.8-3.0 s vs 4.4-8.1 s for start + first request; no slower afterwards).
 JVM_ARGS = ("-XX:TieredStopAtLevel=1",)
-
-
-def token(uid: str, tenant: str | None = None, role: str | None = None) -> str:
-    claims = {k: v for k, v in (("tenant_id", tenant), ("role", role)) if v is not None}
-    return fake_id_token(uid, PROJECT, **claims)
-
+token = token_minter(PROJECT)  # token(uid, tenant=None, role=None): claims given as None are left out
 
 ALICE = token("alice", "A", "trader")
 BOB = token("bob", "A", "trader")
@@ -103,12 +99,9 @@ def rules_emulator() -> Iterator[FirestoreEmulator]:
     """A second official emulator, started with ``--rules firestore.rules``."""
     emulator = FirestoreEmulator(rules_path=RULES_PATH, jvm_args=JVM_ARGS).start()
     try:
-        # The first request compiles the rules (seconds on a busy machine, hence the timeout).
-        # A rules file that does not compile does not stop the emulator: every request, even
-        # the owner's, then answers 400 "Error compiling rules". Fail once, clearly.
-        probe = RulesClient(emulator.base_url, PROJECT).get("ops/probe", token=OWNER, timeout=120)
-        if probe.status not in (200, 404):
-            raise emulator.error(f"firestore.rules not usable: {probe}")
+        problem = rules_compile_error(RulesClient(emulator.base_url, PROJECT))  # fail once, clearly
+        if problem is not None:
+            raise emulator.error(problem)
         yield emulator
     finally:
         emulator.stop()
@@ -120,14 +113,8 @@ def client(rules_emulator: FirestoreEmulator) -> RulesClient:
     restore what they change), so the seed is shared by the whole module."""
     rules_emulator.reset(PROJECT)
     rest = RulesClient(rules_emulator.base_url, PROJECT)
-    for path, data in SEED.items():
-        reply = rest.patch(path, data, token=OWNER)
-        assert reply.ok, f"seeding {path}: {reply}"
+    seed_documents(rest, SEED)
     return rest
-
-
-def new_id(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def assert_unchanged(client: RulesClient, path: str) -> None:

@@ -19,26 +19,19 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import uuid
 from typing import Any
 
 import pytest
 
 from backend.domain.accounts import Account, BrokerConnection
 from tests.support.emulators import FirestoreEmulator
-from tests.support.rules_client import OWNER, RulesClient, Timestamp, fake_id_token
-from tests.integration.test_firestore_rules import RULES_PATH
+from tests.support.rules_client import OWNER, RulesClient, Timestamp, new_id, open_rules_project, token_minter
 
 pytestmark = pytest.mark.emulator
 
 PROJECT = f"demo-rules-accounts-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 AT = dt.datetime(2026, 11, 20, 14, 0, tzinfo=dt.timezone.utc)
-
-
-def token(uid: str, tenant: str | None = None, role: str | None = None) -> str:
-    claims = {k: v for k, v in (("tenant_id", tenant), ("role", role)) if v is not None}
-    return fake_id_token(uid, PROJECT, **claims)
-
+token = token_minter(PROJECT)  # token(uid, tenant=None, role=None): claims given as None are left out
 
 ALICE = token("alice", "A", "trader")
 BOB = token("bob", "A", "trader")
@@ -95,19 +88,7 @@ SEED: dict[str, dict[str, Any]] = {
 @pytest.fixture(scope="module")
 def client(firestore_emulator: FirestoreEmulator) -> RulesClient:
     """The session emulator with firestore.rules for this module's own project, holding SEED."""
-    firestore_emulator.reset(PROJECT)
-    firestore_emulator.set_rules(PROJECT, RULES_PATH.read_text(encoding="utf-8"))
-    rest_client = RulesClient(firestore_emulator.base_url, PROJECT)
-    probe = rest_client.get("ops/probe", token=OWNER, timeout=120)  # the first request compiles the rules
-    assert probe.status in (200, 404), f"firestore.rules not usable: {probe}"
-    for path, data in SEED.items():
-        reply = rest_client.patch(path, data, token=OWNER)
-        assert reply.ok, f"seeding {path}: {reply}"
-    return rest_client
-
-
-def new_id(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+    return open_rules_project(firestore_emulator, PROJECT, SEED)
 
 
 def stored(client: RulesClient, path: str) -> Any:

@@ -6,43 +6,25 @@ Firestore emulator, firebase-tools' Auth emulator with real ID tokens, and the l
 Alpaca-compatible server's Broker API routes driven by the real alpaca-py ``BrokerClient``. The
 connection's credentials live in a secret source (an environment variable of the function holding
 a JSON object) and only its reference is in Firestore; the test checks that the secret never shows
-up in any document, log line, error body or the OpenAPI document.
+up in any document, log line, error body or the OpenAPI document. The shared set-up (the venue and
+server fixtures, sign-up, connection / account / member documents) is tests/support/accounts_stack.py.
 """
 from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
 from decimal import Decimal as D
 
 import pytest
 
-from backend.domain.accounts import Account, BrokerConnection
-from tests.support.alpaca_server import LocalAlpacaServer
-from tests.support.api_stack import FunctionsServer, http_call
+from tests.support.accounts_stack import (bearer, broker_api_account, broker_api_connection, broker_api_fixtures,
+                                          member_doc, sign_up)
+from tests.support.api_stack import http_call
 
 pytestmark = pytest.mark.slow
 
 KEY, SECRET = "PKISSUE12KEY0001", "issue12-broker-secret-Vb3-never-shown"
-T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
-
-
-@pytest.fixture(scope="module")
-def venue():
-    with LocalAlpacaServer("default") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def server(firestore_emulator, auth_emulator, venue):
-    project = auth_emulator.project
-    env = {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host, "FIREBASE_AUTH_EMULATOR_HOST": auth_emulator.host,
-           "GOOGLE_CLOUD_PROJECT": project, "GCLOUD_PROJECT": project, "GOOGLE_APPLICATION_CREDENTIALS": "",
-           "EXEC_DRY_RUN": "0", "EXEC_FILL_WAIT_SECONDS": "1", "EXEC_MAX_POSITION_QTY": "1000",
-           "EXEC_MAX_DAILY_TRADES": "1000", "EXEC_SECRET_MANAGER": "0", "EXEC_AUTH_STATE_CACHE_SECONDS": "0",
-           "BROKER_API_CREDS": json.dumps({"key_id": KEY, "secret_key": SECRET})}
-    with FunctionsServer(env) as srv:
-        yield srv
+venue, server = broker_api_fixtures(KEY, SECRET)  # module-scoped: the local Alpaca server, the function
 
 
 @pytest.fixture
@@ -57,33 +39,23 @@ def world(db, auth, venue):
             self.venue_ids: dict[tuple[str, str], str] = {}
 
         def user(self, name: str, tenant: str) -> str:
-            email = f"{name}-{uuid.uuid4().hex[:8]}@example.com"
-            uid, _ = auth.sign_up(email, "secret-pw-1")
-            auth.set_claims(uid, {"tenant_id": tenant, "role": "trader"})
-            self.tokens[name] = auth.sign_in(email, "secret-pw-1")
+            uid, self.tokens[name] = sign_up(auth, name, tenant, "trader")
             self.uids[name] = uid
             return uid
 
         def connection(self, tenant: str) -> None:
-            conn = BrokerConnection(connection_id="broker-1", venue="alpaca_broker", environment="sandbox",
-                                    credentials_ref="env:BROKER_API_CREDS", base_url=venue.url,
-                                    created_at=T0, updated_at=T0)
-            db.document(f"tenants/{tenant}/broker_connections/broker-1").set(conn.to_dict())
+            db.document(f"tenants/{tenant}/broker_connections/broker-1").set(broker_api_connection(venue.url).to_dict())
 
         def account(self, tenant: str, account_id: str, *owners: str, status: str = "active",
                     default: bool = True) -> str:
             venue_id = venue.open_account(str(uuid.uuid4()))
             self.venue_ids[(tenant, account_id)] = venue_id
             uids = [self.uids[o] for o in owners]
-            account = Account(account_id=account_id, connection_id="broker-1", venue_account_id=venue_id,
-                              owner_uids=uids, status=status, asset_classes=["EQUITY", "CRYPTO"],
-                              created_at=T0, updated_at=T0)
+            account = broker_api_account(account_id, venue_id, uids, status)
             db.document(f"tenants/{tenant}/accounts/{account_id}").set(account.to_dict())
             if default:
                 for uid in uids:
-                    db.document(f"tenants/{tenant}/members/{uid}").set(
-                        {"uid": uid, "role": "trader", "status": "active", "default_account_id": account_id,
-                         "email": None, "created_at": T0, "updated_at": T0})
+                    db.document(f"tenants/{tenant}/members/{uid}").set(member_doc(uid, "trader", account_id))
             return venue_id
 
         def net(self, tenant: str, account_id: str, symbol: str = "SPY") -> D:
@@ -112,10 +84,7 @@ class Reply:
 
 
 def post(server, world, who: str, path: str, body: dict, key: str | None = None) -> Reply:
-    headers = {"Authorization": f"Bearer {world.tokens[who]}"}
-    if key:
-        headers["Idempotency-Key"] = key
-    status, _, payload = http_call("POST", server.url + path, body, headers)
+    status, _, payload = http_call("POST", server.url + path, body, bearer(world.tokens[who], key))
     return Reply(status, payload)
 
 

@@ -14,19 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_firestore_rules import RULES_PATH
 from tests.support.emulators import FirestoreEmulator
-from tests.support.rules_client import OWNER, RulesClient, fake_id_token
+from tests.support.rules_client import OWNER, RulesClient, open_rules_project, token_minter
 
 pytestmark = pytest.mark.emulator
 
 PROJECT = f"demo-rules-tax-admin-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-
-
-def token(uid: str, tenant: str | None = None, role: str | None = None) -> str:
-    claims = {k: v for k, v in (("tenant_id", tenant), ("role", role)) if v is not None}
-    return fake_id_token(uid, PROJECT, **claims)
-
+token = token_minter(PROJECT)  # token(uid, tenant=None, role=None): claims given as None are left out
 
 ALICE = token("alice", "A", "trader")
 BOB = token("bob", "A", "trader")
@@ -45,14 +39,7 @@ SEED: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def client(firestore_emulator: FirestoreEmulator) -> RulesClient:
-    firestore_emulator.reset(PROJECT)
-    firestore_emulator.set_rules(PROJECT, RULES_PATH.read_text(encoding="utf-8"))
-    rest = RulesClient(firestore_emulator.base_url, PROJECT)
-    probe = rest.get("ops/probe", token=OWNER, timeout=120)  # the first request compiles the rules
-    assert probe.status in (200, 404), f"firestore.rules not usable: {probe}"
-    for path, data in SEED.items():
-        assert rest.patch(path, data, token=OWNER).ok
-    return rest
+    return open_rules_project(firestore_emulator, PROJECT, SEED)
 
 
 def test_the_tenants_admin_reads_its_corporate_actions(client):

@@ -7,19 +7,26 @@ appears in ``request.auth.token``. ``Authorization: Bearer owner`` (``OWNER``) b
 like the admin SDK in production; no Authorization header is an unauthenticated client.
 
     client = RulesClient(emulator.base_url, "demo-rules")
-    client.set("tenants/A/ledger_trades/t1", {"qty": "1"}, token=OWNER)
+    client.patch("tenants/A/ledger_trades/t1", {"qty": "1"}, token=OWNER)
     status = client.get("tenants/A/ledger_trades/t1", token=fake_id_token("u1", role="trader"))
 
 Each call returns a ``Reply`` (HTTP status and decoded body); nothing raises on 4xx. Values go
 through the shared codec of ``tests/support/firestore_rest.py``.
+
+The rules test modules share their set-up through the helpers at the end: ``token_minter(project)``
+(the cast's tokens, ``tenant_id`` / ``role`` claims only when given), ``open_rules_project`` (a
+project of the session emulator with firestore.rules loaded, compiled and seeded),
+``rules_compile_error``, ``seed_documents`` and ``new_id``.
 """
 from __future__ import annotations
 
 import base64
 import json
 import time
+import uuid
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import requests
 
@@ -34,12 +41,17 @@ from tests.support.firestore_rest import (
     server_timestamp_paths,
 )
 
+if TYPE_CHECKING:
+    from tests.support.emulators import FirestoreEmulator
+
 __all__ = [  # the codec's names stay importable from here
-    "OWNER", "SERVER_TIMESTAMP", "Reply", "RulesClient", "ServerTimestamp", "Timestamp", "decode_fields",
-    "decode_value", "encode_fields", "encode_value", "fake_id_token",
+    "OWNER", "RULES_PATH", "SERVER_TIMESTAMP", "Reply", "RulesClient", "ServerTimestamp", "Timestamp",
+    "decode_fields", "decode_value", "encode_fields", "encode_value", "fake_id_token", "new_id",
+    "open_rules_project", "rules_compile_error", "seed_documents", "tenant_token", "token_minter",
 ]
 
 OWNER = "owner"
+RULES_PATH = Path(__file__).resolve().parents[2] / "firestore.rules"
 
 
 def _b64url(raw: bytes) -> str:
@@ -164,3 +176,60 @@ class RulesClient:
     def query_docs(reply: Reply) -> list[dict[str, Any]]:
         """The documents of a successful runQuery reply."""
         return [item["document"] for item in reply.body if "document" in item]
+
+
+# ---- shared set-up of the rules test modules ------------------------------------------------------
+
+def tenant_token(project: str, uid: str, tenant: str | None = None, role: str | None = None) -> str:
+    """``fake_id_token`` for ``uid`` on ``project`` with the ``tenant_id`` and ``role`` claims; a claim
+    given as ``None`` is left out of the token (not set to null), so ``tenant_token(p, "alice")`` is
+    signed in with neither."""
+    claims = {k: v for k, v in (("tenant_id", tenant), ("role", role)) if v is not None}
+    return fake_id_token(uid, project, **claims)
+
+
+def token_minter(project: str) -> Callable[..., str]:
+    """``tenant_token`` bound to one project: ``token = token_minter(PROJECT)``, then
+    ``token("alice", "A", "trader")``."""
+
+    def token(uid: str, tenant: str | None = None, role: str | None = None) -> str:
+        return tenant_token(project, uid, tenant, role)
+
+    return token
+
+
+def rules_compile_error(client: RulesClient, timeout: float = 120) -> str | None:
+    """Send a first (owner) request, which compiles the rules, and say what is wrong, or ``None``.
+
+    Compiling takes seconds on a busy machine, hence the long timeout. A rules file that does not
+    compile does not stop the emulator: every request, even the owner's, then answers 400 "Error
+    compiling rules", which this reports once, clearly."""
+    probe = client.get("ops/probe", token=OWNER, timeout=timeout)
+    return None if probe.status in (200, 404) else f"firestore.rules not usable: {probe}"
+
+
+def seed_documents(client: RulesClient, documents: Mapping[str, Mapping[str, Any]]) -> None:
+    """Write each ``path: data`` with admin credentials (``OWNER``, bypassing the rules)."""
+    for path, data in documents.items():
+        reply = client.patch(path, data, token=OWNER)
+        assert reply.ok, f"seeding {path}: {reply}"
+
+
+def open_rules_project(emulator: FirestoreEmulator, project: str,
+                       seed: Mapping[str, Mapping[str, Any]]) -> RulesClient:
+    """A client on ``project`` of the (session) emulator, emptied, with firestore.rules
+    (``RULES_PATH``) loaded, compiled and ``seed`` written: the module-scoped ``client`` fixture of
+    a rules test module that has a project of its own."""
+    emulator.reset(project)
+    emulator.set_rules(project, RULES_PATH.read_text(encoding="utf-8"))
+    client = RulesClient(emulator.base_url, project)
+    problem = rules_compile_error(client)
+    assert problem is None, problem
+    seed_documents(client, seed)
+    return client
+
+
+def new_id(prefix: str = "t") -> str:
+    """A fresh document id, ``{prefix}-`` and 12 hex digits, so a test that writes never meets
+    another's document."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
