@@ -21,6 +21,11 @@ look again. For each intent named, in the order of the feed, the existing idempo
 working-order calls, whose create-only rows and token-guarded record updates give exactly-once. So a
 duplicate or out-of-order event changes nothing: it names an intent whose venue state is already folded.
 
+A replaced order (``PATCH /orders/{id}``; OANDA ``ORDER_CANCEL`` with reason ``CLIENT_REQUEST_REPLACED``,
+kind ``replaced``) never finalises its intent: once the replace is recorded the old ids name nothing;
+while it is pending (a lost answer) the replacement is looked up by its client id and recorded first
+(``replacement_pending``), or the intent is left alone.
+
 The cursor (the last event id folded) lives in a server-only document per (tenant, connection, venue
 account), ``tenants/{t}/venue_cursors/{connection_id}__{venue_account_id}``: read with its token,
 advanced (never moved back) only after every folding of the page returned without an error, with a
@@ -41,6 +46,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping
 
 from backend.execution.accounts import stored_binding
+from backend.execution.exit_legs import entry_filled
 from backend.execution.unit_of_work import Commit, Conflict, Create, Update
 from backend.logs import log_event
 
@@ -112,7 +118,7 @@ class _AccountWork:
     binding: Any
     by_client_id: dict[str, str] = field(default_factory=dict)
     by_venue_id: dict[str, str] = field(default_factory=dict)
-    protected: list[str] = field(default_factory=list)  # filled bracket/OTO entries with exits working
+    protected: list[str] = field(default_factory=list)  # filled (or partly filled, ended) bracket/OTO entries
 
     def add(self, intent_id: str, data: Mapping[str, Any]) -> None:
         if data.get("client_order_id"):
@@ -124,8 +130,7 @@ class _AccountWork:
             if isinstance(leg, Mapping) and leg.get("client_order_id"):
                 self.by_client_id[str(leg["client_order_id"])] = intent_id
         order_class = (data.get("intent") or {}).get("order_class")
-        if order_class in PROTECTED_CLASSES and not data.get("exits_final") \
-                and (data.get("result") or {}).get("order_status") == "filled":
+        if order_class in PROTECTED_CLASSES and not data.get("exits_final") and entry_filled(data):
             self.protected.append(intent_id)
 
     def intents_for(self, events: Iterable[VenueEvent]) -> list[str]:
@@ -139,7 +144,8 @@ class _AccountWork:
             intent_id = self.by_client_id.get(event.client_order_id or "") or \
                 self.by_venue_id.get(event.broker_order_id or "")
             if intent_id is None:
-                unknown = True
+                # an unrecorded exit leg's event; a replaced order's is not one (its intent follows the new order)
+                unknown = unknown or event.kind != "replaced"
             elif intent_id not in named:
                 named.append(intent_id)
         if unknown:
@@ -233,11 +239,46 @@ def fold_intent(engine: Any) -> Callable[[str, str], None]:
     manager = OrderManager(engine)
 
     def fold(tenant_id: str, intent_id: str) -> None:
+        if replacement_pending(engine, manager, tenant_id, intent_id):
+            return  # its old order was replaced: never finalised on that order's cancel
         engine.reconcile_intent(tenant_id, intent_id)
         follow_exit_legs(engine, tenant_id, intent_id)
         manager.settle_requested_cancel(tenant_id, intent_id)
 
     return fold
+
+
+def replacement_pending(engine: Any, manager: Any, tenant_id: str, intent_id: str) -> bool:
+    """A replace of this intent's order was asked (``pending_replace``, written before the venue call) and
+    its outcome is not recorded (a lost answer, or the request still running). The venue has cancelled
+    the old order for its replacement (OANDA ``ORDER_CANCEL`` reason ``CLIENT_REQUEST_REPLACED``, Alpaca
+    ``replaced``), so folding the old order would finalise the intent and release its reservation while
+    the new order works. Instead: the replacement found by its client id is recorded now (the order
+    manager's own completion: ledger row ``{intent}--r{n}``, the record follows the new order; a later
+    retry of the replace is a replay) and False is answered (fold on, now on the new order); not found and
+    the old order replaced (or the venue cannot say) → True: leave the intent as it is. No marker, or the
+    old order not replaced → False (fold as usual). A venue error raises: the cursor stays."""
+    got = engine.store.get_intent_with_token(tenant_id, intent_id)
+    data = got[0].data if got is not None else {}
+    marker = data.get("pending_replace")
+    if not isinstance(marker, Mapping) or data.get("order_final") or not data.get("broker_order_id"):
+        return False
+    intent, ctx = manager.intent_and_context(tenant_id, intent_id, data)
+    venue = engine.broker_for(intent, ctx)
+    if not callable(getattr(venue, "get_order_by_client_id", None)):
+        return True
+    found = venue.get_order_by_client_id(str(marker["client_order_id"]))
+    if found is not None:
+        manager.complete_replacement(tenant_id, intent_id, dict(marker), found, venue)  # the order manager's own step
+        log_event("exec.venue_events_replace_recorded", tenant_id=tenant_id, intent_id=intent_id,
+                  broker_order_id=found.broker_order_id)
+        return False
+    old = venue.get_order(data["broker_order_id"])
+    replaced = bool(old.replaced_by) or "REPLACED" in str(old.venue_status or "").upper()
+    if replaced:
+        log_event("exec.venue_events_replace_pending", severity="WARNING", tenant_id=tenant_id,
+                  intent_id=intent_id, old_broker_order_id=data["broker_order_id"])
+    return replaced
 
 
 def ingest_venue_events(engine: Any, *, limit: int = DEFAULT_WORKING_LIMIT) -> EventIngestReport:
@@ -261,4 +302,5 @@ def ingest_venue_events(engine: Any, *, limit: int = DEFAULT_WORKING_LIMIT) -> E
 
 
 __all__ = ["VenueEvent", "VenueEventPage", "EventIngestReport", "cursor_path", "newer_than",
-           "working_accounts", "ingest_account", "ingest_venue_events", "fold_intent", "CURSORS_COLLECTION"]
+           "working_accounts", "ingest_account", "ingest_venue_events", "fold_intent", "replacement_pending",
+           "CURSORS_COLLECTION"]

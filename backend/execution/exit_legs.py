@@ -67,6 +67,16 @@ def _exit_fields(intent: Mapping[str, Any], leg: BrokerOrder) -> dict[str, Any]:
     return fields
 
 
+def entry_filled(data: Mapping[str, Any]) -> bool:
+    """The entry's fills are in and it works no more: FILLED, or final (canceled / expired) after a
+    partial fill — the venue keeps the exits of what filled (OANDA opens the trade for the filled
+    units and creates its take-profit / stop-loss for them)."""
+    result = data.get("result") or {}
+    if result.get("order_status") == OrderState.FILLED.value:
+        return True
+    return bool(data.get("order_final")) and (_dec(result.get("filled_qty")) or ZERO) > ZERO
+
+
 def follow_exit_legs(engine: Any, tenant_id: str, intent_id: str) -> int:
     """Record new fills of a filled bracket / OTO entry's exit legs; answers how many fill rows it added
     (0 when there is nothing to follow, nothing new, or the record moved: the next sweep tries again)."""
@@ -78,7 +88,7 @@ def follow_exit_legs(engine: Any, tenant_id: str, intent_id: str) -> int:
     data = record.data
     intent_doc = data.get("intent") or {}
     if record.status is not IntentStatus.PLACED or intent_doc.get("order_class") not in PROTECTED_CLASSES \
-            or data.get("exits_final") or (data.get("result") or {}).get("order_status") != OrderState.FILLED.value:
+            or data.get("exits_final") or not entry_filled(data):
         return 0
     intent = OrderIntent.from_dict({**intent_doc, "intent_id": intent_id})
     ctx = ExecutionContext(tenant_id, data["uid"], account=stored_binding(data.get("account")))

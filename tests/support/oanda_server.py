@@ -12,7 +12,7 @@ the same client id creates a *second* order here, as it would at OANDA (each OAN
 own venue client id; ``orders_for_client_id`` counts what a client id produced).
 
 Routes (under ``/v3``): ``POST accounts/{a}/orders``, ``GET accounts/{a}/orders/{id|@clientID}``,
-``PUT accounts/{a}/orders/{spec}/cancel``, ``GET accounts/{a}/transactions/{id}``,
+``PUT accounts/{a}/orders/{spec}`` (replace), ``PUT accounts/{a}/orders/{spec}/cancel``, ``GET accounts/{a}/transactions/{id}``,
 ``GET accounts/{a}/transactions/sinceid?id=N``, ``GET accounts/{a}/pricing?instruments=``,
 ``GET accounts/{a}/trades/{tradeID}``,
 ``GET accounts/{a}/openPositions``, ``PUT accounts/{a}/positions/{instrument}/close``,
@@ -25,7 +25,9 @@ Orders on fill (issue 15): an entry with ``takeProfitOnFill`` / ``stopLossOnFill
 ``tradeOpened`` (trade id = the fill's id), the entry order shows ``tradeOpenedID``, and the trade's
 dependent orders are created in the fill's batch (``TAKE_PROFIT_ORDER`` / ``STOP_LOSS_ORDER`` /
 ``TRAILING_STOP_LOSS_ORDER`` transactions, reason ``ON_FILL``, each with ``tradeID``), held at the
-simulated venue as the entry's protective legs. When one fills, its ``ORDER_FILL`` carries
+simulated venue as the entry's protective legs. An entry that filled in part and ended (its remainder
+canceled or expired, an IOC) opens the trade for the filled units, its dependent orders placed for them
+(``_exit_orders``). ``PUT orders/{spec}`` replaces a pending order (``replace_order``). When one fills, its ``ORDER_FILL`` carries
 ``tradesClosed`` and the trade's other dependent orders are canceled with reason
 ``LINKED_TRADE_CLOSED`` at once. ``GET trades/{id}`` answers the trade with ``takeProfitOrder`` /
 ``stopLossOrder`` / ``trailingStopLossOrder`` (kept after the trade closed here; the adapter also
@@ -120,6 +122,8 @@ class _Order:
     trade_opened: str | None = None  # an entry: the trade its fill opened (when it carried on-fill orders)
     trade_id: str | None = None  # a dependent exit (TAKE_PROFIT / STOP_LOSS / TRAILING_STOP_LOSS): its trade
     distance: Decimal | None = None  # a trailing stop loss's distance
+    replaces: str | None = None  # issue 15: the order this one replaced (PUT orders/{id})
+    replaced_by: str | None = None  # the order that replaced this one
 
     @property
     def client_id(self) -> str | None:
@@ -327,6 +331,7 @@ class _OandaApi:
             ("POST", re.compile(acc + r"/orders$"), self.create_order),
             ("GET", re.compile(acc + r"/orders/(?P<spec>[^/]+)$"), self.get_order),
             ("PUT", re.compile(acc + r"/orders/(?P<spec>[^/]+)/cancel$"), self.cancel_order),
+            ("PUT", re.compile(acc + r"/orders/(?P<spec>[^/]+)$"), self.replace_order),
             ("GET", re.compile(acc + r"/transactions/sinceid$"), self.transactions_since),
             ("GET", re.compile(acc + r"/transactions/(?P<txn>\d+)$"), self.get_transaction),
             ("GET", re.compile(acc + r"/trades/(?P<trade>\d+)$"), self.get_trade),
@@ -351,8 +356,8 @@ class _OandaApi:
             args = {k: v for k, v in match.groupdict().items() if k != "account"}
             try:
                 with self.lock:
-                    if handler == self.create_order:
-                        return handler(query, body, forced=forced)
+                    if handler in (self.create_order, self.replace_order):
+                        return handler(query, body, forced=forced, **args)
                     return handler(query, body, **args)
             except LostResponse:
                 raise _Drop() from None
@@ -369,7 +374,7 @@ class _OandaApi:
     def _txn(self, kind: str, **fields: Any) -> dict[str, Any]:
         self._next += 1
         txn = {"id": str(self._next), "time": _ts(self.venue.clock.now()), "userID": 1001,
-               "accountID": self.app.account_id, "batchID": fields.pop("batchID", str(self._next)), "type": kind,
+               "accountID": self.app.account_id, "batchID": fields.pop("batchID", None) or str(self._next), "type": kind,
                **{k: v for k, v in fields.items() if v is not None}}
         self.txns.append(txn)
         return txn
@@ -417,6 +422,45 @@ class _OandaApi:
         raw = data.get("order")
         if not isinstance(raw, dict):
             raise _error(400, "Invalid value specified for 'order'", "INVALID_ORDER")
+        return self._create(raw, forced=forced)
+
+    def replace_order(self, query: dict[str, str], body: bytes, spec: str, *,
+                      forced: str | None = None) -> tuple[int, Any]:
+        """``PUT orders/{spec}`` (issue 15 item 6), as OANDA: a pending order is canceled with reason
+        ``CLIENT_REQUEST_REPLACED`` (``replacedByOrderID``) and the replacing order created in the same
+        batch (reason ``REPLACEMENT``, ``replacesOrderID``), both in ``transactions/sinceid`` in that order.
+        An order that is no longer pending (filled, canceled) or a dependent order answers 404
+        ``ORDER_DOESNT_EXIST`` with an ``orderCancelRejectTransaction``; an invalid spec is rejected (400)
+        and the old order keeps working."""
+        old = self._order_for(spec)
+        self._sync(old)
+        data = _json_body(body)
+        raw = data.get("order")
+        if old.state != "PENDING" or old.trade_id is not None:
+            txn = self._txn("ORDER_CANCEL_REJECT", orderID=old.id, clientOrderID=old.client_id,
+                            rejectReason="ORDER_DOESNT_EXIST")
+            raise _error(404, "The Order specified does not exist", "ORDER_DOESNT_EXIST",
+                         orderCancelRejectTransaction=txn, lastTransactionID=self.last_id)
+        if not isinstance(raw, dict):
+            raise _error(400, "Invalid value specified for 'order'", "INVALID_ORDER")
+        return self._create(raw, forced=forced, replacing=old)
+
+    def _cancel_replaced(self, old: _Order) -> dict[str, Any]:
+        """Cancel ``old`` for its replacement (at the venue first); 404 when it filled meanwhile."""
+        if old.venue_id is not None:
+            self._apply(old, self.venue.cancel_order(old.venue_id), cancel_reason="CLIENT_REQUEST_REPLACED")
+        if old.state == "PENDING":
+            self._cancel_record(old, "CLIENT_REQUEST_REPLACED")
+        if old.cancel_txn is None:  # it filled before the cancel reached it
+            txn = self._txn("ORDER_CANCEL_REJECT", orderID=old.id, clientOrderID=old.client_id,
+                            rejectReason="ORDER_DOESNT_EXIST")
+            raise _error(404, "The Order specified does not exist", "ORDER_DOESNT_EXIST",
+                         orderCancelRejectTransaction=txn, lastTransactionID=self.last_id)
+        return self._find_txn(old.cancel_txn)
+
+    def _create(self, raw: dict[str, Any], *, forced: str | None, replacing: _Order | None = None
+                ) -> tuple[int, Any]:
+        """Create an order from its v20 spec (POST orders), or the replacement of ``replacing`` (PUT)."""
         kind = str(raw.get("type") or "MARKET")
         if kind not in ("MARKET", "LIMIT", "STOP"):
             raise _error(400, f"Order type {kind} is not supported here", "INVALID_ORDER_TYPE")
@@ -442,6 +486,8 @@ class _OandaApi:
             return self._reject(raw, kind, "TIME_IN_FORCE_INVALID")
         if tif not in ("FOK", "IOC", "GTC", "GFD"):
             return self._reject(raw, kind, "TIME_IN_FORCE_INVALID")
+        if replacing is not None and (kind != replacing.type or instrument != replacing.instrument):
+            return self._reject(raw, kind, "REPLACING_ORDER_INVALID")  # the local server keeps type and instrument
         price = None
         if kind in ("LIMIT", "STOP"):
             if not isinstance(raw.get("price"), str):
@@ -471,23 +517,8 @@ class _OandaApi:
             bound = Decimal(raw["priceBound"])
             if (units > ZERO and touch.ask > bound) or (units < ZERO and touch.bid < bound):
                 forced = "BOUNDS_VIOLATION"
-        now = self.venue.clock.now()
-        create = self._txn(f"{kind}_ORDER", instrument=instrument, units=self._units(units, meta),
-                           timeInForce=tif, positionFill=str(raw.get("positionFill") or "DEFAULT"),
-                           price=None if price is None else self._price(price, meta),
-                           priceBound=raw.get("priceBound"), reason="CLIENT_ORDER",
-                           clientExtensions=extensions or None,
-                           **{k: raw[k] for k in _ON_FILL if isinstance(raw.get(k), dict)})
-        order = _Order(id=create["id"], type=kind, instrument=instrument, units=units, time_in_force=tif,
-                       client_extensions=extensions, create_time=now, price=price,
-                       on_fill={k: dict(raw[k]) for k in _ON_FILL if isinstance(raw.get(k), dict)})
-        self.orders[order.id] = order
-        if cid:
-            self.by_client[cid] = order.id
-        related = [create["id"]]
-        if forced is not None:
-            self._cancel_record(order, forced)
-        else:
+        request = None
+        if forced is None:
             sim_tif = {"FOK": "fok", "IOC": "ioc", "GTC": "gtc", "GFD": "day"}[tif]
             try:
                 request = OrderRequest(client_order_id=self.venue.new_client_order_id(),
@@ -499,11 +530,32 @@ class _OandaApi:
                                        stop_price=price if kind == "STOP" else None, time_in_force=sim_tif,
                                        **on_fill)
             except ValueError:  # e.g. a take profit on the losing side: OANDA rejects the order
-                del self.orders[order.id]
-                if cid and self.by_client.get(cid) == order.id:
-                    del self.by_client[cid]
-                self.txns.remove(create)
                 return self._reject(raw, kind, "ON_FILL_INVALID")
+        replaced_cancel = self._cancel_replaced(replacing) if replacing is not None else None
+        now = self.venue.clock.now()
+        create = self._txn(f"{kind}_ORDER", instrument=instrument, units=self._units(units, meta),
+                           timeInForce=tif, positionFill=str(raw.get("positionFill") or "DEFAULT"),
+                           price=None if price is None else self._price(price, meta),
+                           priceBound=raw.get("priceBound"),
+                           reason="CLIENT_ORDER" if replacing is None else "REPLACEMENT",
+                           replacesOrderID=None if replacing is None else replacing.id,
+                           batchID=None if replaced_cancel is None else replaced_cancel["batchID"],
+                           clientExtensions=extensions or None,
+                           **{k: raw[k] for k in _ON_FILL if isinstance(raw.get(k), dict)})
+        order = _Order(id=create["id"], type=kind, instrument=instrument, units=units, time_in_force=tif,
+                       client_extensions=extensions, create_time=now, price=price,
+                       on_fill={k: dict(raw[k]) for k in _ON_FILL if isinstance(raw.get(k), dict)},
+                       replaces=None if replacing is None else replacing.id)
+        if replacing is not None and replaced_cancel is not None:
+            replacing.replaced_by = order.id
+            replaced_cancel["replacedByOrderID"] = order.id
+        self.orders[order.id] = order
+        if cid:
+            self.by_client[cid] = order.id
+        related = [t for t in (replaced_cancel and replaced_cancel["id"], create["id"]) if t]
+        if request is None:
+            self._cancel_record(order, forced or "INTERNAL_SERVER_ERROR")
+        else:
             try:
                 venue_order = self.venue.submit_order(request, on_duplicate="raise")
             except LostResponse:
@@ -515,31 +567,36 @@ class _OandaApi:
             except BrokerError as exc:
                 if exc.code is BrokerErrorCode.INSUFFICIENT_BUYING_POWER:
                     self._cancel_record(order, "INSUFFICIENT_MARGIN")
-                elif exc.code is BrokerErrorCode.INVALID:
+                elif exc.code is BrokerErrorCode.INVALID and replacing is None:
                     # OANDA would have rejected it: no order exists
-                    del self.orders[order.id]
-                    if cid and self.by_client.get(cid) == order.id:
-                        del self.by_client[cid]
-                    self.txns.remove(create)
+                    self._unmake(order, cid, create)
                     return self._reject(raw, kind, "INVALID_ORDER", message=exc.message)
-                else:
-                    del self.orders[order.id]
-                    if cid and self.by_client.get(cid) == order.id:
-                        del self.by_client[cid]
-                    self.txns.remove(create)
+                elif replacing is None:
+                    self._unmake(order, cid, create)
                     raise
+                else:  # the old order is gone already: the replacement is canceled, as OANDA reports it
+                    self._cancel_record(order, "INTERNAL_SERVER_ERROR")
             else:
                 order.venue_id = venue_order.broker_order_id
                 self._apply(order, venue_order)
         out: dict[str, Any] = {"orderCreateTransaction": create}
+        if replaced_cancel is not None:
+            out["orderCancelTransaction"] = replaced_cancel
         if order.fill_txn:
             out["orderFillTransaction"] = self._find_txn(order.fill_txn)
             related.append(order.fill_txn)
         if order.cancel_txn:
-            out["orderCancelTransaction"] = self._find_txn(order.cancel_txn)
+            out["replacingOrderCancelTransaction" if replacing is not None else "orderCancelTransaction"] = \
+                self._find_txn(order.cancel_txn)
             related.append(order.cancel_txn)
         out.update(relatedTransactionIDs=related, lastTransactionID=self.last_id)
         return 201, out
+
+    def _unmake(self, order: _Order, cid: str | None, create: dict[str, Any]) -> None:
+        del self.orders[order.id]
+        if cid and self.by_client.get(cid) == order.id:
+            del self.by_client[cid]
+        self.txns.remove(create)
 
     def _reject(self, raw: Mapping[str, Any], kind: str, reason: str, message: str | None = None) -> tuple[int, Any]:
         txn = self._txn(f"{kind}_ORDER_REJECT", instrument=raw.get("instrument"), units=raw.get("units"),
@@ -569,8 +626,12 @@ class _OandaApi:
                 fill["reason"] = order.type + "_ORDER"
                 fill["tradesClosed"] = [{"tradeID": order.trade_id, "units": fill["units"], "price": price}]
                 self._close_trade(order, fill)
-            elif order.on_fill and snap.legs:
-                self._open_trade(order, fill, snap, meta)
+            elif order.on_fill and snap.state is OrderState.FILLED and snap.legs:
+                self._open_trade(order, fill, snap.legs, meta)
+            elif order.on_fill:
+                # a partial fill (the remainder canceled or expired): OANDA opens the trade for the units
+                # that filled and creates its dependent orders for them (the venue dropped the held legs)
+                self._open_trade(order, fill, self._exit_orders(order, snap.filled_qty), meta)
         if snap.filled_qty < snap.qty:
             if snap.state is OrderState.REJECTED:
                 reason = "MARKET_HALTED" if "halt" in (snap.reject_reason or "").lower() else "INTERNAL_SERVER_ERROR"
@@ -589,7 +650,29 @@ class _OandaApi:
             if state == "FILLED":
                 order.state = "FILLED"  # a partial IOC fill: the order is FILLED, its remainder canceled
 
-    def _open_trade(self, entry: _Order, fill: dict[str, Any], snap: VenueOrder, meta: _Meta) -> None:
+    def _exit_orders(self, entry: _Order, qty: Decimal) -> tuple[VenueOrder, ...]:
+        """The trade's exits for ``qty`` as simple orders of the venue (take-profit limit, stop-loss stop or
+        trailing stop, opposite side, gtc). Their link is the trade's: when one fills, ``_close_trade``
+        cancels the other as soon as the server observes the fill (every read syncs its orders); a price
+        path crossing both exits between two reads of the server would fill both (tests move one way)."""
+        take = entry.on_fill.get("takeProfitOnFill")
+        stop = entry.on_fill.get("stopLossOnFill")
+        trail = entry.on_fill.get("trailingStopLossOnFill")
+        common = dict(symbol=entry.instrument.replace("_", "/"),
+                      asset_class=AssetClass.COMMODITY if self.meta(entry.instrument).type == "METAL"
+                      else AssetClass.FOREX,
+                      side=OrderSide.SELL if entry.units > ZERO else OrderSide.BUY, qty=qty, time_in_force="gtc")
+        requests = []
+        if take:
+            requests.append(dict(order_type=OrderType.LIMIT, limit_price=Decimal(str(take["price"]))))
+        if stop:
+            requests.append(dict(order_type=OrderType.STOP, stop_price=Decimal(str(stop["price"]))))
+        if trail:
+            requests.append(dict(order_type=OrderType.TRAILING_STOP, trail_price=Decimal(str(trail["distance"]))))
+        return tuple(self.venue.submit_order(OrderRequest(client_order_id=self.venue.new_client_order_id(),
+                                                          **common, **fields)) for fields in requests)
+
+    def _open_trade(self, entry: _Order, fill: dict[str, Any], legs: tuple[VenueOrder, ...], meta: _Meta) -> None:
         """The entry's fill opens a trade; its on-fill orders become the trade's dependent orders (the
         venue's protective legs), created in the fill's batch."""
         trade_id = fill["id"]
@@ -598,7 +681,7 @@ class _OandaApi:
         kinds = {OrderType.LIMIT: ("TAKE_PROFIT", "takeProfitOrder"), OrderType.STOP: ("STOP_LOSS", "stopLossOrder"),
                  OrderType.TRAILING_STOP: ("TRAILING_STOP_LOSS", "trailingStopLossOrder")}
         orders: dict[str, str] = {}
-        for leg in snap.legs:
+        for leg in legs:
             kind, slot = kinds[leg.order_type]
             distance = leg.trail_price if leg.order_type is OrderType.TRAILING_STOP else None
             price = leg.limit_price if leg.order_type is OrderType.LIMIT else (
@@ -683,6 +766,10 @@ class _OandaApi:
             out.update(tradeID=order.trade_id, triggerCondition="DEFAULT")
         if order.trade_opened:
             out["tradeOpenedID"] = order.trade_opened
+        if order.replaces:
+            out["replacesOrderID"] = order.replaces
+        if order.replaced_by:
+            out["replacedByOrderID"] = order.replaced_by
         if order.price is not None:
             out["price"] = self._price(order.price, meta)
         if order.distance is not None:

@@ -6,7 +6,8 @@
 - ``instruments``: ``EUR/USD`` ↔ ``EUR_USD`` and the venue's sizing metadata, cross-checked
   against ``asset_specs.json``;
 - ``broker``: the ``BrokerPort`` (orders with client-id lookups before any resubmit, pricing,
-  positions, account summary, candles).
+  positions, account summary, candles);
+- ``replace``: ``replace_order`` (PUT orders/{id}: cancel and replace a pending order, issue 15).
 
 Importing this package imports neither httpx nor pydantic; ``OandaBroker`` loads them on first use.
 """

@@ -16,6 +16,14 @@ Exits on fill (issue 15 items 3 and 7)
     and cancels the others (``LINKED_TRADE_CLOSED``) when one closes the trade. ``get_order`` of such a
     filled entry answers them as ``legs`` (``_exit_legs``: ``GET trades/{tradeOpenedID}``), so the
     sweeper's ``follow_exit_legs`` and the transaction feed fold an exit that fired overnight once.
+    The entry may rest first (GTC / GFD limit or stop) and fill later, or fill in part and have its
+    remainder canceled: OANDA opens the trade for the filled units either way, and its exits are legs.
+
+Replace (issue 15 item 6)
+    ``replace_order`` sends ``PUT orders/{id}`` with the whole replacing spec (the old order's fields,
+    its orders on fill, the new client id); OANDA cancels the old order (``CLIENT_REQUEST_REPLACED``,
+    ``replacedByOrderID``) and creates the new one (``replacesOrderID``) in one batch. ``get_order``
+    answers both links (``replaces`` / ``replaced_by``). ``replace.py`` holds it, with the sources.
 
 Idempotency (submit)
     OANDA refuses a duplicate client id only while the first order is *pending*; a market order
@@ -61,6 +69,7 @@ from backend.adapters.oanda.client import (
     OandaHttp,
     reason_error,
 )
+from backend.adapters.oanda.replace import OandaReplace
 from backend.adapters.oanda.instruments import (
     InstrumentInfo,
     cross_check,
@@ -176,7 +185,7 @@ def _oanda_price(info: InstrumentInfo, value: Decimal | None, field: str) -> str
     return info.format_price(value)
 
 
-class OandaBroker(AssetClassGate, AssetSpecMixin):
+class OandaBroker(OandaReplace, AssetClassGate, AssetSpecMixin):
     """One OANDA account. ``OandaBroker(OandaConfig(account_id, token, environment, base_url))``."""
 
     name = "oanda"
@@ -419,7 +428,9 @@ class OandaBroker(AssetClassGate, AssetSpecMixin):
         reply = self._read("get_order", "GET", f"{self._http.account_path}/orders/{order_id}", deadline=deadline)
         order = _parse("order", lambda: m.OrderResponse.model_validate(reply).order)
         found = self._to_broker_order(order, deadline)
-        if found.state is OrderState.FILLED and order.trade_opened_id and order.has_orders_on_fill:
+        # a partial fill whose remainder ended (canceled, expired, an IOC) opened its trade too: the exits
+        # OANDA created for the filled units are the entry's legs as well
+        if found.filled_qty > ZERO and order.trade_opened_id and order.has_orders_on_fill:
             found = replace(found, legs=self._exit_legs(order.trade_opened_id, found, deadline))
         return found
 
@@ -495,7 +506,8 @@ class OandaBroker(AssetClassGate, AssetSpecMixin):
             side=OrderSide.BUY if units > ZERO else OrderSide.SELL, qty=qty, state=state, filled_qty=filled,
             filled_avg_price=price, submitted_at=order.create_time,
             updated_at=order.filled_time or order.cancelled_time or order.create_time,
-            venue_status=f"{order.state}:{reason}" if reason else order.state)
+            venue_status=f"{order.state}:{reason}" if reason else order.state,
+            replaces=order.replaces_order_id, replaced_by=order.replaced_by_order_id)
 
     def _transaction(self, txn_id: str, deadline: float | None) -> m.Transaction:
         cached = self._txn_cache.get(txn_id)
@@ -596,7 +608,8 @@ class OandaBroker(AssetClassGate, AssetSpecMixin):
         """Issue 15 item 7, capability "event feed": the account's order events after transaction
         ``cursor`` (None: from the start), one ``transactions/sinceid`` page, oldest first, as a
         ``VenueEventPage`` (backend/execution/event_ingest.py): ``ORDER_FILL`` → ``fill``,
-        ``ORDER_CANCEL`` → ``canceled`` with ``clientOrderID`` / ``orderID``. The page's cursor is its last
+        ``ORDER_CANCEL`` → ``canceled`` (``replaced`` when its reason is ``CLIENT_REQUEST_REPLACED``: the
+        order lives on as its replacement) with ``clientOrderID`` / ``orderID``. The page's cursor is its last
         transaction id (every type), so transactions that are not order events are read once."""
         from backend.execution.event_ingest import VenueEvent, VenueEventPage
 
@@ -606,7 +619,13 @@ class OandaBroker(AssetClassGate, AssetSpecMixin):
         raw = list(reply.get("transactions") or ())
         parsed = _parse("transactions", lambda: m.TransactionsResponse.model_validate(reply).transactions)
         kinds = {"ORDER_FILL": "fill", "ORDER_CANCEL": "canceled"}
-        events = tuple(VenueEvent(event_id=txn.id, kind=kinds[txn.type], client_order_id=txn.client_order_id,
+
+        def kind(txn: m.Transaction) -> str:  # the cancel of a replaced order is its replacement, not an end
+            replaced = txn.type == "ORDER_CANCEL" and (txn.reason == "CLIENT_REQUEST_REPLACED"
+                                                       or txn.replaced_by_order_id)
+            return "replaced" if replaced else kinds[txn.type]
+
+        events = tuple(VenueEvent(event_id=txn.id, kind=kind(txn), client_order_id=txn.client_order_id,
                                   broker_order_id=txn.order_id) for txn in parsed if txn.type in kinds)
         return VenueEventPage(events=events, cursor=parsed[-1].id if parsed else cursor,
                               more=len(raw) >= self.TRANSACTIONS_PAGE)

@@ -76,6 +76,7 @@ class Transaction(_Response):
     reject_reason: str | None = Field(None, alias="rejectReason")
     client_extensions: ClientExtensions | None = Field(None, alias="clientExtensions")
     client_order_id: str | None = Field(None, alias="clientOrderID")  # on ORDER_FILL / ORDER_CANCEL
+    replaced_by_order_id: str | None = Field(None, alias="replacedByOrderID")  # ORDER_CANCEL of a replaced order
 
     @property
     def fill_price(self) -> Decimal | None:
@@ -86,6 +87,18 @@ class OrderCreateResponse(_Response):
     order_create_transaction: Transaction = Field(alias="orderCreateTransaction")
     order_fill_transaction: Transaction | None = Field(None, alias="orderFillTransaction")
     order_cancel_transaction: Transaction | None = Field(None, alias="orderCancelTransaction")
+    last_transaction_id: str | None = Field(None, alias="lastTransactionID")
+
+
+class OrderReplaceResponse(_Response):
+    """``PUT orders/{specifier}`` (201): the old order's cancel (reason CLIENT_REQUEST_REPLACED), the
+    replacing order's create (``replacesOrderID``) and, when it filled or was canceled at once, its fill
+    or ``replacingOrderCancelTransaction``."""
+
+    order_cancel_transaction: Transaction | None = Field(None, alias="orderCancelTransaction")
+    order_create_transaction: Transaction = Field(alias="orderCreateTransaction")
+    order_fill_transaction: Transaction | None = Field(None, alias="orderFillTransaction")
+    replacing_order_cancel_transaction: Transaction | None = Field(None, alias="replacingOrderCancelTransaction")
     last_transaction_id: str | None = Field(None, alias="lastTransactionID")
 
 
@@ -118,6 +131,10 @@ class Order(_Response):
     trailing_stop_loss_on_fill: dict[str, Any] | None = Field(None, alias="trailingStopLossOnFill")
     trade_opened_id: str | None = Field(None, alias="tradeOpenedID")
     trade_id: str | None = Field(None, alias="tradeID")
+    position_fill: str | None = Field(None, alias="positionFill")
+    # issue 15 item 6: a cancel/replace links the two orders both ways
+    replaces_order_id: str | None = Field(None, alias="replacesOrderID")
+    replaced_by_order_id: str | None = Field(None, alias="replacedByOrderID")
 
     @property
     def has_orders_on_fill(self) -> bool:
