@@ -16,11 +16,15 @@ Sources: the documents the stores write in the same commit as each history row
   two reads) is reported once, as the final document;
 - ``LOT_SHORTFALL`` records (same collection, range query on ``trade_date`` in the year): sells
   that found no lot. Reported, never dropped: their basis is unknown;
+- ``LOT_BOOK_OVERFLOW`` markers (same query: ``backend/execution/lot_capacity.overflow_marker``): fills
+  recorded without their lot step because their lot book was full. Reported as gaps, never dropped:
+  a missing buy lacks its lot, a missing sell its disposals, and the lots later sales matched differ;
 - open lots: every lot of the books now, as of today (not filtered by year); with ``as_of=YYYY-MM-DD``
   (a day up to today, tax time zone) the lots held at the end of that day, reconstructed from these
   same documents (``backend/tax/as_of.py``: the books, their corporate-action history and the final
-  disposals sold from 60 days before it): JSON and ``section=open_lots`` only. Records that cannot
-  give that day exactly are a 409 ``AS_OF_NOT_RECONSTRUCTIBLE`` naming why, before any byte is sent.
+  disposals sold from 60 days before it, and the ``LOT_BOOK_OVERFLOW`` markers up to it): JSON and
+  ``section=open_lots`` only. Records that cannot give that day exactly (among them a marker traded on
+  or before it) are a 409 ``AS_OF_NOT_RECONSTRUCTIBLE`` naming why, before any byte is sent.
 
 Rows are ``Form8949Row.from_disposal``: the tax core's formatting (money half-up to cents, dates
 MM/DD/YYYY, column (h) computed from the rounded columns), in order of date sold then document id,
@@ -38,15 +42,30 @@ Formats:
   ``open_lots`` when ``as_of`` was given: ``as_of`` stays today, which decides PROVISIONAL). Totals add the rounded columns,
   so they are what the rows add up to, overall, per term and per box (``totals.boxes``, what
   Schedule D lines 1b–3 / 8b–10 take); ``provisional`` is true when any row is.
+  ``shortfalls`` lists the LOT_SHORTFALL records, then the year's LOT_BOOK_OVERFLOW markers (each by
+  trade date, document id) as ``{"code": "LOT_BOOK_OVERFLOW", trade_id, symbol, side (BUY/SELL),
+  quantity, date_sold (a sell) or date_acquired (a buy: the day the missing lot was bought), proceeds
+  (a sell: qty x price x multiplier - fees, rounded as every money column; a buy: null), text,
+  account}``. ``totals.shortfalls`` counts the LOT_SHORTFALL records only; ``totals.lot_book_overflows``
+  counts the markers and is present only when there are any (so a year without markers exports byte
+  for byte as before the markers existed).
 - ``csv`` + ``section=disposals``: ``FORM_8949_HEADER``, one row per disposal (Status FINAL or
   PROVISIONAL), then one row per shortfall (Status ``SHORTFALL``; description, date sold and
-  proceeds given, the basis columns empty). No totals row: the file stays one uniform table.
+  proceeds given, the basis columns empty), then one row per LOT_BOOK_OVERFLOW marker (Status
+  ``LOT_BOOK_OVERFLOW``; a sell: date sold and proceeds, a buy: date acquired; nothing else). No
+  totals row: the file stays one uniform table.
 - ``csv`` + ``section=open_lots``: ``OPEN_LOTS_HEADER``, one row per open lot.
 - ``txf``: TXF V042 (``backend/tax/txf.py``), one record per Form 8949 row (shortfalls have no
   basis and are left out: the JSON/CSV export lists them). V042 has no reference number for the
   digital-asset boxes G–L: for a year from 2025 the rows are counted first (one more paged pass),
   and a year with G–L rows is a 400 naming the count, unless ``digital_assets=omit`` asks for the
-  A–F rows alone (header ``X-Omitted-Digital-Asset-Rows``).
+  A–F rows alone (header ``X-Omitted-Digital-Asset-Rows``). A TXF file cannot be right when a fill
+  is missing from a lot book (a missing lot changes which lots later sales match and their bases; a
+  missing buy in the 30 days after the year could have washed a December loss): when any
+  LOT_BOOK_OVERFLOW marker has a trade date up to 30 days after the year ends, the answer is a 409
+  ``LOT_BOOK_INCOMPLETE`` naming the count (counted first, one paged pass of the markers, before any
+  byte is sent; ``digital_assets=omit`` does not lift it). The JSON/CSV export of each marker's year
+  lists it.
 
 Streaming and paging: the handler returns a ``StreamingResponse`` whose body is produced while it
 is sent. Every read is a page of ``PAGE_SIZE`` documents (one query, ``start_after`` the last
@@ -60,8 +79,9 @@ from __future__ import annotations
 import csv
 import io
 from collections import deque
+from itertools import chain
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -70,7 +90,9 @@ from backend.api.http import ApiError, ApiRequest, ApiResponse, StreamingRespons
 from backend.api.ledger_review import single_valued
 from backend.domain.assets import AssetClass
 from backend.domain.money import dec_str
+from backend.execution.lot_capacity import OVERFLOW_CODE
 from backend.tax import (
+    _arith,
     Disposal,
     Form8949Row,
     OpenLotRow,
@@ -83,13 +105,15 @@ from backend.tax import (
     write_open_lots_csv,
 )
 from backend.tax.boxes import BOX_PART, DEFAULT_PROFILE, DIGITAL_ASSET_BOXES_FROM, ReportingProfile
-from backend.tax.holding import resolve_tz, trade_date, wash_window_closes
+from backend.tax.holding import WASH_WINDOW_DAYS, resolve_tz, trade_date, wash_window_closes
 from backend.tax.state import disposal_doc_id, disposal_from_dict, lot_from_dict
 from backend.tax.txf import DIGITAL_ASSET_BOXES
 
 PAGE_SIZE = 500
 CHUNK_ROWS = 500
 SHORTFALL_CODE = "LOT_SHORTFALL"
+INCOMPLETE_CODE = "LOT_BOOK_INCOMPLETE"  # the TXF refusal of a year a LOT_BOOK_OVERFLOW marker can change
+FIRST_DAY = "0001-01-01"  # the trade-date query's lower bound when every earlier marker counts
 ROW_KEYS = ("description", "date_acquired", "date_sold", "proceeds", "cost_basis", "adjustment_code",
             "adjustment_amount", "gain_or_loss", "term", "status", "part", "box")
 OPEN_LOT_KEYS = ("symbol", "lot_id", "position", "quantity", "date_acquired", "holding_start", "cost_basis",
@@ -112,6 +136,7 @@ def handle(request: ApiRequest, identity: Identity, store: Any, now: datetime) -
 
         name = f"form-8949-{query.year}.txf"
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        export.refuse_incomplete_txf()
         omitted = export.digital_asset_rows() if query.year >= DIGITAL_ASSET_BOXES_FROM else 0
         if omitted and query.digital_assets != "omit":
             raise bad_request("format", f"TXF V042 has no reference number for the Form 8949 digital-asset boxes "
@@ -176,6 +201,7 @@ class Totals:
         self.boxes: dict[str, dict[str, Any]] = {}
         self.shortfalls = 0
         self.shortfall_proceeds = Decimal(0)
+        self.lot_book_overflows = 0
         self.open_lots = 0
 
     def add(self, row: Form8949Row) -> None:
@@ -205,6 +231,8 @@ class Totals:
                 "boxes": {box: {"part": BOX_PART.get(box, ""), "count": values["count"], **money(values)}
                           for box, values in sorted(self.boxes.items())},
                 "shortfalls": self.shortfalls, "shortfall_proceeds": format_money(self.shortfall_proceeds),
+                # only when there are markers: a year without them exports as before they existed
+                **({"lot_book_overflows": self.lot_book_overflows} if self.lot_book_overflows else {}),
                 "open_lots": self.open_lots}
 
 
@@ -231,9 +259,10 @@ class TaxExport:
 
         disposals = paged(self.store.tax_disposals_page, "sold", self.page_size, uid=self.uid,
                           sold_from=disposals_from(day).isoformat(), sold_to="9999-12-31")
+        markers = self._trade_date_records(OVERFLOW_CODE, FIRST_DAY, day.isoformat())
         try:
             lots = open_lots_as_of(paged(self.store.tax_books_page, None, self.page_size, uid=self.uid),
-                                   disposals, day)
+                                   disposals, day, markers=markers)
         except AsOfUnavailable as refused:
             raise ApiError(409, "AS_OF_NOT_RECONSTRUCTIBLE", f"as_of: {refused.reason}", field="as_of",
                            reason=refused.reason) from None
@@ -273,11 +302,39 @@ class TaxExport:
         for (_, doc_id), disposal in pending:
             yield doc_id, disposal
 
+    def _trade_date_records(self, code: str, day_from: str, day_to: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(doc id, record) of ``code`` (LOT_SHORTFALL or LOT_BOOK_OVERFLOW) with a trade date in
+        [day_from, day_to], by (trade date, doc id): one paged range query on ``trade_date``."""
+        for doc_id, doc in paged(self.store.tax_shortfalls_page, "trade_date", self.page_size, uid=self.uid,
+                                 day_from=day_from, day_to=day_to):
+            if doc.get("code") == code:
+                yield doc_id, doc
+
     def shortfalls(self) -> Iterator[dict[str, Any]]:
-        for _, doc in paged(self.store.tax_shortfalls_page, "trade_date", self.page_size, uid=self.uid,
-                            day_from=self.first, day_to=self.last):
-            if doc.get("code") == SHORTFALL_CODE:
-                yield doc
+        for _, doc in self._trade_date_records(SHORTFALL_CODE, self.first, self.last):
+            yield doc
+
+    def overflows(self) -> Iterator[dict[str, Any]]:
+        """The year's LOT_BOOK_OVERFLOW markers: fills recorded without their lot step."""
+        for _, doc in self._trade_date_records(OVERFLOW_CODE, self.first, self.last):
+            yield doc
+
+    def refuse_incomplete_txf(self) -> None:
+        """409 ``LOT_BOOK_INCOMPLETE`` when a LOT_BOOK_OVERFLOW marker can change the year's rows: one
+        traded up to 30 days after the year ends (the wash-sale window of a December loss). Counted
+        before the response starts."""
+        through = (date(self.year, 12, 31) + timedelta(days=WASH_WINDOW_DAYS)).isoformat()
+        found = in_year = 0
+        for _, doc in self._trade_date_records(OVERFLOW_CODE, FIRST_DAY, through):
+            found += 1
+            in_year += self.first <= str(doc["trade_date"]) <= self.last
+        if not found:
+            return
+        reason = (f"{found} fill(s) traded up to {through} were recorded without their lot step "
+                  f"({OVERFLOW_CODE}: the lot book was full), {in_year} of them in {self.year}: the lots the "
+                  f"year's sales matched and their bases cannot be known, so a TXF file would be wrong. The "
+                  f"JSON and CSV exports of each fill's year list them (shortfalls; Status {OVERFLOW_CODE})")
+        raise ApiError(409, INCOMPLETE_CODE, f"format: {reason}", field="format", reason=reason)
 
     def open_lots(self) -> Iterator[OpenLotRow]:
         if self.lots_as_of is not None:
@@ -293,7 +350,8 @@ class TaxExport:
         yield from _json_array(_disposal_json(doc_id, disposal, totals, self.profile)
                                for doc_id, disposal in self.disposals())
         yield b',"shortfalls":'
-        yield from _json_array(_shortfall_json(doc, totals) for doc in self.shortfalls())
+        yield from _json_array(chain((_shortfall_json(doc, totals) for doc in self.shortfalls()),
+                                     (_overflow_json(doc, totals) for doc in self.overflows())))
         if self.lots_as_of is not None:
             yield f',"open_lots_as_of":"{self.lots_day.isoformat()}"'.encode()
         yield b',"open_lots":'
@@ -311,6 +369,9 @@ class TaxExport:
         writer = csv.writer(buf, lineterminator="\n")
         for batch in _batches(self.shortfalls()):
             writer.writerows(_shortfall_csv(doc) for doc in batch)
+            yield _drain(buf)
+        for batch in _batches(self.overflows()):
+            writer.writerows(_overflow_csv(doc) for doc in batch)
             yield _drain(buf)
         yield _drain(buf)
 
@@ -378,6 +439,37 @@ def _shortfall_json(doc: Mapping[str, Any], totals: Totals) -> dict[str, Any]:
 def _shortfall_csv(doc: Mapping[str, Any]) -> list[str]:
     description, sold, proceeds = _shortfall_fields(doc)
     return [description, "", sold, proceeds, "", "", "", "", "", "SHORTFALL", "", ""]
+
+
+def _overflow_fields(doc: Mapping[str, Any]) -> tuple[str, bool, str, str | None]:
+    """(description, is a sell, trade date MM/DD/YYYY, proceeds or None for a buy) of a
+    LOT_BOOK_OVERFLOW marker. A sell's proceeds: qty x price x multiplier - fees (exact, then rounded
+    as every money column); a marker without a multiplier is of a fill without one (1)."""
+    qty = Decimal(str(doc["qty"]))
+    sell = str(doc["side"]).upper() == "SELL"
+    proceeds = None
+    if sell:
+        multiplier = Decimal(str(doc["multiplier"])) if doc.get("multiplier") is not None else Decimal(1)
+        gross = _arith.mul(_arith.mul(qty, Decimal(str(doc["price"]))), multiplier)
+        proceeds = format_money(_arith.sub(gross, Decimal(str(doc.get("fees") or "0"))))
+    return (describe(qty, doc["symbol"], AssetClass(doc["asset_class"])), sell,
+            format_date(date.fromisoformat(doc["trade_date"])), proceeds)
+
+
+def _overflow_json(doc: Mapping[str, Any], totals: Totals) -> dict[str, Any]:
+    _, sell, day, proceeds = _overflow_fields(doc)
+    totals.lot_book_overflows += 1
+    return {"code": OVERFLOW_CODE, "trade_id": doc["trade_id"], "symbol": doc["symbol"],
+            "side": "SELL" if sell else "BUY", "quantity": dec_str(Decimal(str(doc["qty"]))),
+            ("date_sold" if sell else "date_acquired"): day, "proceeds": proceeds,
+            "text": str(doc.get("text") or ""), **_account(doc.get("book"))}
+
+
+def _overflow_csv(doc: Mapping[str, Any]) -> list[str]:
+    description, sell, day, proceeds = _overflow_fields(doc)
+    if sell:
+        return [description, "", day, proceeds or "", "", "", "", "", "", OVERFLOW_CODE, "", ""]
+    return [description, day, "", "", "", "", "", "", "", OVERFLOW_CODE, "", ""]
 
 
 def _open_lot_json(row: OpenLotRow, totals: Totals) -> dict[str, Any]:

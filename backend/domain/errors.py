@@ -75,6 +75,9 @@ class RejectCode(str, Enum):
     VENUE_UNAVAILABLE = "VENUE_UNAVAILABLE"
     # issue 15 item 3: a leg's stop_loss at or beyond its intended price (it would fire at once)
     STOP_PRICE_WRONG_SIDE = "STOP_PRICE_WRONG_SIDE"
+    # a lot book (users/{uid}/tax_books/{symbol}) too full for an order that opens lots
+    # (backend/execution/lot_capacity.py): refused before anything is sent
+    LOT_BOOK_FULL = "LOT_BOOK_FULL"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ What one read fetches (``pre_claim_paths``):
 - the risk documents (``ops/execution``, the tenant's ``config/risk``, the exposure document of the
   expected account and symbol) and the slot count: the risk snapshot;
 - for the finish of a placed trade: the user's lot book of the symbol, their tax settings and the
-  ledger row's metrics shard (``finish_paths``).
+  ledger row's metrics shard (``finish_paths``). The lot book is also what the capacity guard judges
+  before anything is written (``preflight.check_lot_book``, ``backend/execution/lot_capacity.py``):
+  no read of its own.
 
 Nothing is cached between requests: the "expected" default account and connection are only *which
 documents to fetch*. Every decision uses the documents read in this very request and is checked

@@ -61,3 +61,48 @@ def check_group_writes(doc: Mapping[str, Any], tenant_id: str) -> None:
         check_storable({}, f"users/{uid}/portfolio/history/trades/{gid}--{leg_id}--rb999")
         check_storable({}, f"users/{uid}/tax_books/{book_key(str(leg.get('symbol')))}")
     check_storable(_metrics_probe(str(doc.get("strategy_id"))), f"tenants/{tenant_id}/metrics/2000-01-01__0")
+
+
+def lot_book_path(intent: OrderIntent, ctx: ExecutionContext) -> str:
+    """The lot book an intent's fills advance (read by the engine's batched pre-claim read)."""
+    from backend.execution.store_rules import book_path
+    from backend.tax.state import book_key
+
+    return book_path(ctx.uid, book_key(intent.symbol))
+
+
+def check_lot_book(intent: OrderIntent, ctx: ExecutionContext, book: Mapping[str, Any] | None, *,
+                   qty: Any = None) -> None:
+    """Raise ``lot_capacity.LotBookFull`` (an ``InvalidInput``: HTTP 400 on ``qty``, a rejected intent
+    document; its reason starts with ``LOT_BOOK_FULL``) when ``book`` — the user's lot book of the
+    symbol, as read — has no room for one more order and ``intent`` (bound to its account) can open a
+    lot in it. ``qty``: the quantity to judge (a replace that raises it: the new quantity)."""
+    from backend.execution import lot_capacity
+    from backend.tax.state import SHORT_SELLING_CLASSES, book_label
+
+    lot_capacity.check_order(book, lot_book_path(intent, ctx), symbol=intent.symbol, side=intent.side.value,
+                             qty=intent.qty if qty is None else qty,
+                             book=book_label(ctx.tenant_id, intent.broker_account_id),
+                             can_short=intent.asset_class in SHORT_SELLING_CLASSES)
+
+
+def check_lot_book_in_store(store: Any, intent: OrderIntent, ctx: ExecutionContext, *, qty: Any = None) -> None:
+    """``check_lot_book`` reading the book itself (one ``get_all``): for a caller without a batched
+    read that already holds it (order management's replace that raises the quantity)."""
+    path = lot_book_path(intent, ctx)
+    check_lot_book(intent, ctx, store.get_all([path]).get(path, (None, None))[0], qty=qty)
+
+
+def lot_book_rejection(intent: OrderIntent, ctx: ExecutionContext, book: Mapping[str, Any] | None, *,
+                       qty: Any = None) -> Any:
+    """``check_lot_book`` as a coded ``Rejection`` (``LOT_BOOK_FULL``) or None, for callers that answer
+    with rejections (a replace that raises the quantity: ``qty`` = the new quantity; ``book`` read in
+    the same ``get_all`` as its risk documents, at ``lot_book_path(intent, ctx)``)."""
+    from backend.domain.errors import RejectCode, Rejection
+    from backend.execution.lot_capacity import CODE, LotBookFull
+
+    try:
+        check_lot_book(intent, ctx, book, qty=qty)
+    except LotBookFull as full:
+        return Rejection(RejectCode.LOT_BOOK_FULL, full.reason.removeprefix(CODE + ": "))
+    return None

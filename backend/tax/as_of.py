@@ -35,7 +35,12 @@ back exactly; lots acquired after D are left out), then each event after D is un
   D) was after it. Losses still pending at D that a purchase after D washed change only lots
   bought after D, which are not in the answer.
 
-Refused (``AsOfUnavailable``, the API's 409), never guessed: a book of another state version,
+Refused (``AsOfUnavailable``, the API's 409), never guessed: a ``LOT_BOOK_OVERFLOW`` marker
+(``backend/execution/lot_capacity.overflow_marker``: a fill recorded without its lot step because its
+book was full) traded on or before D — the book then lacks that fill's lot (a buy) or still holds the
+lots it sold (a sell) at the end of D; a marker traded after D changes nothing of D (the book at D was
+complete; a later missing buy is acquired after D, a later missing sale left its lots open, and its
+wash-sale effects would have been made after D) and is ignored — a book of another state version,
 a record missing a field the reconstruction needs (records from before the field existed), a
 corporate-action history cut at its cap (``MAX_HISTORY``) before D, pieces that do not add up to
 what a split recorded, a quantity that is not a finite decimal once a split is undone, and a
@@ -64,6 +69,7 @@ from backend.tax.model import Lot, Position
 from backend.tax.state import STATE_VERSION, book_key, disposal_doc_id, disposal_from_dict
 
 SHORTFALL_CODE = "LOT_SHORTFALL"
+OVERFLOW_CODE = "LOT_BOOK_OVERFLOW"  # backend.execution.lot_capacity.OVERFLOW_CODE (the tax core imports no execution)
 # Washed losses that can have adjusted a lot held at D were sold within 30 days of a purchase made
 # in the 30 days up to D: read disposals from this many days before D.
 LOOKBACK_DAYS = 2 * WASH_WINDOW_DAYS
@@ -247,8 +253,22 @@ class _Reader:
             sold=None, closed_at=None, washed=bool(lot.get("wash_replacement")) or wash > ZERO or holding != acquired, origin="lot"))
 
     # --- disposals -----------------------------------------------------------------------------
+    def marker(self, doc_id: str, doc: Mapping[str, Any]) -> None:
+        """A LOT_BOOK_OVERFLOW marker traded on or before D: its book's lots of D are not known."""
+        day = _day(doc.get("trade_date"), f"{OVERFLOW_CODE} marker {doc_id}")
+        if day > self.as_of:
+            return
+        raise AsOfUnavailable(
+            f"{OVERFLOW_CODE} marker {doc_id}: fill {doc.get('trade_id')} ({doc.get('side')} {doc.get('qty')} "
+            f"{doc.get('symbol')}, traded {day.isoformat()}) was recorded without its lot step (lot book "
+            f"{doc.get('book_key') or doc.get('symbol')} was full): its lots at the end of "
+            f"{self.as_of.isoformat()} are not known exactly")
+
     def disposal(self, doc_id: str, doc: Mapping[str, Any]) -> None:
         if doc.get("code") == SHORTFALL_CODE:
+            return
+        if doc.get("code") == OVERFLOW_CODE:
+            self.marker(doc_id, doc)
             return
         try:
             self._disposal(doc_id, doc, disallowed=Decimal(str(doc.get("wash_disallowed", "0"))), pending=False)
@@ -453,12 +473,18 @@ def _order(lot: Lot) -> tuple[Any, ...]:
 
 
 def open_lots_as_of(books: Iterable[tuple[str, Mapping[str, Any]]],
-                    disposals: Iterable[tuple[str, Mapping[str, Any]]], as_of: date, tz: tzinfo | str | None = None
-                    ) -> list[Lot]:
+                    disposals: Iterable[tuple[str, Mapping[str, Any]]], as_of: date, tz: tzinfo | str | None = None,
+                    *, markers: Iterable[tuple[str, Mapping[str, Any]]] = ()) -> list[Lot]:
     """The lots held at the end of ``as_of`` (tax time zone). ``books``: every current lot-book
     document of the user; ``disposals``: every final disposal document sold from
-    ``disposals_from(as_of)`` on (earlier ones are not needed). Raises ``AsOfUnavailable``."""
+    ``disposals_from(as_of)`` on (earlier ones are not needed); ``markers``: the user's
+    ``LOT_BOOK_OVERFLOW`` markers with a trade date up to ``as_of`` (later ones and other records are
+    ignored; they have no ``sold``, so the disposals' query does not return them). Raises
+    ``AsOfUnavailable`` (first for a marker, before any book is read)."""
     reader = _Reader(as_of, resolve_tz(tz))
+    for doc_id, doc in markers:
+        if doc.get("code") == OVERFLOW_CODE:
+            reader.marker(doc_id, doc)
     for doc_id, doc in books:
         reader.book(doc_id, doc)
     for doc_id, doc in disposals:

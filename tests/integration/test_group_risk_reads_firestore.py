@@ -26,7 +26,9 @@ from tests.support.group_harness import TENANT, World, assert_flat, scenario
 # Before: 35 billed reads in 17 read round trips (a full risk snapshot per leg, 3 times per leg).
 # issue 12 added the account: the binding (member + default account: 2 round trips, 2 reads) and the
 # account document in each batched risk read (its status and limits are read fresh, like the switches)
-GATE_READS_2_LEGS = 17
+# The lot-book capacity guard (backend/execution/lot_capacity.py) reads each leg's lot book in the
+# validation's batched read: +1 billed read per leg symbol, no extra round trip.
+GATE_READS_2_LEGS = 19
 GATE_READ_ROUND_TRIPS_2_LEGS = 7  # binding (2), get_all, count, reservation read-back, one get_all per submit (2)
 WRITE_SIDE_OPS = {"create_group", "save_group"}  # the group document, fills and settlement (not the gate)
 
