@@ -1,6 +1,9 @@
 """Multi-leg execution groups (seed 000): the pure domain, one module per concern.
 
-No I/O, no Firebase, no broker calls. The orchestrator (``GroupExecutor``, group_executor.py) loads a
+No I/O, no Firebase, no broker calls — except the ``executor_*`` modules (``executor_run``,
+``executor_gate``, ``executor_orders``, ``executor_stops``, ``executor_persistence``) and
+``stop_management``: the orchestrator's I/O parts, mixed into ``GroupExecutor``; they reach the store
+and venues through the ports only and import nothing from Firebase. The orchestrator (``GroupExecutor``, group_executor.py) loads a
 stored ``ExecutionGroup``, asks :func:`next_step` what to do, performs at most one side effect,
 applies the matching pure function here, persists the new group and repeats. Every decision below
 is a function of the stored group plus the inputs passed in (quotes, buying power, closes, now), so
