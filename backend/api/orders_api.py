@@ -12,12 +12,15 @@ owner — and the tenant's admins — read it, nobody else); these endpoints are
 200    read; canceled (or a replay of it); replaced (or a replay: ``Idempotent-Replayed: true``)
 202    ``outcome: pending`` — the cancel was sent, the venue has not confirmed it yet
 400    a bad query/body/id; ``Idempotency-Key`` missing on PATCH; a replacement the order or the
-       venue refuses (a price it does not have, off the tick, a quantity above its unfilled remainder)
+       venue refuses (a price it does not have, off the tick); ``ACCOUNT_HALTED`` / ``ACCOUNT_CLOSED`` /
+       ``ACCOUNT_NOT_FOUND`` refusing a quantity increase (as the account binding answers them)
 404    no order of the caller with this id
 409    ``ORDER_NOT_PLACED`` (outcome still unknown), ``ORDER_NOT_WORKING`` (final, or never placed),
        ``ORDER_NOT_CANCELABLE`` (it filled before the cancel reached the venue; its fills are in the
-       ledger), ``ORDER_CANCEL_PENDING``, ``REPLACE_NOT_SUPPORTED`` (the venue, e.g. OANDA),
-       ``DRY_RUN``, ``IDEMPOTENCY_KEY_REUSED`` — the body carries the order as recorded when known
+       ledger), ``ORDER_CANCEL_PENDING``, ``REPLACE_NOT_SUPPORTED`` (a venue without replace),
+       ``DRY_RUN``, ``IDEMPOTENCY_KEY_REUSED``, ``ORDER_REPLACE_PENDING`` (another key's replace is in
+       flight); a quantity increase the pre-trade gate refuses: ``KILL_SWITCH``, ``REDUCE_ONLY``,
+       ``POSITION_LIMIT`` — the body carries the order as recorded when known
 429    ``RATE_LIMITED`` (a cancel or a replace counts as an order request: ``backend.api.rate_limit``),
        ``BROKER_RATE_LIMITED``; 503 ``BROKER_UNAVAILABLE`` / ``VENUE_UNAVAILABLE`` /
        ``STORE_CONTENDED``: retry (``Retry-After``; a replace with the same Idempotency-Key)
@@ -68,6 +71,12 @@ def _mapped(call: Any) -> Any:
         raise ApiError(409, exc.code, exc.message, extra=extra) from None
     except om.ReplaceRefused as exc:
         raise ApiError(400, "VALIDATION_ERROR", str(exc), field=exc.field, reason=exc.reason) from None
+    except om.ReplaceRejected as exc:  # the pre-trade gate refused an increase: its code, nothing written
+        from backend.execution.accounts import HTTP_STATUS
+
+        extra = {"order": _order_out(exc.view)} if exc.view is not None else {}
+        raise ApiError(HTTP_STATUS.get(exc.rejection.code, 409), exc.rejection.code.value, str(exc.rejection),
+                       extra=extra) from None
     except om.VenueBusy as exc:
         status = 429 if exc.code == "BROKER_RATE_LIMITED" else 503
         seconds = exc.retry_after if exc.retry_after is not None and math.isfinite(float(exc.retry_after)) else 5
@@ -144,8 +153,9 @@ def openapi_paths(error: Any) -> dict[str, Any]:
 
     not_found = error("404", "No order of the caller with this id (another user's id answers the same).")
     conflict = error("409", "ORDER_NOT_PLACED, ORDER_NOT_WORKING, ORDER_NOT_CANCELABLE, ORDER_CANCEL_PENDING, "
-                            "REPLACE_NOT_SUPPORTED, DRY_RUN or IDEMPOTENCY_KEY_REUSED; the body's `order` is the "
-                            "order as recorded.")
+                            "REPLACE_NOT_SUPPORTED, DRY_RUN, IDEMPOTENCY_KEY_REUSED or ORDER_REPLACE_PENDING; on "
+                            "PATCH a quantity increase the pre-trade gate refuses (KILL_SWITCH, REDUCE_ONLY, "
+                            "POSITION_LIMIT); the body's `order` is the order as recorded.")
     venue = {"429": error("429", "RATE_LIMITED (a cancel or a replace is an order request of the caller's and the "
                                  "tenant's limit) or BROKER_RATE_LIMITED: retry after Retry-After seconds."),
              "503": error("503", "BROKER_UNAVAILABLE, VENUE_UNAVAILABLE or STORE_CONTENDED: retry after Retry-After "
@@ -189,7 +199,11 @@ def openapi_paths(error: Any) -> dict[str, Any]:
             "patch": {"summary": "Replace a working order's price / quantity where the venue allows",
                       "description": "The venue cancels the order and places its replacement; the ledger row of "
                                      "kind replace ({intent_id}--r{n}) links the new venue order to the old one "
-                                     "(replaces); one order works at the venue afterwards.",
+                                     "(replaces); one order works at the venue afterwards. A qty above the "
+                                     "unfilled remainder passes the pre-trade gate for the extra units (trading "
+                                     "states, account, position limit; no daily trade is consumed) and the extra "
+                                     "is reserved before the venue is asked; a decrease or a price change is let "
+                                     "through under every trading state, like a cancel.",
                       "security": [{"bearerAuth": []}], "parameters": [id_param, key],
                       "requestBody": {"required": True, "content": {"application/json": {"schema": {
                           "$ref": "#/components/schemas/ReplaceOrderRequest"}}}},

@@ -40,7 +40,7 @@ from backend.logs import log_event
 from backend.risk.manager import RiskManager, RiskSnapshot, TradingState, snapshot_from_docs
 
 ENTRY = "entry"
-_OTHER_VENUE_WRITES = frozenset({"close_position", "submit_multileg_options"})
+_OTHER_VENUE_WRITES = frozenset({"close_position", "submit_multileg_options", "replace_order"})  # replace: a new order
 FLATTEN = "flatten"
 
 
@@ -212,7 +212,7 @@ class GuardedVenue:
             return attr
 
         def refused_under_dry_run(*args: Any, **kwargs: Any) -> Any:
-            if self._dry_run():  # close_position and multi-leg options send orders too
+            if self._dry_run():  # close_position, multi-leg options and a replace send orders too
                 log_event("exec.dry_run_blocked", severity="ALERT", call=name,
                           note="a venue write reached the guard while dry run is on; nothing sent")
                 raise DryRunBlocked(name, str(args[0]) if args else "")

@@ -23,7 +23,9 @@ scalars = st.one_of(
                      "__rt__", "__x.y__", ".", "..", "__name__", "١٠", "1_000", "１０",
                      # issue 15: order types, time in force, order classes, off-tick prices
                      "stop", "stop_limit", "trailing_stop", "gtc", "ioc", "fok", "opg", "cls", "bracket", "oto",
-                     "oco", "simple", "100.005", "99", "101"]),
+                     "oco", "simple", "100.005", "99", "101",
+                     # issue 15 item 5: the wide-spread option of /execute and /signals
+                     "wait", "limit_at_touch", "limit_at_mid", "LIMIT_AT_MID", "604800", "604801"]),
 )
 keys = st.one_of(st.text(max_size=12), st.sampled_from(["__x__", ".", "..", "__name__", "a.b", "lot_ids"]))
 json_values = st.recursive(scalars, lambda children: st.one_of(
@@ -43,6 +45,18 @@ ORDER_BODIES = [
     execute_body(symbol="EUR/USD", qty="1000", order_type="stop", stop_price="1.10000",
                  stop_loss={"trail_price": "0.00200"}),
 ]
+# issue 15 item 5: /signals bodies with the wide-spread option, on a wide and a tight market, mutated
+# like the others (posted to /signals)
+WIDE_MARKET = {"symbol": "AAPL", "price": 190.0, "bid": 189.5, "ask": 190.5}
+SIGNAL_BODIES = [
+    signal_body(wide_spread="limit_at_touch", limit_timeout_seconds=60, market_data=WIDE_MARKET),
+    signal_body(signal_type="SELL", wide_spread="limit_at_mid", limit_timeout_seconds=604800,
+                market_data=WIDE_MARKET),
+    signal_body(wide_spread="limit_at_mid", limit_timeout_seconds=1),
+    signal_body(symbol="WIDE", wide_spread="limit_at_touch", limit_timeout_seconds=30,  # wide at the venue too
+                market_data={"symbol": "WIDE", "bid": 99.8, "ask": 100.2}),
+    signal_body(signal_type="WAIT", qty=None, wide_spread="wait"),
+]
 
 
 def _paths(body, prefix=()):
@@ -57,7 +71,8 @@ def _paths(body, prefix=()):
 
 @st.composite
 def mutated_bodies(draw):
-    path, body = draw(st.sampled_from(sorted(VALID.items()) + [("/execute", b) for b in ORDER_BODIES]))
+    path, body = draw(st.sampled_from(sorted(VALID.items()) + [("/execute", b) for b in ORDER_BODIES]
+                                      + [("/signals", b) for b in SIGNAL_BODIES]))
     body = copy.deepcopy(body)
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         where = draw(st.sampled_from(list(_paths(body))))

@@ -259,7 +259,7 @@ def test_a_replaced_order_is_canceled_and_swept_with_its_new_venue_order(stack):
 
 @pytest.mark.parametrize("body,field", [
     ({"stop_price": "99"}, "stop_price"),  # a limit order has no stop price
-    ({"qty": "11"}, "qty"),  # above the unfilled remainder
+    ({"qty": "10.00001"}, "qty"),  # off the lot (an increase above the remainder is gated, not invalid)
     ({"limit_price": "100.001"}, "limit_price"),  # off the tick: refused, never rounded
     ({}, None),
     ({"limit_price": "-1"}, "limit_price"),
