@@ -221,6 +221,15 @@ def group_executor(engine: Any) -> Any:
                          accounts=getattr(engine, "accounts", None), venue_pool=getattr(engine, "venue_pool", None))
 
 
+def preload() -> None:
+    """Import the engine's modules and the adapters ``build_engine`` builds a deployed engine from
+    (Firestore store, paper venue), without building anything: the api instance's module import
+    calls it before the server listens (issue 17, ``backend.api.wiring.preload_api``)."""
+    import backend.adapters.firestore_store  # noqa: F401
+    import backend.adapters.paper_broker  # noqa: F401
+    import backend.execution.engine  # noqa: F401
+
+
 def rate_counters(store: Any) -> Any:
     """The rate limiter's shared counters on the store's database (in memory for the memory store)."""
     from backend.adapters.rate_counters import FirestoreRateCounters, MemoryRateCounters

@@ -46,7 +46,10 @@ def _env(firestore_host: str, auth_host: str) -> dict[str, str]:
             "GOOGLE_CLOUD_PROJECT": PROJECT, "GCLOUD_PROJECT": PROJECT, "EXEC_DRY_RUN": "0",
             "EXEC_ACCOUNTS": "auto", "GOOGLE_APPLICATION_CREDENTIALS": "",
             "EXEC_RATE_LIMIT_USER_PER_MIN": "1000000", "EXEC_RATE_LIMIT_TENANT_PER_MIN": "1000000",
-            "EXEC_MAX_DAILY_TRADES": "100000", "EXEC_MAX_POSITION_QTY": "100000000"}
+            "EXEC_MAX_DAILY_TRADES": "100000", "EXEC_MAX_POSITION_QTY": "100000000",
+            # as the platform starts the api function's instances (functions/main.py preloads the order
+            # path for it); Secret Manager off: the bench's venues need no secret
+            "FUNCTION_TARGET": "api", "EXEC_SECRET_MANAGER": "0"}
 
 
 class _Conn:

@@ -42,6 +42,27 @@ def _secret_values() -> dict[str, str | None]:
     return {"ALPACA_API_KEY": ALPACA_API_KEY.value or None, "ALPACA_SECRET_KEY": ALPACA_SECRET_KEY.value or None}
 
 
+def _warm_after_fork() -> None:
+    # issue 17: in the worker process functions-framework's gunicorn forks after importing this file,
+    # build the engine and connect Firestore on a thread while the worker starts and the first request
+    # arrives (before the fork nothing may be built: a gRPC channel does not survive one).
+    from backend.api.wiring import start_warm_up_after_fork
+
+    target = os.environ.get("FUNCTION_TARGET") or ""
+    start_warm_up_after_fork(_secret_values, api=target in ("", "api"))
+
+
+if hasattr(os, "register_at_fork") and os.environ.get("EXEC_WARM_UP", "1") != "0":
+    os.register_at_fork(after_in_child=_warm_after_fork)
+    if os.environ.get("FUNCTION_TARGET") == "api":
+        # The api instance imports its order path here, before the server listens (a platform routes
+        # requests to an instance once it listens): no first request pays for it. Trigger instances and
+        # deploy-time discovery (no FUNCTION_TARGET) keep the cheap import above.
+        from backend.api.wiring import preload_api
+
+        preload_api()
+
+
 @https_fn.on_request(secrets=SECRETS)
 def api(req: https_fn.Request) -> https_fn.Response:
     """The HTTP API: POST /execute, /execute/multi-leg, /signals; GET /groups/<id>,

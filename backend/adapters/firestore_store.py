@@ -26,6 +26,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
+from backend.adapters.firestore_codec import batch_get, write_for
 from backend.domain.accounts import Account, BrokerConnection
 from backend.execution import account_writes, store_writes
 from backend.execution.store_rules import account_slots_collection, exposure_from_doc
@@ -169,16 +170,22 @@ class FirestoreStore:
     def finish(self, finish: Finish) -> IntentRecord | None:
         return store_writes.finish(self, finish, backoff=_backoff)
 
+    def warm_connection(self) -> None:
+        """Connect the gRPC channel before a request needs it (``backend.api.wiring.warm_up``): one
+        read of ``ops/execution`` (the document every order request reads first: one billed read per
+        instance start) and one empty commit (no write: the commit call's first-use cost), and start
+        the pool the pre-claim read sends its slot counts from."""
+        self.db.document("ops/execution").get()
+        self.db.batch().commit()
+        wait([_read_pool().submit(lambda: None)])
+
     # --- the unit of work (backend.execution.unit_of_work) -----------------------------------------
     def get_all(self, paths: Sequence[str]) -> dict[str, tuple[dict[str, Any] | None, Any]]:
         """One batched read (``BatchGetDocuments``): path -> (document or None, update time)."""
         unique = list(dict.fromkeys(paths))
         if not unique:
             return {}
-        out: dict[str, tuple[dict[str, Any] | None, Any]] = {}
-        for snap in self.db.get_all([self.db.document(p) for p in unique]):
-            out[snap.reference.path] = ((snap.to_dict() or {}, snap.update_time) if snap.exists else (None, None))
-        return out
+        return batch_get(self.db, unique)  # issue 17: decoded once from the raw protobufs
 
     def commit(self, commit: Commit) -> list[Any]:
         """One ``WriteBatch`` (atomic), committed with the bounded contention retry of ``_commit``;
@@ -200,6 +207,15 @@ class FirestoreStore:
 
     def _add_op(self, batch: Any, op: Any) -> None:
         ref = self.db.document(op.path)
+        write = write_for(op, ref._document_path)  # issue 17: raw protobufs, the library's exactly
+        if write is not None:
+            batch._add_write_pbs([write])  # noqa: SLF001 - what create/update/set/delete append
+            return
+        self._add_op_library(batch, ref, op)
+
+    def _add_op_library(self, batch: Any, ref: Any, op: Any) -> None:
+        """The library's batch methods (op shapes ``write_for`` leaves to them; the reference its
+        writes are compared with in tests/unit/test_firestore_codec.py)."""
         if isinstance(op, Create):
             batch.create(ref, _fs_value(op.doc))
         elif isinstance(op, Update):

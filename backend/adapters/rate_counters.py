@@ -60,6 +60,18 @@ class FirestoreRateCounters:
         batch.commit()
 
 
+    def increment_ops(self, items: Sequence[tuple[Scope, int]], window: int, expires_at: float) -> list[Any]:
+        """``increment``'s writes as unit-of-work ops (issue 17: they ride the engine's claim or
+        decision commit of the same request instead of a commit of their own)."""
+        from backend.execution.unit_of_work import Inc, Set
+
+        expires = datetime.fromtimestamp(expires_at, tz=timezone.utc)
+        return [Set(f"tenants/{scope.tenant_id}/{COLLECTION}/{doc_id(scope, window, shard)}",
+                    {"n": Inc(1), "scope": scope.key, "window": window, "shard": shard, "expires_at": expires},
+                    merge=True)
+                for scope, shard in items]
+
+
 class MemoryRateCounters:
     """The same contract in memory (unit tests, the in-memory stack)."""
 

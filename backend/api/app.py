@@ -51,7 +51,8 @@ import re
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, replace as _replace
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Callable, Mapping
@@ -140,6 +141,9 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/orders/{intent_id}", "_orders_get"),
     _route("DELETE", "/orders/{intent_id}", "_orders_cancel"),
     _route("PATCH", "/orders/{intent_id}", "_orders_replace"),
+    # --- a FILLED group leg's protective stop: cancel, move (issue 15): backend/api/group_stops_api.py
+    _route("DELETE", "/groups/{group_id}/legs/{leg_id}/stop", "_group_stop_cancel"),
+    _route("PATCH", "/groups/{group_id}/legs/{leg_id}/stop", "_group_stop_replace"),
     _route("GET", "/healthz", "_healthz", auth=False),
     _route("GET", "/openapi.json", "_openapi", auth=False),
 )
@@ -302,6 +306,11 @@ def _retry_after_header(seconds: Any, default: int) -> str:
     return str(min(max(int(math.ceil(value)), 1), 3600))
 
 
+# The request's rate-counter writes (``unit_of_work.SideWrites``) for the engine call of the handler
+# (``_run_intent``): set by ``handle`` around the handler, never shared between requests.
+_SIDE_WRITES: ContextVar[Any] = ContextVar("side_writes", default=None)
+
+
 class ApiApp:
     """``handle(ApiRequest) -> ApiResponse``. Dependencies are factories so that a health check or
     an unauthenticated request never builds the engine (cold starts)."""
@@ -334,13 +343,12 @@ class ApiApp:
         rid = request.header("X-Request-Id")
         request_id = rid if rid and _REQUEST_ID_RE.fullmatch(rid) else uuid.uuid4().hex
         if rid != request_id:  # handlers (the audit log) read the id the response will carry
-            from dataclasses import replace as _replace
-
             request = _replace(request, headers={**request.headers, "x-request-id": request_id})
         path = normalize_path(request.path)
         route_name = path[:200]
         identity: Identity | None = None
         limiter: Any = None
+        side: Any = None  # the rate counters' writes, riding the engine's first commit (issue 17)
         try:
             route, params = match(request.method, path)
             route_name = route.name
@@ -366,17 +374,27 @@ class ApiApp:
                     # order requests: every POST but administration, and a cancel / replace (issue 15: they
                     # reach a venue too)
                     limited = (route.method == "POST" and not route.handler.startswith("_admin_")) \
-                        or route.handler in ("_orders_cancel", "_orders_replace")
+                        or route.handler in ("_orders_cancel", "_orders_replace", "_group_stop_cancel",
+                                             "_group_stop_replace")
                     limiter = self._rate_limiter_factory() if self._rate_limiter_factory and limited else None
                     if limiter is not None:  # 429 + Retry-After before anything is parsed or written
                         rate_limit.admit(limiter, identity.tenant_id, identity.uid)
-            response = getattr(self, route.handler)(request, identity, **params)
+                        side = rate_limit.side_writes(limiter, identity.tenant_id, identity.uid)
+            reset = _SIDE_WRITES.set(side)
+            try:
+                response = getattr(self, route.handler)(request, identity, **params)
+            finally:
+                _SIDE_WRITES.reset(reset)
             if limiter is not None and rate_limit.reached_engine(response.status):
-                limiter.record(identity.tenant_id, identity.uid)
+                rate_limit.record(limiter, identity.tenant_id, identity.uid, side)
         except ApiError as exc:
             response = exc.to_response(request_id)
         except InvalidInput as exc:  # the core refused a value the models let through
-            response = invalid_input(exc).to_response(request_id)
+            if getattr(exc, "code", None) == "LOT_BOOK_FULL":  # a state of the user's tax book, not the body
+                response = ApiError(409, "LOT_BOOK_FULL", exc.reason, field=exc.field,
+                                    reason=exc.reason).to_response(request_id)
+            else:
+                response = invalid_input(exc).to_response(request_id)
         except StoreContended as exc:  # nothing committed; the sweeper or a retry with the same key resumes
             log_event("api.store_contended", severity="WARNING", request_id=request_id, route=route_name,
                       error=str(exc)[:500])
@@ -453,7 +471,7 @@ class ApiApp:
             decision = signals.decide(signal_type=body.signal_type, symbol=body.symbol, asset_class=body.asset_class,
                                       confidence=body.confidence, reasoning=body.reasoning,
                                       market_data=body.market_data.to_mapping() if body.market_data else None,
-                                      max_spread_pct=engine.settings.max_spread_pct)
+                                      max_spread_pct=engine.settings.max_spread_pct, wide_spread=body.wide_spread)
         except InvalidInput as exc:
             prefix = "market_data." if exc.field in ("bid", "ask", "price", "spread", "spread_pct") else ""
             raise invalid_input(exc, prefix) from None
@@ -472,8 +490,9 @@ class ApiApp:
         intent = OrderIntent(strategy_id=body.strategy_id, broker_account_id=body.broker_account_id,
                              symbol=body.symbol, side=body.signal_type.lower(), qty=body.qty,
                              asset_class=body.asset_class,
-                             estimated_slippage=decision.signal.estimated_slippage, metadata=metadata,
-                             intent_id=intent_id)
+                             estimated_slippage=signals.intent_slippage(decision), metadata=metadata,
+                             intent_id=intent_id, wide_spread=body.wide_spread,  # issue 15 item 5: a limit, not WAIT
+                             limit_timeout_seconds=body.limit_timeout_seconds)
         result = self._run_intent(intent, identity, id_source=_id_source(key, intent_id), engine=engine)
         response = _result_response(result)
         out["executed"] = signals.reached_venue(result)
@@ -483,6 +502,9 @@ class ApiApp:
             response.body["cost_check"] = _jsonable(decision.cost_check)
             return response
         out["execution"] = response.body
+        if body.wide_spread != "wait":
+            out["wide_spread_limit"] = signals.wide_spread_limit(engine.store, identity.tenant_id, intent.intent_id,
+                                                                 result)
         response.body = _signal_body(out)
         return response
 
@@ -771,16 +793,28 @@ class ApiApp:
 
         return orders_api.replace_order(request, identity, self._engine(), intent_id)
 
+    def _group_stop_cancel(self, request: ApiRequest, identity: Identity, group_id: str, leg_id: str) -> ApiResponse:
+        from backend.api import group_stops_api
+
+        return group_stops_api.cancel_stop(request, identity, self._engine(), group_id, leg_id)
+
+    def _group_stop_replace(self, request: ApiRequest, identity: Identity, group_id: str, leg_id: str) -> ApiResponse:
+        from backend.api import group_stops_api
+
+        return group_stops_api.replace_stop(request, identity, self._engine(), group_id, leg_id)
+
     # --- shared ----------------------------------------------------------------------------
     def _run_intent(self, intent: Any, identity: Identity, *, id_source: str | None, engine: Any = None) -> Any:
         """Execute; with a client-chosen id (``id_source``: the header or intent_id) the stored record
         must be this very request, before and (if the engine replayed or is still pending: a
         concurrent request may have won the race) after."""
         engine = engine or self._engine()
-        if id_source is not None:
-            check_intent_record(_as_requested(engine.store.get_intent(identity.tenant_id, intent.intent_id)),
-                                intent.to_dict(), identity.uid, id_source)
-        result = engine.execute_intent(intent, identity.context())
+        check = None
+        if id_source is not None:  # issue 17: on the record the engine's batched read answers (no read here)
+            def check(record: Any) -> None:
+                check_intent_record(_as_requested(record), intent.to_dict(), identity.uid, id_source)
+        ctx = _replace(identity.context(), side_writes=_SIDE_WRITES.get(), record_check=check)
+        result = engine.execute_intent(intent, ctx)
         if id_source is not None and (result.replayed or result.status == "pending"):
             check_intent_record(_as_requested(engine.store.get_intent(identity.tenant_id, intent.intent_id)),
                                 intent.to_dict(), identity.uid, id_source)

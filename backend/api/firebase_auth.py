@@ -50,6 +50,17 @@ class FirebaseTokenVerifier:
                     self._app = firebase_admin.initialize_app(options=options, name=APP_NAME)
             return self._app
 
+    def warm_up(self) -> None:
+        """Before the first request (``backend.api.wiring.warm_up``): the Admin SDK app, the auth client
+        and its HTTP connection — one user lookup of a uid that does not exist (what a write's account
+        check costs a new instance's first caller otherwise; ``UserNotFoundError`` is the answer)."""
+        from firebase_admin import auth
+
+        try:
+            auth.get_user("warm-up-probe", app=self._get_app())
+        except auth.UserNotFoundError:
+            pass
+
     def verify(self, token: str, *, fresh: bool = False) -> Identity:
         from firebase_admin import auth
 

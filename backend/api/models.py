@@ -46,11 +46,11 @@ _MIN_EXPONENT = -18
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
 class _Output(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 # --------------------------------------------------------------------------------------- types
@@ -395,11 +395,37 @@ class SignalRequest(_Input):
                           "the engine always checks the live quote as well.")
     intent_id: Id | None = None
     metadata: Metadata = None
+    # issue 15 item 5 (backend/api/signals.py): the seed's "limit orders for wide spreads" as an option,
+    # the same fields and checks as POST /execute's
+    wide_spread: WideSpreadName = Field(
+        "wait", description="A BUY/SELL whose spread fails the cost check (market_data here, or the live quote in "
+                            "the engine): wait (downgraded to WAIT, nothing sent, as before) or limit_at_touch / "
+                            "limit_at_mid: the signal goes to the engine as a market order with this option and "
+                            "the engine places a passive limit instead (at the bid for a buy, the ask for a sell; "
+                            "or at the mid, rounded to the tick away from the far side), canceled after "
+                            "limit_timeout_seconds. An unknown spread (no bid/ask or spread_pct) stays WAIT.")
+    limit_timeout_seconds: Annotated[int, Field(ge=1, le=604800, strict=True)] | None = Field(
+        None, description="Required with wide_spread limit_at_touch / limit_at_mid, refused otherwise: the sweeper "
+                          "cancels the limit this many seconds after it was placed (fills before are kept).")
 
     @model_validator(mode="after")
     def _trade_needs_qty(self) -> "SignalRequest":
         if self.signal_type in ("BUY", "SELL") and self.qty is None:
             raise ValueError("qty: is required for BUY and SELL signals")
+        return self
+
+    @model_validator(mode="after")
+    def _wide_spread_option(self) -> "SignalRequest":
+        """The option as POST /execute checks it (a signal is a simple market order, class default
+        time in force): the same field and reason for the same mistake."""
+        from backend.execution.wide_spread import parse_wide_spread
+        from backend.domain.orders import OrderClass, OrderType
+
+        try:
+            parse_wide_spread(self.wide_spread, self.limit_timeout_seconds, order_type=OrderType.MARKET,
+                              order_class=OrderClass.SIMPLE, time_in_force=None)
+        except InvalidInput as exc:
+            raise ValueError(f"{exc.field}: {exc.reason}") from None
         return self
 
 
@@ -499,15 +525,30 @@ class SignalOut(_Output):
     reasoning: str
     estimated_slippage: RatioOut | None
     downgraded: bool
+    wide_spread: Literal["limit_at_touch", "limit_at_mid"] | None = Field(
+        None, description="Set when the cost check found the spread too wide and the request's wide_spread option "
+                          "answered it instead of WAIT: the signal stays a BUY/SELL (downgraded false) and went to "
+                          "the engine as a market order with this option (see wide_spread_limit for the limit).")
 
 
 class CostCheckOut(_Output):
     performed: bool
-    downgrade: bool
+    downgrade: bool = Field(description="The spread fails the check: the BUY/SELL is downgraded to WAIT, unless "
+                                        "the wide_spread option answers it with a limit (signal.wide_spread).")
     estimated_slippage: RatioOut | None = Field(description="Spread / price of the market data (share).")
     threshold: RatioOut = Field(description="The engine's max_spread_pct (share): above it a BUY/SELL is "
                                             "downgraded to WAIT. " + DESCRIPTIONS["ratio"])
     reason: str
+
+
+class WideSpreadLimitOut(_Output):
+    """The limit the engine placed (or, under dry run, would have placed) instead of a WAIT."""
+
+    mode: Literal["limit_at_touch", "limit_at_mid"]
+    limit_price: PriceOut = Field(description="On the instrument's tick, rounded the passive way.")
+    time_in_force: str
+    timeout_seconds: int
+    deadline: str = Field(description="When the sweeper cancels what is still working (ISO 8601, UTC).")
 
 
 class SignalResponse(_Output):
@@ -518,10 +559,14 @@ class SignalResponse(_Output):
                                        "run or a pending outcome.")
     reason: str
     execution: ExecutionResponse | None
+    wide_spread_limit: WideSpreadLimitOut | None = Field(
+        None, description="With the wide_spread option: the passive limit the engine placed instead of WAIT (also "
+                          "under dry run, or pending); null when no limit was involved (the live quote passed and a "
+                          "market order was sent, or the signal was refused before the spread was checked).")
 
 
 class GroupLegOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     leg_id: str
     symbol: str
@@ -540,7 +585,7 @@ class GroupLegOut(BaseModel):
 class GroupResponse(BaseModel):
     """The seed-000 response of a multi-leg group, every decimal a string (backend.domain.wire)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     group_id: str
     strategy_id: str
@@ -584,7 +629,7 @@ class ErrorBody(_Output):
 
 
 class ErrorResponse(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     error: ErrorBody
 
@@ -622,7 +667,7 @@ def _query_int(low: int, high: int):
 class _Query(_Input):
     """A query string: every value arrives as one string; unknown parameters are a 400."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, populate_by_name=False)
 
 
 class TaxExportQuery(_Query):
@@ -632,7 +677,7 @@ class TaxExportQuery(_Query):
     format: Literal["json", "csv", "txf"] = Field(
         "json", description="json, csv, or txf (TXF V042 for desktop tax software: one record per Form 8949 row).")
     section: Literal["disposals", "open_lots"] | None = Field(
-        None, description="CSV only: `disposals` (default; Form 8949 rows, then LOT_SHORTFALL rows) or `open_lots`.")
+        None, description="CSV only: `disposals` (default; Form 8949 rows, then LOT_SHORTFALL rows, then LOT_BOOK_OVERFLOW rows) or `open_lots`.")
     digital_assets: Literal["refuse", "omit"] | None = Field(
         None, description="TXF only (issue 16): V042 has no reference number for the digital-asset boxes G-L. "
                           "`refuse` (default): a year with such rows is a 400; `omit`: the file has the A-F rows "
@@ -738,14 +783,21 @@ class Form8949RowOut(_Output):
 
 
 class ShortfallOut(_Output):
-    """A sell that found no open lot (LOT_SHORTFALL): its basis is unknown. Reported, never dropped."""
+    """A gap in the lot records, reported, never dropped: a sell that found no open lot (LOT_SHORTFALL: its
+    basis is unknown), or a fill recorded without its lot step because its lot book was full
+    (LOT_BOOK_OVERFLOW, backend/execution/lot_capacity.py: a buy's lot, or a sell's disposals, are missing)."""
 
-    code: Literal["LOT_SHORTFALL"]
+    code: Literal["LOT_SHORTFALL", "LOT_BOOK_OVERFLOW"]
     trade_id: str
     symbol: str
+    side: Literal["BUY", "SELL"] | None = Field(None, description="LOT_BOOK_OVERFLOW only: the fill's side.")
     quantity: str
-    date_sold: str = Field(description="MM/DD/YYYY.")
-    proceeds: str
+    date_sold: str | None = Field(None, description="MM/DD/YYYY: the trade date of a LOT_SHORTFALL or of a "
+                                                    "LOT_BOOK_OVERFLOW sell.")
+    date_acquired: str | None = Field(None, description="MM/DD/YYYY: the trade date of a LOT_BOOK_OVERFLOW buy "
+                                                        "(the day its missing lot was bought).")
+    proceeds: str | None = Field(description="Net proceeds (qty x price x multiplier - fees, rounded to cents) of "
+                                             "the sell; null for a LOT_BOOK_OVERFLOW buy.")
     text: str
     account: str | None = Field(None, description="The lot book: '<tenant_id>:<broker_account_id>' (lots are "
                                                   "matched within it); null for rows booked before accounts.")
@@ -792,8 +844,10 @@ class TaxTotals(_Output):
     long_term: TermTotals
     boxes: dict[str, BoxTotals] = Field(description="Per Form 8949 box (A–L) present in the year, as Schedule D "
                                                     "lines 1b–3 / 8b–10 take them.")
-    shortfalls: int
+    shortfalls: int = Field(description="LOT_SHORTFALL records of the year.")
     shortfall_proceeds: str
+    lot_book_overflows: int | None = Field(None, description="LOT_BOOK_OVERFLOW markers of the year (fills "
+                                                             "recorded without their lot step); absent when none.")
     open_lots: int
 
 
@@ -864,7 +918,7 @@ class LedgerPage(_Output):
 class TcaOut(BaseModel):
     """Post-trade transaction cost analysis over the fills of the period (backend.execution.metrics)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     fills: int = Field(description="Ledger rows with a fill (single orders, group legs, rollback orders).")
     avg_actual_slippage: RatioOut | None = Field(
@@ -885,7 +939,7 @@ class MetricsSummaryOut(BaseModel):
     """backend.execution.metrics.summarize over the period: counts as integers, rates, averages and
     money as decimal strings (rates and averages null without data)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     decisions: int = Field(description="Decisions: routing decisions of single orders (placed + downgraded + "
                                        "rejected + dry_run) plus one per multi-leg group that reached a final "
@@ -1135,8 +1189,9 @@ class OrdersQuery(_Query):
 class ReplaceOrderRequest(_Input):
     """PATCH /orders/{intent_id}: what the replacement changes (at least one field; the rest is kept)."""
 
-    qty: PositiveDecimal | None = Field(None, description="The new order's whole quantity, at most the unfilled "
-                                                          "remainder of the order it replaces; on the lot.")
+    qty: PositiveDecimal | None = Field(None, description="The new order's whole quantity; on the lot. Above the "
+                                                          "unfilled remainder of the order it replaces, the extra "
+                                                          "passes the pre-trade gate.")
     limit_price: PositiveDecimal | None = Field(None, description="limit and stop_limit orders; on the tick.")
     stop_price: PositiveDecimal | None = Field(None, description="stop and stop_limit orders; on the tick.")
     trail: PositiveDecimal | None = Field(None, description="trailing_stop orders: the new trail_price or "
@@ -1215,4 +1270,51 @@ class OrderResponse(_Output):
         description="order: a read; canceled: the venue confirmed the cancel (the ledger holds its row); pending: "
                     "the cancel was sent and the venue has not confirmed yet (retry or listen); replaced: a new venue "
                     "order replaced the old one (the ledger links them).")
+    replayed: bool = Field(description="True when this is the stored outcome of an earlier request.")
+
+
+# --- issue 15: a FILLED group's protective stop per leg, cancel and move (backend/api/group_stops_api.py) ---
+
+
+class GroupStopReplaceRequest(_Input):
+    """PATCH /groups/{group_id}/legs/{leg_id}/stop: the stop's new price."""
+
+    stop_price: PositiveDecimal = Field(description="On the leg's tick (never rounded); a long's sell stop below the "
+                                                    "current bid, a short's buy stop above the current ask (else "
+                                                    "STOP_PRICE_WRONG_SIDE).")
+
+
+class GroupStopOut(_Output):
+    """One leg's protective stop as stored on the group document (tenants/{t}/execution_groups/{group_id})."""
+
+    group_id: str
+    leg_id: str
+    symbol: str
+    asset_class: str
+    side: str = Field(description="The stop order's side: sell for a long leg, buy for a short one.")
+    qty: QuantityOut | None = Field(description="The stop order's quantity (the leg's filled units); null before "
+                                                "it is planned.")
+    working: bool = Field(description="True while the stop works at the venue.")
+    stop_price: PriceOut
+    status: Literal["REQUESTED", "PLANNED", "WORKING", "FILLED", "CANCELED", "REFUSED"]
+    broker_order_id: str | None
+    client_order_id: str | None
+    filled_qty: QuantityOut
+    fill_price: PriceOut | None
+    rejection: RejectionOut | None
+    cancel_requested_at: str | None = Field(description="When the owner asked to cancel it (stored before the venue "
+                                                        "was asked).")
+    cancel: dict[str, Any] | None = Field(description="The recorded cancel {at, ledger_id, order_status, "
+                                                      "canceled_qty, filled_qty, broker_order_id, client_order_id}.")
+    replace_pending: bool = Field(description="A replace was sent and its outcome is not recorded yet.")
+    replacements: list[dict[str, Any]] = Field(description="Each move, oldest first: {ledger_id, broker_order_id, "
+                                                           "client_order_id, stop_price, at, replaces}.")
+
+
+class GroupStopResponse(_Output):
+    stop: GroupStopOut
+    outcome: Literal["stop", "canceled", "pending", "replaced"] = Field(
+        description="canceled: the venue confirmed the cancel (ledger row {group}--{leg}--stop--cancel); pending: "
+                    "the cancel is stored and sent, the venue has not confirmed (the sweeper completes it); "
+                    "replaced: the venue replaced the stop (ledger row {group}--{leg}--stop--r{n} links old and new).")
     replayed: bool = Field(description="True when this is the stored outcome of an earlier request.")

@@ -75,7 +75,7 @@ def _post(summary: str, request: str, ok: dict[str, dict[str, Any]], extra_error
 def build_openapi() -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
-    from backend.api import accounts_api, admin_models, admin_openapi, groups_list, orders_api
+    from backend.api import accounts_api, admin_models, admin_openapi, group_stops_api, groups_list, orders_api
     from backend.api import models as m
     from backend.api.risk_approvals import RiskApprovalRequest
 
@@ -92,6 +92,7 @@ def build_openapi() -> dict[str, Any]:
          (m.AccountPositionsResponse, "serialization"), (m.AccountBalanceResponse, "serialization"),
          (m.OrdersPage, "serialization"), (m.OrderResponse, "serialization"),  # issue 15 item 6: orders
          (m.ReplaceOrderRequest, "validation"),
+         (m.GroupStopResponse, "serialization"), (m.GroupStopReplaceRequest, "validation"),  # issue 15: leg stops
          *admin_models.OPENAPI_MODELS],  # issue 13: tenant administration
         ref_template=REF)
     components = schemas.get("$defs", {})
@@ -119,6 +120,7 @@ def build_openapi() -> dict[str, Any]:
         "/groups": groups_list.openapi_path(_error),
         **accounts_api.openapi_paths(_error),  # issue 19 item 9: the caller's accounts, positions, balances
         **orders_api.openapi_paths(_error),  # issue 15 item 6: the caller's orders, cancel and replace
+        **group_stops_api.openapi_paths(_error),  # issue 15: cancel / move a FILLED group leg's stop
         "/groups/{group_id}": {"get": {
             "summary": "A multi-leg group of the caller's tenant", "security": [{"bearerAuth": []}],
             "parameters": [{"name": "group_id", "in": "path", "required": True,
@@ -249,7 +251,10 @@ def _read_models() -> dict[str, Any]:
                            "PROVISIONAL while their 30-day wash-sale window is open), LOT_SHORTFALL sells (never "
                            "dropped) and every open lot as of today. Money rounded half-up to cents, dates "
                            "MM/DD/YYYY. CSV: `section=disposals` (default) is the Form 8949 table with shortfall "
-                           "rows (Status SHORTFALL) after the disposals; `section=open_lots` the open lots.",
+                           "rows (Status SHORTFALL) and LOT_BOOK_OVERFLOW rows (a fill recorded without its lot "
+                           "step: a full lot book) after the disposals; `section=open_lots` the open lots. 409: "
+                           "`LOT_BOOK_INCOMPLETE` (format=txf while a LOT_BOOK_OVERFLOW marker can change the "
+                           "year's rows) or `AS_OF_NOT_RECONSTRUCTIBLE` (as_of), before any byte is sent.",
             "security": [{"bearerAuth": []}],
             "parameters": [
                 _query("year", {"type": "integer", "minimum": 1900, "maximum": 9999}, "Tax year (date sold).",
@@ -270,7 +275,7 @@ def _read_models() -> dict[str, Any]:
                                                      "columns)."),
                                               "text/plain": {"schema": {"type": "string",
                                                                         "description": "format=txf: TXF V042."}}}},
-                          **{c: _error(c) for c in ("400", "401", "403", "500")}}}},
+                          **{c: _error(c) for c in ("400", "401", "403", "409", "500")}}}},
         "/tenants/{tenant_id}/ledger": {"get": {
             "summary": "Review the tenant's ledger, newest first (tenant_admin of that tenant)",
             "description": "Ordered by created_at then document id, descending; cursor pagination. `from`/`to` "

@@ -29,3 +29,24 @@ def admit(limiter: Any, tenant_id: str, uid: str, *, source: str = "http") -> No
 def reached_engine(status: int) -> bool:
     """Whether a POST's response means the engine ran (and may have written)."""
     return status < 400 or status in (429, 503)
+
+
+def side_writes(limiter: Any, tenant_id: str, uid: str) -> Any:
+    """The shared counters' increments of this request as writes that ride the engine's first commit
+    (issue 17: no commit of their own on ``POST /execute``), or None when the counters cannot give
+    them (the in-memory counters): ``record`` then writes them as before."""
+    ops, window = limiter.record_ops(tenant_id, uid)
+    if not ops:
+        return None
+    from backend.execution.unit_of_work import SideWrites
+
+    return SideWrites(ops, tag=window)
+
+
+def record(limiter: Any, tenant_id: str, uid: str, side: Any) -> None:
+    """Count a request that reached the engine once: in the engine's commit that carried its writes
+    (``side.taken``), else by a commit of the counters' own."""
+    if side is not None and side.taken:
+        limiter.recorded(tenant_id, uid, side.tag)
+    else:
+        limiter.record(tenant_id, uid)

@@ -31,6 +31,7 @@ def __getattr__(name: str) -> Any:
 
 _lock = threading.Lock()
 _app: Any = None
+_verifier: Any = None  # the default app's token verifier (warmed up by ``warm_up``)
 _engine: Any = None
 _limiter: Any = None
 
@@ -77,6 +78,8 @@ def default_app(secrets: Mapping[str, str | None] | None = None) -> Any:
         verifier = FirebaseTokenVerifier(cache_seconds=float(api_settings.auth_state_cache_seconds))
         with _lock:
             if _app is None:
+                global _verifier
+                _verifier = verifier
                 _app = ApiApp(engine=lambda: get_engine(secrets), verifier=lambda: verifier,
                               history=lambda: history_reader_for(get_engine(secrets).store),
                               rate_limiter=lambda: get_rate_limiter(secrets))
@@ -150,10 +153,123 @@ def refuse_emulators_when_deployed(env: Mapping[str, str]) -> None:
         f"project {project or '(none)'} is not a demo- project); unset them or deploy to a demo- project")
 
 
+# Models the first order request of an API instance validates (their pydantic schemas are built on
+# first use: ``defer_build`` in backend.api.models keeps the import cheap).
+_HOT_MODELS = ("ExecuteRequest", "MultiLegRequest", "SignalRequest")
+
+
+def warm_up(secrets: Mapping[str, str | None] | None = None, *, api: bool = True) -> dict[str, float]:
+    """Build, off any request, what a new instance's first request would otherwise build (issue 17):
+    the engine and the rate limiter (their modules, the Firestore client), the lot-book and metrics
+    modules the first placed trade imports, the API and its hot models' schemas (``api``), and the
+    gRPC channel — connected by one read of ``ops/execution``, the document every order request
+    reads first. Answers the milliseconds each step took. Safe to run concurrently with a request:
+    everything it builds is the same process-wide cached object (built once under the lock) and
+    imports are thread-safe. Run by ``functions/main.py`` on a thread started right after the
+    worker process forks (``os.register_at_fork``), so it overlaps the server's own start-up and
+    the first request's arrival; never before the fork (a gRPC channel does not survive one). With
+    ``api``, also the token verifier: the Admin SDK app, the auth client and its HTTP connection
+    (``FirebaseTokenVerifier.warm_up``: one lookup of a uid that does not exist)."""
+    import time
+
+    took: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        took[name] = round((now - mark) * 1e3, 1)
+        mark = now
+
+    auth = None
+    if api:  # the token verifier's HTTP warm-up waits on the network: alongside the rest
+        default_app(secrets)
+        auth = threading.Thread(target=_warm_verifier, name="warm-up-auth", daemon=True)
+        auth.start()
+    engine = get_engine(secrets)
+    get_rate_limiter(secrets)
+    lap("engine")
+    import backend.execution.metrics  # noqa: F401 - what the first ledger row imports
+    import backend.tax.state  # noqa: F401 - what the first lot-book step imports
+    lap("modules")
+    if api:
+        from backend.api import models
+
+        default_app(secrets)
+        for name in _HOT_MODELS:
+            model = getattr(models, name, None)
+            if model is not None:
+                model.model_rebuild()  # builds the deferred schema now, not on the first body
+        lap("api")
+    warm = getattr(engine.store, "warm_connection", None)
+    if warm is not None:
+        warm()
+        lap("channel")
+    if auth is not None:
+        auth.join(timeout=10)
+        lap("auth")
+    return took
+
+
+def _warm_verifier() -> None:
+    if not callable(getattr(_verifier, "warm_up", None)):
+        return
+    try:
+        _verifier.warm_up()
+    except Exception as exc:  # noqa: BLE001 - the first request verifies (and reports) as before
+        log_event("api.warm_up_auth_failed", severity="WARNING", error_type=type(exc).__name__, error=str(exc)[:300])
+
+
+def preload_api() -> float:
+    """Import the order path and build the hot models' schemas — in the API instance's module import,
+    before the server listens (issue 17). Pure Python work, safe before gunicorn forks the worker (no
+    thread, no socket, no gRPC channel: those are made after the fork by ``warm_up``). Answers the
+    milliseconds it took. ``functions/main.py`` calls it only when the instance serves the ``api``
+    function (``FUNCTION_TARGET``): trigger instances and deploy-time discovery keep a cheap import."""
+    import time
+
+    started = time.perf_counter()
+    from backend import bootstrap
+
+    bootstrap.preload()  # the engine's modules and the adapters the deployed engine is built from
+    import backend.api.app  # noqa: F401
+    import backend.api.firebase_auth  # noqa: F401
+    import backend.execution.metrics  # noqa: F401
+    import backend.tax.state  # noqa: F401
+    from backend.api import models
+
+    for name in _HOT_MODELS:
+        model = getattr(models, name, None)
+        if model is not None:
+            model.model_rebuild()
+    return round((time.perf_counter() - started) * 1e3, 1)
+
+
+def start_warm_up_after_fork(secrets: Any, *, api: bool) -> None:
+    """Start ``warm_up`` on a daemon thread, once per process (the fork hook of functions/main.py)."""
+    global _warm_pid
+    if _warm_pid == os.getpid():
+        return
+    _warm_pid = os.getpid()
+
+    def run() -> None:
+        try:
+            took = warm_up(secrets() if callable(secrets) else secrets, api=api)
+            log_event("api.warmed_up", took_ms=took, api=api)
+        except Exception as exc:  # noqa: BLE001 - the first request builds (and reports) it instead
+            log_event("api.warm_up_failed", severity="WARNING", error_type=type(exc).__name__, error=str(exc)[:300])
+
+    threading.Thread(target=run, name="warm-up", daemon=True).start()
+
+
+_warm_pid: int | None = None
+
+
 def reset() -> None:
     """Forget the cached app, engine and limiter (tests)."""
-    global _app, _engine, _limiter
+    global _app, _engine, _limiter, _verifier
     with _lock:
         _app = None
+        _verifier = None
         _engine = None
         _limiter = None

@@ -31,7 +31,7 @@ from backend.execution.instruments import check_instrument
 from backend.execution.intent import ExecutionContext, OrderIntent, client_order_id_for
 from backend.execution.pre_claim import (AccountHints, PrefetchedDocs, PreClaimRead, finish_paths, pre_claim_plan,
                                          read_pre_claim)
-from backend.execution.preflight import check_intent_writes
+from backend.execution.preflight import check_intent_writes, check_lot_book, lot_book_path
 from backend.execution.records import ExecutionResult, fill_ledger_row, history_row, ledger_row, tax_fill
 from backend.execution.router import MarketDataProvider, RoutingDecision, SmartRouter
 from backend.execution.wide_spread import (RECORD_FIELD, expired_before_sent, fallback_from_record, limit_capability,
@@ -144,6 +144,8 @@ class ExecutionEngine:
         existing = (self.store.get_intent(ctx.tenant_id, intent.intent_id) if pre is None
                     else _record_of(ctx.tenant_id, intent.intent_id, pre.docs[intent_path(ctx.tenant_id,
                                                                                           intent.intent_id)][0]))
+        if ctx.record_check is not None:  # the API's check of a client-chosen id, on the record just read
+            ctx.record_check(existing)
         if existing is not None and existing.status.is_final:
             return self._replay(existing)
         if existing is not None and existing.status is IntentStatus.RESERVED:
@@ -158,6 +160,7 @@ class ExecutionEngine:
             return self._refused(intent, ctx, bound)
         intent = intent.with_account(bound.account_id)
         ctx = replace(ctx, account=bound.binding)
+        self._check_lot_book(intent, ctx, pre)  # a full lot book refuses an order that opens lots: 400
         try:
             venue = self.broker_for(intent, ctx)  # before the quote: FOREX must never reach a venue without FX
         except VenueUnavailable as exc:  # the account's venue cannot be built (connection, credentials)
@@ -218,8 +221,11 @@ class ExecutionEngine:
                                        broker_name=venue.name, trade_day=day),
             lease_until=now + timedelta(seconds=float(self.settings.lease_seconds)),
             prefetched=None if pre is None else pre.subset([intent_path(ctx.tenant_id, intent.intent_id)]),
+            side_ops=_side_ops(ctx),
         )
         outcome = self.store.claim(claim)
+        if outcome.result is ClaimResult.CLAIMED:
+            _side_taken(ctx)
         self._after_claim(ctx.tenant_id, intent.intent_id, outcome)
         if outcome.result is ClaimResult.DUPLICATE:
             assert outcome.existing is not None
@@ -255,6 +261,19 @@ class ExecutionEngine:
             rejection = Rejection(RejectCode.RISK_DATA_UNAVAILABLE, type(exc).__name__)
             log_event("exec.risk", severity="ERROR", intent_id=intent.intent_id, rejection=rejection)
             raise
+
+    def _check_lot_book(self, intent: OrderIntent, ctx: ExecutionContext, pre: PreClaimRead | None) -> None:
+        """``preflight.check_lot_book`` on the user's lot book of the symbol from the pre-claim read (no
+        round trip of its own; a store without that read is asked for the book alone). Raises
+        ``LotBookFull`` (``InvalidInput``): nothing written, nothing sent."""
+        path = lot_book_path(intent, ctx)
+        if pre is not None and path in pre.docs:
+            book = pre.docs[path][0]
+        elif callable(getattr(self.store, "get_all", None)):
+            book = self.store.get_all([path]).get(path, (None, None))[0]
+        else:
+            return
+        check_lot_book(intent, ctx, book)
 
     def _bind(self, ctx: ExecutionContext, intent: OrderIntent, pre: PreClaimRead | None) -> Bound | Rejection:
         """``bind_account`` reading through the pre-claim documents (what is missing is read)."""
@@ -453,8 +472,11 @@ class ExecutionEngine:
             trade_day=now.date().isoformat() if claimed else None,
             release_slot=claimed_slot if claimed else None,
             prefetched=self._take_finish_reads(ctx.tenant_id, intent.intent_id),
+            side_ops=_side_ops(ctx),
         )
         stored = self.store.finish(finish)
+        if stored is None:
+            _side_taken(ctx)
         if stored is not None and stored.data.get("result") and stored.data["result"].get("status") != status:
             return self._replay(stored)
         log_event(f"exec.{status}", severity="INFO" if status != "rejected" else "WARNING",
@@ -560,6 +582,11 @@ class ExecutionEngine:
         if checked_order(_order_request(intent, data.get("client_order_id") or "?"), order, tenant_id=tenant_id,
                          where="engine.reconcile", intent_id=intent_id, uid=ctx.uid) is not None:
             return None  # not the order we placed: never folded in (ALERT raised; a human looks)
+        if order.state.is_final and data.get("pending_replace"):
+            # a replace in flight (or its answer lost) ended this order: the order manager records the
+            # replacement or drops the marker (``settle_pending_replace``, same sweep) — finalising here
+            # would release the reservation the new order still holds
+            return None
         expired = not order.state.is_final and timeout_due(data, self.clock.now())
         if expired:  # a wide-spread limit past its deadline
             order = self._cancel_expired_limit(venue, intent_id, order)
@@ -670,6 +697,17 @@ def _record_of(tenant_id: str, intent_id: str, doc: Any) -> IntentRecord | None:
     if doc is None:
         return None
     return IntentRecord(tenant_id, intent_id, IntentStatus(doc.get("status") or "new"), doc)
+
+
+def _side_ops(ctx: ExecutionContext) -> tuple[Any, ...]:
+    """The request's writes that ride the engine's first commit (issue 17), if not taken yet."""
+    side = ctx.side_writes
+    return side.pending() if side is not None else ()
+
+
+def _side_taken(ctx: ExecutionContext) -> None:
+    if ctx.side_writes is not None:
+        ctx.side_writes.taken = True
 
 
 def _unit_price(intent: OrderIntent, routing: RoutingDecision | None) -> Decimal | None:

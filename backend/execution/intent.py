@@ -92,6 +92,12 @@ class ExecutionContext:
     # the account binding (``backend.ports.accounts.AccountBinding``) once the engine has bound the
     # request to an account (issue 12); None before, and for records written before accounts existed
     account: Any = None
+    # issue 17, set by the HTTP API for one request: blind writes that ride the engine's first commit
+    # (``unit_of_work.SideWrites``: the rate limiter's counters) and a check of the intent record the
+    # engine's batched read answered (a client-chosen id must name this very request) — run before
+    # anything else, so the API needs no read of its own
+    side_writes: Any = field(default=None, compare=False)
+    record_check: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         validate_id(self.tenant_id, "tenant_id")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from backend.execution.records import with_cost_basis, with_lot_method
+from backend.execution.lot_capacity import overflow_size
 from backend.execution.store_rules import (POSITION, RESERVED_LONG, RESERVED_SHORT, AccountSlot, AccountSlotProbe,
                                            account_slot_path, account_slots_collection, choose_free_slots,
                                            disposal_path, exposure_from_doc, exposure_path, group_path, history_path,
@@ -68,12 +69,51 @@ def _tax_step(reads: _Reads, docs: Mapping[str, tuple[Any, Any]]
     plain = {path: doc for path, (doc, _) in docs.items()}
     plan = plan_tax(reads.tax, plain, plain)
     ops: list[Op] = []
+    full: set[tuple[str, str]] = set()
     for (uid, key), path in zip(reads.tax.books, reads.tax.book_paths):
         doc, token = docs[path]
+        over = overflow_size(plan.states[(uid, key)], path)
+        if over is not None:  # the book cannot be written: the fill is still recorded (see _overflow_ops)
+            full.add((uid, key))
+            ops.extend(_overflow_ops(reads, uid, key, doc, over))
+            continue
         state = {**plan.states[(uid, key)], "updated_server_at": SERVER_TIME}
         ops.append(Update(path, state, token) if doc is not None else Create(path, state))
-    ops.extend(Set(disposal_path(uid, doc_id), doc) for uid, doc_id, doc in plan.disposals)
-    return ops, plan.applied_methods, plan.closed
+    ops.extend(Set(disposal_path(uid, doc_id), doc) for uid, doc_id, doc in plan.disposals
+               if (uid, _book_key(str(doc.get("symbol") or ""))) not in full)
+    if not full:
+        return ops, plan.applied_methods, plan.closed
+    skipped = {fill.trade_id for uid, fill in reads.tax.fills if (uid, _book_key(fill.symbol)) in full}
+    return (ops, {k: v for k, v in plan.applied_methods.items() if k not in skipped},
+            {k: v for k, v in plan.closed.items() if k not in skipped})
+
+
+def _book_key(symbol: str) -> str:
+    from backend.tax.state import book_key
+
+    return book_key(symbol)
+
+
+def _overflow_ops(reads: _Reads, uid: str, key: str, doc: Mapping[str, Any] | None, size: int) -> list[Op]:
+    """A lot book whose next state would pass ``lot_capacity.BOOK_WRITE_LIMIT`` (admitted under an older
+    limit, an order with more fill increments than the admission margin covers, a loss sale of many
+    lots): the lot step alone is refused. The book stays as it was; each fill of it in this commit gets
+    a ``LOT_BOOK_OVERFLOW`` marker in ``users/<uid>/tax_disposals`` (everything needed to book it later;
+    a ``trade_date`` like a shortfall record) and an ERROR alert is logged. The ledger row, the history
+    row (without a lot method or basis), the exposure and the intent's outcome commit as usual: the
+    fill is never lost and the finish never retries a write Firestore must refuse."""
+    from backend.execution.lot_capacity import BOOK_WRITE_LIMIT, overflow_doc_id, overflow_marker
+    from backend.logs import log_event
+    from backend.tax.state import fill_key
+
+    applied = set((doc or {}).get("recent_trade_ids") or ())  # a redelivered fill is in the book already
+    fills = [fill for u, fill in reads.tax.fills if u == uid and _book_key(fill.symbol) == key
+             and fill_key(fill) not in applied]
+    log_event("tax.lot_book_overflow", severity="ERROR", uid=uid, book_key=key, book_bytes=size,
+              limit=BOOK_WRITE_LIMIT, trade_ids=[fill.trade_id for fill in fills],
+              note="fill recorded without its lot step; close lots or archive the book, then book the markers")
+    return [Set(disposal_path(uid, overflow_doc_id(fill, key)),
+                {**overflow_marker(fill, key, size), "recorded_at": SERVER_TIME}) for fill in fills]
 
 
 def _metrics_ops(tenant_id: str, row_id: str, row: Mapping[str, Any], admitted: dict[str, list[str]]) -> list[Op]:
@@ -197,6 +237,7 @@ def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
             ops.append(Create(held.path(claim.tenant_id), {"intent_id": claim.intent_id, "uid": claim.uid,
                                                            "tenant_slot": slot, "taken_at": SERVER_TIME}))
         ops.append(Increment(ep, reserve))
+        ops.extend(claim.side_ops)  # blind: they cannot make the claim fail
         try:
             tokens = uow.commit(Commit(ops))
         except Conflict:
@@ -275,6 +316,7 @@ def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -
             held = AccountSlot.from_doc((doc or {}).get("account_slot"))  # issue 12: taken with it by the claim
             if held is not None:
                 ops.append(Delete(held.path(finish.tenant_id)))
+        ops.extend(finish.side_ops)  # blind: they cannot make the finish fail
         try:
             uow.commit(Commit(ops))
             return None
@@ -531,3 +573,39 @@ def record_order_event(uow: UnitOfWork, tenant_id: str, intent_id: str, token: A
     except Conflict:
         return False
     return True
+
+
+class MarkerCommit:
+    """What ``commit_replace_marker`` answers: the record's new token and, when the commit moved the
+    order's reservation, the exposure document as that commit left it (the transform results; read
+    back only from a store whose commit does not answer them)."""
+
+    def __init__(self, token: Any, exposure: Any = None):
+        self.token, self.exposure = token, exposure
+
+
+def commit_replace_marker(uow: UnitOfWork, tenant_id: str, intent_id: str, token: Any,
+                          marker: Mapping[str, Any] | None, account_key: str, reserved_delta: Any,
+                          direction: int) -> MarkerCommit | None:
+    """One commit: the record's ``pending_replace`` set to ``marker`` (None: cleared) only if the record
+    is unchanged since ``token``, and the order's reservation moved by ``reserved_delta`` units in the
+    order's ``direction`` (a replace that raises the quantity reserves its extra here, before the venue
+    is asked; clearing a marker releases what it held) — the claim's pattern: a blind increment whose
+    result the caller re-checks against the position limit. None on ``Conflict`` (nothing written)."""
+    ep = exposure_path(tenant_id, account_key)
+    ops: list[Op] = [Update(intent_path(tenant_id, intent_id),
+                            {"pending_replace": None if marker is None else dict(marker),
+                             "updated_server_at": SERVER_TIME}, token)]
+    moves = order_event_exposure(0, reserved_delta, direction) if reserved_delta else {}
+    if moves:
+        ops.append(Increment(ep, {**{name: 0 for name in _COUNTERS}, **moves}))
+    try:
+        tokens = uow.commit(Commit(ops))
+    except Conflict:
+        return None
+    exposure = None
+    if moves:
+        after = getattr(tokens, "increments", {}).get(ep)
+        exposure = exposure_from_doc(after if after is not None and set(_COUNTERS) <= set(after)
+                                     else uow.get_all([ep])[ep][0])
+    return MarkerCommit(tokens[0] if tokens else None, exposure)

@@ -66,6 +66,22 @@ class ArrayUnion:
 EXISTS = "exists"  # a precondition: the document must exist (any version)
 
 
+@dataclass
+class SideWrites:
+    """Writes that ride the first commit of one request's execution instead of a commit of their own
+    (issue 17: the rate limiter's shared counters on ``POST /execute``). Blind writes only (no
+    precondition: they can never make the commit they ride fail). ``taken`` turns true once a
+    commit that carried them succeeded; a request whose execution committed nothing (a replay, an
+    error) leaves them to their own writer."""
+
+    ops: tuple[Any, ...] = ()
+    taken: bool = False
+    tag: Any = None  # the writer's own note (the rate limiter: the counters' window)
+
+    def pending(self) -> tuple[Any, ...]:
+        return () if self.taken else self.ops
+
+
 @dataclass(frozen=True)
 class Create:
     path: str

@@ -92,6 +92,7 @@ class Claim:
     account_id: str | None = None
     account_daily_limit: int | None = None
     account_trades_seen: int = 0
+    side_ops: tuple[Any, ...] = ()  # issue 17: blind writes that ride the claim's commit (unit_of_work.SideWrites)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class Finish:
     # committed it, the lot book, tax settings and metrics shard from the pre-claim read. The first
     # attempt reads only what is missing; a moved document is a Conflict and the retry reads afresh.
     prefetched: Mapping[str, tuple[Any, Any]] | None = None
+    side_ops: tuple[Any, ...] = ()  # issue 17: blind writes that ride this commit (unit_of_work.SideWrites)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 WINDOW_SECONDS = 60
 
@@ -68,6 +68,10 @@ class RateCounters(Protocol):
     def increment(self, items: Sequence[tuple[Scope, int]], window: int, expires_at: float) -> None:
         """Add 1 to shard ``int`` of each scope for ``window`` (one batched write)."""
         ...
+
+    # Optional (issue 17): ``increment_ops(items, window, expires_at)`` answers the same increments
+    # as unit-of-work ops (``backend.execution.unit_of_work``) so they can ride another commit of the
+    # same database; a store that cannot answers nothing (the counters are written by ``increment``).
 
 
 class _Bucket:
@@ -154,21 +158,43 @@ class RateLimiter:
 
     def record(self, tenant_id: str, uid: str | None) -> None:
         """Count one admitted request in the shared counters (call only once it reached the engine)."""
-        scopes = self.scopes(tenant_id, uid)
-        if not scopes or self.counters is None:
+        planned = self._plan(tenant_id, uid)
+        if planned is None:
             return
-        window, remaining = self._window()
-        n = next(self._rr)
+        items, window, expires_at = planned
+        self.recorded(tenant_id, uid, window)
+        try:
+            self.counters.increment(items, window, expires_at)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001
+            self._error(exc)
+
+    def record_ops(self, tenant_id: str, uid: str | None) -> tuple[tuple[Any, ...], int]:
+        """The increments ``record`` would write, as store ops that can ride the engine's first commit
+        of the request (issue 17: no commit of their own on the order path), and their window. Empty
+        when there is nothing to count or the counters cannot give ops: then call ``record``. Writes
+        nothing; once the commit carrying them succeeded, call ``recorded``."""
+        planned = self._plan(tenant_id, uid)
+        build = getattr(self.counters, "increment_ops", None)
+        if planned is None or build is None:
+            return (), 0
+        items, window, expires_at = planned
+        return tuple(build(items, window, expires_at) or ()), window
+
+    def recorded(self, tenant_id: str, uid: str | None, window: int) -> None:
+        """This instance's view of the shared counts after one recorded request of ``window``."""
         with self._lock:
-            for scope in scopes:
+            for scope in self.scopes(tenant_id, uid):
                 seen = self._seen.get(scope)
                 if seen is not None and seen[0] == window:
                     seen[3] += 1
-        items = [(scope, n % self.shard_count(scope)) for scope in scopes]
-        try:
-            self.counters.increment(items, window, self._wall() + remaining + 3600)
-        except Exception as exc:  # noqa: BLE001
-            self._error(exc)
+
+    def _plan(self, tenant_id: str, uid: str | None) -> tuple[list[tuple[Scope, int]], int, float] | None:
+        scopes = self.scopes(tenant_id, uid)
+        if not scopes or self.counters is None:
+            return None
+        window, remaining = self._window()
+        n = next(self._rr)
+        return [(scope, n % self.shard_count(scope)) for scope in scopes], window, self._wall() + remaining + 3600
 
     # --- helpers -----------------------------------------------------------------------------
     def _window(self) -> tuple[int, int]:
