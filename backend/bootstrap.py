@@ -228,6 +228,7 @@ def preload() -> None:
     import backend.adapters.firestore_store  # noqa: F401
     import backend.adapters.paper_broker  # noqa: F401
     import backend.execution.engine  # noqa: F401
+    import backend.execution.groups  # noqa: F401 - the settings' group section (build_settings) is typed by it
 
 
 def rate_counters(store: Any) -> Any:
