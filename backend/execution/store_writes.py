@@ -195,6 +195,25 @@ def _all_counters(signed_qty: Any) -> dict[str, int]:
     return {**{name: 0 for name in _COUNTERS}, **reserve_increments(signed_qty)}
 
 
+def commit_with_side_writes(uow: UnitOfWork, ops: list[Op], side: Sequence[Op], intent_id: str) -> Any:
+    """Commit ``ops`` with the request's side writes (``unit_of_work.SideWrites``: the rate limiter's
+    blind counter increments, issue 17). They carry no precondition, so they cannot make the commit a
+    ``Conflict``; if the commit still runs out of contention retries with them aboard (a hot counter
+    document), it is committed once more without them: the trade never waits on the limiter's
+    bookkeeping, which fails open on its shared counters as it always has (logged like the limiter's
+    own failure, ``rate_limit.counters_unavailable``)."""
+    if not side:
+        return uow.commit(Commit(ops))
+    try:
+        return uow.commit(Commit([*ops, *side]))
+    except StoreContention as exc:
+        from backend.logs import log_event
+
+        log_event("rate_limit.counters_unavailable", severity="ERROR", error_type=type(exc).__name__,
+                  error=str(exc)[:300], intent_id=intent_id, note="committed without the rate counters")
+        return uow.commit(Commit(ops))
+
+
 def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
     """Probe daily slots (``slot_probe_order``): one commit per probe — the intent record RESERVED
     with its lease (create, or update on the version read), the slot created (and, for a claim bound
@@ -237,9 +256,8 @@ def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
             ops.append(Create(held.path(claim.tenant_id), {"intent_id": claim.intent_id, "uid": claim.uid,
                                                            "tenant_slot": slot, "taken_at": SERVER_TIME}))
         ops.append(Increment(ep, reserve))
-        ops.extend(claim.side_ops)  # blind: they cannot make the claim fail
         try:
-            tokens = uow.commit(Commit(ops))
+            tokens = commit_with_side_writes(uow, ops, claim.side_ops, claim.intent_id)
         except Conflict:
             if account is None:
                 at += 1
@@ -316,9 +334,8 @@ def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -
             held = AccountSlot.from_doc((doc or {}).get("account_slot"))  # issue 12: taken with it by the claim
             if held is not None:
                 ops.append(Delete(held.path(finish.tenant_id)))
-        ops.extend(finish.side_ops)  # blind: they cannot make the finish fail
         try:
-            uow.commit(Commit(ops))
+            commit_with_side_writes(uow, ops, finish.side_ops, finish.intent_id)
             return None
         except Conflict:
             continue  # a concurrent duplicate finished first (answered above), or a lot book moved
