@@ -10,6 +10,14 @@ Single-leg flow and its persistence (see docs/ARCHITECTURE.md):
 4. ``claim``: reservation persisted before the broker is called (lease, daily slot, exposure);
 5. submit with a client order id derived from tenant + intent id (a retry cannot double it);
 6. ``finish``: ledger row, history row, exposure settled — one commit.
+
+``ExecutionEngine`` is the façade: the construction, the account binding and venue selection, the flow
+above (steps 1-5, the batched pre-claim read, the resume of a reserved intent) and the group entry
+points are here; the rest are mixins: backend/execution/engine_outcomes.py (``EngineOutcomes``: the
+one-commit ``finish`` of every decision and placement, the replay of a stored outcome, the pre-claim
+documents a finish reuses) and backend/execution/engine_followup.py (``EngineFollowUp``: the sweeper's
+``reconcile_intent`` of a working order — fill increments, the wide-spread limit's timeout, the
+remainder released once final). Names other modules import from here (``account_key``) are imported back.
 """
 from __future__ import annotations
 
@@ -22,26 +30,24 @@ from typing import Any
 
 from backend.domain.clock import Clock, SystemClock
 from backend.domain.errors import RejectCode, Rejection
-from backend.domain.money import ZERO
 from backend.execution.accounts import AUTO_DEFAULT_ACCOUNT_PREFIX, AccountBinder, Bound, stored_binding
 from backend.ports.accounts import VenueUnavailable
 from backend.domain.capabilities import check_capability
 from backend.execution.client_ids import checked_order
+from backend.execution.engine_followup import EngineFollowUp, _order_request
+from backend.execution.engine_outcomes import EngineOutcomes, _side_ops, _side_taken, account_key
 from backend.execution.instruments import check_instrument
 from backend.execution.intent import ExecutionContext, OrderIntent, client_order_id_for
 from backend.execution.pre_claim import (AccountHints, PrefetchedDocs, PreClaimRead, finish_paths, pre_claim_plan,
                                          read_pre_claim)
 from backend.execution.preflight import check_intent_writes, check_lot_book, lot_book_path
-from backend.execution.records import ExecutionResult, fill_ledger_row, history_row, ledger_row, tax_fill
+from backend.execution.records import ExecutionResult
 from backend.execution.router import MarketDataProvider, RoutingDecision, SmartRouter
-from backend.execution.wide_spread import (RECORD_FIELD, expired_before_sent, fallback_from_record, limit_capability,
-                                           limit_instead_of_wait, record_fields, timeout_due)
+from backend.execution.wide_spread import expired_before_sent, fallback_from_record, limit_capability, limit_instead_of_wait
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerErrorCode, BrokerOrder, BrokerPort, OrderRequest
-from backend.ports.store import (ACCOUNT_LIMIT, Claim, ClaimResult, ExecutionStore, FillUpdate, FillWrite, Finish,
-                                 IntentRecord, IntentStatus)
+from backend.ports.store import ACCOUNT_LIMIT, Claim, ClaimResult, ExecutionStore, IntentRecord, IntentStatus
 from backend.execution.store_rules import intent_path
-from backend.risk.gate import account_key_for
 from backend.risk.manager import RiskManager
 from backend.settings import ExecSettings
 
@@ -63,11 +69,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def account_key(intent: OrderIntent) -> str:
-    return account_key_for(intent.broker_account_id, intent.symbol)
-
-
-class ExecutionEngine:
+class ExecutionEngine(EngineOutcomes, EngineFollowUp):
     """Arguments left out come from the composition root (``backend/bootstrap.py``): settings from the
     environment, the embedded paper venue, the store ``default_store()`` picks. ``broker`` is a
     ``BrokerRouter`` or one venue (wrapped in a one-route router); ``self.broker`` keeps what was
@@ -443,271 +445,12 @@ class ExecutionEngine:
                                          claimed_slot=data.get("slot"), client_order_id=coid, broker_name=venue.name)
         return self._submit(intent, ctx, routing, venue, coid, data.get("slot"))
 
-    # --- outcomes --------------------------------------------------------------------------------
-    def _intent_record(self, intent: OrderIntent, ctx: ExecutionContext, status: IntentStatus,
-                       routing: RoutingDecision | None, **extra: Any) -> dict[str, Any]:
-        account = {"account": ctx.account.to_dict()} if ctx.account is not None else {}
-        return {"intent": intent.to_dict(), "tenant_id": ctx.tenant_id, "uid": ctx.uid, "status": status.value,
-                "kind": "single", "updated_at": self.clock.now().isoformat(), **account, **record_fields(intent),
-                **extra}
-
-    def _finish_decision(self, intent: OrderIntent, ctx: ExecutionContext, status: str,
-                         routing: RoutingDecision | None, rejection: Rejection | None, *,
-                         claimed: bool = False, claimed_slot: int | None = None,
-                         client_order_id: str | None = None, broker_name: str | None = None) -> ExecutionResult:
-        """One commit for a decision that placed nothing; a claimed reservation is released in it."""
-        now = self.clock.now()
-        result = ExecutionResult(status=status, intent_id=intent.intent_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
-                                 trade_id=intent.intent_id, routing=routing, rejection=rejection,
-                                 client_order_id=client_order_id, broker=broker_name)
-        finish = Finish(
-            tenant_id=ctx.tenant_id, intent_id=intent.intent_id, uid=ctx.uid,
-            record=self._intent_record(intent, ctx, IntentStatus(status), routing, result=result.to_dict(),
-                                       client_order_id=client_order_id),
-            ledger_id=intent.intent_id,
-            ledger=ledger_row(intent=intent, ctx=ctx, status=status, now=now, routing=routing, rejection=rejection,
-                              broker_name=broker_name, client_order_id=client_order_id),
-            account_key=account_key(intent) if claimed else None,
-            reserved_signed_qty=intent.signed_qty if claimed else None,
-            trade_day=now.date().isoformat() if claimed else None,
-            release_slot=claimed_slot if claimed else None,
-            prefetched=self._take_finish_reads(ctx.tenant_id, intent.intent_id),
-            side_ops=_side_ops(ctx),
-        )
-        stored = self.store.finish(finish)
-        if stored is None:
-            _side_taken(ctx)
-        if stored is not None and stored.data.get("result") and stored.data["result"].get("status") != status:
-            return self._replay(stored)
-        log_event(f"exec.{status}", severity="INFO" if status != "rejected" else "WARNING",
-                  intent_id=intent.intent_id, tenant_id=ctx.tenant_id, reason=result.reason)
-        return result
-
-    def _finish_placed(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None,
-                       venue: BrokerPort, coid: str, order: BrokerOrder) -> ExecutionResult:
-        now = self.clock.now()
-        result = ExecutionResult(status="placed", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
-                                 trade_id=intent.intent_id, routing=routing, client_order_id=coid,
-                                 broker_order_id=order.broker_order_id, broker=venue.name,
-                                 order_status=order.state.value, filled_qty=order.filled_qty,
-                                 filled_avg_price=order.filled_avg_price)
-        filled_signed = order.filled_qty * intent.side.direction
-        # A working order keeps the reservation of its unfilled remainder until it is final.
-        release = intent.signed_qty if order.state.is_final else filled_signed
-        record = self._intent_record(intent, ctx, IntentStatus.PLACED, routing, result=result.to_dict(),
-                                     client_order_id=coid, broker_order_id=order.broker_order_id,
-                                     order_final=order.state.is_final, broker=venue.name, fill_seq=0,
-                                     reconcile_after=self._follow_at(intent, order))
-        finish = Finish(
-            tenant_id=ctx.tenant_id, intent_id=intent.intent_id, uid=ctx.uid, record=record,
-            ledger_id=intent.intent_id,
-            ledger=ledger_row(intent=intent, ctx=ctx, status="placed", now=now, routing=routing, order=order,
-                              broker_name=venue.name, client_order_id=coid),
-            history_id=intent.intent_id,
-            history=history_row(intent=intent, ctx=ctx, now=now, routing=routing, order=order,
-                                broker_name=venue.name, client_order_id=coid),
-            account_key=account_key(intent), reserved_signed_qty=release, filled_signed_qty=filled_signed,
-            trade_day=now.date().isoformat(),
-            tax=tax_fill(trade_id=intent.intent_id, symbol=intent.symbol, asset_class=intent.asset_class.value,
-                         side=intent.side.value, qty=order.filled_qty, price=order.filled_avg_price, fees=ZERO,
-                         when=now, multiplier=intent.spec.multiplier, lot_ids=_lot_ids(intent)),
-            prefetched=self._take_finish_reads(ctx.tenant_id, intent.intent_id),
-        )
-        stored = self.store.finish(finish)
-        if stored is not None and stored.data.get("result") and \
-                stored.data["result"].get("broker_order_id") != order.broker_order_id:
-            return self._replay(stored)
-        log_event("exec.placed", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, broker=venue.name,
-                  broker_order_id=order.broker_order_id, client_order_id=coid, order_status=order.state.value,
-                  filled_qty=order.filled_qty, filled_avg_price=order.filled_avg_price)
-        return result
-
-    def _after_claim(self, tenant_id: str, intent_id: str, outcome: Any) -> None:
-        """The intent's version after the claim: the one it committed (or unknown: read again)."""
-        pending = getattr(self._finish_reads, "pending", None)
-        if pending is None or pending[:2] != (tenant_id, intent_id):
-            return
-        reads = dict(pending[2])
-        ip = intent_path(tenant_id, intent_id)
-        if outcome.result is ClaimResult.CLAIMED and outcome.token is not None:
-            reads[ip] = ({"status": IntentStatus.RESERVED.value}, outcome.token)
-        elif outcome.result is not ClaimResult.DAILY_LIMIT or outcome.token is not None:
-            reads.pop(ip, None)
-        self._finish_reads.pending = (tenant_id, intent_id, reads)
-
-    def _take_finish_reads(self, tenant_id: str, intent_id: str) -> dict[str, Any] | None:
-        """The pre-claim documents of this very intent (set by ``execute_intent`` for this thread), once."""
-        pending = getattr(self._finish_reads, "pending", None)
-        if pending is None or pending[:2] != (tenant_id, intent_id):
-            return None
-        self._finish_reads.pending = None
-        return pending[2]
-
-    def _reconcile_at(self):
-        return self.clock.now() + timedelta(seconds=10)
-
-    def _follow_at(self, intent: OrderIntent, order: BrokerOrder):
-        """When the sweeper looks at this order again: while it works, and — for a bracket / OTO whose
-        entry is final — while its exit legs may still fill at the venue (backend/execution/exit_legs.py
-        clears it once both exits are final). None: nothing left to follow."""
-        order_class = getattr(getattr(intent, "order_class", None), "value", None)
-        if not order.state.is_final or (order_class in ("bracket", "oto") and order.filled_qty > 0):
-            return self._reconcile_at()
-        return None
-
-    def reconcile_intent(self, tenant_id: str, intent_id: str) -> ExecutionResult | None:
-        """Fold later fills of a placed, still-working order into the ledger (one row per increment),
-        the history and the exposure; release the unfilled remainder once the order is final."""
-        got = self.store.get_intent_with_token(tenant_id, intent_id)
-        if got is None:
-            return None
-        record, token = got
-        data = record.data
-        if record.status is not IntentStatus.PLACED or data.get("order_final"):
-            return None
-        intent = OrderIntent.from_dict({**data["intent"], "intent_id": intent_id})
-        ctx = ExecutionContext(tenant_id, data["uid"], account=stored_binding(data.get("account")))
-        try:
-            venue = self.broker_for(intent, ctx)
-        except Exception as exc:  # the venue cannot be built now: the sweeper tries again
-            log_event("exec.reconcile_deferred", severity="WARNING", intent_id=intent_id, error=str(exc)[:200])
-            return None
-        if isinstance(venue, Rejection):
-            return None
-        try:
-            order = venue.get_order(data["broker_order_id"])
-        except BrokerError as exc:
-            log_event("exec.reconcile_deferred", severity="WARNING", intent_id=intent_id, error=str(exc))
-            return None
-        if checked_order(_order_request(intent, data.get("client_order_id") or "?"), order, tenant_id=tenant_id,
-                         where="engine.reconcile", intent_id=intent_id, uid=ctx.uid) is not None:
-            return None  # not the order we placed: never folded in (ALERT raised; a human looks)
-        if order.state.is_final and data.get("pending_replace"):
-            # a replace in flight (or its answer lost) ended this order: the order manager records the
-            # replacement or drops the marker (``settle_pending_replace``, same sweep) — finalising here
-            # would release the reservation the new order still holds
-            return None
-        expired = not order.state.is_final and timeout_due(data, self.clock.now())
-        if expired:  # a wide-spread limit past its deadline
-            order = self._cancel_expired_limit(venue, intent_id, order)
-        prior = data["result"]
-        old_qty = _dec(prior.get("filled_qty")) or ZERO
-        old_avg = _dec(prior.get("filled_avg_price")) or ZERO
-        delta = order.filled_qty - old_qty
-        fills = []
-        seq = int(data.get("fill_seq") or 0)
-        if delta > 0 and order.filled_avg_price is not None:
-            seq += 1
-            price = ((order.filled_avg_price * order.filled_qty - old_avg * old_qty) / delta).quantize(
-                Decimal("1e-12")).normalize()
-            increment = BrokerOrder(order.broker_order_id, order.client_order_id, order.symbol, order.side,
-                                    order.qty, order.state, delta, price, order.submitted_at, order.updated_at,
-                                    order.venue_status)
-            fills.append(self._fill_write(intent, ctx, f"{intent_id}--f{seq}", increment, venue.name,
-                                          data.get("client_order_id")))
-        direction = intent.side.direction
-        release = delta + ((intent.qty - order.filled_qty) if order.state.is_final else ZERO)
-        result = ExecutionResult(status="placed", intent_id=intent_id, tenant_id=tenant_id, uid=ctx.uid,
-                                 trade_id=intent_id, routing=None, client_order_id=data.get("client_order_id"),
-                                 broker_order_id=order.broker_order_id, broker=venue.name,
-                                 order_status=order.state.value, filled_qty=order.filled_qty,
-                                 filled_avg_price=order.filled_avg_price)
-        merged = {**prior, **{k: v for k, v in result.to_dict().items() if k not in ("routing", "reason")}}
-        update = FillUpdate(
-            tenant_id=tenant_id, intent_id=intent_id, uid=ctx.uid, token=token,
-            record={"result": merged, "order_final": order.state.is_final, "fill_seq": seq,
-                    "reconcile_after": self._follow_at(intent, order),
-                    "updated_at": self.clock.now().isoformat(),
-                    **({RECORD_FIELD: {**data[RECORD_FIELD], "expired_at": self.clock.now().isoformat()}}
-                       if expired and order.state.is_final else {})},
-            fills=tuple(fills), account_key=account_key(intent), filled_signed_qty=delta * direction,
-            released_signed_qty=release * direction)
-        if not self.store.apply_fill_update(update):
-            return None
-        log_event("exec.reconciled", intent_id=intent_id, tenant_id=tenant_id, new_fill=delta,
-                  order_status=order.state.value)
-        return result
-
-    def _cancel_expired_limit(self, venue: BrokerPort, intent_id: str, order: BrokerOrder) -> BrokerOrder:
-        """Cancel a limit placed instead of a WAIT once its ``limit_timeout_seconds`` have passed and
-        answer the order as the venue holds it now (fills before the cancel are kept; the caller
-        releases the remainder once it is final). A venue error leaves it for the next sweep."""
-        try:
-            venue.cancel_order(order.broker_order_id)
-            after = venue.get_order(order.broker_order_id)
-        except BrokerError as exc:
-            log_event("exec.reconcile_deferred", severity="WARNING", intent_id=intent_id, error=str(exc))
-            return order
-        log_event("exec.wide_spread_limit_expired", intent_id=intent_id, broker_order_id=order.broker_order_id,
-                  order_status=after.state.value, filled_qty=after.filled_qty)
-        return after
-
-    def _fill_write(self, intent: OrderIntent, ctx: ExecutionContext, trade_id: str, increment: BrokerOrder,
-                    broker_name: str, coid: str | None) -> FillWrite:
-        now = self.clock.now()
-        ledger = fill_ledger_row(intent=intent, ctx=ctx, trade_id=trade_id, now=now, increment=increment,
-                                 broker_name=broker_name, client_order_id=coid)
-        history = history_row(intent=intent, ctx=ctx, now=now, routing=None, order=increment,
-                              broker_name=broker_name, client_order_id=coid or "", trade_id=trade_id, kind="fill")
-        return FillWrite(trade_id=trade_id, uid=ctx.uid, ledger=ledger, history=history,
-                         tax=tax_fill(trade_id=trade_id, symbol=intent.symbol, asset_class=intent.asset_class.value,
-                                      side=intent.side.value, qty=increment.filled_qty,
-                                      price=increment.filled_avg_price, fees=ZERO, when=now,
-                                      multiplier=intent.spec.multiplier))
-
-    def _refused(self, intent: OrderIntent, ctx: ExecutionContext, rejection: Rejection) -> ExecutionResult:
-        """A refusal before anything is written (the account binding): a coded result, no record, no
-        ledger row, nothing sent — the API answers it 403/400 (backend/execution/accounts.HTTP_STATUS)."""
-        log_event("exec.refused", severity="WARNING", intent_id=intent.intent_id, tenant_id=ctx.tenant_id,
-                  uid=ctx.uid, rejection=rejection)
-        return ExecutionResult(status="rejected", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
-                               trade_id=None, routing=None, rejection=rejection, extra={"persisted": False})
-
-    def _pending(self, intent: OrderIntent, ctx: ExecutionContext, routing: RoutingDecision | None, coid: str,
-                 broker_name: str | None, exc: BrokerError | None) -> ExecutionResult:
-        rejection = exc.to_rejection() if exc is not None else None
-        return ExecutionResult(status="pending", intent_id=intent.intent_id, tenant_id=ctx.tenant_id, uid=ctx.uid,
-                               trade_id=intent.intent_id, routing=routing, client_order_id=coid, broker=broker_name,
-                               rejection=rejection,
-                               extra={"retry_after": exc.retry_after if exc is not None else None})
-
-    def _replay(self, record: IntentRecord) -> ExecutionResult:
-        data = record.data.get("result") or {}
-        rejection = None
-        if data.get("rejection"):
-            rejection = Rejection(RejectCode(data["rejection"]["code"]), data["rejection"].get("detail", ""))
-        routing = None
-        if data.get("routing"):
-            r = data["routing"]
-            routing = RoutingDecision(should_execute=r["should_execute"], reason=r["reason"],
-                                      spread_pct=_dec(r.get("spread_pct")),
-                                      estimated_slippage=_dec(r.get("estimated_slippage")))
-        log_event("exec.replayed", intent_id=record.intent_id, tenant_id=record.tenant_id, status=record.status.value)
-        return ExecutionResult(status=data.get("status", record.status.value), intent_id=record.intent_id,
-                               tenant_id=record.tenant_id, uid=record.data.get("uid", ""),
-                               trade_id=data.get("trade_id"), routing=routing,
-                               client_order_id=data.get("client_order_id"), broker_order_id=data.get("broker_order_id"),
-                               broker=data.get("broker"), order_status=data.get("order_status"),
-                               filled_qty=_dec(data.get("filled_qty")) or ZERO,
-                               filled_avg_price=_dec(data.get("filled_avg_price")), rejection=rejection, replayed=True)
-
 
 def _record_of(tenant_id: str, intent_id: str, doc: Any) -> IntentRecord | None:
     """The intent record from a pre-claim read's document (as the stores' ``get_intent`` answers it)."""
     if doc is None:
         return None
     return IntentRecord(tenant_id, intent_id, IntentStatus(doc.get("status") or "new"), doc)
-
-
-def _side_ops(ctx: ExecutionContext) -> tuple[Any, ...]:
-    """The request's writes that ride the engine's first commit (issue 17), if not taken yet."""
-    side = ctx.side_writes
-    return side.pending() if side is not None else ()
-
-
-def _side_taken(ctx: ExecutionContext) -> None:
-    if ctx.side_writes is not None:
-        ctx.side_writes.taken = True
 
 
 def _unit_price(intent: OrderIntent, routing: RoutingDecision | None) -> Decimal | None:
@@ -719,11 +462,6 @@ def _unit_price(intent: OrderIntent, routing: RoutingDecision | None) -> Decimal
     if price is None and quote is not None:
         price = quote.ask if intent.side.value == "buy" else quote.bid
     return None if price is None else price * intent.spec.multiplier
-
-
-def _order_request(intent: OrderIntent, coid: str, *, price_bound: Decimal | None = None) -> OrderRequest:
-    # issue 15: type, time in force (the class default when omitted), stop/trail and protective legs
-    return OrderRequest(client_order_id=coid, **intent.order_fields(), price_bound=price_bound)
 
 
 def _price_bound(intent: OrderIntent, routing: RoutingDecision | None, router: Any) -> Decimal | None:
@@ -753,16 +491,6 @@ def _resting(request: OrderRequest, routing: RoutingDecision | None) -> bool:
     if getattr(request.side, "value", None) == "buy":
         return quote.ask is not None and request.limit_price < quote.ask
     return quote.bid is not None and request.limit_price > quote.bid
-
-
-def _lot_ids(intent: OrderIntent) -> Any:
-    """A sale's specific lot identification, ``metadata.lot_ids = {lot_id: qty}`` (optional)."""
-    value = intent.metadata.get("lot_ids")
-    return value if isinstance(value, dict) else None
-
-
-def _dec(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
 
 
 def _lease_active(lease: Any, clock: Clock) -> bool:

@@ -1,5 +1,5 @@
 """A replace that raises a working order's quantity above its unfilled remainder (PATCH /orders/{id}),
-through the pre-trade gate (backend/execution/order_management.py, module docstring).
+through the pre-trade gate (backend/execution/order_replace.py, module docstring).
 
 Two layers:
 
