@@ -106,7 +106,7 @@ from backend.tax import (
 )
 from backend.tax.boxes import BOX_PART, DEFAULT_PROFILE, DIGITAL_ASSET_BOXES_FROM, ReportingProfile
 from backend.tax.holding import WASH_WINDOW_DAYS, resolve_tz, trade_date, wash_window_closes
-from backend.tax.state import disposal_doc_id, disposal_from_dict, lot_from_dict
+from backend.tax.state import book_lots, book_pending_disposals, disposal_doc_id, disposal_from_dict, lot_from_dict
 from backend.tax.txf import DIGITAL_ASSET_BOXES
 
 PAGE_SIZE = 500
@@ -277,7 +277,7 @@ class TaxExport:
     def load_pending(self) -> None:
         found = []
         for book in self.books():
-            for data in book.get("pending_disposals") or ():
+            for data in book_pending_disposals(book):
                 disposal = disposal_from_dict(data)
                 if disposal.sold.year != self.year:
                     continue
@@ -341,7 +341,7 @@ class TaxExport:
             yield from self.lots_as_of
             return
         for book in self.books():
-            yield from open_lot_rows((lot_from_dict(lot) for lot in book.get("lots") or ()), self.today)
+            yield from open_lot_rows((lot_from_dict(lot) for lot in book_lots(book)), self.today)
 
     # --- JSON ----------------------------------------------------------------------------------
     def json_chunks(self) -> Iterator[bytes]:

@@ -26,7 +26,7 @@ from backend.api.ledger_review import single_valued
 from backend.api.tax_export import TaxExport, reporting_profile
 from backend.tax.holding import resolve_tz, trade_date
 from backend.tax.reconcile import match_json, parse_statement, reconcile, replacements_from
-from backend.tax.state import lot_from_dict
+from backend.tax.state import book_lots, lot_from_dict
 
 CSV_MEDIA = "text/csv"
 
@@ -38,7 +38,7 @@ def handle(request: ApiRequest, identity: Identity, store: Any, now: datetime) -
     export = TaxExport(store, identity.uid, body.year, trade_date(now, resolve_tz(None)), profile=profile)
     export.load_pending()
     disposals = [d for _, d in export.disposals()]
-    lots = [lot_from_dict(lot) for book in export.books() for lot in book.get("lots") or ()]
+    lots = [lot_from_dict(lot) for book in export.books() for lot in book_lots(book)]
     replacements = replacements_from(lots, disposals)
     if body.account is not None:
         disposals = [d for d in disposals if d.book == body.account]

@@ -11,14 +11,18 @@ quantity call it), and the finish keeps a last guard (``overflow_size``, used by
 
 Measured, not guessed (``record_size`` is Firestore's documented storage-size estimate; the
 emulator refuses exactly above 1,048,576 bytes of it — ``tests/unit/test_lot_book_capacity.py`` and
-the emulator tests check both):
+the emulator tests check both). The book's lists are stored packed (issue 17,
+``backend.tax.state.pack_list``: one JSON string per list, the field names once per run of entries,
+each entry a row of its values), so a lot costs the bytes of its values:
 
 - a typical lot (36-character intent id ``--f<n>``, ``SPY``, a short tenant:account label, exact
-  cents) stores in ~355 bytes: ~2,950 such lots fill a document;
-- the largest realistic lot (``WORST_LOT_BYTES``): 300-character lot and trade ids (the ``LOT_ID``
+  cents) is a ~227-byte row: ~4,600 such lots fill a document (~355 bytes and ~2,950 lots as a map
+  in the list form written before);
+- the largest realistic lot (``worst_lot_bytes``): 300-character lot and trade ids (the ``LOT_ID``
   rule), a 64-character symbol, a 100:100-character account label, 64-character decimals (the tax
   core keeps 60 significant digits), 8 ``seq`` entries (wash-sale splits append one each), a wash
-  adjustment — ~1.35 KB;
+  adjustment — a 1,340-byte row, counted as 1,544 bytes: a run of its own that names its fields
+  (``packed_entry_bytes``; ~1,410 bytes as a map);
 - the fixed part (version, symbol, method, ``next_seq``, ``splits``, ``last_fill_at`` and at most 50
   ``recent_trade_ids`` of up to 503 bytes each) is measured with the book; ``pending`` entries and
   ``pending_disposals`` (a loss sale's wash-sale window) are measured with it too.
@@ -28,10 +32,11 @@ finish, then one per reconcile sweep that saw new fills); a wash-sale split that
 resolves a pending loss, whose entry is larger than the lot, so it never grows the book. Per
 increment: a worst lot + a worst recent trade id + 256 bytes for the pending loss it partly washes
 (longer ``remaining_*`` / ``disallowed`` strings). The margin covers ``MAX_FILL_INCREMENTS`` (64)
-increments: an order is admitted only while ``size + n_orders x margin <= BOOK_WRITE_LIMIT`` (a group
-counts each leg that opens lots in the book). A book that passes the write limit anyway (an order
-with more increments, a loss sale of many lots, a book admitted under an older limit) is handled by
-the finish: see ``overflow_size`` / ``overflow_marker``.
+increments (~147 KB): an order is admitted only while ``size + n_orders x margin <= BOOK_WRITE_LIMIT``
+(a group counts each leg that opens lots in the book; ~900 KB for one order: ~3,950 typical lots).
+A book that passes the write limit anyway (an order with more increments, a loss sale of many lots,
+a book admitted under an older limit) is handled by the finish: see ``overflow_size`` /
+``overflow_marker``.
 
 What is never refused: an order that only closes lots of its book (a sell up to the account's long
 lots, a buy up to its short lots: exits, protective stops, rollbacks, resumed or reconciled orders —
@@ -41,9 +46,12 @@ book. A loss sale closes lots but can grow the book (each lot closed at a loss b
 wash-sale entry, ~2x a lot's bytes, for 30 days); it is not refused (refusing an exit is the greater
 harm) and the finish's overflow handling records it.
 
-Cheap: the size is O(lots). ``measure`` first bounds the book by ``len(lots) x WORST_LOT_BYTES`` (+ the
-same for the pending entries, + the fixed part measured exactly: it has at most 50 ids) and walks
-the lots only when that bound passes the limit in question (~600 lots for the admission limit).
+Cheap: a packed book is measured exactly from its few fields (the packed strings' lengths; the
+lot count is read from the packed list's head, nothing is decoded). A book still in the list form
+(written before issue 17) is measured as its next write will store it, packed: first bounded by
+``len(lots) x worst_lot_bytes`` (+ the same for the pending entries, + the fixed part measured
+exactly: it has at most 50 ids), packed and measured only when that bound passes the limit in
+question (~580 lots for the admission limit).
 """
 from __future__ import annotations
 
@@ -64,7 +72,6 @@ OVERFLOW_CODE = "LOT_BOOK_OVERFLOW"
 BOOK_WRITE_LIMIT = FIRESTORE_MAX_DOC_BYTES - 1024
 MAX_FILL_INCREMENTS = 64  # fill increments of one order the admission margin covers
 PENDING_UPDATE_BYTES = 256  # a partly washed pending loss: its remaining / disallowed strings grow
-_LISTS = ("lots", "pending", "pending_disposals")
 
 _ID = 300  # backend.domain.ids LOT_ID: lot and trade ids (``<group>--<leg>--f<n>``, ``…-W<n>``)
 _LABEL = 100 + 1 + 100  # ``<tenant>:<account>``
@@ -107,15 +114,31 @@ def _worst_disposal() -> dict[str, Any]:
     return doc
 
 
+def packed_entry_bytes(entry: Mapping[str, Any]) -> int:
+    """The most one entry adds to its packed list's stored bytes: a run of its own (its field names
+    and its row; an entry that follows one with the same fields adds its row alone) and one more
+    digit of the list's count."""
+    from backend.tax.state import pack_list
+
+    return len(pack_list([entry, entry]).encode("utf-8")) - len(pack_list([]).encode("utf-8")) \
+        - row_bytes(entry) + 1
+
+
+def row_bytes(entry: Mapping[str, Any]) -> int:
+    """What one entry adds after an entry with the same fields: its row and a comma."""
+    from backend.tax.state import pack_list
+
+    return len(pack_list([entry, entry]).encode("utf-8")) - len(pack_list([entry]).encode("utf-8"))
+
+
 @lru_cache(maxsize=1)
 def worst_sizes() -> tuple[int, int, int]:
-    """Stored bytes of the largest realistic (lot, pending entry, pending disposal)."""
+    """Stored bytes of the largest realistic (lot, pending entry, pending disposal) in the packed form."""
     disposal = _worst_disposal()
     pending = {"disposal": disposal, "remaining_qty": str(_DEC), "remaining_loss": str(_DEC),
                "sold_holding_start": "2026-01-01", "source_trade_id": "T" * _ID, "disallowed": str(_DEC),
                "done": False}
-    return (record_size(_worst_lot()) - 32 - 16, record_size(pending) - 32 - 16,
-            record_size(disposal) - 32 - 16)
+    return packed_entry_bytes(_worst_lot()), packed_entry_bytes(pending), packed_entry_bytes(disposal)
 
 
 def worst_lot_bytes() -> int:
@@ -147,20 +170,31 @@ class BookSize:
 
 
 def measure(state: Mapping[str, Any] | None, path: str = "", *, limit: int) -> BookSize:
-    """The book's stored size, or an upper bound of it when that bound is already ``<= limit`` (the
-    lots are then not walked: O(fixed part) instead of O(lots))."""
+    """The size the book takes once written (``backend.tax.state`` always writes the packed form), or
+    an upper bound of it when that bound is already ``<= limit``. A packed book is measured exactly at
+    the cost of its fixed part (its lists are a few strings); a book still in the list form (written
+    before issue 17) is bounded by ``len(list) x worst entry`` and packed only when that bound passes
+    ``limit``."""
+    from backend.tax.state import PACKED_FIELDS, pack_list, packed_count, packed_state
+
     if not state:
         return BookSize(0, 0, 0, True)
-    lots = state.get("lots") or ()
-    pending = state.get("pending") or ()
-    disposals = state.get("pending_disposals") or ()
-    fixed = record_size({k: v for k, v in state.items() if k not in _LISTS and not _sentinel(v)}, path)
+    listed = [name for name, packed in PACKED_FIELDS.items() if state.get(packed) is None and state.get(name)]
+    if not listed:
+        written = packed_state({k: v for k, v in state.items() if not _sentinel(v)})
+        return BookSize(packed_count(written.get("lots_packed")), packed_count(written.get("pending_packed")),
+                        record_size(written, path), True)
     lot_b, pending_b, disposal_b = worst_sizes()
-    bound = fixed + len(lots) * lot_b + len(pending) * pending_b + len(disposals) * disposal_b
+    worst = {"lots": lot_b, "pending": pending_b, "pending_disposals": disposal_b}
+    fixed = record_size(packed_state({k: v for k, v in state.items() if k not in listed and not _sentinel(v)}), path)
+    empty = len(pack_list([])) + 1  # a packed list's head and the string's stored byte
+    bound = fixed + sum(len(PACKED_FIELDS[name]) + 1 + empty + len(state[name]) * worst[name] for name in listed)
+    lots = len(state["lots"]) if "lots" in listed else packed_count(state.get("lots_packed"))
+    pending = len(state["pending"]) if "pending" in listed else packed_count(state.get("pending_packed"))
     if bound <= limit:
-        return BookSize(len(lots), len(pending), bound, False)
-    size = record_size({k: v for k, v in state.items() if not _sentinel(v)}, path)
-    return BookSize(len(lots), len(pending), size, True)
+        return BookSize(lots, pending, bound, False)
+    written = packed_state({k: v for k, v in state.items() if not _sentinel(v)})
+    return BookSize(lots, pending, record_size(written, path), True)
 
 
 def _sentinel(value: Any) -> bool:
@@ -179,7 +213,9 @@ def opens_lots(state: Mapping[str, Any] | None, *, side: str, qty: Decimal, book
     closing = "SHORT" if buy else "LONG"
     if not buy and not can_short:
         return False
-    held = sum((Decimal(str(lot.get("qty") or "0")) for lot in (state or {}).get("lots") or ()
+    from backend.tax.state import book_lots
+
+    held = sum((Decimal(str(lot.get("qty") or "0")) for lot in book_lots(state)
                 if lot.get("position") == closing and str(lot.get("book") or "") == book), Decimal(0))
     return qty > held
 

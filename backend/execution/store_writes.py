@@ -66,6 +66,8 @@ def _tax_step(reads: _Reads, docs: Mapping[str, tuple[Any, Any]]
     lots' ``cost_basis``, a cover's short ``proceeds``), stamped on the history rows of the commit."""
     if reads.tax is None:
         return [], {}, {}
+    from backend.tax.state import book_write_fields
+
     plain = {path: doc for path, (doc, _) in docs.items()}
     plan = plan_tax(reads.tax, plain, plain)
     ops: list[Op] = []
@@ -77,7 +79,8 @@ def _tax_step(reads: _Reads, docs: Mapping[str, tuple[Any, Any]]
             full.add((uid, key))
             ops.extend(_overflow_ops(reads, uid, key, doc, over))
             continue
-        state = {**plan.states[(uid, key)], "updated_server_at": SERVER_TIME}
+        # packed (issue 17); an older list-form document's list fields are cleared by the update
+        state = {**book_write_fields(plan.states[(uid, key)], doc), "updated_server_at": SERVER_TIME}
         ops.append(Update(path, state, token) if doc is not None else Create(path, state))
     ops.extend(Set(disposal_path(uid, doc_id), doc) for uid, doc_id, doc in plan.disposals
                if (uid, _book_key(str(doc.get("symbol") or ""))) not in full)

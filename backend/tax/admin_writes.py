@@ -30,7 +30,7 @@ from backend.execution.unit_of_work import (SERVER_TIME, Commit, Conflict, Creat
 from backend.tax.corporate import (ActionKind, CorporateAction, CorporateActionConflict, Outcome,
                                    apply_tenant_action)
 from backend.tax.election import ElectionOutcome, record_election as plan_election
-from backend.tax.state import book_key
+from backend.tax.state import book_key, book_write_fields
 
 ATTEMPTS = 8
 PAGE_SIZE = 200
@@ -136,12 +136,12 @@ def _apply_to_book(uow: Any, path: str, action: CorporateAction, tenant_id: str,
         step = apply_tenant_action(doc, action, tenant_id, target)
         if step.outcome is not Outcome.APPLIED:
             return step.outcome, step.reason
-        state = {**(step.state or {}), "updated_server_at": SERVER_TIME}
-        if target_path is None:
-            ops: list[Any] = [Update(path, state, token)]
+        new = {**(step.state or {}), "updated_server_at": SERVER_TIME}
+        if target_path is None:  # packed (issue 17): an older document's list fields are cleared
+            ops: list[Any] = [Update(path, book_write_fields(new, doc), token)]
         else:
-            ops = [Update(target_path, state, target_token) if target is not None else Create(target_path, state),
-                   Delete(path, token)]
+            ops = [Update(target_path, book_write_fields(new, target), target_token) if target is not None
+                   else Create(target_path, book_write_fields(new, None)), Delete(path, token)]
         try:
             uow.commit(Commit(ops))
         except Conflict:

@@ -66,7 +66,7 @@ from backend.tax import _arith
 from backend.tax.corporate import HISTORY_KEY, MAX_HISTORY
 from backend.tax.holding import WASH_WINDOW_DAYS, resolve_tz, trade_date
 from backend.tax.model import Lot, Position
-from backend.tax.state import STATE_VERSION, book_key, disposal_doc_id, disposal_from_dict
+from backend.tax.state import STATE_VERSION, book_key, book_lots, book_pending, disposal_doc_id, disposal_from_dict
 
 SHORTFALL_CODE = "LOT_SHORTFALL"
 OVERFLOW_CODE = "LOT_BOOK_OVERFLOW"  # backend.execution.lot_capacity.OVERFLOW_CODE (the tax core imports no execution)
@@ -216,9 +216,9 @@ class _Reader:
             self.actions.append(self._action(doc_id, item))
         try:
             asset_class = AssetClass(doc["asset_class"])
-            for lot in doc.get("lots") or ():
+            for lot in book_lots(doc):
                 self._open_lot(lot, asset_class)
-            for loss in doc.get("pending") or ():
+            for loss in book_pending(doc):
                 disposal = loss["disposal"]
                 self._disposal(disposal_doc_id(disposal_from_dict(disposal)), disposal,
                                disallowed=Decimal(str(loss["disallowed"])), pending=True)

@@ -139,7 +139,7 @@ def apply_action_to_state(state: Mapping[str, Any] | None, action: CorporateActi
                           target_state: Mapping[str, Any] | None = None) -> ActionStep:
     """Apply one action to a stored lot-book state (``backend.tax.state``). ``target_state``: the
     new symbol's current book for a SYMBOL_CHANGE (must be empty)."""
-    from backend.tax.state import book_from_state, book_to_state
+    from backend.tax.state import book_from_state, book_lots, book_pending, book_to_state
 
     current = dict(state or {})
     history = list(current.get(HISTORY_KEY) or ())
@@ -152,7 +152,7 @@ def apply_action_to_state(state: Mapping[str, Any] | None, action: CorporateActi
     if action.kind is ActionKind.SPLIT:
         changed = book.stock_split(action.ratio, action.effective)  # type: ignore[arg-type]
     else:
-        if target_state and (target_state.get("lots") or target_state.get("pending")):
+        if target_state and (book_lots(target_state) or book_pending(target_state)):
             raise InvalidInput("new_symbol", f"{action.new_symbol} already has lots: a merger, not a symbol change")
         changed = book.rename(action.target_symbol)
     entry = history_entry(action, changed)
@@ -182,8 +182,10 @@ class TenantStep:
 
 
 def _books_of(state: Mapping[str, Any]) -> list[str]:
-    return ([str(lot.get("book") or "") for lot in state.get("lots") or ()]
-            + [str((item.get("disposal") or {}).get("book") or "") for item in state.get("pending") or ()])
+    from backend.tax.state import book_lots, book_pending
+
+    return ([str(lot.get("book") or "") for lot in book_lots(state)]
+            + [str((item.get("disposal") or {}).get("book") or "") for item in book_pending(state)])
 
 
 def apply_tenant_action(state: Mapping[str, Any] | None, action: CorporateAction, tenant_id: str,
@@ -205,6 +207,7 @@ def apply_tenant_action(state: Mapping[str, Any] | None, action: CorporateAction
       target document's trade-id memory, history and sequence (a target without lots may exist:
       a book of the new symbol that was sold out)."""
     from backend.tax.holding import resolve_tz, trade_date
+    from backend.tax.state import book_lots, book_pending, packed_state
 
     current = dict(state or {})
     history = list(current.get(HISTORY_KEY) or ())
@@ -224,15 +227,16 @@ def apply_tenant_action(state: Mapping[str, Any] | None, action: CorporateAction
     last = current.get("last_fill_at")
     if action.kind is ActionKind.SPLIT and last:
         last_day = trade_date(datetime.fromisoformat(last), resolve_tz(tz))
-        changes = any(date.fromisoformat(str(lot["acquired"])) < action.effective for lot in current.get("lots") or ())
+        changes = any(date.fromisoformat(str(lot["acquired"])) < action.effective for lot in book_lots(current))
         if last_day >= action.effective and changes:
             return TenantStep(Outcome.REFUSED,
                               f"FILLS_AFTER_EX_DATE: the book's last fill is on {last_day.isoformat()}")
-    if action.kind is ActionKind.SYMBOL_CHANGE and target_state and (target_state.get("lots")
-                                                                      or target_state.get("pending")):
+    if action.kind is ActionKind.SYMBOL_CHANGE and target_state and (book_lots(target_state)
+                                                                      or book_pending(target_state)):
         return TenantStep(Outcome.REFUSED, f"TARGET_HAS_LOTS: {action.new_symbol} already has lots: a merger")
     step = apply_action_to_state(current, action, target_state)
-    new_state = {**current, **step.state}  # fields the store keeps beside the state stay (method, pending_disposals)
+    # fields the store keeps beside the state stay (method, pending_disposals); packed (issue 17)
+    new_state = packed_state({**current, **step.state})
     if action.kind is ActionKind.SYMBOL_CHANGE and target_state:
         new_state = _merged_bookkeeping(new_state, target_state)
     return TenantStep(Outcome.APPLIED, state=new_state, symbol=step.symbol)

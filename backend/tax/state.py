@@ -9,6 +9,8 @@ pending loss whose window has closed at export time as final.
 """
 from __future__ import annotations
 
+import json
+import re
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -23,6 +25,106 @@ from backend.tax.holding import Term, resolve_tz, trade_date, wash_window_closes
 from backend.tax.model import Disposal, Fill, Lot, LotMethod, Position, Shortfall
 
 STATE_VERSION = 1
+
+# --- the packed lists (issue 17) ----------------------------------------------------------------------
+# A book's growing lists are stored as one compact JSON string each, so a book is a handful of
+# Firestore values however many lots it holds (one value per lot field was ~15 protobuf values per
+# lot to encode, send, store and decode on every fill). Every reader goes through ``book_lots`` /
+# ``book_pending`` / ``book_pending_disposals``, which also read the list form written before.
+PACKED_FIELDS = {"lots": "lots_packed", "pending": "pending_packed",
+                 "pending_disposals": "pending_disposals_packed"}
+
+
+def pack_list(items: Sequence[Mapping[str, Any]]) -> str:
+    """The packed form of a list of plain maps: compact JSON ``{"n": count, "runs": [{"fields": [...],
+    "rows": [[...], ...]}, ...]}`` — each run holds consecutive entries with the same keys, named once
+    (sorted) and then given positionally, so the list's order is kept and a lot costs its values, not
+    its field names. Deterministic bytes; decimals stay the exact strings the maps hold (a float
+    field or a Decimal anywhere is refused: never a binary float)."""
+    runs: list[dict[str, Any]] = []
+    for item in items:
+        fields = sorted(item)
+        if not runs or runs[-1]["fields"] != fields:
+            runs.append({"fields": fields, "rows": []})
+        row = [item[k] for k in fields]
+        if float in map(type, row):
+            _refuse(next(v for v in row if type(v) is float))
+        runs[-1]["rows"].append(row)
+    return json.dumps({"n": len(items), "runs": runs}, separators=(",", ":"), sort_keys=True, ensure_ascii=False,
+                      default=_refuse)
+
+
+def unpack_list(packed: str) -> list[dict[str, Any]]:
+    """``pack_list``'s maps back, in order."""
+    data = json.loads(packed, parse_float=_no_float)
+    return [dict(zip(run["fields"], row)) for run in data["runs"] for row in run["rows"]]
+
+
+_COUNT = re.compile(r'\{"n":(\d+),')
+
+
+def packed_count(packed: str | None) -> int:
+    """The number of entries of a packed list, read from its head (no decoding)."""
+    if not packed:
+        return 0
+    found = _COUNT.match(packed)
+    return int(found.group(1)) if found else len(unpack_list(packed))
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"a lot book stores decimals as exact strings, not {type(value).__name__}: {value!r}")
+
+
+def _no_float(text: str) -> Any:
+    raise ValueError(f"a packed lot book holds no binary float ({text})")
+
+
+def _listed(state: Mapping[str, Any] | None, name: str) -> list[dict[str, Any]]:
+    """The list ``name`` of a stored book: the packed field when the document has it, else the list
+    form (documents written before issue 17)."""
+    if not state:
+        return []
+    packed = state.get(PACKED_FIELDS[name])
+    if packed is not None:
+        return unpack_list(packed)
+    return [dict(x) for x in state.get(name) or ()]
+
+
+def book_lots(state: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The open lots of a stored book (maps as ``Lot.to_dict`` plus ``seq``), either form."""
+    return _listed(state, "lots")
+
+
+def book_pending(state: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The pending wash-sale losses of a stored book (``disposal`` + remaining amounts), either form."""
+    return _listed(state, "pending")
+
+
+def book_pending_disposals(state: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The snapshots of a book's pending losses the export reads (``Disposal.to_dict``), either form."""
+    return _listed(state, "pending_disposals")
+
+
+def packed_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` with every list in its packed field and no list field (a packed field present wins,
+    as for the readers); other fields unchanged."""
+    out = {k: v for k, v in state.items() if k not in PACKED_FIELDS}
+    for name, packed in PACKED_FIELDS.items():
+        if state.get(packed) is not None:
+            out[packed] = state[packed]
+        elif name in state:
+            out[packed] = pack_list(state.get(name) or ())
+    return out
+
+
+def book_write_fields(state: Mapping[str, Any], stored: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The fields an update of the stored book ``stored`` writes for the new ``state``: packed, and
+    the list fields an older document still has cleared (an update keeps fields it does not name)."""
+    out = packed_state(state)
+    for name in PACKED_FIELDS:
+        if stored is not None and stored.get(name) is not None:
+            out[name] = None
+    return out
 
 
 def _d(value: Any) -> Decimal:
@@ -77,8 +179,9 @@ def _pending_from_dict(data: Mapping[str, Any]) -> PendingLoss:
 def book_to_state(book: LotBook, *, next_seq: int, last_fill_at: datetime | None, trade_ids: list[str]
                   ) -> dict[str, Any]:
     return {"version": STATE_VERSION, "symbol": book.symbol, "asset_class": book.asset_class.value,
-            "lots": [_lot_to_dict(lot) for lot in book.lots],
-            "pending": [_pending_to_dict(loss) for loss in book._pending if not loss.done],  # noqa: SLF001
+            "lots_packed": pack_list([_lot_to_dict(lot) for lot in book.lots]),
+            "pending_packed": pack_list([_pending_to_dict(loss) for loss in book._pending  # noqa: SLF001
+                                         if not loss.done]),
             "splits": book._splits, "next_seq": next_seq,  # noqa: SLF001
             "last_fill_at": last_fill_at.isoformat() if last_fill_at else None,
             "recent_trade_ids": trade_ids[-50:]}
@@ -88,8 +191,8 @@ def book_from_state(state: Mapping[str, Any] | None, symbol: str, asset_class: A
                     short_selling: bool = False, wash_sales: bool = True, tz: Any = None) -> LotBook:
     book = LotBook(symbol, asset_class, wash_sales=wash_sales, short_selling=short_selling, tz=resolve_tz(tz))
     if state:
-        book._lots = [lot_from_dict(x) for x in state.get("lots", [])]  # noqa: SLF001
-        book._pending = deque(_pending_from_dict(x) for x in state.get("pending", []))  # noqa: SLF001
+        book._lots = [lot_from_dict(x) for x in book_lots(state)]  # noqa: SLF001
+        book._pending = deque(_pending_from_dict(x) for x in book_pending(state))  # noqa: SLF001
         book._splits = int(state.get("splits", 0))  # noqa: SLF001
     return book
 
@@ -260,7 +363,7 @@ def plan_books(current: Mapping[tuple[str, str], Mapping[str, Any] | None], fill
         if not step.duplicate:
             closed[fill.trade_id] = closed_by_fill(fill, step)
         states[key] = {**step.state, "method": _configured_method(methods.get(uid), fill),
-                       "pending_disposals": [disposal_to_dict(d) for d in step.pending]}
+                       "pending_disposals_packed": pack_list([disposal_to_dict(d) for d in step.pending])}
         disposals.extend((uid, disposal_doc_id(d), disposal_to_dict(d)) for d in step.final)
         if step.shortfall is not None:
             shortfalls.append((uid, step.shortfall))

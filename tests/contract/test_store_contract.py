@@ -14,6 +14,7 @@ from backend.ports.store import (Claim, ClaimResult, FillUpdate, FillWrite, Fini
                                  IntentMissing, IntentStatus, LeaseLost, LegReservation, StoreContention)
 from backend.risk.manager import Exposure
 from backend.tax import Fill
+from backend.tax.state import book_lots
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
 DAY = "2026-03-02"
@@ -350,7 +351,7 @@ def test_fills_advance_the_users_lot_book_and_a_sale_records_a_disposal(h):
     (key, book), = h.store.tax_books_page("alice", after=None, limit=10)
     disposals = h.store.tax_disposals_page("alice", sold_from="2026-01-01", sold_to="2026-12-31", after=None, limit=10)
 
-    assert key == "AAPL" and book["method"] == "FIFO" and [lot["qty"] for lot in book["lots"]] == ["6"]
+    assert key == "AAPL" and book["method"] == "FIFO" and [lot["qty"] for lot in book_lots(book)] == ["6"]
     assert [(doc["quantity"], doc["gain"], doc["book"]) for _, doc in disposals] == [("4", "80", "acme:default")]
 
 
@@ -568,7 +569,7 @@ def test_the_users_lot_method_election_is_applied_and_named_on_the_history_row(h
     (_, book), = h.store.tax_books_page("alice", after=None, limit=10)
     disposals = h.store.tax_disposals_page("alice", sold_from="2026-01-01", sold_to="2026-12-31", after=None, limit=10)
 
-    assert book["method"] == "LIFO" and [lot["lot_id"] for lot in book["lots"]] == ["L-b1"]
+    assert book["method"] == "LIFO" and [lot["lot_id"] for lot in book_lots(book)] == ["L-b1"]
     assert [doc["lot_id"] for _, doc in disposals] == ["L-b2"]
     assert h.raw("users/alice/portfolio/history/trades/L-s1")["tax"]["lot_method"] == "LIFO"
     assert h.raw("users/alice/portfolio/history/trades/L-s1")["tax"]["cost_basis"] == "110"  # issue 19: lot L-b2

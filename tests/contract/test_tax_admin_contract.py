@@ -15,7 +15,7 @@ from backend.domain.errors import InvalidInput
 from backend.tax import Fill
 from backend.tax.corporate import CorporateAction, CorporateActionConflict
 from backend.tax.election import ElectionConflict
-from backend.tax.state import apply_fill_to_state, book_key
+from backend.tax.state import apply_fill_to_state, book_key, book_lots
 
 NOW = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
 
@@ -38,7 +38,7 @@ def split(action_id="s1", ratio="2", symbol="AAPL", effective=date(2026, 1, 5)):
 
 
 def quantities(h, uid, symbol="AAPL"):
-    return [lot["qty"] for lot in (h.raw(f"users/{uid}/tax_books/{symbol}") or {}).get("lots", [])]
+    return [lot["qty"] for lot in book_lots(h.raw(f"users/{uid}/tax_books/{symbol}"))]
 
 
 # ------------------------------------------------------------------------------ elections
@@ -152,7 +152,7 @@ def test_a_symbol_change_moves_the_book_in_one_commit(h):
     assert record["books"] == {"applied": 1, "refused": 0}
     assert h.raw("users/u1/tax_books/FB") is None
     moved = h.raw("users/u1/tax_books/META")
-    assert moved["symbol"] == "META" and [(lot["symbol"], lot["qty"]) for lot in moved["lots"]] == [("META", "10")]
+    assert moved["symbol"] == "META" and [(lot["symbol"], lot["qty"]) for lot in book_lots(moved)] == [("META", "10")]
 
 
 def test_a_mixed_book_is_refused_with_its_reason_on_the_record(h):

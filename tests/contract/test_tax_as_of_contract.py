@@ -14,7 +14,7 @@ from backend.execution import store_writes
 from backend.execution.unit_of_work import Commit
 from backend.tax import Fill, open_lot_rows
 from backend.tax.corporate import CorporateAction
-from backend.tax.state import lot_from_dict
+from backend.tax.state import book_lots, lot_from_dict
 
 UID = "u-as-of"
 BOOK = "acme:a"
@@ -30,7 +30,7 @@ def trade(h, day, trade_id, side, qty, price, symbol="AAPL"):
 def stored_rows(h, day):
     """The open lots of the raw book documents now, as the export lists them (doc id, then sequence)."""
     lots = [lot_from_dict(lot) for path in h.paths(f"users/{UID}/tax_books")
-            for lot in (h.raw(path) or {}).get("lots") or ()]
+            for lot in book_lots(h.raw(path))]
     return list(open_lot_rows(lots, date.fromisoformat(day)))
 
 

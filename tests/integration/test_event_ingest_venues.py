@@ -35,6 +35,7 @@ from backend.execution.intent import ExecutionContext
 from backend.execution.sweeper import Sweeper
 from backend.risk.manager import RiskLimits
 from backend.settings import ExecSettings
+from backend.tax.state import book_lots
 from tests.support.alpaca_server import LocalAlpacaServer
 from tests.support.group_harness import scenario
 from tests.support.oanda_server import LocalOandaServer
@@ -185,7 +186,7 @@ def test_an_alpaca_broker_api_bracket_stop_reaches_the_ledger_once_from_the_trad
     record = db.document(f"tenants/{tenant_id}/order_intents/br-1").get().to_dict()
     assert record["exits_final"] is True
     assert sorted(leg["state"] for leg in record["exit_legs"].values()) == ["canceled", "filled"]
-    assert db.document("users/alice/tax_books/AAPL").get().to_dict()["lots"] == []
+    assert book_lots(db.document("users/alice/tax_books/AAPL").get().to_dict()) == []
     assert srv.venue.net_position("AAPL", AssetClass.EQUITY, account_id=venue_account) == 0
     stored = cursor_doc(db, tenant_id, venue_account)
     assert stored["venue"] == "alpaca_broker" and int(stored["cursor"]) >= 1

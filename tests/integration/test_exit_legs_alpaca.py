@@ -16,6 +16,7 @@ from backend.execution.engine import ExecutionEngine
 from backend.execution.exit_legs import follow_exit_legs
 from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.settings import ExecSettings
+from backend.tax.state import book_lots
 from tests.support.alpaca_server import LocalAlpacaServer
 
 pytestmark = pytest.mark.slow
@@ -46,7 +47,7 @@ def test_a_bracket_stop_fired_at_alpaca_reaches_the_ledger_once_and_the_take_pro
         (trade_id, row), = rows.items()
         assert row["kind"] == "fill" and row["side"] == "sell" and D(row["filled_qty"]) == 3
         assert db.document(f"users/u1/portfolio/history/trades/{trade_id}").get().exists
-        assert db.document("users/u1/tax_books/AAPL").get().to_dict()["lots"] == []
+        assert book_lots(db.document("users/u1/tax_books/AAPL").get().to_dict()) == []
         record = db.document("tenants/acme/order_intents/br1").get().to_dict()
         assert record["exits_final"] is True
         assert sorted(leg["state"] for leg in record["exit_legs"].values()) == ["canceled", "filled"]

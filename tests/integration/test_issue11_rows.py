@@ -22,6 +22,7 @@ from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.execution.records import (COST_ANALYSIS_FIELDS, EXECUTION_FIELDS, HISTORY_FIELDS, HISTORY_TAX_FIELDS,
                                        LEDGER_FIELDS)
 from backend.settings import ExecSettings
+from backend.tax.state import book_lots
 from tests.support.group_harness import GROUP_LIMITS_ENV, approve
 from tests.unit.test_sweeper_and_intake import pair_request
 
@@ -91,7 +92,7 @@ def test_a_specific_sale_without_named_lots_is_recorded_as_fifo_and_one_with_nam
     put("users/u1/config/tax", {"lot_method": "SPECIFIC"})
     engine = engine_on(store)
     engine.execute_intent(order("b1", "buy", "2"), CTX)
-    lot = next(lot["lot_id"] for v in rows("users/u1/tax_books").values() for lot in v["lots"])
+    lot = next(lot["lot_id"] for v in rows("users/u1/tax_books").values() for lot in book_lots(v))
 
     engine.execute_intent(order("s1", "sell", "1", metadata={"lot_ids": {lot: "1"}}), CTX)
     engine.execute_intent(order("s2", "sell", "1"), CTX)

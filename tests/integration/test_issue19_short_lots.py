@@ -20,6 +20,7 @@ from backend.adapters.paper_broker import PaperBroker
 from backend.api.tax_export import TaxExport
 from backend.domain.clock import ManualClock
 from backend.tax.holding import trade_date
+from backend.tax.state import book_lots
 from tests.integration.test_issue11_rows import CTX, engine_on, order, world  # noqa: F401 - the fixture
 from tests.support.group_harness import EQUITY_LEGS, approve, rpm_output
 
@@ -56,7 +57,7 @@ def test_the_demo_pairs_short_leg_opens_a_short_lot_that_a_later_buy_covers(worl
     short_proceeds = Decimal(history["g1--leg_002"]["tax"]["proceeds"])  # 5 sold short, net of fees
     cover_cost = Decimal(history["c1"]["tax"]["cost_basis"])
     book = next(v for k, v in rows("users/u1/tax_books").items() if k.endswith("MSFT"))
-    assert [(lot["position"], Decimal(lot["qty"]), Decimal(lot["basis"])) for lot in book["lots"]] == [
+    assert [(lot["position"], Decimal(lot["qty"]), Decimal(lot["basis"])) for lot in book_lots(book)] == [
         ("SHORT", 2, short_proceeds * 2 / 5)]
     disposals = [d for k, d in rows("users/u1/tax_disposals").items() if "MSFT" in k]
     assert [(d["position"], Decimal(d["quantity"]), Decimal(d["proceeds"]), Decimal(d["cost_basis"]))

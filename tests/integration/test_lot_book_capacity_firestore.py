@@ -26,11 +26,11 @@ from backend.execution import lot_capacity as cap
 from backend.execution.intent import OrderIntent
 from backend.service.intake import handle_intent_document
 from backend.tax.model import Fill
-from backend.tax.state import apply_fill_to_state
+from backend.tax.state import apply_fill_to_state, book_lots, pack_list, packed_state
 from tests.support.alpaca_server import LocalAlpacaServer
 from tests.support.api_stack import FunctionsServer, http_call
 from tests.support.group_harness import CrashingBroker, approve, rpm_output
-from tests.unit.test_lot_book_capacity import CTX, LABEL, PATH, book_of_size, engine_on, full_book, order
+from tests.unit.test_lot_book_capacity import CTX, LABEL, PATH, book_of, book_of_size, engine_on, full_book, order
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_a_buy_on_a_full_book_is_refused_with_the_code_and_nothing_is_written_or
         engine.execute_intent(order("b1", "buy", "1"), CTX)
 
     assert refused.value.field == "qty"
-    assert refused.value.reason.startswith(f"LOT_BOOK_FULL: {len(state['lots']):,} open lots of AAPL")
+    assert refused.value.reason.startswith(f"LOT_BOOK_FULL: {len(book_lots(state)):,} open lots of AAPL")
     assert venue.count("submit_order") == 0 and written(db) == {}
     assert db.document(PATH).get().to_dict() == state
 
@@ -79,9 +79,46 @@ def test_a_sell_on_the_same_full_book_is_accepted_and_shrinks_it(world):
 
     assert result.status == "placed" and venue.count("submit_order") == 1
     book = db.document(PATH).get().to_dict()
-    assert len(book["lots"]) == len(state["lots"]) - 25
+    assert len(book_lots(book)) == len(book_lots(state)) - 25
     assert record_size(book, PATH) < record_size(state, PATH)
     assert db.document("tenants/acme/ledger_trades/s1").get().to_dict()["status"] == "placed"
+
+
+def test_a_buy_on_a_packed_book_at_the_admission_limit_is_admitted_and_its_fill_commits(world):
+    db, venue, engine, _ = world
+    state = book_of_size(cap.admission_limit() - 16)
+    db.document(PATH).set(state)
+
+    result = engine.execute_intent(order("b1", "buy", "1"), CTX)
+
+    assert result.status == "placed" and venue.count("submit_order") == 1
+    book = db.document(PATH).get().to_dict()
+    assert len(book_lots(book)) == len(book_lots(state)) + 1 and isinstance(book["lots_packed"], str)
+    assert record_size(book, PATH) - record_size(state, PATH) <= cap.fill_growth_bytes()
+
+
+def test_a_list_form_full_book_is_refused_as_packed_and_a_sell_rewrites_it_packed(world):
+    db, venue, engine, _ = world
+    # written before issue 17: 500 lots as maps, and corporate-action history that brings the size
+    # it will have packed just past the admission limit (the stored list form is larger still)
+    unpadded = record_size(packed_state(book_of(500, packed=False, pad=1)), PATH)
+    old = book_of(500, packed=False, pad=1 + cap.admission_limit() + 100 - unpadded)
+    assert cap.admission_limit() < record_size(packed_state(old), PATH) < record_size(old, PATH) \
+        < cap.BOOK_WRITE_LIMIT
+    db.document(PATH).set(old)
+
+    with pytest.raises(cap.LotBookFull) as refused:
+        engine.execute_intent(order("b1", "buy", "1"), CTX)
+    assert refused.value.reason.startswith(f"LOT_BOOK_FULL: {len(old['lots']):,} open lots of AAPL")
+    assert venue.count("submit_order") == 0 and written(db) == {}
+
+    result = engine.execute_intent(order("s1", "sell", "25"), CTX)
+
+    assert result.status == "placed" and venue.count("submit_order") == 1
+    book = db.document(PATH).get().to_dict()
+    assert book["lots"] is None and book["pending"] is None and isinstance(book["lots_packed"], str)
+    assert book_lots(book) == old["lots"][25:]
+    assert record_size(book, PATH) < record_size(packed_state(old), PATH) < record_size(old, PATH)
 
 
 def test_an_intent_document_on_a_full_book_gets_a_coded_rejection_record(world):
@@ -123,14 +160,14 @@ def test_a_group_whose_leg_book_is_full_is_refused_before_the_first_leg(world):
 
 def test_a_fill_on_a_book_the_emulator_cannot_hold_is_recorded_and_its_lot_step_marked(world, monkeypatch):
     db, venue, engine, clock = world
-    state = book_of_size(FIRESTORE_MAX_DOC_BYTES - 200)  # admitted under an older, looser limit
+    state = book_of_size(FIRESTORE_MAX_DOC_BYTES - 40)  # admitted under an older, looser limit
     db.document(PATH).set(state)
     monkeypatch.setattr(cap, "admission_limit", lambda orders=1: 10 * FIRESTORE_MAX_DOC_BYTES)
     # the premise: the book's next state is refused by Firestore (the finish used to fail on it forever)
     nxt = apply_fill_to_state(state, Fill(trade_id="probe", symbol="AAPL", side="buy", qty=Decimal(1),
                                           price=Decimal("190"), timestamp=clock.now() + timedelta(seconds=1),
                                           asset_class="EQUITY", book=LABEL)).state
-    nxt = {**nxt, "method": "FIFO", "pending_disposals": []}  # as the finish writes it (plan_books)
+    nxt = {**nxt, "method": "FIFO", "pending_disposals_packed": pack_list([])}  # as the finish writes it (plan_books)
     assert record_size(nxt, PATH) > FIRESTORE_MAX_DOC_BYTES
     with pytest.raises(InvalidArgument, match="maximum entity size"):
         db.document("users/u1/tax_books/ABCD").set(nxt)
@@ -195,7 +232,7 @@ def test_over_http_a_buy_on_a_full_book_is_a_409_on_qty_and_no_order_reaches_the
                                 headers)
 
     assert status == 201 and sold["status"] == "placed", sold
-    assert len(db.document(path).get().to_dict()["lots"]) == len(state["lots"]) - 5
+    assert len(book_lots(db.document(path).get().to_dict())) == len(book_lots(state)) - 5
 
 
 def test_a_loss_sale_that_grows_a_full_book_past_the_limit_is_not_refused_and_is_recorded(world):
@@ -204,7 +241,7 @@ def test_a_loss_sale_that_grows_a_full_book_past_the_limit_is_not_refused_and_is
     # pending wash-sale entry (larger than the lot): the sale grows the book instead of shrinking it
     state = book_of_size(cap.BOOK_WRITE_LIMIT - 2_000, basis="500.00")
     db.document(PATH).set(state)
-    named = {lot["lot_id"]: "1" for lot in state["lots"][:20]}
+    named = {lot["lot_id"]: "1" for lot in book_lots(state)[:20]}
     sale = OrderIntent("s1", "acct", "AAPL", "sell", "20", intent_id="loss-1", metadata={"lot_ids": named})
 
     result = engine.execute_intent(sale, CTX)

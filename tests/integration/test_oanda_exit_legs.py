@@ -23,6 +23,7 @@ from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.execution.sweeper import Sweeper
 from backend.risk.manager import RiskLimits
 from backend.settings import ExecSettings
+from backend.tax.state import book_lots
 from tests.support.group_harness import scenario
 from tests.support.oanda_server import LocalOandaServer
 
@@ -88,7 +89,7 @@ def test_a_stop_loss_fired_overnight_reaches_the_ledger_once_and_the_take_profit
     assert row["order_type"] == "stop" and D(row["filled_avg_price"]) <= stop
     assert trade_id in rows(engine, "users/u1/portfolio/history/trades/")
     (book,) = [d for p, d in engine.store.docs.items() if p.startswith("users/u1/tax_books/")]
-    assert book["lots"] == []  # the stop closed the lot the entry opened
+    assert book_lots(book) == []  # the stop closed the lot the entry opened
     exposure = next(d for p, d in engine.store.docs.items() if "/exposure/" in p)
     assert exposure["position_nanos"] == 0
 

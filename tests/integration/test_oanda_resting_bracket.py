@@ -23,6 +23,7 @@ from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.execution.sweeper import Sweeper
 from backend.risk.manager import RiskLimits
 from backend.settings import ExecSettings
+from backend.tax.state import book_lots
 from tests.support.group_harness import scenario
 from tests.support.oanda_server import LocalOandaServer
 
@@ -203,7 +204,7 @@ def test_the_resting_entrys_fill_and_its_exit_reach_the_ledger_once_from_the_tra
         assert record["exits_final"] is True
         assert sorted(leg["state"] for leg in record["exit_legs"].values()) == ["canceled", "filled"]
         assert net(rows_) == 0 == srv.venue.net_position("EUR/USD", FX)
-        assert db.document("users/alice/tax_books/EUR-USD").get().to_dict()["lots"] == [] \
+        assert book_lots(db.document("users/alice/tax_books/EUR-USD").get().to_dict()) == [] \
             if db.document("users/alice/tax_books/EUR-USD").get().exists else True
     finally:
         srv.stop()

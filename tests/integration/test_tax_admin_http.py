@@ -18,6 +18,7 @@ from backend.api.app import ApiApp
 from backend.domain.clock import ManualClock
 from backend.execution.engine import ExecutionEngine
 from backend.settings import ExecSettings
+from backend.tax.state import book_lots
 from tests.support.api_stack import ApiStack, FakeVerifier, execute_body
 
 pytestmark = pytest.mark.emulator
@@ -47,7 +48,7 @@ def test_election_split_and_sale_over_http_on_firestore(stack):
     elected = api.post("/portfolio/tax-lots/election", {"method": "HIFO"}, headers={"Idempotency-Key": "e1"})
     bought = api.post("/execute", execute_body(qty="10"), headers={"Idempotency-Key": "buy-1"})
     assert elected.status == 201 and bought.status == 201, (elected.json(), bought.json())
-    lot_before = doc(db, "users/alice/tax_books/AAPL")["lots"][0]
+    lot_before = book_lots(doc(db, "users/alice/tax_books/AAPL"))[0]
 
     split = {"action_id": "aapl-2for1", "kind": "SPLIT", "symbol": "AAPL", "effective": "2026-01-06", "ratio": "2"}
     recorded = api.post("/tenants/acme/corporate-actions", split, token="tok-admin")

@@ -32,6 +32,7 @@ from backend.domain.storable import FIRESTORE_MAX_DOC_BYTES, record_size
 from backend.execution import lot_capacity as cap
 from backend.execution.intent import OrderIntent
 from backend.tax import FORM_8949_HEADER
+from backend.tax.state import book_lots
 from tests.support.api_stack import ApiStack, FakeVerifier
 from tests.support.group_harness import CrashingBroker
 from tests.unit.test_lot_book_capacity import CTX, LABEL, PATH, book_of, engine_on, order
@@ -67,7 +68,7 @@ def overflowed(firestore_emulator):
         with pytest.MonkeyPatch.context() as patch:  # admitted under an older, looser limit
             patch.setattr(cap, "admission_limit", lambda orders=1: 10 * FIRESTORE_MAX_DOC_BYTES)
             bought = engine.execute_intent(order("b1", "buy", "1"), CTX)
-            named = {lot["lot_id"]: "1" for lot in state["lots"][:20]}
+            named = {lot["lot_id"]: "1" for lot in book_lots(state)[:20]}
             sold = engine.execute_intent(OrderIntent("s1", "acct", "AAPL", "sell", "20", intent_id="loss-1",
                                                      metadata={"lot_ids": named}), CTX)
         assert bought.status == "placed" and sold.status == "placed"
@@ -86,7 +87,7 @@ def full_book_without_history() -> dict:
     """The most lots bought at 500 (a sale at the paper venue's ~190 is a loss that grows the book)
     that Firestore still stores: over the finish's write limit, so any growth overflows. No padding
     history (``book_of_size`` pads with corporate-action entries the as-of reader would refuse)."""
-    low, high = 1, 4_000
+    low, high = 1, 6_000
     while low < high:  # the largest n whose book stores within 1 MiB - 64 bytes
         mid = (low + high + 1) // 2
         if record_size(book_of(mid, basis="500.00"), PATH) <= FIRESTORE_MAX_DOC_BYTES - 64:
@@ -138,7 +139,7 @@ def test_json_lists_both_markers_as_gaps_with_their_fields_and_counts_them(overf
     assert totals["lot_book_overflows"] == 2
     assert totals["shortfalls"] == 0 and totals["shortfall_proceeds"] == "0.00"
     assert totals["disposals"] == 0 and body["disposals"] == []  # the sale's lot step never ran
-    assert totals["open_lots"] == len(state["lots"])
+    assert totals["open_lots"] == len(book_lots(state))
 
 
 def test_csv_has_one_lot_book_overflow_row_per_marker_after_the_other_rows(overflowed):
@@ -192,4 +193,4 @@ def test_as_of_the_markers_day_is_refused_and_the_day_before_is_reconstructed(ov
     assert "traded 2026-01-05" in error["reason"]
     body = before.json()
     assert before.status == 200 and body["open_lots_as_of"] == "2026-01-04"
-    assert len(body["open_lots"]) == len(state["lots"])
+    assert len(body["open_lots"]) == len(book_lots(state))

@@ -20,6 +20,7 @@ from backend.api.flask_bridge import to_flask_response
 from backend.api.http import StreamingResponse
 from backend.api.models import TaxExport
 from backend.tax import FORM_8949_HEADER, OPEN_LOTS_HEADER, Fill, round_money
+from backend.tax.state import book_pending_disposals
 from tests.support.api_stack import make_stack
 
 EXPORT = "/portfolio/tax-lots/export"
@@ -120,7 +121,7 @@ def test_csv_parses_and_its_columns_add_up_to_the_stored_disposals(stack):
     totals = export(stack).json()["totals"]
     stored = [d for p, d in stack.store.docs.items() if p.startswith("users/alice/tax_disposals/")]
     pending = [d for p, b in stack.store.docs.items() if p.startswith("users/alice/tax_books/")
-               for d in b["pending_disposals"]]
+               for d in book_pending_disposals(b)]
 
     def column(name):
         return sum((Decimal(r[name]) for r in records), Decimal(0))
@@ -165,7 +166,7 @@ def test_a_loss_whose_window_is_still_open_is_provisional_until_it_closes(stack)
 def test_a_pending_loss_of_a_book_that_never_traded_again_is_final_once_its_window_closed(stack):
     book(stack.store, "alice", fill("b1", "BUY", "10", "100", "2025-03-03"),
          fill("s1", "SELL", "10", "95", "2025-04-01"))
-    assert stack.store.docs["users/alice/tax_books/AAPL"]["pending_disposals"]  # the book still holds it
+    assert book_pending_disposals(stack.store.docs["users/alice/tax_books/AAPL"])  # the book still holds it
 
     body = export(stack).json()
 
@@ -176,7 +177,7 @@ def test_a_pending_loss_also_found_final_is_reported_once(stack):
     # a fill landed between the read of the books and the read of the disposals
     book(stack.store, "alice", fill("b1", "BUY", "10", "100", "2025-12-01"),
          fill("s1", "SELL", "10", "95", "2025-12-22"))
-    pending = stack.store.docs["users/alice/tax_books/AAPL"]["pending_disposals"][0]
+    pending = book_pending_disposals(stack.store.docs["users/alice/tax_books/AAPL"])[0]
     stack.store.set_doc("users/alice/tax_disposals/AAPL--s1:b1", {**pending, "final": True})
 
     body = export(stack).json()

@@ -17,6 +17,7 @@ from backend.execution.intent import ExecutionContext
 from backend.ports.broker import BrokerError, BrokerErrorCode
 from backend.risk.manager import RiskLimits
 from backend.settings import ExecSettings
+from backend.tax.state import book_lots
 from tests.support.stub_broker import StubBroker
 
 CTX = ExecutionContext(tenant_id="acme", uid="u1")
@@ -264,13 +265,13 @@ def test_a_sale_can_name_its_lots_and_specific_without_names_falls_back_to_fifo(
     engine.execute_intent(intent(intent_id="b1", qty="5"), CTX)
     broker.quotes["AAPL"] = ("200.00", "200.02")
     engine.execute_intent(intent(intent_id="b2", qty="5"), CTX)
-    lots = store.get("users/u1/tax_books/AAPL")["lots"]
+    lots = book_lots(store.get("users/u1/tax_books/AAPL"))
     second = next(lot["lot_id"] for lot in lots if lot["source_trade_id"] == "b2")
     broker.quotes["AAPL"] = ("210.00", "210.02")
     engine.execute_intent(intent(intent_id="s1", side="sell", qty="2", metadata={"lot_ids": {second: "2"}}), CTX)
     engine.execute_intent(intent(intent_id="s2", side="sell", qty="1"), CTX)  # names nothing: FIFO
     book = store.get("users/u1/tax_books/AAPL")
-    left = {lot["source_trade_id"]: Decimal(lot["qty"]) for lot in book["lots"]}
+    left = {lot["source_trade_id"]: Decimal(lot["qty"]) for lot in book_lots(book)}
     assert left == {"b1": Decimal(4), "b2": Decimal(3)}
     assert store.get("tenants/acme/ledger_trades/s2")["status"] == "placed"
 

@@ -15,6 +15,7 @@ from backend.execution.exit_legs import follow_exit_legs
 from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.execution.records import LEDGER_FIELDS
 from backend.settings import ExecSettings
+from backend.tax.state import book_lots
 
 CTX = ExecutionContext("acme", "u1")
 
@@ -55,7 +56,7 @@ def test_a_stop_that_fires_at_the_venue_reaches_the_ledger_once_and_the_take_pro
     assert row["order_type"] == "stop" and set(row) - {"recorded_at"} == set(LEDGER_FIELDS)
     assert trade_id in rows(engine, "users/u1/portfolio/history/trades/")
     book = engine.store.docs["users/u1/tax_books/SPY"]
-    assert book["lots"] == []  # the stop closed the lot the entry opened
+    assert book_lots(book) == []  # the stop closed the lot the entry opened
     exposure = next(d for p, d in engine.store.docs.items() if "/exposure/" in p)
     assert exposure["position_nanos"] == 0
     parent = broker.get_order(engine.store.get_intent("acme", "b1").data["broker_order_id"])

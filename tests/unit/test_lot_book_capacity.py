@@ -20,7 +20,7 @@ from backend.execution.engine import ExecutionEngine
 from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.settings import ExecSettings
 from backend.tax.model import Fill, Lot, Position
-from backend.tax.state import _lot_to_dict, apply_fill_to_state, book_label
+from backend.tax.state import _lot_to_dict, apply_fill_to_state, book_label, book_lots, packed_state
 from tests.support.group_harness import GROUP_LIMITS_ENV, CrashingBroker, approve, rpm_output
 
 CTX = ExecutionContext("acme", "u1")
@@ -41,9 +41,10 @@ def typical_lot(i: int, *, symbol: str = "AAPL", label: str = LABEL, position: s
 
 
 def book_of(n: int, *, symbol: str = "AAPL", label: str = LABEL, position: str = "LONG", pad: int = 0,
-            basis: str = "1.00") -> dict:
-    """A stored lot book of ``n`` typical lots; ``pad`` bytes of corporate-action history (kept by
-    every fill) fine-tune its size."""
+            basis: str = "1.00", packed: bool = True) -> dict:
+    """A stored lot book of ``n`` typical lots, packed as the finish writes it (``packed=False``: the
+    list form written before issue 17); ``pad`` bytes of corporate-action history (kept by every
+    fill) fine-tune its size."""
     state = {"version": 1, "symbol": symbol, "asset_class": "EQUITY",
              "lots": [typical_lot(i, symbol=symbol, label=label, position=position, basis=basis) for i in range(n)],
              "pending": [], "splits": 0, "next_seq": n, "last_fill_at": (T0 - timedelta(days=400)).isoformat(),
@@ -51,13 +52,15 @@ def book_of(n: int, *, symbol: str = "AAPL", label: str = LABEL, position: str =
              "method": "FIFO", "pending_disposals": []}
     if pad:
         state["corporate_actions"] = [{"note": "x" * pad}]
-    return state
+    return packed_state(state) if packed else state
 
 
 def book_of_size(target: int, **kw) -> dict:
     """A book whose stored size at ``PATH`` is exactly ``target`` bytes."""
-    one = record_size(book_of(1, **kw), PATH) - record_size(book_of(0, **kw), PATH)
+    one = (record_size(book_of(1001, **kw), PATH) - record_size(book_of(1, **kw), PATH)) // 1000 + 1
     n = (target - record_size(book_of(0, **kw), PATH)) // one - 1
+    while record_size({**book_of(n, **kw), "corporate_actions": [{"note": ""}]}, PATH) > target:
+        n -= 5
     state = book_of(n, **kw)
     base = record_size({**state, "corporate_actions": [{"note": ""}]}, PATH)
     state = book_of(n, pad=target - base, **kw)
@@ -71,23 +74,28 @@ def full_book(**kw) -> dict:
 
 
 # ------------------------------------------------------------------------------- the size arithmetic
-def test_a_typical_lot_stores_in_about_355_bytes_so_about_2950_fill_a_document():
-    one = _size(typical_lot(1, label="acme:main-u1234567890abcdef"), 0)
-    assert 300 <= one <= 400
-    assert 2_500 <= FIRESTORE_MAX_DOC_BYTES // one <= 3_300
+def test_a_typical_lot_stores_in_about_230_bytes_packed_so_about_4600_fill_a_document():
+    lot = typical_lot(1, label="acme:main-u1234567890abcdef")
+    one = cap.row_bytes(lot)
+    assert 200 <= one <= 260 and one < _size(lot, 0) - 100  # the list form stored it in ~355
+    assert 4_000 <= FIRESTORE_MAX_DOC_BYTES // one <= 5_200
+    row = cap.row_bytes(typical_lot(1))
+    hundred = record_size(book_of(150), PATH) - record_size(book_of(50), PATH)  # both: 50 recent ids
+    assert 100 * row <= hundred <= 100 * row + 2 * 100  # 100 more rows (``seq`` digits vary)
 
 
 def test_the_margin_covers_64_fill_increments_of_the_largest_lot_and_its_recent_id():
     lot, pending, disposal = cap.worst_sizes()
-    assert lot == _size(cap._worst_lot(), 0) and 1_300 <= lot <= 1_500
+    assert lot == cap.packed_entry_bytes(cap._worst_lot()) and 1_450 <= lot <= 1_650
+    assert lot > cap.row_bytes(cap._worst_lot()) + 150  # a lot that starts a run of its own names its fields
     assert pending > disposal > lot  # a loss sale's pending entry outweighs the lot it closed
     assert cap.fill_growth_bytes() == lot + (201 + 1 + 300 + 1) + cap.PENDING_UPDATE_BYTES
     assert cap.order_margin_bytes() == 64 * cap.fill_growth_bytes()
     assert cap.BOOK_WRITE_LIMIT == FIRESTORE_MAX_DOC_BYTES - 1024
     assert cap.admission_limit() == cap.BOOK_WRITE_LIMIT - cap.order_margin_bytes()
     assert cap.admission_limit(2) == cap.BOOK_WRITE_LIMIT - 2 * cap.order_margin_bytes()
-    # a retail user's typical lots: ~2,500 open lots of one symbol are admitted
-    assert cap.admission_limit() // _size(typical_lot(1), 0) >= 2_500
+    # a retail user's typical lots: ~3,900 open lots of one symbol are admitted (~2,500 in the list form)
+    assert cap.admission_limit() // cap.row_bytes(typical_lot(1)) >= 3_900
 
 
 def test_real_fills_with_the_longest_ids_and_a_wash_split_stay_within_the_worst_lot_and_the_growth_bound():
@@ -104,19 +112,35 @@ def test_real_fills_with_the_longest_ids_and_a_wash_split_stay_within_the_worst_
         state = apply_fill_to_state(state, fill).state
         if side == "buy":
             assert record_size(state, PATH) - before <= cap.fill_growth_bytes()
-        sizes.extend(_size(lot, 0) for lot in state["lots"])
-    assert any(lot["lot_id"].endswith("-W1") for lot in state["lots"]) and state["splits"] == 1  # the split
+        sizes.extend(cap.packed_entry_bytes(lot) for lot in book_lots(state))
+    assert any(lot["lot_id"].endswith("-W1") for lot in book_lots(state)) and state["splits"] == 1  # the split
     assert sizes and max(sizes) <= cap.worst_lot_bytes()
 
 
-def test_measure_walks_the_lots_only_when_the_bound_passes_the_limit():
-    small = book_of(100)
+def test_a_packed_book_is_measured_exactly_without_decoding_its_lots(monkeypatch):
+    import backend.tax.state as state_module
+
+    small, big = book_of(100), full_book()
+    lots = len(book_lots(big))
+    monkeypatch.setattr(state_module, "unpack_list", lambda packed: pytest.fail("decoded"))
     quick = cap.measure(small, PATH, limit=cap.admission_limit())
-    assert not quick.measured and quick.size >= record_size(small, PATH) and quick.lots == 100
-    big = full_book()
+    assert quick.measured and quick.size == record_size(small, PATH) and quick.lots == 100
     exact = cap.measure(big, PATH, limit=cap.admission_limit())
-    assert exact.measured and exact.size == record_size(big, PATH)
+    assert exact.measured and exact.size == record_size(big, PATH) and exact.lots == lots
     assert cap.measure(None, PATH, limit=1).size == 0
+
+
+def test_a_list_form_book_is_measured_as_it_will_be_written_packed():
+    small = book_of(100, packed=False)
+    quick = cap.measure(small, PATH, limit=cap.admission_limit())
+    assert not quick.measured and quick.lots == 100
+    assert quick.size >= record_size(packed_state(small), PATH)  # a bound of what the next fill writes
+    big = book_of(len(book_lots(full_book())) + 60, packed=False)  # a full book's lots, unpacked
+    exact = cap.measure(big, PATH, limit=cap.admission_limit())
+    assert exact.measured and exact.size == record_size(packed_state(big), PATH) > cap.admission_limit()
+    assert record_size(big, PATH) > exact.size  # the list form is larger than what replaces it
+    refused = cap.refusal(big, PATH, symbol="AAPL", side="buy", qty=Decimal("1"), book=LABEL)
+    assert refused is not None and refused.lots == len(big["lots"])
 
 
 @pytest.mark.parametrize("side, qty, lots, position, label, can_short, opens", [
@@ -138,7 +162,7 @@ def test_a_full_book_refuses_a_buy_with_a_coded_reason_and_accepts_a_closing_sel
     state = full_book()
     refused = cap.refusal(state, PATH, symbol="AAPL", side="buy", qty=Decimal("1"), book=LABEL)
     assert isinstance(refused, InvalidInput) and refused.field == "qty"
-    assert refused.reason.startswith(f"LOT_BOOK_FULL: {len(state['lots']):,} open lots of AAPL")
+    assert refused.reason.startswith(f"LOT_BOOK_FULL: {len(book_lots(state)):,} open lots of AAPL")
     assert f"{cap.admission_limit():,}" in refused.reason
     assert cap.refusal(state, PATH, symbol="AAPL", side="sell", qty=Decimal("5"), book=LABEL) is None
     assert cap.refusal(book_of(100), PATH, symbol="AAPL", side="buy", qty=Decimal("1"), book=LABEL) is None
@@ -196,7 +220,7 @@ def test_a_sell_on_the_full_book_is_accepted_and_shrinks_it(world):
 
     assert result.status == "placed" and venue.count("submit_order") == 1
     book = store.docs[PATH]
-    assert len(book["lots"]) == len(state["lots"]) - 10
+    assert len(book_lots(book)) == len(book_lots(state)) - 10
     assert record_size({k: v for k, v in book.items() if k != "updated_server_at"}, PATH) < size
 
 
@@ -246,7 +270,7 @@ def test_a_replace_that_raises_the_quantity_gets_a_coded_rejection_on_a_full_boo
     assert lot_book_path(intent, CTX) == PATH
     rejection = lot_book_rejection(intent, CTX, full_book(), qty=Decimal("5"))
     assert rejection is not None and rejection.code.value == "LOT_BOOK_FULL"
-    assert rejection.detail.startswith(f"{len(full_book()['lots']):,} open lots of AAPL")
+    assert rejection.detail.startswith(f"{len(book_lots(full_book())):,} open lots of AAPL")
     assert lot_book_rejection(intent, CTX, book_of(10), qty=Decimal("5")) is None
     sell = order("r2", "sell", "1").with_account("acct")
     assert lot_book_rejection(sell, CTX, full_book(), qty=Decimal("5")) is None  # closes long lots

@@ -23,6 +23,7 @@ from backend.ports.broker import OrderRequest, OrderSide
 from backend.risk.gate import DryRunBlocked, GuardedVenue
 from backend.service.intake import handle_intent_document
 from backend.settings import ExecSettings
+from backend.tax.state import book_lots
 from tests.support.group_harness import GROUP_LIMITS_ENV, approve, group_request, leg, scenario
 from tests.support.invariants import assert_no_group_fills_beyond_limits, assert_no_venue_orders
 
@@ -281,4 +282,4 @@ def test_group_fills_are_labelled_and_booked_in_the_groups_account():
     history = world.store.collection("users/u1/portfolio/history/trades")
     assert {row["broker_account_id"] for row in history.values()} == {"acct1"}
     book = world.store.get("users/u1/tax_books/SPY")
-    assert [lot["book"] for lot in book["lots"]] == ["acme:acct1"]
+    assert [lot["book"] for lot in book_lots(book)] == ["acme:acct1"]

@@ -13,7 +13,7 @@ from backend.api.http import MAX_BODY_BYTES
 from backend.api.models import CorporateActionRecord, TaxElectionResponse
 from backend.tax import Fill
 from backend.tax.reconcile import statement_csv_from_rows
-from backend.tax.state import disposal_from_dict
+from backend.tax.state import book_lots, disposal_from_dict
 from tests.support.api_stack import make_stack
 
 ELECTION = "/portfolio/tax-lots/election"
@@ -155,7 +155,7 @@ def split(action_id="split-1", ratio="2", effective="2026-01-05", symbol="AAPL")
 
 def lots(store, uid="alice", symbol="AAPL"):
     return [(lot["qty"], lot["basis"], lot["acquired"]) for lot in
-            (store.get(f"users/{uid}/tax_books/{symbol}") or {}).get("lots", [])]
+            book_lots(store.get(f"users/{uid}/tax_books/{symbol}"))]
 
 
 def test_only_a_tenant_admin_of_the_tenant_records_a_corporate_action(stack):

@@ -13,7 +13,7 @@ from backend.adapters.memory_store import InMemoryStore
 from backend.tax import Fill
 from backend.tax.as_of import AsOfUnavailable, disposals_from, open_lots_as_of
 from backend.tax.corporate import CorporateAction
-from backend.tax.state import lot_from_dict
+from backend.tax.state import book_lots, lot_from_dict
 
 UID = "alice"
 ACCOUNT = "acme:a"
@@ -47,7 +47,7 @@ def as_of(store, day):
 
 def stored_now(store):
     """The open lots of the stored books, in the export's order (book document id, then sequence)."""
-    return [_view(lot_from_dict(lot)) for _, doc in books(store) for lot in doc.get("lots") or ()]
+    return [_view(lot_from_dict(lot)) for _, doc in books(store) for lot in book_lots(doc)]
 
 
 def _view(lot):

@@ -7,6 +7,7 @@ from decimal import Decimal
 from backend.tax import Fill
 from backend.tax.state import apply_fill_to_state, book_label, disposal_from_dict, lot_from_dict, plan_books, \
     scoped_fills
+from backend.tax.state import book_lots
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
 A = book_label("acme", "acct1")
@@ -34,7 +35,7 @@ def test_a_sale_in_one_book_never_consumes_a_lot_bought_in_another():
 
     # issue 19: the sale opens a SHORT lot in its own book (it was a shortfall before short lots)
     assert disposals == [] and shortfalls == []
-    lots = [lot_from_dict(x) for x in state["lots"]]
+    lots = [lot_from_dict(x) for x in book_lots(state)]
     assert [(lot.book, lot.position.value, lot.qty, lot.basis) for lot in lots] == [
         (A, "LONG", Decimal(10), Decimal(1000)), (B, "SHORT", Decimal(4), Decimal(480))]  # A's basis intact
 
@@ -46,7 +47,7 @@ def test_each_book_matches_its_own_lots_first_in_first_out():
     # B holds 5 (bought at 200): 5 are sold from B's lot, 1 opens a SHORT lot in B (issue 19; it was
     # a shortfall); A's lots are untouched
     assert [(d["book"], d["lot_id"], d["quantity"], d["cost_basis"]) for _, d in disposals] == [(B, "b1", "5", "1000")]
-    assert sorted((x["book"], x["lot_id"], x["position"], x["qty"]) for x in state["lots"]) == [
+    assert sorted((x["book"], x["lot_id"], x["position"], x["qty"]) for x in book_lots(state)) == [
         (A, "a1", "LONG", "5"), (A, "a2", "LONG", "5"), (B, "s1", "SHORT", "1")]
 
 
@@ -63,7 +64,7 @@ def test_the_replacement_in_the_other_account_carries_the_disallowed_loss():
     state, _, _ = run(fill("a1", "buy", 10, 100, book=A), fill("s1", "sell", 10, 80, book=A, days=40),
                       fill("b1", "buy", 10, 85, book=B, days=50))
 
-    (lot,) = [lot_from_dict(x) for x in state["lots"]]
+    (lot,) = [lot_from_dict(x) for x in book_lots(state)]
     assert lot.book == B and lot.basis == Decimal(1050) and lot.wash_adjustment == Decimal(200)
 
 
@@ -80,7 +81,7 @@ def test_the_same_trade_id_in_two_tenants_is_two_fills_not_a_replay():
     second = apply_fill_to_state(first.state, fill("i1", "buy", 3, 100, book=B))
 
     assert not second.duplicate
-    assert sorted((x["book"], x["qty"]) for x in second.state["lots"]) == [(A, "5"), (B, "3")]
+    assert sorted((x["book"], x["qty"]) for x in book_lots(second.state)) == [(A, "5"), (B, "3")]
     assert apply_fill_to_state(second.state, fill("i1", "buy", 3, 100, book=B)).duplicate
 
 
@@ -131,7 +132,7 @@ def test_history_labels_and_filters_rows_by_tenant_and_account_and_books_stay_ap
     assert [r["tenant_id"] for r in only_b] == ["globex"] and [r["tenant_id"] for r in acct1] == ["acme"]
     book = stack.store.get("users/mo/tax_books/AAPL")
     # issue 19: the sale in globex:acct2 opens a SHORT lot there (it was a shortfall before short lots)
-    assert [(lot["book"], lot["position"], Decimal(lot["qty"])) for lot in book["lots"]] == [
+    assert [(lot["book"], lot["position"], Decimal(lot["qty"])) for lot in book_lots(book)] == [
         ("acme:acct1", "LONG", 3), ("globex:acct2", "SHORT", 2)]
     assert [d for p, d in stack.store.docs.items() if p.startswith("users/mo/tax_disposals/")] == []
     assert [(lot["account"], lot["position"]) for lot in export["open_lots"]] == [("acme:acct1", "LONG"),

@@ -10,7 +10,7 @@ from backend.tax import Form8949Row, TaxLedger
 from backend.tax.corporate import CorporateAction, apply_action_to_state
 from backend.tax.holding import Term
 from backend.tax.model import Fill
-from backend.tax.state import apply_fill_to_state, disposal_to_dict, lot_from_dict
+from backend.tax.state import apply_fill_to_state, book_lots, disposal_to_dict, lot_from_dict
 
 
 def fill(trade_id, side, qty, price, day, symbol="AAPL"):
@@ -102,7 +102,7 @@ def test_stored_book_split_is_recorded_in_history_kept_by_later_fills_and_idempo
     again = apply_action_to_state(step.state, split("2"))
     after_sale = apply_fill_to_state(step.state, fill("s1", "SELL", "20", "55", "2025-07-01"))
 
-    assert [lot_from_dict(x).qty for x in step.state["lots"]] == [Decimal("20")]
+    assert [lot_from_dict(x).qty for x in book_lots(step.state)] == [Decimal("20")]
     assert step.entry["lots"] == [{"lot_id": "b1", "book": "", "qty_before": "10", "qty_after": "20",
                                    "basis": "1000"}]
     assert again.entry is None and again.state == step.state
@@ -120,6 +120,6 @@ def test_stored_symbol_change_moves_the_state_and_refuses_a_merge():
     step = apply_action_to_state(state, rename)
 
     assert step.symbol == "META" and step.state["symbol"] == "META"
-    assert [x["symbol"] for x in step.state["lots"]] == ["META"]
+    assert [x["symbol"] for x in book_lots(step.state)] == ["META"]
     with pytest.raises(InvalidInput):
         apply_action_to_state(state, rename, target_state=occupied)
