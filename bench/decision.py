@@ -71,8 +71,9 @@ def measure_ours(intents: list[dict], *, dry_run: bool, no_copy: bool = False) -
 
     engine, store = _engine(dry_run)
     ctx = ExecutionContext(tenant_id="bench_tenant", uid="bench_user")
+    account = intents[0].get("broker_account_id") if intents else None
     with quiet_backend_logs():  # steady state: the user's account exists (auto mode made it on first use,
-        engine.bind_account(ctx.tenant_id, ctx.uid, None, ())  # as the HTTP benchmark provisions it first)
+        engine.bind_account(ctx.tenant_id, ctx.uid, account, ())  # as the HTTP benchmark provisions it first)
     base_docs, base_versions = dict(store.docs), dict(store._versions)  # noqa: SLF001 - the bench's own store
     clock = time.perf_counter_ns
     ns: list[int] = []
@@ -84,6 +85,8 @@ def measure_ours(intents: list[dict], *, dry_run: bool, no_copy: bool = False) -
             result = engine.execute_intent(OrderIntent.from_dict(data), ctx)
             ns.append(clock() - t0)
             statuses[result.status] += 1
+            if result.status != ("dry_run" if dry_run else "placed"):  # a refusal is not the path measured
+                raise RuntimeError(f"bench intent {data['intent_id']}: {result.status} {result.reason}")
             store.docs.clear()  # every intent on the same state: the account, nothing of earlier intents
             store.docs.update(base_docs)
             store._versions.clear()  # noqa: SLF001

@@ -13,7 +13,8 @@ Measured, in one run:
   server (no auth, no I/O). Each is the median of ``floor_samples`` samples, interleaved with the
   measured requests (before, between and after the phases) so machine drift hits both sides.
 - **first request**: the first ``POST /execute`` after the server process started (readiness is
-  probed by a TCP connect, so no request warms the process before it), ÷ the warm sequential p50.
+  probed by a TCP connect, so no request warms the process before it), ÷ the warm sequential p50;
+  the median over several process starts of the measured function (5 in a full run).
 - **single orders** (an AAPL-like market buy of 1 share; the paper venue fills it at once) and
   **2-leg groups** (SPY long / MSFT short, an approval issued per group by a risk manager before
   the timed call): sequential (one user), then ``users`` concurrent users (a thread each, each
@@ -365,6 +366,19 @@ def _measure_all(sources: dict[str, str], env: dict[str, str], traders: list[tup
 SOURCES = {"batched": "functions/main.py", "baseline": "bench/http_baseline_main.py"}
 
 
+def _first_request(env: dict[str, str], source: str, token: str) -> float:
+    """One more process start: its first ``POST /execute`` (ms), sent the moment the port accepts."""
+    server = _start_server(env, source)
+    try:
+        conn = _Conn(server.port)
+        try:
+            return _single(conn, token) * 1e3
+        finally:
+            conn.close()
+    finally:
+        server.stop()
+
+
 def run(mode: Mode, *, users: int | None = None, baseline: bool = True) -> dict[str, Any]:
     """``baseline``: also measure the read path as it was before issue 17 (bench/http_baseline_main.py)
     in the same run, on the same emulators, against the same floor."""
@@ -387,6 +401,10 @@ def run(mode: Mode, *, users: int | None = None, baseline: bool = True) -> dict[
         env = _env(firestore_emu.host, auth_emu.host)
         chosen = ("baseline", "batched") if baseline else ("batched",)
         variants = _measure_all({n: SOURCES[n] for n in chosen}, env, traders, people, floor, mode)
+        # the first request is one sample per process start: more starts of the measured function, so
+        # the figure is a median, not one draw from a noisy machine
+        variants["batched"]["first_request_samples_ms"] = [variants["batched"]["first_request_ms"]] + [
+            _first_request(env, SOURCES["batched"], traders[0][1]) for _ in range(mode.pick(0, 2, 4))]
     finally:
         if floor is not None:
             floor.close()
@@ -399,7 +417,8 @@ def run(mode: Mode, *, users: int | None = None, baseline: bool = True) -> dict[
                 os.environ[key] = value
 
     main = variants["batched"]
-    phases, first = main["phases"], main["first_request_ms"] / 1e3
+    first_samples = main.get("first_request_samples_ms") or [main["first_request_ms"]]
+    phases, first = main["phases"], percentile(first_samples, 50) / 1e3
     second, listen_s, errors = main["second_request_ms"] / 1e3, main["server_listen_s"], main["errors_logged"]
     n_users = n_users
     fl = floor.summary()
@@ -411,7 +430,8 @@ def run(mode: Mode, *, users: int | None = None, baseline: bool = True) -> dict[
                note=f"p50 {rounded(warm)} ms; floor {rounded(fl['floor_ms'])} ms = read {rounded(fl['read_ms'])} "
                     f"+ 2 × commit {rounded(fl['commit_ms'])} + GET /healthz {rounded(fl['healthz_ms'])} ms"),
         Figure("http.first_over_warm", "First POST /execute after process start ÷ warm p50", rounded(first_ms / warm),
-               "×", 3.0, "<=", note=f"first {rounded(first_ms)} ms, warm p50 {rounded(warm)} ms"),
+               "×", 3.0, "<=", note=f"first {rounded(first_ms)} ms (median of {len(first_samples)} process starts: "
+                                    f"{', '.join(str(rounded(x)) for x in first_samples)} ms), warm p50 {rounded(warm)} ms"),
         Figure("http.floor_ms", "Floor: 1 read + 2 commits + 1 HTTP round trip", rounded(fl["floor_ms"]), "ms"),
     ]
     labels = {"single_sequential": "single order, sequential", "group_sequential": "2-leg group, sequential",
