@@ -60,6 +60,11 @@ class FirestoreRateCounters:
         batch.commit()
 
 
+    def count_paths(self, scopes: Sequence[Scope], window: int, shards: Mapping[Scope, int]) -> dict[str, Scope]:
+        """The shard documents ``counts`` reads, by path (issue 17: another batched read can fetch them)."""
+        return {f"tenants/{scope.tenant_id}/{COLLECTION}/{doc_id(scope, window, shard)}": scope
+                for scope in scopes for shard in range(shards[scope])}
+
     def increment_ops(self, items: Sequence[tuple[Scope, int]], window: int, expires_at: float) -> list[Any]:
         """``increment``'s writes as unit-of-work ops (issue 17: they ride the engine's claim or
         decision commit of the same request instead of a commit of their own)."""

@@ -309,6 +309,8 @@ def _retry_after_header(seconds: Any, default: int) -> str:
 # The request's rate-counter writes (``unit_of_work.SideWrites``) for the engine call of the handler
 # (``_run_intent``): set by ``handle`` around the handler, never shared between requests.
 _SIDE_WRITES: ContextVar[Any] = ContextVar("side_writes", default=None)
+# The request's deferred shared rate check (``rate_limit.DeferredRateCheck``) for that same engine call.
+_RATE_CHECK: ContextVar[Any] = ContextVar("rate_check", default=None)
 
 
 class ApiApp:
@@ -349,6 +351,7 @@ class ApiApp:
         identity: Identity | None = None
         limiter: Any = None
         side: Any = None  # the rate counters' writes, riding the engine's first commit (issue 17)
+        rate_check: Any = None  # the shared counts' read, riding the engine's batched read (issue 17)
         try:
             route, params = match(request.method, path)
             route_name = route.name
@@ -378,13 +381,17 @@ class ApiApp:
                                              "_group_stop_replace")
                     limiter = self._rate_limiter_factory() if self._rate_limiter_factory and limited else None
                     if limiter is not None:  # 429 + Retry-After before anything is parsed or written
-                        rate_limit.admit(limiter, identity.tenant_id, identity.uid)
+                        # POST /execute: shared counts due a read ride the engine's batched read (issue 17)
+                        rate_check = rate_limit.admit(limiter, identity.tenant_id, identity.uid,
+                                                      defer=route.handler == "_execute")
                         side = rate_limit.side_writes(limiter, identity.tenant_id, identity.uid)
             reset = _SIDE_WRITES.set(side)
+            reset_check = _RATE_CHECK.set(rate_check)
             try:
                 response = getattr(self, route.handler)(request, identity, **params)
             finally:
                 _SIDE_WRITES.reset(reset)
+                _RATE_CHECK.reset(reset_check)
             if limiter is not None and rate_limit.reached_engine(response.status):
                 rate_limit.record(limiter, identity.tenant_id, identity.uid, side)
         except ApiError as exc:
@@ -813,7 +820,9 @@ class ApiApp:
         if id_source is not None:  # issue 17: on the record the engine's batched read answers (no read here)
             def check(record: Any) -> None:
                 check_intent_record(_as_requested(record), intent.to_dict(), identity.uid, id_source)
-        ctx = _replace(identity.context(), side_writes=_SIDE_WRITES.get(), record_check=check)
+        ctx = _replace(identity.context(), side_writes=_SIDE_WRITES.get(), record_check=check,
+                       rate_check=_RATE_CHECK.get())
+        _RATE_CHECK.set(None)  # one engine call decides it
         result = engine.execute_intent(intent, ctx)
         if id_source is not None and (result.replayed or result.status == "pending"):
             check_intent_record(_as_requested(engine.store.get_intent(identity.tenant_id, intent.intent_id)),

@@ -14,16 +14,42 @@ from backend.api.http import ApiError
 from backend.logs import log_event
 
 
-def admit(limiter: Any, tenant_id: str, uid: str, *, source: str = "http") -> None:
-    decision = limiter.admit(tenant_id, uid)
+def admit(limiter: Any, tenant_id: str, uid: str, *, source: str = "http", defer: bool = False) -> Any:
+    """429 now, or admitted. ``defer`` (issue 17, ``POST /execute``): when the shared counts must be
+    read, answer a ``DeferredRateCheck`` instead of reading them here — the engine reads them with its
+    one batched read and calls it (the 429 then comes from there, still before anything is written)."""
+    decision = limiter.admit(tenant_id, uid, defer_shared=True) if defer else limiter.admit(tenant_id, uid)
     if decision.allowed:
-        return
+        deferred = getattr(decision, "deferred", None)
+        return None if deferred is None else DeferredRateCheck(deferred, tenant_id, uid, source)
+    raise _refusal(decision, tenant_id, uid, source)
+
+
+def _refusal(decision: Any, tenant_id: str, uid: str, source: str) -> ApiError:
     log_event("api.rate_limited", severity="WARNING", source=source, tenant_id=tenant_id, uid=uid,
               scope=decision.scope, limit_per_min=decision.limit, line=decision.line,
               retry_after=decision.retry_after_seconds)
-    raise ApiError(429, "RATE_LIMITED", f"too many requests for this {decision.scope}; retry later",
-                   reason=decision.reason, headers={"Retry-After": str(decision.retry_after_seconds)},
-                   extra={"retry_after": decision.retry_after_seconds})
+    return ApiError(429, "RATE_LIMITED", f"too many requests for this {decision.scope}; retry later",
+                    reason=decision.reason, headers={"Retry-After": str(decision.retry_after_seconds)},
+                    extra={"retry_after": decision.retry_after_seconds})
+
+
+class DeferredRateCheck:
+    """The shared line of one request, for the engine (``ExecutionContext.rate_check``): ``paths`` go
+    into its batched pre-claim read; calling it with the documents read raises the same 429 the API
+    would have raised (``backend.risk.rate_limit.SharedCheck``)."""
+
+    def __init__(self, check: Any, tenant_id: str, uid: str, source: str):
+        self._check, self._tenant_id, self._uid, self._source = check, tenant_id, uid, source
+
+    @property
+    def paths(self) -> list[str]:
+        return self._check.paths
+
+    def __call__(self, docs: Any) -> None:
+        decision = self._check.decide(docs)
+        if not decision.allowed:
+            raise _refusal(decision, self._tenant_id, self._uid, self._source)
 
 
 def reached_engine(status: int) -> bool:

@@ -146,6 +146,8 @@ class ExecutionEngine(EngineOutcomes, EngineFollowUp):
         existing = (self.store.get_intent(ctx.tenant_id, intent.intent_id) if pre is None
                     else _record_of(ctx.tenant_id, intent.intent_id, pre.docs[intent_path(ctx.tenant_id,
                                                                                           intent.intent_id)][0]))
+        if ctx.rate_check is not None:  # the rate limiter's shared counts, read in the same round trip
+            ctx.rate_check(pre.docs if pre is not None else self.store.get_all(list(ctx.rate_check.paths)))
         if ctx.record_check is not None:  # the API's check of a client-chosen id, on the record just read
             ctx.record_check(existing)
         if existing is not None and existing.status.is_final:
@@ -257,6 +259,8 @@ class ExecutionEngine(EngineOutcomes, EngineFollowUp):
         auto = f"{AUTO_DEFAULT_ACCOUNT_PREFIX}{ctx.uid}" if getattr(self.accounts, "mode", None) == "auto" else None
         plan = pre_claim_plan(ctx.tenant_id, ctx.uid, intent.intent_id, intent.broker_account_id, intent.symbol, day,
                               self._account_hints, auto)
+        if ctx.rate_check is not None:  # the rate limiter's shard documents ride the same read
+            plan = replace(plan, paths=tuple(dict.fromkeys((*plan.paths, *ctx.rate_check.paths))))
         try:
             return read_pre_claim(self.store, plan, ctx.tenant_id, day)
         except Exception as exc:  # fail closed: no intent, account or risk data, no trade

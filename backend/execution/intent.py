@@ -98,6 +98,9 @@ class ExecutionContext:
     # anything else, so the API needs no read of its own
     side_writes: Any = field(default=None, compare=False)
     record_check: Any = field(default=None, compare=False)
+    # the rate limiter's shared line when its counts are due a read: ``paths`` join the batched read,
+    # calling it with the documents read refuses (429) before anything else
+    rate_check: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         validate_id(self.tenant_id, "tenant_id")

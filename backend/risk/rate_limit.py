@@ -51,6 +51,9 @@ class RateDecision:
     limit: int = 0
     retry_after_seconds: int = 0
     line: str | None = None  # "local" (bucket) | "shared" (counters) when refused
+    # admitted on the local line with the shared counts still to read (``admit(defer_shared=True)``):
+    # the caller reads ``deferred.paths`` with its own batched read and calls ``deferred.decide``
+    deferred: "SharedCheck | None" = None
 
     @property
     def reason(self) -> str:
@@ -122,7 +125,11 @@ class RateLimiter:
         return out
 
     # --- the decision ------------------------------------------------------------------------
-    def admit(self, tenant_id: str, uid: str | None) -> RateDecision:
+    def admit(self, tenant_id: str, uid: str | None, *, defer_shared: bool = False) -> RateDecision:
+        """``defer_shared`` (issue 17): when the shared counts must be read and the counters can name
+        their documents (``count_paths``), admit on the local line and answer the read as
+        ``RateDecision.deferred`` instead of making it here — the engine reads those documents with
+        its own one batched read and decides there, before anything is written."""
         scopes = self.scopes(tenant_id, uid)
         if not scopes:
             return RateDecision(True)
@@ -136,6 +143,16 @@ class RateLimiter:
         window, remaining = self._window()
         if self.counters is not None:  # 2. the shared counters
             stale = self._stale(scopes, window, now)
+            name_paths = getattr(self.counters, "count_paths", None)
+            if stale and defer_shared and name_paths is not None:
+                paths = name_paths(stale, window, {s: self.shard_count(s) for s in stale})
+                refused = self._shared_refusal(scopes, window, remaining, skip=stale)
+                if refused is not None:
+                    return refused
+                with self._lock:
+                    for scope in scopes:
+                        self._buckets[scope].tokens -= 1
+                return RateDecision(True, deferred=SharedCheck(self, scopes, stale, window, remaining, now, paths))
             if stale:
                 try:
                     read = self.counters.counts(stale, window, {s: self.shard_count(s) for s in stale})
@@ -146,15 +163,24 @@ class RateLimiter:
                     with self._lock:
                         for scope in stale:
                             self._seen[scope] = [window, float(read.get(scope, 0)), now, 0.0]
-            with self._lock:
-                for scope in scopes:
-                    seen = self._seen.get(scope)
-                    if seen is not None and seen[0] == window and seen[1] + seen[3] >= self.limit(scope):
-                        return self._refused(scope, remaining, "shared")
+            refused = self._shared_refusal(scopes, window, remaining)
+            if refused is not None:
+                return refused
         with self._lock:
             for scope in scopes:
                 self._buckets[scope].tokens -= 1
         return RateDecision(True)
+
+    def _shared_refusal(self, scopes: Sequence[Scope], window: int, remaining: int,
+                        skip: Sequence[Scope] = ()) -> RateDecision | None:
+        """The shared line on this instance's view of the counts (scopes in ``skip``: not yet read)."""
+        with self._lock:
+            for scope in scopes:
+                seen = self._seen.get(scope)
+                if scope not in skip and seen is not None and seen[0] == window \
+                        and seen[1] + seen[3] >= self.limit(scope):
+                    return self._refused(scope, remaining, "shared")
+        return None
 
     def record(self, tenant_id: str, uid: str | None) -> None:
         """Count one admitted request in the shared counters (call only once it reached the engine)."""
@@ -230,3 +256,41 @@ class RateLimiter:
     def _error(self, exc: Exception) -> None:
         if self._on_error is not None:
             self._on_error(exc)
+
+
+class SharedCheck:
+    """The shared line of one admitted request, decided on documents its caller read (issue 17: the
+    counts ride the engine's one batched read instead of a read round trip of their own). ``paths``:
+    the shard documents to read; ``decide(docs)`` (path -> (document or None, token)) records the
+    counts as this instance's view and answers the decision — a refusal gives the request's local
+    tokens back, as a refusal before them would not have taken them."""
+
+    def __init__(self, limiter: RateLimiter, scopes: Sequence[Scope], stale: Sequence[Scope], window: int,
+                 remaining: int, now: float, paths: Mapping[str, Scope]):
+        self.limiter, self.scopes, self.stale = limiter, list(scopes), list(stale)
+        self.window, self.remaining, self.now, self._paths = window, remaining, now, dict(paths)
+
+    @property
+    def paths(self) -> list[str]:
+        return list(self._paths)
+
+    def decide(self, docs: Mapping[str, tuple[Any, Any]]) -> RateDecision:
+        counts = {scope: 0.0 for scope in self.stale}
+        for path, scope in self._paths.items():
+            doc = (docs.get(path) or (None, None))[0] or {}
+            value = doc.get("n")
+            if isinstance(value, int) and not isinstance(value, bool):
+                counts[scope] += value
+        limiter = self.limiter
+        with limiter._lock:  # noqa: SLF001 - the limiter's own state, updated as admit would
+            for scope, count in counts.items():
+                limiter._seen[scope] = [self.window, float(count), self.now, 0.0]  # noqa: SLF001
+        refused = limiter._shared_refusal(self.scopes, self.window, self.remaining)  # noqa: SLF001
+        if refused is not None:
+            with limiter._lock:  # noqa: SLF001
+                for scope in self.scopes:
+                    bucket = limiter._buckets.get(scope)  # noqa: SLF001
+                    if bucket is not None:
+                        bucket.tokens = min(float(limiter.limit(scope)), bucket.tokens + 1)
+            return refused
+        return RateDecision(True)

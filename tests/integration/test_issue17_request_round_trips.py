@@ -10,6 +10,9 @@ the Firestore rate counters.
   a recorded decision in the engine's commit, a replay (the engine commits nothing) by a commit of
   the counters' own; a 400 writes nothing.
 - A reused key with another body is refused as before (409), and nothing is written.
+- On a new instance (the limiter has not read the scope's shared counts yet) the counts ride the
+  engine's batched read: still one read round trip, and a scope at its shared limit is refused 429
+  there, before anything is written.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from bench.fscount import RpcLog, instrument, round_trips
 from tests.support.api_stack import ApiStack, FakeVerifier, execute_body
 
 
-def _stack(db, max_spread_pct: str = "0.001") -> tuple[ApiStack, RpcLog]:
+def _stack(db, max_spread_pct: str = "0.001", user_per_min: int = 1000) -> tuple[ApiStack, RpcLog]:
     log = RpcLog()
     client = instrument(db, log)
     clock = ManualClock()
@@ -37,7 +40,7 @@ def _stack(db, max_spread_pct: str = "0.001") -> tuple[ApiStack, RpcLog]:
     engine = ExecutionEngine(broker=PaperBroker(clock=clock), router=SmartRouter(max_spread_pct=max_spread_pct),
                              risk=RiskManager(RiskLimits(max_position_qty=Decimal("1000000"))), store=store,
                              clock=clock, dry_run=False, settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
-    limiter = RateLimiter(user_per_min=1000, tenant_per_min=1000, counters=FirestoreRateCounters(client),
+    limiter = RateLimiter(user_per_min=user_per_min, tenant_per_min=1000, counters=FirestoreRateCounters(client),
                           refresh_seconds=3600)
     verifier = FakeVerifier()
     verifier.add("tok-alice", uid="alice", tenant_id="acme", role="trader")
@@ -118,3 +121,39 @@ def test_a_reused_key_with_another_body_is_409_and_writes_nothing(db):
     assert response.status == 409 and response.json()["error"]["code"] == "IDEMPOTENCY_CONFLICT", response.json()
     assert [e for e in log.since(mark) if e["rpc"] == "commit"] == []
     assert _counted(db) == counted
+
+
+def test_on_a_new_instance_the_shared_counts_ride_the_engines_read(db):
+    stack, log = _stack(db)  # the limiter has read no counts yet: they are due
+    mark = log.mark()
+
+    response = stack.post("/execute", execute_body(qty="2"), headers={"Idempotency-Key": "k-6"})
+    rt = round_trips(log.since(mark))
+
+    assert response.status == 201, response.json()
+    assert (rt["read_round_trips"], rt["commit_round_trips"]) == (1, 2), rt["sequence"]
+    reads = [e for e in log.since(mark) if e["rpc"] == "batch_get_documents"]
+    assert len(reads) == 1 and "rate_counters" in str(reads[0]["collections"]) \
+        and "order_intents" in str(reads[0]["collections"]), reads  # one batch: the intent and the counts
+
+
+def test_a_scope_at_its_shared_limit_is_refused_in_the_engines_read_and_nothing_is_written(db):
+    import time
+
+    stack, log = _stack(db, user_per_min=3)
+    window = int(time.time() // 60)
+    for w in (window, window + 1):  # other instances counted 3 this minute (and the next: no boundary race)
+        db.document(f"tenants/acme/rate_counters/u_alice-{w}-0").set({"n": 3, "scope": "u_alice", "window": w,
+                                                                    "shard": 0})
+    mark = log.mark()
+
+    response = stack.post("/execute", execute_body(qty="2"), headers={"Idempotency-Key": "k-7"})
+    events = log.since(mark)
+
+    assert response.status == 429 and response.json()["error"]["code"] == "RATE_LIMITED", response.json()
+    assert "shared" in response.json()["error"]["reason"] and response.headers["Retry-After"]
+    assert [e for e in events if e["rpc"] == "commit"] == []  # nothing written
+    reads = [e for e in events if e["rpc"] == "batch_get_documents"]
+    assert len(reads) == 1 and "order_intents" in str(reads[0]["collections"]), reads  # decided in the engine's read
+    assert not list(db.collection("tenants/acme/order_intents").stream())
+    assert not list(db.collection("tenants/acme/ledger_trades").stream())
