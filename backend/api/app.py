@@ -311,6 +311,8 @@ def _retry_after_header(seconds: Any, default: int) -> str:
 _SIDE_WRITES: ContextVar[Any] = ContextVar("side_writes", default=None)
 # The request's deferred shared rate check (``rate_limit.DeferredRateCheck``) for that same engine call.
 _RATE_CHECK: ContextVar[Any] = ContextVar("rate_check", default=None)
+# ... and its account check still running (``firebase_auth.DeferredAccountCheck``), for the same call.
+_IDENTITY_CHECK: ContextVar[Any] = ContextVar("identity_check", default=None)
 
 
 class ApiApp:
@@ -352,6 +354,7 @@ class ApiApp:
         limiter: Any = None
         side: Any = None  # the rate counters' writes, riding the engine's first commit (issue 17)
         rate_check: Any = None  # the shared counts' read, riding the engine's batched read (issue 17)
+        identity_check: Any = None  # the account lookup, running alongside the engine's read (issue 17)
         try:
             route, params = match(request.method, path)
             route_name = route.name
@@ -362,8 +365,15 @@ class ApiApp:
             if route.auth:
                 # mutating calls and tenant-admin reads also check revocation (backend.api.auth)
                 fresh = writes or route.name.startswith("/tenants")
-                identity = self._verifier_factory().verify(bearer_token(request.header("Authorization")),
-                                                           fresh=fresh)
+                verifier = self._verifier_factory()
+                deferred_verify = getattr(verifier, "verify_deferred", None)
+                if route.handler == "_execute" and deferred_verify is not None:
+                    # issue 17: the account lookup runs alongside the engine's batched read; the engine
+                    # calls it before anything is written (ExecutionContext.identity_check)
+                    identity, identity_check = deferred_verify(bearer_token(request.header("Authorization")),
+                                                               fresh=fresh)
+                else:
+                    identity = verifier.verify(bearer_token(request.header("Authorization")), fresh=fresh)
                 _check_role_for_route(identity, route)
                 if route.name.startswith("/tenants/"):  # every tenant-wide read and admin write (issue 13)
                     from backend.api.admin_members import require_active_actor
@@ -387,11 +397,15 @@ class ApiApp:
                         side = rate_limit.side_writes(limiter, identity.tenant_id, identity.uid)
             reset = _SIDE_WRITES.set(side)
             reset_check = _RATE_CHECK.set(rate_check)
+            reset_identity = _IDENTITY_CHECK.set(identity_check)
             try:
                 response = getattr(self, route.handler)(request, identity, **params)
             finally:
                 _SIDE_WRITES.reset(reset)
                 _RATE_CHECK.reset(reset_check)
+                _IDENTITY_CHECK.reset(reset_identity)
+                if identity_check is not None and not identity_check.called:
+                    identity_check()  # the engine was not reached (nothing written): its refusal still wins
             if limiter is not None and rate_limit.reached_engine(response.status):
                 rate_limit.record(limiter, identity.tenant_id, identity.uid, side)
         except ApiError as exc:
@@ -821,8 +835,9 @@ class ApiApp:
             def check(record: Any) -> None:
                 check_intent_record(_as_requested(record), intent.to_dict(), identity.uid, id_source)
         ctx = _replace(identity.context(), side_writes=_SIDE_WRITES.get(), record_check=check,
-                       rate_check=_RATE_CHECK.get())
-        _RATE_CHECK.set(None)  # one engine call decides it
+                       rate_check=_RATE_CHECK.get(), identity_check=_IDENTITY_CHECK.get())
+        _RATE_CHECK.set(None)  # one engine call decides them
+        _IDENTITY_CHECK.set(None)
         result = engine.execute_intent(intent, ctx)
         if id_source is not None and (result.replayed or result.status == "pending"):
             check_intent_record(_as_requested(engine.store.get_intent(identity.tenant_id, intent.intent_id)),

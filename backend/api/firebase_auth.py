@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, Mapping
 
 from backend.api.auth import AccountState, AccountStateCache, Identity, account_refusal, identity_from_claims, \
     log_refused_token, must_check_account, unauthenticated
@@ -61,6 +61,45 @@ class FirebaseTokenVerifier:
         except auth.UserNotFoundError:
             pass
 
+    def verify_deferred(self, token: str, *, fresh: bool = False) -> tuple[Identity, "DeferredAccountCheck | None"]:
+        """``verify`` with the account lookup (a user lookup over HTTP when the uid's state is not
+        cached) started on a thread instead of waited for (issue 17): the caller runs it alongside its
+        own reads and calls the answered check before anything is written. None: nothing to wait for."""
+        claims, app = self._claims(token)
+        if not must_check_account(fresh or self.check_revoked, claims):
+            return identity_from_claims(claims), None
+        uid = claims.get("uid") or claims.get("sub")
+        if not isinstance(uid, str) or not uid:
+            raise unauthenticated("token has no subject")
+        state = self.cache.get(uid)
+        if state is not None:
+            self._refuse_if(claims, state)
+            return identity_from_claims(claims), None
+        identity = identity_from_claims(claims)
+        return identity, DeferredAccountCheck(self, claims, _account_pool().submit(self._account_state, uid, app))
+
+    def _claims(self, token: str) -> tuple[dict[str, Any], Any]:
+        from firebase_admin import auth
+
+        app = self._get_app()
+        try:
+            claims = auth.verify_id_token(token, app=app, check_revoked=False)
+        except auth.CertificateFetchError as exc:
+            log_event("api.auth_unavailable", severity="ERROR", error=type(exc).__name__)
+            raise _unavailable() from None
+        except auth.ExpiredIdTokenError:
+            raise unauthenticated("ID token expired") from None
+        except (auth.InvalidIdTokenError, ValueError) as exc:
+            raise unauthenticated(f"invalid ID token ({type(exc).__name__})") from None
+        return claims, app
+
+    @staticmethod
+    def _refuse_if(claims: Mapping[str, Any], state: AccountState) -> None:
+        error = account_refusal(claims, state)
+        if error is not None:
+            log_refused_token(claims, error)
+            raise error
+
     def verify(self, token: str, *, fresh: bool = False) -> Identity:
         from firebase_admin import auth
 
@@ -101,6 +140,37 @@ class FirebaseTokenVerifier:
         return AccountState(exists=True, disabled=bool(user.disabled),
                             tokens_valid_after_ms=user.tokens_valid_after_timestamp or None,
                             claims=dict(user.custom_claims or {}))
+
+
+class DeferredAccountCheck:
+    """The account check of one request, running on a thread (``verify_deferred``): calling it waits
+    for the lookup, caches the state as ``verify`` does and raises the same 401 / 503."""
+
+    def __init__(self, verifier: FirebaseTokenVerifier, claims: Mapping[str, Any], future: Any):
+        self._verifier, self._claims, self._future = verifier, claims, future
+        self.called = False
+
+    def __call__(self) -> None:
+        self.called = True
+        state = self._future.result()  # the lookup's own ApiError (503) propagates
+        uid = self._claims.get("uid") or self._claims.get("sub")
+        self._verifier.cache.put(str(uid), state)
+        self._verifier._refuse_if(self._claims, state)
+
+
+_POOL: Any = None
+_POOL_LOCK = threading.Lock()
+
+
+def _account_pool() -> Any:
+    global _POOL
+    if _POOL is None:
+        with _POOL_LOCK:
+            if _POOL is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="auth-lookup")
+    return _POOL
 
 
 def _unavailable() -> ApiError:

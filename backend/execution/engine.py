@@ -146,6 +146,8 @@ class ExecutionEngine(EngineOutcomes, EngineFollowUp):
         existing = (self.store.get_intent(ctx.tenant_id, intent.intent_id) if pre is None
                     else _record_of(ctx.tenant_id, intent.intent_id, pre.docs[intent_path(ctx.tenant_id,
                                                                                           intent.intent_id)][0]))
+        if ctx.identity_check is not None:  # the account lookup that ran alongside the read
+            ctx.identity_check()
         if ctx.rate_check is not None:  # the rate limiter's shared counts, read in the same round trip
             ctx.rate_check(pre.docs if pre is not None else self.store.get_all(list(ctx.rate_check.paths)))
         if ctx.record_check is not None:  # the API's check of a client-chosen id, on the record just read

@@ -101,6 +101,9 @@ class ExecutionContext:
     # the rate limiter's shared line when its counts are due a read: ``paths`` join the batched read,
     # calling it with the documents read refuses (429) before anything else
     rate_check: Any = field(default=None, compare=False)
+    # the caller's account check (disabled, revoked, claims changed) still running: called right after
+    # the batched read, before anything is written; it raises the API's 401
+    identity_check: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         validate_id(self.tenant_id, "tenant_id")
