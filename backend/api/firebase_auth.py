@@ -66,17 +66,23 @@ class FirebaseTokenVerifier:
         cached) started on a thread instead of waited for (issue 17): the caller runs it alongside its
         own reads and calls the answered check before anything is written. None: nothing to wait for."""
         claims, app = self._claims(token)
+        uid = self._uid_to_check(claims, fresh)
+        state = None if uid is None else self.cache.get(uid)
+        if state is not None:
+            self._refuse_if(claims, state)
+        identity = identity_from_claims(claims)
+        if uid is None or state is not None:
+            return identity, None
+        return identity, DeferredAccountCheck(self, claims, _account_pool().submit(self._account_state, uid, app))
+
+    def _uid_to_check(self, claims: Mapping[str, Any], fresh: bool) -> str | None:
+        """The uid whose account state this call checks (None: a read that needs no check)."""
         if not must_check_account(fresh or self.check_revoked, claims):
-            return identity_from_claims(claims), None
+            return None
         uid = claims.get("uid") or claims.get("sub")
         if not isinstance(uid, str) or not uid:
             raise unauthenticated("token has no subject")
-        state = self.cache.get(uid)
-        if state is not None:
-            self._refuse_if(claims, state)
-            return identity_from_claims(claims), None
-        identity = identity_from_claims(claims)
-        return identity, DeferredAccountCheck(self, claims, _account_pool().submit(self._account_state, uid, app))
+        return uid
 
     def _claims(self, token: str) -> tuple[dict[str, Any], Any]:
         from firebase_admin import auth
@@ -101,30 +107,14 @@ class FirebaseTokenVerifier:
             raise error
 
     def verify(self, token: str, *, fresh: bool = False) -> Identity:
-        from firebase_admin import auth
-
-        app = self._get_app()
-        try:
-            claims = auth.verify_id_token(token, app=app, check_revoked=False)
-        except auth.CertificateFetchError as exc:
-            log_event("api.auth_unavailable", severity="ERROR", error=type(exc).__name__)
-            raise _unavailable() from None
-        except auth.ExpiredIdTokenError:
-            raise unauthenticated("ID token expired") from None
-        except (auth.InvalidIdTokenError, ValueError) as exc:
-            raise unauthenticated(f"invalid ID token ({type(exc).__name__})") from None
-        if must_check_account(fresh or self.check_revoked, claims):
-            uid = claims.get("uid") or claims.get("sub")
-            if not isinstance(uid, str) or not uid:
-                raise unauthenticated("token has no subject")
+        claims, app = self._claims(token)
+        uid = self._uid_to_check(claims, fresh)
+        if uid is not None:
             state = self.cache.get(uid)
             if state is None:
                 state = self._account_state(uid, app)
                 self.cache.put(uid, state)
-            error = account_refusal(claims, state)
-            if error is not None:
-                log_refused_token(claims, error)
-                raise error
+            self._refuse_if(claims, state)
         return identity_from_claims(claims)
 
     def _account_state(self, uid: str, app: Any) -> AccountState:

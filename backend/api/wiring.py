@@ -193,13 +193,7 @@ def warm_up(secrets: Mapping[str, str | None] | None = None, *, api: bool = True
     import backend.tax.state  # noqa: F401 - what the first lot-book step imports
     lap("modules")
     if api:
-        from backend.api import models
-
-        default_app(secrets)
-        for name in _HOT_MODELS:
-            model = getattr(models, name, None)
-            if model is not None:
-                model.model_rebuild()  # builds the deferred schema now, not on the first body
+        _build_hot_models()
         lap("api")
     warm = getattr(engine.store, "warm_connection", None)
     if warm is not None:
@@ -236,13 +230,20 @@ def preload_api() -> float:
     import backend.api.firebase_auth  # noqa: F401
     import backend.execution.metrics  # noqa: F401
     import backend.tax.state  # noqa: F401
+
+    _build_hot_models()
+    return round((time.perf_counter() - started) * 1e3, 1)
+
+
+def _build_hot_models() -> None:
+    """Build the deferred pydantic schemas of the models a first order request validates (once each:
+    a built model's ``model_rebuild`` does nothing)."""
     from backend.api import models
 
     for name in _HOT_MODELS:
         model = getattr(models, name, None)
         if model is not None:
             model.model_rebuild()
-    return round((time.perf_counter() - started) * 1e3, 1)
 
 
 def start_warm_up_after_fork(secrets: Any, *, api: bool) -> None:
