@@ -80,20 +80,10 @@ class SlotProbeOrder(Sequence[int]):
     def __len__(self) -> int:
         return self.limit
 
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self.limit))]
-        if index < 0:
-            index += self.limit
+    def __getitem__(self, index: int) -> int:  # type: ignore[override] - integer positions only
         if not 0 <= index < self.limit:
             raise IndexError(index)
         return (self.start + index) % self.limit
-
-    def __eq__(self, other: object) -> bool:
-        return list(self) == list(other) if isinstance(other, (list, tuple, SlotProbeOrder)) else NotImplemented
-
-    def __repr__(self) -> str:
-        return f"SlotProbeOrder(start={self.start}, limit={self.limit})"
 
 
 def slot_probe_order(trades_seen: int, daily_limit: int) -> SlotProbeOrder:
