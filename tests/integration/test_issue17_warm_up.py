@@ -15,16 +15,13 @@ import time
 import pytest
 
 from backend.api import wiring
-from tests.support.api_stack import FunctionsServer, http_call
+from tests.support.api_stack import FunctionsServer, emulator_env, http_call
 
 pytestmark = pytest.mark.slow
 
 
 def _env(firestore_emulator, auth_emulator, **extra: str) -> dict[str, str]:
-    project = auth_emulator.project
-    return {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host, "FIREBASE_AUTH_EMULATOR_HOST": auth_emulator.host,
-            "GOOGLE_CLOUD_PROJECT": project, "GCLOUD_PROJECT": project, "EXEC_DRY_RUN": "0",
-            "EXEC_ACCOUNTS": "auto", "GOOGLE_APPLICATION_CREDENTIALS": "", **extra}
+    return emulator_env(firestore_emulator, auth_emulator, **extra)
 
 
 def _wait_for(server: FunctionsServer, event: str, timeout: float = 60.0) -> dict | None:

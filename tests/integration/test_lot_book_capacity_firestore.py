@@ -28,7 +28,7 @@ from backend.service.intake import handle_intent_document
 from backend.tax.model import Fill
 from backend.tax.state import apply_fill_to_state, book_lots, pack_list, packed_state
 from tests.support.alpaca_server import LocalAlpacaServer
-from tests.support.api_stack import FunctionsServer, http_call
+from tests.support.api_stack import FunctionsServer, alpaca_equity_env, emulator_env, http_call
 from tests.support.group_harness import CrashingBroker, approve, rpm_output
 from tests.unit.test_lot_book_capacity import CTX, LABEL, PATH, book_of, book_of_size, engine_on, full_book, order
 
@@ -195,12 +195,7 @@ def alpaca_venue():
 
 @pytest.fixture(scope="module")
 def alpaca_server(firestore_emulator, auth_emulator, alpaca_venue):
-    project = auth_emulator.project
-    env = {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host, "FIREBASE_AUTH_EMULATOR_HOST": auth_emulator.host,
-           "GOOGLE_CLOUD_PROJECT": project, "GCLOUD_PROJECT": project, "EXEC_DRY_RUN": "0",
-           "EXEC_ACCOUNTS": "auto", "GOOGLE_APPLICATION_CREDENTIALS": "", "EXEC_BROKER_ROUTES": "EQUITY=alpaca",
-           "ALPACA_URL_OVERRIDE": alpaca_venue.url, "ALPACA_API_KEY": "PKLOCALTEST",
-           "ALPACA_SECRET_KEY": "local-secret"}
+    env = emulator_env(firestore_emulator, auth_emulator, **alpaca_equity_env(alpaca_venue))
     with FunctionsServer(env) as server:
         yield server
 

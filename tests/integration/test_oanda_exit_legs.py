@@ -10,22 +10,18 @@ from decimal import Decimal as D
 
 import pytest
 
-from backend.adapters.memory_store import InMemoryStore
-from backend.adapters.oanda import OandaBroker, OandaConfig
+from backend.adapters.oanda import OandaBroker
 from backend.adapters.oanda.broker import forget_instruments
 from backend.adapters.oanda.client import close_shared_clients
-from backend.adapters.routing import BrokerRouter
 from backend.domain.assets import AssetClass
 from backend.domain.clock import ManualClock
 from backend.domain.orders import OrderSide, OrderState
-from backend.execution.engine import ExecutionEngine, RiskManager
 from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.execution.sweeper import Sweeper
-from backend.risk.manager import RiskLimits
-from backend.settings import ExecSettings
 from backend.tax.state import book_lots
 from tests.support.group_harness import scenario
 from tests.support.oanda_server import LocalOandaServer
+from tests.support.oanda_stack import oanda_engine
 
 TOKEN = "oanda-exit-legs-token-do-not-leak"
 FX = AssetClass.FOREX
@@ -37,10 +33,7 @@ def placed():
     """A filled EUR/USD buy of 10000 with a take profit 100 pips up and a stop loss 50 pips down."""
     clock = ManualClock()
     srv = LocalOandaServer(scenario(), clock=clock, token=TOKEN).start()
-    broker = OandaBroker(OandaConfig(srv.account_id, TOKEN, base_url=srv.url, timeout_seconds=2.0), clock=clock)
-    engine = ExecutionEngine(broker=BrokerRouter({FX: broker}), store=InMemoryStore(), clock=clock, dry_run=False,
-                             risk=RiskManager(RiskLimits(max_position_qty=D("100000000"))),
-                             settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
+    broker, engine = oanda_engine(srv, TOKEN, clock)
     quote = srv.venue.get_latest_quote("EUR/USD", FX)
     take, stop = quote.ask + D("0.0100"), quote.bid - D("0.0050")
     intent = OrderIntent("s1", "acct", "EUR/USD", "buy", "10000", "FX", intent_id="ox1", time_in_force="fok",

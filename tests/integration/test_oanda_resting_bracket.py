@@ -10,22 +10,17 @@ from decimal import Decimal as D
 
 import pytest
 
-from backend.adapters.memory_store import InMemoryStore
-from backend.adapters.oanda import OandaBroker, OandaConfig
 from backend.adapters.oanda.broker import forget_instruments
 from backend.adapters.oanda.client import close_shared_clients
-from backend.adapters.routing import BrokerRouter
 from backend.domain.assets import AssetClass
 from backend.domain.clock import ManualClock
 from backend.domain.orders import OrderState
-from backend.execution.engine import ExecutionEngine, RiskManager
 from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.execution.sweeper import Sweeper
-from backend.risk.manager import RiskLimits
-from backend.settings import ExecSettings
 from backend.tax.state import book_lots
 from tests.support.group_harness import scenario
 from tests.support.oanda_server import LocalOandaServer
+from tests.support.oanda_stack import oanda_engine
 
 TOKEN = "oanda-resting-bracket-token"
 FX = AssetClass.FOREX
@@ -36,10 +31,7 @@ CTX = ExecutionContext("acme", "u1")
 def venue():
     clock = ManualClock()
     srv = LocalOandaServer(scenario(), clock=clock, token=TOKEN).start()
-    broker = OandaBroker(OandaConfig(srv.account_id, TOKEN, base_url=srv.url, timeout_seconds=2.0), clock=clock)
-    engine = ExecutionEngine(broker=BrokerRouter({FX: broker}), store=InMemoryStore(), clock=clock, dry_run=False,
-                             risk=RiskManager(RiskLimits(max_position_qty=D("100000000"))),
-                             settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
+    broker, engine = oanda_engine(srv, TOKEN, clock)
     yield srv, broker, engine
     srv.stop()
     close_shared_clients()
@@ -255,10 +247,7 @@ def test_a_resting_entry_canceled_after_a_partial_fill_keeps_its_trades_exits_fo
     srv = LocalOandaServer(scenario({"EUR/USD": {"fill": {"model": "partial", "ratios": ["0.5", "1.0"]}}}),
                            clock=clock, token=TOKEN).start()
     try:
-        broker = OandaBroker(OandaConfig(srv.account_id, TOKEN, base_url=srv.url, timeout_seconds=2.0), clock=clock)
-        engine = ExecutionEngine(broker=BrokerRouter({FX: broker}), store=InMemoryStore(), clock=clock,
-                                 dry_run=False, risk=RiskManager(RiskLimits(max_position_qty=D("100000000"))),
-                                 settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
+        broker, engine = oanda_engine(srv, TOKEN, clock)
         bid = srv.venue.get_latest_quote("EUR/USD", FX).bid
         limit = bid - D("0.0020")
         take, stop = limit + D("0.0100"), limit - D("0.0050")

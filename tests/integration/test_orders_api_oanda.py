@@ -29,7 +29,7 @@ from backend.domain.assets import AssetClass
 from backend.domain.clock import ManualClock
 from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.logs import set_stream
-from tests.support.api_stack import FunctionsServer, http_call
+from tests.support.api_stack import FunctionsServer, emulator_env, http_call
 from tests.support.group_harness import scenario
 from tests.support.oanda_server import LocalOandaServer
 
@@ -45,13 +45,10 @@ def oanda_venue():
 
 @pytest.fixture(scope="module")
 def api(firestore_emulator, auth_emulator, oanda_venue):
-    project = auth_emulator.project
-    env = {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host, "FIREBASE_AUTH_EMULATOR_HOST": auth_emulator.host,
-           "GOOGLE_CLOUD_PROJECT": project, "GCLOUD_PROJECT": project, "EXEC_DRY_RUN": "0",
-           "EXEC_ACCOUNTS": "auto", "GOOGLE_APPLICATION_CREDENTIALS": "", "EXEC_BROKER_ROUTES": "FOREX=oanda",
-           "OANDA_ACCOUNT_ID": oanda_venue.account_id, "OANDA_API_TOKEN": "api-oanda-token",
-           "OANDA_BASE_URL": oanda_venue.url, "OANDA_ENVIRONMENT": "practice", "OANDA_TIMEOUT_SECONDS": "2",
-           "EXEC_MAX_POSITION_QTY": "100000000", "EXEC_MAX_POSITION_QTY_FOREX": "100000000"}
+    env = emulator_env(firestore_emulator, auth_emulator, EXEC_BROKER_ROUTES="FOREX=oanda",
+                       OANDA_ACCOUNT_ID=oanda_venue.account_id, OANDA_API_TOKEN="api-oanda-token",
+                       OANDA_BASE_URL=oanda_venue.url, OANDA_ENVIRONMENT="practice", OANDA_TIMEOUT_SECONDS="2",
+                       EXEC_MAX_POSITION_QTY="100000000", EXEC_MAX_POSITION_QTY_FOREX="100000000")
     with FunctionsServer(env) as server:
         yield server
         errors = [line for line in server.log_lines() if line.get("severity") == "ERROR"]

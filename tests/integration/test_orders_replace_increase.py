@@ -37,7 +37,7 @@ from backend.risk.manager import RiskLimits
 from backend.settings import ExecSettings
 from tests.contract.conftest import _firestore, _memory
 from tests.support.alpaca_server import LocalAlpacaServer
-from tests.support.api_stack import FunctionsServer, http_call
+from tests.support.api_stack import FunctionsServer, alpaca_equity_env, emulator_env, http_call
 
 TENANT = "acme"
 NANO = 10**9
@@ -359,12 +359,7 @@ def alpaca_venue():
 
 @pytest.fixture(scope="module")
 def api(firestore_emulator, auth_emulator, alpaca_venue):
-    project = auth_emulator.project
-    env = {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host, "FIREBASE_AUTH_EMULATOR_HOST": auth_emulator.host,
-           "GOOGLE_CLOUD_PROJECT": project, "GCLOUD_PROJECT": project, "EXEC_DRY_RUN": "0",
-           "EXEC_ACCOUNTS": "auto", "GOOGLE_APPLICATION_CREDENTIALS": "", "EXEC_BROKER_ROUTES": "EQUITY=alpaca",
-           "ALPACA_URL_OVERRIDE": alpaca_venue.url, "ALPACA_API_KEY": "PKLOCALTEST",
-           "ALPACA_SECRET_KEY": "local-secret", "EXEC_MAX_POSITION_QTY": "20"}
+    env = emulator_env(firestore_emulator, auth_emulator, **alpaca_equity_env(alpaca_venue), EXEC_MAX_POSITION_QTY="20")
     with FunctionsServer(env) as server:
         yield server
         errors = [line for line in server.log_lines() if line.get("severity") == "ERROR"]

@@ -211,6 +211,21 @@ def signal_body(**overrides: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ end to end
 
 
+def emulator_env(firestore_emulator: Any, auth_emulator: Any, **extra: str) -> dict[str, str]:
+    """The environment of the function under test on the emulators: live (not dry run), accounts in
+    auto mode, no application default credentials; ``extra`` adds or overrides."""
+    project = auth_emulator.project
+    return {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host, "FIREBASE_AUTH_EMULATOR_HOST": auth_emulator.host,
+            "GOOGLE_CLOUD_PROJECT": project, "GCLOUD_PROJECT": project, "EXEC_DRY_RUN": "0",
+            "EXEC_ACCOUNTS": "auto", "GOOGLE_APPLICATION_CREDENTIALS": "", **extra}
+
+
+def alpaca_equity_env(venue: Any) -> dict[str, str]:
+    """Equities routed to the local Alpaca-compatible server ``venue`` (tests/support/alpaca_server.py)."""
+    return {"EXEC_BROKER_ROUTES": "EQUITY=alpaca", "ALPACA_URL_OVERRIDE": venue.url, "ALPACA_API_KEY": "PKLOCALTEST",
+            "ALPACA_SECRET_KEY": "local-secret"}
+
+
 class FunctionsServer:
     """``functions-framework --target api --source functions/main.py`` on a free port."""
 
