@@ -29,7 +29,8 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from backend.adapters.firestore_codec import batch_get, write_for
 from backend.domain.accounts import Account, BrokerConnection
 from backend.execution import account_writes, store_writes
-from backend.execution.store_rules import account_slots_collection, exposure_from_doc
+from backend.execution.store_rules import (account_slots_collection, account_tally_path, exposure_from_doc,
+                                           tally_counts, tally_paths)
 from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
                                             CommitResult, Conflict, Create, Delete, Inc, Increment, Set, Update)
 from backend.ports.accounts import AccountRead
@@ -142,25 +143,36 @@ class FirestoreStore:
 
     # --- batched pre-claim read (issue 17) ----------------------------------------------------------
     def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str, paths: Sequence[str],
-                       account_id: str | None = None
+                       account_id: str | None = None, tally: bool = False
                        ) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
-        """``paths`` and the risk documents in ONE ``BatchGetDocuments``, the day's slot count (a count
-        aggregation; with ``account_id`` the account's too) in flight at the same time on worker
-        threads: one round trip (backend.ports.store)."""
+        """``paths`` and the risk documents in ONE ``BatchGetDocuments``. The day's slot counts: with
+        ``tally`` from the tally documents in that same read (``store_rules.tally_counts``: a hint,
+        ``counts_are_hints``), else count aggregations (with ``account_id`` the account's too) in
+        flight at the same time on worker threads: one round trip either way (backend.ports.store)."""
         ops_path, cfg_path = "ops/execution", f"tenants/{tenant_id}/config/risk"
         exp_path = self._exposure_ref(tenant_id, account_key).path
-        counted = _read_pool().submit(self._count_slots, tenant_id, trade_day)
-        account_counted = (None if account_id is None else
-                           _read_pool().submit(self._count_account_slots, tenant_id, trade_day, account_id))
+        if tally:
+            counted = account_counted = None
+            tallies = [*tally_paths(tenant_id, trade_day),
+                       *([] if account_id is None else [account_tally_path(tenant_id, trade_day, account_id)])]
+        else:
+            tallies = []
+            counted = _read_pool().submit(self._count_slots, tenant_id, trade_day)
+            account_counted = (None if account_id is None else
+                               _read_pool().submit(self._count_account_slots, tenant_id, trade_day, account_id))
         try:
-            docs = self.get_all([*paths, ops_path, cfg_path, exp_path])
+            docs = self.get_all([*paths, ops_path, cfg_path, exp_path, *tallies])
         finally:  # waited for even when the get_all failed (no stray RPC left behind)
             wait([f for f in (counted, account_counted) if f is not None])
-        trades = counted.result()
-        account_trades = None if account_counted is None else account_counted.result()
+        if tally:
+            trades, account_trades = tally_counts(docs, tenant_id, trade_day, account_id)
+        else:
+            assert counted is not None
+            trades = counted.result()
+            account_trades = None if account_counted is None else account_counted.result()
         snapshot = snapshot_from_docs(docs[ops_path][0] or {}, docs[cfg_path][0],  # cfg None: no overrides
                                       trades_today=trades, exposure=_exposure(docs[exp_path][0] or {}),
-                                      account_trades_today=account_trades)
+                                      account_trades_today=account_trades, counts_are_hints=tally)
         return {p: docs[p] for p in paths}, snapshot
 
     # --- claim and finish (decided in the core: backend.execution.store_writes) --------------------

@@ -14,12 +14,14 @@ from __future__ import annotations
 import copy
 import itertools
 import threading
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 from backend.domain.accounts import Account, BrokerConnection
 from backend.execution import account_writes, store_writes
-from backend.execution.store_rules import account_slots_collection, exposure_from_doc
+from backend.execution.store_rules import (account_slots_collection, account_tally_path, exposure_from_doc,
+                                           tally_counts, tally_paths)
 from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
                                             CommitResult, Conflict, Create, Delete, Inc, Increment, Set, Update,
                                             no_backoff)
@@ -175,11 +177,19 @@ class InMemoryStore:
 
     # --- batched pre-claim read (issue 17) ----------------------------------------------------------
     def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str, paths: Sequence[str],
-                       account_id: str | None = None
+                       account_id: str | None = None, tally: bool = False
                        ) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
-        """``get_all(paths)`` and ``risk_snapshot`` read together under the lock (one consistent view)."""
+        """``get_all(paths)`` and ``risk_snapshot`` read together under the lock (one consistent view);
+        with ``tally`` the counts are the tally documents' (a hint), as the Firestore store reads them."""
         with self._lock:
-            return self.get_all(paths), self.risk_snapshot(tenant_id, account_key, trade_day, account_id)
+            snapshot = self.risk_snapshot(tenant_id, account_key, trade_day, account_id)
+            if tally:
+                extra = [*tally_paths(tenant_id, trade_day),
+                         *([] if account_id is None else [account_tally_path(tenant_id, trade_day, account_id)])]
+                trades, account_trades = tally_counts(self.get_all(extra), tenant_id, trade_day, account_id)
+                snapshot = replace(snapshot, trades_today=trades, account_trades_today=account_trades,
+                                   counts_are_hints=True)
+            return self.get_all(paths), snapshot
 
     # --- claim and finish (decided in the core: backend.execution.store_writes) --------------------
     def claim(self, claim: Claim) -> ClaimOutcome:

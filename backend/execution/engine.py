@@ -47,8 +47,8 @@ from backend.execution.wide_spread import expired_before_sent, fallback_from_rec
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerErrorCode, BrokerOrder, BrokerPort, OrderRequest
 from backend.ports.store import ACCOUNT_LIMIT, Claim, ClaimResult, ExecutionStore, IntentRecord, IntentStatus
-from backend.execution.store_rules import intent_path
-from backend.risk.manager import RiskManager
+from backend.execution.store_rules import counts_near_limit, intent_path
+from backend.risk.manager import RiskManager, RiskSnapshot
 from backend.settings import ExecSettings
 
 __all__ = ["ExecutionEngine", "AlpacaBroker", "SmartRouter", "RiskManager", "OrderIntent", "MarketDataProvider",
@@ -201,6 +201,8 @@ class ExecutionEngine(EngineOutcomes, EngineFollowUp):
         try:  # read with the pre-claim documents unless the bound account was not the expected one
             snapshot = (pre.snapshot_for(key) if pre is not None else None) or \
                 self.store.risk_snapshot(ctx.tenant_id, key, day, account_id=bound.account_id)
+            if snapshot.counts_are_hints:  # the day's tally: counted exactly before it can refuse the order
+                snapshot = self._exact_near_limit(ctx, key, day, bound, snapshot)
         except Exception as exc:  # fail closed: no risk data, no trade
             rejection = Rejection(RejectCode.RISK_DATA_UNAVAILABLE, type(exc).__name__)
             log_event("exec.risk", severity="ERROR", intent_id=intent.intent_id, rejection=rejection)
@@ -227,7 +229,7 @@ class ExecutionEngine(EngineOutcomes, EngineFollowUp):
                                        broker_name=venue.name, trade_day=day),
             lease_until=now + timedelta(seconds=float(self.settings.lease_seconds)),
             prefetched=None if pre is None else pre.subset([intent_path(ctx.tenant_id, intent.intent_id)]),
-            side_ops=_side_ops(ctx),
+            side_ops=_side_ops(ctx), counts_are_hints=snapshot.counts_are_hints,
         )
         outcome = self.store.claim(claim)
         if outcome.result is ClaimResult.CLAIMED:
@@ -255,6 +257,17 @@ class ExecutionEngine(EngineOutcomes, EngineFollowUp):
         return self._submit(intent, ctx, routing, venue, coid, outcome.slot)
 
     # --- batched pre-claim read (issue 17) -----------------------------------------------------------
+    def _exact_near_limit(self, ctx: ExecutionContext, key: str, day: str, bound: Bound,
+                          snapshot: RiskSnapshot) -> RiskSnapshot:
+        """``snapshot`` as read (counts from the day's tally) unless a tally is at a limit: then the
+        risk documents read again with the slots counted exactly (one more round trip, only there) —
+        a refusal for the daily limit is always decided on exact counts."""
+        limits = self.risk.effective_limits(snapshot, bound.account)
+        if not counts_near_limit(snapshot.trades_today, limits.max_daily_trades, snapshot.account_trades_today,
+                                 limits.max_daily_trades_account):
+            return snapshot
+        return self.store.risk_snapshot(ctx.tenant_id, key, day, account_id=bound.account_id)
+
     def _read_pre_claim(self, intent: OrderIntent, ctx: ExecutionContext, day: str) -> PreClaimRead | None:
         if not callable(getattr(self.store, "read_pre_claim", None)):
             return None

@@ -12,17 +12,26 @@ here, and the contract suite (``tests/contract``) runs both adapters through the
   (``account_slot_path``, numbered below the account's own daily limit, or — with no account limit —
   the tenant slot's number); both are created with a create-if-absent precondition and given back
   together, so both counts stay exact under concurrency.
+- The day's *tally* (issue 17) says where probing starts without a count aggregation on the order
+  path: ``TALLY_SHARDS`` documents ``risk_days/<day>/tally/<k>`` (``taken``: +1 in the commit that
+  creates a slot, -1 in the one that gives it back; the sum is the day's slots) and, for a trade
+  bound to an account, ``risk_days/<day>/accounts/<account_id>`` (``taken``: the account's slots).
+  A tally is a hint, never a decision: the slots' preconditions keep the limits exact, a claim that
+  finds its slot taken counts the slots exactly and probes from there, and an order whose tally is
+  at a limit is checked against the exact counts before it is refused (``counts_near_limit``).
 - Metrics increments of a ledger row go to one shard document of the day; per-strategy counters
   are bounded by ``MAX_STRATEGIES_PER_SHARD`` (``backend.execution.metrics``); per-asset-class
   counters (``by_asset_class``) by the ``AssetClass`` enum.
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from decimal import Decimal
 from collections.abc import Sequence
 from typing import Any, Collection, Mapping
 
+from backend.execution.unit_of_work import Increment
 from backend.risk.manager import Exposure
 
 NANO = Decimal("1000000000")
@@ -219,6 +228,63 @@ def account_slots_collection(tenant_id: str, day: str, account_id: str) -> str:
 
 def account_slot_path(tenant_id: str, day: str, account_id: str, slot: int) -> str:
     return f"{account_slots_collection(tenant_id, day, account_id)}/{slot}"
+
+
+TALLY_SHARDS = 8  # as the metrics shards: a tenant's claims spread over 8 documents of the day
+TALLY_FIELD = "taken"
+
+
+def tally_path(tenant_id: str, day: str, shard: int) -> str:
+    return f"tenants/{tenant_id}/risk_days/{day}/tally/{shard}"
+
+
+def tally_paths(tenant_id: str, day: str) -> list[str]:
+    return [tally_path(tenant_id, day, k) for k in range(TALLY_SHARDS)]
+
+
+def account_tally_path(tenant_id: str, day: str, account_id: str) -> str:
+    """The parent document of the account's ``trade_slots`` (its tally)."""
+    return f"tenants/{tenant_id}/risk_days/{day}/accounts/{account_id}"
+
+
+def _tally_shard(key: str) -> int:
+    return zlib.crc32(key.encode()) % TALLY_SHARDS
+
+
+def tally_ops(tenant_id: str, day: str, key: str, account_id: str | None, delta: int) -> list[Any]:
+    """The increments that keep the tally equal to the slots: ``delta`` slots taken (> 0) or given
+    back (< 0) by ``key`` (an intent or group id), in the same commit as the slots themselves."""
+    if not delta:
+        return []
+    ops = [Increment(tally_path(tenant_id, day, _tally_shard(key)), {TALLY_FIELD: int(delta)})]
+    if account_id is not None:
+        ops.append(Increment(account_tally_path(tenant_id, day, account_id), {TALLY_FIELD: int(delta)}))
+    return ops
+
+
+def tally_counts(docs: Mapping[str, tuple[Mapping[str, Any] | None, Any]], tenant_id: str, day: str,
+                 account_id: str | None) -> tuple[int, int | None]:
+    """The tenant's and (with ``account_id``) the account's slots of the day as the tally documents in
+    ``docs`` say (absent documents count 0; a sum below 0 — a give-back of a slot taken before the
+    tally existed — counts 0)."""
+    def taken(path: str) -> int:
+        doc = (docs.get(path) or (None, None))[0] or {}
+        value = doc.get(TALLY_FIELD, 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    tenant = max(0, sum(taken(p) for p in tally_paths(tenant_id, day)))
+    account = None if account_id is None else max(0, taken(account_tally_path(tenant_id, day, account_id)))
+    return tenant, account
+
+
+def counts_near_limit(trades_today: int, daily_limit: int, account_trades_today: int | None,
+                      account_daily_limit: int | None) -> bool:
+    """Whether counts taken from the tally are at a limit (or cannot say): only then are the slots
+    counted exactly before the order is refused — a tally is never the reason for a refusal."""
+    if trades_today >= daily_limit:
+        return True
+    return account_daily_limit is not None and (account_trades_today is None
+                                                or account_trades_today >= account_daily_limit)
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,17 @@ Moved: ``claim``, ``finish``, ``apply_fill_update``, ``create_group``, ``save_gr
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Mapping, Sequence
 
 from backend.execution.records import with_cost_basis, with_lot_method
 from backend.execution.lot_capacity import overflow_size
-from backend.execution.store_rules import (POSITION, RESERVED_LONG, RESERVED_SHORT, AccountSlot, AccountSlotProbe,
-                                           account_slot_path, account_slots_collection, choose_free_slots,
+from backend.execution.store_rules import (POSITION, RESERVED_LONG, RESERVED_SHORT, TALLY_FIELD, AccountSlot,
+                                           AccountSlotProbe, account_slot_path, account_tally_path, account_slots_collection, choose_free_slots,
                                            disposal_path, exposure_from_doc, exposure_path, group_path, history_path,
                                            intent_path, ledger_path, metrics_path, metrics_write, plan_tax,
                                            reserve_increments, reserved_account_slots, settle_increments, slot_path,
-                                           slot_probe_order, tax_reads)
+                                           slot_probe_order, tally_ops, tax_reads)
 from backend.execution.unit_of_work import (EXISTS_ALREADY, SERVER_TIME, ArrayUnion, Backoff, Commit, Conflict, Create,
                                             Delete, Inc, Increment, Op, Set, Update, jitter_backoff)
 from backend.ports.store import (ACCOUNT_LIMIT, TENANT_LIMIT, Claim, ClaimOutcome, ClaimResult, FillUpdate,
@@ -217,23 +218,54 @@ def commit_with_side_writes(uow: UnitOfWork, ops: list[Op], side: Sequence[Op], 
         return uow.commit(Commit(ops))
 
 
+def _exact_counts(uow: UnitOfWork, claim: Claim) -> tuple[int, int | None] | None:
+    """The day's slots counted exactly (the tenant's and, when the account has a limit of its own, the
+    account's; None where not counted), or None from a store that cannot count."""
+    if claim.account_id is not None and claim.account_daily_limit is not None:
+        counts = getattr(uow, "day_trade_counts", None)
+        if callable(counts):
+            tenant, account = counts(claim.tenant_id, claim.trade_day, claim.account_id)
+            return int(tenant), int(account)
+    count = getattr(uow, "count_trades", None)
+    return (int(count(claim.tenant_id, claim.trade_day)), None) if callable(count) else None
+
+
+def _probes_from(claim: Claim, exact: tuple[int, int | None]) -> tuple[int, AccountSlotProbe | None]:
+    """The tenant count and the account's probe from exact counts (the account's as read when it was
+    not counted: it has no limit of its own, so its slots take the tenant slot's number)."""
+    count, account_seen = exact
+    if claim.account_id is None:
+        return count, None
+    return count, AccountSlotProbe(claim.account_id, claim.trade_day, claim.account_daily_limit,
+                                   claim.account_trades_seen if account_seen is None else account_seen)
+
+
 def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
     """Probe daily slots (``slot_probe_order``): one commit per probe — the intent record RESERVED
     with its lease (create, or update on the version read), the slot created (and, for a claim bound
     to an account, the account's slot: ``AccountSlotProbe``), the exposure reserved by a blind increment.
     A taken slot or a moved intent is a ``Conflict``: the intent is re-read."""
     ip = intent_path(claim.tenant_id, claim.intent_id)
-    # The risk check counted the slots a moment ago; a stale count only shifts where probing starts
-    # (the create precondition on each slot keeps the limit exact), so it is not counted again.
+    # The risk check read the counts a moment ago (or the day's tally: ``counts_are_hints``); a stale
+    # count only shifts where probing starts (the create precondition on each slot keeps the limit
+    # exact), so it is not counted again — unless a tally would refuse the claim, or its first slot
+    # turns out taken (issue 17: then the slots are counted exactly and probing starts there).
     count = claim.trades_seen
+    account = AccountSlotProbe.of(claim)
+    hinted = claim.counts_are_hints
+    if hinted and (count >= claim.daily_limit or (account is not None and account.full)):
+        exact = _exact_counts(uow, claim)
+        hinted = False
+        if exact is not None:
+            count, account = _probes_from(claim, exact)
     if count >= claim.daily_limit:
         return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count)
-    account = AccountSlotProbe.of(claim)
     if account is not None and account.full:
         return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count, account_trades_today=account.seen,
                             limit_scope=ACCOUNT_LIMIT)
     reserve = _all_counters(claim.signed_qty)
     ep = exposure_path(claim.tenant_id, claim.account_key)
+    tally = tally_ops(claim.tenant_id, claim.trade_day, claim.intent_id, claim.account_id, 1)
     # issue 17: the first probe commits on the intent as the pre-claim read saw it (a moved intent is a
     # Conflict and every later probe reads it again)
     pending = (claim.prefetched or {}).get(ip)
@@ -259,9 +291,19 @@ def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
             ops.append(Create(held.path(claim.tenant_id), {"intent_id": claim.intent_id, "uid": claim.uid,
                                                            "tenant_slot": slot, "taken_at": SERVER_TIME}))
         ops.append(Increment(ep, reserve))
+        ops.extend(tally)
         try:
             tokens = commit_with_side_writes(uow, ops, claim.side_ops, claim.intent_id)
         except Conflict:
+            exact = _exact_counts(uow, claim) if hinted else None
+            hinted = False
+            if exact is not None:  # the tally was behind (or the intent moved): probe from the exact counts
+                count, account = _probes_from(claim, exact)
+                pending = None  # the intent is read again (it may have moved)
+                if count >= claim.daily_limit or (account is not None and account.full):
+                    break
+                order, at = slot_probe_order(count, claim.daily_limit), 0
+                continue
             if account is None:
                 at += 1
                 continue  # the slot or the intent was taken meanwhile; the intent is re-read above
@@ -288,6 +330,11 @@ def claim(uow: UnitOfWork, claim: Claim) -> ClaimOutcome:
     doc = uow.get_all([ip])[ip][0]
     if doc is not None and (doc.get("status") or "new") != IntentStatus.NEW.value:
         return ClaimOutcome(ClaimResult.DUPLICATE, existing=_record(claim.tenant_id, claim.intent_id, doc))
+    if count >= claim.daily_limit:  # counted exactly after the tally's probe found its slot taken
+        return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count)
+    if account is not None and account.full:
+        return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count, account_trades_today=account.seen,
+                            limit_scope=ACCOUNT_LIMIT)
     if account is not None and account.exhausted:
         return ClaimOutcome(ClaimResult.DAILY_LIMIT, trades_today=count, account_trades_today=account.limit,
                             limit_scope=ACCOUNT_LIMIT)
@@ -337,6 +384,8 @@ def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -
             held = AccountSlot.from_doc((doc or {}).get("account_slot"))  # issue 12: taken with it by the claim
             if held is not None:
                 ops.append(Delete(held.path(finish.tenant_id)))
+            ops.extend(tally_ops(finish.tenant_id, claimed_day, finish.intent_id,
+                                 None if held is None else held.account_id, -1))
         try:
             commit_with_side_writes(uow, ops, finish.side_ops, finish.intent_id)
             return None
@@ -401,7 +450,7 @@ def create_group(uow: UnitOfWork, tenant_id: str, group_id: str, doc: Mapping[st
     return GroupSnapshot(tenant_id, group_id, dict(doc), tokens[0])
 
 
-def _settlement_ops(tenant_id: str, settlement: GroupSettlement | None,
+def _settlement_ops(tenant_id: str, group_id: str, settlement: GroupSettlement | None,
                     reservation: Mapping[str, Any] | None = None) -> list[Op]:
     """``reservation``: the group's stored ``_reservation`` — the account slots it names for the legs
     whose tenant slots are given back are given back too."""
@@ -413,7 +462,13 @@ def _settlement_ops(tenant_id: str, settlement: GroupSettlement | None,
         if changes:
             ops.append(Increment(exposure_path(tenant_id, key), changes))
     ops.extend(Delete(slot_path(tenant_id, settlement.trade_day, slot)) for slot in settlement.release_slots)
-    ops.extend(Delete(held.path(tenant_id)) for held in reserved_account_slots(reservation, settlement.release_slots))
+    held = reserved_account_slots(reservation, settlement.release_slots)
+    ops.extend(Delete(slot.path(tenant_id)) for slot in held)
+    # the tally follows the slots (issue 17): one increment per document
+    ops.extend(tally_ops(tenant_id, settlement.trade_day, group_id, None, -len(settlement.release_slots)))
+    given_back = Counter((slot.day, slot.account_id) for slot in held)
+    ops.extend(Increment(account_tally_path(tenant_id, day, account_id), {TALLY_FIELD: -n})
+               for (day, account_id), n in sorted(given_back.items()))
     return ops
 
 
@@ -432,7 +487,7 @@ def save_group(uow: UnitOfWork, snapshot: GroupSnapshot, doc: Mapping[str, Any],
         ops: list[Op] = [Update(gp, {**doc, "_updated_server_at": SERVER_TIME}, snapshot.token),
                          *_leg_ops(tenant_id, group_id, doc), *fill_ops(uow, tenant_id, fills),
                          *_intent_update_op(tenant_id, group_id, intent_update),
-                         *_settlement_ops(tenant_id, settlement, snapshot.doc.get("_reservation"))]
+                         *_settlement_ops(tenant_id, group_id, settlement, snapshot.doc.get("_reservation"))]
         try:
             tokens = uow.commit(Commit(ops))
         except Conflict as exc:
@@ -491,6 +546,8 @@ def reserve_group(uow: UnitOfWork, snapshot: GroupSnapshot, doc: Mapping[str, An
                                                     account_slots[leg.leg_id]),
                                   {**taken_by, "tenant_slot": slots[leg.leg_id]}))
             ops.append(Increment(exposure_path(tenant_id, leg.account_key), _all_counters(leg.signed_qty)))
+        ops.extend(tally_ops(tenant_id, reservation.trade_day, group_id,
+                             None if account_slots is None else str(reservation.account_id), len(reservation.legs)))
         try:
             tokens = uow.commit(Commit(ops))
         except Conflict as exc:

@@ -93,6 +93,9 @@ class Claim:
     account_daily_limit: int | None = None
     account_trades_seen: int = 0
     side_ops: tuple[Any, ...] = ()  # issue 17: blind writes that ride the claim's commit (unit_of_work.SideWrites)
+    # issue 17: ``trades_seen`` / ``account_trades_seen`` are the day's tally (a hint): a taken slot
+    # makes the claim count the slots exactly and probe from there
+    counts_are_hints: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,13 +199,15 @@ class ExecutionStore(Protocol):
 
     # --- batched pre-claim read (issue 17)
     def read_pre_claim(self, tenant_id: str, account_key: str, trade_day: str, paths: Sequence[str],
-                       account_id: str | None = None
+                       account_id: str | None = None, tally: bool = False
                        ) -> tuple[dict[str, tuple[dict[str, Any] | None, Any]], RiskSnapshot]:
         """``get_all(paths)`` and ``risk_snapshot(tenant_id, account_key, trade_day, account_id)`` in ONE
         round trip: one ``get_all`` of ``paths`` plus the risk documents (``ops/execution``, the tenant's
         ``config/risk``, the exposure document), with the day's slot counts sent concurrently. Answers
         (path -> (document or None, token) for ``paths``, the snapshot exactly as ``risk_snapshot``
-        builds it). Nothing is cached: every call reads the kill switches afresh."""
+        builds it). Nothing is cached: every call reads the kill switches afresh. With ``tally`` the
+        day's counts come from the tally documents read in the same ``get_all`` instead of count
+        aggregations (``counts_are_hints``: see ``store_rules.tally_counts``; issue 17)."""
         ...
 
     def claim(self, claim: Claim) -> ClaimOutcome: ...

@@ -188,6 +188,9 @@ class RiskSnapshot:
     exposure: Exposure = Exposure()
     operator_state: TradingState | None = None
     account_trades_today: int | None = None
+    # issue 17: the counts are the day's tally (a hint: ``store_rules.counts_near_limit`` decides when
+    # they are counted exactly before a refusal), not count aggregations
+    counts_are_hints: bool = False
 
     @property
     def operator_trading_state(self) -> TradingState:
@@ -209,13 +212,13 @@ class RiskSnapshot:
 
 def snapshot_from_docs(ops: Mapping[str, Any] | None, tenant_config: Mapping[str, Any] | None, *,
                        trades_today: int = 0, exposure: Exposure = Exposure(),
-                       account_trades_today: int | None = None) -> RiskSnapshot:
+                       account_trades_today: int | None = None, counts_are_hints: bool = False) -> RiskSnapshot:
     """The one way a store turns ``ops/execution`` and ``tenants/{t}/config/risk`` (as stored; None when
     absent) into a snapshot."""
     state = trading_state_of(ops)
     return RiskSnapshot(global_kill_switch=state is TradingState.HALTED, tenant_overrides=tenant_config,
                         trades_today=trades_today, exposure=exposure, operator_state=state,
-                        account_trades_today=account_trades_today)
+                        account_trades_today=account_trades_today, counts_are_hints=counts_are_hints)
 
 
 class RiskManager:
