@@ -11,13 +11,16 @@ Measured, in one run:
   ``google-cloud-firestore`` client in this process: ``DocumentReference.get`` of one document,
   ``WriteBatch.commit`` of one document) + one HTTP round trip to ``GET /healthz`` of the same
   server (no auth, no I/O). Each is the median of ``floor_samples`` samples, interleaved with the
-  measured requests (before, between and after the phases) so machine drift hits both sides.
+  measured requests (before, between and after the phases) so machine drift hits both sides. The
+  floor's read is the library's default client; the function's own client (``make_client``) reads
+  unary streams on the calling thread, and the same read on it is reported beside as a diagnostic.
 - **first request**: the first ``POST /execute`` after the server process started (readiness is
   probed by a TCP connect, so no request warms the process before it), ÷ the warm sequential p50;
   the median over several process starts of the measured function (5 in a full run).
 - **single orders** (an AAPL-like market buy of 1 share; the paper venue fills it at once) and
   **2-leg groups** (SPY long / MSFT short, an approval issued per group by a risk manager before
-  the timed call): sequential (one user), then ``users`` concurrent users (a thread each, each
+  the timed call): sequential (one user per variant: a user's lot book written by one deployment),
+  then ``users`` concurrent users (a thread each, each
   sending its requests back to back). p50 / p90 / p99 are nearest-rank over all requests of the
   phase; the ratio is p50 ÷ floor.
 
@@ -140,9 +143,16 @@ class _Floor:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import firestore
 
+        from backend.adapters.firestore_store import make_client
+
         self.db = firestore.Client(project=PROJECT, credentials=AnonymousCredentials())
         self.doc = self.db.collection("bench_floor").document("probe")
         self.doc.set({"n": 0})
+        # the same read on a client as the function makes it (make_client: single-threaded unary
+        # streams): a diagnostic beside the floor, which stays the library's default client
+        self.db_function = make_client(PROJECT)
+        self.doc_function = self.db_function.collection("bench_floor").document("probe")
+        self.reads_function: list[float] = []
         self.http: _Conn | None = None
         self.reads: list[float] = []
         self.commits: list[float] = []
@@ -160,6 +170,9 @@ class _Floor:
             status, _, elapsed = self.http.call("GET", "/healthz")
             if status != 200:
                 raise RuntimeError(f"/healthz answered {status}")
+            t3 = time.perf_counter()
+            self.doc_function.get()
+            self.reads_function.append(time.perf_counter() - t3)
             self.reads.append(t1 - t0)
             self.commits.append(t2 - t1)
             self.https.append(elapsed)
@@ -167,7 +180,7 @@ class _Floor:
     def summary(self) -> dict[str, float]:
         read, commit, hz = (percentile(v, 50) * 1e3 for v in (self.reads, self.commits, self.https))
         return {"read_ms": read, "commit_ms": commit, "healthz_ms": hz, "floor_ms": read + 2 * commit + hz,
-                "samples": len(self.reads)}
+                "read_function_client_ms": percentile(self.reads_function, 50) * 1e3, "samples": len(self.reads)}
 
     def warm_emulator(self, n: int) -> None:
         """Reads and commits before the server starts: the emulator's JVM answers its first requests
@@ -175,11 +188,13 @@ class _Floor:
         for i in range(n):
             self.doc.get()
             self.doc.set({"n": i})
+            self.doc_function.get()
 
     def close(self) -> None:
         if self.http is not None:
             self.http.close()
         self.db.close()
+        self.db_function.close()
 
 
 def _provision(db: Any, uids: list[str]) -> None:
@@ -301,7 +316,10 @@ def _measure_all(sources: dict[str, str], env: dict[str, str], traders: list[tup
     per_user_single, per_user_group = mode.pick(2, 4, 8), mode.pick(1, 2, 3)
     rounds = mode.pick(1, 2, 2)
     floor_every = mode.pick(2, 5, 5)
-    uid0, token0 = traders[0]
+    # each variant trades as its own user in the sequential phases: a user's lot book is then written
+    # by one deployment, as in production (two processes of different code alternating on one user's
+    # book measured each one's reads of the other's writes)
+    own = {n: traders[i % len(traders)] for i, n in enumerate(sources)}
     names = list(sources)
     servers: dict[str, Any] = {}
     out: dict[str, dict[str, Any]] = {n: {"source": sources[n], "phases": {}} for n in names}
@@ -311,8 +329,8 @@ def _measure_all(sources: dict[str, str], env: dict[str, str], traders: list[tup
             servers[name] = _start_server(env, sources[name])
             out[name]["server_listen_s"] = time.perf_counter() - started
             conn = _Conn(servers[name].port)
-            out[name]["first_request_ms"] = _single(conn, token0) * 1e3  # the first request of the process
-            out[name]["second_request_ms"] = _single(conn, token0) * 1e3
+            out[name]["first_request_ms"] = _single(conn, own[name][1]) * 1e3  # the first request of the process
+            out[name]["second_request_ms"] = _single(conn, own[name][1]) * 1e3
             conn.close()
         conns = {n: _Conn(servers[n].port) for n in names}
         risk = {n: _Conn(servers[n].port) for n in names}
@@ -320,14 +338,14 @@ def _measure_all(sources: dict[str, str], env: dict[str, str], traders: list[tup
         seq: dict[str, dict[str, list[float]]] = {n: {"single": [], "group": []} for n in names}
         for i in range(n_single):
             for n in (names if i % 2 == 0 else names[::-1]):
-                seq[n]["single"].append(_single(conns[n], token0))
+                seq[n]["single"].append(_single(conns[n], own[n][1]))
             if i % floor_every == 0:
                 floor.sample(1)
         for n in names:
-            _group(conns[n], token0, uid0, risk[n], people.risk_token)  # the group path's first use: untimed
+            _group(conns[n], own[n][1], own[n][0], risk[n], people.risk_token)  # the group path's first use: untimed
         for i in range(n_group):
             for n in (names if i % 2 == 0 else names[::-1]):
-                seq[n]["group"].append(_group(conns[n], token0, uid0, risk[n], people.risk_token))
+                seq[n]["group"].append(_group(conns[n], own[n][1], own[n][0], risk[n], people.risk_token))
             if i % floor_every == 0:
                 floor.sample(1)
         conc: dict[str, dict[str, list[float]]] = {n: {"single": [], "group": []} for n in names}
@@ -433,6 +451,12 @@ def run(mode: Mode, *, users: int | None = None, baseline: bool = True) -> dict[
                "×", 3.0, "<=", note=f"first {rounded(first_ms)} ms (median of {len(first_samples)} process starts: "
                                     f"{', '.join(str(rounded(x)) for x in first_samples)} ms), warm p50 {rounded(warm)} ms"),
         Figure("http.floor_ms", "Floor: 1 read + 2 commits + 1 HTTP round trip", rounded(fl["floor_ms"]), "ms"),
+        Figure("http.single.p50_over_floor_function_client",
+               "Diagnostic: POST /execute p50 ÷ the floor with its read on the function's client", rounded(
+                   warm / (fl["floor_ms"] - fl["read_ms"] + fl["read_function_client_ms"])), "×",
+               note=f"the function's Firestore client reads unary streams on the calling thread (make_client); "
+                    f"the same one-document read there: {rounded(fl['read_function_client_ms'])} ms vs "
+                    f"{rounded(fl['read_ms'])} ms on the library's default client (the floor's)"),
     ]
     labels = {"single_sequential": "single order, sequential", "group_sequential": "2-leg group, sequential",
               "single_concurrent": f"single order, {n_users} concurrent users",
