@@ -17,6 +17,7 @@ and ``commit`` (one ``WriteBatch``, preconditions as ``create`` / ``last_update_
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import wait
 from datetime import datetime
 from typing import Any, Mapping, Sequence
@@ -621,19 +622,30 @@ def _record(tenant_id: str, intent_id: str, snap: Any) -> IntentRecord | None:
 SINGLE_THREADED_STREAMS = ("SingleThreadedUnaryStream", 1)
 
 
+_API_LOCK = threading.Lock()
+
+
 class _Client(firestore.Client):
     """google-cloud-firestore's client on a channel with ``SINGLE_THREADED_STREAMS``: the library's own
     channel construction (production: its default options; emulator: its insecure channel with the
-    owner token and message-size options) plus that one option."""
+    owner token and message-size options) plus that one option — built once, under a lock. The library
+    builds its channel on first use without one: two threads using a new client at once (a new
+    instance's warm-up and its first request) each built a channel and the second replaced the first,
+    which was then freed under the other thread's call ("Stream removed (Channel deallocated!)": a
+    single-threaded stream holds no reference to its channel)."""
 
     def _firestore_api_helper(self, transport: Any, client_class: Any, client_module: Any) -> Any:
+        if self._firestore_api_internal is not None:
+            return self._firestore_api_internal
+
         class _Transport(transport):  # type: ignore[misc, valid-type]
             @classmethod
             def create_channel(cls, *args: Any, **kwargs: Any) -> Any:
                 kwargs["options"] = [*(kwargs.get("options") or ()), SINGLE_THREADED_STREAMS]
                 return super().create_channel(*args, **kwargs)
 
-        return super()._firestore_api_helper(_Transport, client_class, client_module)
+        with _API_LOCK:
+            return super()._firestore_api_helper(_Transport, client_class, client_module)
 
     def _emulator_channel(self, transport: Any) -> Any:
         import grpc

@@ -88,3 +88,36 @@ def test_concurrent_batched_reads_on_one_client_each_answer_their_own(db, monkey
 
     assert answers == {i: {"i": i} for i in range(n)}
     client.close()
+
+
+def test_a_new_client_used_by_many_threads_at_once_builds_one_channel_and_every_read_answers(db, monkeypatch):
+    """A new instance's warm-up and its first request use the client at the same moment: the library
+    builds its channel on first use without a lock, and a second channel replacing the first freed it
+    under the other thread's single-threaded stream (``Cancelled: Channel deallocated``)."""
+    import grpc
+
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", db.project)
+    db.document("race/a").set({"n": 1})
+    real = grpc.insecure_channel
+    built: list[str] = []
+
+    def counting(*args, **kwargs):
+        built.append(str(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grpc, "insecure_channel", counting)
+    for _ in range(5):
+        client = firestore_store.make_client()
+        go = threading.Barrier(8)
+        answers: list = []
+
+        def read() -> None:
+            go.wait()
+            answers.append(batch_get(client, ["race/a"])["race/a"][0])
+
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert answers == [{"n": 1}] * 8
+        client.close()
+    assert len(built) == 5  # one channel per client
