@@ -225,10 +225,20 @@ def preload() -> None:
     """Import the engine's modules and the adapters ``build_engine`` builds a deployed engine from
     (Firestore store, paper venue), without building anything: the api instance's module import
     calls it before the server listens (issue 17, ``backend.api.wiring.preload_api``)."""
+    import concurrent.futures.thread  # noqa: F401 - the Firestore store's read pool
+    import netrc  # noqa: F401 - what requests imports on its first call (the token verifier's warm-up)
+    import shlex  # noqa: F401
+    import grpc._interceptor  # noqa: F401 - the Firestore channel's first call (modules only: no channel)
+
     import backend.adapters.firestore_store  # noqa: F401
     import backend.adapters.paper_broker  # noqa: F401
+    import backend.adapters.rate_counters  # noqa: F401
+    import backend.adapters.secrets  # noqa: F401
+    import backend.adapters.venue_pool  # noqa: F401
     import backend.execution.engine  # noqa: F401
     import backend.execution.groups  # noqa: F401 - the settings' group section (build_settings) is typed by it
+    import backend.risk.rate_limit  # noqa: F401
+    import backend.tax.election  # noqa: F401 - the first fill's lot method
 
 
 def rate_counters(store: Any) -> Any:

@@ -187,18 +187,18 @@ def warm_up(secrets: Mapping[str, str | None] | None = None, *, api: bool = True
         auth = threading.Thread(target=_warm_verifier, name="warm-up-auth", daemon=True)
         auth.start()
     engine = get_engine(secrets)
-    get_rate_limiter(secrets)
     lap("engine")
+    warm = getattr(engine.store, "warm_connection", None)
+    if warm is not None:  # first after the engine: the channel's connect is the longest wait of a first request
+        warm()
+        lap("channel")
+    get_rate_limiter(secrets)
     import backend.execution.metrics  # noqa: F401 - what the first ledger row imports
     import backend.tax.state  # noqa: F401 - what the first lot-book step imports
     lap("modules")
     if api:
         _build_hot_models()
         lap("api")
-    warm = getattr(engine.store, "warm_connection", None)
-    if warm is not None:
-        warm()
-        lap("channel")
     if auth is not None:
         auth.join(timeout=10)
         lap("auth")
