@@ -384,8 +384,10 @@ def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -
             held = AccountSlot.from_doc((doc or {}).get("account_slot"))  # issue 12: taken with it by the claim
             if held is not None:
                 ops.append(Delete(held.path(finish.tenant_id)))
-            ops.extend(tally_ops(finish.tenant_id, claimed_day, finish.intent_id,
-                                 None if held is None else held.account_id, -1))
+            ops.extend(tally_ops(finish.tenant_id, claimed_day, finish.intent_id, None, -1))
+            if held is not None:  # the account's tally, on the day its slot was taken
+                ops.append(Increment(account_tally_path(finish.tenant_id, held.day, held.account_id),
+                                     {TALLY_FIELD: -1}))
         try:
             commit_with_side_writes(uow, ops, finish.side_ops, finish.intent_id)
             return None
