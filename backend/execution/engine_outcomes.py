@@ -122,7 +122,8 @@ class EngineOutcomes:
         reads = dict(pending[2])
         ip = intent_path(tenant_id, intent_id)
         if outcome.result is ClaimResult.CLAIMED and outcome.token is not None:
-            reads[ip] = ({"status": IntentStatus.RESERVED.value}, outcome.token)
+            # the record as the claim committed it at that version: the finish names only what it changes
+            reads[ip] = (dict(outcome.committed or {"status": IntentStatus.RESERVED.value}), outcome.token)
         elif outcome.result is not ClaimResult.DAILY_LIMIT or outcome.token is not None:
             reads.pop(ip, None)
         self._finish_reads.pending = (tenant_id, intent_id, reads)

@@ -106,6 +106,9 @@ class ClaimOutcome:
     existing: IntentRecord | None = None
     trades_today: int = 0
     token: Any = None  # issue 17: the RESERVED intent record's version as committed (finish updates on it)
+    # issue 17: the fields the claim wrote to the intent record at that version (the finish writes only
+    # the fields it changes; None: unknown, the finish writes them all)
+    committed: Mapping[str, Any] | None = None
     account_slot: int | None = None  # the account's slot taken with ``slot`` (a claim bound to an account)
     account_trades_today: int | None = None  # the account's count (None: the claim names no account)
     limit_scope: str = TENANT_LIMIT  # DAILY_LIMIT: the tenant's limit or the account's (ACCOUNT_LIMIT)

@@ -97,3 +97,32 @@ def exposure_of(h) -> Exposure:
     from backend.execution.store_rules import exposure_from_doc
 
     return exposure_from_doc(h.raw(exposure_path("acme", KEY)))
+
+
+def test_a_finish_on_the_record_the_claim_committed_names_only_what_it_changes_and_stores_the_whole_record(h):
+    from backend.execution.unit_of_work import Update
+    from tests.contract.test_store_contract import finish
+
+    claimed = h.store.claim(replace(claim("i1"), record={"status": "reserved", "uid": "alice", "symbol": "AAPL",
+                                                         "intent": {"symbol": "AAPL", "qty": "10"}}))
+    h.store.claim(replace(claim("i2"), record={"status": "reserved", "uid": "alice", "symbol": "AAPL",
+                                               "intent": {"symbol": "AAPL", "qty": "10"}}))
+    assert claimed.committed is not None and claimed.committed["intent"] == {"symbol": "AAPL", "qty": "10"}
+    record = {"status": "placed", "uid": "alice", "symbol": "AAPL", "intent": {"symbol": "AAPL", "qty": "10"},
+              "result": {"ok": 1}}
+    commits = []
+    real = h.store.commit
+    h.store.commit = lambda c: commits.append(c) or real(c)
+    try:
+        h.store.finish(replace(finish("i1"), record=record,
+                               prefetched={intent_path("acme", "i1"): (dict(claimed.committed), claimed.token)}))
+        h.store.finish(replace(finish("i2"), record=record))  # read from the store: the same rule
+    finally:
+        h.store.commit = real
+
+    updates = [op for c in commits for op in c.ops if isinstance(op, Update) and "order_intents" in op.path]
+    assert [sorted(op.fields) for op in updates] == [["lease_until", "result", "status", "updated_server_at"]] * 2
+    one, two = h.store.get_intent("acme", "i1").data, h.store.get_intent("acme", "i2").data
+    for data in (one, two):
+        assert (data["status"], data["intent"], data["result"], data["lease_until"], data["slot"]) == \
+            ("placed", {"symbol": "AAPL", "qty": "10"}, {"ok": 1}, None, data["slot"])
