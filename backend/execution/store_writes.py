@@ -16,11 +16,12 @@ from typing import Any, Mapping, Sequence
 from backend.execution.records import with_cost_basis, with_lot_method
 from backend.execution.lot_capacity import overflow_size
 from backend.execution.store_rules import (POSITION, RESERVED_LONG, RESERVED_SHORT, TALLY_FIELD, AccountSlot,
-                                           AccountSlotProbe, account_slot_path, account_tally_path, account_slots_collection, choose_free_slots,
-                                           disposal_path, exposure_from_doc, exposure_path, group_path, history_path,
-                                           intent_path, ledger_path, metrics_path, metrics_write, plan_tax,
-                                           reserve_increments, reserved_account_slots, settle_increments, slot_path,
-                                           slot_probe_order, tally_ops, tax_reads)
+                                           AccountSlotProbe, account_slot_path, account_slots_collection,
+                                           account_tally_path, choose_free_slots, disposal_path, exposure_from_doc,
+                                           exposure_path, group_path, history_path, intent_path, ledger_path,
+                                           metrics_path, metrics_write, plan_tax, reserve_increments,
+                                           reserved_account_slots, settle_increments, slot_path, slot_probe_order,
+                                           tally_ops, tax_reads)
 from backend.execution.unit_of_work import (EXISTS_ALREADY, SERVER_TIME, ArrayUnion, Backoff, Commit, Conflict, Create,
                                             Delete, Inc, Increment, Op, Set, Update, jitter_backoff)
 from backend.ports.store import (ACCOUNT_LIMIT, TENANT_LIMIT, Claim, ClaimOutcome, ClaimResult, FillUpdate,
