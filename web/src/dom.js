@@ -79,3 +79,17 @@ export function pct(share, digits = 3) {
 export function today() {
   return new Date().toISOString().slice(0, 10);
 }
+
+/**
+ * The newest of a view's loads: `const fresh = latest();` once per view, then in each load
+ * `const current = fresh();` before the request and `if (!current()) return;` after it. A load
+ * superseded by a newer one (other filters, another page, a second click) must not render its answer
+ * over the newer one's when it arrives last, nor move the cursor chain.
+ */
+export function latest() {
+  let newest = 0;
+  return () => {
+    const mine = ++newest;
+    return () => mine === newest;
+  };
+}

@@ -4,7 +4,7 @@
 // the API would refuse their writes with 403 anyway).
 import { apiGet, apiSend } from "../api.js";
 import { errorBox } from "../errors.js";
-import { field, formValues, h, replace, select, shortId, table, when } from "../dom.js";
+import { field, formValues, h, latest, replace, select, shortId, table, when } from "../dom.js";
 import { limitsText, renderAccountRisk } from "./account_risk.js";
 
 const isAdmin = (ctx) => ctx.user.role === "tenant_admin";
@@ -14,10 +14,13 @@ const base = (ctx) => `/tenants/${encodeURIComponent(ctx.user.tenantId)}`;
 function pagedList(box, fetchPage, columns, { testid, empty }) {
   const cursors = [null];
   let page = 0;
+  const fresh = latest();
   async function load() {
+    const current = fresh();
     replace(box, h("p", { class: "muted" }, "Loading…"));
     try {
       const body = await fetchPage(cursors[page]);
+      if (!current()) return;  // superseded (other filters, another page): the newer load renders
       cursors[page + 1] = body.next_cursor;
       replace(box, table(columns, body.items, { testid, empty }),
         h("div", { class: "pager" },
@@ -25,7 +28,7 @@ function pagedList(box, fetchPage, columns, { testid, empty }) {
           h("span", {}, `Page ${page + 1}`),
           h("button", { type: "button", class: "secondary", disabled: !body.next_cursor, onclick: () => { page += 1; load(); } }, "Next page")));
     } catch (err) {
-      replace(box, errorBox(err));
+      if (current()) replace(box, errorBox(err));
     }
   }
   return { reload: () => { cursors.length = 1; page = 0; return load(); } };

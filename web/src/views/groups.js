@@ -4,7 +4,7 @@
 import { collection, doc, getDoc, onSnapshot, query, where, limit } from "firebase/firestore";
 import { apiGet, apiPost, derivedId, newKey } from "../api.js";
 import { errorBox } from "../errors.js";
-import { field, formValues, h, replace, select, shortId, table, when } from "../dom.js";
+import { field, formValues, h, latest, replace, select, shortId, table, when } from "../dom.js";
 import { firestore } from "../session.js";
 
 const DIRECTIONS = [["1", "Buy / long (+1)"], ["-1", "Sell / short (−1)"]];
@@ -145,11 +145,14 @@ export function renderGroupInspector(root, ctx) {
     field("Strategy", { name: "strategy_id" }), field("User (uid)", { name: "uid" }),
     field("From", { name: "from", type: "date" }), field("To", { name: "to", type: "date" }),
     h("button", { type: "submit" }, "Search"));
+  const fresh = latest();
   async function load() {
+    const current = fresh();
     const v = formValues(form);
     replace(list, h("p", { class: "muted" }, "Loading…"));
     try {
       const r = await apiGet("/groups", { ...v, limit: 20, cursor: cursors[page] });
+      if (!current()) return;  // superseded (other filters, another page): the newer load renders
       cursors[page + 1] = r.body.next_cursor;
       replace(list, table([
         ["Created (UTC)", (g) => when(g.created_timestamp)], ["Group", (g) => h("button", { class: "secondary", type: "button",
@@ -163,7 +166,7 @@ export function renderGroupInspector(root, ctx) {
         h("span", {}, `Page ${page + 1}`),
         h("button", { type: "button", class: "secondary", disabled: !r.body.next_cursor, onclick: () => { page += 1; load(); } }, "Next page")));
     } catch (err) {
-      replace(list, errorBox(err));
+      if (current()) replace(list, errorBox(err));
     }
   }
   async function showGroup(groupId) {

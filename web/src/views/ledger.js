@@ -2,7 +2,7 @@
 // (one page at a time, never the whole ledger) and the CSV export of every matching row, streamed.
 import { apiGet, apiSend, download, newKey } from "../api.js";
 import { errorBox } from "../errors.js";
-import { field, formValues, h, pct, replace, select, shortId, table, when } from "../dom.js";
+import { field, formValues, h, latest, pct, replace, select, shortId, table, when } from "../dom.js";
 
 const STATUSES = ["", "placed", "downgraded", "rejected", "dry_run", "fill", "group_fill", "rollback_fill", "filled",
   "partially_filled", "rolled_back", "failed_needs_attention", "correction"];
@@ -21,11 +21,14 @@ export function renderLedger(root, ctx) {
     h("button", { type: "submit" }, "Apply filters"),
     h("button", { type: "button", class: "secondary", onclick: () => exportCsv() }, "Download CSV"));
   const filters = () => { const v = formValues(form); const { limit, ...rest } = v; return { rest, limit }; };
+  const fresh = latest();
   async function load() {
+    const current = fresh();
     const { rest, limit } = filters();
     replace(box, h("p", { class: "muted" }, "Loading…"));
     try {
       const r = await apiGet(`/tenants/${encodeURIComponent(tenant)}/ledger`, { ...rest, limit, cursor: cursors[page] });
+      if (!current()) return;  // superseded (other filters, another page): the newer load renders
       cursors[page + 1] = r.body.next_cursor;
       replace(box, table([
         ["Time (UTC)", (x) => when(x.created_at)], ["Kind", (x) => x.kind], ["Status", (x) => x.status],
@@ -40,7 +43,7 @@ export function renderLedger(root, ctx) {
         h("span", { "data-testid": "ledger-page" }, `Page ${page + 1}`),
         h("button", { type: "button", class: "secondary", disabled: !r.body.next_cursor, onclick: () => { page += 1; load(); } }, "Next page")));
     } catch (err) {
-      replace(box, errorBox(err));
+      if (current()) replace(box, errorBox(err));
     }
   }
   async function exportCsv() {

@@ -3,7 +3,7 @@
 // by day, by strategy and by asset class, decisions by asset class.
 import { apiGet } from "../api.js";
 import { errorBox } from "../errors.js";
-import { field, formValues, h, pct, replace } from "../dom.js";
+import { field, formValues, h, latest, pct, replace } from "../dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 function s(tag, attrs = {}, ...children) {
@@ -120,17 +120,21 @@ export function renderMetrics(root, ctx) {
     field("From", { name: "from", type: "date", value: isoDay(start) }), field("To", { name: "to", type: "date", value: isoDay(end) }),
     field("Strategy", { name: "strategy_id" }), h("button", { type: "submit" }, "Show"));
   const box = h("div");
+  const fresh = latest();
   async function load() {
+    const current = fresh();
     const v = formValues(form);
     replace(box, h("p", { class: "muted" }, "Loading…"));
     try {
       const path = `/tenants/${encodeURIComponent(tenant)}/metrics`;
       const m = (await apiGet(path, v)).body;
+      if (!current()) return;  // superseded (other filters): the newer load renders
       const sm = m.summary;
       const tca = sm.tca || {};
       const days = [];
       for (let d = new Date(`${m.from}T00:00:00Z`); isoDay(d) <= m.to && days.length < 31; d = new Date(d.getTime() + 86400_000)) days.push(isoDay(d));
       const daily = await Promise.all(days.map(async (day) => [day, (await apiGet(path, { from: day, to: day, strategy_id: v.strategy_id })).body.summary]));
+      if (!current()) return;
       const strategies = Object.entries(m.by_strategy || {});
       replace(box,
         h("div", { class: "cards", "data-testid": "metric-cards" },
@@ -162,7 +166,7 @@ export function renderMetrics(root, ctx) {
         ...assetClassCharts(m),
         h("p", { class: "muted" }, `${m.shard_documents} metric shard documents read (never ledger rows).`));
     } catch (err) {
-      replace(box, errorBox(err));
+      if (current()) replace(box, errorBox(err));
     }
   }
   form.addEventListener("submit", (e) => { e.preventDefault(); load(); });

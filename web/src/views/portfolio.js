@@ -3,16 +3,19 @@
 // TXF downloads, streamed with a byte count as they arrive.
 import { apiGet, download } from "../api.js";
 import { errorBox } from "../errors.js";
-import { field, h, pct, replace, shortId, table, when } from "../dom.js";
+import { field, h, latest, pct, replace, shortId, table, when } from "../dom.js";
 
 export function renderHistory(root) {
   const box = h("div");
   const cursors = [null];
   let page = 0;
+  const fresh = latest();
   async function load() {
+    const current = fresh();
     replace(box, h("p", { class: "muted" }, "Loading…"));
     try {
       const r = await apiGet("/portfolio/history", { limit: 20, cursor: cursors[page] });
+      if (!current()) return;  // superseded (another page): the newer load renders
       cursors[page + 1] = r.body.next_cursor;
       replace(box, table([
         ["Time (UTC)", (t) => when(t.created_at)], ["Symbol", (t) => t.symbol], ["Side", (t) => t.side],
@@ -26,7 +29,7 @@ export function renderHistory(root) {
         h("span", {}, `Page ${page + 1}`),
         h("button", { type: "button", class: "secondary", disabled: !r.body.next_cursor, onclick: () => { page += 1; load(); } }, "Next page")));
     } catch (err) {
-      replace(box, errorBox(err));
+      if (current()) replace(box, errorBox(err));
     }
   }
   replace(root, h("h1", {}, "Trade history"), box);
