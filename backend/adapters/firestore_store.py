@@ -187,7 +187,7 @@ class FirestoreStore:
         """Connect the gRPC channel before a request needs it (``backend.api.wiring.warm_up``): one
         read of ``ops/execution`` (the document every order request reads first: one billed read per
         instance start) and one empty commit (no write: the commit call's first-use cost), and start
-        the pool the pre-claim read sends its slot counts from."""
+        the pool exact slot counts are sent from."""
         self.db.document("ops/execution").get()
         self.db.batch().commit()
         wait([_read_pool().submit(lambda: None)])
@@ -545,21 +545,12 @@ def _increments_after(writes: list[Any], results: Sequence[Any]) -> dict[str, di
     return out
 
 
-_POOL: Any = None
-_POOL_LOCK = __import__("threading").Lock()
-
-
 def _read_pool() -> Any:
-    """The process-wide threads that send a count aggregation while a ``get_all`` is in flight
-    (issue 17: the pre-claim read is one round trip); created on first use."""
-    global _POOL
-    if _POOL is None:
-        with _POOL_LOCK:
-            if _POOL is None:
-                from concurrent.futures import ThreadPoolExecutor
+    """The threads that send the exact slot counts while a ``get_all`` is in flight (``risk_snapshot``
+    and the groups' ``day_trade_counts``: one round trip for both; issue 17)."""
+    from backend.pools import shared_pool
 
-                _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fs-read")
-    return _POOL
+    return shared_pool("fs-read", 16)
 
 
 def _backoff(attempt: int) -> None:

@@ -148,19 +148,10 @@ class DeferredAccountCheck:
         self._verifier._refuse_if(self._claims, state)
 
 
-_POOL: Any = None
-_POOL_LOCK = threading.Lock()
-
-
 def _account_pool() -> Any:
-    global _POOL
-    if _POOL is None:
-        with _POOL_LOCK:
-            if _POOL is None:
-                from concurrent.futures import ThreadPoolExecutor
+    from backend.pools import shared_pool
 
-                _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="auth-lookup")
-    return _POOL
+    return shared_pool("auth-lookup", 8)
 
 
 def _unavailable() -> ApiError:
