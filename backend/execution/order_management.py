@@ -33,14 +33,14 @@ from typing import Any, Mapping
 
 from backend.domain.errors import Rejection
 from backend.domain.money import ZERO, dec_str
-from backend.domain.orders import BrokerError, BrokerErrorCode, BrokerOrder, OrderState
+from backend.domain.orders import BrokerError, BrokerOrder, OrderState
 from backend.execution import store_writes
 from backend.execution.accounts import stored_binding
 from backend.execution.intent import ExecutionContext, OrderIntent
 from backend.execution.order_replace import (OrderReplace, ReplaceChanges, ReplaceRefused,  # noqa: F401
                                              ReplaceRejected)
 from backend.execution.order_views import (ATTEMPTS, OrderConflict, OrderNotFound, Outcome, VenueBusy,
-                                           _dec, order_view)
+                                           _dec, lookup_by_client_id, order_view, venue_busy)
 from backend.execution.records import order_event_row
 from backend.logs import log_event
 from backend.ports.store import IntentStatus
@@ -139,8 +139,7 @@ class OrderManager(OrderReplace):
 
     @staticmethod
     def _busy(exc: BrokerError) -> VenueBusy:
-        code = "BROKER_RATE_LIMITED" if exc.code is BrokerErrorCode.RATE_LIMITED else "BROKER_UNAVAILABLE"
-        return VenueBusy(code, "the venue did not answer; retry", exc.retry_after)
+        return venue_busy(exc)
 
     @staticmethod
     def _ended_at_venue(venue: Any, broker_order_id: Any) -> bool:
@@ -157,12 +156,7 @@ class OrderManager(OrderReplace):
 
     @staticmethod
     def _lookup(venue: Any, client_order_id: str) -> BrokerOrder | None:
-        try:
-            return venue.get_order_by_client_id(client_order_id)
-        except BrokerError as exc:
-            if exc.retryable:
-                raise OrderManager._busy(exc) from None
-            return None
+        return lookup_by_client_id(venue, client_order_id)
 
     # --- cancel --------------------------------------------------------------------------------
     def cancel(self, tenant_id: str, uid: str, intent_id: str) -> Outcome:

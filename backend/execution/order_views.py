@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from backend.domain.money import ZERO, dec_str
+from backend.domain.orders import BrokerError, BrokerErrorCode
 from backend.ports.store import IntentStatus
 
 ATTEMPTS = 4  # re-reads when the record moved under us (a fill folded by the sweeper meanwhile)
@@ -30,12 +31,30 @@ class OrderConflict(Exception):
 
 
 class VenueBusy(Exception):
-    """The venue did not answer (``BROKER_UNAVAILABLE``) or is rate limiting: nothing is lost, the
-    marker stays and a retry (same Idempotency-Key for a replace) continues."""
+    """Retry later (HTTP 429/503 with Retry-After): the venue did not answer (``BROKER_UNAVAILABLE``)
+    or is rate limiting, or a group's lease is held by another worker (``GROUP_BUSY``). Nothing is
+    lost: what was persisted (a marker) stays and a retry (same Idempotency-Key) continues."""
 
     def __init__(self, code: str, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.code, self.message, self.retry_after = code, message, retry_after
+
+
+def venue_busy(exc: BrokerError, message: str = "the venue did not answer; retry") -> VenueBusy:
+    """A retryable ``BrokerError`` as the ``VenueBusy`` a management request answers."""
+    code = "BROKER_RATE_LIMITED" if exc.code is BrokerErrorCode.RATE_LIMITED else "BROKER_UNAVAILABLE"
+    return VenueBusy(code, message, exc.retry_after)
+
+
+def lookup_by_client_id(venue: Any, client_order_id: str, message: str = "the venue did not answer; retry") -> Any:
+    """The venue's order under ``client_order_id`` (None: it has none, or refused the lookup for good);
+    a retryable failure is ``venue_busy``."""
+    try:
+        return venue.get_order_by_client_id(client_order_id)
+    except BrokerError as exc:
+        if exc.retryable:
+            raise venue_busy(exc, message) from None
+        return None
 
 
 

@@ -46,6 +46,7 @@ from backend.domain.money import dec_str
 from backend.domain.orders import BrokerError, BrokerErrorCode, BrokerOrder, OrderRequest, ReplaceRequest
 from backend.execution.client_ids import checked_order, single_client_order_id
 from backend.execution.group import leg_stop as stops
+from backend.execution.order_views import VenueBusy, lookup_by_client_id, venue_busy
 from backend.ports.store import FillWrite
 from backend.risk.gate import DryRunBlocked
 
@@ -76,15 +77,6 @@ class StopRefused(Exception):
     def __init__(self, field: str | None, reason: str, code: str = "VALIDATION_ERROR"):
         super().__init__(f"{field}: {reason}" if field else reason)
         self.field, self.reason, self.code = field, reason, code
-
-
-class VenueBusy(Exception):
-    """Retry later (HTTP 429/503 with Retry-After): the venue did not answer, or the group's lease is
-    held by another worker (``GROUP_BUSY``). What was persisted stays (same Idempotency-Key)."""
-
-    def __init__(self, code: str, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.code, self.message, self.retry_after = code, message, retry_after
 
 
 @dataclass(frozen=True)
@@ -394,15 +386,11 @@ class StopManager:
 
     @staticmethod
     def _lookup(venue: Any, client_order_id: str) -> BrokerOrder | None:
-        try:
-            return venue.get_order_by_client_id(client_order_id)
-        except BrokerError as exc:
-            if exc.retryable:
-                raise _busy(exc) from None
-            return None
+        return lookup_by_client_id(venue, client_order_id, _RETRY)
+
+
+_RETRY = "the venue did not answer; retry (a replace with the same Idempotency-Key)"
 
 
 def _busy(exc: BrokerError) -> VenueBusy:
-    code = "BROKER_RATE_LIMITED" if exc.code is BrokerErrorCode.RATE_LIMITED else "BROKER_UNAVAILABLE"
-    return VenueBusy(code, "the venue did not answer; retry (a replace with the same Idempotency-Key)",
-                     exc.retry_after)
+    return venue_busy(exc, _RETRY)
