@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -185,11 +186,8 @@ class _PackedLots:
     ``max_chars`` of packed text and ``max_entries`` books (least recently used goes first)."""
 
     def __init__(self, max_entries: int = 256, max_chars: int = 4_000_000):
-        import threading
-        from collections import OrderedDict
-
         self.max_entries, self.max_chars = max_entries, max_chars
-        self._entries: "OrderedDict[str, tuple[tuple[Lot, ...], tuple[dict[str, Any], ...]]]" = OrderedDict()
+        self._entries: OrderedDict[str, tuple[tuple[Lot, ...], tuple[dict[str, Any], ...]]] = OrderedDict()
         self._chars = 0
         self._lock = threading.Lock()
 
