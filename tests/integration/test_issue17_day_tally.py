@@ -109,3 +109,54 @@ def test_concurrent_orders_behind_a_stale_tally_stop_exactly_at_the_limit(db):
     assert statuses == ["placed", "placed", "rejected", "rejected"], answers
     assert all(a["rejection"]["code"] == "DAILY_TRADE_LIMIT" for a in answers if a["status"] == "rejected")
     assert _slots(db, day) == [0, 1, 2, 3, 4]
+
+
+def _document_engine(db):
+    from decimal import Decimal
+
+    from backend.adapters.firestore_store import FirestoreStore
+    from backend.domain.clock import ManualClock
+    from backend.execution.engine import ExecutionEngine, RiskManager, SmartRouter
+    from backend.risk.manager import RiskLimits
+    from backend.settings import ExecSettings
+    from tests.support.stub_broker import StubBroker
+
+    clock = ManualClock()
+    broker = StubBroker(quotes={"AAPL": ("189.99", "190.01")}, now=clock.now)
+    engine = ExecutionEngine(broker=broker, router=SmartRouter(0.001),
+                             risk=RiskManager(RiskLimits(max_position_qty=Decimal("1000"))), dry_run=False,
+                             store=FirestoreStore(db), clock=clock,
+                             settings=ExecSettings.from_env({"EXEC_FILL_WAIT_SECONDS": "0"}))
+    return engine, clock
+
+
+def test_intent_documents_delivered_twice_behind_a_stale_tally_stop_at_the_limit_and_another_tenant_is_its_own(db):
+    """The intent-document path (the trigger's intake), each event delivered twice, on a day whose
+    slots are ahead of its tally; a user of another tenant who picks the same intent ids counts only
+    their own tenant's day."""
+    from backend.service.intake import handle_intent_document
+
+    engine, clock = _document_engine(db)
+    day = clock.now().date().isoformat()
+    for n in range(2):  # acme's day holds 2 slots its tally does not know
+        db.document(f"tenants/acme/risk_days/{day}/trade_slots/{n}").set({"intent_id": f"old{n}", "uid": "bob"})
+    for tenant in ("acme", "evil"):
+        db.document(f"tenants/{tenant}/config/risk").set({"max_daily_trades": 3})
+
+    def deliver(tenant: str, intent_id: str) -> list[dict]:
+        doc = {"status": "new", "uid": "alice" if tenant == "acme" else "mallory", "kind": "single",
+               "intent": {"strategy_id": "s1", "broker_account_id": "acct1", "symbol": "AAPL", "side": "buy",
+                          "qty": "1"}}
+        db.document(f"tenants/{tenant}/order_intents/{intent_id}").set(doc)
+        return [handle_intent_document(engine, tenant, intent_id, doc) for _ in range(2)]  # at-least-once
+
+    acme = [deliver("acme", f"app-{i}") for i in range(3)]
+    evil = [deliver("evil", f"app-{i}") for i in range(3)]
+
+    assert [[o["status"] for o in pair] for pair in acme] == [["placed"] * 2, ["rejected"] * 2, ["rejected"] * 2]
+    assert [[o["status"] for o in pair] for pair in evil] == [["placed"] * 2] * 3
+    assert _slots(db, day) == [0, 1, 2]
+    for tenant, placed in (("acme", 1), ("evil", 3)):
+        rows = [d.to_dict() for d in db.collection(f"tenants/{tenant}/ledger_trades").stream()]
+        assert len([r for r in rows if r.get("status") == "placed"]) == placed  # once each, redelivery or not
+    assert len(engine.broker.orders) == 4  # one venue order per placed intent: no tenant adopted another's
