@@ -56,11 +56,12 @@ if hasattr(os, "register_at_fork") and os.environ.get("EXEC_WARM_UP", "1") != "0
     os.register_at_fork(after_in_child=_warm_after_fork)
     if os.environ.get("FUNCTION_TARGET") == "api":
         # The api instance imports its order path here, before the server listens (a platform routes
-        # requests to an instance once it listens): no first request pays for it. Trigger instances and
-        # deploy-time discovery (no FUNCTION_TARGET) keep the cheap import above.
+        # requests to an instance once it listens): no first request pays for it. It also builds the
+        # engine, the API and the limiter (no channel, no thread: those come after the fork). Trigger
+        # instances and deploy-time discovery (no FUNCTION_TARGET) keep the cheap import above.
         from backend.api.wiring import preload_api
 
-        preload_api()
+        preload_api(_secret_values)
 
 
 @https_fn.on_request(secrets=SECRETS)
