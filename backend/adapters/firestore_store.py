@@ -305,8 +305,12 @@ class FirestoreStore:
 
     def take_lease(self, tenant_id: str, group_id: str, owner: str, now: datetime,
                    lease_until: datetime) -> GroupSnapshot | None:
+        """The group's lease for ``owner`` when it is free (expired or never taken), in a transaction.
+        Contention — an aborted read or commit, or the library's attempts all aborted — is retried
+        here with jittered backoff (the library retries an aborted commit at once and not an aborted
+        read: 4 sweepers racing on a cold emulator ran out of attempts together); an attempt whose
+        commit landed although its answer was lost finds the lease already ``owner``'s."""
         ref = self.group_ref(tenant_id, group_id)
-        transaction = self.db.transaction()
 
         @firestore.transactional
         def take(txn: Any) -> bool:
@@ -315,12 +319,29 @@ class FirestoreStore:
                 return False
             data = snap.to_dict() or {}
             held_until = data.get("_lease_until")
-            if data.get("_final") or (held_until is not None and held_until > now):
+            if data.get("_final"):
+                return False
+            if data.get("_lease_owner") == owner and held_until == lease_until:
+                return True  # this call's own earlier attempt committed
+            if held_until is not None and held_until > now:
                 return False
             txn.update(ref, {"_lease_owner": owner, "_lease_until": lease_until})
             return True
 
-        if not take(transaction):
+        for attempt in range(LEASE_ATTEMPTS):
+            if attempt:
+                _backoff(attempt)
+            try:
+                taken = take(self.db.transaction())
+                break
+            except gexc.Aborted:
+                continue
+            except ValueError as exc:  # the library's attempts exhausted: contention
+                if not isinstance(exc.__cause__, gexc.Aborted):
+                    raise
+        else:
+            raise StoreContention(f"group {group_id}: lease contended")
+        if not taken:
             return None
         snap = self.load_group(tenant_id, group_id)
         if snap is None or snap.doc.get("_lease_owner") != owner:
@@ -551,6 +572,9 @@ def _read_pool() -> Any:
     from backend.pools import shared_pool
 
     return shared_pool("fs-read", 16)
+
+
+LEASE_ATTEMPTS = 8  # take_lease's own attempts, each one of the library's transactions
 
 
 def _backoff(attempt: int) -> None:
