@@ -16,7 +16,8 @@ Measured, in one run:
   unary streams on the calling thread, and the same read on it is reported beside as a diagnostic.
 - **first request**: the first ``POST /execute`` after the server process started (readiness is
   probed by a TCP connect, so no request warms the process before it), ÷ the warm sequential p50;
-  the median over several process starts of the measured function (5 in a full run).
+  the median over several process starts of the measured function (9 in a full run: one draw of a
+  process start on a shared machine ranged 28-63 ms).
 - **single orders** (an AAPL-like market buy of 1 share; the paper venue fills it at once) and
   **2-leg groups** (SPY long / MSFT short, an approval issued per group by a risk manager before
   the timed call): sequential (one user per variant: a user's lot book written by one deployment),
@@ -422,7 +423,7 @@ def run(mode: Mode, *, users: int | None = None, baseline: bool = True) -> dict[
         # the first request is one sample per process start: more starts of the measured function, so
         # the figure is a median, not one draw from a noisy machine
         variants["batched"]["first_request_samples_ms"] = [variants["batched"]["first_request_ms"]] + [
-            _first_request(env, SOURCES["batched"], traders[0][1]) for _ in range(mode.pick(0, 2, 4))]
+            _first_request(env, SOURCES["batched"], traders[0][1]) for _ in range(mode.pick(0, 2, 8))]
     finally:
         if floor is not None:
             floor.close()

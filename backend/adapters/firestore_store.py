@@ -551,7 +551,8 @@ def _increments_after(writes: list[Any], results: Sequence[Any]) -> dict[str, di
     for write, result in zip(writes, results):
         write = getattr(write, "_pb", write)
         transforms = list(write.update_transforms) if write.HasField("update") else []
-        values = [getattr(v, "_pb", v) for v in (getattr(result, "transform_results", ()) or ())]
+        result = getattr(result, "_pb", result)  # the raw message: no proto-plus wrapper per value
+        values = list(getattr(result, "transform_results", ()) or ())
         if not transforms or len(transforms) != len(values):
             continue
         fields: dict[str, int] = {}
