@@ -40,14 +40,14 @@ from backend.execution.instruments import check_instrument
 from backend.execution.intent import ExecutionContext, OrderIntent, client_order_id_for
 from backend.execution.pre_claim import (AccountHints, PrefetchedDocs, PreClaimRead, finish_paths, pre_claim_plan,
                                          read_pre_claim)
-from backend.execution.preflight import check_intent_writes, check_lot_book, lot_book_path
+from backend.execution.preflight import check_intent_writes, check_lot_book, check_trade_id, lot_book_path
 from backend.execution.records import ExecutionResult
 from backend.execution.router import MarketDataProvider, RoutingDecision, SmartRouter
 from backend.execution.wide_spread import expired_before_sent, fallback_from_record, limit_capability, limit_instead_of_wait
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, BrokerErrorCode, BrokerOrder, BrokerPort, OrderRequest
 from backend.ports.store import ACCOUNT_LIMIT, Claim, ClaimResult, ExecutionStore, IntentRecord, IntentStatus
-from backend.execution.store_rules import counts_near_limit, intent_path
+from backend.execution.store_rules import counts_near_limit, history_path, intent_path
 from backend.risk.manager import RiskManager, RiskSnapshot
 from backend.settings import ExecSettings
 
@@ -161,6 +161,7 @@ class ExecutionEngine(EngineOutcomes, EngineFollowUp):
                 [intent_path(ctx.tenant_id, intent.intent_id),
                  *finish_paths(ctx.tenant_id, ctx.uid, intent.intent_id, intent.symbol, day)]))
 
+        self._check_trade_id(intent, ctx, pre)  # another tenant's trade of this user holds the id: 400
         bound = self._bind(ctx, intent, pre)
         if isinstance(bound, Rejection):  # not the caller's account (or closed, halted, ...): nothing written
             return self._refused(intent, ctx, bound)
@@ -282,6 +283,19 @@ class ExecutionEngine(EngineOutcomes, EngineFollowUp):
             rejection = Rejection(RejectCode.RISK_DATA_UNAVAILABLE, type(exc).__name__)
             log_event("exec.risk", severity="ERROR", intent_id=intent.intent_id, rejection=rejection)
             raise
+
+    def _check_trade_id(self, intent: OrderIntent, ctx: ExecutionContext, pre: PreClaimRead | None) -> None:
+        """``preflight.check_trade_id`` on the user's history row of the intent's id, from the pre-claim
+        read (a store without it is asked for the row alone). Raises ``TradeIdInUse``: nothing
+        written, nothing sent."""
+        path = history_path(ctx.uid, intent.intent_id)
+        if pre is not None and path in pre.docs:
+            row = pre.docs[path][0]
+        elif callable(getattr(self.store, "get_all", None)):
+            row = self.store.get_all([path]).get(path, (None, None))[0]
+        else:
+            return
+        check_trade_id(intent, ctx, row)
 
     def _check_lot_book(self, intent: OrderIntent, ctx: ExecutionContext, pre: PreClaimRead | None) -> None:
         """``preflight.check_lot_book`` on the user's lot book of the symbol from the pre-claim read (no

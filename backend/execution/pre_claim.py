@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from backend.domain.accounts import account_path, connection_path
-from backend.execution.store_rules import book_path, intent_path, metrics_path, tax_config_path
+from backend.execution.store_rules import book_path, history_path, intent_path, metrics_path, tax_config_path
 from backend.ports.accounts import DEPLOYMENT_CONNECTION_ID, AccountRead, member_path
 from backend.risk.gate import account_key_for
 from backend.risk.manager import RiskSnapshot
@@ -86,7 +86,8 @@ def pre_claim_plan(tenant_id: str, uid: str, intent_id: str, requested_id: str |
                    hints: AccountHints, auto_default: str | None) -> PreClaimPlan:
     """``auto_default``: the id auto mode provisions for a user who names none (None in strict mode)."""
     expected = requested_id or hints.default_for(tenant_id, uid) or auto_default
-    paths = [intent_path(tenant_id, intent_id), member_path(tenant_id, uid)]
+    # the user's history row of this id: another tenant's trade when it exists (preflight.check_trade_id)
+    paths = [intent_path(tenant_id, intent_id), member_path(tenant_id, uid), history_path(uid, intent_id)]
     if expected is not None:
         paths.append(account_path(tenant_id, expected))
         connection = hints.connection_for(tenant_id, expected)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Mapping
 
+from backend.domain.errors import InvalidInput
 from backend.domain.storable import check_storable
 from backend.execution.intent import ExecutionContext, OrderIntent
 
@@ -106,3 +107,30 @@ def lot_book_rejection(intent: OrderIntent, ctx: ExecutionContext, book: Mapping
     except LotBookFull as full:
         return Rejection(RejectCode.LOT_BOOK_FULL, full.reason.removeprefix(CODE + ": "))
     return None
+
+
+TRADE_ID_IN_USE = "TRADE_ID_IN_USE"
+
+
+class TradeIdInUse(InvalidInput):
+    """An intent id this user's trade history already holds, from another tenant. A single order's
+    trade id is its intent id, chosen per tenant, but the user's rows are per uid: its history row
+    (``users/{uid}/portfolio/history/trades/{id}``), lot ids and disposals. The finish creates them
+    *after* the order was sent, so a reused id would be refused there forever, the order filled and
+    unrecorded; it is refused here instead, before anything is written or sent. An ``InvalidInput``
+    (HTTP 400 on ``intent_id``, a rejected intent document; its reason starts with the code)."""
+
+    code = TRADE_ID_IN_USE
+
+    def __init__(self, intent_id: str):
+        super().__init__("intent_id", f"{TRADE_ID_IN_USE}: this user's trade history already holds a trade "
+                                      f"{intent_id!r} (placed for another tenant); choose another intent id")
+
+
+def check_trade_id(intent: OrderIntent, ctx: ExecutionContext, history_row: Mapping[str, Any] | None) -> None:
+    """Raise ``TradeIdInUse`` when the user's history row of the intent's id exists (``history_row`` as
+    read, at ``store_rules.history_path(ctx.uid, intent.intent_id)``). Called for an intent with no
+    final and no reserved record of its own tenant (those replay or resume first): its row can only be
+    another tenant's trade."""
+    if history_row is not None:
+        raise TradeIdInUse(intent.intent_id)

@@ -1,0 +1,84 @@
+"""An app-chosen intent id reused by the same user in another tenant, on the official emulator.
+
+An intent document's id is chosen by the app, per tenant (``tenants/{t}/order_intents/{id}``); a
+single order's trade id is that id, and the user's rows are per uid: the history row
+``users/{uid}/portfolio/history/trades/{id}``, the lot ids and disposals. A user moved to another
+tenant whose app numbers its intents again used to reach the venue and then fail the finish's create
+of the history row forever — the order filled, never recorded. The engine now reads that row in its
+batched pre-claim read and refuses the intent before anything is written or sent (``TRADE_ID_IN_USE``,
+an ``InvalidInput``: a rejected intent document, HTTP 400 on ``intent_id``).
+"""
+from __future__ import annotations
+
+import pytest
+
+from backend.execution.intent import ExecutionContext, OrderIntent
+from backend.execution.preflight import TRADE_ID_IN_USE, TradeIdInUse
+from tests.integration.test_issue17_day_tally import _document_engine
+
+pytestmark = pytest.mark.emulator
+
+
+def _doc(uid: str) -> dict:
+    return {"status": "new", "uid": uid, "kind": "single",
+            "intent": {"strategy_id": "s1", "broker_account_id": f"acct-{uid}", "symbol": "AAPL", "side": "buy",
+                       "qty": "1"}}
+
+
+def _deliver(engine, db, tenant: str, intent_id: str, uid: str) -> list[dict]:
+    from backend.service.intake import handle_intent_document
+
+    doc = _doc(uid)
+    db.document(f"tenants/{tenant}/order_intents/{intent_id}").set(doc)
+    return [handle_intent_document(engine, tenant, intent_id, doc) for _ in range(2)]  # at-least-once
+
+
+def _ids(db, collection: str) -> list[str]:
+    return sorted(ref.id for ref in db.collection(collection).list_documents() if ref.get().exists)
+
+
+def test_a_user_in_another_tenant_reusing_an_intent_id_is_refused_before_the_venue(db):
+    engine, clock = _document_engine(db)
+    day = clock.now().date().isoformat()
+
+    first = _deliver(engine, db, "acme", "app-1", "alice")
+    assert [o["status"] for o in first] == ["placed", "placed"]  # the second delivery replays
+    history_before = db.document("users/alice/portfolio/history/trades/app-1").get().to_dict()
+    orders_before = len(engine.broker.orders)
+
+    # alice now trades for globex, her app numbers its intents from 1 again
+    moved = _deliver(engine, db, "globex", "app-1", "alice")
+
+    assert [o["status"] for o in moved] == ["rejected", "rejected"]  # the redelivery finds it final
+    assert moved[0]["error"]["field"] == "intent_id" and moved[0]["error"]["reason"].startswith(TRADE_ID_IN_USE)
+    assert len(engine.broker.orders) == orders_before  # nothing reached the venue
+    stored = db.document("tenants/globex/order_intents/app-1").get().to_dict()
+    assert stored["status"] == "rejected" and stored["result"]["error"]["reason"].startswith(TRADE_ID_IN_USE)
+    assert _ids(db, "tenants/globex/ledger_trades") == []  # nothing else written for globex
+    assert _ids(db, f"tenants/globex/risk_days/{day}/trade_slots") == []
+    assert db.document("users/alice/portfolio/history/trades/app-1").get().to_dict() == history_before
+
+    # a new id places; acme's own intent still replays; another user moved the same way with an id
+    # only alice used is not refused (history is per user)
+    assert [o["status"] for o in _deliver(engine, db, "globex", "app-2", "alice")] == ["placed", "placed"]
+    assert [o["status"] for o in _deliver(engine, db, "acme", "app-3", "bob")] == ["placed", "placed"]
+    assert [o["status"] for o in _deliver(engine, db, "globex", "app-3b", "bob")] == ["placed", "placed"]
+    assert [o["status"] for o in _deliver(engine, db, "globex2", "app-2", "bob")] == ["placed", "placed"]
+    from backend.service.intake import handle_intent_document
+
+    assert handle_intent_document(engine, "acme", "app-1", _doc("alice"))["status"] == "placed"
+
+
+def test_the_engine_refuses_the_reused_id_directly_and_writes_nothing(db):
+    engine, _ = _document_engine(db)
+    intent = OrderIntent.from_dict({"intent_id": "app-7", "strategy_id": "s1", "broker_account_id": "acct-alice",
+                                    "symbol": "AAPL", "side": "buy", "qty": "1"})
+    placed = engine.execute_intent(intent, ExecutionContext(tenant_id="acme", uid="alice"))
+    assert placed.status == "placed"
+
+    with pytest.raises(TradeIdInUse) as refused:
+        engine.execute_intent(intent, ExecutionContext(tenant_id="globex", uid="alice"))
+
+    assert refused.value.field == "intent_id" and TRADE_ID_IN_USE in refused.value.reason
+    assert db.document("tenants/globex/order_intents/app-7").get().exists is False
+    assert len(engine.broker.orders) == 1
