@@ -78,6 +78,9 @@ class RejectCode(str, Enum):
     # a lot book (users/{uid}/tax_books/{symbol}) too full for an order that opens lots
     # (backend/execution/lot_capacity.py): refused before anything is sent
     LOT_BOOK_FULL = "LOT_BOOK_FULL"
+    # an app-chosen id (intent document) the same user already traded under in another tenant: its
+    # trade ids (history rows, lot ids) are per user (backend/execution/preflight.py check_trade_id)
+    TRADE_ID_IN_USE = "TRADE_ID_IN_USE"
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,10 @@ from tests.support.group_harness import TENANT, World, assert_flat, scenario
 # issue 12 added the account: the binding (member + default account: 2 round trips, 2 reads) and the
 # account document in each batched risk read (its status and limits are read fresh, like the switches)
 # The lot-book capacity guard (backend/execution/lot_capacity.py) reads each leg's lot book in the
-# validation's batched read: +1 billed read per leg symbol, no extra round trip.
-GATE_READS_2_LEGS = 19
+# validation's batched read: +1 billed read per leg symbol, no extra round trip. The user's history row of
+# each leg's first fill (TRADE_ID_IN_USE: a group id the same user already traded under in another
+# tenant) rides the same read: +1 billed read per leg, no extra round trip.
+GATE_READS_2_LEGS = 21
 GATE_READ_ROUND_TRIPS_2_LEGS = 7  # binding (2), get_all, count, reservation read-back, one get_all per submit (2)
 WRITE_SIDE_OPS = {"create_group", "save_group"}  # the group document, fills and settlement (not the gate)
 

@@ -82,3 +82,46 @@ def test_the_engine_refuses_the_reused_id_directly_and_writes_nothing(db):
     assert refused.value.field == "intent_id" and TRADE_ID_IN_USE in refused.value.reason
     assert db.document("tenants/globex/order_intents/app-7").get().exists is False
     assert len(engine.broker.orders) == 1
+
+
+def test_a_group_intent_document_reusing_a_group_id_of_the_user_in_another_tenant_is_rejected_unsent(db):
+    """The same for a group written as an intent document: its legs' fill rows are
+    ``{group_id}--{leg_id}`` in the user's history. The validation's batched read holds them; the
+    group ends REJECTED (``TRADE_ID_IN_USE``) before any leg is sent."""
+    from backend.adapters.firestore_store import FirestoreStore
+    from backend.adapters.paper_broker import PaperBroker
+    from backend.adapters.sim_venue import SimulatedVenue
+    from backend.domain.clock import ManualClock
+    from backend.execution.engine import ExecutionEngine
+    from backend.service.intake import handle_intent_document
+    from backend.settings import ExecSettings
+    from tests.support.group_harness import approve
+    from tests.support.invariants import EQUITY_PAIR, pair_request, scenario
+
+    clock = ManualClock()
+    venue = SimulatedVenue(scenario(), clock=clock)
+    store = FirestoreStore(db)
+    engine = ExecutionEngine(broker=PaperBroker(venue=venue), store=store, clock=clock, dry_run=False,
+                             settings=ExecSettings.from_env({"EXEC_DRY_RUN": "0", "EXEC_FILL_WAIT_SECONDS": "0",
+                                                             "EXEC_MAX_POSITION_QTY": "100000"}))
+    body = {"status": "new", "kind": "multi_leg", "uid": "alice", "request": pair_request(clock.now(), EQUITY_PAIR)}
+
+    def deliver(tenant: str) -> dict:
+        db.document(f"tenants/{tenant}/order_intents/grp-7").set(body)
+        approve(store, body["request"], tenant_id=tenant, uid="alice")
+        for _ in range(2):  # at-least-once
+            handle_intent_document(engine, tenant, "grp-7", body)
+        return db.document(f"tenants/{tenant}/order_intents/grp-7").get().to_dict()
+
+    assert deliver("acme")["status"] == "filled"
+    sent = len(venue.orders())
+    history_before = sorted(s.id for s in db.collection("users/alice/portfolio/history/trades").stream())
+
+    moved = deliver("globex")
+
+    assert moved["status"] == "rejected", moved
+    group = db.document("tenants/globex/execution_groups/grp-7").get().to_dict()
+    assert group["status"] == "REJECTED" and group["rejection"]["code"] == "TRADE_ID_IN_USE", group.get("rejection")
+    assert len(venue.orders()) == sent  # no leg was sent
+    assert sorted(s.id for s in db.collection("users/alice/portfolio/history/trades").stream()) == history_before
+    assert [s.to_dict()["kind"] for s in db.collection("tenants/globex/ledger_trades").stream()] == ["group_decision"]

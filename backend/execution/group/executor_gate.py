@@ -26,9 +26,9 @@ from backend.execution import groups as g
 from backend.execution import lot_capacity
 from backend.execution.accounts import stored_binding
 from backend.execution.group import leg_stop as stops
-from backend.execution.group.executor_run import DEFAULT_GROUP_ACCOUNT, _Run, _Stop
+from backend.execution.group.executor_run import DEFAULT_GROUP_ACCOUNT, _Run, _Stop, leg_trade_id
 from backend.execution.instruments import check_instrument
-from backend.execution.store_rules import exposure_from_doc, exposure_path
+from backend.execution.store_rules import exposure_from_doc, exposure_path, history_path
 from backend.logs import log_event
 from backend.ports.broker import BrokerError, Quote
 from backend.ports.store import ACCOUNT_LIMIT, ClaimResult, GroupReservation, GroupSettlement, LegReservation
@@ -79,6 +79,10 @@ class GroupRiskChecks:
         # one batched read for the whole validation: halt flags, every leg's exposure, the approval
         flags, exposures = self._risk_reads(run, group.legs, approval=True)
         rejection = self._halted(flags, run)
+        if rejection is None and run.trade_ids_in_use:  # the fills' rows would collide after the orders
+            rejection = Rejection(RejectCode.TRADE_ID_IN_USE, f"this user's trade history already holds the fills "
+                                  f"of a group {group.group_id!r} (legs {', '.join(run.trade_ids_in_use)}) placed "
+                                  f"for another tenant; choose another id")
         if rejection is None and run.books is not None:  # a full lot book refuses legs that open lots
             rejection = lot_capacity.group_refusal(group.legs, run.books, tenant_id=group.tenant_id, uid=group.uid,
                                                    account=self._account(run))
@@ -141,9 +145,15 @@ class GroupRiskChecks:
         if approval_path is not None:
             paths.append(approval_path)
         books = lot_capacity.group_book_paths(run.group.uid, legs) if approval else []
-        docs = self.store.get_all([*paths, *books])  # + the validation's lot books: the same round trip
+        # + the user's history rows of the legs' first fills: they exist only for a group of the same id
+        # and uid in another tenant (an app-chosen intent-document id reused after the user moved)
+        histories = {leg.leg_id: history_path(run.group.uid, leg_trade_id(run.group.group_id, leg.leg_id))
+                     for leg in legs} if approval else {}
+        docs = self.store.get_all([*paths, *books, *histories.values()])  # the validation's one round trip
         if approval:
             run.books = {p: docs.get(p, (None, None)) for p in books}
+            run.trade_ids_in_use = tuple(leg_id for leg_id, p in histories.items()
+                                         if docs.get(p, (None, None))[0] is not None)
         if approval and not run.approval_read:
             run.approval = docs[approval_path][0] if approval_path is not None else None
             run.approval_read = True

@@ -18,7 +18,7 @@ from backend.domain.money import ZERO
 from backend.execution import groups as g
 from backend.execution.accounts import stored_binding
 from backend.execution.group import leg_stop as stops
-from backend.execution.group.executor_run import DEFAULT_GROUP_ACCOUNT, _Run
+from backend.execution.group.executor_run import DEFAULT_GROUP_ACCOUNT, _Run, leg_trade_id
 from backend.execution.records import group_decision_row, group_fill_rows, tax_fill, with_venue_account
 from backend.ports.store import FillWrite, GroupSettlement
 
@@ -111,7 +111,7 @@ class GroupPersistence:
             out.append(_decision_write(group, now, account))
         for leg in group.legs:
             if leg.status.is_final and leg.filled_units > 0 and leg.fill_price is not None:
-                out.append(_fill_write(group, leg, f"{group.group_id}--{leg.leg_id}", leg.side.value,
+                out.append(_fill_write(group, leg, leg_trade_id(group.group_id, leg.leg_id), leg.side.value,
                                        leg.filled_units, leg.fill_price, leg.client_order_id, leg.broker_order_id,
                                        "group_fill", now, leg.slippage_pips, account, leg.units))
         for order in group.rollback_orders:

@@ -47,3 +47,10 @@ class _Run:
     account_missing: bool = False
     # the legs' lot books as the validation's batched read saw them (backend/execution/lot_capacity.py)
     books: Mapping[str, Any] | None = None
+    # legs whose first fill's history row this user already holds (another tenant's group of this id)
+    trade_ids_in_use: tuple[str, ...] = ()
+
+
+def leg_trade_id(group_id: str, leg_id: str) -> str:
+    """The trade id of a leg's fill (its ledger and history rows, its lots)."""
+    return f"{group_id}--{leg_id}"
