@@ -288,27 +288,26 @@ class ExecutionEngine(EngineOutcomes, EngineFollowUp):
         """``preflight.check_trade_id`` on the user's history row of the intent's id, from the pre-claim
         read (a store without it is asked for the row alone). Raises ``TradeIdInUse``: nothing
         written, nothing sent."""
-        path = history_path(ctx.uid, intent.intent_id)
-        if pre is not None and path in pre.docs:
-            row = pre.docs[path][0]
-        elif callable(getattr(self.store, "get_all", None)):
-            row = self.store.get_all([path]).get(path, (None, None))[0]
-        else:
-            return
-        check_trade_id(intent, ctx, row)
+        read, row = self._pre_read_doc(pre, history_path(ctx.uid, intent.intent_id))
+        if read:
+            check_trade_id(intent, ctx, row)
 
     def _check_lot_book(self, intent: OrderIntent, ctx: ExecutionContext, pre: PreClaimRead | None) -> None:
         """``preflight.check_lot_book`` on the user's lot book of the symbol from the pre-claim read (no
         round trip of its own; a store without that read is asked for the book alone). Raises
         ``LotBookFull`` (``InvalidInput``): nothing written, nothing sent."""
-        path = lot_book_path(intent, ctx)
+        read, book = self._pre_read_doc(pre, lot_book_path(intent, ctx))
+        if read:
+            check_lot_book(intent, ctx, book)
+
+    def _pre_read_doc(self, pre: PreClaimRead | None, path: str) -> tuple[bool, Any]:
+        """(True, the document at ``path`` or None) from the pre-claim read — a store without that read
+        is asked for the document alone —, or (False, None) when neither can answer."""
         if pre is not None and path in pre.docs:
-            book = pre.docs[path][0]
-        elif callable(getattr(self.store, "get_all", None)):
-            book = self.store.get_all([path]).get(path, (None, None))[0]
-        else:
-            return
-        check_lot_book(intent, ctx, book)
+            return True, pre.docs[path][0]
+        if callable(getattr(self.store, "get_all", None)):
+            return True, self.store.get_all([path]).get(path, (None, None))[0]
+        return False, None
 
     def _bind(self, ctx: ExecutionContext, intent: OrderIntent, pre: PreClaimRead | None) -> Bound | Rejection:
         """``bind_account`` reading through the pre-claim documents (what is missing is read)."""
