@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Mapping
 
-from backend.domain.errors import InvalidInput
+from backend.domain.errors import InvalidInput, RejectCode
 from backend.domain.storable import check_storable
 from backend.execution.intent import ExecutionContext, OrderIntent
 
@@ -109,7 +109,7 @@ def lot_book_rejection(intent: OrderIntent, ctx: ExecutionContext, book: Mapping
     return None
 
 
-TRADE_ID_IN_USE = "TRADE_ID_IN_USE"
+TRADE_ID_IN_USE = RejectCode.TRADE_ID_IN_USE.value
 
 
 class TradeIdInUse(InvalidInput):
