@@ -30,8 +30,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from backend.adapters.firestore_codec import batch_get, write_for
 from backend.domain.accounts import Account, BrokerConnection
 from backend.execution import account_writes, store_writes
-from backend.execution.store_rules import (account_slots_collection, account_tally_path, exposure_from_doc,
-                                           tally_counts, tally_paths)
+from backend.execution.store_rules import account_slots_collection, day_tally_paths, exposure_from_doc, tally_counts
 from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
                                             CommitResult, Conflict, Create, Delete, Inc, Increment, Set, Update)
 from backend.ports.accounts import AccountRead
@@ -154,8 +153,7 @@ class FirestoreStore:
         exp_path = self._exposure_ref(tenant_id, account_key).path
         if tally:
             counted = account_counted = None
-            tallies = [*tally_paths(tenant_id, trade_day),
-                       *([] if account_id is None else [account_tally_path(tenant_id, trade_day, account_id)])]
+            tallies = day_tally_paths(tenant_id, trade_day, account_id)
         else:
             tallies = []
             counted = _read_pool().submit(self._count_slots, tenant_id, trade_day)

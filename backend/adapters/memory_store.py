@@ -20,8 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from backend.domain.accounts import Account, BrokerConnection
 from backend.execution import account_writes, store_writes
-from backend.execution.store_rules import (account_slots_collection, account_tally_path, exposure_from_doc,
-                                           tally_counts, tally_paths)
+from backend.execution.store_rules import account_slots_collection, day_tally_paths, exposure_from_doc, tally_counts
 from backend.execution.unit_of_work import (CHANGED, EXISTS, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit,
                                             CommitResult, Conflict, Create, Delete, Inc, Increment, Set, Update,
                                             no_backoff)
@@ -184,9 +183,8 @@ class InMemoryStore:
         with self._lock:
             snapshot = self.risk_snapshot(tenant_id, account_key, trade_day, account_id)
             if tally:
-                extra = [*tally_paths(tenant_id, trade_day),
-                         *([] if account_id is None else [account_tally_path(tenant_id, trade_day, account_id)])]
-                trades, account_trades = tally_counts(self.get_all(extra), tenant_id, trade_day, account_id)
+                extra = self.get_all(day_tally_paths(tenant_id, trade_day, account_id))
+                trades, account_trades = tally_counts(extra, tenant_id, trade_day, account_id)
                 snapshot = replace(snapshot, trades_today=trades, account_trades_today=account_trades,
                                    counts_are_hints=True)
             return self.get_all(paths), snapshot

@@ -13,6 +13,8 @@ What one read fetches (``pre_claim_paths``):
   tenant's and the account's slots as a hint, no count aggregation — a count aggregation on the
   emulator took 3–5 ms alone and 8–12 ms beside the batched read; the engine counts exactly only when
   a tally is at a limit, and a claim only when its slot turned out taken): the risk snapshot;
+- the user's history row of the intent id: present only for a trade of the same uid in another
+  tenant (an app-chosen id reused), refused before anything is written (``preflight.check_trade_id``);
 - for the finish of a placed trade: the user's lot book of the symbol, their tax settings and the
   ledger row's metrics shard (``finish_paths``). The lot book is also what the capacity guard judges
   before anything is written (``preflight.check_lot_book``, ``backend/execution/lot_capacity.py``):

@@ -247,6 +247,18 @@ def account_tally_path(tenant_id: str, day: str, account_id: str) -> str:
     return f"tenants/{tenant_id}/risk_days/{day}/accounts/{account_id}"
 
 
+def day_tally_paths(tenant_id: str, day: str, account_id: str | None) -> list[str]:
+    """The documents a day's tally is read from: its shards and, for a trade bound to an account,
+    the account's."""
+    account = [] if account_id is None else [account_tally_path(tenant_id, day, account_id)]
+    return [*tally_paths(tenant_id, day), *account]
+
+
+def account_tally_op(tenant_id: str, day: str, account_id: str, delta: int) -> Any:
+    """The increment of the account's tally for ``delta`` of its slots taken (> 0) or given back."""
+    return Increment(account_tally_path(tenant_id, day, account_id), {TALLY_FIELD: int(delta)})
+
+
 def _tally_shard(key: str) -> int:
     return zlib.crc32(key.encode()) % TALLY_SHARDS
 
@@ -258,7 +270,7 @@ def tally_ops(tenant_id: str, day: str, key: str, account_id: str | None, delta:
         return []
     ops = [Increment(tally_path(tenant_id, day, _tally_shard(key)), {TALLY_FIELD: int(delta)})]
     if account_id is not None:
-        ops.append(Increment(account_tally_path(tenant_id, day, account_id), {TALLY_FIELD: int(delta)}))
+        ops.append(account_tally_op(tenant_id, day, account_id, delta))
     return ops
 
 

@@ -15,9 +15,9 @@ from typing import Any, Mapping, Sequence
 
 from backend.execution.records import with_cost_basis, with_lot_method
 from backend.execution.lot_capacity import overflow_size
-from backend.execution.store_rules import (POSITION, RESERVED_LONG, RESERVED_SHORT, TALLY_FIELD, AccountSlot,
+from backend.execution.store_rules import (POSITION, RESERVED_LONG, RESERVED_SHORT, AccountSlot,
                                            AccountSlotProbe, account_slot_path, account_slots_collection,
-                                           account_tally_path, choose_free_slots, disposal_path, exposure_from_doc,
+                                           account_tally_op, choose_free_slots, disposal_path, exposure_from_doc,
                                            exposure_path, group_path, history_path, intent_path, ledger_path,
                                            metrics_path, metrics_write, plan_tax, reserve_increments,
                                            reserved_account_slots, settle_increments, slot_path, slot_probe_order,
@@ -416,8 +416,7 @@ def finish(uow: UnitOfWork, finish: Finish, backoff: Backoff = jitter_backoff) -
                 ops.append(Delete(held.path(finish.tenant_id)))
             ops.extend(tally_ops(finish.tenant_id, claimed_day, finish.intent_id, None, -1))
             if held is not None:  # the account's tally, on the day its slot was taken
-                ops.append(Increment(account_tally_path(finish.tenant_id, held.day, held.account_id),
-                                     {TALLY_FIELD: -1}))
+                ops.append(account_tally_op(finish.tenant_id, held.day, held.account_id, -1))
         try:
             commit_with_side_writes(uow, ops, finish.side_ops, finish.intent_id)
             return None
@@ -499,7 +498,7 @@ def _settlement_ops(tenant_id: str, group_id: str, settlement: GroupSettlement |
     # the tally follows the slots (issue 17): one increment per document
     ops.extend(tally_ops(tenant_id, settlement.trade_day, group_id, None, -len(settlement.release_slots)))
     given_back = Counter((slot.day, slot.account_id) for slot in held)
-    ops.extend(Increment(account_tally_path(tenant_id, day, account_id), {TALLY_FIELD: -n})
+    ops.extend(account_tally_op(tenant_id, day, account_id, -n)
                for (day, account_id), n in sorted(given_back.items()))
     return ops
 
