@@ -231,6 +231,7 @@ def preload_api(secrets: Any = None, *, build: bool = True) -> float:
     bootstrap.preload()  # the engine's modules and the adapters the deployed engine is built from
     import backend.api.app  # noqa: F401
     import backend.api.firebase_auth  # noqa: F401
+    import backend.api.flask_bridge  # noqa: F401 - functions/main.py's api() imports it per request
     import backend.execution.metrics  # noqa: F401
     import backend.pools  # noqa: F401 - the account lookup's pool (made after the fork)
     import backend.tax.state  # noqa: F401

@@ -41,6 +41,7 @@ out = {"threads": [t.name for t in threading.enumerate()],
        "api_built": wiring._app is not None, "limiter_built": wiring._limiter is not None,
        "verifier_app": getattr(wiring._verifier, "_app", None) is not None,
        "frozen": gc.get_freeze_count(),
+       "bridge_loaded": "backend.api.flask_bridge" in sys.modules,  # functions/main.py's api() imports it
        "models_complete": {name: bool(getattr(models, name).__pydantic_complete__) for name in wiring._HOT_MODELS}}
 """
 
@@ -86,6 +87,7 @@ def test_the_api_instance_builds_its_objects_before_the_fork_without_a_thread_or
     assert all(out["models_complete"].values()), out["models_complete"]
     assert "ExecutionResponse" in out["models_complete"]
     assert out["frozen"] > 10_000  # the import's objects are out of the worker's collections
+    assert out["bridge_loaded"]  # the HTTP entry point's own import is not the first request's
 
 
 def test_the_first_order_request_imports_no_module_and_builds_no_schema(firestore_emulator, auth_emulator):
