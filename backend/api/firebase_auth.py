@@ -51,15 +51,41 @@ class FirebaseTokenVerifier:
             return self._app
 
     def warm_up(self) -> None:
-        """Before the first request (``backend.api.wiring.warm_up``): the Admin SDK app, the auth client
-        and its HTTP connection — one user lookup of a uid that does not exist (what a write's account
-        check costs a new instance's first caller otherwise; ``UserNotFoundError`` is the answer)."""
+        """Before the first request (``backend.api.wiring.warm_up``): the Admin SDK app, Google's
+        token-signing certificates (``prefetch_signing_certificates``; a failure is logged and the
+        first request fetches them as before), the auth client and its HTTP connection — one user
+        lookup of a uid that does not exist (what a write's account check costs a new instance's first
+        caller otherwise; ``UserNotFoundError`` is the answer)."""
         from firebase_admin import auth
 
+        app = self._get_app()
         try:
-            auth.get_user("warm-up-probe", app=self._get_app())
+            self.prefetch_signing_certificates(app)
+        except Exception as exc:  # noqa: BLE001 - a warm-up; the first verification fetches them again
+            log_event("api.warm_up_certs_failed", severity="WARNING", error_type=type(exc).__name__,
+                      error=str(exc)[:300])
+        try:
+            auth.get_user("warm-up-probe", app=app)
         except auth.UserNotFoundError:
             pass
+
+    def prefetch_signing_certificates(self, app: Any = None) -> bool:
+        """Fetch the ID-token signing certificates into the Admin SDK's own cache: the first
+        ``verify_id_token`` of a process fetches them over HTTPS (kept for their ``Cache-Control``
+        lifetime by the SDK's cache-control session), so fetched here, after the fork and before the
+        first request, that request verifies its token without a network call. False on the Auth
+        emulator, whose tokens are unsigned (nothing to fetch). Uses the SDK's per-app client and its
+        verifier's transport (private attributes: the SDK has no public prefetch)."""
+        from firebase_admin import auth
+
+        client = auth._get_client(app or self._get_app())  # noqa: SLF001 - the client verify_id_token uses
+        if getattr(client, "emulated", False):
+            return False
+        verifier = client._token_verifier  # noqa: SLF001
+        response = verifier.request(verifier.id_token_verifier.cert_url, method="GET")
+        if response.status != 200:
+            raise RuntimeError(f"signing certificates answered HTTP {response.status}")
+        return True
 
     def verify_deferred(self, token: str, *, fresh: bool = False) -> tuple[Identity, "DeferredAccountCheck | None"]:
         """``verify`` with the account lookup (a user lookup over HTTP when the uid's state is not
