@@ -224,26 +224,26 @@ def _warm_emulator_with_orders(env: dict[str, str], people: "_Users", floor: "_F
                                n_group: int) -> dict[str, Any]:
     """The emulator's JVM compiles the code of each kind of write it serves on its own schedule: its
     answers to an order's commits (preconditions, transforms, a dozen documents) kept shrinking over
-    the first ~60 orders (server-side request median 22.4 ms over the first 20, 12.6 ms over orders
-    80-100, the one-document floor unchanged), long after the floor's trivial reads and commits were
-    warm. So before anything is measured, a separate server process places ``n_single`` orders and
-    ``n_group`` groups as a user of its own, and is stopped: the measured processes start cold, the
+    the first ~60 orders (server-side request median 22.4 ms over the first 20, 12.5-12.7 ms over
+    orders 60-100, the one-document floor unchanged), long after the floor's trivial reads and commits
+    were warm. So before anything is measured, a separate server process places ``n_single`` orders
+    and ``n_group`` groups as a user of its own, and is stopped: the measured processes start cold, the
     emulator does not. Answers the warm-up's own latencies (its first and last 20 orders)."""
     uid, token = people.trader("emulator-warm-up")
     _provision(floor.db, [uid])
     server = _start_server(env, SOURCES["batched"])
+    conn, risk = _Conn(server.port), _Conn(server.port)
     singles: list[float] = []
     try:
-        conn, risk = _Conn(server.port), _Conn(server.port)
         started = time.perf_counter()
         for _ in range(n_single):
             singles.append(_single(conn, token) * 1e3)
         for _ in range(n_group):
             _group(conn, token, uid, risk, people.risk_token)
         took = time.perf_counter() - started
+    finally:
         conn.close()
         risk.close()
-    finally:
         server.stop()
     head, tail = singles[:20], singles[-20:]
     return {"orders": n_single, "groups": n_group, "seconds": round(took, 1),
@@ -454,7 +454,8 @@ def run(mode: Mode, *, users: int | None = None, baseline: bool = True) -> dict[
         floor.warm_emulator(mode.pick(5, 50, 50))
         _provision(floor.db, [uid for uid, _ in traders])  # each trader's account exists (auto mode's first use)
         env = _env(firestore_emu.host, auth_emu.host)
-        emulator_warm_up = _warm_emulator_with_orders(env, people, floor, mode.pick(4, 120, 200), mode.pick(1, 10, 20))
+        emulator_warm_up = _warm_emulator_with_orders(env, people, floor, mode.pick(4, 120, 200),
+                                                      mode.pick(1, 10, 20))
         chosen = ("baseline", "batched") if baseline else ("batched",)
         variants = _measure_all({n: SOURCES[n] for n in chosen}, env, traders, people, floor, mode)
         # the first request is one sample per process start: more starts of the measured function, so

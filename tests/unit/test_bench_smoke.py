@@ -229,3 +229,22 @@ def test_runner_writes_json_and_markdown_with_machine_and_targets(tmp_path):
             assert {"key", "value", "unit", "target", "op", "status", "note"} <= set(fig)
     markdown = (tmp_path / "latest.md").read_text()
     assert "| Figure | Value | Target | Status |" in markdown and "Cold start" in markdown
+
+
+@pytest.mark.slow
+def test_http_latency_runs_end_to_end_in_tiny_mode():
+    """The HTTP benchmark's whole sequence on the real stack (its own emulators, functions-framework
+    servers): the emulator warm-up on orders, both variants, the phases, the first-request starts —
+    every request must have answered placed / FILLED (the harness raises otherwise)."""
+    from bench import http_latency
+
+    out = http_latency.run(TINY, users=2, baseline=True)
+    figures = figures_by_key(out)
+    assert figures["http.single.p50_over_floor"]["target"] == 2.0
+    assert figures["http.first_over_warm"]["target"] == 3.0
+    assert figures["http.single.p50_over_floor"]["status"] in ("pass", "miss")
+    assert "http.baseline.single.p50_over_floor" in figures
+    details = out["details"]
+    assert details["errors_logged"] == 0
+    assert details["emulator_warm_up"]["orders"] == 4 and details["emulator_warm_up"]["groups"] == 1
+    assert details["phases"]["single_sequential"]["n"] == 4 and details["phases"]["group_concurrent"]["n"] >= 2
