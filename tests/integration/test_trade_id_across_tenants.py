@@ -125,3 +125,23 @@ def test_a_group_intent_document_reusing_a_group_id_of_the_user_in_another_tenan
     assert len(venue.orders()) == sent  # no leg was sent
     assert sorted(s.id for s in db.collection("users/alice/portfolio/history/trades").stream()) == history_before
     assert [s.to_dict()["kind"] for s in db.collection("tenants/globex/ledger_trades").stream()] == ["group_decision"]
+
+
+def test_the_sweeper_delivering_an_unstarted_intent_document_refuses_the_reused_id_too(db):
+    """The other way an intent document reaches the engine: its trigger never ran, the sweeper finds it
+    (status ``new``) and hands it to the same intake — twice here, as two sweeps would."""
+    from backend.execution.sweeper import Sweeper
+
+    engine, _ = _document_engine(db)
+    assert [o["status"] for o in _deliver(engine, db, "acme", "app-9", "alice")] == ["placed", "placed"]
+    orders_before = len(engine.broker.orders)
+    db.document("tenants/globex/order_intents/app-9").set(_doc("alice"))  # written; no trigger delivered it
+
+    reports = [Sweeper(engine).sweep() for _ in range(2)]
+
+    assert reports[0].unstarted_found == 1 and reports[0].unstarted_handled == 1 and not reports[0].errors
+    assert reports[1].unstarted_found == 0  # final after the first sweep: not swept again
+    stored = db.document("tenants/globex/order_intents/app-9").get().to_dict()
+    assert stored["status"] == "rejected" and stored["result"]["error"]["reason"].startswith(TRADE_ID_IN_USE)
+    assert len(engine.broker.orders) == orders_before
+    assert _ids(db, "tenants/globex/ledger_trades") == []
