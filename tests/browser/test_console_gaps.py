@@ -226,6 +226,34 @@ def test_the_reconciliation_report_shows_cash_per_account_and_a_cash_only_break_
     shoot(page, "admin-reconciliation-cash-breaks")
 
 
+def test_a_run_answering_after_the_admin_asked_for_another_day_does_not_replace_that_days_report(
+        console, page_as, users):
+    # found by the full suite under load: "Run reconciliation now" answered after "Show report" of
+    # another day, and the run's report replaced the day the admin had asked for
+    page = page_as(users["tenant_admin"])
+    page.get_by_role("link", name="Reconciliation").click()
+    page.wait_for_function("() => !document.querySelector('main').textContent.includes('Loading…')")
+    held = []
+    page.route(re.compile(r".*/api/tenants/[^/]+/reconciliation$"),
+               lambda route: held.append(route) if route.request.method == "POST" else route.continue_())
+    page.route(re.compile(r".*/api/tenants/[^/]+/reconciliation\?day=2026-12-04$"),
+               lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(_CASH_ONLY_REPORT)))
+    page.get_by_role("button", name="Run reconciliation now").click()
+    page.wait_for_function("() => document.querySelector('main').textContent.includes('Reconciling…')")
+    page.get_by_label("Day (UTC)", exact=True).fill("2026-12-04")
+    page.get_by_role("button", name="Show report").click()
+    page.wait_for_function("() => document.querySelector('[data-testid=recon-cash-breaks] tbody')")
+    assert len(held) == 1
+    clean = {**_CASH_ONLY_REPORT, "day": "2026-12-07", "status": "clean", "cash_break_count": 0, "cash_breaks": [],
+             "accounts": [{"account_id": "acct-1", "venue_account_id": "book-1", "cash": []}]}
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/reconciliation")):
+        held[0].fulfill(status=200, content_type="application/json", body=json.dumps(clean))
+    page.evaluate("() => new Promise((done) => setTimeout(done, 50))")  # the late answer's handler has run
+    assert page.get_by_test_id("recon-status").inner_text().lower() == "breaks"
+    assert "1 cash break" in page.get_by_test_id("recon-counts").inner_text()
+    assert "acct-1" in page.get_by_test_id("recon-cash-breaks").inner_text()
+
+
 def test_a_trader_elects_a_lot_method_and_reconciles_a_1099b_statement(console, page_as, users, shoot):
     token = users["trader"].token
     _execute(console, token, strategy_id="web_tax", symbol="SPY", qty="2")

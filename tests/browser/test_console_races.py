@@ -40,3 +40,29 @@ def test_a_ledger_answer_that_arrives_after_a_newer_one_is_not_rendered(console,
     page.get_by_role("button", name="Next page").click()
     page.wait_for_function("() => document.querySelector('[data-testid=ledger-page]')?.textContent === 'Page 2'")
     assert 1 <= page.locator("[data-testid=ledger-table] tbody tr").count() <= 5  # the 5-row cursor chain
+
+
+def test_a_tax_year_answer_that_arrives_after_the_year_asked_for_is_not_rendered(console, page_as, users):
+    # the tax view loads the current year on open; a user who asks for another year before that answer
+    # arrives must see the year they asked for (found beside the reconciliation view's same race)
+    page = page_as(users["trader"])
+    held = []
+
+    def hold_this_year(route):
+        if "year=2019" in route.request.url:
+            route.continue_()
+        else:
+            held.append(route)  # the view's first load, answered after the year asked for
+
+    page.route(re.compile(r".*/api/portfolio/tax-lots/export\?.*"), hold_this_year)
+    page.get_by_role("link", name="Tax lots").click()
+    page.wait_for_function("() => document.querySelector('main').textContent.includes('Loading…')")
+    page.get_by_role("spinbutton", name="Tax year").fill("2019")
+    page.get_by_role("button", name="Show", exact=True).click()
+    page.wait_for_function("() => document.querySelector('main h2')?.textContent === 'Realized in 2019 by Form 8949 box'")
+    assert len(held) == 1, "the view's first load was not the one held"
+
+    with page.expect_response(lambda r: "tax-lots/export" in r.url and "year=2019" not in r.url):
+        held[0].fulfill(response=held[0].fetch())  # the stale answer arrives last
+    page.evaluate("() => new Promise((done) => setTimeout(done, 50))")
+    assert page.locator("main h2").first.inner_text() == "Realized in 2019 by Form 8949 box"

@@ -268,20 +268,27 @@ export function renderReconciliation(root, ctx) {
     cashLines, { testid: "recon-cash", empty: "No accounts in the report." }),
     (r.errors || []).length ? table([["Account", (x) => x.account_id], ["Error", (x) => x.reason]], r.errors) : null);
   }
+  // Only the last request's answer is shown: a slow run (or the first load) answering after the admin
+  // asked for another day must not replace that day's report.
+  const fresh = latest();
   async function load() {
+    const current = fresh();
     replace(box, h("p", { class: "muted" }, "Loading…"));
     try {
-      show((await apiGet(`${base(ctx)}/reconciliation`, { day: formValues(form).day })).body);
+      const body = (await apiGet(`${base(ctx)}/reconciliation`, { day: formValues(form).day })).body;
+      if (current()) show(body);
     } catch (err) {
-      replace(box, err.status === 404 ? h("p", { class: "muted" }, "No report for that day yet.") : errorBox(err));
+      if (current()) replace(box, err.status === 404 ? h("p", { class: "muted" }, "No report for that day yet.") : errorBox(err));
     }
   }
   async function run() {
+    const current = fresh();
     replace(box, h("p", { class: "muted" }, "Reconciling…"));
     try {
-      show((await apiSend("POST", `${base(ctx)}/reconciliation`, null)).body);
+      const body = (await apiSend("POST", `${base(ctx)}/reconciliation`, null)).body;
+      if (current()) show(body);
     } catch (err) {
-      replace(box, errorBox(err));
+      if (current()) replace(box, errorBox(err));
     }
   }
   form.addEventListener("submit", (e) => { e.preventDefault(); load(); });

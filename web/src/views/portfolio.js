@@ -53,10 +53,13 @@ export function renderTax(root) {
       replace(progress, errorBox(err));
     }
   }
+  const freshYear = latest();  // a slower answer for the year shown before never replaces the year asked for
   async function load() {
+    const current = freshYear();
     replace(box, h("p", { class: "muted" }, "Loading…"));
     try {
       const t = (await apiGet("/portfolio/tax-lots/export", { year: yearOf() })).body;
+      if (!current()) return;
       const totals = t.totals || {};
       const boxes = Object.entries(totals.boxes || {});
       replace(box,
@@ -79,7 +82,7 @@ export function renderTax(root) {
           ["Gain/loss", (d) => d.gain_or_loss, "num"], ["Term", (d) => d.term], ["Box", (d) => d.box], ["Status", (d) => d.status]],
           t.disposals, { testid: "disposals", empty: "No disposals this year." }));
     } catch (err) {
-      replace(box, errorBox(err));
+      if (current()) replace(box, errorBox(err));
     }
   }
   const controls = h("form", { class: "grid", "aria-label": "Tax year", onsubmit: (e) => { e.preventDefault(); load(); } },
