@@ -251,6 +251,27 @@ def _warm_emulator_with_orders(env: dict[str, str], people: "_Users", floor: "_F
             "last_20_p50_ms": percentile(tail, 50) if tail else None}
 
 
+def _process_cpu_ms(server: Any) -> float | None:
+    """CPU time of the server's process tree so far, in ms: every thread of the functions-framework
+    master and of its forked worker(s), from the scheduler's nanosecond counters
+    (``/proc/<pid>/task/<tid>/schedstat``: time on a CPU). ``None`` where they are not there."""
+    root = getattr(getattr(server, "proc", None), "pid", None)
+    if root is None or not os.path.exists(f"/proc/{root}/task/{root}/schedstat"):
+        return None
+    pids, total = [root], 0
+    while pids:
+        pid = pids.pop()
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                    total += int(fh.read().split()[0])
+            with open(f"/proc/{pid}/task/{pid}/children") as fh:
+                pids += [int(child) for child in fh.read().split()]
+        except (OSError, ValueError, IndexError):
+            continue  # a thread or process that just ended
+    return total / 1e6
+
+
 def _summary(latencies: list[float]) -> dict[str, float]:
     ms = [x * 1e3 for x in latencies]
     return {"n": len(ms), "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90),
@@ -373,11 +394,19 @@ def _measure_all(sources: dict[str, str], env: dict[str, str], traders: list[tup
         risk = {n: _Conn(servers[n].port) for n in names}
         floor.http = _Conn(servers[names[-1]].port)
         seq: dict[str, dict[str, list[float]]] = {n: {"single": [], "group": []} for n in names}
+        # the function's own CPU per placed order: its process tree's CPU over the sequential single
+        # orders (the floor's GET /healthz calls on the last server taken out)
+        cpu = {n: 0.0 for n in names}
         for i in range(n_single):
             for n in (names if i % 2 == 0 else names[::-1]):
+                before = _process_cpu_ms(servers[n])
                 seq[n]["single"].append(_single(conns[n], own[n][1]))
+                after = _process_cpu_ms(servers[n])
+                cpu[n] = None if before is None or after is None or cpu[n] is None else cpu[n] + after - before
             if i % floor_every == 0:
                 floor.sample(1)
+        for n in names:
+            out[n]["cpu_ms_per_order"] = None if cpu[n] is None else cpu[n] / n_single
         for n in names:
             _group(conns[n], own[n][1], own[n][0], risk[n], people.risk_token)  # the group path's first use: untimed
         for i in range(n_group):
@@ -497,6 +526,13 @@ def run(mode: Mode, *, users: int | None = None, baseline: bool = True) -> dict[
                     f"the same one-document read there: {rounded(fl['read_function_client_ms'])} ms vs "
                     f"{rounded(fl['read_ms'])} ms on the library's default client (the floor's)"),
     ]
+    cpu = main.get("cpu_ms_per_order")
+    if cpu is not None:
+        figures.append(Figure("http.single.cpu_ms_per_order", "Function CPU per placed order (sequential)",
+                              rounded(cpu), "ms",
+                              note=f"time on a CPU of the server's processes (every thread) per POST /execute, over "
+                                   f"{phases['single_sequential']['n']} sequential orders, of a {rounded(warm)} ms p50: "
+                                   f"the rest is waiting on the emulator and HTTP"))
     labels = {"single_sequential": "single order, sequential", "group_sequential": "2-leg group, sequential",
               "single_concurrent": f"single order, {n_users} concurrent users",
               "group_concurrent": f"2-leg group, {n_users} concurrent users"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from decimal import Decimal
 
 import pytest
@@ -248,3 +249,9 @@ def test_http_latency_runs_end_to_end_in_tiny_mode():
     assert details["errors_logged"] == 0
     assert details["emulator_warm_up"]["orders"] == 4 and details["emulator_warm_up"]["groups"] == 1
     assert details["phases"]["single_sequential"]["n"] == 4 and details["phases"]["group_concurrent"]["n"] >= 2
+    # the function's own CPU per order, from the scheduler's counters of the server's processes: a
+    # placed order costs some CPU, and no more than its wall time on the machine's cores
+    cpu = figures["http.single.cpu_ms_per_order"]["value"]
+    wall = details["phases"]["single_sequential"]["p90_ms"]
+    assert 0.5 < cpu < wall * (os.cpu_count() or 1), (cpu, wall)
+    assert all(v["cpu_ms_per_order"] > 0 for v in details["variants"].values())
