@@ -42,17 +42,74 @@ def pack_list(items: Sequence[Mapping[str, Any]]) -> str:
     (sorted) and then given positionally, so the list's order is kept and a lot costs its values, not
     its field names. Deterministic bytes; decimals stay the exact strings the maps hold (a float
     field or a Decimal anywhere is refused: never a binary float)."""
-    runs: list[dict[str, Any]] = []
-    for item in items:
-        fields = sorted(item)
-        if not runs or runs[-1]["fields"] != fields:
-            runs.append({"fields": fields, "rows": []})
-        row = [item[k] for k in fields]
-        if float in map(type, row):
-            _refuse(next(v for v in row if type(v) is float))
-        runs[-1]["rows"].append(row)
-    return json.dumps({"n": len(items), "runs": runs}, separators=(",", ":"), sort_keys=True, ensure_ascii=False,
-                      default=_refuse)
+    return pack_rows([packed_row(item) for item in items])
+
+
+def _encoder() -> Any:
+    """The one encoder of every packed text: ``json.dumps`` with these options, so a row encoded alone
+    and the rows joined by ``pack_rows`` are byte for byte what one ``json.dumps`` of the whole list
+    gave. CPython's C encoder is made once (``JSONEncoder.encode`` makes one per call: ~2 µs of a
+    ~3.6 µs row); without it, ``JSONEncoder.encode`` (the same bytes)."""
+    options = {"separators": (",", ":"), "sort_keys": True, "ensure_ascii": False}
+    plain = json.JSONEncoder(**options, default=lambda value: _refuse(value)).encode
+    try:
+        from json.encoder import c_encode_basestring, c_make_encoder
+
+        made = c_make_encoder(None, lambda value: _refuse(value), c_encode_basestring, None, ":", ",", True, False,
+                              True)  # no circular check (a packed row is built from plain maps), NaN as json.dumps
+
+        def fast(value: Any) -> str:
+            return "".join(made(value, 0))
+
+        probe = [None, True, 1, "é\"\n", ["x", 2, 0.5], {"b": 1, "a": [False]}]
+        return fast if fast(probe) == plain(probe) else plain
+    except Exception:  # noqa: BLE001 - another interpreter: the plain encoder, same bytes
+        return plain
+
+
+_ENCODE = _encoder()
+
+
+def packed_row(item: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
+    """One entry of a packed list: its sorted field names and its row's JSON text (``pack_rows``
+    joins them). An entry that never changes can keep its row (``_packed_lots``)."""
+    fields = sorted(item)
+    row = [item[k] for k in fields]
+    for value in row:
+        kind = type(value)
+        if kind is float:
+            _refuse(value)
+        if kind is list or kind is dict:  # a float anywhere: ``unpack_list`` would refuse the text
+            _refuse_nested_float(value)
+    return tuple(fields), _ENCODE(row)
+
+
+def _refuse_nested_float(value: Any) -> None:
+    for item in (value.values() if type(value) is dict else value):
+        kind = type(item)
+        if kind is float:
+            _refuse(item)
+        if kind is list or kind is dict:
+            _refuse_nested_float(item)
+
+
+def pack_rows(rows: Sequence[tuple[tuple[str, ...], str]]) -> str:
+    """``pack_list`` from its entries' ``packed_row``s: consecutive rows with the same field names
+    form one run. The text is assembled as ``json.dumps`` (sorted keys, no spaces) writes
+    ``{"n": count, "runs": [{"fields": [...], "rows": [...]}, ...]}``:
+    ``tests/unit/test_packed_rows.py`` compares the two on random lists."""
+    runs: list[str] = []
+    fields: tuple[str, ...] | None = None
+    texts: list[str] = []
+    for names, text in rows:
+        if names != fields:
+            if fields is not None:
+                runs.append('{"fields":' + _ENCODE(list(fields)) + ',"rows":[' + ",".join(texts) + "]}")
+            fields, texts = names, []
+        texts.append(text)
+    if fields is not None:
+        runs.append('{"fields":' + _ENCODE(list(fields)) + ',"rows":[' + ",".join(texts) + "]}")
+    return '{"n":' + str(len(rows)) + ',"runs":[' + ",".join(runs) + "]}"
 
 
 def unpack_list(packed: str) -> list[dict[str, Any]]:
@@ -182,16 +239,21 @@ class _PackedLots:
     of the same book — read back unchanged — takes its lots and their maps from here instead of
     parsing every lot and formatting it again (~2.5 ms of a fill's CPU at 60–100 lots, growing with
     the book). ``Lot`` is frozen and the maps are never changed after they are made, so an entry is
-    exactly what parsing the string would give; a string not in here is parsed as before. Bounded by
-    ``max_chars`` of packed text and ``max_entries`` books (least recently used goes first)."""
+    exactly what parsing the string would give; a string not in here is parsed as before. Each lot's
+    packed row (``packed_row``) is kept beside its map, so the next fill encodes only the lots it made
+    or changed (~0.9 → ~0.2 ms per fill at 60 lots, ~1.5 → ~0.3 ms at 300). Bounded by ``max_chars``
+    of packed text and ``max_entries`` books (least recently used goes first); the rows hold about as
+    many characters again as the packed text they make up."""
 
     def __init__(self, max_entries: int = 256, max_chars: int = 4_000_000):
         self.max_entries, self.max_chars = max_entries, max_chars
-        self._entries: OrderedDict[str, tuple[tuple[Lot, ...], tuple[dict[str, Any], ...]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[tuple[Lot, ...], tuple[dict[str, Any], ...],
+                                              tuple[tuple[tuple[str, ...], str], ...]]] = OrderedDict()
         self._chars = 0
         self._lock = threading.Lock()
 
-    def get(self, packed: Any) -> tuple[tuple[Lot, ...], tuple[dict[str, Any], ...]] | None:
+    def get(self, packed: Any) -> tuple[tuple[Lot, ...], tuple[dict[str, Any], ...],
+                                        tuple[tuple[tuple[str, ...], str], ...]] | None:
         if not isinstance(packed, str):
             return None
         with self._lock:
@@ -200,14 +262,15 @@ class _PackedLots:
                 self._entries.move_to_end(packed)
             return entry
 
-    def put(self, packed: str, lots: tuple[Lot, ...], maps: tuple[dict[str, Any], ...]) -> None:
+    def put(self, packed: str, lots: tuple[Lot, ...], maps: tuple[dict[str, Any], ...],
+            rows: tuple[tuple[tuple[str, ...], str], ...] | None = None) -> None:
         if len(packed) > self.max_chars:
             return
         with self._lock:
             if packed in self._entries:
                 self._entries.move_to_end(packed)
                 return
-            self._entries[packed] = (lots, maps)
+            self._entries[packed] = (lots, maps, rows if rows is not None else tuple(packed_row(m) for m in maps))
             self._chars += len(packed)
             while self._entries and (len(self._entries) > self.max_entries or self._chars > self.max_chars):
                 old, _ = self._entries.popitem(last=False)
@@ -223,15 +286,23 @@ PACKED_LOTS = _PackedLots()
 
 
 def _packed_lots(book: LotBook) -> str:
-    """``pack_list`` of the book's lots, reusing the maps of lots it was restored with unchanged."""
-    known: Mapping[int, tuple[Lot, dict[str, Any]]] = getattr(book, "_known_lot_maps", None) or {}
+    """``pack_list`` of the book's lots, reusing the maps and the packed rows of lots it was restored
+    with unchanged: a fill formats and encodes only the lots it made or changed."""
+    known: Mapping[int, tuple[Lot, dict[str, Any], tuple[tuple[str, ...], str]]] = \
+        getattr(book, "_known_lot_maps", None) or {}
     lots = book.lots
-    maps = []
+    maps, rows = [], []
     for lot in lots:
         hit = known.get(id(lot))
-        maps.append(hit[1] if hit is not None and hit[0] is lot else _lot_to_dict(lot))
-    packed = pack_list(maps)
-    PACKED_LOTS.put(packed, lots, tuple(maps))
+        if hit is not None and hit[0] is lot:
+            maps.append(hit[1])
+            rows.append(hit[2])
+        else:
+            made = _lot_to_dict(lot)
+            maps.append(made)
+            rows.append(packed_row(made))
+    packed = pack_rows(rows)
+    PACKED_LOTS.put(packed, lots, tuple(maps), tuple(rows))
     return packed
 
 
@@ -253,7 +324,8 @@ def book_from_state(state: Mapping[str, Any] | None, symbol: str, asset_class: A
         known = PACKED_LOTS.get(state.get(PACKED_FIELDS["lots"]))
         if known is not None:  # a book this process packed, read back unchanged (issue 17)
             book._lots = list(known[0])  # noqa: SLF001
-            book._known_lot_maps = {id(lot): (lot, m) for lot, m in zip(*known)}  # type: ignore[attr-defined]
+            book._known_lot_maps = {id(lot): (lot, m, r)  # type: ignore[attr-defined]
+                                    for lot, m, r in zip(*known)}
         else:
             book._lots = [lot_from_dict(x) for x in book_lots(state)]  # noqa: SLF001
         book._pending = deque(_pending_from_dict(x) for x in book_pending(state))  # noqa: SLF001
