@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from backend.domain.errors import InvalidInput
 from backend.tax.form8949 import Form8949Row, format_date, format_money, format_quantity
@@ -147,9 +147,11 @@ def parse_statement(text: str, *, max_rows: int = MAX_STATEMENT_ROWS) -> list[St
     """Parse the statement CSV; ``InvalidInput("csv", "line N, column: reason")`` on the first fault."""
     if not isinstance(text, str):
         raise InvalidInput("csv", "expected text")
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    # newline="": the csv module reads \r, \n and \r\n line ends itself (a bare \r was a 500)
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    records = _records(reader)
     try:
-        header = next(reader)
+        header = next(records)
     except StopIteration:
         raise InvalidInput("csv", "empty: expected a header row") from None
     names = [re.sub(r"[\s\-]+", "_", name.strip().lower()) for name in header]
@@ -162,7 +164,7 @@ def parse_statement(text: str, *, max_rows: int = MAX_STATEMENT_ROWS) -> list[St
     if len(set(names)) != len(names):
         raise InvalidInput("csv", "line 1: a column is named twice")
     rows = []
-    for record in reader:
+    for record in records:
         line = reader.line_num
         if not any(cell.strip() for cell in record):
             continue
@@ -172,6 +174,19 @@ def parse_statement(text: str, *, max_rows: int = MAX_STATEMENT_ROWS) -> list[St
             raise InvalidInput("csv", f"line {line}: {len(record)} fields, the header has {len(names)}")
         rows.append(_row(line, dict(zip(names, (cell.strip() for cell in record)))))
     return rows
+
+
+def _records(reader: Any) -> Iterator[list[str]]:
+    """The reader's records; a malformed line (a NUL byte, an unterminated field the csv module
+    refuses) is a 400 naming it, never a 500."""
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InvalidInput("csv", f"line {reader.line_num}: {exc}") from None
+        yield record
 
 
 def _row(line: int, cells: dict[str, str]) -> StatementRow:

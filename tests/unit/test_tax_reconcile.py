@@ -123,6 +123,8 @@ def test_term_and_basis_differences_are_reported_as_ours_minus_the_statement():
     ("description,date_sold,proceeds\n1 AAPL,01/02/2025,abc\n", "line 2, proceeds"),
     ("description,date_sold,proceeds,term\n1 AAPL,01/02/2025,1,MEDIUM\n", "line 2, term"),
     ("description,date_sold,proceeds\n1 AAPL,01/02/2025\n", "line 2: 2 fields"),
+    ("\r0\n", "missing columns"),  # found by the property test: a bare \r was a csv.Error, a 500
+    ("description,date_sold,proceeds\n" + "x" * 140_000 + ",a,b\n", "line 2: field larger than field limit"),
 ])
 def test_a_bad_statement_is_refused_naming_line_and_column(text, where):
     with pytest.raises(InvalidInput) as caught:
@@ -135,6 +137,15 @@ def test_row_limit_is_enforced():
 
     with pytest.raises(InvalidInput, match="more than 2 rows"):
         parse_statement(text, max_rows=2)
+
+
+def test_a_statement_with_old_mac_line_ends_parses_like_any_other():
+    text = "description,date_sold,proceeds\r1 AAPL,01/02/2025,1\r2 MSFT,01/03/2025,2\r"
+
+    rows = parse_statement(text)
+
+    assert [(r.symbol, r.quantity, r.line) for r in rows] == [("AAPL", Decimal(1), 2), ("MSFT", Decimal(2), 3)]
+    assert parse_statement(text.replace("\r", "\r\n")) == rows == parse_statement(text.replace("\r", "\n"))
 
 
 def test_statement_terms_parse_in_common_spellings():
