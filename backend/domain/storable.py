@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any, Mapping
+from collections.abc import Mapping  # isinstance on typing.Mapping takes typing's slow path (issue 17)
+from typing import Any
 
 from backend.domain.errors import InvalidInput
 from backend.domain.ids import firestore_name_problem
@@ -52,6 +53,13 @@ def _key_problem(key: str) -> str | None:
 def _size(value: Any, depth: int) -> int:
     if depth > MAX_DEPTH:
         raise _Unstorable(f"nested deeper than {MAX_DEPTH} levels")
+    kind = type(value)  # the plain types first, by identity (issue 17: this walk runs on every record)
+    if kind is str:
+        return _text_size(value)
+    if kind is dict:
+        return _map_size(value, depth)
+    if kind is list:
+        return _seq_size(value, depth)
     if value is None or isinstance(value, bool):
         return 1
     if isinstance(value, int):
@@ -61,38 +69,50 @@ def _size(value: Any, depth: int) -> int:
     if isinstance(value, float):
         return 8
     if isinstance(value, str):
-        try:
-            return len(value.encode("utf-8")) + 1
-        except UnicodeEncodeError:
-            raise _Unstorable("text is not valid UTF-8") from None
+        return _text_size(value)
     if isinstance(value, bytes):
         return len(value)
     if isinstance(value, (datetime, date)):
         return 8
     if isinstance(value, Mapping):
-        total = 0
-        for key, item in value.items():
-            problem = _key_problem(key) if isinstance(key, str) else firestore_name_problem(key)
-            if problem is not None:
-                bad = _Unstorable(f"not a storable field name: {problem}")
-                bad.parts.append(str(key)[:80])
-                raise bad
-            try:
-                total += len(key.encode("utf-8")) + 1 + _size(item, depth + 1)
-            except _Unstorable as bad:
-                bad.parts.append(key[:80])
-                raise
-        return total
+        return _map_size(value, depth)
     if isinstance(value, (list, tuple)):
-        total = 0
-        for i, item in enumerate(value):
-            try:
-                total += _size(item, depth + 1)
-            except _Unstorable as bad:
-                bad.parts.append(f"[{i}]")
-                raise
-        return total
+        return _seq_size(value, depth)
     raise _Unstorable(f"a {type(value).__name__} cannot be stored (use an exact string)")
+
+
+def _text_size(value: str) -> int:
+    try:
+        return len(value.encode("utf-8")) + 1
+    except UnicodeEncodeError:
+        raise _Unstorable("text is not valid UTF-8") from None
+
+
+def _map_size(value: Mapping[Any, Any], depth: int) -> int:
+    total = 0
+    for key, item in value.items():
+        problem = _key_problem(key) if isinstance(key, str) else firestore_name_problem(key)
+        if problem is not None:
+            bad = _Unstorable(f"not a storable field name: {problem}")
+            bad.parts.append(str(key)[:80])
+            raise bad
+        try:
+            total += len(key.encode("utf-8")) + 1 + _size(item, depth + 1)
+        except _Unstorable as bad:
+            bad.parts.append(key[:80])
+            raise
+    return total
+
+
+def _seq_size(value: Any, depth: int) -> int:
+    total = 0
+    for i, item in enumerate(value):
+        try:
+            total += _size(item, depth + 1)
+        except _Unstorable as bad:
+            bad.parts.append(f"[{i}]")
+            raise
+    return total
 
 
 def record_size(doc: Mapping[str, Any], doc_path: str = "") -> int:

@@ -30,8 +30,9 @@ precision (cents, ``backend.api.tax_export``) and are not re-encoded here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping  # isinstance on typing.Mapping takes typing's slow path (issue 17)
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any
 
 RESPONSE_DECIMAL_PATTERN = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"
 

@@ -11,7 +11,8 @@ Moved: ``claim``, ``finish``, ``apply_fill_update``, ``create_group``, ``save_gr
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence  # isinstance on typing's aliases is slow (issue 17)
+from typing import Any
 
 from backend.execution.records import with_cost_basis, with_lot_method
 from backend.execution.lot_capacity import overflow_size
