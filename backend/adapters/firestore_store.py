@@ -26,6 +26,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
+from google.cloud.firestore_v1.types import firestore as firestore_types
+from proto.datetime_helpers import DatetimeWithNanoseconds as _ProtoDatetime
 
 from backend.adapters.firestore_codec import batch_get, write_for
 from backend.domain.accounts import Account, BrokerConnection
@@ -593,8 +595,6 @@ def _commit_writes(client: Any, writes: list[Any], attempts: int = 8) -> Sequenc
     import random
     import time
 
-    from google.cloud.firestore_v1.types import firestore as firestore_types
-
     request = firestore_types.CommitRequest.pb()(database=client._database_string)  # noqa: SLF001
     request.writes.extend(getattr(w, "_pb", w) for w in writes)
     wrapped = firestore_types.CommitRequest.wrap(request)  # no copy: the GAPIC method takes it as is
@@ -614,10 +614,8 @@ def _update_time(result: Any) -> Any:
     """A raw ``WriteResult``'s update time as the library answered it: proto-plus's own
     ``DatetimeWithNanoseconds`` (``proto.datetime_helpers``, the class its Timestamp rule makes), or
     ``None`` when unset, as proto-plus answers an absent field."""
-    from proto.datetime_helpers import DatetimeWithNanoseconds
-
     raw = getattr(result, "_pb", result)
-    return DatetimeWithNanoseconds.from_timestamp_pb(raw.update_time) if raw.HasField("update_time") else None
+    return _ProtoDatetime.from_timestamp_pb(raw.update_time) if raw.HasField("update_time") else None
 
 
 def _fs_value(value: Any) -> Any:

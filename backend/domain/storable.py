@@ -14,9 +14,9 @@ document name and 32 bytes of overhead), which must stay under ``MAX_RECORD_BYTE
 """
 from __future__ import annotations
 
+from collections.abc import Mapping  # isinstance on typing.Mapping takes typing's slow path (issue 17)
 from datetime import date, datetime
 from functools import lru_cache
-from collections.abc import Mapping  # isinstance on typing.Mapping takes typing's slow path (issue 17)
 from typing import Any
 
 from backend.domain.errors import InvalidInput

@@ -98,18 +98,14 @@ def pack_rows(rows: Sequence[tuple[tuple[str, ...], str]]) -> str:
     form one run. The text is assembled as ``json.dumps`` (sorted keys, no spaces) writes
     ``{"n": count, "runs": [{"fields": [...], "rows": [...]}, ...]}``:
     ``tests/unit/test_packed_rows.py`` compares the two on random lists."""
-    runs: list[str] = []
-    fields: tuple[str, ...] | None = None
-    texts: list[str] = []
+    runs: list[tuple[tuple[str, ...], list[str]]] = []  # (field names, row texts) per run
     for names, text in rows:
-        if names != fields:
-            if fields is not None:
-                runs.append('{"fields":' + _ENCODE(list(fields)) + ',"rows":[' + ",".join(texts) + "]}")
-            fields, texts = names, []
-        texts.append(text)
-    if fields is not None:
-        runs.append('{"fields":' + _ENCODE(list(fields)) + ',"rows":[' + ",".join(texts) + "]}")
-    return '{"n":' + str(len(rows)) + ',"runs":[' + ",".join(runs) + "]}"
+        if not runs or runs[-1][0] != names:
+            runs.append((names, []))
+        runs[-1][1].append(text)
+    body = ",".join('{"fields":' + _ENCODE(list(names)) + ',"rows":[' + ",".join(texts) + "]}"
+                    for names, texts in runs)
+    return '{"n":' + str(len(rows)) + ',"runs":[' + body + "]}"
 
 
 def unpack_list(packed: str) -> list[dict[str, Any]]:

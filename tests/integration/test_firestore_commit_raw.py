@@ -18,14 +18,13 @@ from backend.execution.unit_of_work import (CHANGED, EXISTS_ALREADY, MISSING, SE
 from backend.ports.store import StoreContention
 
 
-def _ops(root: str, token=None) -> list:
+def _ops(root: str) -> list:
     return [
         Create(f"{root}/c/a", {"n": 1, "at": SERVER_TIME, "m": {"x": "1", "y": [1, 2, {"z": None}], "e": {}},
                                "when": datetime(2026, 12, 7, 15, 0, tzinfo=timezone.utc)}),
         Set(f"{root}/c/b", {"s": "é", "count": Inc(3), "tags": ArrayUnion(["t1"])}, merge=True),
         Increment(f"{root}/c/tally", {"trades": 2, "orders": 1}),
-        Update(f"{root}/c/u", {"status": "done", "seen": SERVER_TIME}, token) if token is not None
-        else Update(f"{root}/c/u", {"status": "done", "seen": SERVER_TIME}),
+        Update(f"{root}/c/u", {"status": "done", "seen": SERVER_TIME}),
         Delete(f"{root}/c/gone"),
     ]
 
