@@ -287,11 +287,43 @@ class _CountingApi:
             event["t1"] = time.perf_counter()
 
 
+class _FastAsApi:
+    """``firestore_rpc.FastRpc``'s two calls in the GAPIC client's shape, for ``_CountingApi``."""
+
+    def __init__(self, fast: Any):
+        self._fast = fast
+
+    def commit(self, request: Any = None, **kwargs: Any) -> Any:
+        return self._fast.commit(request)
+
+    def batch_get_documents(self, request: Any = None, **kwargs: Any) -> Iterator[Any]:
+        return self._fast.batch_get(request)
+
+
+class _CountingFast:
+    """The order path's bare calls (``firestore_rpc``), counted like the GAPIC client's."""
+
+    def __init__(self, fast: Any, log: RpcLog):
+        self._counting = _CountingApi(_FastAsApi(fast), log)
+
+    def commit(self, request: Any) -> Any:
+        return self._counting.commit(request=request)
+
+    def batch_get(self, request: Any) -> Iterator[Any]:
+        return self._counting.batch_get_documents(request=request)
+
+
 def instrument(client: Any, log: RpcLog) -> Any:
-    """Route ``client``'s RPCs through the counter (in place; returns the client)."""
+    """Route ``client``'s RPCs through the counter (in place; returns the client): the GAPIC client's
+    and the bare ``Commit`` / ``BatchGetDocuments`` the store sends on the order path."""
+    from backend.adapters.firestore_rpc import FastRpc
+
     api = client._firestore_api  # creates the GAPIC client on first access
     if not isinstance(api, _CountingApi):
         client._firestore_api_internal = _CountingApi(api, log)
+    fast = FastRpc.for_client(client)  # its library path (a retry's hand-over) goes through the counter
+    if fast is not None and not isinstance(fast, _CountingFast):
+        client._fast_rpc = _CountingFast(fast, log)
     return client
 
 

@@ -37,20 +37,29 @@ document not to exist, an update that it exists (or its update time).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.field_path import render_field_path
-from google.cloud.firestore_v1.types import common, document, write as write_types
+from google.cloud.firestore_v1.types import common, document, firestore as firestore_types, write as write_types
 
 from backend.execution.unit_of_work import (EXISTS, SERVER_TIME, ArrayUnion, Create, Delete, Inc, Increment, Set,
                                             Update)
 
 _Write = write_types.Write.pb()
+_BatchRequest = firestore_types.BatchGetDocumentsRequest.pb()
 _REQUEST_TIME = int(write_types.DocumentTransform.FieldTransform.ServerValue.REQUEST_TIME)
 _ArrayValue = document.ArrayValue.pb()
 _SIMPLE = __import__("re").compile(r"[_a-zA-Z][_a-zA-Z0-9]*")
 _TRANSFORMS = (Inc, ArrayUnion)
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # exact types: fill_value's own branches
+
+
+@lru_cache(maxsize=4096)
+def _field_path(path: tuple[str, ...]) -> str:
+    """``render_field_path`` of a field-name tuple (the same few hundred names recur on every order)."""
+    return render_field_path(path)
 
 
 def fill_value(target: Any, value: Any) -> None:
@@ -93,7 +102,12 @@ def _walk(fields: Any, data: Mapping[str, Any], parts: tuple[str, ...], transfor
     wrote = False
     for key, value in data.items():
         path = (*parts, key)
-        if type(value) is dict or isinstance(value, Mapping):
+        if type(value) in _SCALARS:  # most leaves: no Mapping (ABC) or transform check needed
+            fill_value(fields[key], value)
+            if leaves is not None:
+                leaves.append(path)
+            wrote = True
+        elif type(value) is dict or isinstance(value, Mapping):
             if not value:  # an empty map is a leaf: stored as an empty map
                 fields[key].map_value.SetInParent()
                 if leaves is not None:
@@ -119,7 +133,7 @@ def _walk(fields: Any, data: Mapping[str, Any], parts: tuple[str, ...], transfor
 def _add_transforms(write: Any, transforms: list[tuple[tuple[str, ...], Any]]) -> None:
     for path, value in sorted(transforms, key=lambda item: item[0]):
         transform = write.update_transforms.add()
-        transform.field_path = render_field_path(path)
+        transform.field_path = _field_path(path)
         if value is SERVER_TIME:
             transform.set_to_server_value = _REQUEST_TIME
         elif isinstance(value, Inc):
@@ -154,7 +168,7 @@ def write_for(op: Any, name: str) -> Any | None:
         _walk(write.update.fields, op.doc, (), transforms, leaves)
         if leaves is not None:
             write.update_mask.SetInParent()
-            write.update_mask.field_paths.extend(render_field_path(p) for p in sorted(leaves))
+            write.update_mask.field_paths.extend(_field_path(p) for p in sorted(leaves))
     elif isinstance(op, Increment):
         if not op.fields:
             return None
@@ -214,11 +228,19 @@ def batch_get(client: Any, paths: list[str]) -> dict[str, tuple[dict[str, Any] |
     ``FirestoreStore.get_all`` answered it from ``Client.get_all`` (see the module docstring)."""
     from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 
+    from backend.adapters.firestore_rpc import FastRpc
+
     prefix = f"{client._database_string}/documents/"  # noqa: SLF001 - what DocumentReference uses
-    request = {"database": client._database_string, "documents": [prefix + p for p in paths]}  # noqa: SLF001
+    fast = FastRpc.for_client(client)
+    if fast is not None:
+        responses = fast.batch_get(_BatchRequest(database=client._database_string,  # noqa: SLF001
+                                                 documents=[prefix + p for p in paths]))
+    else:
+        responses = client._firestore_api.batch_get_documents(  # noqa: SLF001
+            request={"database": client._database_string, "documents": [prefix + p for p in paths]},  # noqa: SLF001
+            metadata=client._rpc_metadata)  # noqa: SLF001
     out: dict[str, tuple[dict[str, Any] | None, Any]] = {}
-    for response in client._firestore_api.batch_get_documents(request=request,  # noqa: SLF001
-                                                                metadata=client._rpc_metadata):  # noqa: SLF001
+    for response in responses:
         raw = getattr(response, "_pb", response)
         kind = raw.WhichOneof("result")
         if kind == "found":

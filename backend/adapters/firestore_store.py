@@ -30,6 +30,7 @@ from google.cloud.firestore_v1.types import firestore as firestore_types
 from proto.datetime_helpers import DatetimeWithNanoseconds as _ProtoDatetime
 
 from backend.adapters.firestore_codec import batch_get, write_for
+from backend.adapters.firestore_rpc import FastRpc
 from backend.domain.accounts import Account, BrokerConnection
 from backend.execution import account_writes, store_writes
 from backend.execution.store_rules import account_slots_collection, day_tally_paths, exposure_from_doc, tally_counts
@@ -597,11 +598,13 @@ def _commit_writes(client: Any, writes: list[Any], attempts: int = 8) -> Sequenc
 
     request = firestore_types.CommitRequest.pb()(database=client._database_string)  # noqa: SLF001
     request.writes.extend(getattr(w, "_pb", w) for w in writes)
-    wrapped = firestore_types.CommitRequest.wrap(request)  # no copy: the GAPIC method takes it as is
+    fast = FastRpc.for_client(client)
     for attempt in range(attempts):
         try:
-            response = client._firestore_api.commit(request=wrapped,  # noqa: SLF001
-                                                    metadata=client._rpc_metadata)  # noqa: SLF001
+            if fast is not None:
+                return list(fast.commit(request).write_results)
+            response = client._firestore_api.commit(  # noqa: SLF001 - no copy: the GAPIC method takes it as is
+                request=firestore_types.CommitRequest.wrap(request), metadata=client._rpc_metadata)  # noqa: SLF001
             return list(getattr(response, "_pb", response).write_results)
         except gexc.Aborted:
             if attempt == attempts - 1:

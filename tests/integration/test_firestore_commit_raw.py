@@ -2,16 +2,19 @@
 reads the raw write results (issue 17: ~0.2 ms of CPU per commit). On the official emulator: the same
 ops committed by the library's ``WriteBatch.commit`` and by the store leave the same documents and
 answer the same update times and increments; a refused precondition is the same ``Conflict``; a
-contention abort is retried, then ``StoreContention``, and a precondition failure is not retried."""
+contention abort is retried, then ``StoreContention``, and a precondition failure is not retried —
+on both ways a commit is sent (``firestore_rpc``'s bare call and the library's GAPIC method)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import grpc
 import pytest
 from google.api_core import exceptions as gexc
 from proto.datetime_helpers import DatetimeWithNanoseconds
 
 from backend.adapters.firestore_codec import write_for
+from backend.adapters.firestore_rpc import FastRpc
 from backend.adapters.firestore_store import FirestoreStore, _increments_after
 from backend.execution.unit_of_work import (CHANGED, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit, Conflict,
                                             Create, Delete, Inc, Increment, Set, Update)
@@ -108,35 +111,79 @@ class _Flaky:
         return self.api.commit(request=request, **kwargs)
 
 
-def _flaky_store(db, monkeypatch, fail: int, error=gexc.Aborted):
+class _RpcError(grpc.RpcError):
+    """What a gRPC call raises: a status code and details."""
+
+    def __init__(self, code):
+        self._code = code
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return "simulated"
+
+    def trailing_metadata(self):
+        return ()
+
+
+class _FlakyStub:
+    """The fast path's bare ``Commit`` callable with its first ``fail`` calls answered by an error."""
+
+    def __init__(self, stub, fail: int, error=gexc.Aborted):
+        self.stub, self.fail, self.calls = stub, fail, 0
+        self.code = error.grpc_status_code
+
+    def __call__(self, request, **kwargs):
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise _RpcError(self.code)
+        return self.stub(request, **kwargs)
+
+
+@pytest.fixture(params=["fast", "library"])
+def path(request):
+    """Both ways a commit is sent: the bare call on the client's channel (``firestore_rpc``) and the
+    library's GAPIC method (used when tracing or debug logging is on, or the fast path is missing)."""
+    return request.param
+
+
+def _flaky_store(db, monkeypatch, path: str, fail: int, error=gexc.Aborted):
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    if path == "fast":
+        fast = FastRpc.for_client(db)
+        assert fast is not None
+        flaky = _FlakyStub(fast._commit, fail, error)  # noqa: SLF001
+        monkeypatch.setattr(fast, "_commit", flaky)
+        return FirestoreStore(db), flaky
+    monkeypatch.setattr(db, "_fast_rpc", False, raising=False)
     flaky = _Flaky(db._firestore_api, fail, error)  # noqa: SLF001
     monkeypatch.setattr(type(db), "_firestore_api", property(lambda self: flaky))
-    monkeypatch.setattr("time.sleep", lambda seconds: None)
     return FirestoreStore(db), flaky
 
 
-def test_contention_is_retried_then_lands_once(db, monkeypatch):
-    store, flaky = _flaky_store(db, monkeypatch, fail=2)
+def test_contention_is_retried_then_lands_once(db, monkeypatch, path):
+    store, flaky = _flaky_store(db, monkeypatch, path, fail=2)
 
-    answer = store.commit(Commit([Increment("raw/3/c/t", {"n": 1})]))
+    answer = store.commit(Commit([Increment(f"raw/3{path}/c/t", {"n": 1})]))
 
-    assert flaky.calls == 3 and answer.increments == {"raw/3/c/t": {"n": 1}}
-    assert db.document("raw/3/c/t").get().to_dict() == {"n": 1}
+    assert flaky.calls == 3 and answer.increments == {f"raw/3{path}/c/t": {"n": 1}}
+    assert db.document(f"raw/3{path}/c/t").get().to_dict() == {"n": 1}
 
 
-def test_contention_that_never_ends_is_store_contention_after_eight_attempts(db, monkeypatch):
-    store, flaky = _flaky_store(db, monkeypatch, fail=100)
+def test_contention_that_never_ends_is_store_contention_after_eight_attempts(db, monkeypatch, path):
+    store, flaky = _flaky_store(db, monkeypatch, path, fail=100)
 
     with pytest.raises(StoreContention):
-        store.commit(Commit([Increment("raw/4/c/t", {"n": 1})]))
+        store.commit(Commit([Increment(f"raw/4{path}/c/t", {"n": 1})]))
 
-    assert flaky.calls == 8 and db.document("raw/4/c/t").get().exists is False
+    assert flaky.calls == 8 and db.document(f"raw/4{path}/c/t").get().exists is False
 
 
-def test_a_precondition_failure_is_an_answer_not_retried(db, monkeypatch):
-    store, flaky = _flaky_store(db, monkeypatch, fail=100, error=gexc.FailedPrecondition)
+def test_a_precondition_failure_is_an_answer_not_retried(db, monkeypatch, path):
+    store, flaky = _flaky_store(db, monkeypatch, path, fail=100, error=gexc.FailedPrecondition)
 
     with pytest.raises(Conflict) as caught:
-        store.commit(Commit([Increment("raw/5/c/t", {"n": 1})]))
+        store.commit(Commit([Increment(f"raw/5{path}/c/t", {"n": 1})]))
 
     assert caught.value.kind == CHANGED and flaky.calls == 1
