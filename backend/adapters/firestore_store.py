@@ -186,11 +186,12 @@ class FirestoreStore:
 
     def warm_connection(self) -> None:
         """Connect the gRPC channel before a request needs it (``backend.api.wiring.warm_up``): one
-        read of ``ops/execution`` (the document every order request reads first: one billed read per
-        instance start) and one empty commit (no write: the commit call's first-use cost), and start
-        the pool exact slot counts are sent from."""
-        self.db.document("ops/execution").get()
-        self.db.batch().commit()
+        batched read of ``ops/execution`` (the document every order request reads first: one billed
+        read per instance start) and one empty commit (no write: the commit call's first-use cost),
+        both by the calls orders make (``firestore_rpc``, built here), and start the pool exact slot
+        counts are sent from."""
+        self.get_all(["ops/execution"])
+        _commit_writes(self.db, [])
         wait([_read_pool().submit(lambda: None)])
 
     # --- the unit of work (backend.execution.unit_of_work) -----------------------------------------

@@ -281,3 +281,14 @@ def test_a_traced_client_or_missing_library_pieces_use_the_library_path(db, monk
         _database_string = db._database_string  # noqa: SLF001
         _firestore_api = object()  # no transport: a library without the pieces read here
     assert FastRpc.for_client(_Bare()) is None
+
+
+def test_the_warm_up_builds_and_uses_the_calls_orders_make(recorded):
+    client, recorder = recorded
+    store = FirestoreStore(client)
+
+    store.warm_connection()
+
+    assert isinstance(client.__dict__.get("_fast_rpc"), FastRpc)
+    methods = [c[0] if isinstance(c[0], str) else c[0].decode() for c in recorder.calls]
+    assert methods == [firestore_rpc.BATCH_GET, firestore_rpc.COMMIT]  # one read, one empty commit
