@@ -373,7 +373,7 @@ def _measure_all(sources: dict[str, str], env: dict[str, str], traders: list[tup
     n_single, n_group = mode.pick(4, 40, 60), mode.pick(2, 15, 30)
     per_user_single, per_user_group = mode.pick(2, 4, 8), mode.pick(1, 2, 3)
     rounds = mode.pick(1, 2, 2)
-    floor_every = mode.pick(2, 5, 5)
+    floor_every = mode.pick(2, 1, 1)  # a floor sample after every sequential order and group: ~90 samples
     # each variant trades as its own user in the sequential phases: a user's lot book is then written
     # by one deployment, as in production (two processes of different code alternating on one user's
     # book measured each one's reads of the other's writes)
