@@ -3,10 +3,11 @@
 // (auditors read each account's own limits and status from the accounts list, read-only).
 import { apiGet, apiSend } from "../api.js";
 import { errorBox } from "../errors.js";
-import { field, formValues, h, replace, table } from "../dom.js";
+import { field, formValues, h, latest, replace, table } from "../dom.js";
 
 const STATES = [["active", "Active"], ["reduce_only", "Reduce only"], ["halted", "Halted"]];
 const CLASSES = ["EQUITY", "CRYPTO", "FOREX", "OPTIONS", "COMMODITY"];
+const PANELS = new WeakMap(); // box -> its newest panel: a panel opened later owns the box
 
 /** An account's own limits in one line (the accounts list shows it to admins and auditors alike). */
 export function limitsText(limits) {
@@ -34,6 +35,8 @@ function byClass(text) {
 export function renderAccountRisk(box, base, accountId, onChange) {
   const path = `${base}/accounts/${encodeURIComponent(accountId)}`;
   const out = h("div", { "aria-live": "polite" });
+  if (!PANELS.has(box)) PANELS.set(box, latest());
+  const current = PANELS.get(box)(); // false once another account's panel is opened in this box
   function show(r) {
     const own = r.limits || {};
     const keys = [...new Set([...Object.keys(own), ...Object.keys(r.effective || {})])];
@@ -78,18 +81,23 @@ export function renderAccountRisk(box, base, accountId, onChange) {
     replace(out, h("p", { class: "muted" }, "Saving…"));
     try {
       const r = (await promise).body;
+      if (!current()) { // another account's panel was opened meanwhile: the change is made, not shown here
+        if (onChange) onChange();
+        return;
+      }
       if (r.limits !== undefined && r.effective !== undefined) show(r); else await load();
       replace(out, h("p", { class: "muted", role: "status", "data-testid": "account-risk-saved" }, okText));
       if (onChange) onChange();
     } catch (err) {
-      replace(out, errorBox(err));
+      if (current()) replace(out, errorBox(err));
     }
   }
   async function load() {
     try {
-      show((await apiGet(`${path}/limits`)).body);
+      const r = (await apiGet(`${path}/limits`)).body;
+      if (current()) show(r);
     } catch (err) {
-      replace(box, errorBox(err));
+      if (current()) replace(box, errorBox(err));
     }
   }
   replace(box, h("p", { class: "muted" }, "Loading…"));

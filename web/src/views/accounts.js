@@ -3,16 +3,20 @@
 // its balance (GET /accounts/{id}/balance).
 import { apiGet } from "../api.js";
 import { errorBox } from "../errors.js";
-import { h, replace, table } from "../dom.js";
+import { h, latest, replace, table } from "../dom.js";
 
 export function renderMyAccounts(root) {
   const list = h("div");
   const detail = h("section", { "aria-live": "polite" });
+  const freshDetail = latest(); // the account asked for last is the one shown, whichever answers last
+  const freshList = latest();
   async function show(accountId) {
+    const current = freshDetail();
     replace(detail, h("p", { class: "muted" }, "Reading the venue…"));
     const id = encodeURIComponent(accountId);
     try {
       const [positions, balance] = await Promise.all([apiGet(`/accounts/${id}/positions`), apiGet(`/accounts/${id}/balance`)]);
+      if (!current()) return;
       const p = positions.body;
       const b = balance.body;
       replace(detail, h("h2", {}, `Account ${p.account_id}`),
@@ -24,13 +28,15 @@ export function renderMyAccounts(root) {
           ["Market value", (x) => x.market_value, "num"], ["Ledger qty", (x) => x.ledger_qty, "num"],
           ["Difference", (x) => x.difference, "num"]], p.positions, { testid: "positions-table", empty: "No positions." }));
     } catch (err) {
-      replace(detail, errorBox(err));
+      if (current()) replace(detail, errorBox(err));
     }
   }
   async function load() {
+    const current = freshList();
     replace(list, h("p", { class: "muted" }, "Loading…"));
     try {
       const r = (await apiGet("/accounts", { limit: 50 })).body;
+      if (!current()) return;
       replace(list, table([
         ["Account", (a) => h("button", { type: "button", class: "secondary", onclick: () => show(a.account_id) }, a.account_id)],
         ["Venue", (a) => a.venue], ["Status", (a) => a.status], ["Classes", (a) => a.asset_classes.join(", ")],
@@ -38,7 +44,7 @@ export function renderMyAccounts(root) {
       const first = r.items.find((a) => a.is_default) || r.items[0];
       if (first) show(first.account_id);
     } catch (err) {
-      replace(list, errorBox(err));
+      if (current()) replace(list, errorBox(err));
     }
   }
   replace(root, h("h1", {}, "Accounts and positions"), list, detail);

@@ -2,20 +2,24 @@
 // /orders/{id} with an Idempotency-Key: a retry answers the first replacement).
 import { apiGet, apiSend, newKey } from "../api.js";
 import { errorBox } from "../errors.js";
-import { field, formValues, h, replace, shortId, table, when } from "../dom.js";
+import { field, formValues, h, latest, replace, shortId, table, when } from "../dom.js";
 
 export function renderOrders(root) {
   const box = h("div");
   const out = h("div", { "aria-live": "polite" });
+  // the outcome of the action taken last and the list read last are the ones shown, whichever answers last
+  const freshOutcome = latest();
+  const freshList = latest();
   async function act(promise, what) {
+    const current = freshOutcome();
     replace(out, h("p", { class: "muted" }, `${what}…`));
     try {
       const r = (await promise).body;
-      replace(out, h("p", { class: "verdict placed", "data-testid": "order-outcome" },
+      if (current()) replace(out, h("p", { class: "verdict placed", "data-testid": "order-outcome" },
         `Order ${r.order.symbol} ${r.order.side} ${r.order.qty ?? ""}: `, h("strong", {}, r.outcome),
         r.replayed ? " (replayed)" : ""));
     } catch (err) {
-      replace(out, errorBox(err));
+      if (current()) replace(out, errorBox(err));
     }
     load();
   }
@@ -35,8 +39,10 @@ export function renderOrders(root) {
     return form;
   }
   async function load() {
+    const current = freshList();
     try {
       const r = (await apiGet("/orders", { limit: 50 })).body;
+      if (!current()) return;
       replace(box, table([
         ["Order", (o) => shortId(o.intent_id, 12)], ["Symbol", (o) => o.symbol], ["Side", (o) => o.side],
         ["Type", (o) => `${o.order_type}${o.time_in_force ? ` ${o.time_in_force}` : ""}`], ["Qty", (o) => o.qty, "num"],
@@ -47,7 +53,7 @@ export function renderOrders(root) {
           replaceForm(o))],
       ], r.items, { testid: "orders-table", empty: "No working orders." }));
     } catch (err) {
-      replace(box, errorBox(err));
+      if (current()) replace(box, errorBox(err));
     }
   }
   replace(root, h("h1", {}, "Open orders"), h("p", { class: "muted" }, "Orders still working at the venue; fills are recorded in the ledger as they come."), out, box);
