@@ -97,10 +97,7 @@ class FastRpc:
         try:
             return self._commit(request, timeout=self._commit_timeout, metadata=self._commit_md)
         except self._grpc.RpcError as exc:
-            error = self._gexc.from_grpc_error(exc)
-            if not self._retries(self._commit_retry, error):
-                raise error from exc
-        self._first_backoff(self._commit_retry)
+            self._raise_or_back_off(self._commit_retry, exc)
         return self._library_commit(request)
 
     def _library_commit(self, request: Any) -> Any:
@@ -120,10 +117,7 @@ class FastRpc:
         try:
             first = next(stream, None)
         except self._grpc.RpcError as exc:
-            error = self._gexc.from_grpc_error(exc)
-            if not self._retries(self._batch_retry, error):
-                raise error from exc
-            self._first_backoff(self._batch_retry)
+            self._raise_or_back_off(self._batch_retry, exc)
             return self._library_batch_get(request)
         return self._rest(first, stream)
 
@@ -143,15 +137,15 @@ class FastRpc:
 
     # ---------------------------------------------------------------------------------- retries
 
-    @staticmethod
-    def _retries(retry: Any, error: Exception) -> bool:
-        predicate = getattr(retry, "_predicate", None)
-        return bool(predicate is not None and predicate(error))
-
-    @staticmethod
-    def _first_backoff(retry: Any) -> None:
+    def _raise_or_back_off(self, retry: Any, exc: Exception) -> None:
+        """Raise the library's error for ``exc`` unless the method's default ``retry`` would retry it;
+        then sleep that retry's first back-off (the caller hands the call to the library's method)."""
         from google.api_core.retry import exponential_sleep_generator
 
+        error = self._gexc.from_grpc_error(exc)
+        predicate = getattr(retry, "_predicate", None)  # noqa: SLF001 - the retry's own predicate
+        if predicate is None or not predicate(error):
+            raise error from exc
         time.sleep(next(exponential_sleep_generator(retry._initial, retry._maximum,  # noqa: SLF001
                                                     retry._multiplier)))  # noqa: SLF001
 
