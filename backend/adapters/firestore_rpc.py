@@ -12,7 +12,9 @@ answer or error as the library would raise it (``google.api_core.exceptions.from
 Retries stay the library's: an error its default retry would retry (commit: ``ResourceExhausted``,
 ``ServiceUnavailable``; batched read: its predicate, probed) hands the call, after the retry's
 first back-off, to the GAPIC method with its default retry — what the library would have done
-from its second attempt on. A ``Commit`` retried after an error may have landed the first time,
+from its second attempt on (its deadline then starts at the hand-over: a call whose first attempt
+failed only at its timeout can take one timeout longer than through the library alone — a hung
+first attempt, not a refused one). A ``Commit`` retried after an error may have landed the first time,
 exactly as with the library: every write on the order path carries a precondition (creates,
 update-time tokens), so a second landing is refused, not doubled.
 
