@@ -321,7 +321,8 @@ def instrument(client: Any, log: RpcLog) -> Any:
     api = client._firestore_api  # creates the GAPIC client on first access
     if not isinstance(api, _CountingApi):
         client._firestore_api_internal = _CountingApi(api, log)
-    fast = FastRpc.for_client(client)  # its library path (a retry's hand-over) goes through the counter
+        client.__dict__.pop("_fast_rpc", None)  # rebuilt on the counter: its hand-overs are counted too
+    fast = FastRpc.for_client(client)
     if fast is not None and not isinstance(fast, _CountingFast):
         client._fast_rpc = _CountingFast(fast, log)
     return client

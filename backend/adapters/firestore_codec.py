@@ -44,6 +44,7 @@ from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.field_path import render_field_path
 from google.cloud.firestore_v1.types import common, document, firestore as firestore_types, write as write_types
 
+from backend.adapters.firestore_rpc import FastRpc
 from backend.execution.unit_of_work import (EXISTS, SERVER_TIME, ArrayUnion, Create, Delete, Inc, Increment, Set,
                                             Update)
 
@@ -227,8 +228,6 @@ def batch_get(client: Any, paths: list[str]) -> dict[str, tuple[dict[str, Any] |
     """One ``BatchGetDocuments`` round trip: path -> (document or None, update time), as
     ``FirestoreStore.get_all`` answered it from ``Client.get_all`` (see the module docstring)."""
     from google.api_core.datetime_helpers import DatetimeWithNanoseconds
-
-    from backend.adapters.firestore_rpc import FastRpc
 
     prefix = f"{client._database_string}/documents/"  # noqa: SLF001 - what DocumentReference uses
     fast = FastRpc.for_client(client)

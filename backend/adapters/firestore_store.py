@@ -588,12 +588,12 @@ def _backoff(attempt: int) -> None:
 
 def _commit_writes(client: Any, writes: list[Any], attempts: int = 8) -> Sequence[Any]:
     """``WriteBatch.commit`` of these ``Write`` protobufs, answering the raw ``WriteResult``s (issue
-    17): the same GAPIC method with the same metadata and its default retry and timeout (the batch
-    passes neither), the same error mapping, and ``_commit``'s contention retry — without the
-    request's conversion from a dict through proto-plus (each write copied twice) or a proto-plus
-    wrapper per result (~0.2 ms of CPU per commit). A precondition failure is an answer, not
+    17): sent bare on the client's channel by ``firestore_rpc`` (the GAPIC method's metadata and
+    timeout, its errors, its retry by hand-over; the GAPIC method itself when that path is off), with
+    a bounded contention retry — without the request's conversion from a dict through proto-plus (each
+    write copied twice) or a proto-plus wrapper per result. A precondition failure is an answer, not
     contention: it propagates at once. ``tests/integration/test_firestore_commit_raw.py`` compares
-    what both paths write and answer."""
+    what this and the library's ``WriteBatch.commit`` write and answer, on both paths."""
     import random
     import time
 
