@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import grpc
 import pytest
 from google.api_core import exceptions as gexc
 from proto.datetime_helpers import DatetimeWithNanoseconds
@@ -19,6 +18,7 @@ from backend.adapters.firestore_store import FirestoreStore, _increments_after
 from backend.execution.unit_of_work import (CHANGED, EXISTS_ALREADY, MISSING, SERVER_TIME, ArrayUnion, Commit, Conflict,
                                             Create, Delete, Inc, Increment, Set, Update)
 from backend.ports.store import StoreContention
+from tests.support.grpc_errors import RpcError
 
 
 def _ops(root: str) -> list:
@@ -111,22 +111,6 @@ class _Flaky:
         return self.api.commit(request=request, **kwargs)
 
 
-class _RpcError(grpc.RpcError):
-    """What a gRPC call raises: a status code and details."""
-
-    def __init__(self, code):
-        self._code = code
-
-    def code(self):
-        return self._code
-
-    def details(self):
-        return "simulated"
-
-    def trailing_metadata(self):
-        return ()
-
-
 class _FlakyStub:
     """The fast path's bare ``Commit`` callable with its first ``fail`` calls answered by an error."""
 
@@ -137,7 +121,7 @@ class _FlakyStub:
     def __call__(self, request, **kwargs):
         self.calls += 1
         if self.calls <= self.fail:
-            raise _RpcError(self.code)
+            raise RpcError(self.code)
         return self.stub(request, **kwargs)
 
 

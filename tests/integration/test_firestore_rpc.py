@@ -16,7 +16,7 @@ from backend.adapters.firestore_codec import batch_get
 from backend.adapters.firestore_rpc import FastRpc
 from backend.adapters.firestore_store import FirestoreStore, _Client
 from backend.execution.unit_of_work import Commit, Create, Increment, Set
-from tests.integration.test_firestore_commit_raw import _RpcError
+from tests.support.grpc_errors import RpcError
 
 
 class _Recorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
@@ -141,7 +141,7 @@ def _failing(code, then=None, times=1):
     def call(request, **kwargs):
         calls.append(kwargs)
         if len(calls) <= times:
-            raise _RpcError(code)
+            raise RpcError(code)
         return then(request, **kwargs)
     call.calls = calls
     return call
@@ -168,7 +168,7 @@ def test_a_commit_error_the_library_does_not_retry_is_its_error_and_nothing_else
     fast, library, sleeps = _fast_with(db, monkeypatch, commit=_failing(code, times=1))
 
     with pytest.raises(error) as caught:
-        fast.commit(firestore_rpc_request(db, "rpc/4/c/a"))
+        fast.commit(_commit_request(db, "rpc/4/c/a"))
 
     assert isinstance(caught.value.__cause__, grpc.RpcError)
     assert library.commits == 0 and sleeps == [] and db.document("rpc/4/c/a").get().exists is False
@@ -179,7 +179,7 @@ def test_a_real_refusal_from_the_emulator_is_the_library_error(db):
     fast = FastRpc.for_client(db)
 
     with pytest.raises(gexc.GoogleAPICallError) as fast_error:
-        fast.commit(firestore_rpc_request(db, "rpc/5/c/a"))
+        fast.commit(_commit_request(db, "rpc/5/c/a"))
     batch = db.batch()
     batch.create(db.document("rpc/5/c/a"), {"y": 1})
     with pytest.raises(gexc.GoogleAPICallError) as library_error:
@@ -189,7 +189,7 @@ def test_a_real_refusal_from_the_emulator_is_the_library_error(db):
     assert db.document("rpc/5/c/a").get().to_dict() == {"x": 1}
 
 
-def firestore_rpc_request(db, path):
+def _commit_request(db, path):
     from backend.adapters.firestore_codec import write_for
     from google.cloud.firestore_v1.types import firestore as firestore_types
 
@@ -211,7 +211,7 @@ class _Stream:
         if self.answers:
             return self.answers.pop(0)
         if self.code is not None:
-            raise _RpcError(self.code)
+            raise RpcError(self.code)
         raise StopIteration
 
 
