@@ -10,9 +10,10 @@ import logging
 import grpc
 import pytest
 from google.api_core import exceptions as gexc
+from google.cloud.firestore_v1.types import firestore as firestore_types
 
 from backend.adapters import firestore_rpc
-from backend.adapters.firestore_codec import batch_get
+from backend.adapters.firestore_codec import batch_get, write_for
 from backend.adapters.firestore_rpc import FastRpc
 from backend.adapters.firestore_store import FirestoreStore, _Client
 from backend.execution.unit_of_work import Commit, Create, Increment, Set
@@ -190,9 +191,6 @@ def test_a_real_refusal_from_the_emulator_is_the_library_error(db):
 
 
 def _commit_request(db, path):
-    from backend.adapters.firestore_codec import write_for
-    from google.cloud.firestore_v1.types import firestore as firestore_types
-
     request = firestore_types.CommitRequest.pb()(database=db._database_string)  # noqa: SLF001
     request.writes.append(write_for(Create(path, {"y": 1}), db.document(path)._document_path))  # noqa: SLF001
     return request
