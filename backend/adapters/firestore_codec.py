@@ -229,15 +229,15 @@ def batch_get(client: Any, paths: list[str]) -> dict[str, tuple[dict[str, Any] |
     ``FirestoreStore.get_all`` answered it from ``Client.get_all`` (see the module docstring)."""
     from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 
-    prefix = f"{client._database_string}/documents/"  # noqa: SLF001 - what DocumentReference uses
+    database = client._database_string  # noqa: SLF001
+    prefix = f"{database}/documents/"  # what DocumentReference uses
+    names = [prefix + p for p in paths]
     fast = FastRpc.for_client(client)
     if fast is not None:
-        responses = fast.batch_get(_BatchRequest(database=client._database_string,  # noqa: SLF001
-                                                 documents=[prefix + p for p in paths]))
+        responses = fast.batch_get(_BatchRequest(database=database, documents=names))
     else:
         responses = client._firestore_api.batch_get_documents(  # noqa: SLF001
-            request={"database": client._database_string, "documents": [prefix + p for p in paths]},  # noqa: SLF001
-            metadata=client._rpc_metadata)  # noqa: SLF001
+            request={"database": database, "documents": names}, metadata=client._rpc_metadata)  # noqa: SLF001
     out: dict[str, tuple[dict[str, Any] | None, Any]] = {}
     for response in responses:
         raw = getattr(response, "_pb", response)

@@ -30,10 +30,10 @@ import logging
 import time
 from typing import Any, Iterator
 
+from backend.logs import log_event
+
 COMMIT = "/google.firestore.v1.Firestore/Commit"
 BATCH_GET = "/google.firestore.v1.Firestore/BatchGetDocuments"
-
-_log = logging.getLogger(__name__)
 
 
 class FastRpc:
@@ -58,7 +58,6 @@ class FastRpc:
                 or getattr(batch_method, "_start_span_fn", None) is not None:
             raise RuntimeError("the client traces its calls: the library's path keeps its spans")
         database = client._database_string  # noqa: SLF001
-        self.database = database
         self._commit_md = _metadata(commit_method, client, database, gapic_v1)
         self._batch_md = _metadata(batch_method, client, database, gapic_v1)
         self._commit_timeout = _timeout(commit_method)
@@ -79,7 +78,8 @@ class FastRpc:
             try:
                 found = cls(client)
             except Exception as exc:  # noqa: BLE001 - any gap in the library's pieces: its own path
-                _log.warning("firestore_rpc.library_path: %s", exc)
+                log_event("firestore_rpc.library_path", severity="WARNING", error_type=type(exc).__name__,
+                          error=str(exc)[:300])
                 found = False
             try:
                 client._fast_rpc = found  # noqa: SLF001
