@@ -46,6 +46,7 @@ from backend.risk.manager import Exposure, RiskSnapshot, snapshot_from_docs
 class FirestoreStore:
     def __init__(self, client: firestore.Client):
         self.db = client
+        self._prefix: str | None = None  # the database's documents prefix (``_document_name``)
 
     @classmethod
     def from_env(cls) -> "FirestoreStore":
@@ -203,12 +204,10 @@ class FirestoreStore:
         return batch_get(self.db, unique)  # issue 17: decoded once from the raw protobufs
 
     def commit(self, commit: Commit) -> list[Any]:
-        """One ``WriteBatch`` (atomic), committed with the bounded contention retry of ``_commit``;
-        a failed precondition (exists / changed / missing) is a ``Conflict``."""
-        batch = self.db.batch()
-        for op in commit.ops:
-            self._add_op(batch, op)
-        writes = list(getattr(batch, "_write_pbs", None) or [])  # the batch forgets them once committed
+        """One atomic commit of the ops' writes (what a ``WriteBatch`` sends), with the bounded
+        contention retry of ``_commit_writes``; a failed precondition (exists / changed / missing)
+        is a ``Conflict``."""
+        writes = self._writes(commit.ops)
         try:
             results = _commit_writes(self.db, writes)
         except gexc.AlreadyExists as exc:
@@ -217,15 +216,42 @@ class FirestoreStore:
             raise Conflict(str(exc), CHANGED) from exc
         except gexc.NotFound as exc:
             raise Conflict(str(exc), MISSING) from exc
-        return CommitResult([_update_time(r) for r in results], _increments_after(writes, results))
+        return CommitResult(_update_times(results), _increments_after(writes, results))
+
+    def _writes(self, ops: Sequence[Any]) -> list[Any]:
+        """The ``Write`` protobufs of ``ops``, in order: ``write_for``'s raw protobufs (issue 17), and
+        the library's batch methods for the op shapes it leaves to them."""
+        writes: list[Any] = []
+        for op in ops:
+            write = write_for(op, self._document_name(op.path))
+            if write is None:
+                batch = self.db.batch()
+                self._add_op_library(batch, self.db.document(op.path), op)
+                writes.extend(batch._write_pbs)  # noqa: SLF001 - what create/update/set/delete appended
+            else:
+                writes.append(write)
+        return writes
+
+    def _document_name(self, path: str) -> str:
+        """``self.db.document(path)._document_path`` without building the reference (issue 17: 14
+        per placed order): the database's documents prefix + ``path`` when its segments are
+        non-empty and even in number — what the library then answers; any other path goes to the
+        library, which raises for it as it always did."""
+        segments = path.split("/")
+        if len(segments) % 2 or not all(segments):
+            return self.db.document(path)._document_path  # noqa: SLF001
+        prefix = self._prefix
+        if prefix is None:
+            prefix = self._prefix = f"{self.db._database_string}/documents/"  # noqa: SLF001
+        return prefix + path
 
     def _add_op(self, batch: Any, op: Any) -> None:
-        ref = self.db.document(op.path)
-        write = write_for(op, ref._document_path)  # issue 17: raw protobufs, the library's exactly
+        """One op added to a caller's ``WriteBatch`` (the single steps below; tests drive them alone)."""
+        write = write_for(op, self._document_name(op.path))
         if write is not None:
             batch._add_write_pbs([write])  # noqa: SLF001 - what create/update/set/delete append
             return
-        self._add_op_library(batch, ref, op)
+        self._add_op_library(batch, self.db.document(op.path), op)
 
     def _add_op_library(self, batch: Any, ref: Any, op: Any) -> None:
         """The library's batch methods (op shapes ``write_for`` leaves to them; the reference its
@@ -551,10 +577,12 @@ def _increments_after(writes: list[Any], results: Sequence[Any]) -> dict[str, di
     out: dict[str, dict[str, int]] = {}
     for write, result in zip(writes, results):
         write = getattr(write, "_pb", write)
-        transforms = list(write.update_transforms) if write.HasField("update") else []
+        transforms = write.update_transforms  # empty on a delete and on a write without transforms
+        if not transforms or not write.HasField("update"):
+            continue
         result = getattr(result, "_pb", result)  # the raw message: no proto-plus wrapper per value
-        values = list(getattr(result, "transform_results", ()) or ())
-        if not transforms or len(transforms) != len(values):
+        values = getattr(result, "transform_results", ()) or ()
+        if len(transforms) != len(values):
             continue
         fields: dict[str, int] = {}
         for transform, value in zip(transforms, values):
@@ -614,12 +642,24 @@ def _commit_writes(client: Any, writes: list[Any], attempts: int = 8) -> Sequenc
     raise AssertionError("unreachable")
 
 
-def _update_time(result: Any) -> Any:
-    """A raw ``WriteResult``'s update time as the library answered it: proto-plus's own
+def _update_times(results: Sequence[Any]) -> list[Any]:
+    """Each raw ``WriteResult``'s update time as the library answered it: proto-plus's own
     ``DatetimeWithNanoseconds`` (``proto.datetime_helpers``, the class its Timestamp rule makes), or
-    ``None`` when unset, as proto-plus answers an absent field."""
-    raw = getattr(result, "_pb", result)
-    return _ProtoDatetime.from_timestamp_pb(raw.update_time) if raw.HasField("update_time") else None
+    ``None`` when unset, as proto-plus answers an absent field. Converted once per distinct time
+    (a commit's writes share its commit time; the value is immutable)."""
+    out: list[Any] = []
+    stamp: Any = None
+    converted: Any = None
+    for result in results:
+        raw = getattr(result, "_pb", result)
+        if not raw.HasField("update_time"):
+            out.append(None)
+            continue
+        if stamp is None or raw.update_time != stamp:
+            stamp = raw.update_time
+            converted = _ProtoDatetime.from_timestamp_pb(stamp)
+        out.append(converted)
+    return out
 
 
 def _fs_value(value: Any) -> Any:

@@ -69,6 +69,9 @@ def test_the_store_and_the_library_batch_write_and_answer_the_same(db):
     assert _stored(db, "raw/1") == _stored(db, "lib/1")
     assert [type(t) for t in answer] == [type(t) for t in times]
     assert all(isinstance(t, DatetimeWithNanoseconds) for t in answer[:4])
+    # each token is its document's update time (converted once per distinct time of the answer)
+    for name, token in zip(("a", "b", "tally", "u"), answer):
+        assert token == db.document(f"raw/1/c/{name}").get().update_time
     assert [t is None for t in answer] == [t is None for t in times]
     assert answer.increments == {k.replace("lib/1", "raw/1"): v for k, v in increments.items()}
     assert answer.increments["raw/1/c/tally"] == {"orders": 1, "trades": 7}
@@ -171,3 +174,27 @@ def test_a_precondition_failure_is_an_answer_not_retried(db, monkeypatch, path):
         store.commit(Commit([Increment(f"raw/5{path}/c/t", {"n": 1})]))
 
     assert caught.value.kind == CHANGED and flaky.calls == 1
+
+
+def _named(name):
+    try:
+        return name()
+    except ValueError as exc:
+        return ("ValueError", str(exc))
+
+
+@pytest.mark.parametrize("path", ["tenants/t1/order_intents/i-1", "a/b", "users/u/portfolio/history/trades/x.y",
+                                  "a/b/c", "a//b/c", "/a/b", "a/b/", "a", "a/b//"])
+def test_a_write_names_its_document_as_the_library_does(db, path):
+    """The documents prefix + the path where that is the library's answer; the library's own answer
+    (or its error) for any other path."""
+    store = FirestoreStore(db)
+    assert _named(lambda: store._document_name(path)) == _named(lambda: db.document(path)._document_path)  # noqa: SLF001
+
+
+@pytest.mark.parametrize("path", ["a/b/c", "a"])
+def test_a_malformed_path_is_refused_before_anything_is_sent(db, path):
+    store = FirestoreStore(db)
+    with pytest.raises(ValueError):
+        store.commit(Commit([Set("raw/3/c/before", {"x": 1}), Set(path, {"x": 1})]))
+    assert db.document("raw/3/c/before").get().exists is False
