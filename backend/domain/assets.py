@@ -95,6 +95,18 @@ def detect_asset_class(symbol: str) -> AssetClass:
     """Symbol format → asset class: EUR/USD FOREX, BTC/USD CRYPTO, OCC OPTIONS, XAU/USD and
     ``GC=F`` COMMODITY, plain tickers EQUITY."""
     text = normalize_symbol(symbol)
+    detected = _DETECTED.get(text)
+    if detected is None:
+        detected = _detect(text)
+        if len(_DETECTED) < 50_000:  # bounded like ``_NORMALIZED`` (symbols are user input)
+            _DETECTED[text] = detected
+    return detected
+
+
+_DETECTED: dict[str, AssetClass] = {}  # normalized symbol -> its class (a pure function of the text)
+
+
+def _detect(text: str) -> AssetClass:
     if _OCC_RE.match(text):
         return AssetClass.OPTIONS
     if text.endswith("=F"):
@@ -129,11 +141,14 @@ def resolve_asset_class(symbol: str, given: Any = None, field_name: str = "asset
     return klass
 
 
+_QUOTES_LONGEST_FIRST = tuple(sorted(CRYPTO_QUOTES | FIAT, key=len, reverse=True))
+
+
 def _split_pair(text: str) -> tuple[str | None, str | None]:
     if "/" in text:
         base, _, quote = text.partition("/")
         return (base, quote) if base and quote else (None, None)
-    for quote in sorted(CRYPTO_QUOTES | FIAT, key=len, reverse=True):
+    for quote in _QUOTES_LONGEST_FIRST:
         if text.endswith(quote) and len(text) > len(quote):
             base = text[: -len(quote)]
             if base in FIAT or base in KNOWN_CRYPTO or base in METALS:
