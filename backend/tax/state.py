@@ -235,9 +235,10 @@ class _PackedLots:
     of the same book — read back unchanged — takes its lots and their maps from here instead of
     parsing every lot and formatting it again (~2.5 ms of a fill's CPU at 60–100 lots, growing with
     the book). ``Lot`` is frozen and the maps are never changed after they are made, so an entry is
-    exactly what parsing the string would give; a string not in here is parsed as before. Each lot's
-    packed row (``packed_row``) is kept beside its map, so the next fill encodes only the lots it made
-    or changed (~0.9 → ~0.2 ms per fill at 60 lots, ~1.5 → ~0.3 ms at 300). Bounded by ``max_chars``
+    exactly what parsing the string would give; a string not in here is parsed, each lot keeping its
+    map as stored (``book_from_state``). Each lot's packed row (``packed_row``) is kept beside its map,
+    so the next fill encodes only the lots it made or changed (~0.9 → ~0.2 ms per fill at 60 lots,
+    ~1.5 → ~0.3 ms at 300). Bounded by ``max_chars``
     of packed text and ``max_entries`` books (least recently used goes first); the rows hold about as
     many characters again as the packed text they make up."""
 
@@ -323,7 +324,14 @@ def book_from_state(state: Mapping[str, Any] | None, symbol: str, asset_class: A
             book._known_lot_maps = {id(lot): (lot, m, r)  # type: ignore[attr-defined]
                                     for lot, m, r in zip(*known)}
         else:
-            book._lots = [lot_from_dict(x) for x in book_lots(state)]  # noqa: SLF001
+            maps = book_lots(state)
+            book._lots = [lot_from_dict(x) for x in maps]  # noqa: SLF001
+            # each lot's map as stored is kept for it (with its packed row), as for a book read back from
+            # the memo: the state written next formats only the lots the fill made or changed, not every
+            # lot again (issue 17: a new instance's first fill of a 100-lot book, ~45 % of its tax step).
+            # A kept map parses to its lot by construction (the lot was parsed from it).
+            book._known_lot_maps = {id(lot): (lot, m, packed_row(m))  # type: ignore[attr-defined]
+                                    for lot, m in zip(book._lots, maps)}  # noqa: SLF001
         book._pending = deque(_pending_from_dict(x) for x in book_pending(state))  # noqa: SLF001
         book._splits = int(state.get("splits", 0))  # noqa: SLF001
     return book

@@ -52,9 +52,56 @@ def test_a_book_read_back_unchanged_is_not_parsed_again(monkeypatch):
 
     assert parsed == [] and formatted == []  # three whole lots closed: nothing else changed
     assert len(book_lots(after)) == 37
-    PACKED_LOTS.clear()  # a process that never packed it parses every lot
-    apply_fill_to_state(dict(state), sell)
-    assert len(parsed) == 40
+    PACKED_LOTS.clear()  # a process that never packed it parses every lot, and formats none again
+    cold = apply_fill_to_state(dict(state), sell).state
+    assert len(parsed) == 40 and formatted == []
+    assert cold == after
+
+
+def test_a_new_process_formats_only_the_lot_a_buy_opens(monkeypatch):
+    PACKED_LOTS.clear()
+    state = None
+    for n in range(30):
+        state = apply_fill_to_state(state, Fill(trade_id=f"b{n}", symbol="AAPL", side="buy", qty=Decimal(1),
+                                                price=Decimal(100 + n), timestamp=T0 + timedelta(minutes=n))).state
+    buy = Fill(trade_id="b-last", symbol="AAPL", side="buy", qty=Decimal(1), price=Decimal(99),
+               timestamp=T0 + timedelta(hours=1))
+    warm = apply_fill_to_state(dict(state), buy).state
+    PACKED_LOTS.clear()
+    formatted = []
+    real_format = tax_state._lot_to_dict
+    monkeypatch.setattr(tax_state, "_lot_to_dict", lambda lot: formatted.append(lot) or real_format(lot))
+
+    cold = apply_fill_to_state(dict(state), buy).state
+
+    assert [lot.source_trade_id for lot in formatted] == ["b-last"]
+    assert cold == warm  # byte for byte what the process that packed the book writes
+
+
+def test_a_stored_row_in_an_older_shape_is_kept_and_still_reads_as_its_lot():
+    """A row is kept as stored (not formatted again): one written without the fields later versions
+    add (``book``, ``wash_replacement``, ``wash_adjustment``) stays so, and every lot reads back the
+    same as from a book whose rows were all formatted anew."""
+    PACKED_LOTS.clear()
+    state = None
+    for n in range(3):
+        state = apply_fill_to_state(state, Fill(trade_id=f"b{n}", symbol="AAPL", side="buy", qty=Decimal(2),
+                                                price=Decimal(100 + n), timestamp=T0 + timedelta(minutes=n))).state
+    older = [{k: v for k, v in lot.items() if k not in ("book", "wash_replacement", "wash_adjustment")}
+             for lot in book_lots(state)]
+    stored = {**{k: v for k, v in state.items() if k != "lots_packed"}, "lots_packed": tax_state.pack_list(older)}
+    PACKED_LOTS.clear()
+    sell = Fill(trade_id="s1", symbol="AAPL", side="sell", qty=Decimal(1), price=Decimal(150),
+                timestamp=T0 + timedelta(hours=1))
+
+    after = apply_fill_to_state(stored, sell).state
+
+    kept = book_lots(after)
+    assert kept[1:] == older[1:]  # the untouched lots' rows as stored
+    assert "wash_adjustment" in kept[0]  # the partly closed lot: formatted anew
+    PACKED_LOTS.clear()
+    anew = apply_fill_to_state(state, sell).state
+    assert [tax_state.lot_from_dict(m) for m in kept] == [tax_state.lot_from_dict(m) for m in book_lots(anew)]
 
 
 def test_a_partly_closed_lot_is_formatted_again_and_the_rest_reused(monkeypatch):
