@@ -43,6 +43,12 @@ out = {"threads": [t.name for t in threading.enumerate()],
        "frozen": gc.get_freeze_count(),
        "bridge_loaded": "backend.api.flask_bridge" in sys.modules,  # functions/main.py's api() imports it
        "models_complete": {name: bool(getattr(models, name).__pydantic_complete__) for name in wiring._HOT_MODELS}}
+from backend.domain import storable
+from backend.execution import lot_capacity
+from backend.tax.state import PACKED_LOTS
+out["primed"] = {"worst_sizes": lot_capacity.worst_sizes.cache_info().currsize,
+                 "field_names": storable._key_problem.cache_info().currsize,
+                 "memo_books": len(PACKED_LOTS._entries)}
 """
 
 _FIRST_REQUEST = _START + r"""
@@ -88,6 +94,9 @@ def test_the_api_instance_builds_its_objects_before_the_fork_without_a_thread_or
     assert "ExecutionResponse" in out["models_complete"]
     assert out["frozen"] > 10_000  # the import's objects are out of the worker's collections
     assert out["bridge_loaded"]  # the HTTP entry point's own import is not the first request's
+    # the pure steps ran once on a made-up order: their per-process caches are filled, no book is kept
+    assert out["primed"]["worst_sizes"] == 1 and out["primed"]["field_names"] > 20, out["primed"]
+    assert out["primed"]["memo_books"] == 0
 
 
 def test_the_first_order_request_imports_no_module_and_builds_no_schema(firestore_emulator, auth_emulator):
@@ -117,3 +126,19 @@ def test_a_failed_build_before_the_fork_is_logged_and_the_import_goes_on(monkeyp
     failed = [x for x in lines if x.get("event") == "api.prebuild_failed"]
     assert failed and failed[0]["error_type"] == "RuntimeError" and "no credentials" in failed[0]["error"]
     wiring.reset()
+
+
+def test_priming_the_pure_steps_logs_nothing_and_a_failure_is_logged_not_raised(monkeypatch, capsys):
+    from backend.api import wiring
+    from backend.execution import lot_capacity
+
+    wiring._prime_pure_paths()
+    assert [x for x in capsys.readouterr().out.splitlines() if x.startswith("{")] == []
+
+    def broken():
+        raise RuntimeError("no sizes here")
+
+    monkeypatch.setattr(lot_capacity, "worst_sizes", broken)
+    wiring._prime_pure_paths()
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [(x["event"], x["error_type"]) for x in lines] == [("api.prime_failed", "RuntimeError")]
