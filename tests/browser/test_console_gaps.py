@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from backend.tax.holding import resolve_tz, trade_date
 from tests.browser.conftest import TENANT, stack
 from tests.browser.test_console import _place
 
@@ -272,7 +273,9 @@ def test_a_trader_elects_a_lot_method_and_reconciles_a_1099b_statement(console, 
     page.get_by_test_id("api-error").wait_for()
     assert page.get_by_test_id("error-field").first.inner_text() == "effective_at"
 
-    today = datetime.now(timezone.utc).date().isoformat()
+    # the sale's date on a 1099-B is its trade date in the tax time zone (New York), not UTC's date:
+    # between 00:00 and 05:00 UTC the two differ
+    today = trade_date(datetime.now(timezone.utc), resolve_tz(None)).isoformat()
     statement = ("description,date_sold,proceeds,cost_basis\n"
                  f"1 SPY,{today},1.00,\n"  # our sale, with a wrong amount on the statement
                  f"3 ZZZQ,{today},30.00,29.00\n")  # a sale we never made
