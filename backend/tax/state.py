@@ -326,12 +326,15 @@ def book_from_state(state: Mapping[str, Any] | None, symbol: str, asset_class: A
         else:
             maps = book_lots(state)
             book._lots = [lot_from_dict(x) for x in maps]  # noqa: SLF001
-            # each lot's map as stored is kept for it (with its packed row), as for a book read back from
-            # the memo: the state written next formats only the lots the fill made or changed, not every
-            # lot again (issue 17: a new instance's first fill of a 100-lot book, ~45 % of its tax step).
-            # A kept map parses to its lot by construction (the lot was parsed from it).
-            book._known_lot_maps = {id(lot): (lot, m, packed_row(m))  # type: ignore[attr-defined]
-                                    for lot, m in zip(book._lots, maps)}  # noqa: SLF001
+            if state.get(PACKED_FIELDS["lots"]) is not None:
+                # each lot of a packed book keeps its map as stored (with its packed row), as a book read
+                # back from the memo does: the state written next formats only the lots the fill made or
+                # changed, not every lot again (issue 17: a new instance's first fill of a 100-lot book,
+                # ~45 % of its lot step). A kept map parses to its lot by construction (the lot was parsed
+                # from it) and holds no float (``unpack_list`` refuses one). A book still in the list form
+                # (written before issue 17) is formatted whole, once, as before.
+                book._known_lot_maps = {id(lot): (lot, m, packed_row(m))  # type: ignore[attr-defined]
+                                        for lot, m in zip(book._lots, maps)}  # noqa: SLF001
         book._pending = deque(_pending_from_dict(x) for x in book_pending(state))  # noqa: SLF001
         book._splits = int(state.get("splits", 0))  # noqa: SLF001
     return book

@@ -140,3 +140,21 @@ def test_incremental_books_still_equal_the_whole_history_through_the_memo():
     PACKED_LOTS.clear()
     again, final_again, pending_again = run_incremental(fills, LotMethod.FIFO)
     assert state == again and final == final_again and pending == pending_again
+
+
+def test_a_book_still_in_the_list_form_is_formatted_whole_once():
+    """A book written before issue 17 (its lots as a list field): every lot is formatted anew on its
+    first packed write, as before (its maps are not kept as they were stored)."""
+    PACKED_LOTS.clear()
+    state = None
+    for n in range(3):
+        state = apply_fill_to_state(state, Fill(trade_id=f"b{n}", symbol="AAPL", side="buy", qty=Decimal(2),
+                                                price=Decimal(100 + n), timestamp=T0 + timedelta(minutes=n))).state
+    older = [{k: v for k, v in lot.items() if k != "wash_adjustment"} for lot in book_lots(state)]
+    listed = {**{k: v for k, v in state.items() if k != "lots_packed"}, "lots": older}
+    PACKED_LOTS.clear()
+
+    after = apply_fill_to_state(listed, Fill(trade_id="b9", symbol="AAPL", side="buy", qty=Decimal(1),
+                                             price=Decimal(99), timestamp=T0 + timedelta(hours=1))).state
+
+    assert all("wash_adjustment" in lot for lot in book_lots(after))
