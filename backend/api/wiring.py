@@ -265,9 +265,11 @@ def _prime_pure_paths() -> None:
     """Run the order path's pure steps once on a made-up order (issue 17): what they compute once
     per process and cache (the lot book's worst-case sizes, the field names' storability, the
     request model's first validation, the lot book's first steps) is then computed before the
-    fork, in the instance's import, not by its first request (~2 ms of it here). Nothing is read,
-    written, sent or logged: no store, venue or clock is involved. A failure is logged, never
-    raised — the first request computes it instead."""
+    fork, in the instance's import, not by its first request (here: ~2 ms added to the import,
+    ~0.75 ms less CPU in a first order). Nothing is read, written, sent or logged: no store, venue
+    or clock is involved. Only ``preload_api`` calls it, before any request (it empties the
+    packed-lots memo it used). A failure is logged, never raised — the first request computes it
+    instead."""
     try:
         from datetime import datetime, timezone
         from decimal import Decimal
