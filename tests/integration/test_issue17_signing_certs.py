@@ -22,7 +22,8 @@ import firebase_admin
 import pytest
 from firebase_admin import auth, credentials
 
-from backend.api.firebase_auth import FirebaseTokenVerifier
+from backend.api.firebase_auth import FirebaseTokenVerifier, VerifiedTokens
+from backend.api.http import ApiError
 
 PROJECT = "demo-signing-certs"
 
@@ -81,6 +82,9 @@ class _CertServer:
         self.server.server_close()
 
 
+_SIGNING: dict[str, tuple[str, str]] = {}  # app name -> the key and kid its certificate endpoint serves
+
+
 @pytest.fixture
 def signed(monkeypatch):
     """A production-shaped app (no Auth emulator) whose certificate URL is the local server."""
@@ -92,6 +96,7 @@ def signed(monkeypatch):
                                         name=f"certs-{uuid.uuid4().hex[:8]}")
     client = auth._get_client(app)  # noqa: SLF001 - the per-app client verify_id_token uses
     client._token_verifier.id_token_verifier.cert_url = server.url  # noqa: SLF001
+    _SIGNING[app.name] = (key_pem, kid)
     try:
         yield app, server, _token(key_pem, kid)
     finally:
@@ -99,12 +104,12 @@ def signed(monkeypatch):
         firebase_admin.delete_app(app)
 
 
-def _token(key_pem: str, kid: str, uid: str = "u-certs") -> str:
+def _token(key_pem: str, kid: str, uid: str = "u-certs", lifetime: int = 3600) -> str:
     from google.auth import crypt, jwt
 
     now = int(time.time())
     claims = {"iss": f"https://securetoken.google.com/{PROJECT}", "aud": PROJECT, "sub": uid, "user_id": uid,
-              "auth_time": now - 10, "iat": now - 10, "exp": now + 3600, "tenant_id": "acme", "role": "trader"}
+              "auth_time": now - 10, "iat": now - 10, "exp": now + lifetime, "tenant_id": "acme", "role": "trader"}
     return jwt.encode(crypt.RSASigner.from_string(key_pem, kid), claims).decode()
 
 
@@ -157,3 +162,77 @@ def test_on_the_auth_emulator_there_is_nothing_to_fetch(auth_emulator, monkeypat
         assert FirebaseTokenVerifier(auth_emulator.project, app=app).prefetch_signing_certificates() is False
     finally:
         firebase_admin.delete_app(app)
+
+
+# --- verified tokens are not verified again until they expire (issue 17) ------------------------------
+
+def _counting(monkeypatch):
+    calls: list[str] = []
+    real = auth.verify_id_token
+
+    def verify_id_token(token, *args, **kwargs):
+        calls.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(auth, "verify_id_token", verify_id_token)
+    return calls
+
+
+def test_a_verified_token_is_not_verified_again_and_each_token_keeps_its_own_claims(signed, monkeypatch):
+    app, _, token = signed
+    key_pem, kid = _SIGNING[app.name]
+    other = _token(key_pem, kid, uid="u-other")
+    verifier = FirebaseTokenVerifier(PROJECT, app=app)
+    calls = _counting(monkeypatch)
+
+    first, again = verifier.verify(token), verifier.verify(token)
+    assert first == again and first.uid == "u-certs"
+    assert verifier.verify(other).uid == "u-other" and verifier.verify(other).uid == "u-other"
+    assert calls == [token, other]  # the signature checked once per token
+
+
+def test_a_kept_token_is_verified_again_once_it_expires_and_then_refused(signed, monkeypatch):
+    app, _, _ = signed
+    key_pem, kid = _SIGNING[app.name]
+    short = _token(key_pem, kid, lifetime=1)
+    verifier = FirebaseTokenVerifier(PROJECT, app=app)
+    calls = _counting(monkeypatch)
+
+    assert verifier.verify(short).uid == "u-certs"
+    time.sleep(2.1)  # past its exp: the SDK refuses it too
+    with pytest.raises(ApiError) as caught:
+        verifier.verify(short)
+    assert caught.value.status == 401 and "expired" in str(caught.value.reason)
+    assert calls == [short, short]
+
+
+def test_a_refused_token_is_not_kept(signed, monkeypatch):
+    app, _, _ = signed
+    stranger_key, _ = _key_and_cert()  # signed by a key the endpoint does not serve
+    forged = _token(stranger_key, _SIGNING[app.name][1])
+    verifier = FirebaseTokenVerifier(PROJECT, app=app)
+    calls = _counting(monkeypatch)
+
+    for _ in range(2):
+        with pytest.raises(ApiError) as caught:
+            verifier.verify(forged)
+        assert caught.value.status == 401
+    assert calls == [forged, forged]
+
+
+def test_verified_tokens_expire_by_their_exp_are_bounded_and_answer_copies():
+    now = [1_000.0]
+    kept = VerifiedTokens(max_entries=2, clock=lambda: now[0])
+    kept.put("a", {"uid": "a", "exp": 1_010})
+    kept.put("b", {"uid": "b", "exp": 1_010})
+    kept.put("no-exp", {"uid": "c"})  # nothing to keep it by
+    assert kept.get("no-exp") is None
+
+    answer = kept.get("a")
+    answer["role"] = "tenant_admin"  # a caller changing its copy changes nothing kept
+    assert kept.get("a") == {"uid": "a", "exp": 1_010}
+    kept.put("c", {"uid": "c", "exp": 1_010})  # "b" was used least recently
+    assert kept.get("b") is None and kept.get("a") is not None and kept.get("c") is not None
+    now[0] = 1_010.0
+    assert kept.get("a") is None and kept.get("c") is None
+    assert kept.get("\ud800 not utf-8") is None  # any header text: no error
