@@ -247,11 +247,7 @@ class FirestoreStore:
 
     def _add_op(self, batch: Any, op: Any) -> None:
         """One op added to a caller's ``WriteBatch`` (the single steps below; tests drive them alone)."""
-        write = write_for(op, self._document_name(op.path))
-        if write is not None:
-            batch._add_write_pbs([write])  # noqa: SLF001 - what create/update/set/delete append
-            return
-        self._add_op_library(batch, self.db.document(op.path), op)
+        batch._add_write_pbs(self._writes([op]))  # noqa: SLF001 - what create/update/set/delete append
 
     def _add_op_library(self, batch: Any, ref: Any, op: Any) -> None:
         """The library's batch methods (op shapes ``write_for`` leaves to them; the reference its

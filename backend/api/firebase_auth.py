@@ -19,8 +19,11 @@ check above still runs on every call that needs it.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+import time
+from collections import OrderedDict
 from typing import Any, Mapping
 
 from backend.api.auth import AccountState, AccountStateCache, Identity, account_refusal, identity_from_claims, \
@@ -179,9 +182,6 @@ class VerifiedTokens:
     thread-safe. ``clock``: seconds since the epoch (tests)."""
 
     def __init__(self, max_entries: int = 10_000, *, clock: Any = None):
-        import time
-        from collections import OrderedDict
-
         self._max = max_entries
         self._clock = clock or time.time
         self._items: "OrderedDict[bytes, tuple[dict[str, Any], float]]" = OrderedDict()
@@ -189,8 +189,6 @@ class VerifiedTokens:
 
     @staticmethod
     def _key(token: str) -> bytes:
-        import hashlib
-
         return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
     def get(self, token: str) -> dict[str, Any] | None:

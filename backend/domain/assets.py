@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -94,18 +95,10 @@ def occ_underlying(symbol: str) -> str | None:
 def detect_asset_class(symbol: str) -> AssetClass:
     """Symbol format → asset class: EUR/USD FOREX, BTC/USD CRYPTO, OCC OPTIONS, XAU/USD and
     ``GC=F`` COMMODITY, plain tickers EQUITY."""
-    text = normalize_symbol(symbol)
-    detected = _DETECTED.get(text)
-    if detected is None:
-        detected = _detect(text)
-        if len(_DETECTED) < 50_000:  # bounded like ``_NORMALIZED`` (symbols are user input)
-            _DETECTED[text] = detected
-    return detected
+    return _detect(normalize_symbol(symbol))
 
 
-_DETECTED: dict[str, AssetClass] = {}  # normalized symbol -> its class (a pure function of the text)
-
-
+@lru_cache(maxsize=50_000)  # a pure function of the normalized text; bounded (symbols are user input)
 def _detect(text: str) -> AssetClass:
     if _OCC_RE.match(text):
         return AssetClass.OPTIONS
